@@ -1,0 +1,195 @@
+//! The context's addresses (IPROOT). Each host device named by IPROOT lends the context a macvlan in bridge
+//! mode, moved into the context's own network namespace under the device's name and carrying its addresses,
+//! so a service inside that binds 0.0.0.0 is reachable at IPROOT only. A gratuitous ARP follows each IPv4
+//! address. Interfaces are configured with iproute2's `ip` (overridable with `VSERVER_IP_BIN`).
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sched::CloneFlags;
+
+use crate::garp;
+use crate::spec::Interface;
+
+/// Configuring the context's network failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The device IPROOT names does not exist on the host.
+    #[error("device {dev:?} named by IPROOT (dev: prefix or IPROOTDEV) does not exist on this host")]
+    NoDevice {
+        /// Device name.
+        dev: String,
+    },
+    /// `ip` could not be run at all.
+    #[error("cannot run {program}: {source} (is iproute2 installed?)")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `ip` ran and failed.
+    #[error("`ip {args}` failed: {stderr}")]
+    Ip {
+        /// Its arguments.
+        args: String,
+        /// What it printed.
+        stderr: String,
+    },
+    /// The context's network namespace could not be opened or entered.
+    #[error("cannot enter the network namespace of process {pid}: {errno}")]
+    Netns {
+        /// Process whose namespace it is.
+        pid: i32,
+        /// The OS error.
+        errno: nix::Error,
+    },
+    /// The gratuitous ARP could not be sent.
+    #[error(transparent)]
+    Garp(#[from] garp::GarpError),
+}
+
+fn ip_program() -> String {
+    std::env::var("VSERVER_IP_BIN").unwrap_or_else(|_| "ip".into())
+}
+
+/// Runs `ip ARGS`, inside the network namespace `netns` when given.
+fn ip(netns: Option<&File>, args: &[&str]) -> Result<String, NetworkError> {
+    let program = ip_program();
+    let mut cmd = Command::new(&program);
+    cmd.args(args);
+    if let Some(ns) = netns {
+        let ns = ns.try_clone().map_err(|source| NetworkError::Spawn { program: program.clone(), source })?;
+        // SAFETY: the closure only calls setns(2), which is async-signal-safe, on an fd opened before fork.
+        unsafe {
+            cmd.pre_exec(move || nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from));
+        }
+    }
+    let out = cmd.output().map_err(|source| NetworkError::Spawn { program, source })?;
+    if !out.status.success() {
+        return Err(NetworkError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn open_netns(pid: i32) -> Result<File, NetworkError> {
+    File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| NetworkError::Netns { pid, errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)) })
+}
+
+/// The prefix length of the host's own address on `dev` whose network covers `addr`, if any.
+pub fn host_prefix(dev: &str, addr: IpAddr) -> Option<u8> {
+    let out = ip(None, &["-j", "addr", "show", "dev", dev]).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&out).ok()?;
+    for link in json.as_array()? {
+        for info in link.get("addr_info")?.as_array()? {
+            let local: IpAddr = info.get("local")?.as_str()?.parse().ok()?;
+            let prefix = info.get("prefixlen")?.as_u64()? as u8;
+            if same_network(local, addr, prefix) {
+                return Some(prefix);
+            }
+        }
+    }
+    None
+}
+
+fn same_network(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Gives the context whose process 1 is `pid` (already in its own network namespace) its interfaces and
+/// addresses, brings them and the loopback up, and announces each IPv4 address. On failure nothing is left
+/// on the host: interfaces already moved die with the context's namespace.
+pub fn configure(interfaces: &[Interface], pid: i32) -> Result<(), NetworkError> {
+    for iface in interfaces {
+        if ip(None, &["link", "show", "dev", &iface.host_dev]).is_err() {
+            return Err(NetworkError::NoDevice { dev: iface.host_dev.clone() });
+        }
+    }
+    let ns = open_netns(pid)?;
+    ip(Some(&ns), &["link", "set", "lo", "up"])?;
+    let mut announce = Vec::new();
+    for (i, iface) in interfaces.iter().enumerate() {
+        let tmp = format!("vs{pid}x{i}");
+        ip(None, &["link", "add", &tmp, "link", &iface.host_dev, "type", "macvlan", "mode", "bridge"])?;
+        if let Err(e) = ip(None, &["link", "set", &tmp, "netns", &pid.to_string()]) {
+            let _ = ip(None, &["link", "del", &tmp]);
+            return Err(e);
+        }
+        ip(Some(&ns), &["link", "set", &tmp, "name", &iface.host_dev])?;
+        for a in &iface.addresses {
+            let prefix = a.prefix.or_else(|| host_prefix(&iface.host_dev, a.addr)).unwrap_or(if a.addr.is_ipv4() {
+                24
+            } else {
+                64
+            });
+            let cidr = format!("{}/{prefix}", a.addr);
+            let mut args = vec!["addr", "add", &cidr];
+            let bcast;
+            if let (Some(b), true) = (iface.broadcast, a.addr.is_ipv4()) {
+                bcast = b.to_string();
+                args.extend(["broadcast", &bcast]);
+            } else if a.addr.is_ipv4() {
+                args.extend(["broadcast", "+"]);
+            }
+            args.extend(["dev", &iface.host_dev]);
+            ip(Some(&ns), &args)?;
+            if let IpAddr::V4(v4) = a.addr {
+                announce.push((iface.host_dev.clone(), v4));
+            }
+        }
+        ip(Some(&ns), &["link", "set", &iface.host_dev, "up"])?;
+    }
+    announce_in(pid, &announce, 1)
+}
+
+/// Sends `count` gratuitous ARPs for each (device, address) from inside the network namespace of `pid`.
+pub fn announce_in(pid: i32, addrs: &[(String, Ipv4Addr)], count: u32) -> Result<(), NetworkError> {
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let ns = open_netns(pid)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Only this short-lived thread changes network namespace.
+            nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|errno| NetworkError::Netns { pid, errno })?;
+            for (dev, addr) in addrs {
+                garp::announce(dev, *addr, count)?;
+            }
+            Ok(())
+        })
+        .join()
+        .unwrap_or(Err(NetworkError::Netns { pid, errno: nix::Error::EINTR }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_compare_under_the_prefix() {
+        let a: IpAddr = "198.18.0.10".parse().unwrap();
+        assert!(same_network(a, "198.18.0.200".parse().unwrap(), 24));
+        assert!(!same_network(a, "198.18.1.1".parse().unwrap(), 24));
+        assert!(same_network(a, "198.18.1.1".parse().unwrap(), 15));
+        assert!(!same_network(a, "fd00::1".parse().unwrap(), 24));
+    }
+}

@@ -1,0 +1,110 @@
+//! The context's file system view: a private mount namespace whose root is the vserver's tree (by
+//! `pivot_root`, so the host's tree is unreachable, not merely hidden as by chroot), with its own `/proc`
+//! and a minimal `/dev`. Runs in the context's process 1 after `unshare`, before capabilities are dropped.
+
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::syscall::{SysResult, Syscall};
+
+/// Character devices of the minimal `/dev`: name, major, minor. All are mode 0666 as on a host.
+pub const DEVICES: &[(&str, u64, u64)] =
+    &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// Builds the file system of the context and enters it. `root` is the vserver's tree as the host sees it.
+///
+/// The sequence: make every mount private (nothing we do propagates back to the host); bind the tree on
+/// itself (with the mounts under it, such as those NAME.sh made) so it is a mount point; mount `/proc`, a
+/// tmpfs `/dev` with the device nodes, a private devpts instance and `/dev/shm`; then `pivot_root` to the
+/// tree and detach the old root, which leaves the host's other mounts invisible.
+pub fn enter_root(sys: &dyn Syscall, root: &Path) -> SysResult {
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+
+    let proc_dir = root.join("proc");
+    sys.mkdir(&proc_dir, 0o555)?;
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    sys.mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nosuid_nodev_noexec, None)?;
+
+    mount_dev(sys, &root.join("dev"))?;
+
+    sys.chdir(root)?;
+    // pivot_root(".", ".") stacks the old root on the new one; detaching it then leaves only the tree.
+    sys.pivot_root(Path::new("."), Path::new("."))?;
+    sys.umount2(Path::new("."), MntFlags::MNT_DETACH)?;
+    sys.chdir(Path::new("/"))
+}
+
+fn mount_dev(sys: &dyn Syscall, dev: &Path) -> SysResult {
+    sys.mkdir(dev, 0o755)?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )?;
+    for (name, major, minor) in DEVICES {
+        sys.mknod_char(&dev.join(name), 0o666, *major, *minor)?;
+    }
+    let pts = dev.join("pts");
+    sys.mkdir(&pts, 0o755)?;
+    sys.mount(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    sys.symlink(Path::new("pts/ptmx"), &dev.join("ptmx"))?;
+    let shm = dev.join("shm");
+    sys.mkdir(&shm, 0o1777)?;
+    sys.mount(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        sys.symlink(Path::new(target), &dev.join(link))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syscall::{Call, RecordingSyscall};
+
+    #[test]
+    fn pivots_into_the_tree_after_private_proc_and_dev() {
+        let sys = RecordingSyscall::default();
+        enter_root(&sys, Path::new("/vservers/v1")).unwrap();
+        let calls = sys.calls();
+        // Propagation is cut before anything is mounted.
+        assert!(matches!(&calls[0], Call::Mount(None, p, None, f, None)
+            if p == Path::new("/") && f.contains(MsFlags::MS_PRIVATE | MsFlags::MS_REC)));
+        let pos = |want: &dyn Fn(&Call) -> bool| calls.iter().position(want).expect("call made");
+        let proc_mount = pos(
+            &|c| matches!(c, Call::Mount(_, t, Some(fs), _, _) if fs == "proc" && t == Path::new("/vservers/v1/proc")),
+        );
+        let devpts = pos(
+            &|c| matches!(c, Call::Mount(_, _, Some(fs), _, Some(d)) if fs == "devpts" && d.contains("newinstance")),
+        );
+        let pivot = pos(&|c| matches!(c, Call::PivotRoot(..)));
+        let detach = pos(&|c| matches!(c, Call::Umount(p) if p == Path::new(".")));
+        assert!(proc_mount < pivot && devpts < pivot && pivot < detach);
+        for (name, major, minor) in DEVICES {
+            let path = Path::new("/vservers/v1/dev").join(name);
+            assert!(calls.contains(&Call::Mknod(path, 0o666, *major, *minor)), "missing /dev/{name}");
+        }
+        assert_eq!(calls.last(), Some(&Call::Chdir("/".into())));
+    }
+}

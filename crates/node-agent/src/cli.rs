@@ -1,0 +1,484 @@
+//! The command lines of `vserver` and `vserver-stat`, compatible with the guide's
+//! (`vserver NAME start|stop|restart|running|enter|exec|suexec|service|status`, `vserver --all ...`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use isolate::VserverName;
+
+use crate::build::{self, BuildOptions, Source};
+use crate::dirs::Dirs;
+use crate::exit;
+use crate::lifecycle::{Host, LifecycleError, Status};
+use crate::services;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (running/status: the vserver runs)
+  1  the operation failed (the message names the step)
+  2  bad usage or invalid input (e.g. a name with '/' or '..'); nothing touched
+  3  the vserver is not running
+  4  the vserver is already running; nothing changed
+  5  no such vserver (no NAME.conf or no tree), or build: it exists already
+  6  NAME.conf is malformed (the message names file:line)
+  7  refused: the vserver is private, or root is needed
+exec, suexec, enter and service exit with the code of the command they ran.";
+
+/// `vserver`: run virtual servers on this host.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vserver",
+    version,
+    about = "Start, stop, enter and inspect virtual servers on this host",
+    long_about = "Start, stop, enter and inspect virtual servers on this host.\n\n\
+A vserver is a tree VSERVERS_DIR/NAME holding a Linux userland and a conf CONF_DIR/NAME.conf in the \
+Linux-VServer format (IPROOT, S_HOSTNAME, S_CAPS, S_FLAGS, ULIMIT...). It runs in its own mount, PID, IPC, \
+UTS and network namespaces, one cgroup, with a reduced capability ceiling.\n\n\
+Examples:\n  vserver v1 build --busybox --iproot eth0:192.0.2.10/24\n  vserver v1 start\n  \
+vserver v1 exec ps\n  vserver v1 status\n  vserver --all start      (every vserver with ONBOOT=yes)",
+    after_help = EXIT_CODES,
+    args_conflicts_with_subcommands = false
+)]
+pub struct VserverCli {
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Act on every configured vserver (start: those with ONBOOT=yes; stop, restart: the running ones).
+    #[arg(long)]
+    all: bool,
+    /// Seconds a vserver's processes get between SIGTERM and SIGKILL when it stops.
+    #[arg(long, env = "VSERVER_STOP_TIMEOUT", default_value_t = 10, global = true)]
+    timeout: u64,
+    /// Print status as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The vserver's name (omit with --all).
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Start the vserver and its runlevel-3 services (or its /sbin/init with S_FLAGS fakeinit).
+    Start,
+    /// Stop its services, then every process left after the timeout.
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// Tell whether it runs (exit 0) or not (exit 3).
+    Running,
+    /// Open a shell inside it.
+    Enter,
+    /// Run a command inside it as root.
+    Exec {
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Run a command inside it as USER (a name or uid of its /etc/passwd).
+    Suexec {
+        /// The user.
+        user: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Run /etc/init.d/SERVICE ACTION inside it.
+    Service {
+        /// The service's script name in /etc/init.d.
+        service: String,
+        /// What to do.
+        action: ServiceAction,
+    },
+    /// Report state, process count, addresses and uptime (exit 3 when stopped).
+    Status,
+    /// Make a runnable vserver: its tree and a starter NAME.conf.
+    Build {
+        /// Lay out a minimal userland from the host's static busybox.
+        #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+        busybox: bool,
+        /// Static busybox to use (default: VSERVER_BUSYBOX, /bin/busybox or /usr/bin/busybox).
+        #[arg(long, requires = "busybox")]
+        busybox_bin: Option<PathBuf>,
+        /// Copy this directory tree as the vserver's root.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// IPROOT of the starter conf, e.g. "eth0:192.0.2.10/24" (empty: share the host's network).
+        #[arg(long)]
+        iproot: Option<String>,
+        /// S_HOSTNAME of the starter conf.
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ServiceAction {
+    Start,
+    Stop,
+    Restart,
+    Status,
+}
+
+impl ServiceAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Status => "status",
+        }
+    }
+}
+
+fn error(msg: impl std::fmt::Display) {
+    eprintln!("vserver: error: {msg}");
+}
+
+fn warn(msg: impl std::fmt::Display) {
+    eprintln!("vserver: warning: {msg}");
+}
+
+fn needs_root() -> Option<i32> {
+    if nix::unistd::geteuid().is_root() {
+        None
+    } else {
+        error("this command needs root (it creates namespaces, mounts and cgroups)");
+        Some(exit::REFUSED)
+    }
+}
+
+/// Runs `vserver` with the process's arguments and returns the exit code.
+pub fn vserver_main() -> i32 {
+    init_logging();
+    let cli = match VserverCli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+        }
+    };
+    let host = Host { dirs: cli.dirs.clone(), grace: Duration::from_secs(cli.timeout) };
+    if cli.all {
+        if cli.name.is_some() {
+            error("give either a NAME or --all, not both");
+            return exit::USAGE;
+        }
+        return all(&host, &cli.action, cli.json);
+    }
+    let Some(raw) = cli.name.as_deref() else {
+        error("a vserver NAME is required (or --all); see vserver --help");
+        return exit::USAGE;
+    };
+    let name = match VserverName::parse(raw) {
+        Ok(n) => n,
+        Err(e) => {
+            error(e);
+            return exit::USAGE;
+        }
+    };
+    one(&host, &name, cli.action, cli.json)
+}
+
+fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
+    let code = |e: LifecycleError| {
+        error(&e);
+        exit::for_lifecycle(&e)
+    };
+    match action {
+        Action::Start => needs_root().unwrap_or_else(|| start(host, name).map_or_else(code, |()| exit::OK)),
+        Action::Stop => needs_root().unwrap_or_else(|| stop(host, name).map_or_else(code, |()| exit::OK)),
+        Action::Restart => needs_root().unwrap_or_else(|| {
+            match stop(host, name) {
+                Ok(()) | Err(LifecycleError::NotRunning(_)) => {}
+                Err(e) => return code(e),
+            }
+            start(host, name).map_or_else(code, |()| exit::OK)
+        }),
+        Action::Running => match host.running(name) {
+            Ok(Some(st)) => {
+                println!("vserver {name} is running (process 1 is pid {})", st.init_pid);
+                exit::OK
+            }
+            Ok(None) => {
+                println!("vserver {name} is not running");
+                exit::NOT_RUNNING
+            }
+            Err(e) => code(e),
+        },
+        Action::Status => match host.status(name) {
+            Ok(st) => {
+                print_status(&st, json);
+                if st.state == "running" {
+                    exit::OK
+                } else {
+                    exit::NOT_RUNNING
+                }
+            }
+            Err(e) => code(e),
+        },
+        Action::Enter => {
+            needs_root().unwrap_or_else(|| host.exec(name, &["/bin/sh".into(), "-l".into()], None).unwrap_or_else(code))
+        }
+        Action::Exec { command } => {
+            needs_root().unwrap_or_else(|| host.exec(name, &command, None).unwrap_or_else(code))
+        }
+        Action::Suexec { user, command } => {
+            needs_root().unwrap_or_else(|| host.exec(name, &command, Some(user)).unwrap_or_else(code))
+        }
+        Action::Service { service, action } => needs_root().unwrap_or_else(|| {
+            if let Err(e) = services::check_service_name(&service) {
+                error(e);
+                return exit::USAGE;
+            }
+            let argv = vec![format!("/etc/init.d/{service}"), action.as_str().to_string()];
+            host.exec(name, &argv, None).unwrap_or_else(code)
+        }),
+        Action::Build { busybox, busybox_bin, from, iproot, hostname } => {
+            let source = match (busybox, from) {
+                (_, Some(dir)) => Source::Copy(dir),
+                _ => Source::Busybox(busybox_bin.unwrap_or_else(build::default_busybox)),
+            };
+            match build::build(&host.dirs, name, &BuildOptions { source, iproot, hostname }) {
+                Ok(conf) => {
+                    println!("built {}", host.dirs.root(name).display());
+                    match conf {
+                        Some(c) => println!("wrote {}; edit it, then: vserver {name} start", c.display()),
+                        None => println!("kept the existing {}", host.dirs.conf(name).display()),
+                    }
+                    exit::OK
+                }
+                Err(e) => {
+                    error(&e);
+                    exit::for_build(&e)
+                }
+            }
+        }
+    }
+}
+
+fn start(host: &Host, name: &VserverName) -> Result<(), LifecycleError> {
+    let report = host.start(name)?;
+    for w in &report.warnings {
+        warn(w);
+    }
+    let st = report.state.as_ref().expect("a started vserver has a state");
+    let addrs: Vec<String> = st.spec.network.addresses().map(|a| a.addr.to_string()).collect();
+    println!(
+        "vserver {name} started (process 1 is pid {}; {} start script{}; {})",
+        st.init_pid,
+        report.scripts.len(),
+        if report.scripts.len() == 1 { "" } else { "s" },
+        if addrs.is_empty() { "host network".to_string() } else { addrs.join(" ") }
+    );
+    Ok(())
+}
+
+fn stop(host: &Host, name: &VserverName) -> Result<(), LifecycleError> {
+    let (report, warnings) = host.stop(name)?;
+    for w in &warnings {
+        warn(w);
+    }
+    if report.killed > 0 {
+        println!("vserver {name} stopped ({} process(es) killed after {} s)", report.killed, host.grace.as_secs());
+    } else {
+        println!("vserver {name} stopped");
+    }
+    Ok(())
+}
+
+fn print_status(st: &Status, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(st).expect("status serializes"));
+        return;
+    }
+    println!("vserver {}: {}", st.name, st.state);
+    if let Some(c) = st.context {
+        println!("  context:   {c}");
+    }
+    println!("  processes: {}", st.processes);
+    let addrs = if st.addresses.is_empty() { "host network".to_string() } else { st.addresses.join(" ") };
+    println!("  addresses: {addrs}");
+    if let Some(u) = st.uptime_secs {
+        println!("  uptime:    {}", human_duration(u));
+    }
+    if let Some(m) = st.memory_bytes {
+        println!("  memory:    {}", human_bytes(m));
+    }
+    println!("  onboot:    {}", if st.onboot { "yes" } else { "no" });
+}
+
+/// `1d 02:03:04` style durations.
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+/// `12.3M` style sizes.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", UNITS[i])
+    }
+}
+
+/// `vserver --all ACTION`: every configured vserver; one failure does not stop the others.
+fn all(host: &Host, action: &Action, json: bool) -> i32 {
+    let (names, bad) = match host.dirs.configured() {
+        Ok(v) => v,
+        Err(e) => {
+            error(format!("cannot list {}: {e}", host.dirs.conf_dir.display()));
+            return exit::FAILED;
+        }
+    };
+    for b in bad {
+        warn(format!("ignoring {}: not a valid vserver name", b.display()));
+    }
+    let mut failed = 0;
+    let mut report = |name: &VserverName, r: Result<(), LifecycleError>| {
+        if let Err(e) = r {
+            error(format!("{name}: {e}"));
+            failed += 1;
+        }
+    };
+    match action {
+        Action::Start | Action::Stop | Action::Restart => {
+            if let Some(c) = needs_root() {
+                return c;
+            }
+            for name in &names {
+                let running = matches!(host.running(name), Ok(Some(_)));
+                let onboot = host.conf(name).map(|(c, _)| c.onboot).unwrap_or(false);
+                match action {
+                    Action::Start if onboot && !running => report(name, start(host, name)),
+                    Action::Stop if running => report(name, stop(host, name)),
+                    Action::Restart if running => {
+                        let r = stop(host, name).and_then(|()| start(host, name));
+                        report(name, r);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Action::Status => {
+            let mut all = Vec::new();
+            for name in &names {
+                match host.status(name) {
+                    Ok(st) => all.push(st),
+                    Err(e) => report(name, Err(e)),
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).expect("status serializes"));
+            } else {
+                for st in &all {
+                    let addrs = if st.addresses.is_empty() { "host network".into() } else { st.addresses.join(" ") };
+                    println!("{:<20} {:<8} {:>5} procs  {}", st.name, st.state, st.processes, addrs);
+                }
+            }
+        }
+        _ => {
+            error("--all works with start, stop, restart and status");
+            return exit::USAGE;
+        }
+    }
+    if failed > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}
+
+/// `vserver-stat`: one line per running vserver.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vserver-stat",
+    version,
+    about = "List the running vservers of this host: context, processes, memory, uptime, name",
+    after_help = EXIT_CODES
+)]
+pub struct StatCli {
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `vserver-stat` and returns the exit code.
+pub fn stat_main() -> i32 {
+    init_logging();
+    let cli = match StatCli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+        }
+    };
+    let host = Host { dirs: cli.dirs, grace: Duration::ZERO };
+    let rows: Vec<Status> = host.running_all().iter().filter_map(|st| host.status(&st.spec.name).ok()).collect();
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+        return exit::OK;
+    }
+    println!("{:>7} {:>5} {:>8} {:>12}  NAME", "CTX", "PROC", "MEMORY", "UPTIME");
+    for r in rows {
+        println!(
+            "{:>7} {:>5} {:>8} {:>12}  {}",
+            r.context.map_or("-".into(), |c| c.to_string()),
+            r.processes,
+            r.memory_bytes.map_or("-".into(), human_bytes),
+            r.uptime_secs.map_or("-".into(), human_duration),
+            r.name
+        );
+    }
+    exit::OK
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VSERVER_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guide_command_lines_parse() {
+        let c = VserverCli::try_parse_from(["vserver", "v1", "start"]).unwrap();
+        assert_eq!(c.name.as_deref(), Some("v1"));
+        assert!(matches!(c.action, Action::Start));
+        let c = VserverCli::try_parse_from(["vserver", "v1", "exec", "ps", "-ef"]).unwrap();
+        assert!(matches!(c.action, Action::Exec { ref command } if command == &["ps", "-ef"]));
+        let c = VserverCli::try_parse_from(["vserver", "v1", "suexec", "www", "id", "-u"]).unwrap();
+        assert!(matches!(c.action, Action::Suexec { ref user, .. } if user == "www"));
+        let c = VserverCli::try_parse_from(["vserver", "v1", "service", "httpd", "restart"]).unwrap();
+        assert!(matches!(c.action, Action::Service { .. }));
+        let c = VserverCli::try_parse_from(["vserver", "--all", "start"]).unwrap();
+        assert!(c.all && c.name.is_none());
+        assert!(VserverCli::try_parse_from(["vserver", "v1", "fly"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes_read_well() {
+        assert_eq!(human_duration(3725), "01:02:05");
+        assert_eq!(human_duration(90061), "1d 01:01:01");
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0M");
+    }
+}

@@ -1,0 +1,45 @@
+//! The exit codes of the `vserver` and `vserver-stat` commands, one table for scripts to rely on (also in
+//! the README). `exec`, `suexec`, `enter` and `service` pass on the exit code of the command they ran.
+
+use crate::build::BuildError;
+use crate::lifecycle::LifecycleError;
+
+/// Success; for `running` and `status`: the vserver runs.
+pub const OK: i32 = 0;
+/// The operation failed (a kernel call, a hook, a copy); the message says which step.
+pub const FAILED: i32 = 1;
+/// Bad usage or bad input (an invalid name, unknown option); nothing was touched.
+pub const USAGE: i32 = 2;
+/// The vserver is not running (`running`, `status`, and `stop`, `exec`, `enter` of a stopped vserver).
+pub const NOT_RUNNING: i32 = 3;
+/// The vserver is already running (`start`); nothing was changed.
+pub const ALREADY_RUNNING: i32 = 4;
+/// The vserver does not exist here: no `NAME.conf` or no tree (or, for `build`, it exists already).
+pub const UNKNOWN: i32 = 5;
+/// `NAME.conf` is malformed or holds a bad value; the message names file and line.
+pub const CONFIG: i32 = 6;
+/// Refused: the vserver is private (S_FLAGS private), or the command needs root.
+pub const REFUSED: i32 = 7;
+
+/// The exit code for a lifecycle error.
+pub fn for_lifecycle(e: &LifecycleError) -> i32 {
+    use isolate::exec::ExecError;
+    match e {
+        LifecycleError::NoConf { .. } | LifecycleError::NoRoot { .. } => UNKNOWN,
+        LifecycleError::Conf(_) => CONFIG,
+        LifecycleError::AlreadyRunning(_) => ALREADY_RUNNING,
+        LifecycleError::NotRunning(_) | LifecycleError::Exec(ExecError::NotRunning(_)) => NOT_RUNNING,
+        LifecycleError::Exec(ExecError::Private(_)) => REFUSED,
+        LifecycleError::Context(isolate::context::ContextError::AlreadyRunning(_)) => ALREADY_RUNNING,
+        _ => FAILED,
+    }
+}
+
+/// The exit code for a build error.
+pub fn for_build(e: &BuildError) -> i32 {
+    match e {
+        BuildError::Exists(_) => UNKNOWN,
+        BuildError::Iproot { .. } | BuildError::From(_) | BuildError::Busybox { .. } => USAGE,
+        _ => FAILED,
+    }
+}

@@ -1,0 +1,12 @@
+//! One host: the lifecycle of its vservers (conf file to running context and back), the `vserver` and
+//! `vserver-stat` commands, and (later) the agent daemon with its HTTP API and heartbeats.
+#![warn(missing_docs)]
+
+pub mod build;
+pub mod cli;
+pub mod dirs;
+pub mod exit;
+pub mod hooks;
+pub mod legacy_conf;
+pub mod lifecycle;
+pub mod services;

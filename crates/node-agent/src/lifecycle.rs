@@ -1,0 +1,292 @@
+//! The lifecycle of one host's vservers, as the guide's `vserver` command defines it: start (pre-start
+//! hook, context, runlevel-3 start scripts, post-start hook), stop (pre-stop hook, stop scripts, SIGTERM,
+//! grace, SIGKILL, post-stop hook), and the commands that look into or run inside a vserver.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use isolate::context::{ContextError, StopOptions, StopReport};
+use isolate::exec::{ExecError, ExecOptions};
+use isolate::spec::ContextSpec;
+use isolate::{RunState, VserverName};
+
+use crate::dirs::Dirs;
+use crate::hooks::{self, HookAction, HookError};
+use crate::legacy_conf::{ConfError, LegacyConf};
+use crate::services;
+
+/// Why a lifecycle operation did not happen or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// No `NAME.conf` for this name.
+    #[error("vserver {name} is not configured: {path} does not exist")]
+    NoConf {
+        /// The vserver.
+        name: VserverName,
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// No tree for this name.
+    #[error("vserver {name} has no root directory: {path} does not exist (build it with `vserver {name} build`)")]
+    NoRoot {
+        /// The vserver.
+        name: VserverName,
+        /// The missing directory.
+        path: PathBuf,
+    },
+    /// `NAME.conf` is malformed or has a bad value.
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    /// Start of a vserver that runs: nothing was changed.
+    #[error("vserver {0} is already running; nothing changed")]
+    AlreadyRunning(VserverName),
+    /// Stop (or exec) of a vserver that does not run: nothing was changed.
+    #[error("vserver {0} is not running; nothing changed")]
+    NotRunning(VserverName),
+    /// A hook failed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    /// The pre-start hook failed: the start was aborted before anything was set up.
+    #[error("start of {name} aborted, nothing was set up: {source}")]
+    PreStart {
+        /// The vserver.
+        name: VserverName,
+        /// The hook's failure.
+        source: HookError,
+    },
+    /// Building, stopping or joining the context failed.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// Running a command inside failed.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// The run state could not be read.
+    #[error(transparent)]
+    State(#[from] isolate::state::StateError),
+    /// A cgroup could not be read.
+    #[error(transparent)]
+    Cgroup(#[from] isolate::cgroup::CgroupError),
+}
+
+/// What a start did, for the operator.
+#[derive(Debug, Default)]
+pub struct StartReport {
+    /// The context's record.
+    pub state: Option<RunState>,
+    /// Start scripts run, with their exit codes.
+    pub scripts: Vec<(PathBuf, i32)>,
+    /// Warnings (conf file, post-start hook).
+    pub warnings: Vec<String>,
+}
+
+/// The state of one vserver as `status` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// Its name.
+    pub name: String,
+    /// `running` or `stopped`.
+    pub state: &'static str,
+    /// Context number (S_CONTEXT, or the host pid of its process 1).
+    pub context: Option<u64>,
+    /// Processes in its cgroup.
+    pub processes: usize,
+    /// Its addresses (`dev:addr/prefix`), empty when it shares the host's network.
+    pub addresses: Vec<String>,
+    /// Seconds since start.
+    pub uptime_secs: Option<u64>,
+    /// Memory charged to its cgroup, when the host accounts it.
+    pub memory_bytes: Option<u64>,
+    /// ONBOOT=yes.
+    pub onboot: bool,
+}
+
+/// One host's vservers.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Its directories.
+    pub dirs: Dirs,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    pub grace: Duration,
+}
+
+impl Host {
+    /// Reads `NAME.conf` (refusing a missing one) and returns it with its warnings.
+    pub fn conf(&self, name: &VserverName) -> Result<(LegacyConf, Vec<String>), LifecycleError> {
+        let path = self.dirs.conf(name);
+        if !path.exists() {
+            return Err(LifecycleError::NoConf { name: name.clone(), path });
+        }
+        let (conf, warnings) = LegacyConf::load(&path)?;
+        Ok((conf, warnings.iter().map(ToString::to_string).collect()))
+    }
+
+    /// The spec a start would use.
+    pub fn spec(&self, name: &VserverName) -> Result<(ContextSpec, LegacyConf, Vec<String>), LifecycleError> {
+        let (conf, warnings) = self.conf(name)?;
+        let root = self.dirs.root(name);
+        if !root.is_dir() {
+            return Err(LifecycleError::NoRoot { name: name.clone(), path: root });
+        }
+        let spec = conf.to_spec(name, root, self.dirs.cgroup())?;
+        Ok((spec, conf, warnings))
+    }
+
+    /// The run state of a vserver that runs, `None` when it does not.
+    pub fn running(&self, name: &VserverName) -> Result<Option<RunState>, LifecycleError> {
+        Ok(RunState::load(&self.dirs.run_dir, name)?.filter(RunState::init_alive))
+    }
+
+    /// Starts a vserver and its services.
+    pub fn start(&self, name: &VserverName) -> Result<StartReport, LifecycleError> {
+        let (spec, _conf, warnings) = self.spec(name)?;
+        if self.running(name)?.is_some() {
+            return Err(LifecycleError::AlreadyRunning(name.clone()));
+        }
+        let mut report = StartReport { warnings, ..Default::default() };
+        let hook = self.dirs.hook(name);
+        hooks::run(&hook, HookAction::PreStart, name, &spec.root)
+            .map_err(|source| LifecycleError::PreStart { name: name.clone(), source })?;
+        let state = isolate::start(&spec, &isolate::StartOptions { run_dir: self.dirs.run_dir.clone() }).map_err(
+            |e| match e {
+                ContextError::AlreadyRunning(n) => LifecycleError::AlreadyRunning(n),
+                e => LifecycleError::Context(e),
+            },
+        )?;
+        if !spec.flags.fakeinit {
+            for script in services::start_scripts(&spec.root) {
+                let argv = vec![script.display().to_string(), "start".to_string()];
+                let opts = self.script_options(name, None);
+                let code = match isolate::exec::exec(&state, &argv, &opts) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        report.warnings.push(format!("{}: {e}", script.display()));
+                        127
+                    }
+                };
+                if code != 0 {
+                    let console = isolate::context::console_path(&self.dirs.run_dir, name);
+                    report.warnings.push(format!(
+                        "start script {} exited with {code}; its output is in {}",
+                        script.display(),
+                        console.display()
+                    ));
+                }
+                report.scripts.push((script, code));
+            }
+        }
+        if let Err(e) = hooks::run(&hook, HookAction::PostStart, name, &spec.root) {
+            report.warnings.push(format!("{e} (the vserver is running)"));
+        }
+        report.state = Some(state);
+        Ok(report)
+    }
+
+    /// Stops a vserver: its stop scripts, then every process left, then its cgroups and addresses.
+    pub fn stop(&self, name: &VserverName) -> Result<(StopReport, Vec<String>), LifecycleError> {
+        let state = RunState::load(&self.dirs.run_dir, name)?;
+        // Prefer the spec the vserver was started with: the conf may have changed since.
+        let spec = match &state {
+            Some(s) => s.spec.clone(),
+            None => self.spec(name)?.0,
+        };
+        let cg = isolate::cgroup::Cgroups::new(&spec.cgroup, name)?;
+        let alive = state.as_ref().is_some_and(RunState::init_alive);
+        if !alive && cg.procs()?.is_empty() {
+            // Clean a stale record of a context that died on its own.
+            if state.is_some() {
+                isolate::stop(&spec, &self.dirs.run_dir, &StopOptions { grace: Duration::ZERO })?;
+            }
+            return Err(LifecycleError::NotRunning(name.clone()));
+        }
+        let mut warnings = Vec::new();
+        let hook = self.dirs.hook(name);
+        if let Err(e) = hooks::run(&hook, HookAction::PreStop, name, &spec.root) {
+            warnings.push(format!("{e} (stopping anyway)"));
+        }
+        if let (Some(state), false) = (state.as_ref().filter(|_| alive), spec.flags.fakeinit) {
+            for script in services::start_scripts(&spec.root).into_iter().rev() {
+                let argv = vec![script.display().to_string(), "stop".to_string()];
+                let opts = self.script_options(name, Some(self.grace.max(Duration::from_secs(1))));
+                match isolate::exec::exec(state, &argv, &opts) {
+                    Ok(0) => {}
+                    Ok(code) => warnings.push(format!("stop script {} exited with {code}", script.display())),
+                    Err(e) => warnings.push(format!("stop script {}: {e}", script.display())),
+                }
+            }
+        }
+        let report = isolate::stop(&spec, &self.dirs.run_dir, &StopOptions { grace: self.grace })?;
+        if let Err(e) = hooks::run(&hook, HookAction::PostStop, name, &spec.root) {
+            warnings.push(e.to_string());
+        }
+        Ok((report, warnings))
+    }
+
+    /// How the vserver's own start and stop scripts run: allowed under `private`, stdin from /dev/null,
+    /// output to the console log (`RUN_DIR/NAME.console`).
+    fn script_options(&self, name: &VserverName, timeout: Option<Duration>) -> ExecOptions {
+        ExecOptions {
+            internal: true,
+            null_stdin: true,
+            output: Some(isolate::context::console_path(&self.dirs.run_dir, name)),
+            timeout,
+            ..Default::default()
+        }
+    }
+
+    /// Runs a command inside a running vserver and returns its exit code.
+    pub fn exec(&self, name: &VserverName, argv: &[String], user: Option<String>) -> Result<i32, LifecycleError> {
+        let state = self.running(name)?.ok_or_else(|| LifecycleError::NotRunning(name.clone()))?;
+        Ok(isolate::exec::exec(&state, argv, &ExecOptions { user, ..Default::default() })?)
+    }
+
+    /// The state of a vserver, running or not.
+    pub fn status(&self, name: &VserverName) -> Result<Status, LifecycleError> {
+        let (conf, _) = self.conf(name)?;
+        let state = self.running(name)?;
+        let cgroup_place = state.as_ref().map_or_else(|| self.dirs.cgroup(), |s| s.spec.cgroup.clone());
+        let cg = isolate::cgroup::Cgroups::new(&cgroup_place, name)?;
+        let processes = cg.procs().map(|p| p.len()).unwrap_or(0);
+        let network = match &state {
+            Some(s) => s.spec.network.clone(),
+            None => conf.to_spec(name, self.dirs.root(name), self.dirs.cgroup())?.network,
+        };
+        let addresses = match &network {
+            isolate::spec::Network::Host => Vec::new(),
+            isolate::spec::Network::Private(ifaces) => ifaces
+                .iter()
+                .flat_map(|i| {
+                    i.addresses.iter().map(move |a| match a.prefix {
+                        Some(p) => format!("{}:{}/{p}", i.host_dev, a.addr),
+                        None => format!("{}:{}", i.host_dev, a.addr),
+                    })
+                })
+                .collect(),
+        };
+        Ok(Status {
+            name: name.to_string(),
+            state: if state.is_some() { "running" } else { "stopped" },
+            context: state.as_ref().map(|s| s.spec.context_id.map_or(s.init_pid as u64, u64::from)),
+            processes,
+            addresses,
+            uptime_secs: state.as_ref().map(RunState::uptime_secs),
+            memory_bytes: state.as_ref().and_then(|_| cg.memory_bytes()),
+            onboot: conf.onboot,
+        })
+    }
+
+    /// Every running vserver of this host (from the run directory), sorted by name.
+    pub fn running_all(&self) -> Vec<RunState> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dirs.run_dir) else { return out };
+        for e in entries.flatten() {
+            let f = e.file_name();
+            let Some(stem) = f.to_str().and_then(|f| f.strip_suffix(".json")) else { continue };
+            let Ok(name) = VserverName::parse(stem) else { continue };
+            if let Ok(Some(st)) = self.running(&name) {
+                out.push(st);
+            }
+        }
+        out.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        out
+    }
+}

@@ -1,0 +1,11 @@
+//! The `vserver` command on one host, for real: busybox vservers in a network-namespace lab, as root.
+//! Every scenario builds its own lab (unique namespaces, directories and cgroups) and removes it, also
+//! when it fails; without root each test says it is skipped.
+
+mod fixture;
+
+mod bad_input;
+mod isolation;
+mod lifecycle;
+mod limits;
+mod network;

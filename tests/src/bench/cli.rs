@@ -1,0 +1,82 @@
+//! The `vserver-lab` command line.
+//!
+//! Exit codes: 0 done, 1 failed (the message says why), 2 bad usage, 130 interrupted by Ctrl-C
+//! (after everything the run made was released).
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use super::start::{run_start, StartOptions, Variant};
+use super::Interrupted;
+
+/// A lab of network namespaces on one machine, for benchmarks and demos of the product.
+#[derive(Debug, Parser)]
+#[command(name = "vserver-lab", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Time from a start command to the service answering HTTP, for vserver, LXC and a bare floor.
+    Start {
+        /// Instances per variant (1..=150).
+        #[arg(long, default_value_t = 50)]
+        count: usize,
+        /// Variants to measure, in this order.
+        #[arg(long, value_delimiter = ',', default_value = "vserver,lxc,floor")]
+        variants: Vec<Variant>,
+        /// Longest wait, in seconds, for one instance to answer.
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+        /// Print the report as JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line; progress goes to stderr, the report to stdout.
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<Interrupted>() => {
+            eprintln!("vserver-lab: interrupted; everything it made has been removed");
+            ExitCode::from(130)
+        }
+        Err(err) => {
+            eprintln!("vserver-lab: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let Command::Bench { bench } = cli.command;
+    let Bench::Start { count, variants, timeout, json } = bench;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+    let options = StartOptions { count, variants, answer_timeout: Duration::from_secs(timeout) };
+    let report = run_start(&options, &cancel)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! Benchmarks run in a lab: how fast the product starts a service compared with LXC and with a
+//! bare namespace-and-chroot floor.
+
+pub mod cli;
+mod contender;
+mod floor;
+mod lxc;
+mod service;
+mod start;
+mod stats;
+mod vserver;
+
+pub use start::{run_start, StartOptions, StartReport, Variant, VariantReport};
+
+/// Why a benchmark stopped early: Ctrl-C. Everything it made has been released by then.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}

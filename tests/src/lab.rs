@@ -1,0 +1,223 @@
+//! The lab: a switch namespace with a bridge, host namespaces and a client namespace on it, each
+//! host with its own directories and cgroup parent; all of it released on drop.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+use tempfile::TempDir;
+
+use crate::cleanup;
+use crate::names::unique;
+use crate::netns::Netns;
+
+/// Prefix length of the lab's subnet, 198.18.0.0/24.
+pub const SUBNET_PREFIX: u8 = 24;
+
+/// The client namespace's address.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+/// Host `i` is at 198.18.0.(HOST_BASE + i).
+const HOST_BASE: u8 = 10;
+
+/// [`Lab::free_addr`]`(n)` is 198.18.0.(FREE_BASE + n).
+const FREE_BASE: u8 = 100;
+
+/// Hosts stop short of the free addresses.
+const MAX_HOSTS: usize = (FREE_BASE - HOST_BASE) as usize;
+
+/// Name of the bridge inside the switch namespace.
+const BRIDGE: &str = "br0";
+
+/// Name of the lab interface inside every host and the client.
+const DEV: &str = "eth0";
+
+/// ARP retransmit interval of the client, in ms (kernel default 1000). The client probes addresses
+/// before they exist; with the default it would notice a new address up to a second late.
+const CLIENT_ARP_RETRANS_MS: &str = "10";
+
+/// A switch, `hosts` hosts and a client, each host with its own directories; everything it made,
+/// and every process left in its namespaces, cgroups or directories, goes when it drops.
+pub struct Lab {
+    /// The hosts, host `i` at 198.18.0.(10+i).
+    pub hosts: Vec<Host>,
+    /// The client, at 198.18.0.2, from which services are probed.
+    pub client: Client,
+    // Dropped after hosts and client (field order): the bridge outlives the ports on it.
+    switch: Netns,
+    dir: TempDir,
+}
+
+/// One host: a network namespace on the switch, and the directories and cgroup parent the
+/// product is pointed at by [`Host::command`].
+pub struct Host {
+    /// Position in [`Lab::hosts`].
+    pub index: usize,
+    /// The host's network namespace.
+    pub netns: Netns,
+    /// The host's address on `dev`.
+    pub addr: Ipv4Addr,
+    /// The host's interface on the lab network: `eth0`.
+    pub dev: String,
+    /// The bridge port (in the switch namespace) this host is plugged into: set it down to cut
+    /// the host off, or put `tc netem` on it.
+    pub switch_port: String,
+    /// The host's private directory, holding the three below; free for a test's own files.
+    pub dir: PathBuf,
+    /// `VSERVER_VSERVERS_DIR`: the vserver trees.
+    pub vservers_dir: PathBuf,
+    /// `VSERVER_CONF_DIR`: `NAME.conf` and `NAME.sh`.
+    pub conf_dir: PathBuf,
+    /// `VSERVER_RUN_DIR`: run-time state.
+    pub run_dir: PathBuf,
+    /// `VSERVER_CGROUP_PARENT`: a unique cgroup name under which the host's vservers go.
+    pub cgroup_parent: String,
+}
+
+/// The client namespace, from which the lab's services are reached as users would.
+pub struct Client {
+    /// The client's network namespace.
+    pub netns: Netns,
+    /// The client's address: [`CLIENT_ADDR`].
+    pub addr: Ipv4Addr,
+    /// The client's interface on the lab network: `eth0`.
+    pub dev: String,
+    /// The bridge port (in the switch namespace) the client is plugged into.
+    pub switch_port: String,
+}
+
+impl Lab {
+    /// Builds a lab of `hosts` hosts (at most 90) and one client on a fresh switch.
+    pub fn new(hosts: usize) -> Result<Lab> {
+        ensure!(hosts <= MAX_HOSTS, "a lab has at most {MAX_HOSTS} hosts, not {hosts}");
+        let dir = tempfile::Builder::new().prefix("vserver-lab-").tempdir().context("creating the lab's directory")?;
+
+        let switch = Netns::create(&unique("vsw"))?;
+        switch.ip(["link", "set", "lo", "up"])?;
+        switch.ip(["link", "add", BRIDGE, "type", "bridge"])?;
+        switch.ip(["link", "set", BRIDGE, "up"])?;
+
+        let client_ns = Netns::create(&unique("vcl"))?;
+        plug(&switch, &client_ns, "cl", CLIENT_ADDR).context("plugging in the client")?;
+        client_ns.ip(["ntable", "change", "name", "arp_cache", "dev", DEV, "retrans", CLIENT_ARP_RETRANS_MS])?;
+        let client = Client { netns: client_ns, addr: CLIENT_ADDR, dev: DEV.to_owned(), switch_port: "cl".to_owned() };
+
+        let mut lab = Lab { hosts: Vec::with_capacity(hosts), client, switch, dir };
+        for index in 0..hosts {
+            let host = lab.add_host(index).with_context(|| format!("setting up host {index}"))?;
+            lab.hosts.push(host);
+        }
+        Ok(lab)
+    }
+
+    fn add_host(&self, index: usize) -> Result<Host> {
+        let netns = Netns::create(&unique("vh"))?;
+        let addr = Ipv4Addr::new(198, 18, 0, HOST_BASE + index as u8);
+        let switch_port = format!("h{index}");
+        plug(&self.switch, &netns, &switch_port, addr)?;
+        let dir = self.dir.path().join(format!("host{index}"));
+        let vservers_dir = dir.join("vservers");
+        let conf_dir = dir.join("conf");
+        let run_dir = dir.join("run");
+        for d in [&vservers_dir, &conf_dir, &run_dir] {
+            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        Ok(Host {
+            index,
+            netns,
+            addr,
+            dev: DEV.to_owned(),
+            switch_port,
+            dir,
+            vservers_dir,
+            conf_dir,
+            run_dir,
+            cgroup_parent: unique("vlab"),
+        })
+    }
+
+    /// An address on the lab network that no host or client uses, for vservers: 198.18.0.(100+n).
+    ///
+    /// # Panics
+    /// When `n` > 154 (past 198.18.0.254).
+    pub fn free_addr(&self, n: usize) -> Ipv4Addr {
+        let last = u8::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_add(FREE_BASE))
+            .filter(|&last| last < 255)
+            .unwrap_or_else(|| panic!("free_addr({n}): only 0..=154 are free"));
+        Ipv4Addr::new(198, 18, 0, last)
+    }
+
+    /// The switch namespace, holding the bridge `br0` and one port per host and client.
+    pub fn switch(&self) -> &Netns {
+        &self.switch
+    }
+
+    /// The lab's private directory, holding one directory per host.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Processes first (their namespaces, cgroups and mounts then have no users), then what
+        // the product may have left: processes chrooted into the lab's trees, cgroups, mounts.
+        // The namespaces and the directory go when the fields drop.
+        for host in &self.hosts {
+            host.netns.kill_all();
+        }
+        self.client.netns.kill_all();
+        cleanup::kill_processes_rooted_under(self.dir.path());
+        for host in &self.hosts {
+            cleanup::remove_cgroup_trees(&host.cgroup_parent);
+        }
+        cleanup::detach_mounts_under(self.dir.path());
+    }
+}
+
+impl Host {
+    /// A command that runs `program` inside this host's network namespace, with
+    /// `VSERVER_VSERVERS_DIR`, `VSERVER_CONF_DIR`, `VSERVER_RUN_DIR` and `VSERVER_CGROUP_PARENT`
+    /// set to this host's.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = self.netns.command(program);
+        cmd.env("VSERVER_VSERVERS_DIR", &self.vservers_dir)
+            .env("VSERVER_CONF_DIR", &self.conf_dir)
+            .env("VSERVER_RUN_DIR", &self.run_dir)
+            .env("VSERVER_CGROUP_PARENT", &self.cgroup_parent);
+        cmd
+    }
+}
+
+impl Client {
+    /// A command that runs `program` inside the client's network namespace.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        self.netns.command(program)
+    }
+}
+
+/// The product's `vserver` command: `$VSERVER_BIN`, else `vserver` beside the running executable
+/// (or one directory up, for test executables in `target/*/deps`); `None` when there is none.
+pub fn vserver_bin() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("VSERVER_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).take(2).map(|dir| dir.join("vserver")).find(|candidate| candidate.is_file())
+}
+
+/// Connects `ns` to the bridge by a veth pair: `port` on the bridge, `eth0` (with `addr`) in `ns`.
+fn plug(switch: &Netns, ns: &Netns, port: &str, addr: Ipv4Addr) -> Result<()> {
+    let cidr = format!("{addr}/{SUBNET_PREFIX}");
+    switch.ip(["link", "add", port, "type", "veth", "peer", "name", DEV, "netns", ns.name()])?;
+    switch.ip(["link", "set", port, "master", BRIDGE, "up"])?;
+    ns.ip(["addr", "add", &cidr, "dev", DEV])?;
+    ns.ip(["link", "set", DEV, "up"])?;
+    ns.ip(["link", "set", "lo", "up"])?;
+    Ok(())
+}
