@@ -25,6 +25,7 @@
 
 pub mod bench;
 mod cleanup;
+pub mod demo;
 mod lab;
 mod names;
 mod netns;

@@ -508,7 +508,7 @@ pub fn stop(spec: &ContextSpec, run_dir: &std::path::Path, opts: &StopOptions) -
                 report.killed = left.len();
                 break;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
         cg.kill()?;
         if !cg.wait_empty(Duration::from_secs(10))? {

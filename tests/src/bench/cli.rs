@@ -24,6 +24,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show the product on one host: build a vserver with its own address, start it, look at it from
+    /// outside and inside, stop it, and remove everything (also on Ctrl-C).
+    Demo {
+        /// Leave the lab and the vserver running, and print how to explore and remove them.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -66,11 +73,14 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
-    let Command::Bench { bench } = cli.command;
-    let Bench::Start { count, variants, timeout, json } = bench;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+    let bench = match cli.command {
+        Command::Demo { keep } => return crate::demo::run_demo(&crate::demo::DemoOptions { keep }, &cancel),
+        Command::Bench { bench } => bench,
+    };
+    let Bench::Start { count, variants, timeout, json } = bench;
     let options = StartOptions { count, variants, answer_timeout: Duration::from_secs(timeout) };
     let report = run_start(&options, &cancel)?;
     if json {

@@ -10,6 +10,7 @@ mod start;
 mod stats;
 mod vserver;
 
+pub use service::install_httpd_service;
 pub use start::{run_start, StartOptions, StartReport, Variant, VariantReport};
 
 /// Why a benchmark stopped early: Ctrl-C. Everything it made has been released by then.

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// `/etc/init.d/httpd` in the variants with init scripts (busybox httpd daemonizes itself).
+/// `/etc/init.d/web` in the variants with init scripts (busybox httpd daemonizes itself). The script is
+/// not named `httpd`: `killall httpd` would then kill the script itself.
 pub(crate) const HTTPD_INIT_SCRIPT: &str = r#"#!/bin/sh
 # The benchmark's service: busybox httpd on port 80, serving /www.
 case "$1" in
@@ -22,23 +23,23 @@ pub(crate) fn page(marker: &str) -> String {
     format!("<html><body>{marker}</body></html>\n")
 }
 
-/// Installs the service into the tree at `root`: `/etc/init.d/httpd`, the runlevel 3 link
-/// `/etc/rc3.d/S50httpd` and `/www/index.html` naming `marker`.
-pub(crate) fn install_httpd_service(root: &Path, marker: &str) -> Result<()> {
+/// Installs the service into the tree at `root`: `/etc/init.d/web`, the runlevel 3 link
+/// `/etc/rc3.d/S50web` and `/www/index.html` naming `marker`.
+pub fn install_httpd_service(root: &Path, marker: &str) -> Result<()> {
     let init_d = root.join("etc/init.d");
     let rc3 = root.join("etc/rc3.d");
     for dir in [&init_d, &rc3] {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let script = init_d.join("httpd");
+    let script = init_d.join("web");
     fs::write(&script, HTTPD_INIT_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755))
         .with_context(|| format!("making {} executable", script.display()))?;
-    let link = rc3.join("S50httpd");
+    let link = rc3.join("S50web");
     if fs::symlink_metadata(&link).is_ok() {
         fs::remove_file(&link).with_context(|| format!("replacing {}", link.display()))?;
     }
-    symlink("../init.d/httpd", &link).with_context(|| format!("linking {}", link.display()))?;
+    symlink("../init.d/web", &link).with_context(|| format!("linking {}", link.display()))?;
     write_page(root, marker)
 }
 

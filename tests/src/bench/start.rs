@@ -267,8 +267,9 @@ fn check(cancel: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
+/// Milliseconds, to the microsecond.
 fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 impl StartReport {

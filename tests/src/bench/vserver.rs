@@ -78,7 +78,11 @@ impl Drop for Vservers<'_> {
     fn drop(&mut self) {
         for i in std::mem::take(&mut self.started) {
             if let Err(err) = self.stop(i) {
-                eprintln!("vserver-lab: cleaning up vserver {}: {err:#}", Self::name(i));
+                let err = format!("{err:#}");
+                // Interrupted while `vserver start` ran: there was nothing to stop.
+                if !err.contains("is not running") {
+                    eprintln!("vserver-lab: cleaning up vserver {}: {err}", Self::name(i));
+                }
             }
         }
     }

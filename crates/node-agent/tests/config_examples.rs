@@ -1,0 +1,26 @@
+//! The example configuration shipped in `config/` stays valid: it parses without a warning and makes a spec.
+
+use std::path::Path;
+
+use isolate::spec::CgroupPlace;
+use isolate::VserverName;
+use node_agent::legacy_conf::LegacyConf;
+
+#[test]
+fn the_example_conf_parses_without_warnings() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/v1.conf");
+    let (conf, warnings) = LegacyConf::load(&path).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(conf.onboot);
+    let spec = conf.to_spec(&VserverName::parse("v1").unwrap(), "/vservers/v1".into(), CgroupPlace::default()).unwrap();
+    assert!(spec.flags.lock && spec.flags.sched);
+    assert_eq!(spec.nproc, Some(1000));
+    assert_eq!(spec.hostname.as_deref(), Some("v1.example.net"));
+}
+
+#[test]
+fn the_example_hook_is_valid_shell() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/v1.sh");
+    let st = std::process::Command::new("/bin/sh").arg("-n").arg(&path).status().unwrap();
+    assert!(st.success());
+}
