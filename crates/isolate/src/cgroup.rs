@@ -536,6 +536,7 @@ impl Cgroups {
     /// Polls until the vserver has no process left: `true` when empty, `false` if `timeout` passed first.
     pub fn wait_empty(&self, timeout: Duration) -> Result<bool, CgroupError> {
         let deadline = Instant::now() + timeout;
+        let mut pause = Backoff::default();
         loop {
             if self.procs()?.is_empty() {
                 return Ok(true);
@@ -544,7 +545,7 @@ impl Cgroups {
             if now >= deadline {
                 return Ok(false);
             }
-            thread::sleep(POLL.min(deadline - now));
+            thread::sleep(pause.next().min(deadline - now));
         }
     }
 
@@ -661,6 +662,25 @@ fn collect_procs(group: &Path, out: &mut BTreeSet<i32>) -> Result<(), CgroupErro
 }
 
 /// Removes a group and its sub-groups, deepest first. Only directories are removed, never files.
+/// Pauses that start at a millisecond and double up to [`POLL`]: a group emptied by `cgroup.kill` is
+/// usually empty a millisecond later, and a slow one is not polled in a tight loop.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(1))
+    }
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(POLL);
+        now
+    }
+}
+
 fn remove_tree(group: &Path) -> Result<(), CgroupError> {
     let fail = |source| CgroupError::Remove { path: group.to_path_buf(), source };
     let entries = match fs::read_dir(group) {
@@ -675,13 +695,14 @@ fn remove_tree(group: &Path) -> Result<(), CgroupError> {
         }
     }
     let mut tries = 0;
+    let mut pause = Backoff::default();
     loop {
         tries += 1;
         match fs::remove_dir(group) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             // Processes just killed leave the group a moment after they die.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < REMOVE_TRIES => thread::sleep(POLL),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < REMOVE_TRIES => thread::sleep(pause.next()),
             Err(source) => return Err(fail(source)),
         }
     }

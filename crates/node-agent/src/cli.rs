@@ -49,6 +49,9 @@ pub struct VserverCli {
     /// Seconds a vserver's processes get between SIGTERM and SIGKILL when it stops.
     #[arg(long, env = "VSERVER_STOP_TIMEOUT", default_value_t = 10, global = true)]
     timeout: u64,
+    /// Seconds each runlevel start script may take before the start goes on without waiting for it.
+    #[arg(long, env = "VSERVER_START_TIMEOUT", default_value_t = 300, global = true, hide_short_help = true)]
+    start_timeout: u64,
     /// Print status as JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -153,14 +156,15 @@ fn needs_root() -> Option<i32> {
 /// Runs `vserver` with the process's arguments and returns the exit code.
 pub fn vserver_main() -> i32 {
     init_logging();
-    let cli = match VserverCli::try_parse() {
+    let cli: VserverCli = match parse() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::OK };
-        }
+        Err(code) => return code,
     };
-    let host = Host { dirs: cli.dirs.clone(), grace: Duration::from_secs(cli.timeout) };
+    let host = Host {
+        dirs: cli.dirs.clone(),
+        grace: Duration::from_secs(cli.timeout),
+        start_timeout: Duration::from_secs(cli.start_timeout),
+    };
     if cli.all {
         if cli.name.is_some() {
             error("give either a NAME or --all, not both");
@@ -422,14 +426,11 @@ pub struct StatCli {
 /// Runs `vserver-stat` and returns the exit code.
 pub fn stat_main() -> i32 {
     init_logging();
-    let cli = match StatCli::try_parse() {
+    let cli: StatCli = match parse() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::OK };
-        }
+        Err(code) => return code,
     };
-    let host = Host { dirs: cli.dirs, grace: Duration::ZERO };
+    let host = Host { dirs: cli.dirs, grace: Duration::ZERO, start_timeout: Duration::ZERO };
     let rows: Vec<Status> = host.running_all().iter().filter_map(|st| host.status(&st.spec.name).ok()).collect();
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
@@ -447,6 +448,18 @@ pub fn stat_main() -> i32 {
         );
     }
     exit::OK
+}
+
+/// Parses the command line; on failure (or `--help`) prints clap's message and gives the exit code.
+fn parse<T: Parser>() -> Result<T, i32> {
+    T::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        }
+    })
 }
 
 fn init_logging() {

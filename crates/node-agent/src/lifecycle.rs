@@ -105,8 +105,11 @@ pub struct Status {
 pub struct Host {
     /// Its directories.
     pub dirs: Dirs,
-    /// Time between SIGTERM and SIGKILL when stopping.
+    /// Time between SIGTERM and SIGKILL when stopping; also the bound on each stop script.
     pub grace: Duration,
+    /// Bound on each start script: one that hangs (a daemon that does not detach) must not hold the start
+    /// forever. It goes on running inside; the start reports it and continues.
+    pub start_timeout: Duration,
 }
 
 impl Host {
@@ -155,22 +158,32 @@ impl Host {
         if !spec.flags.fakeinit {
             for script in services::start_scripts(&spec.root) {
                 let argv = vec![script.display().to_string(), "start".to_string()];
-                let opts = self.script_options(name, None);
+                let opts = self.script_options(name, Some(self.start_timeout));
+                let console = isolate::context::console_path(&self.dirs.run_dir, name);
                 let code = match isolate::exec::exec(&state, &argv, &opts) {
-                    Ok(c) => c,
+                    Ok(0) => 0,
+                    Ok(code) => {
+                        report.warnings.push(format!(
+                            "start script {} exited with {code}; its output is in {}",
+                            script.display(),
+                            console.display()
+                        ));
+                        code
+                    }
+                    Err(ExecError::Timeout { secs, .. }) => {
+                        report.warnings.push(format!(
+                            "start script {} did not finish within {secs} s; it goes on running inside, \
+                             the start continues (its output is in {})",
+                            script.display(),
+                            console.display()
+                        ));
+                        124
+                    }
                     Err(e) => {
-                        report.warnings.push(format!("{}: {e}", script.display()));
+                        report.warnings.push(format!("start script {}: {e}", script.display()));
                         127
                     }
                 };
-                if code != 0 {
-                    let console = isolate::context::console_path(&self.dirs.run_dir, name);
-                    report.warnings.push(format!(
-                        "start script {} exited with {code}; its output is in {}",
-                        script.display(),
-                        console.display()
-                    ));
-                }
                 report.scripts.push((script, code));
             }
         }

@@ -1,5 +1,5 @@
-//! Root smoke test of `bench start`: the floor and LXC variants start, answer and stop, and the
-//! report holds their timings. Skips, saying why, without root or without LXC.
+//! Root smoke test of `bench start`: the product, the floor and LXC variants start, answer and stop, and
+//! the report holds their timings and ratios. Skips a variant, saying why, where its command is missing.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
@@ -18,15 +18,20 @@ fn has_lxc() -> bool {
 }
 
 #[test]
-fn floor_and_lxc_each_start_two_services_that_answer_then_stop() {
-    if skip_unless_root("floor_and_lxc_each_start_two_services_that_answer_then_stop") {
+fn every_variant_starts_two_services_that_answer_then_stop() {
+    if skip_unless_root("every_variant_starts_two_services_that_answer_then_stop") {
         return;
     }
     let mut variants = vec![Variant::Floor];
+    if vserver_lab::vserver_bin().is_some() {
+        variants.insert(0, Variant::Vserver);
+    } else {
+        eprintln!("vserver part skipped: no vserver binary beside the test (cargo build -p node-agent)");
+    }
     if has_lxc() {
         variants.push(Variant::Lxc);
     } else {
-        eprintln!("lxc part of floor_and_lxc_each_start_two_services_that_answer_then_stop skipped: no lxc-create (apt-get install lxc)");
+        eprintln!("lxc part skipped: no lxc-create (apt-get install lxc)");
     }
     let options = StartOptions { count: 2, variants: variants.clone(), answer_timeout: Duration::from_secs(20) };
     let report = run_start(&options, &AtomicBool::new(false)).unwrap();
@@ -37,7 +42,11 @@ fn floor_and_lxc_each_start_two_services_that_answer_then_stop() {
         assert_eq!(v.stop_ms.len(), 2);
         assert!(v.median_start_ms.is_some_and(|ms| ms > 0.0));
     }
-    assert!(report.table().contains("faster than LXC: n/a"));
+    let table = report.table();
+    assert!(table.contains("faster than LXC:"), "{table}");
+    if variants.contains(&Variant::Vserver) && variants.contains(&Variant::Lxc) {
+        assert!(table.contains("vserver/lxc"), "the ratio against LXC is printed: {table}");
+    }
 }
 
 #[test]

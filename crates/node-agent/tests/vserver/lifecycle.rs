@@ -159,3 +159,19 @@ fn all_starts_onboot_vservers_and_vserver_stat_lists_them() {
     assert!(f.vserver_raw(&["--all", "stop"]).status.success());
     assert_eq!(f.vserver(&["running"]).status.code(), Some(3));
 }
+
+#[test]
+fn a_start_script_that_never_returns_does_not_hold_the_start() {
+    let Some(f) = Fixture::new("a_start_script_that_never_returns_does_not_hold_the_start", "") else { return };
+    // A daemon that forgot to detach: its start script runs for good.
+    f.add_service("stuck", 10, "exec sleep 300", "true");
+    f.add_httpd();
+    let out =
+        f.command(crate::fixture::VSERVER).env("VSERVER_START_TIMEOUT", "1").args([&f.name, "start"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("S10stuck") && err.contains("did not finish"), "the start says which script hung: {err}");
+    f.wait_http();
+    assert!(f.vserver(&["stop"]).status.success(), "the stop ends the stuck script too");
+    assert!(f.cgroup_procs().is_empty());
+}
