@@ -121,7 +121,12 @@ pub fn run_start(options: &StartOptions, cancel: &AtomicBool) -> Result<StartRep
     eprintln!("bench start: building a one-host lab");
     let lab = Lab::new(1).context("building the lab")?;
     let mut reports = Vec::new();
-    for &variant in &options.variants {
+    // Each variant gets addresses of its own when they fit: a stopped instance's network namespace is
+    // dismantled by the kernel in the background, and until it is gone its interface may still answer
+    // ARP for the address, which would send the next variant's first requests to a dead MAC.
+    let own_addresses = options.count * options.variants.len() <= MAX_COUNT + 5;
+    for (index, &variant) in options.variants.iter().enumerate() {
+        let base = if own_addresses { index * options.count } else { 0 };
         eprintln!("bench start: {} × {}", variant.name(), options.count);
         let mut report = VariantReport {
             variant,
@@ -133,7 +138,7 @@ pub fn run_start(options: &StartOptions, cancel: &AtomicBool) -> Result<StartRep
             median_stop_ms: None,
             error: None,
         };
-        let outcome = measure_variant(&lab, variant, options, cancel, &mut report);
+        let outcome = measure_variant(&lab, variant, base, options, cancel, &mut report);
         if cancel.load(Ordering::Relaxed) {
             return Err(anyhow!(Interrupted));
         }
@@ -150,10 +155,12 @@ pub fn run_start(options: &StartOptions, cancel: &AtomicBool) -> Result<StartRep
     Ok(StartReport::new(options.count, reports))
 }
 
-/// Prepares, starts and stops `options.count` instances of `variant`, filling `report` as it goes.
+/// Prepares, starts and stops `options.count` instances of `variant` at the lab's free addresses from
+/// `base` on, filling `report` as it goes.
 fn measure_variant(
     lab: &Lab,
     variant: Variant,
+    base: usize,
     options: &StartOptions,
     cancel: &AtomicBool,
     report: &mut VariantReport,
@@ -171,14 +178,14 @@ fn measure_variant(
     for i in 0..count {
         check(cancel)?;
         contender
-            .prepare(i, lab.free_addr(i), &marker(i))
+            .prepare(i, lab.free_addr(base + i), &marker(i))
             .with_context(|| format!("preparing {} instance {i}", variant.name()))?;
     }
     eprintln!("bench start: {} × {count} prepared", variant.name());
 
     for i in 0..count {
         check(cancel)?;
-        let addr = lab.free_addr(i);
+        let addr = lab.free_addr(base + i);
         // Untimed: forget neighbours, so that an address reused from the previous variant is
         // resolved afresh instead of sent to a MAC address that is gone.
         lab.client.netns.ip(["neigh", "flush", "dev", &lab.client.dev])?;
@@ -203,7 +210,7 @@ fn measure_variant(
         let began = Instant::now();
         contender.stop(i).with_context(|| format!("stopping {} instance {i}", variant.name()))?;
         let ms = millis(began.elapsed());
-        let addr = lab.free_addr(i);
+        let addr = lab.free_addr(base + i);
         if lab.client.tcp_connect_ok(addr, PORT, GONE_CHECK) {
             bail!("{} instance {i} still accepts connections at {addr} after its stop", variant.name());
         }
