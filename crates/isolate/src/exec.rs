@@ -133,22 +133,43 @@ pub fn exec(state: &RunState, argv: &[String], opts: &ExecOptions) -> Result<i32
 }
 
 /// Waits for `child` up to `limit`; on timeout kills it (the helper outside; the command inside stays for
-/// the context's stop to end) and returns `None`.
+/// the context's stop to end) and returns `None`. Sleeps on a pidfd, so it wakes the moment the child exits.
 fn wait_with_timeout(child: nix::unistd::Pid, limit: std::time::Duration) -> Option<nix::sys::wait::WaitStatus> {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let deadline = std::time::Instant::now() + limit;
+    // SAFETY: pidfd_open(2) with a pid we own (our unreaped child) and no flags; the result is checked.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+    let pidfd = (raw >= 0).then(|| {
+        // SAFETY: `raw` is a new descriptor returned by the kernel and owned by nothing else.
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) }
+    });
+    let mut pause = std::time::Duration::from_millis(1);
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
             Ok(s) => return Some(s),
             Err(_) => return None,
         }
-        if std::time::Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
             let _ = waitpid(child, None);
             return None;
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        match &pidfd {
+            Some(fd) => {
+                let mut pfd =
+                    libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(fd), events: libc::POLLIN, revents: 0 };
+                let ms = left.as_millis().min(i32::MAX as u128) as i32;
+                // SAFETY: one valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
+            }
+            // Kernels before 5.3 have no pidfd: poll with a growing pause.
+            None => {
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+        }
     }
 }
 
