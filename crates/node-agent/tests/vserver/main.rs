@@ -5,6 +5,7 @@
 mod fixture;
 
 mod bad_input;
+mod cgroup_v2;
 mod isolation;
 mod lifecycle;
 mod limits;
