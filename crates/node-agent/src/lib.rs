@@ -2,6 +2,7 @@
 //! `vserver-stat` commands, and (later) the agent daemon with its HTTP API and heartbeats.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod build;
 pub mod cli;
 pub mod dirs;

@@ -1,0 +1,280 @@
+//! `agent.toml`: the configuration of one agent (`config/agent.toml` is the commented example). Unknown
+//! keys are refused; every error names the file, the key and the reason, and the agent does not start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and the line).
+        message: String,
+    },
+    /// A value that parses but cannot be used.
+    #[error("{path}: key `{key}`: {reason}")]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The key, dotted (`heartbeat.interval_ms`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One other agent of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its node name.
+    pub name: String,
+    /// Its base URL, e.g. `http://192.0.2.11:7070`.
+    pub url: String,
+}
+
+/// Heartbeat timing. Defaults: every 250 ms; suspect after 750 ms of silence; dead after 1500 ms.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Interval between two heartbeats to each peer.
+    pub interval_ms: u64,
+    /// Silence after which a peer is suspect.
+    pub suspect_after_ms: u64,
+    /// Silence after which a peer is dead.
+    pub dead_after_ms: u64,
+    /// Longest wait for one heartbeat's answer.
+    pub timeout_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self { interval_ms: 250, suspect_after_ms: 750, dead_after_ms: 1500, timeout_ms: 200 }
+    }
+}
+
+impl HeartbeatConfig {
+    /// The interval as a duration.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+}
+
+/// How the agent restarts a vserver that died on a healthy host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartConfig {
+    /// Restarts made before the vserver is marked failed (and left alone).
+    pub max_restarts: u32,
+    /// Wait before the first restart; doubled at each further one.
+    pub backoff_initial_ms: u64,
+    /// Longest wait between two restarts.
+    pub backoff_max_ms: u64,
+    /// How often the agent checks its vservers.
+    pub check_interval_ms: u64,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        Self { max_restarts: 5, backoff_initial_ms: 1000, backoff_max_ms: 30_000, check_interval_ms: 500 }
+    }
+}
+
+/// The whole `agent.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// Address and port the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// File holding the cluster secret (a bearer token shared by all agents and operators).
+    pub secret_file: PathBuf,
+    /// Directory of the vservers' trees.
+    #[serde(default = "default_vservers_dir")]
+    pub vservers_dir: PathBuf,
+    /// Directory of `NAME.conf` and `NAME.sh`.
+    #[serde(default = "default_conf_dir")]
+    pub conf_dir: PathBuf,
+    /// Run-state directory shared with the `vserver` command.
+    #[serde(default = "default_run_dir")]
+    pub run_dir: PathBuf,
+    /// Where the agent keeps what survives its restarts: the vservers' intents and its incarnation.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Parent cgroup of this host's vservers.
+    #[serde(default = "default_cgroup_parent")]
+    pub cgroup_parent: String,
+    /// The `vserver` command the agent runs (default: beside the agent's binary, else on PATH).
+    #[serde(default)]
+    pub vserver_bin: Option<PathBuf>,
+    /// The other agents.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Heartbeat timing.
+    #[serde(default)]
+    pub heartbeat: HeartbeatConfig,
+    /// Restart policy.
+    #[serde(default)]
+    pub restart: RestartConfig,
+}
+
+fn default_vservers_dir() -> PathBuf {
+    "/vservers".into()
+}
+fn default_conf_dir() -> PathBuf {
+    "/etc/vservers".into()
+}
+fn default_run_dir() -> PathBuf {
+    "/run/vservers".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/vserver-agent".into()
+}
+fn default_cgroup_parent() -> String {
+    "vservers".into()
+}
+
+/// A node name: like a vserver name (letters, digits, `.`, `_`, `-`, at most 64 bytes).
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    isolate::VserverName::parse(name).map(drop).map_err(|e| e.to_string().replace("vserver name", "node name"))
+}
+
+impl AgentConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks the text of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: AgentConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Value { path: path.into(), key: key.into(), reason };
+        check_node_name(&self.node).map_err(|r| bad("node", r))?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let key = |k: &str| format!("peers[{i}].{k}");
+            check_node_name(&peer.name).map_err(|r| bad(&key("name"), r))?;
+            if peer.name == self.node {
+                return Err(bad(&key("name"), format!("{:?} is this node itself", peer.name)));
+            }
+            if !seen.insert(peer.name.clone()) {
+                return Err(bad(&key("name"), format!("{:?} is listed twice", peer.name)));
+            }
+            let url = reqwest::Url::parse(&peer.url).map_err(|e| bad(&key("url"), format!("{:?}: {e}", peer.url)))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err(bad(&key("url"), format!("{:?} is not an http:// or https:// URL with a host", peer.url)));
+            }
+        }
+        let hb = &self.heartbeat;
+        if hb.interval_ms == 0 {
+            return Err(bad("heartbeat.interval_ms", "must be above 0".into()));
+        }
+        if hb.suspect_after_ms <= hb.interval_ms {
+            return Err(bad(
+                "heartbeat.suspect_after_ms",
+                format!("{} must exceed heartbeat.interval_ms ({})", hb.suspect_after_ms, hb.interval_ms),
+            ));
+        }
+        if hb.dead_after_ms <= hb.suspect_after_ms {
+            return Err(bad(
+                "heartbeat.dead_after_ms",
+                format!("{} must exceed heartbeat.suspect_after_ms ({})", hb.dead_after_ms, hb.suspect_after_ms),
+            ));
+        }
+        if hb.timeout_ms == 0 || hb.timeout_ms > hb.dead_after_ms {
+            return Err(bad(
+                "heartbeat.timeout_ms",
+                format!("{} must be between 1 and heartbeat.dead_after_ms", hb.timeout_ms),
+            ));
+        }
+        let r = &self.restart;
+        if r.backoff_initial_ms == 0 || r.backoff_max_ms < r.backoff_initial_ms {
+            return Err(bad(
+                "restart.backoff_max_ms",
+                "must be at least restart.backoff_initial_ms, which must be above 0".into(),
+            ));
+        }
+        if r.check_interval_ms == 0 {
+            return Err(bad("restart.check_interval_ms", "must be above 0".into()));
+        }
+        if self.cgroup_parent.split('/').any(|c| c == ".." || c == ".") {
+            return Err(bad("cgroup_parent", format!("{:?} may not hold . or ..", self.cgroup_parent)));
+        }
+        Ok(())
+    }
+
+    /// Reads the cluster secret: the file's first line, which must not be empty.
+    pub fn secret(&self, path_for_errors: &Path) -> Result<String, ConfigError> {
+        let bad =
+            |reason: String| ConfigError::Value { path: path_for_errors.into(), key: "secret_file".into(), reason };
+        let text = std::fs::read_to_string(&self.secret_file)
+            .map_err(|e| bad(format!("{}: {e}", self.secret_file.display())))?;
+        let secret = text.lines().next().unwrap_or("").trim().to_string();
+        if secret.len() < 16 {
+            return Err(bad(format!("{}: the secret must be at least 16 characters", self.secret_file.display())));
+        }
+        Ok(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node = "h1"
+listen = "127.0.0.1:7070"
+secret_file = "/etc/vservers/cluster.secret"
+[[peers]]
+name = "h2"
+url = "http://127.0.0.1:7071"
+"#;
+
+    fn err(text: &str) -> String {
+        AgentConfig::parse(Path::new("agent.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_minimal_config_takes_the_defaults() {
+        let c = AgentConfig::parse(Path::new("agent.toml"), GOOD).unwrap();
+        assert_eq!(c.heartbeat, HeartbeatConfig::default());
+        assert_eq!(c.vservers_dir, PathBuf::from("/vservers"));
+        assert_eq!(c.peers[0].name, "h2");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_reason() {
+        assert!(err(&GOOD.replace("node = \"h1\"", "node = \"../h1\"")).contains("key `node`"));
+        assert!(err(&format!("{GOOD}\nbogus = 1\n")).contains("bogus"));
+        assert!(err(&GOOD.replace("\"h2\"", "\"h1\"")).contains("peers[0].name"));
+        assert!(err(&GOOD.replace("http://127.0.0.1:7071", "ftp://x")).contains("peers[0].url"));
+        assert!(err(&GOOD.replace("127.0.0.1:7070", "nowhere")).contains("listen"));
+        let slow = format!("{GOOD}\n[heartbeat]\ninterval_ms = 1000\n");
+        assert!(err(&slow).contains("heartbeat.suspect_after_ms"));
+        let twice = format!("{GOOD}\n[[peers]]\nname = \"h2\"\nurl = \"http://127.0.0.1:7072\"\n");
+        assert!(err(&twice).contains("listed twice"));
+    }
+}

@@ -1,0 +1,161 @@
+//! The agent's shared vocabulary: what travels in a heartbeat and what `GET /v1/status` reports. Every
+//! other agent module speaks these types; they serialize to the JSON of the HTTP API (docs/api.md).
+
+use serde::{Deserialize, Serialize};
+
+/// How this node judges a peer from the heartbeats it hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Never heard since this agent started.
+    Unknown,
+    /// Heard within the suspicion threshold.
+    Alive,
+    /// Silent past the suspicion threshold.
+    Suspect,
+    /// Silent past the dead threshold.
+    Dead,
+}
+
+/// What a vserver is meant to be, by the operator's last word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Intent {
+    /// Started by intent: the agent keeps it running.
+    Running,
+    /// Stopped by intent (or never started): the agent leaves it stopped.
+    Stopped,
+}
+
+/// What a vserver is, observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VserverState {
+    /// Its process 1 runs.
+    Running,
+    /// Not running.
+    Stopped,
+    /// Meant to run but the restart limit was reached; the agent no longer restarts it.
+    Failed,
+}
+
+/// One vserver in a heartbeat: enough for peers to know what runs where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VserverSummary {
+    /// Its name.
+    pub name: String,
+    /// Observed state.
+    pub state: VserverState,
+}
+
+/// The body of `POST /v1/heartbeat`, signed by [`SignedHeartbeat`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Sender's node name.
+    pub node: String,
+    /// Grows at every start of the sender's agent, so a restarted peer is recognised.
+    pub incarnation: u64,
+    /// Grows at every heartbeat of one incarnation.
+    pub seq: u64,
+    /// Sender's wall clock, milliseconds since the Unix epoch (informational only: never used for timing).
+    pub sent_unix_ms: u64,
+    /// The sender's vservers.
+    pub vservers: Vec<VserverSummary>,
+}
+
+/// A heartbeat with an HMAC-SHA256 of its JSON under the cluster secret, hex encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedHeartbeat {
+    /// The heartbeat, as the exact JSON text that was signed.
+    pub body: String,
+    /// Hex HMAC-SHA256 of `body`.
+    pub signature: String,
+}
+
+/// One peer as `GET /v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its node name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+    /// Alive, suspect, dead or unknown.
+    pub state: PeerState,
+    /// Milliseconds since its last accepted heartbeat.
+    pub last_heard_ms: Option<u64>,
+    /// Round-trip time of our last heartbeat to it, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Its incarnation as last heard.
+    pub incarnation: Option<u64>,
+    /// Times it was seen to restart (a new incarnation).
+    pub restarts_seen: u64,
+    /// Its vservers as last heard.
+    pub vservers: Vec<VserverSummary>,
+}
+
+/// One vserver of this node as `GET /v1/status` and `GET /v1/vservers/NAME` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VserverStatus {
+    /// Its name.
+    pub name: String,
+    /// Observed state.
+    pub state: VserverState,
+    /// The operator's last word.
+    pub intent: Intent,
+    /// Seconds since it started, when running.
+    pub uptime_secs: Option<u64>,
+    /// Its addresses (`dev:addr/prefix`).
+    pub addresses: Vec<String>,
+    /// Processes in its cgroup.
+    pub processes: usize,
+    /// Restarts the agent made after it died on its own (since the agent started).
+    pub restarts: u32,
+    /// The last error seen starting or stopping it, in words.
+    pub last_error: Option<String>,
+}
+
+/// Counters of heartbeats refused, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectCounters {
+    /// From a node not in the configuration.
+    pub unknown_node: u64,
+    /// With a signature that does not match.
+    pub bad_signature: u64,
+    /// Malformed, or older than what was already heard.
+    pub malformed_or_stale: u64,
+}
+
+/// This node in `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Its name.
+    pub name: String,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// Seconds since the agent started.
+    pub uptime_secs: u64,
+    /// The agent's version.
+    pub version: String,
+}
+
+/// The body of `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// This node.
+    pub node: NodeStatus,
+    /// Every configured peer.
+    pub peers: Vec<PeerStatus>,
+    /// This node's vservers (every one with a conf file).
+    pub vservers: Vec<VserverStatus>,
+    /// Heartbeats refused since start.
+    pub rejected_heartbeats: RejectCounters,
+}
+
+/// The body of every 4xx/5xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A sentence saying what was wrong.
+    pub error: String,
+}
