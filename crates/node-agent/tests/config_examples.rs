@@ -24,3 +24,12 @@ fn the_example_hook_is_valid_shell() {
     let st = std::process::Command::new("/bin/sh").arg("-n").arg(&path).status().unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn the_example_agent_config_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/agent.toml");
+    let config = node_agent::agent::config::AgentConfig::load(&path).unwrap();
+    assert_eq!(config.node, "h1");
+    assert_eq!(config.peers.len(), 2);
+    assert_eq!(config.heartbeat.dead_after_ms, 1500);
+}

@@ -1,11 +1,29 @@
-//! Heartbeats between agents and the failure detector. (Being written: see the interface below.)
+//! Heartbeats between agents and the failure detector: this node's signed heartbeats out to every peer, and
+//! the table of what each peer last said, judged alive, suspect or dead from its silence.
+//!
+//! A heartbeat is JSON signed with HMAC-SHA256 under the cluster secret. The signature covers the exact text
+//! that travels (`SignedHeartbeat::body`), so nothing is re-serialized before checking. Our view of a peer
+//! comes only from the heartbeats it sends us; failing to reach it is logged, never judged.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
 
 use super::config::AgentConfig;
-use super::model::{Heartbeat, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
+use super::model::{Heartbeat, PeerState, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
 use super::Agent;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How long an idle connection to a peer is kept for the next heartbeat.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// TCP keep-alive on connections to peers, so a dead path is noticed by the kernel too.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Why a received heartbeat was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,41 +49,627 @@ pub enum HeartbeatReject {
     },
 }
 
-/// What this agent knows of its peers.
-pub struct Membership {}
+/// The hex HMAC-SHA256 of `body` under `secret`: the signature of a heartbeat whose JSON text is `body`.
+pub fn sign_body(secret: &str, body: &str) -> String {
+    hex::encode(mac(secret, body).finalize().into_bytes())
+}
 
-impl Membership {
-    /// A table of the configured peers, none heard yet.
-    pub fn new(_config: &AgentConfig, _secret: &str, _incarnation: u64) -> Self {
-        todo!()
-    }
-    /// Every configured peer, with its state judged now.
-    pub fn peers(&self) -> Vec<PeerStatus> {
-        todo!()
-    }
-    /// Counters of refused heartbeats.
-    pub fn counters(&self) -> RejectCounters {
-        todo!()
-    }
-    /// Checks and records a received heartbeat.
-    pub fn receive(&self, _signed: &SignedHeartbeat) -> Result<(), HeartbeatReject> {
-        todo!()
-    }
-    /// This node's next heartbeat (the sequence number grows).
-    pub fn next_heartbeat(&self, _vservers: Vec<VserverSummary>) -> Heartbeat {
-        todo!()
-    }
-    /// Signs a heartbeat with the cluster secret.
-    pub fn sign(&self, _hb: &Heartbeat) -> SignedHeartbeat {
-        todo!()
-    }
-    /// Records the round-trip time of a heartbeat to `peer`.
-    pub fn record_rtt(&self, _peer: &str, _rtt: Duration) {
-        todo!()
+/// Whether `signature_hex` is the HMAC-SHA256 of `body` under `secret`, compared in constant time.
+pub fn verify_body(secret: &str, body: &str, signature_hex: &str) -> bool {
+    match hex::decode(signature_hex) {
+        Ok(signature) => mac(secret, body).verify_slice(&signature).is_ok(),
+        Err(_) => false,
     }
 }
 
-/// Sends a heartbeat to every peer at every interval, until aborted.
-pub async fn run_sender(_agent: Arc<Agent>) {
-    todo!()
+fn mac(secret: &str, body: &str) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(body.as_bytes());
+    mac
+}
+
+/// The last accepted heartbeat of a peer.
+struct Heard {
+    at: Instant,
+    incarnation: u64,
+    seq: u64,
+    vservers: Vec<VserverSummary>,
+}
+
+/// One configured peer as this node knows it.
+struct Peer {
+    name: String,
+    url: String,
+    heard: Option<Heard>,
+    rtt: Option<Duration>,
+    restarts_seen: u64,
+    /// The state last judged by [`Membership::tick`] or [`Membership::receive`], to log transitions once.
+    judged: PeerState,
+}
+
+/// What the lock guards: the peers in configuration order and the refusal counters.
+struct Table {
+    peers: Vec<Peer>,
+    counters: RejectCounters,
+}
+
+impl Table {
+    fn peer_mut(&mut self, name: &str) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| p.name == name)
+    }
+}
+
+/// A change of a peer's judged state, logged once the lock is released.
+struct Transition {
+    peer: String,
+    to: PeerState,
+    silence: Duration,
+}
+
+impl Transition {
+    fn log(&self) {
+        let silence_ms = millis(self.silence);
+        match self.to {
+            PeerState::Alive => tracing::info!(peer = %self.peer, silence_ms, "peer alive"),
+            PeerState::Suspect => tracing::warn!(peer = %self.peer, silence_ms, "peer suspect"),
+            PeerState::Dead => tracing::warn!(peer = %self.peer, silence_ms, "peer dead"),
+            PeerState::Unknown => tracing::info!(peer = %self.peer, silence_ms, "peer unknown"),
+        }
+    }
+}
+
+/// What this agent knows of its peers, and the numbering of its own heartbeats.
+///
+/// Shared by the sender task and the API handlers; the lock is never held across an `.await`.
+pub struct Membership {
+    node: String,
+    secret: String,
+    incarnation: u64,
+    seq: AtomicU64,
+    suspect_after: Duration,
+    dead_after: Duration,
+    /// When this table was made: a peer never heard is unknown until `dead_after` has passed since.
+    born: Instant,
+    table: Mutex<Table>,
+}
+
+impl Membership {
+    /// A table of the configured peers, none heard yet.
+    pub fn new(config: &AgentConfig, secret: &str, incarnation: u64) -> Self {
+        let peers = config
+            .peers
+            .iter()
+            .map(|p| Peer {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                heard: None,
+                rtt: None,
+                restarts_seen: 0,
+                judged: PeerState::Unknown,
+            })
+            .collect();
+        Self {
+            node: config.node.clone(),
+            secret: secret.to_string(),
+            incarnation,
+            seq: AtomicU64::new(0),
+            suspect_after: Duration::from_millis(config.heartbeat.suspect_after_ms),
+            dead_after: Duration::from_millis(config.heartbeat.dead_after_ms),
+            born: Instant::now(),
+            table: Mutex::new(Table { peers, counters: RejectCounters::default() }),
+        }
+    }
+
+    /// Every configured peer, with its state judged now, in configuration order.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let now = Instant::now();
+        let table = self.lock();
+        table
+            .peers
+            .iter()
+            .map(|p| PeerStatus {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                state: self.judge(p, now).0,
+                last_heard_ms: p.heard.as_ref().map(|h| millis(now.saturating_duration_since(h.at))),
+                rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                incarnation: p.heard.as_ref().map(|h| h.incarnation),
+                restarts_seen: p.restarts_seen,
+                vservers: p.heard.as_ref().map(|h| h.vservers.clone()).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Counters of refused heartbeats.
+    pub fn counters(&self) -> RejectCounters {
+        self.lock().counters
+    }
+
+    /// Checks and records a received heartbeat: parsed, then its signature checked, then its sender looked up,
+    /// then its freshness. Every refusal is counted and logged.
+    pub fn receive(&self, signed: &SignedHeartbeat) -> Result<(), HeartbeatReject> {
+        let result = self.accept(signed);
+        if let Err(reject) = &result {
+            {
+                let mut table = self.lock();
+                let counters = &mut table.counters;
+                match reject {
+                    HeartbeatReject::UnknownNode(_) => counters.unknown_node += 1,
+                    HeartbeatReject::BadSignature(_) => counters.bad_signature += 1,
+                    HeartbeatReject::Malformed(_) | HeartbeatReject::Stale { .. } => counters.malformed_or_stale += 1,
+                }
+            }
+            tracing::warn!(error = %reject, "heartbeat refused");
+        }
+        result
+    }
+
+    fn accept(&self, signed: &SignedHeartbeat) -> Result<(), HeartbeatReject> {
+        let hb: Heartbeat =
+            serde_json::from_str(&signed.body).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
+        if !verify_body(&self.secret, &signed.body, &signed.signature) {
+            return Err(HeartbeatReject::BadSignature(hb.node));
+        }
+        let now = Instant::now();
+        let mut restarted = false;
+        let transition = {
+            let mut table = self.lock();
+            let Some(peer) = table.peer_mut(&hb.node) else {
+                return Err(HeartbeatReject::UnknownNode(hb.node));
+            };
+            if let Some(known) = &peer.heard {
+                let stale =
+                    hb.incarnation < known.incarnation || (hb.incarnation == known.incarnation && hb.seq <= known.seq);
+                if stale {
+                    return Err(HeartbeatReject::Stale { node: hb.node, incarnation: hb.incarnation, seq: hb.seq });
+                }
+                if hb.incarnation > known.incarnation {
+                    peer.restarts_seen += 1;
+                    restarted = true;
+                }
+            }
+            let silence = peer
+                .heard
+                .as_ref()
+                .map_or(now.saturating_duration_since(self.born), |h| now.saturating_duration_since(h.at));
+            peer.heard = Some(Heard { at: now, incarnation: hb.incarnation, seq: hb.seq, vservers: hb.vservers });
+            let changed = peer.judged != PeerState::Alive;
+            peer.judged = PeerState::Alive;
+            changed.then(|| Transition { peer: peer.name.clone(), to: PeerState::Alive, silence })
+        };
+        if restarted {
+            tracing::info!(peer = %hb.node, incarnation = hb.incarnation, "peer restarted");
+        }
+        if let Some(t) = transition {
+            t.log();
+        }
+        Ok(())
+    }
+
+    /// Judges every peer now and logs the ones whose state changed since the last judgment (info when a peer
+    /// comes alive, warn when it turns suspect or dead). The sender calls it at every interval.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let transitions: Vec<Transition> = {
+            let mut table = self.lock();
+            let mut transitions = Vec::new();
+            for peer in &mut table.peers {
+                let (state, silence) = self.judge(peer, now);
+                if state != peer.judged {
+                    peer.judged = state;
+                    transitions.push(Transition { peer: peer.name.clone(), to: state, silence });
+                }
+            }
+            transitions
+        };
+        transitions.iter().for_each(Transition::log);
+    }
+
+    /// This node's next heartbeat (the sequence number grows).
+    pub fn next_heartbeat(&self, vservers: Vec<VserverSummary>) -> Heartbeat {
+        Heartbeat {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            sent_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0),
+            vservers,
+        }
+    }
+
+    /// Signs a heartbeat with the cluster secret: the JSON is written once and the signature covers that text.
+    pub fn sign(&self, hb: &Heartbeat) -> SignedHeartbeat {
+        let body = serde_json::to_string(hb).expect("a heartbeat always serializes to JSON");
+        let signature = sign_body(&self.secret, &body);
+        SignedHeartbeat { body, signature }
+    }
+
+    /// Records the round-trip time of a heartbeat to `peer` (shown in the status; not used for judging).
+    pub fn record_rtt(&self, peer: &str, rtt: Duration) {
+        if let Some(p) = self.lock().peer_mut(peer) {
+            p.rtt = Some(rtt);
+        }
+    }
+
+    /// A peer's state and its silence at `now`: since its last heartbeat, or since this table was made when
+    /// it was never heard.
+    fn judge(&self, peer: &Peer, now: Instant) -> (PeerState, Duration) {
+        match &peer.heard {
+            None => {
+                let silence = now.saturating_duration_since(self.born);
+                let state = if silence < self.dead_after { PeerState::Unknown } else { PeerState::Dead };
+                (state, silence)
+            }
+            Some(heard) => {
+                let silence = now.saturating_duration_since(heard.at);
+                let state = if silence < self.suspect_after {
+                    PeerState::Alive
+                } else if silence < self.dead_after {
+                    PeerState::Suspect
+                } else {
+                    PeerState::Dead
+                };
+                (state, silence)
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Every update leaves the table consistent, so a panic elsewhere does not spoil it.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why one heartbeat to a peer did not get a 2xx answer.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// Not connected, timed out, or the connection broke.
+    #[error("{0}")]
+    Transport(#[from] reqwest::Error),
+    /// The peer answered, but refused.
+    #[error("answered {0}")]
+    Refused(reqwest::StatusCode),
+}
+
+/// The one HTTP client of the sender: connections are kept and reused, no heartbeat waits longer than
+/// `timeout`, and `HTTP_PROXY`-style variables are ignored.
+fn heartbeat_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_keepalive(TCP_KEEPALIVE)
+        .tcp_nodelay(true)
+        // Peers are reached directly: a proxy from the environment would add a hop to the failure detector.
+        .no_proxy()
+        .build()
+}
+
+/// `POST {peer_url}/v1/heartbeat`; the round-trip time on a 2xx answer.
+async fn send_heartbeat(
+    client: &reqwest::Client,
+    peer_url: &str,
+    secret: &str,
+    signed: &SignedHeartbeat,
+) -> Result<Duration, SendError> {
+    let url = format!("{}/v1/heartbeat", peer_url.trim_end_matches('/'));
+    let sent = Instant::now();
+    let response = client.post(url).bearer_auth(secret).json(signed).send().await?;
+    let status = response.status();
+    // Read the answer to its end so the connection goes back to the pool.
+    response.bytes().await?;
+    let rtt = sent.elapsed();
+    if status.is_success() {
+        Ok(rtt)
+    } else {
+        Err(SendError::Refused(status))
+    }
+}
+
+/// Sends a heartbeat to every peer at every interval, until aborted. Each peer gets its own task, so a slow
+/// or unreachable peer never delays the others; the tasks end with this one.
+pub async fn run_sender(agent: Arc<Agent>) {
+    let hb_config = &agent.config.heartbeat;
+    let client = match heartbeat_client(Duration::from_millis(hb_config.timeout_ms)) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the heartbeat HTTP client; no heartbeats will be sent");
+            return;
+        }
+    };
+    let mut interval = tokio::time::interval(hb_config.interval());
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Dropped (and so aborted) with this future, so no send outlives the sender.
+    let mut in_flight = JoinSet::new();
+    loop {
+        interval.tick().await;
+        while in_flight.try_join_next().is_some() {}
+        agent.membership.tick();
+        let hb = agent.membership.next_heartbeat(agent.supervisor.summaries());
+        let signed = Arc::new(agent.membership.sign(&hb));
+        for peer in &agent.config.peers {
+            let (agent, client, signed) = (Arc::clone(&agent), client.clone(), Arc::clone(&signed));
+            let (name, url) = (peer.name.clone(), peer.url.clone());
+            let seq = hb.seq;
+            in_flight.spawn(async move {
+                match send_heartbeat(&client, &url, &agent.secret, &signed).await {
+                    Ok(rtt) => agent.membership.record_rtt(&name, rtt),
+                    Err(e) => tracing::debug!(peer = %name, seq, error = %e, "heartbeat not delivered"),
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::agent::model::VserverState;
+
+    const SECRET: &str = "0123456789abcdef-cluster";
+
+    fn config(heartbeat: &str) -> AgentConfig {
+        let text = format!(
+            r#"
+node = "h1"
+listen = "127.0.0.1:7070"
+secret_file = "/nonexistent/cluster.secret"
+[[peers]]
+name = "h2"
+url = "http://127.0.0.1:7071"
+[[peers]]
+name = "h3"
+url = "http://127.0.0.1:7072"
+{heartbeat}
+"#
+        );
+        AgentConfig::parse(Path::new("t.toml"), &text).unwrap()
+    }
+
+    /// Small thresholds for tests that wait: interval 10, suspect 50, dead 150 ms.
+    const FAST: &str = "[heartbeat]\ninterval_ms = 10\nsuspect_after_ms = 50\ndead_after_ms = 150\ntimeout_ms = 20\n";
+
+    fn membership() -> Membership {
+        Membership::new(&config(""), SECRET, 1)
+    }
+
+    fn heartbeat(node: &str, incarnation: u64, seq: u64) -> Heartbeat {
+        Heartbeat {
+            node: node.into(),
+            incarnation,
+            seq,
+            sent_unix_ms: 0,
+            vservers: vec![VserverSummary { name: "web".into(), state: VserverState::Running }],
+        }
+    }
+
+    fn signed(hb: &Heartbeat) -> SignedHeartbeat {
+        let body = serde_json::to_string(hb).unwrap();
+        SignedHeartbeat { signature: sign_body(SECRET, &body), body }
+    }
+
+    fn state_of(m: &Membership, name: &str) -> PeerStatus {
+        m.peers().into_iter().find(|p| p.name == name).unwrap()
+    }
+
+    #[test]
+    fn a_signature_verifies_and_a_flipped_byte_does_not() {
+        let body = r#"{"node":"h2"}"#;
+        let sig = sign_body(SECRET, body);
+        assert_eq!(sig.len(), 64);
+        assert!(verify_body(SECRET, body, &sig));
+        assert!(!verify_body(SECRET, &body.replace("h2", "h3"), &sig));
+        assert!(!verify_body("another-secret-of-16+", body, &sig));
+        let mut flipped = hex::decode(&sig).unwrap();
+        flipped[7] ^= 0x01;
+        assert!(!verify_body(SECRET, body, &hex::encode(flipped)));
+        assert!(!verify_body(SECRET, body, "not hex"));
+        assert!(!verify_body(SECRET, body, &sig[..62]));
+    }
+
+    #[test]
+    fn our_heartbeats_count_up_and_are_signed_over_their_exact_text() {
+        let m = membership();
+        let first = m.next_heartbeat(vec![]);
+        let second = m.next_heartbeat(vec![]);
+        assert_eq!((first.node.as_str(), first.incarnation, first.seq, second.seq), ("h1", 1, 1, 2));
+        assert!(second.sent_unix_ms > 0);
+        let s = m.sign(&second);
+        assert!(verify_body(SECRET, &s.body, &s.signature));
+        assert_eq!(serde_json::from_str::<Heartbeat>(&s.body).unwrap(), second);
+    }
+
+    #[test]
+    fn a_good_heartbeat_marks_its_peer_alive_and_keeps_what_it_said() {
+        let m = membership();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Unknown);
+        m.receive(&signed(&heartbeat("h2", 7, 1))).unwrap();
+        let h2 = state_of(&m, "h2");
+        assert_eq!(h2.state, PeerState::Alive);
+        assert_eq!(h2.incarnation, Some(7));
+        assert_eq!(h2.vservers[0].name, "web");
+        assert!(h2.last_heard_ms.is_some());
+        assert_eq!(h2.restarts_seen, 0);
+        assert_eq!(state_of(&m, "h3").state, PeerState::Unknown);
+        let names: Vec<_> = m.peers().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["h2", "h3"], "configuration order");
+        assert_eq!(m.counters(), RejectCounters::default());
+    }
+
+    #[test]
+    fn each_bad_heartbeat_is_refused_and_counted() {
+        let m = membership();
+        m.receive(&signed(&heartbeat("h2", 5, 10))).unwrap();
+
+        let stranger = m.receive(&signed(&heartbeat("h9", 1, 1)));
+        assert_eq!(stranger, Err(HeartbeatReject::UnknownNode("h9".into())));
+
+        let mut forged = signed(&heartbeat("h2", 5, 11));
+        forged.signature = sign_body("a-guessed-secret-16chars", &forged.body);
+        assert_eq!(m.receive(&forged), Err(HeartbeatReject::BadSignature("h2".into())));
+        // A forger from an unknown node is refused for its signature, so names cannot be probed.
+        let mut forged_stranger = signed(&heartbeat("h9", 1, 1));
+        forged_stranger.signature = "00".repeat(32);
+        assert_eq!(m.receive(&forged_stranger), Err(HeartbeatReject::BadSignature("h9".into())));
+
+        let junk = SignedHeartbeat { body: "{\"node\":".into(), signature: sign_body(SECRET, "{\"node\":") };
+        assert!(matches!(m.receive(&junk), Err(HeartbeatReject::Malformed(_))));
+
+        let same_seq = m.receive(&signed(&heartbeat("h2", 5, 10)));
+        assert_eq!(same_seq, Err(HeartbeatReject::Stale { node: "h2".into(), incarnation: 5, seq: 10 }));
+        let older_seq = m.receive(&signed(&heartbeat("h2", 5, 3)));
+        assert!(matches!(older_seq, Err(HeartbeatReject::Stale { .. })));
+        let old_incarnation = m.receive(&signed(&heartbeat("h2", 4, 99)));
+        assert_eq!(old_incarnation, Err(HeartbeatReject::Stale { node: "h2".into(), incarnation: 4, seq: 99 }));
+
+        assert_eq!(m.counters(), RejectCounters { unknown_node: 1, bad_signature: 2, malformed_or_stale: 4 });
+        let h2 = state_of(&m, "h2");
+        assert_eq!((h2.incarnation, h2.restarts_seen), (Some(5), 0), "refusals change nothing");
+    }
+
+    #[test]
+    fn a_new_incarnation_is_a_restart_and_starts_its_numbering_afresh() {
+        let m = membership();
+        m.receive(&signed(&heartbeat("h2", 1, 40))).unwrap();
+        m.receive(&signed(&heartbeat("h2", 2, 1))).unwrap();
+        m.receive(&signed(&heartbeat("h2", 2, 2))).unwrap();
+        m.receive(&signed(&heartbeat("h2", 5, 1))).unwrap();
+        let h2 = state_of(&m, "h2");
+        assert_eq!((h2.incarnation, h2.restarts_seen), (Some(5), 2));
+        assert_eq!(m.counters(), RejectCounters::default());
+    }
+
+    #[test]
+    fn a_silent_peer_goes_alive_then_suspect_then_dead_and_comes_back() {
+        let m = Membership::new(&config(FAST), SECRET, 1);
+        m.receive(&signed(&heartbeat("h2", 1, 1))).unwrap();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Alive);
+        std::thread::sleep(Duration::from_millis(80));
+        m.tick();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Suspect);
+        assert_eq!(m.lock().peers[0].judged, PeerState::Suspect, "tick keeps the judged state");
+        std::thread::sleep(Duration::from_millis(100));
+        m.tick();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Dead);
+        assert!(state_of(&m, "h2").last_heard_ms.unwrap() >= 150);
+        m.receive(&signed(&heartbeat("h2", 1, 2))).unwrap();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Alive);
+        assert_eq!(m.lock().peers[0].judged, PeerState::Alive);
+    }
+
+    #[test]
+    fn a_peer_never_heard_is_unknown_then_dead() {
+        let m = Membership::new(&config(FAST), SECRET, 1);
+        m.tick();
+        let h3 = state_of(&m, "h3");
+        assert_eq!((h3.state, h3.last_heard_ms, h3.incarnation), (PeerState::Unknown, None, None));
+        std::thread::sleep(Duration::from_millis(170));
+        m.tick();
+        assert_eq!(state_of(&m, "h3").state, PeerState::Dead);
+        assert_eq!(m.lock().peers[1].judged, PeerState::Dead);
+    }
+
+    #[test]
+    fn judging_follows_the_thresholds_exactly() {
+        let m = Membership::new(&config(FAST), SECRET, 1);
+        let at = m.born;
+        let mut peer = Peer {
+            name: "h2".into(),
+            url: String::new(),
+            heard: None,
+            rtt: None,
+            restarts_seen: 0,
+            judged: PeerState::Unknown,
+        };
+        let ms = |n| at + Duration::from_millis(n);
+        assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Unknown);
+        assert_eq!(m.judge(&peer, ms(150)).0, PeerState::Dead);
+        peer.heard = Some(Heard { at, incarnation: 1, seq: 1, vservers: vec![] });
+        assert_eq!(m.judge(&peer, ms(49)), (PeerState::Alive, Duration::from_millis(49)));
+        assert_eq!(m.judge(&peer, ms(50)).0, PeerState::Suspect);
+        assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Suspect);
+        assert_eq!(m.judge(&peer, ms(150)).0, PeerState::Dead);
+    }
+
+    #[test]
+    fn rtt_is_recorded_for_known_peers_only() {
+        let m = membership();
+        m.record_rtt("h3", Duration::from_micros(1500));
+        m.record_rtt("h9", Duration::from_millis(1));
+        assert_eq!(state_of(&m, "h3").rtt_ms, Some(1.5));
+        assert_eq!(state_of(&m, "h2").rtt_ms, None);
+    }
+
+    /// A one-shot HTTP server: answers `status_line` to the first request and hands back what it read.
+    async fn one_request_server(status_line: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let served = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                assert!(n > 0, "connection closed mid-request");
+            }
+            conn.write_all(format!("{status_line}\r\ncontent-length: 0\r\n\r\n").as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (url, served)
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_is_posted_with_the_bearer_token_and_its_signed_body() {
+        let (url, served) = one_request_server("HTTP/1.1 204 No Content").await;
+        let m = membership();
+        let hb = m.next_heartbeat(vec![]);
+        let s = m.sign(&hb);
+        let client = heartbeat_client(Duration::from_secs(2)).unwrap();
+        let rtt = send_heartbeat(&client, &url, SECRET, &s).await.unwrap();
+        assert!(rtt < Duration::from_secs(2));
+        let request = served.await.unwrap();
+        assert!(request.starts_with("POST /v1/heartbeat HTTP/1.1\r\n"), "{request}");
+        assert!(request.to_ascii_lowercase().contains(&format!("authorization: bearer {SECRET}")), "{request}");
+        let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+        assert_eq!(serde_json::from_str::<SignedHeartbeat>(body).unwrap(), s);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_or_silence_is_an_error_not_a_round_trip() {
+        let (url, served) = one_request_server("HTTP/1.1 403 Forbidden").await;
+        let m = membership();
+        let s = m.sign(&m.next_heartbeat(vec![]));
+        let client = heartbeat_client(Duration::from_secs(2)).unwrap();
+        let refused = send_heartbeat(&client, &url, SECRET, &s).await;
+        assert!(matches!(refused, Err(SendError::Refused(reqwest::StatusCode::FORBIDDEN))), "{refused:?}");
+        served.await.unwrap();
+
+        // A peer that accepts but never answers: the timeout bounds the wait.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let client = heartbeat_client(Duration::from_millis(100)).unwrap();
+        let started = Instant::now();
+        let silent = send_heartbeat(&client, &url, SECRET, &s).await;
+        assert!(matches!(silent, Err(SendError::Transport(_))), "{silent:?}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(listener);
+    }
 }
