@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agents;
 pub mod bench;
 mod cleanup;
 pub mod demo;

@@ -40,6 +40,25 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// The agent: GET /v1/status latency at a fixed rate and throughput (from inside its namespace), and its
+    /// resident memory and CPU at rest with 5 peers heartbeating at the default interval.
+    Agent {
+        /// Target rate of the fixed-rate phase, requests per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Seconds of each load phase.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Seconds of the idle window.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
+        /// Keep-alive connections of the load.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time from a start command to the service answering HTTP, for vserver, LXC and a bare floor.
     Start {
         /// Instances per variant (1..=150).
@@ -80,7 +99,27 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Demo { keep } => return crate::demo::run_demo(&crate::demo::DemoOptions { keep }, &cancel),
         Command::Bench { bench } => bench,
     };
-    let Bench::Start { count, variants, timeout, json } = bench;
+    let (count, variants, timeout, json) = match bench {
+        Bench::Start { count, variants, timeout, json } => (count, variants, timeout, json),
+        Bench::Agent { rate, seconds, idle, connections, json } => {
+            if rate == 0 || connections == 0 || seconds == 0 {
+                anyhow::bail!("--rate, --connections and --seconds must be above 0");
+            }
+            let opts = crate::bench::AgentBenchOptions {
+                rate,
+                duration: Duration::from_secs(seconds),
+                idle: Duration::from_secs(idle),
+                connections,
+            };
+            let report = crate::bench::run_agent_bench(&opts, &cancel)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
+    };
     let options = StartOptions { count, variants, answer_timeout: Duration::from_secs(timeout) };
     let report = run_start(&options, &cancel)?;
     if json {

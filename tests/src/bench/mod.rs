@@ -1,6 +1,7 @@
 //! Benchmarks run in a lab: how fast the product starts a service compared with LXC and with a
 //! bare namespace-and-chroot floor.
 
+mod agent;
 pub mod cli;
 mod contender;
 mod floor;
@@ -10,6 +11,7 @@ mod start;
 mod stats;
 mod vserver;
 
+pub use agent::{run_agent_bench, AgentBenchOptions, AgentBenchReport};
 pub use service::install_httpd_service;
 pub use start::{run_start, StartOptions, StartReport, Variant, VariantReport};
 

@@ -1,0 +1,283 @@
+//! Agents in the lab: one `vserver-agent` per host, configured to know each other, with the faults tests
+//! inflict on them (`kill -9`, a restart, the host's link set down) and an HTTP client that speaks from
+//! inside a namespace, as another host or the client would.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::lab::Lab;
+use crate::netns::Netns;
+
+/// Port every lab agent listens on (each host has its own address).
+pub const AGENT_PORT: u16 = 7070;
+
+/// Heartbeat timing of a lab cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Heartbeat interval, ms.
+    pub interval_ms: u64,
+    /// Silence before suspect, ms.
+    pub suspect_ms: u64,
+    /// Silence before dead, ms.
+    pub dead_ms: u64,
+}
+
+impl Default for Timing {
+    /// The product's defaults.
+    fn default() -> Self {
+        Self { interval_ms: 250, suspect_ms: 750, dead_ms: 1500 }
+    }
+}
+
+/// The `vserver-agent` command: `$VSERVER_AGENT_BIN`, else beside the running executable (or one directory
+/// up, for test executables in `target/*/deps`).
+pub fn agent_bin() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("VSERVER_AGENT_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).take(2).map(|dir| dir.join("vserver-agent")).find(|c| c.is_file())
+}
+
+/// A running agent on every host of a lab; every agent is killed when this drops.
+pub struct Agents<'lab> {
+    lab: &'lab Lab,
+    bin: PathBuf,
+    secret: String,
+    configs: Vec<PathBuf>,
+    logs: Vec<PathBuf>,
+    procs: Vec<Option<Child>>,
+}
+
+/// An HTTP answer: status code and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("not JSON (status {}): {}", self.status, self.body))
+    }
+}
+
+impl<'lab> Agents<'lab> {
+    /// Writes a secret and one configuration per host (each host's peers are all the others), then starts
+    /// every agent.
+    pub fn start(lab: &'lab Lab, timing: Timing) -> Result<Self> {
+        let bin = agent_bin().context("no vserver-agent beside this executable (cargo build -p node-agent)")?;
+        let secret = format!("lab-secret-{}", crate::unique("s"));
+        let secret_file = lab.dir().join("cluster.secret");
+        fs::write(&secret_file, format!("{secret}\n")).context("writing the secret")?;
+        let mut agents = Agents { lab, bin, secret, configs: Vec::new(), logs: Vec::new(), procs: Vec::new() };
+        for host in &lab.hosts {
+            let mut peers = String::new();
+            for other in lab.hosts.iter().filter(|o| o.index != host.index) {
+                peers.push_str(&format!(
+                    "[[peers]]\nname = \"h{}\"\nurl = \"http://{}:{AGENT_PORT}\"\n\n",
+                    other.index, other.addr
+                ));
+            }
+            let vserver_bin = crate::vserver_bin().context("no vserver command beside this executable")?;
+            let config = format!(
+                "node = \"h{index}\"\nlisten = \"{addr}:{AGENT_PORT}\"\nsecret_file = \"{secret}\"\n\
+                 vservers_dir = \"{vs}\"\nconf_dir = \"{conf}\"\nrun_dir = \"{run}\"\nstate_dir = \"{state}\"\n\
+                 cgroup_parent = \"{cg}\"\nvserver_bin = \"{bin}\"\n\n{peers}\
+                 [heartbeat]\ninterval_ms = {i}\nsuspect_after_ms = {s}\ndead_after_ms = {d}\ntimeout_ms = {t}\n\n\
+                 [restart]\nmax_restarts = 3\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\ncheck_interval_ms = 200\n",
+                index = host.index,
+                addr = host.addr,
+                secret = secret_file.display(),
+                vs = host.vservers_dir.display(),
+                conf = host.conf_dir.display(),
+                run = host.run_dir.display(),
+                state = host.dir.join("agent-state").display(),
+                cg = host.cgroup_parent,
+                bin = vserver_bin.display(),
+                i = timing.interval_ms,
+                s = timing.suspect_ms,
+                d = timing.dead_ms,
+                t = (timing.interval_ms).min(timing.dead_ms),
+            );
+            let path = host.dir.join("agent.toml");
+            fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+            agents.configs.push(path);
+            agents.logs.push(host.dir.join("agent.log"));
+            agents.procs.push(None);
+        }
+        for i in 0..lab.hosts.len() {
+            agents.spawn(i)?;
+        }
+        Ok(agents)
+    }
+
+    /// The cluster secret.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Host `i`'s agent configuration file.
+    pub fn config(&self, i: usize) -> &PathBuf {
+        &self.configs[i]
+    }
+
+    /// Starts (or restarts) the agent of host `i`, in its network namespace, logging to its host dir.
+    pub fn spawn(&mut self, i: usize) -> Result<()> {
+        if let Some(mut old) = self.procs[i].take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.logs[i])?;
+        let child = self.lab.hosts[i]
+            .command(&self.bin)
+            .arg("--config")
+            .arg(&self.configs[i])
+            .env("VSERVER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting vserver-agent")?;
+        self.procs[i] = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9` of the agent of host `i` (its vservers are untouched).
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.procs[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process id of host `i`'s agent, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(Child::id)
+    }
+
+    /// Kills every agent now.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill9(i);
+        }
+    }
+
+    /// Whether the agent process of host `i` still runs (it exits on a bad configuration).
+    pub fn running(&mut self, i: usize) -> bool {
+        self.procs[i].as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The log of host `i`'s agent so far.
+    pub fn log(&self, i: usize) -> String {
+        fs::read_to_string(&self.logs[i]).unwrap_or_default()
+    }
+
+    /// An HTTP request to the agent of host `to`, sent from inside host `from`'s namespace.
+    pub fn request(
+        &self,
+        from: usize,
+        to: usize,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<Reply> {
+        http(&self.lab.hosts[from].netns, self.lab.hosts[to].addr, AGENT_PORT, method, path, token, body)
+    }
+
+    /// `GET path` with the cluster secret, from host `from` to host `to`.
+    pub fn get(&self, from: usize, to: usize, path: &str) -> Result<Reply> {
+        self.request(from, to, "GET", path, Some(&self.secret), None)
+    }
+
+    /// `GET /v1/status` of host `i`'s agent (asked from its own namespace) as JSON.
+    pub fn status(&self, i: usize) -> Result<serde_json::Value> {
+        let reply = self.get(i, i, "/v1/status")?;
+        if reply.status != 200 {
+            bail!("status of h{i}: HTTP {}: {}", reply.status, reply.body);
+        }
+        reply.json()
+    }
+
+    /// The state host `observer` reports for peer `peer` (`alive`, `suspect`, `dead`, `unknown`).
+    pub fn peer_state(&self, observer: usize, peer: usize) -> Option<String> {
+        let status = self.status(observer).ok()?;
+        let name = format!("h{peer}");
+        status["peers"].as_array()?.iter().find(|p| p["name"] == name.as_str())?["state"].as_str().map(str::to_string)
+    }
+
+    /// A peer as host `observer` reports it, as JSON.
+    pub fn peer(&self, observer: usize, peer: usize) -> Option<serde_json::Value> {
+        let status = self.status(observer).ok()?;
+        let name = format!("h{peer}");
+        status["peers"].as_array()?.iter().find(|p| p["name"] == name.as_str()).cloned()
+    }
+}
+
+impl Drop for Agents<'_> {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes; returns how long it took.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP/1.0 request from inside `netns` (so the server closes the connection and sends no chunks).
+pub fn http(
+    netns: &Netns,
+    addr: Ipv4Addr,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<Reply> {
+    let target = SocketAddr::V4(SocketAddrV4::new(addr, port));
+    let mut stream = netns
+        .run(|| TcpStream::connect_timeout(&target, Duration::from_secs(2)))?
+        .with_context(|| format!("connecting to {target}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}:{port}\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status in {head:?}"))?;
+    Ok(Reply { status, body: body.to_string() })
+}

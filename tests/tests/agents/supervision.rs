@@ -1,0 +1,95 @@
+//! Scenarios: the agent owns its host's vservers: the status shows them, an operator's stop is intent,
+//! a restart of the agent leaves them running and adopted, one killed from outside is restarted.
+
+use std::process::Output;
+
+use vserver_lab::agents::{wait_for, Agents};
+use vserver_lab::{skip_unless_root, Lab};
+
+use crate::{FAST, PATIENCE};
+
+fn vserver(lab: &Lab, args: &[&str], local: bool) -> Output {
+    let bin = vserver_lab::vserver_bin().expect("vserver binary");
+    let mut cmd = lab.hosts[0].command(bin);
+    cmd.args(args).env("VSERVER_STOP_TIMEOUT", "2");
+    if local {
+        cmd.env("VSERVER_NO_AGENT", "1");
+    }
+    cmd.output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{:?}\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn vserver_json(agents: &Agents, name: &str) -> Option<serde_json::Value> {
+    let status = agents.status(0).ok()?;
+    status["vservers"].as_array()?.iter().find(|v| v["name"] == name).cloned()
+}
+
+#[test]
+#[ignore = "needs the agent's HTTP API and supervisor, not built yet (issue 3 in progress)"]
+fn the_agent_runs_reports_keeps_and_restarts_its_vservers() {
+    if skip_unless_root("the_agent_runs_reports_keeps_and_restarts_its_vservers") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let name = vserver_lab::unique("sv");
+    let addr = lab.free_addr(0);
+    let out = vserver(&lab, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "supervised").unwrap();
+    let mut agents = Agents::start(&lab, FAST).unwrap();
+    assert!(wait_for(PATIENCE, || agents.status(0).is_ok()).is_some(), "log:\n{}", agents.log(0));
+
+    // The operator's start goes through the agent, which records the intent.
+    let out = vserver(&lab, &[&name, "start"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = std::time::Instant::now() + PATIENCE;
+    assert!(lab.client.wait_http(addr, 80, t).is_some());
+    let v = vserver_json(&agents, &name).expect("the vserver is in the status");
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["intent"], "running", "{v}");
+    assert!(v["addresses"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().contains(&addr.to_string())), "{v}");
+    // Peers learn it from heartbeats.
+    assert!(wait_for(PATIENCE, || {
+        agents
+            .peer(1, 0)
+            .is_some_and(|p| p["vservers"].as_array().is_some_and(|vs| vs.iter().any(|x| x["name"] == name.as_str())))
+    })
+    .is_some());
+
+    // Restarting the agent leaves the vserver running, and it is adopted again.
+    agents.kill9(0);
+    assert!(vserver(&lab, &[&name, "running"], true).status.success(), "kill -9 of the agent stops nothing");
+    agents.spawn(0).unwrap();
+    assert!(wait_for(PATIENCE, || vserver_json(&agents, &name).is_some_and(|v| v["state"] == "running")).is_some());
+    assert!(lab.client.http_get(addr, 80, std::time::Duration::from_secs(2)).is_ok(), "service kept answering");
+
+    // Killed from outside (every process of its cgroup): the agent restarts it on this host.
+    let killed = lab.hosts[0].cgroup_parent.clone();
+    for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let kill = std::path::Path::new(root).join(&killed).join(&name).join("cgroup.kill");
+        if kill.exists() {
+            std::fs::write(&kill, "1").unwrap();
+            break;
+        }
+    }
+    let restarted = wait_for(PATIENCE, || {
+        vserver_json(&agents, &name).is_some_and(|v| v["state"] == "running" && v["restarts"].as_u64() >= Some(1))
+    });
+    assert!(restarted.is_some(), "restarted by the agent: {:?}\nlog:\n{}", vserver_json(&agents, &name), agents.log(0));
+    assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
+
+    // An operator's stop is intent, not a crash: it stays stopped.
+    let out = vserver(&lab, &[&name, "stop"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(std::time::Duration::from_millis(FAST.dead_ms * 2));
+    let v = vserver_json(&agents, &name).unwrap();
+    assert_eq!((v["state"].as_str(), v["intent"].as_str()), (Some("stopped"), Some("stopped")), "{v}");
+}
