@@ -211,9 +211,7 @@ impl<'lab> Agents<'lab> {
 
     /// The state host `observer` reports for peer `peer` (`alive`, `suspect`, `dead`, `unknown`).
     pub fn peer_state(&self, observer: usize, peer: usize) -> Option<String> {
-        let status = self.status(observer).ok()?;
-        let name = format!("h{peer}");
-        status["peers"].as_array()?.iter().find(|p| p["name"] == name.as_str())?["state"].as_str().map(str::to_string)
+        self.peer(observer, peer)?["state"].as_str().map(str::to_string)
     }
 
     /// A peer as host `observer` reports it, as JSON.
