@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use isolate::VserverName;
 
+use crate::agent_client::{self, LifecycleAction};
 use crate::build::{self, BuildOptions, Source};
 use crate::dirs::Dirs;
 use crate::exit;
@@ -192,9 +193,19 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
         exit::for_lifecycle(&e)
     };
     match action {
-        Action::Start => needs_root().unwrap_or_else(|| start(host, name).map_or_else(code, |()| exit::OK)),
-        Action::Stop => needs_root().unwrap_or_else(|| stop(host, name).map_or_else(code, |()| exit::OK)),
+        // Through this host's agent when one runs, so that the operator's word is recorded as intent.
+        Action::Start => needs_root().unwrap_or_else(|| {
+            agent_client::route(&host.dirs.run_dir, name, LifecycleAction::Start)
+                .unwrap_or_else(|| start(host, name).map_or_else(code, |()| exit::OK))
+        }),
+        Action::Stop => needs_root().unwrap_or_else(|| {
+            agent_client::route(&host.dirs.run_dir, name, LifecycleAction::Stop)
+                .unwrap_or_else(|| stop(host, name).map_or_else(code, |()| exit::OK))
+        }),
         Action::Restart => needs_root().unwrap_or_else(|| {
+            if let Some(c) = agent_client::route(&host.dirs.run_dir, name, LifecycleAction::Restart) {
+                return c;
+            }
             match stop(host, name) {
                 Ok(()) | Err(LifecycleError::NotRunning(_)) => {}
                 Err(e) => return code(e),
@@ -364,9 +375,27 @@ fn all(host: &Host, action: &Action, json: bool) -> i32 {
             if let Some(c) = needs_root() {
                 return c;
             }
+            let agent = match agent_client::for_cli(&host.dirs.run_dir) {
+                Ok(a) => a,
+                Err(c) => return c,
+            };
+            let mut failed_via_agent = 0;
             for name in &names {
                 let running = matches!(host.running(name), Ok(Some(_)));
                 let onboot = host.conf(name).map(|(c, _)| c.onboot).unwrap_or(false);
+                if let Some(agent) = &agent {
+                    let via = match action {
+                        Action::Start if onboot && !running => Some(LifecycleAction::Start),
+                        Action::Stop if running => Some(LifecycleAction::Stop),
+                        Action::Restart if running => Some(LifecycleAction::Restart),
+                        _ => None,
+                    };
+                    // The outcome is printed by dispatch.
+                    if via.is_some_and(|a| agent.dispatch(name, a) != exit::OK) {
+                        failed_via_agent += 1;
+                    }
+                    continue;
+                }
                 match action {
                     Action::Start if onboot && !running => report(name, start(host, name)),
                     Action::Stop if running => report(name, stop(host, name)),
@@ -377,6 +406,7 @@ fn all(host: &Host, action: &Action, json: bool) -> i32 {
                     _ => {}
                 }
             }
+            failed += failed_via_agent;
         }
         Action::Status => {
             let mut all = Vec::new();

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod agent_client;
 pub mod build;
 pub mod cli;
 pub mod dirs;

@@ -1,6 +1,6 @@
 //! The agent daemon (`vserver-agent --config FILE`, issue 3, in progress): owns this host's vservers
 //! (supervisor), tells the world their state over HTTP (api), and exchanges heartbeats with the other agents
-//! (heartbeat). Done: config, model, heartbeat. Still stubs (`todo!`): api, supervisor; no binary ships yet.
+//! (heartbeat). Done: config, model, heartbeat, supervisor. Still a stub (`todo!`): api; no binary ships yet.
 
 pub mod api;
 pub mod config;

@@ -1,13 +1,34 @@
-//! This host's vservers under the agent. (Being written: see the interface below.)
+//! This host's vservers under the agent: their intents (kept in `STATE_DIR/intents.json`, written before
+//! every start or stop), their observed state, and the restart of one that died on its own.
+//!
+//! Contexts are made by forking, which must never happen inside this multi-threaded process: starts and
+//! stops run the `vserver` command as a child with `VSERVER_NO_AGENT=1`. Status is read in-process
+//! ([`Host::status`] only reads files), on the blocking pool. Lifecycle operations on one vserver are
+//! serialized (one async mutex per name), so an operator's stop and a restart by the check loop never race.
+//!
+//! Intent is not failure (DESIGN.md, invariant 4): a vserver stopped by intent is never started; one meant to
+//! run that is found dead is restarted with backoff, up to `restart.max_restarts`, then marked failed and
+//! left alone until an operator starts it. Restarting the agent never stops a vserver: running vservers with
+//! no recorded intent are adopted.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use isolate::VserverName;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::config::AgentConfig;
-use super::model::{VserverStatus, VserverSummary};
+use super::config::{AgentConfig, RestartConfig};
+use super::model::{Intent, VserverState, VserverStatus, VserverSummary};
 use super::Agent;
+use crate::agent_client::{Announcement, NO_AGENT_ENV};
+use crate::dirs::Dirs;
+use crate::exit;
+use crate::lifecycle::{Host, LifecycleError, Status};
 
 /// A lifecycle request that could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -39,55 +60,948 @@ pub enum SupervisorError {
     },
 }
 
+/// Default time between SIGTERM and SIGKILL for the in-process [`Host`] (only read for status here; the
+/// `vserver` child takes `VSERVER_STOP_TIMEOUT` from the agent's environment).
+const GRACE: Duration = Duration::from_secs(10);
+
 /// This host's vservers, their intents and restart accounting.
-pub struct Supervisor {}
+pub struct Supervisor {
+    shared: Arc<Shared>,
+}
+
+/// What the supervisor's tasks share (the public methods run their work in tasks of their own, so an HTTP
+/// client that hangs up never cuts a start or stop in half).
+struct Shared {
+    host: Host,
+    command: VserverCommand,
+    restart: RestartConfig,
+    intents: Intents,
+    books: StdMutex<HashMap<VserverName, Book>>,
+    locks: StdMutex<HashMap<VserverName, Arc<AsyncMutex<()>>>>,
+    cache: StdMutex<BTreeMap<VserverName, VserverState>>,
+}
+
+/// Restart accounting of one vserver, since the agent started.
+#[derive(Debug, Default)]
+struct Book {
+    /// Restarts made after it died on its own (reset by an operator's start).
+    restarts: u32,
+    /// Restarts since it last ran stably: drives the backoff and the limit.
+    streak: u32,
+    /// The restart limit was reached (or an operator's start failed): left alone.
+    failed: bool,
+    /// When a restart is due, once it was found dead.
+    next_allowed: Option<Instant>,
+    /// Since when it has been seen running without a break.
+    running_since: Option<Instant>,
+    /// The last error starting or stopping it.
+    last_error: Option<String>,
+    /// The last error observing it, logged once.
+    observe_error: Option<String>,
+}
+
+impl Book {
+    /// An operator's start or restart: a fresh account.
+    fn reset(&mut self) {
+        *self = Book { running_since: self.running_since, ..Book::default() };
+    }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 impl Supervisor {
     /// Loads the intents kept on disk.
-    pub fn new(_config: &AgentConfig) -> Result<Self, SupervisorError> {
-        todo!()
+    pub fn new(config: &AgentConfig) -> Result<Self, SupervisorError> {
+        let path = intents_path(&config.state_dir);
+        let state = |source| SupervisorError::State { path: path.clone(), source };
+        std::fs::create_dir_all(&config.state_dir).map_err(state)?;
+        let map = load_intents(&path).map_err(state)?;
+        tracing::info!(path = %path.display(), vservers = map.len(), "intents loaded");
+        let cgroup_root =
+            std::env::var_os("VSERVER_CGROUP_ROOT").map_or_else(|| "/sys/fs/cgroup".into(), PathBuf::from);
+        let dirs = Dirs {
+            vservers_dir: config.vservers_dir.clone(),
+            conf_dir: config.conf_dir.clone(),
+            run_dir: config.run_dir.clone(),
+            cgroup_root,
+            cgroup_parent: config.cgroup_parent.clone(),
+        };
+        let command = VserverCommand::new(config.vserver_bin.clone(), &dirs);
+        tracing::info!(bin = %command.bin.display(), "lifecycle operations run this vserver command");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                host: Host { dirs, grace: GRACE, start_timeout: Duration::from_secs(300) },
+                command,
+                restart: config.restart.clone(),
+                intents: Intents { path, map: StdMutex::new(map), write: AsyncMutex::new(()) },
+                books: StdMutex::default(),
+                locks: StdMutex::default(),
+                cache: StdMutex::default(),
+            }),
+        })
     }
+
     /// Every vserver with a conf file on this host.
     pub async fn list(&self) -> Vec<VserverStatus> {
-        todo!()
+        let host = self.shared.host.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let names = match host.dirs.configured() {
+                Ok((names, _)) => names,
+                Err(e) => {
+                    tracing::warn!(dir = %host.dirs.conf_dir.display(), error = %e, "cannot list the vservers");
+                    Vec::new()
+                }
+            };
+            names.into_iter().map(|n| (observe(&host, &n), n)).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        found.into_iter().map(|((st, running), name)| self.shared.compose(&name, st, running)).collect()
     }
+
     /// One vserver.
-    pub async fn get(&self, _name: &VserverName) -> Result<VserverStatus, SupervisorError> {
-        todo!()
+    pub async fn get(&self, name: &VserverName) -> Result<VserverStatus, SupervisorError> {
+        self.shared.status(name).await
     }
+
     /// Records the intent "running", then starts it.
-    pub async fn start(&self, _name: &VserverName) -> Result<VserverStatus, SupervisorError> {
-        todo!()
+    pub async fn start(&self, name: &VserverName) -> Result<VserverStatus, SupervisorError> {
+        self.operate(name, Op::Start).await
     }
+
     /// Records the intent "stopped", then stops it.
-    pub async fn stop(&self, _name: &VserverName) -> Result<VserverStatus, SupervisorError> {
-        todo!()
+    pub async fn stop(&self, name: &VserverName) -> Result<VserverStatus, SupervisorError> {
+        self.operate(name, Op::Stop).await
     }
+
     /// Stops then starts it; the intent ends "running".
-    pub async fn restart(&self, _name: &VserverName) -> Result<VserverStatus, SupervisorError> {
-        todo!()
+    pub async fn restart(&self, name: &VserverName) -> Result<VserverStatus, SupervisorError> {
+        self.operate(name, Op::Restart).await
     }
+
     /// Cheap summaries for heartbeats (as of the last check).
     pub fn summaries(&self) -> Vec<VserverSummary> {
-        todo!()
+        lock(&self.shared.cache).iter().map(|(n, s)| VserverSummary { name: n.to_string(), state: *s }).collect()
     }
+
+    /// Looks at every vserver once and acts on what it finds (adopt, schedule or make a restart, give up).
+    pub async fn check(&self) {
+        Arc::clone(&self.shared).check().await;
+    }
+
+    async fn operate(&self, name: &VserverName, op: Op) -> Result<VserverStatus, SupervisorError> {
+        let shared = Arc::clone(&self.shared);
+        let n = name.clone();
+        let task = tokio::spawn(async move { shared.operate(&n, op).await });
+        task.await.unwrap_or_else(|e| {
+            Err(SupervisorError::Failed {
+                name: name.to_string(),
+                message: format!("the operation's task failed: {e}"),
+            })
+        })
+    }
+}
+
+/// An operator's lifecycle request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Start => "start",
+            Op::Stop => "stop",
+            Op::Restart => "restart",
+        }
+    }
+}
+
+impl Shared {
+    /// The per-vserver lock of lifecycle operations.
+    fn op_lock(&self, name: &VserverName) -> Arc<AsyncMutex<()>> {
+        Arc::clone(lock(&self.locks).entry(name.clone()).or_default())
+    }
+
+    async fn operate(self: &Arc<Self>, name: &VserverName, op: Op) -> Result<VserverStatus, SupervisorError> {
+        // Bad input is refused before anything is recorded.
+        let host = self.host.clone();
+        let n = name.clone();
+        let known = tokio::task::spawn_blocking(move || match op {
+            // A start needs its conf and its tree.
+            Op::Start | Op::Restart => host.dirs.conf(&n).is_file() && host.dirs.root(&n).is_dir(),
+            // A stop needs its conf, or a record of it running (its conf may have been removed meanwhile).
+            Op::Stop => host.dirs.conf(&n).is_file() || matches!(host.running(&n), Ok(Some(_))),
+        })
+        .await
+        .unwrap_or(false);
+        if !known {
+            return Err(SupervisorError::NotFound(name.to_string()));
+        }
+        let _guard = self.op_lock(name).lock_owned().await;
+        let intent = if op == Op::Stop { Intent::Stopped } else { Intent::Running };
+        self.intents.set(name, intent).await?;
+        {
+            let mut books = lock(&self.books);
+            let book = books.entry(name.clone()).or_default();
+            match op {
+                Op::Start | Op::Restart => book.reset(),
+                Op::Stop => {
+                    book.failed = false;
+                    book.next_allowed = None;
+                    book.streak = 0;
+                }
+            }
+        }
+        tracing::info!(vserver = %name, ?intent, "{} requested by an operator: intent recorded", op.verb());
+        let result = self.command.run(name, op.verb()).await;
+        {
+            let mut books = lock(&self.books);
+            let book = books.entry(name.clone()).or_default();
+            match &result {
+                Ok(()) => {
+                    book.last_error = None;
+                    book.running_since = (op != Op::Stop).then(Instant::now);
+                    tracing::info!(vserver = %name, "{} done", op.verb());
+                }
+                Err(SupervisorError::AlreadyRunning(_) | SupervisorError::NotRunning(_)) => {
+                    tracing::info!(vserver = %name, "{}: nothing to do", op.verb());
+                }
+                Err(e) => {
+                    book.last_error = Some(e.to_string());
+                    if op != Op::Stop {
+                        // Not a crash: the operator's own start failed. Leave it to the operator.
+                        book.failed = true;
+                    }
+                    tracing::warn!(vserver = %name, error = %e, "{} failed", op.verb());
+                }
+            }
+        }
+        self.refresh(name).await;
+        result?;
+        self.status(name).await
+    }
+
+    /// Re-observes one vserver for the heartbeat cache.
+    async fn refresh(&self, name: &VserverName) {
+        let host = self.host.clone();
+        let n = name.clone();
+        let running = tokio::task::spawn_blocking(move || host.running(&n).map(|s| s.is_some())).await;
+        if let Ok(Ok(running)) = running {
+            let failed = lock(&self.books).get(name).is_some_and(|b| b.failed);
+            lock(&self.cache).insert(name.clone(), observed_state(running, failed));
+        }
+    }
+
+    async fn status(&self, name: &VserverName) -> Result<VserverStatus, SupervisorError> {
+        let host = self.host.clone();
+        let n = name.clone();
+        let (st, running) = tokio::task::spawn_blocking(move || observe(&host, &n))
+            .await
+            .map_err(|e| SupervisorError::Failed { name: name.to_string(), message: e.to_string() })?;
+        if let Err(LifecycleError::NoConf { .. }) = st {
+            return Err(SupervisorError::NotFound(name.to_string()));
+        }
+        Ok(self.compose(name, st, running))
+    }
+
+    /// A vserver's status: the observation, its intent and its restart account.
+    fn compose(&self, name: &VserverName, st: Result<Status, LifecycleError>, running: bool) -> VserverStatus {
+        let books = lock(&self.books);
+        let book = books.get(name);
+        let failed = book.is_some_and(|b| b.failed);
+        let (uptime_secs, addresses, processes, error) = match st {
+            Ok(s) => (s.uptime_secs, s.addresses, s.processes, None),
+            Err(e) => (None, Vec::new(), 0, Some(format!("cannot read its state: {e}"))),
+        };
+        let intent = self.intents.get(name).unwrap_or(if running { Intent::Running } else { Intent::Stopped });
+        VserverStatus {
+            name: name.to_string(),
+            state: observed_state(running, failed),
+            intent,
+            uptime_secs,
+            addresses,
+            processes,
+            restarts: book.map_or(0, |b| b.restarts),
+            last_error: book.and_then(|b| b.last_error.clone()).or(error),
+        }
+    }
+
+    async fn check(self: Arc<Self>) {
+        let host = self.host.clone();
+        let observed = tokio::task::spawn_blocking(move || {
+            let (names, bad) = host.dirs.configured()?;
+            for b in bad {
+                tracing::debug!(file = %b.display(), "not a valid vserver name; ignored");
+            }
+            Ok::<_, std::io::Error>(
+                names
+                    .into_iter()
+                    .map(|n| {
+                        let r = host.running(&n).map(|s| s.is_some()).map_err(|e| e.to_string());
+                        (n, r)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await;
+        let observed = match observed {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %self.host.dirs.conf_dir.display(), error = %e, "cannot list the vservers");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the check's observation task failed");
+                return;
+            }
+        };
+        let mut cache = BTreeMap::new();
+        for (name, running) in observed {
+            let state = self.check_one(&name, running).await;
+            if let Some(s) = state.or_else(|| lock(&self.cache).get(&name).copied()) {
+                cache.insert(name, s);
+            }
+        }
+        *lock(&self.cache) = cache;
+    }
+
+    /// Acts on one vserver's observation; returns its state for the cache (`None`: keep the last known).
+    async fn check_one(self: &Arc<Self>, name: &VserverName, running: Result<bool, String>) -> Option<VserverState> {
+        // An operator's operation or a restart is under way: leave it be this round.
+        let Ok(guard) = self.op_lock(name).try_lock_owned() else { return None };
+        let running = match running {
+            Ok(r) => r,
+            Err(e) => {
+                let mut books = lock(&self.books);
+                let book = books.entry(name.clone()).or_default();
+                if book.observe_error.as_ref() != Some(&e) {
+                    tracing::warn!(vserver = %name, error = %e, "cannot tell whether it runs; nothing done");
+                    book.observe_error = Some(e);
+                }
+                return None;
+            }
+        };
+        let now = Instant::now();
+        let intent = self.intents.get(name);
+        let decision = {
+            let mut books = lock(&self.books);
+            let book = books.entry(name.clone()).or_default();
+            book.observe_error = None;
+            note_observation(book, running, now, &self.restart, name);
+            let d = decide(intent, running, book.streak, book.failed, now, book.next_allowed, &self.restart);
+            match d {
+                Decision::Schedule(at) => {
+                    book.next_allowed = Some(at);
+                    tracing::warn!(
+                        vserver = %name,
+                        wait_ms = at.saturating_duration_since(now).as_millis() as u64,
+                        restart = book.streak + 1,
+                        max_restarts = self.restart.max_restarts,
+                        "died on its own while meant to run; restart scheduled"
+                    );
+                }
+                Decision::GiveUp => {
+                    book.failed = true;
+                    book.next_allowed = None;
+                    let mut msg = format!(
+                        "died on its own again after {} restart(s) (restart.max_restarts = {}); marked failed and left \
+                         stopped until an operator starts it",
+                        book.streak, self.restart.max_restarts
+                    );
+                    if let Some(last) = &book.last_error {
+                        msg.push_str(&format!(" (last restart error: {last})"));
+                    }
+                    tracing::error!(vserver = %name, "{msg}");
+                    book.last_error = Some(msg);
+                }
+                Decision::Leave | Decision::Wait | Decision::Adopt | Decision::Restart => {}
+            }
+            d
+        };
+        match decision {
+            Decision::Adopt => match self.intents.set(name, Intent::Running).await {
+                Ok(()) => tracing::info!(vserver = %name, "adopted: it runs with no recorded intent; intent running"),
+                Err(e) => tracing::warn!(vserver = %name, error = %e, "cannot record its adoption; retried next check"),
+            },
+            Decision::Restart => {
+                tracing::warn!(vserver = %name, "restarting: it died on its own while meant to run");
+                tokio::spawn(Arc::clone(self).restart_after_death(name.clone(), guard));
+                return None;
+            }
+            _ => {}
+        }
+        let failed = lock(&self.books).get(name).is_some_and(|b| b.failed);
+        Some(observed_state(running, failed))
+    }
+
+    /// Starts a vserver that died on its own, holding its operation lock.
+    async fn restart_after_death(self: Arc<Self>, name: VserverName, _guard: OwnedMutexGuard<()>) {
+        let result = self.command.run(&name, "start").await;
+        {
+            let mut books = lock(&self.books);
+            let book = books.entry(name.clone()).or_default();
+            book.next_allowed = None;
+            match result {
+                Ok(()) => {
+                    book.restarts += 1;
+                    book.streak += 1;
+                    book.running_since = Some(Instant::now());
+                    book.last_error = None;
+                    tracing::info!(vserver = %name, restarts = book.restarts, "restarted after it died on its own");
+                }
+                // Started meanwhile by someone else: nothing to count.
+                Err(SupervisorError::AlreadyRunning(_)) => {
+                    tracing::info!(vserver = %name, "found running again before the restart; nothing done");
+                }
+                Err(e) => {
+                    book.restarts += 1;
+                    book.streak += 1;
+                    tracing::warn!(vserver = %name, error = %e, attempt = book.streak, "restart failed");
+                    book.last_error = Some(e.to_string());
+                }
+            }
+        }
+        self.refresh(&name).await;
+    }
+}
+
+/// Keeps the account of one observation: a vserver seen running is no longer due a restart; one running
+/// without a break for `backoff_max_ms` has recovered and starts a fresh streak; one seen running after it
+/// was marked failed was started by an operator outside the agent, which counts as an operator's start.
+fn note_observation(book: &mut Book, running: bool, now: Instant, cfg: &RestartConfig, name: &VserverName) {
+    if !running {
+        book.running_since = None;
+        return;
+    }
+    book.next_allowed = None;
+    if book.failed {
+        tracing::info!(vserver = %name, "marked failed but runs again (started outside the agent); watched again");
+        book.reset();
+    }
+    let since = *book.running_since.get_or_insert(now);
+    if book.streak > 0 && now.duration_since(since) >= Duration::from_millis(cfg.backoff_max_ms) {
+        tracing::info!(vserver = %name, after = book.streak, "runs stably again; restart streak cleared");
+        book.streak = 0;
+    }
+}
+
+/// Reads a vserver's status (blocking); when that fails (a broken conf), whether it runs all the same, from
+/// the spec it was started with.
+fn observe(host: &Host, name: &VserverName) -> (Result<Status, LifecycleError>, bool) {
+    let st = host.status(name);
+    let running = match &st {
+        Ok(s) => s.state == "running",
+        Err(_) => matches!(host.running(name), Ok(Some(_))),
+    };
+    (st, running)
+}
+
+fn observed_state(running: bool, failed: bool) -> VserverState {
+    match (running, failed) {
+        (true, _) => VserverState::Running,
+        (false, true) => VserverState::Failed,
+        (false, false) => VserverState::Stopped,
+    }
+}
+
+/// What the check does about one vserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Nothing: as meant, stopped by intent, or failed and left alone.
+    Leave,
+    /// It runs with no recorded intent (started before the agent, or by hand): record "running".
+    Adopt,
+    /// Meant to run, just found dead: restart at this instant.
+    Schedule(Instant),
+    /// A restart is scheduled, not yet due.
+    Wait,
+    /// A scheduled restart is due.
+    Restart,
+    /// Found dead after `max_restarts` restarts: mark it failed.
+    GiveUp,
+}
+
+/// The restart policy, pure: `restarts` counts the restarts of the current streak, `next_allowed` is when a
+/// scheduled restart is due.
+fn decide(
+    intent: Option<Intent>,
+    running: bool,
+    restarts: u32,
+    failed: bool,
+    now: Instant,
+    next_allowed: Option<Instant>,
+    cfg: &RestartConfig,
+) -> Decision {
+    match (intent, running) {
+        (None, true) => Decision::Adopt,
+        (Some(_), true) => Decision::Leave,
+        (None | Some(Intent::Stopped), false) => Decision::Leave,
+        (Some(Intent::Running), false) if failed => Decision::Leave,
+        (Some(Intent::Running), false) if restarts >= cfg.max_restarts => Decision::GiveUp,
+        (Some(Intent::Running), false) => match next_allowed {
+            None => Decision::Schedule(now + backoff(restarts, cfg)),
+            Some(at) if now >= at => Decision::Restart,
+            Some(_) => Decision::Wait,
+        },
+    }
+}
+
+/// Wait before restart number `n + 1` of a streak: `backoff_initial_ms`, doubled at each restart, at most
+/// `backoff_max_ms`.
+fn backoff(n: u32, cfg: &RestartConfig) -> Duration {
+    let factor = 1u64.checked_shl(n).unwrap_or(u64::MAX);
+    Duration::from_millis(cfg.backoff_initial_ms.saturating_mul(factor).min(cfg.backoff_max_ms))
+}
+
+/// The `vserver` command as the agent runs it: its binary and the directories of this host.
+#[derive(Debug, Clone)]
+struct VserverCommand {
+    bin: PathBuf,
+    env: Vec<(&'static str, OsString)>,
+}
+
+impl VserverCommand {
+    /// `configured`, else `vserver` beside this executable, else `vserver` on PATH.
+    fn new(configured: Option<PathBuf>, dirs: &Dirs) -> Self {
+        let beside = || {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.join("vserver")).filter(|p| p.is_file())
+        };
+        let bin = configured.or_else(beside).unwrap_or_else(|| "vserver".into());
+        let env = vec![
+            (NO_AGENT_ENV, OsString::from("1")),
+            ("VSERVER_VSERVERS_DIR", dirs.vservers_dir.clone().into()),
+            ("VSERVER_CONF_DIR", dirs.conf_dir.clone().into()),
+            ("VSERVER_RUN_DIR", dirs.run_dir.clone().into()),
+            ("VSERVER_CGROUP_ROOT", dirs.cgroup_root.clone().into()),
+            ("VSERVER_CGROUP_PARENT", dirs.cgroup_parent.clone().into()),
+        ];
+        Self { bin, env }
+    }
+
+    /// Runs `vserver NAME ACTION` and maps its exit code.
+    async fn run(&self, name: &VserverName, action: &str) -> Result<(), SupervisorError> {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg(name.as_str())
+            .arg(action)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // Its default log level, so that its stderr holds its messages only.
+            .env_remove("VSERVER_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        tracing::debug!(vserver = %name, bin = %self.bin.display(), action, "running the vserver command");
+        let out = cmd.output().await.map_err(|e| SupervisorError::Failed {
+            name: name.to_string(),
+            message: format!("cannot run {}: {e}", self.bin.display()),
+        })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for w in stderr.lines().filter_map(|l| l.strip_prefix("vserver: warning: ")) {
+            tracing::warn!(vserver = %name, action, "{w}");
+        }
+        outcome(name, out.status.code(), &stderr)
+    }
+}
+
+/// The result of a `vserver NAME ACTION` child from its exit code (`None`: killed by a signal) and stderr.
+fn outcome(name: &VserverName, code: Option<i32>, stderr: &str) -> Result<(), SupervisorError> {
+    let name = name.to_string();
+    match code {
+        Some(exit::OK) => Ok(()),
+        Some(exit::NOT_RUNNING) => Err(SupervisorError::NotRunning(name)),
+        Some(exit::ALREADY_RUNNING) => Err(SupervisorError::AlreadyRunning(name)),
+        Some(exit::UNKNOWN) => Err(SupervisorError::NotFound(name)),
+        other => {
+            // Its error lines, without the prefixes our own message adds again.
+            let ours = format!("vserver {name}: ");
+            let errors: Vec<&str> = stderr
+                .lines()
+                .filter_map(|l| l.strip_prefix("vserver: error: "))
+                .map(|l| l.strip_prefix(ours.as_str()).unwrap_or(l))
+                .collect();
+            let mut message = if errors.is_empty() { stderr.trim().to_string() } else { errors.join("; ") };
+            if message.is_empty() {
+                message = match other {
+                    Some(c) => format!("the vserver command exited with {c}"),
+                    None => "the vserver command was killed by a signal".into(),
+                };
+            }
+            Err(SupervisorError::Failed { name, message })
+        }
+    }
+}
+
+/// The intents, in memory and in `STATE_DIR/intents.json`; writes are serialized and land on disk before
+/// memory changes.
+struct Intents {
+    path: PathBuf,
+    map: StdMutex<BTreeMap<String, Intent>>,
+    write: AsyncMutex<()>,
+}
+
+impl Intents {
+    fn get(&self, name: &VserverName) -> Option<Intent> {
+        lock(&self.map).get(name.as_str()).copied()
+    }
+
+    async fn set(&self, name: &VserverName, intent: Intent) -> Result<(), SupervisorError> {
+        let _w = self.write.lock().await;
+        let mut next = lock(&self.map).clone();
+        if next.insert(name.to_string(), intent) == Some(intent) {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let to_save = next.clone();
+        let saved = tokio::task::spawn_blocking(move || save_intents(&path, &to_save))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        saved.map_err(|source| SupervisorError::State { path: self.path.clone(), source })?;
+        *lock(&self.map) = next;
+        Ok(())
+    }
+}
+
+fn intents_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("intents.json")
+}
+
+/// Reads `intents.json` (name → "running" | "stopped"); a missing file is no intent at all.
+fn load_intents(path: &Path) -> std::io::Result<BTreeMap<String, Intent>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn save_intents(path: &Path, intents: &BTreeMap<String, Intent>) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(intents).map_err(std::io::Error::other)?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes(), 0o644)
+}
+
+/// Writes `path` whole or not at all: a temporary file beside it, synced, then renamed over it.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Best effort: makes the rename itself durable.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 /// Takes the next incarnation number, kept in `state_dir`.
-pub fn next_incarnation(_state_dir: &Path) -> std::io::Result<u64> {
-    todo!()
+pub fn next_incarnation(state_dir: &Path) -> std::io::Result<u64> {
+    std::fs::create_dir_all(state_dir)?;
+    let path = state_dir.join("incarnation");
+    let last = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| {
+            // Never start over at 0: peers would take our heartbeats for stale ones.
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    let next = last + 1;
+    write_atomic(&path, format!("{next}\n").as_bytes(), 0o644)?;
+    Ok(next)
+}
+
+/// The announcement of an agent listening on `listen`: an unspecified address (0.0.0.0, ::) is reached
+/// through loopback.
+fn announcement(config: &AgentConfig, pid: u32) -> Announcement {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Announcement {
+        url: format!("http://{addr}"),
+        pid: pid as i32,
+        node: config.node.clone(),
+        secret_file: std::fs::canonicalize(&config.secret_file).unwrap_or_else(|_| config.secret_file.clone()),
+        start_ticks: isolate::state::process_start_ticks(pid as i32),
+    }
 }
 
 /// Writes where the agent listens, for the `vserver` command (`RUN_DIR/agent.json`).
-pub fn announce(_agent: &Agent) -> std::io::Result<()> {
-    todo!()
+pub fn announce(agent: &Agent) -> std::io::Result<()> {
+    let ann = announcement(&agent.config, std::process::id());
+    std::fs::create_dir_all(&agent.config.run_dir)?;
+    let path = Announcement::path(&agent.config.run_dir);
+    let text = serde_json::to_string_pretty(&ann).map_err(std::io::Error::other)?;
+    write_atomic(&path, text.as_bytes(), 0o600)?;
+    tracing::info!(path = %path.display(), url = %ann.url, "announced to the vserver command");
+    Ok(())
 }
 
 /// Removes what [`announce`] wrote.
-pub fn withdraw(_agent: &Agent) {}
+pub fn withdraw(agent: &Agent) {
+    let path = Announcement::path(&agent.config.run_dir);
+    let ours = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Announcement>(&t).ok())
+        .is_some_and(|a| a.pid == std::process::id() as i32);
+    if ours {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot withdraw the announcement");
+        }
+    }
+}
 
 /// Checks the vservers at every `restart.check_interval_ms`: adopts running ones, restarts those meant to
 /// run that died, with backoff, up to `restart.max_restarts`. Runs until aborted.
-pub async fn run(_agent: Arc<Agent>) {
-    todo!()
+pub async fn run(agent: Arc<Agent>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(agent.config.restart.check_interval_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        agent.supervisor.check().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RestartConfig {
+        RestartConfig { max_restarts: 3, backoff_initial_ms: 200, backoff_max_ms: 1000, check_interval_ms: 100 }
+    }
+
+    fn name(n: &str) -> VserverName {
+        VserverName::parse(n).unwrap()
+    }
+
+    #[test]
+    fn intents_round_trip_and_land_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = intents_path(dir.path());
+        assert!(load_intents(&path).unwrap().is_empty(), "no file: no intent");
+        let mut m = BTreeMap::new();
+        m.insert("web".to_string(), Intent::Running);
+        m.insert("db".to_string(), Intent::Stopped);
+        save_intents(&path, &m).unwrap();
+        assert_eq!(load_intents(&path).unwrap(), m);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"web\": \"running\"") && text.contains("\"db\": \"stopped\""), "{text}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("intents.json")], "no temporary file left");
+        // A failed write leaves the old file as it was.
+        let blocked = dir.path().join("sub");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::create_dir(blocked.join("intents.json")).unwrap();
+        assert!(save_intents(&blocked.join("intents.json"), &m).is_err());
+        assert_eq!(std::fs::read_dir(&blocked).unwrap().count(), 1, "the temporary file is removed");
+        std::fs::write(&path, "{\"web\": \"dancing\"}").unwrap();
+        assert_eq!(load_intents(&path).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn an_intent_is_on_disk_before_it_is_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = intents_path(dir.path());
+        let intents = Intents { path: path.clone(), map: StdMutex::default(), write: AsyncMutex::new(()) };
+        intents.set(&name("web"), Intent::Running).await.unwrap();
+        assert_eq!(load_intents(&path).unwrap().get("web"), Some(&Intent::Running));
+        assert_eq!(intents.get(&name("web")), Some(Intent::Running));
+        // When the file cannot be written, the intent is refused and memory keeps the old one.
+        let gone = Intents { path: dir.path().join("no/such/dir/intents.json"), ..intents };
+        let err = gone.set(&name("web"), Intent::Stopped).await.unwrap_err();
+        assert!(matches!(err, SupervisorError::State { .. }), "{err}");
+        assert_eq!(gone.get(&name("web")), Some(Intent::Running));
+    }
+
+    #[test]
+    fn the_incarnation_grows_at_every_start_and_is_never_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        assert_eq!(next_incarnation(&state).unwrap(), 1);
+        assert_eq!(next_incarnation(&state).unwrap(), 2);
+        assert_eq!(next_incarnation(&state).unwrap(), 3);
+        assert_eq!(std::fs::read_to_string(state.join("incarnation")).unwrap(), "3\n");
+        std::fs::write(state.join("incarnation"), "garbage").unwrap();
+        assert_eq!(next_incarnation(&state).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_initial_wait_up_to_the_cap() {
+        let c = cfg();
+        let waits: Vec<u64> = (0..6).map(|n| backoff(n, &c).as_millis() as u64).collect();
+        assert_eq!(waits, [200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(backoff(200, &c), Duration::from_millis(1000), "no overflow");
+        let big = RestartConfig { backoff_initial_ms: u64::MAX / 2, backoff_max_ms: u64::MAX, ..c };
+        assert_eq!(backoff(5, &big), Duration::from_millis(u64::MAX));
+    }
+
+    #[test]
+    fn a_stop_by_intent_is_never_taken_for_a_crash() {
+        let (c, now) = (cfg(), Instant::now());
+        use Intent::*;
+        // Stopped by intent or never started: left alone, whatever the restart account says.
+        assert_eq!(decide(Some(Stopped), false, 0, false, now, None, &c), Decision::Leave);
+        assert_eq!(decide(Some(Stopped), false, 0, false, now, Some(now), &c), Decision::Leave);
+        assert_eq!(decide(None, false, 0, false, now, None, &c), Decision::Leave);
+        // Running by hand while stopped by intent: never stopped, never adopted.
+        assert_eq!(decide(Some(Stopped), true, 0, false, now, None, &c), Decision::Leave);
+    }
+
+    #[test]
+    fn running_vservers_are_adopted_and_never_touched() {
+        let (c, now) = (cfg(), Instant::now());
+        assert_eq!(decide(None, true, 0, false, now, None, &c), Decision::Adopt);
+        assert_eq!(decide(Some(Intent::Running), true, 2, false, now, None, &c), Decision::Leave);
+    }
+
+    #[test]
+    fn a_crash_is_restarted_after_the_backoff_then_given_up() {
+        let (c, now) = (cfg(), Instant::now());
+        let r = Some(Intent::Running);
+        // Found dead: scheduled after the backoff of its streak.
+        assert_eq!(decide(r, false, 0, false, now, None, &c), Decision::Schedule(now + Duration::from_millis(200)));
+        assert_eq!(decide(r, false, 2, false, now, None, &c), Decision::Schedule(now + Duration::from_millis(800)));
+        // Not yet due, then due.
+        let at = now + Duration::from_millis(200);
+        assert_eq!(decide(r, false, 0, false, now, Some(at), &c), Decision::Wait);
+        assert_eq!(decide(r, false, 0, false, at, Some(at), &c), Decision::Restart);
+        // Limit reached: given up; failed: left alone.
+        assert_eq!(decide(r, false, 3, false, now, None, &c), Decision::GiveUp);
+        assert_eq!(decide(r, false, 3, false, at, Some(at), &c), Decision::GiveUp);
+        assert_eq!(decide(r, false, 3, true, now, None, &c), Decision::Leave);
+        assert_eq!(decide(r, false, 0, true, now, None, &c), Decision::Leave);
+        let never = RestartConfig { max_restarts: 0, ..c };
+        assert_eq!(decide(r, false, 0, false, now, None, &never), Decision::GiveUp);
+    }
+
+    #[test]
+    fn a_stable_run_clears_the_streak_and_a_start_outside_the_agent_clears_failed() {
+        let (c, t0, n) = (cfg(), Instant::now(), name("web"));
+        let mut book = Book { restarts: 2, streak: 2, next_allowed: Some(t0), ..Book::default() };
+        note_observation(&mut book, true, t0, &c, &n);
+        assert_eq!((book.streak, book.next_allowed, book.running_since), (2, None, Some(t0)));
+        note_observation(&mut book, true, t0 + Duration::from_millis(999), &c, &n);
+        assert_eq!(book.streak, 2, "not stable yet");
+        note_observation(&mut book, true, t0 + Duration::from_millis(1000), &c, &n);
+        assert_eq!((book.streak, book.restarts), (0, 2), "stable: a fresh streak; the count stays");
+        note_observation(&mut book, false, t0, &c, &n);
+        assert_eq!(book.running_since, None);
+        let mut failed = Book { restarts: 3, streak: 3, failed: true, last_error: Some("x".into()), ..Book::default() };
+        note_observation(&mut failed, true, t0, &c, &n);
+        assert!(!failed.failed && failed.restarts == 0 && failed.streak == 0 && failed.last_error.is_none());
+        assert_eq!(observed_state(false, true), VserverState::Failed);
+        assert_eq!(observed_state(true, true), VserverState::Running);
+    }
+
+    #[test]
+    fn the_commands_exit_codes_map_to_errors() {
+        let n = name("web");
+        assert!(outcome(&n, Some(0), "vserver: warning: w").is_ok());
+        assert!(matches!(outcome(&n, Some(3), ""), Err(SupervisorError::NotRunning(x)) if x == "web"));
+        assert!(matches!(outcome(&n, Some(4), ""), Err(SupervisorError::AlreadyRunning(_))));
+        assert!(matches!(outcome(&n, Some(5), ""), Err(SupervisorError::NotFound(_))));
+        let e = outcome(&n, Some(6), "vserver: warning: w\nvserver: error: /etc/vservers/web.conf:3: bad\n");
+        assert!(
+            matches!(&e, Err(SupervisorError::Failed { message, .. }) if message == "/etc/vservers/web.conf:3: bad")
+        );
+        let e = outcome(&n, Some(1), "vserver: error: vserver web: launcher failed\n");
+        assert_eq!(e.unwrap_err().to_string(), "vserver web: launcher failed");
+        let e = outcome(&n, Some(1), "  thread panicked\n");
+        assert!(matches!(&e, Err(SupervisorError::Failed { message, .. }) if message == "thread panicked"));
+        let e = outcome(&n, None, "");
+        assert!(matches!(&e, Err(SupervisorError::Failed { message, .. }) if message.contains("signal")));
+        let e = outcome(&n, Some(7), "");
+        assert!(matches!(&e, Err(SupervisorError::Failed { message, .. }) if message.contains("exited with 7")));
+    }
+
+    #[test]
+    fn the_announcement_reaches_an_unspecified_listen_address_through_loopback() {
+        let text = "node = \"h1\"\nlisten = \"0.0.0.0:7070\"\nsecret_file = \"/nonexistent/secret\"\n";
+        let config = AgentConfig::parse(Path::new("agent.toml"), text).unwrap();
+        let ann = announcement(&config, std::process::id());
+        assert_eq!(ann.url, "http://127.0.0.1:7070");
+        assert_eq!((ann.node.as_str(), ann.pid), ("h1", std::process::id() as i32));
+        let json = serde_json::to_value(&ann).unwrap();
+        assert_eq!(json["secret_file"], "/nonexistent/secret");
+        let back: Announcement = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ann);
+        assert!(back.alive());
+    }
+
+    #[test]
+    fn the_command_gets_the_hosts_directories_and_no_agent() {
+        let dirs = Dirs {
+            vservers_dir: "/vs".into(),
+            conf_dir: "/conf".into(),
+            run_dir: "/run/x".into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            cgroup_parent: "h1".into(),
+        };
+        let c = VserverCommand::new(Some("/opt/vserver".into()), &dirs);
+        assert_eq!(c.bin, PathBuf::from("/opt/vserver"));
+        let env: HashMap<_, _> = c.env.iter().cloned().collect();
+        assert_eq!(env["VSERVER_NO_AGENT"], "1");
+        assert_eq!(env["VSERVER_CONF_DIR"], "/conf");
+        assert_eq!(env["VSERVER_CGROUP_PARENT"], "h1");
+        assert_eq!(env["VSERVER_RUN_DIR"], "/run/x");
+        assert_eq!(env["VSERVER_VSERVERS_DIR"], "/vs");
+    }
+
+    #[tokio::test]
+    async fn the_command_runs_as_a_child_and_its_exit_code_is_read() {
+        // A stand-in for the vserver command: a shell script echoing its arguments and environment.
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("vserver");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\n[ \"$VSERVER_NO_AGENT\" = 1 ] || exit 9\n\
+             case \"$2\" in start) exit 0;; stop) exit 3;; *) echo \"vserver: error: no $2 for $1\" >&2; exit 1;; esac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // A fork in another test thread may briefly hold the script open for writing (ETXTBSY): wait it out.
+        for _ in 0..100 {
+            match std::process::Command::new(&bin).env("VSERVER_NO_AGENT", "1").args(["web", "start"]).status() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => std::thread::sleep(Duration::from_millis(10)),
+                r => {
+                    assert!(r.unwrap().success());
+                    break;
+                }
+            }
+        }
+        let dirs = Dirs {
+            vservers_dir: dir.path().into(),
+            conf_dir: dir.path().into(),
+            run_dir: dir.path().into(),
+            cgroup_root: dir.path().into(),
+            cgroup_parent: "x".into(),
+        };
+        let c = VserverCommand::new(Some(bin), &dirs);
+        let n = name("web");
+        assert!(c.run(&n, "start").await.is_ok());
+        assert!(matches!(c.run(&n, "stop").await, Err(SupervisorError::NotRunning(_))));
+        let e = c.run(&n, "restart").await.unwrap_err();
+        assert_eq!(e.to_string(), "vserver web: no restart for web");
+        let missing = VserverCommand::new(Some(dir.path().join("nope")), &dirs);
+        let e = missing.run(&n, "start").await.unwrap_err();
+        assert!(e.to_string().contains("cannot run"), "{e}");
+    }
 }

@@ -1,0 +1,629 @@
+//! The `vserver` command's side of the agent: finds the agent of this host (`RUN_DIR/agent.json`, written by
+//! the agent at start) and asks it to start, stop or restart a vserver, so that the operator's word is
+//! recorded as intent and never taken for a crash. A tiny HTTP/1.1 client over [`TcpStream`] (one request,
+//! `Connection: close`) is enough: the agent is on this host or its LAN, and the command stays synchronous.
+//!
+//! Set `VSERVER_NO_AGENT=1` to act locally without the agent (the agent itself does so when it runs the
+//! command).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use isolate::VserverName;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::model::{ErrorBody, VserverStatus};
+use crate::exit;
+
+/// Environment variable that makes the `vserver` command act locally, without the agent.
+pub const NO_AGENT_ENV: &str = "VSERVER_NO_AGENT";
+
+/// Longest wait to connect to the agent.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest silence while the agent works on a request: a start runs every start script, each bounded by the
+/// start timeout, so this is generous.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Largest answer read from the agent.
+const MAX_REPLY: usize = 4 << 20;
+
+/// What `RUN_DIR/agent.json` holds: where this host's agent listens and how to authenticate to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// Base URL of its HTTP API, e.g. `http://127.0.0.1:7070`.
+    pub url: String,
+    /// Its process id: the file is trusted only while this process lives.
+    pub pid: i32,
+    /// Its node name.
+    pub node: String,
+    /// The file holding the cluster secret (the bearer token).
+    pub secret_file: PathBuf,
+    /// The process's start time (clock ticks since boot), so a recycled pid is not taken for the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+}
+
+impl Announcement {
+    /// Where the agent of a host announces itself.
+    pub fn path(run_dir: &Path) -> PathBuf {
+        run_dir.join("agent.json")
+    }
+
+    /// Whether the announcing process still runs (same pid and, when recorded, same start time).
+    pub fn alive(&self) -> bool {
+        if self.pid <= 0 {
+            return false;
+        }
+        let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), None) {
+            Ok(()) | Err(nix::errno::Errno::EPERM) => true,
+            Err(_) => false,
+        };
+        // A process whose start time cannot be read is given the benefit of the doubt (kill said it exists).
+        let same_process = match (self.start_ticks, isolate::state::process_start_ticks(self.pid)) {
+            (Some(recorded), Some(now)) => recorded == now,
+            _ => true,
+        };
+        exists && same_process
+    }
+}
+
+/// Why the agent of this host could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    /// `agent.json` exists but cannot be read or parsed.
+    #[error(
+        "cannot read {path}: {reason}; remove it if no agent runs, or set {NO_AGENT_ENV}=1 to act without the agent"
+    )]
+    Announcement {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The agent runs but its secret cannot be read.
+    #[error("the agent of node {node} runs (pid {pid}) but its secret {path} cannot be read: {reason}")]
+    Secret {
+        /// The agent's node.
+        node: String,
+        /// The agent's pid.
+        pid: i32,
+        /// The secret file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// A running agent of this host, ready to be asked.
+#[derive(Clone)]
+pub struct AgentHandle {
+    /// Base URL of its HTTP API.
+    pub url: String,
+    /// Its node name.
+    pub node: String,
+    /// Its process id.
+    pub pid: i32,
+    secret: String,
+}
+
+impl std::fmt::Debug for AgentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentHandle").field("url", &self.url).field("node", &self.node).field("pid", &self.pid).finish()
+    }
+}
+
+/// The agent of this host, if one runs: `run_dir/agent.json` names a live process and its secret is readable.
+pub fn find(run_dir: &Path) -> Option<AgentHandle> {
+    locate(run_dir).ok().flatten()
+}
+
+/// Like [`find`], but says why an agent that seems to be there cannot be used. `Ok(None)`: no agent.json, or
+/// the process it names is gone (an agent killed without withdrawing).
+pub fn locate(run_dir: &Path) -> Result<Option<AgentHandle>, FindError> {
+    let path = Announcement::path(run_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FindError::Announcement { path, reason: e.to_string() }),
+    };
+    let ann: Announcement = serde_json::from_str(&text)
+        .map_err(|e| FindError::Announcement { path: path.clone(), reason: e.to_string() })?;
+    if !ann.alive() {
+        return Ok(None);
+    }
+    let secret = read_secret(&ann.secret_file).map_err(|reason| FindError::Secret {
+        node: ann.node.clone(),
+        pid: ann.pid,
+        path: ann.secret_file.clone(),
+        reason,
+    })?;
+    Ok(Some(AgentHandle { url: ann.url, node: ann.node, pid: ann.pid, secret }))
+}
+
+/// The secret as the agent reads it: the file's first line, trimmed.
+fn read_secret(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.is_empty() {
+        return Err("it is empty".into());
+    }
+    Ok(secret)
+}
+
+/// Whether `VSERVER_NO_AGENT` asks to act locally (set, not empty, not `0`).
+pub fn disabled() -> bool {
+    std::env::var_os(NO_AGENT_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A lifecycle request the `vserver` command sends to the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleAction {
+    /// `POST /v1/vservers/NAME/start`.
+    Start,
+    /// `POST /v1/vservers/NAME/stop`.
+    Stop,
+    /// `POST /v1/vservers/NAME/restart`.
+    Restart,
+}
+
+impl LifecycleAction {
+    /// The last segment of the request's path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Self::Start => "started",
+            Self::Stop => "stopped",
+            Self::Restart => "restarted",
+        }
+    }
+}
+
+/// The `vserver` command's exit code for the agent's HTTP status (see `vserver --help`).
+pub fn exit_code(action: LifecycleAction, status: u16) -> i32 {
+    match (status, action) {
+        (200..=299, _) => exit::OK,
+        (404, _) => exit::UNKNOWN,
+        (409, LifecycleAction::Stop) => exit::NOT_RUNNING,
+        (409, _) => exit::ALREADY_RUNNING,
+        (400, _) => exit::USAGE,
+        _ => exit::FAILED,
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The body, as text.
+    pub body: String,
+}
+
+/// The agent answered, and said no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    /// The HTTP status.
+    pub status: u16,
+    /// Its message (the `error` of its JSON body, else the body itself).
+    pub message: String,
+}
+
+/// The request did not get an answer: never to be confused with an answer that says no.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The URL is not `http://HOST:PORT[/...]`.
+    #[error("{url} is not an http:// URL with a host")]
+    Url {
+        /// The URL.
+        url: String,
+    },
+    /// The host name did not resolve.
+    #[error("cannot resolve {authority}: {source}")]
+    Resolve {
+        /// `host:port`.
+        authority: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// No connection could be made.
+    #[error("cannot connect to {authority}: {source}")]
+    Connect {
+        /// `host:port`.
+        authority: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The connection broke or timed out.
+    #[error("no answer from {authority}: {source}")]
+    Io {
+        /// `host:port`.
+        authority: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// What came back is not an HTTP answer.
+    #[error("bad answer from {authority}: {reason}")]
+    Malformed {
+        /// `host:port`.
+        authority: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl AgentHandle {
+    /// Sends one request with the cluster secret.
+    pub fn request(&self, method: &str, path: &str) -> Result<Reply, TransportError> {
+        http_request(&self.url, method, path, Some(&self.secret), CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
+    }
+
+    /// Asks the agent to start, stop or restart a vserver.
+    pub fn lifecycle(
+        &self,
+        name: &VserverName,
+        action: LifecycleAction,
+    ) -> Result<Result<Reply, RemoteError>, TransportError> {
+        let reply = self.request("POST", &format!("/v1/vservers/{name}/{}", action.as_str()))?;
+        if (200..300).contains(&reply.status) {
+            return Ok(Ok(reply));
+        }
+        let message = serde_json::from_str::<ErrorBody>(&reply.body).map(|b| b.error).unwrap_or_else(|_| {
+            match reply.body.trim() {
+                "" => format!("the agent answered HTTP {}", reply.status),
+                b => format!("the agent answered HTTP {}: {b}", reply.status),
+            }
+        });
+        Ok(Err(RemoteError { status: reply.status, message }))
+    }
+
+    /// Carries out `vserver NAME start|stop|restart` through the agent, prints the outcome as the local
+    /// command does, and returns the exit code.
+    pub fn dispatch(&self, name: &VserverName, action: LifecycleAction) -> i32 {
+        match self.lifecycle(name, action) {
+            Ok(Ok(reply)) => {
+                let detail = serde_json::from_str::<VserverStatus>(&reply.body).ok().map(|st| {
+                    let addrs = if st.addresses.is_empty() { "host network".into() } else { st.addresses.join(" ") };
+                    match action {
+                        LifecycleAction::Stop => String::new(),
+                        _ => format!("; {} process(es); {addrs}", st.processes),
+                    }
+                });
+                println!(
+                    "vserver {name} {} by the agent of node {}{}",
+                    action.done(),
+                    self.node,
+                    detail.unwrap_or_default()
+                );
+                exit::OK
+            }
+            Ok(Err(e)) => {
+                eprintln!("vserver: error: {}", e.message);
+                exit_code(action, e.status)
+            }
+            Err(e) => {
+                eprintln!("vserver: error: {}", unreachable_message(&self.url, &e));
+                exit::FAILED
+            }
+        }
+    }
+}
+
+fn unreachable_message(url: &str, e: &TransportError) -> String {
+    format!(
+        "the agent at {url} did not answer ({e}); nothing was done. If it is hung or being restarted, \
+         set {NO_AGENT_ENV}=1 to act on this host without it (the agent then does not know the operator's intent)"
+    )
+}
+
+/// The agent the `vserver` command should go through for start, stop and restart: `Ok(None)` to act locally
+/// (`VSERVER_NO_AGENT` set, or no agent runs); `Err(exit code)` after printing why an agent that is there
+/// cannot be used.
+pub fn for_cli(run_dir: &Path) -> Result<Option<AgentHandle>, i32> {
+    if disabled() {
+        return Ok(None);
+    }
+    locate(run_dir).map_err(|e| {
+        eprintln!("vserver: error: {e}");
+        exit::FAILED
+    })
+}
+
+/// `vserver NAME start|stop|restart` through the agent when one runs: `None` to act locally, else the exit code
+/// (the outcome is printed).
+pub fn route(run_dir: &Path, name: &VserverName, action: LifecycleAction) -> Option<i32> {
+    match for_cli(run_dir) {
+        Ok(None) => None,
+        Ok(Some(agent)) => Some(agent.dispatch(name, action)),
+        Err(code) => Some(code),
+    }
+}
+
+/// Splits `http://HOST:PORT/...` into `HOST:PORT` (port 80 when absent).
+fn authority(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let auth = rest.split(['/', '?', '#']).next()?;
+    if auth.is_empty() || auth.contains('@') {
+        return None;
+    }
+    let has_port = match auth.rfind(']') {
+        Some(close) => auth[close..].contains(':'),
+        None => auth.contains(':'),
+    };
+    Some(if has_port { auth.to_string() } else { format!("{auth}:80") })
+}
+
+/// One HTTP/1.1 request (`Connection: close`, no body) to `base_url` + `path`; returns the status and body.
+pub fn http_request(
+    base_url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Reply, TransportError> {
+    let authority = authority(base_url).ok_or_else(|| TransportError::Url { url: base_url.to_string() })?;
+    let addrs: Vec<_> = authority
+        .to_socket_addrs()
+        .map_err(|source| TransportError::Resolve { authority: authority.clone(), source })?
+        .collect();
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, connect_timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let mut stream = stream.ok_or(TransportError::Connect { authority: authority.clone(), source: last })?;
+    let io = |source| TransportError::Io { authority: authority.clone(), source };
+    stream.set_read_timeout(Some(response_timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(connect_timeout)).map_err(io)?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: vserver/{}\r\nAccept: application/json\r\n\
+         Content-Length: 0\r\nConnection: close\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).map_err(io)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REPLY {
+            return Err(TransportError::Malformed { authority, reason: format!("answer over {MAX_REPLY} bytes") });
+        }
+        if complete(&buf) {
+            break;
+        }
+    }
+    parse_response(&buf).map_err(|reason| TransportError::Malformed { authority, reason })
+}
+
+/// Whether `buf` holds a whole answer with a `Content-Length` (else the answer ends with the connection).
+fn complete(buf: &[u8]) -> bool {
+    let Some(end) = position(buf, b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()).is_some_and(|len| buf.len() >= end + 4 + len)
+}
+
+fn position(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Parses a whole HTTP/1.x answer: status line, headers, then a body sized by `Content-Length`, chunked, or
+/// running to the end.
+fn parse_response(buf: &[u8]) -> Result<Reply, String> {
+    let end = position(buf, b"\r\n\r\n").ok_or("the answer ended before its headers did")?;
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "headers are not text")?;
+    let status_line = head.lines().next().unwrap_or("");
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    let code = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") || code.len() != 3 {
+        return Err(format!("not an HTTP/1 status line: {status_line:?}"));
+    }
+    let status: u16 = code.parse().map_err(|_| format!("bad status code in {status_line:?}"))?;
+    let raw = &buf[end + 4..];
+    let body = if header(head, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        dechunk(raw)?
+    } else if let Some(len) = header(head, "content-length") {
+        let len: usize = len.parse().map_err(|_| format!("bad Content-Length {len:?}"))?;
+        if raw.len() < len {
+            return Err(format!("the body ended after {} of {len} bytes", raw.len()));
+        }
+        raw[..len].to_vec()
+    } else {
+        raw.to_vec()
+    };
+    Ok(Reply { status, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = position(raw, b"\r\n").ok_or("a chunk size line is cut")?;
+        let line = std::str::from_utf8(&raw[..line_end]).map_err(|_| "a chunk size is not text")?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size {line:?}"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            return Err("a chunk is cut".into());
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread::JoinHandle;
+
+    use super::*;
+
+    /// A one-shot server: accepts one connection, returns the request head it read, answers `answer`.
+    fn serve_once(answer: &'static [u8]) -> (String, JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while position(&req, b"\r\n\r\n").is_none() {
+                let n = s.read(&mut b).unwrap();
+                assert!(n > 0, "request cut");
+                req.extend_from_slice(&b[..n]);
+            }
+            s.write_all(answer).unwrap();
+            String::from_utf8(req).unwrap()
+        });
+        (url, handle)
+    }
+
+    fn get(url: &str, path: &str, token: Option<&str>) -> Result<Reply, TransportError> {
+        http_request(url, "POST", path, token, Duration::from_secs(2), Duration::from_secs(5))
+    }
+
+    #[test]
+    fn the_client_sends_the_token_and_reads_status_and_body() {
+        let (url, server) = serve_once(
+            b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: 16\r\n\r\n{\"error\":\"busy\"}",
+        );
+        let reply = get(&url, "/v1/vservers/v1/start", Some("s3cret")).unwrap();
+        assert_eq!(reply, Reply { status: 409, body: "{\"error\":\"busy\"}".into() });
+        let req = server.join().unwrap();
+        assert!(req.starts_with("POST /v1/vservers/v1/start HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("\r\nAuthorization: Bearer s3cret\r\n"), "{req}");
+        assert!(req.contains("\r\nConnection: close\r\n"), "{req}");
+        assert!(req.contains(&format!("\r\nHost: {}\r\n", url.trim_start_matches("http://"))), "{req}");
+    }
+
+    #[test]
+    fn a_body_without_length_runs_to_the_end_and_chunks_are_joined() {
+        let (url, server) = serve_once(b"HTTP/1.1 200 OK\r\n\r\nall of it");
+        assert_eq!(get(&url, "/", None).unwrap(), Reply { status: 200, body: "all of it".into() });
+        assert!(!server.join().unwrap().contains("Authorization"));
+        let (url, server) = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n",
+        );
+        assert_eq!(get(&url, "/", None).unwrap().body, "{\"a\":1}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn garbage_and_silence_are_transport_errors_not_answers() {
+        let (url, server) = serve_once(b"SSH-2.0-OpenSSH\r\n\r\n");
+        assert!(matches!(get(&url, "/", None), Err(TransportError::Malformed { .. })));
+        server.join().unwrap();
+        let (url, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort");
+        let err = get(&url, "/", None).unwrap_err();
+        assert!(err.to_string().contains("5 of 10"), "{err}");
+        server.join().unwrap();
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        assert!(matches!(get(&url, "/", None), Err(TransportError::Connect { .. })));
+        assert!(matches!(get("https://h:1", "/", None), Err(TransportError::Url { .. })));
+        let msg = unreachable_message(&url, &get(&url, "/", None).unwrap_err());
+        assert!(msg.contains(&url) && msg.contains("VSERVER_NO_AGENT=1"), "{msg}");
+    }
+
+    #[test]
+    fn urls_give_host_and_port() {
+        assert_eq!(authority("http://127.0.0.1:7070").as_deref(), Some("127.0.0.1:7070"));
+        assert_eq!(authority("http://h1/v1").as_deref(), Some("h1:80"));
+        assert_eq!(authority("http://[::1]:7070/").as_deref(), Some("[::1]:7070"));
+        assert_eq!(authority("http://[::1]").as_deref(), Some("[::1]:80"));
+        assert_eq!(authority("http://"), None);
+        assert_eq!(authority("ftp://h"), None);
+    }
+
+    #[test]
+    fn http_statuses_map_to_the_documented_exit_codes() {
+        use LifecycleAction::*;
+        assert_eq!(exit_code(Start, 200), exit::OK);
+        assert_eq!(exit_code(Stop, 404), exit::UNKNOWN);
+        assert_eq!(exit_code(Start, 409), exit::ALREADY_RUNNING);
+        assert_eq!(exit_code(Restart, 409), exit::ALREADY_RUNNING);
+        assert_eq!(exit_code(Stop, 409), exit::NOT_RUNNING);
+        assert_eq!(exit_code(Start, 400), exit::USAGE);
+        assert_eq!(exit_code(Start, 401), exit::FAILED);
+        assert_eq!(exit_code(Restart, 500), exit::FAILED);
+    }
+
+    #[test]
+    fn agent_json_names_a_live_agent_only() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(locate(dir.path()).unwrap().is_none(), "no agent.json: act locally");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef\n").unwrap();
+        let me = std::process::id() as i32;
+        let ann = Announcement {
+            url: "http://127.0.0.1:7070".into(),
+            pid: me,
+            node: "h1".into(),
+            secret_file: secret.clone(),
+            start_ticks: isolate::state::process_start_ticks(me),
+        };
+        let path = Announcement::path(dir.path());
+        std::fs::write(&path, serde_json::to_string(&ann).unwrap()).unwrap();
+        let h = find(dir.path()).expect("our own pid is alive");
+        assert_eq!(
+            (h.url.as_str(), h.node.as_str(), h.secret.as_str()),
+            ("http://127.0.0.1:7070", "h1", "0123456789abcdef")
+        );
+        assert!(!format!("{h:?}").contains("0123456789abcdef"), "Debug hides the secret");
+        // The brief's minimal form (no start_ticks) parses.
+        let minimal = format!(r#"{{"url":"http://x:1","pid":{me},"node":"h1","secret_file":"{}"}}"#, secret.display());
+        std::fs::write(&path, minimal).unwrap();
+        assert!(find(dir.path()).is_some());
+        // A recycled pid (another start time) or a dead one: no agent.
+        let stale = Announcement { start_ticks: ann.start_ticks.map(|t| t + 1), ..ann.clone() };
+        std::fs::write(&path, serde_json::to_string(&stale).unwrap()).unwrap();
+        assert!(locate(dir.path()).unwrap().is_none());
+        let dead = Announcement { pid: i32::MAX - 1, start_ticks: None, ..ann.clone() };
+        std::fs::write(&path, serde_json::to_string(&dead).unwrap()).unwrap();
+        assert!(locate(dir.path()).unwrap().is_none());
+        // Alive but the secret is unreadable, or the file is garbage: a clear error, not a silent local act.
+        let nosecret = Announcement { secret_file: dir.path().join("missing"), ..ann };
+        std::fs::write(&path, serde_json::to_string(&nosecret).unwrap()).unwrap();
+        assert!(matches!(locate(dir.path()), Err(FindError::Secret { .. })));
+        std::fs::write(&path, "{not json").unwrap();
+        let err = locate(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("agent.json") && err.contains("VSERVER_NO_AGENT=1"), "{err}");
+    }
+}
