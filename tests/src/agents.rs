@@ -242,7 +242,8 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Du
     }
 }
 
-/// One HTTP/1.0 request from inside `netns` (so the server closes the connection and sends no chunks).
+/// One HTTP/1.0 request from inside `netns` (so the server closes the connection and sends no chunks); a large
+/// body goes as HTTP/1.1 with `Expect: 100-continue` and `Connection: close`.
 pub fn http(
     netns: &Netns,
     addr: Ipv4Addr,
@@ -257,19 +258,47 @@ pub fn http(
         .run(|| TcpStream::connect_timeout(&target, Duration::from_secs(2)))?
         .with_context(|| format!("connecting to {target}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}:{port}\r\n");
+    let body = body.unwrap_or("");
+    // A large body waits for the server's go-ahead, as curl does (HTTP/1.1 only): a server that refuses it from
+    // its headers (413) answers at once instead of resetting a connection it did not read.
+    let expect = body.len() > 1024;
+    let mut req = if expect {
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}:{port}\r\nConnection: close\r\n")
+    } else {
+        format!("{method} {path} HTTP/1.0\r\nHost: {addr}:{port}\r\n")
+    };
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
-    let body = body.unwrap_or("");
     if !body.is_empty() || method == "POST" {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }
+    if expect {
+        req.push_str("Expect: 100-continue\r\n");
+    }
     req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    if expect {
+        stream.write_all(req.as_bytes())?;
+        let mut first = [0u8; 25];
+        let n = stream.read(&mut first)?;
+        if first[..n].starts_with(b"HTTP/1.1 100") {
+            let mut rest = Vec::new();
+            // The rest of the interim answer ("Continue\r\n\r\n") is skipped below with the final one's start.
+            stream.write_all(body.as_bytes())?;
+            stream.read_to_end(&mut rest)?;
+            let text = String::from_utf8_lossy(&rest).to_string();
+            let start = text.find("HTTP/").with_context(|| format!("no final answer after 100: {text:?}"))?;
+            raw.extend_from_slice(&rest[start..]);
+        } else {
+            raw.extend_from_slice(&first[..n]);
+            stream.read_to_end(&mut raw)?;
+        }
+    } else {
+        req.push_str(body);
+        stream.write_all(req.as_bytes())?;
+        stream.read_to_end(&mut raw)?;
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head

@@ -6,7 +6,6 @@ use vserver_lab::{skip_unless_root, Lab};
 use crate::{FAST, PATIENCE};
 
 #[test]
-#[ignore = "needs the agent's HTTP API and supervisor, not built yet (issue 3 in progress)"]
 fn requests_without_or_with_a_wrong_token_are_refused_and_bad_input_changes_nothing() {
     if skip_unless_root("requests_without_or_with_a_wrong_token_are_refused_and_bad_input_changes_nothing") {
         return;

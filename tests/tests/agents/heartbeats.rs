@@ -11,7 +11,6 @@ fn all_alive(agents: &Agents, hosts: usize) -> bool {
 }
 
 #[test]
-#[ignore = "needs the agent's HTTP API and supervisor, not built yet (issue 3 in progress)"]
 fn three_agents_see_each_other_then_a_killed_one_dies_and_returns_as_a_new_incarnation() {
     if skip_unless_root("three_agents_see_each_other_then_a_killed_one_dies_and_returns_as_a_new_incarnation") {
         return;
@@ -37,7 +36,6 @@ fn three_agents_see_each_other_then_a_killed_one_dies_and_returns_as_a_new_incar
 }
 
 #[test]
-#[ignore = "needs the agent's HTTP API and supervisor, not built yet (issue 3 in progress)"]
 fn a_host_whose_link_goes_down_is_suspect_then_dead_then_alive_again() {
     if skip_unless_root("a_host_whose_link_goes_down_is_suspect_then_dead_then_alive_again") {
         return;

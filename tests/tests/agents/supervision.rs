@@ -33,7 +33,6 @@ fn vserver_json(agents: &Agents, name: &str) -> Option<serde_json::Value> {
 }
 
 #[test]
-#[ignore = "needs the agent's HTTP API and supervisor, not built yet (issue 3 in progress)"]
 fn the_agent_runs_reports_keeps_and_restarts_its_vservers() {
     if skip_unless_root("the_agent_runs_reports_keeps_and_restarts_its_vservers") {
         return;

@@ -1,12 +1,291 @@
-//! The HTTP API. (Being written: see the interface below.)
+//! The HTTP API (docs/api.md): JSON under `/v1`, `/healthz`, `/metrics` and a status page at `/`.
+//!
+//! Every route but `/healthz` needs the cluster secret, as a bearer token (or as the password of HTTP Basic
+//! authentication, for browsers), compared in constant time, or a connection certified by the cluster CA.
+//! Bodies are limited to [`BODY_LIMIT`]; reads and heartbeats are bounded by [`REQUEST_TIMEOUT`]; every refusal is a
+//! JSON [`ErrorBody`] and changes nothing. A lifecycle request runs in its own task: a client that hangs up
+//! never cancels a start or stop half way.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use isolate::VserverName;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-use super::Agent;
+use super::heartbeat::HeartbeatReject;
+use super::model::{ErrorBody, SignedHeartbeat, VserverStatus};
+use super::serve::Connection;
+use super::supervisor::SupervisorError;
+use super::{metrics, page, Agent};
+
+/// Largest request body read.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Longest time for any request but a lifecycle one (start, stop, restart), body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A refused or failed request: its status and a sentence for [`ErrorBody`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No token, a wrong one, or no certified connection (401).
+    #[error("this endpoint needs the cluster secret as a bearer token (Authorization: Bearer SECRET)")]
+    Unauthorized,
+    /// An invalid vserver name (400).
+    #[error("invalid vserver name {name:?}: {reason}")]
+    BadName {
+        /// What was given.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Not a route of the API (404).
+    #[error("no such endpoint: {0} (see docs/api.md)")]
+    NoRoute(String),
+    /// A body over [`BODY_LIMIT`] (413), or one that could not be read (400).
+    #[error("{message}")]
+    Body {
+        /// The status.
+        status: StatusCode,
+        /// What was wrong.
+        message: String,
+    },
+    /// The request took longer than [`REQUEST_TIMEOUT`] (503).
+    #[error("the request took longer than {0:?}")]
+    Timeout(Duration),
+    /// A refused heartbeat.
+    #[error(transparent)]
+    Heartbeat(#[from] HeartbeatReject),
+    /// A lifecycle request that could not be carried out.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    /// A bug: a task that panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadName { .. } => StatusCode::BAD_REQUEST,
+            Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::Body { status, .. } => *status,
+            Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Heartbeat(HeartbeatReject::Malformed(_)) => StatusCode::BAD_REQUEST,
+            Self::Heartbeat(HeartbeatReject::UnknownNode(_) | HeartbeatReject::BadSignature(_)) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::Heartbeat(HeartbeatReject::Stale { .. }) => StatusCode::CONFLICT,
+            Self::Supervisor(SupervisorError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Self::Supervisor(SupervisorError::AlreadyRunning(_) | SupervisorError::NotRunning(_)) => {
+                StatusCode::CONFLICT
+            }
+            Self::Supervisor(SupervisorError::Failed { .. } | SupervisorError::State { .. }) | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, Json(ErrorBody { error: self.to_string() })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            let challenges = response.headers_mut();
+            challenges.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vserver-agent\""));
+            challenges.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"vserver-agent (any user, the cluster secret)\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the body is over the limit of {BODY_LIMIT} bytes")
+        } else {
+            format!("cannot read the body: {}", rejection.body_text())
+        };
+        Self::Body { status, message }
+    }
+}
 
 /// The agent's routes.
-pub fn router(_agent: Arc<Agent>) -> Router {
-    todo!()
+pub fn router(agent: Arc<Agent>) -> Router {
+    let quick = Router::new()
+        .route("/", get(status_page))
+        .route("/v1/status", get(status))
+        .route("/v1/vservers/{name}", get(vserver))
+        .route("/v1/heartbeat", post(heartbeat))
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn(bounded));
+    let lifecycle = Router::new().route("/v1/vservers/{name}/{action}", post(lifecycle));
+    let authenticated =
+        quick.merge(lifecycle).route_layer(middleware::from_fn_with_state(Arc::clone(&agent), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(authenticated)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_oversized))
+        .with_state(agent)
+}
+
+/// Admits a request carrying the cluster secret, or one on a connection certified by the cluster CA.
+async fn authenticate(State(agent): State<Arc<Agent>>, request: Request, next: Next) -> Response {
+    let certified = request.extensions().get::<Connection>().is_some_and(|c| c.certified);
+    if certified || presented_secret(request.headers()).is_some_and(|token| secret_matches(&agent.secret, &token)) {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+/// The secret a request presents: a bearer token, or the password of HTTP Basic authentication.
+fn presented_secret(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some(credentials.trim().to_string())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        text.split_once(':').map(|(_, password)| password.to_string())
+    } else {
+        None
+    }
+}
+
+/// Compares digests, so the time taken depends on neither the content nor the length of either side.
+fn secret_matches(secret: &str, presented: &str) -> bool {
+    let (a, b) = (Sha256::digest(secret.as_bytes()), Sha256::digest(presented.as_bytes()));
+    a.ct_eq(&b).into()
+}
+
+/// Refuses a body announced over [`BODY_LIMIT`] from its `Content-Length`, before a byte of it is read (a
+/// client sending `Expect: 100-continue` is told at once). Bodies without a length are cut at the limit by
+/// [`DefaultBodyLimit`].
+async fn refuse_oversized(request: Request, next: Next) -> Response {
+    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > BODY_LIMIT as u64) {
+        let message = format!("the body is over the limit of {BODY_LIMIT} bytes");
+        return ApiError::Body { status: StatusCode::PAYLOAD_TOO_LARGE, message }.into_response();
+    }
+    next.run(request).await
+}
+
+/// Bounds a request's whole handling, body included, by [`REQUEST_TIMEOUT`].
+async fn bounded(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(REQUEST_TIMEOUT).into_response(),
+    }
+}
+
+fn parse_name(name: &str) -> Result<VserverName, ApiError> {
+    VserverName::parse(name).map_err(|e| ApiError::BadName { name: name.to_string(), reason: e.to_string() })
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn status(State(agent): State<Arc<Agent>>) -> Response {
+    Json(agent.status().await).into_response()
+}
+
+async fn vserver(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> Result<Json<VserverStatus>, ApiError> {
+    let name = parse_name(&name)?;
+    Ok(Json(agent.supervisor.get(&name).await?))
+}
+
+async fn lifecycle(
+    State(agent): State<Arc<Agent>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Json<VserverStatus>, ApiError> {
+    let name = parse_name(&name)?;
+    if !matches!(action.as_str(), "start" | "stop" | "restart") {
+        return Err(ApiError::NoRoute(format!("POST /v1/vservers/{name}/{action} (start, stop or restart)")));
+    }
+    // In its own task, so that a client hanging up does not cancel the operation half way.
+    let task = tokio::spawn(async move {
+        match action.as_str() {
+            "start" => agent.supervisor.start(&name).await,
+            "stop" => agent.supervisor.stop(&name).await,
+            _ => agent.supervisor.restart(&name).await,
+        }
+    });
+    let status = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(status))
+}
+
+async fn heartbeat(State(agent): State<Arc<Agent>>, body: Result<Bytes, BytesRejection>) -> Result<(), ApiError> {
+    let body = body?;
+    let signed: SignedHeartbeat = serde_json::from_slice(&body)
+        .map_err(|e| agent.membership.refuse_malformed(format!("not a signed heartbeat: {e}")))?;
+    agent.membership.receive(&signed)?;
+    Ok(())
+}
+
+async fn metrics_text(State(agent): State<Arc<Agent>>) -> Response {
+    let text = metrics::render(&agent.status().await);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn status_page(State(agent): State<Arc<Agent>>) -> Html<String> {
+    Html(page::render(&agent.status().await))
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError::NoRoute(format!("{} {}", request.method(), request.uri().path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_taken_from_bearer_or_basic_and_compared_whole() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_secret(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret-s3cret-s3cret"));
+        assert_eq!(presented_secret(&h).as_deref(), Some("s3cret-s3cret-s3cret"));
+        let basic = base64::engine::general_purpose::STANDARD.encode("anyone:pa:ss");
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).unwrap());
+        assert_eq!(presented_secret(&h).as_deref(), Some("pa:ss"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Digest x"));
+        assert_eq!(presented_secret(&h), None);
+        assert!(secret_matches("0123456789abcdef", "0123456789abcdef"));
+        assert!(!secret_matches("0123456789abcdef", "0123456789abcde"));
+        assert!(!secret_matches("0123456789abcdef", "0123456789abcdeF"));
+        assert!(!secret_matches("0123456789abcdef", ""));
+    }
+
+    #[test]
+    fn every_error_has_its_status() {
+        let name = |n: &str| parse_name(n).unwrap_err();
+        assert_eq!(name("a..b").status(), StatusCode::BAD_REQUEST);
+        assert!(name("../etc").to_string().contains("../etc"));
+        assert_eq!(ApiError::from(SupervisorError::NotFound("x".into())).status(), StatusCode::NOT_FOUND);
+        assert_eq!(ApiError::from(SupervisorError::NotRunning("x".into())).status(), StatusCode::CONFLICT);
+        assert_eq!(ApiError::from(HeartbeatReject::BadSignature("x".into())).status(), StatusCode::FORBIDDEN);
+        assert_eq!(ApiError::from(HeartbeatReject::Malformed("x".into())).status(), StatusCode::BAD_REQUEST);
+        let unauthorized = ApiError::Unauthorized.into_response();
+        assert_eq!(unauthorized.headers().get_all(header::WWW_AUTHENTICATE).iter().count(), 2);
+    }
 }

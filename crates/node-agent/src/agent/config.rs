@@ -95,6 +95,20 @@ impl Default for RestartConfig {
     }
 }
 
+/// `[tls]`: serve the API over HTTPS, and optionally admit clients by certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This agent's certificate chain (PEM), for its listener and as its client certificate to peers.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// The cluster CA (PEM). When set, peers' certificates must be signed by it (and only by it), and a
+    /// client presenting a certificate it signed is admitted without the bearer token.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
 /// The whole `agent.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +146,9 @@ pub struct AgentConfig {
     /// Restart policy.
     #[serde(default)]
     pub restart: RestartConfig,
+    /// HTTPS for the API and the heartbeats (absent: plain HTTP).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_vservers_dir() -> PathBuf {

@@ -16,6 +16,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::config::AgentConfig;
 use super::model::{Heartbeat, PeerState, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
+use super::serve::Tls;
 use super::Agent;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -204,6 +205,14 @@ impl Membership {
         result
     }
 
+    /// Counts and logs a request to the heartbeat endpoint whose body is not even a signed heartbeat.
+    pub fn refuse_malformed(&self, reason: String) -> HeartbeatReject {
+        self.lock().counters.malformed_or_stale += 1;
+        let reject = HeartbeatReject::Malformed(reason);
+        tracing::warn!(error = %reject, "heartbeat refused");
+        reject
+    }
+
     fn accept(&self, signed: &SignedHeartbeat) -> Result<(), HeartbeatReject> {
         let hb: Heartbeat =
             serde_json::from_str(&signed.body).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
@@ -335,9 +344,20 @@ enum SendError {
 }
 
 /// The one HTTP client of the sender: connections are kept and reused, no heartbeat waits longer than
-/// `timeout`, and `HTTP_PROXY`-style variables are ignored.
-fn heartbeat_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// `timeout`, and `HTTP_PROXY`-style variables are ignored. With `[tls]`, it presents this agent's
+/// certificate, and with a cluster CA it trusts that CA alone.
+fn heartbeat_client(timeout: Duration, tls: Option<&Tls>) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(tls) = tls {
+        builder = builder.identity(reqwest::Identity::from_pem(&tls.identity_pem)?);
+        if let Some(ca) = &tls.ca_pem {
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in reqwest::Certificate::from_pem_bundle(ca)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+    }
+    builder
         .connect_timeout(timeout)
         .timeout(timeout)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -373,7 +393,7 @@ async fn send_heartbeat(
 /// or unreachable peer never delays the others; the tasks end with this one.
 pub async fn run_sender(agent: Arc<Agent>) {
     let hb_config = &agent.config.heartbeat;
-    let client = match heartbeat_client(Duration::from_millis(hb_config.timeout_ms)) {
+    let client = match heartbeat_client(Duration::from_millis(hb_config.timeout_ms), agent.tls.as_ref()) {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the heartbeat HTTP client; no heartbeats will be sent");
@@ -642,7 +662,7 @@ url = "http://127.0.0.1:7072"
         let m = membership();
         let hb = m.next_heartbeat(vec![]);
         let s = m.sign(&hb);
-        let client = heartbeat_client(Duration::from_secs(2)).unwrap();
+        let client = heartbeat_client(Duration::from_secs(2), None).unwrap();
         let rtt = send_heartbeat(&client, &url, SECRET, &s).await.unwrap();
         assert!(rtt < Duration::from_secs(2));
         let request = served.await.unwrap();
@@ -657,7 +677,7 @@ url = "http://127.0.0.1:7072"
         let (url, served) = one_request_server("HTTP/1.1 403 Forbidden").await;
         let m = membership();
         let s = m.sign(&m.next_heartbeat(vec![]));
-        let client = heartbeat_client(Duration::from_secs(2)).unwrap();
+        let client = heartbeat_client(Duration::from_secs(2), None).unwrap();
         let refused = send_heartbeat(&client, &url, SECRET, &s).await;
         assert!(matches!(refused, Err(SendError::Refused(reqwest::StatusCode::FORBIDDEN))), "{refused:?}");
         served.await.unwrap();
@@ -665,7 +685,7 @@ url = "http://127.0.0.1:7072"
         // A peer that accepts but never answers: the timeout bounds the wait.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let client = heartbeat_client(Duration::from_millis(100)).unwrap();
+        let client = heartbeat_client(Duration::from_millis(100), None).unwrap();
         let started = Instant::now();
         let silent = send_heartbeat(&client, &url, SECRET, &s).await;
         assert!(matches!(silent, Err(SendError::Transport(_))), "{silent:?}");

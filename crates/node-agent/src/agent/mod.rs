@@ -1,11 +1,14 @@
-//! The agent daemon (`vserver-agent --config FILE`, issue 3, in progress): owns this host's vservers
-//! (supervisor), tells the world their state over HTTP (api), and exchanges heartbeats with the other agents
-//! (heartbeat). Done: config, model, heartbeat, supervisor. Still a stub (`todo!`): api; no binary ships yet.
+//! The agent daemon (`vserver-agent --config FILE`): owns this host's vservers (supervisor), tells the world
+//! their state over HTTP (api, metrics, page, served by serve), and exchanges heartbeats with the other agents
+//! (heartbeat).
 
 pub mod api;
 pub mod config;
 pub mod heartbeat;
+pub mod metrics;
 pub mod model;
+pub mod page;
+pub mod serve;
 pub mod supervisor;
 
 use std::path::Path;
@@ -31,6 +34,8 @@ pub struct Agent {
     pub membership: heartbeat::Membership,
     /// This host's vservers.
     pub supervisor: supervisor::Supervisor,
+    /// HTTPS for the API and the heartbeats, when `[tls]` is configured.
+    pub tls: Option<serve::Tls>,
 }
 
 impl Agent {
@@ -38,11 +43,12 @@ impl Agent {
     /// the vservers' intents.
     pub fn new(config: AgentConfig, config_path: &Path) -> anyhow::Result<Self> {
         let secret = config.secret(config_path)?;
+        let tls = config.tls.as_ref().map(|t| serve::Tls::load(t, config_path)).transpose()?;
         let incarnation = supervisor::next_incarnation(&config.state_dir)
             .with_context(|| format!("keeping the incarnation in {}", config.state_dir.display()))?;
         let membership = heartbeat::Membership::new(&config, &secret, incarnation);
         let supervisor = supervisor::Supervisor::new(&config)?;
-        Ok(Self { config, secret, incarnation, started: Instant::now(), membership, supervisor })
+        Ok(Self { config, secret, incarnation, started: Instant::now(), membership, supervisor, tls })
     }
 
     /// The body of `GET /v1/status`.
@@ -61,23 +67,59 @@ impl Agent {
     }
 }
 
+/// Checks a configuration as the agent would at start (the file, the secret, the TLS files) without
+/// starting anything; returns a one-paragraph summary.
+pub fn check(config_path: &Path) -> anyhow::Result<String> {
+    let config = AgentConfig::load(config_path)?;
+    config.secret(config_path)?;
+    if let Some(tls) = &config.tls {
+        serve::Tls::load(tls, config_path)?;
+    }
+    let peers: Vec<String> = config.peers.iter().map(|p| format!("{} ({})", p.name, p.url)).collect();
+    let hb = &config.heartbeat;
+    Ok(format!(
+        "{}: configuration OK\n  node {} listening on {}{}\n  peers: {}\n  heartbeat every {} ms; suspect after {} ms, dead after {} ms",
+        config_path.display(),
+        config.node,
+        config.listen,
+        match &config.tls {
+            Some(t) if t.ca_file.is_some() => " (HTTPS, client certificates accepted)",
+            Some(_) => " (HTTPS)",
+            None => " (HTTP)",
+        },
+        if peers.is_empty() { "none".to_string() } else { peers.join(", ") },
+        hb.interval_ms,
+        hb.suspect_after_ms,
+        hb.dead_after_ms,
+    ))
+}
+
 /// Runs the agent until SIGTERM or SIGINT: heartbeats, the supervisor and the HTTP API.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = AgentConfig::load(config_path)?;
     let listen = config.listen;
     let agent = Arc::new(Agent::new(config, config_path)?);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(node = %agent.config.node, incarnation = agent.incarnation, %listen, "agent started");
+    let socket_path = serve::socket_path(&agent.config.run_dir);
+    let socket = serve::bind_socket(&socket_path)
+        .with_context(|| format!("cannot listen on the local socket {}", socket_path.display()))?;
+    let scheme = if agent.tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        node = %agent.config.node, incarnation = agent.incarnation, %listen, scheme,
+        socket = %socket_path.display(), "agent started"
+    );
     supervisor::announce(&agent).context("writing the agent's address for the vserver command")?;
     let heartbeats = tokio::spawn(heartbeat::run_sender(Arc::clone(&agent)));
     let supervision = tokio::spawn(supervisor::run(Arc::clone(&agent)));
     let app = api::router(Arc::clone(&agent));
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let acceptor = agent.tls.as_ref().map(|t| t.acceptor.clone());
+    serve::serve(listener, Some(socket), acceptor, app, shutdown_signal()).await;
     heartbeats.abort();
     supervision.abort();
     supervisor::withdraw(&agent);
+    let _ = std::fs::remove_file(&socket_path);
     tracing::info!(node = %agent.config.node, "agent stopped; its vservers keep running");
-    served.context("serving the HTTP API")
+    Ok(())
 }
 
 async fn shutdown_signal() {

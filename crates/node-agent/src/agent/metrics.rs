@@ -1,0 +1,166 @@
+//! `GET /metrics`: the agent's state in the Prometheus (OpenMetrics) text format, built from a status report
+//! at each scrape, so it can never disagree with `GET /v1/status`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+use super::model::{PeerState, StatusReport, VserverState};
+
+/// The content type of the answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+
+const PEER_STATES: [(PeerState, &str); 4] = [
+    (PeerState::Unknown, "unknown"),
+    (PeerState::Alive, "alive"),
+    (PeerState::Suspect, "suspect"),
+    (PeerState::Dead, "dead"),
+];
+const VSERVER_STATES: [(VserverState, &str); 3] =
+    [(VserverState::Running, "running"), (VserverState::Stopped, "stopped"), (VserverState::Failed, "failed")];
+
+/// The metrics text for one status report.
+pub fn render(status: &StatusReport) -> String {
+    let mut registry = Registry::with_prefix("vserver");
+    let node = &status.node;
+
+    let info = Family::<Labels, Gauge>::default();
+    info.get_or_create(&vec![("node", node.name.clone()), ("version", node.version.clone())]).set(1);
+    registry.register("agent_info", "This agent: node name and version (always 1)", info);
+    let incarnation = Gauge::<i64>::default();
+    incarnation.set(i64::try_from(node.incarnation).unwrap_or(i64::MAX));
+    registry.register("agent_incarnation", "Grows at every start of this agent", incarnation);
+    let uptime = Gauge::<i64>::default();
+    uptime.set(i64::try_from(node.uptime_secs).unwrap_or(i64::MAX));
+    registry.register_with_unit("agent_uptime", "Time since this agent started", Unit::Seconds, uptime);
+
+    let up = Family::<Labels, Gauge>::default();
+    let state = Family::<Labels, Gauge>::default();
+    let rtt = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let heard = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let restarts_seen = Family::<Labels, Counter>::default();
+    for peer in &status.peers {
+        let peer_label = || vec![("peer", peer.name.clone())];
+        up.get_or_create(&peer_label()).set(i64::from(peer.state == PeerState::Alive));
+        for (s, word) in PEER_STATES {
+            let mut labels = peer_label();
+            labels.push(("state", word.to_string()));
+            state.get_or_create(&labels).set(i64::from(peer.state == s));
+        }
+        if let Some(ms) = peer.rtt_ms {
+            rtt.get_or_create(&peer_label()).set(ms / 1000.0);
+        }
+        if let Some(ms) = peer.last_heard_ms {
+            heard.get_or_create(&peer_label()).set(ms as f64 / 1000.0);
+        }
+        restarts_seen.get_or_create(&peer_label()).inc_by(peer.restarts_seen);
+    }
+    registry.register("peer_up", "1 when the peer is alive by its heartbeats, else 0", up);
+    registry.register("peer_state", "1 for the peer's current state (unknown, alive, suspect, dead)", state);
+    registry.register_with_unit(
+        "peer_heartbeat_rtt",
+        "Round-trip time of the last heartbeat sent to the peer",
+        Unit::Seconds,
+        rtt,
+    );
+    registry.register_with_unit(
+        "peer_last_heard",
+        "Time since the peer's last accepted heartbeat",
+        Unit::Seconds,
+        heard,
+    );
+    registry.register("peer_restarts_seen", "Restarts of the peer seen as a new incarnation", restarts_seen);
+
+    let rejected = Family::<Labels, Counter>::default();
+    let counters = status.rejected_heartbeats;
+    for (reason, n) in [
+        ("unknown_node", counters.unknown_node),
+        ("bad_signature", counters.bad_signature),
+        ("malformed_or_stale", counters.malformed_or_stale),
+    ] {
+        rejected.get_or_create(&vec![("reason", reason.to_string())]).inc_by(n);
+    }
+    registry.register("heartbeats_rejected", "Heartbeats refused, by reason", rejected);
+
+    let vs_up = Family::<Labels, Gauge>::default();
+    let vs_state = Family::<Labels, Gauge>::default();
+    let vs_restarts = Family::<Labels, Counter>::default();
+    let vs_procs = Family::<Labels, Gauge>::default();
+    let vs_uptime = Family::<Labels, Gauge>::default();
+    for v in &status.vservers {
+        let label = || vec![("vserver", v.name.clone())];
+        vs_up.get_or_create(&label()).set(i64::from(v.state == VserverState::Running));
+        for (s, word) in VSERVER_STATES {
+            let mut labels = label();
+            labels.push(("state", word.to_string()));
+            vs_state.get_or_create(&labels).set(i64::from(v.state == s));
+        }
+        vs_restarts.get_or_create(&label()).inc_by(u64::from(v.restarts));
+        vs_procs.get_or_create(&label()).set(i64::try_from(v.processes).unwrap_or(i64::MAX));
+        if let Some(secs) = v.uptime_secs {
+            vs_uptime.get_or_create(&label()).set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+    }
+    registry.register("up", "1 when the vserver runs, else 0", vs_up);
+    registry.register("state", "1 for the vserver's current state (running, stopped, failed)", vs_state);
+    registry.register("restarts", "Restarts made by the agent after the vserver died on its own", vs_restarts);
+    registry.register("processes", "Processes in the vserver's cgroup", vs_procs);
+    registry.register_with_unit("uptime", "Time since the vserver started", Unit::Seconds, vs_uptime);
+
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::model::{Intent, NodeStatus, PeerStatus, RejectCounters, VserverStatus};
+
+    #[test]
+    fn peers_and_vservers_become_labelled_series() {
+        let status = StatusReport {
+            node: NodeStatus { name: "h0".into(), incarnation: 3, uptime_secs: 5, version: "0.1.0".into() },
+            peers: vec![PeerStatus {
+                name: "h1".into(),
+                url: "http://h1".into(),
+                state: PeerState::Suspect,
+                last_heard_ms: Some(800),
+                rtt_ms: Some(1.5),
+                incarnation: Some(2),
+                restarts_seen: 1,
+                vservers: vec![],
+            }],
+            vservers: vec![VserverStatus {
+                name: "web".into(),
+                state: VserverState::Running,
+                intent: Intent::Running,
+                uptime_secs: Some(7),
+                addresses: vec![],
+                processes: 2,
+                restarts: 4,
+                last_error: None,
+            }],
+            rejected_heartbeats: RejectCounters { unknown_node: 0, bad_signature: 2, malformed_or_stale: 0 },
+        };
+        let text = render(&status);
+        for line in [
+            "vserver_peer_up{peer=\"h1\"} 0",
+            "vserver_peer_state{peer=\"h1\",state=\"suspect\"} 1",
+            "vserver_peer_state{peer=\"h1\",state=\"alive\"} 0",
+            "vserver_peer_heartbeat_rtt_seconds{peer=\"h1\"} 0.0015",
+            "vserver_heartbeats_rejected_total{reason=\"bad_signature\"} 2",
+            "vserver_up{vserver=\"web\"} 1",
+            "vserver_restarts_total{vserver=\"web\"} 4",
+            "vserver_agent_incarnation 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

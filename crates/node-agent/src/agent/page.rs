@@ -1,0 +1,172 @@
+//! The human status page at `/`: one server-rendered HTML page (no script), refreshed by the browser every
+//! few seconds, showing this node, its peers and its vservers.
+
+use std::fmt::Write;
+
+use super::model::{PeerState, StatusReport, VserverState};
+
+/// Seconds between the browser's reloads.
+const REFRESH_SECS: u32 = 2;
+
+/// Text made safe for HTML content and attribute values.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn peer_class(state: PeerState) -> &'static str {
+    match state {
+        PeerState::Alive => "ok",
+        PeerState::Suspect => "warn",
+        PeerState::Dead => "bad",
+        PeerState::Unknown => "dim",
+    }
+}
+
+fn vserver_class(state: VserverState) -> &'static str {
+    match state {
+        VserverState::Running => "ok",
+        VserverState::Stopped => "dim",
+        VserverState::Failed => "bad",
+    }
+}
+
+fn word<T: serde::Serialize>(value: T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
+    }
+}
+
+/// The page for one status report.
+pub fn render(status: &StatusReport) -> String {
+    let node = &status.node;
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{name} — vserver-agent</title><style>\
+         body{{font:15px/1.4 system-ui,sans-serif;margin:2em;color:#222}}\
+         table{{border-collapse:collapse;margin:.5em 0 1.5em}}\
+         th,td{{text-align:left;padding:.3em .9em;border-bottom:1px solid #ddd}}\
+         th{{background:#f4f4f4}} .ok{{color:#186a18;font-weight:600}} .warn{{color:#a66b00;font-weight:600}}\
+         .bad{{color:#b00020;font-weight:600}} .dim{{color:#777}} small{{color:#666}}\
+         </style></head><body>\n<h1>Node <span id=\"node\">{name}</span></h1>\n\
+         <p><small>incarnation {inc} · agent up {up} · version {ver} · refreshed every {REFRESH_SECS} s · \
+         <a href=\"/v1/status\">JSON</a> · <a href=\"/metrics\">metrics</a></small></p>\n",
+        name = esc(&node.name),
+        inc = node.incarnation,
+        up = duration(node.uptime_secs),
+        ver = esc(&node.version),
+    );
+
+    let _ = write!(
+        html,
+        "<h2>Peers</h2>\n<table id=\"peers\"><tr><th>Peer</th><th>State</th><th>Last heard</th>\
+         <th>RTT</th><th>Incarnation</th><th>Restarts seen</th><th>Vservers</th></tr>\n"
+    );
+    if status.peers.is_empty() {
+        html.push_str("<tr><td colspan=\"7\" class=\"dim\">no peers configured</td></tr>\n");
+    }
+    for p in &status.peers {
+        let vservers: Vec<String> =
+            p.vservers.iter().map(|v| format!("{} ({})", esc(&v.name), word(v.state))).collect();
+        let _ = writeln!(
+            html,
+            "<tr data-peer=\"{name}\"><td>{name}<br><small>{url}</small></td><td class=\"{class}\">{state}</td>\
+             <td>{heard}</td><td>{rtt}</td><td>{inc}</td><td>{restarts}</td><td>{vs}</td></tr>",
+            name = esc(&p.name),
+            url = esc(&p.url),
+            class = peer_class(p.state),
+            state = word(p.state),
+            heard = p.last_heard_ms.map_or("never".into(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0)),
+            rtt = p.rtt_ms.map_or("–".into(), |ms| format!("{ms:.2} ms")),
+            inc = p.incarnation.map_or("–".into(), |i| i.to_string()),
+            restarts = p.restarts_seen,
+            vs = if vservers.is_empty() { "–".into() } else { vservers.join(", ") },
+        );
+    }
+    html.push_str("</table>\n");
+
+    let _ = write!(
+        html,
+        "<h2>Vservers on this node</h2>\n<table id=\"vservers\"><tr><th>Vserver</th><th>State</th>\
+         <th>Intent</th><th>Uptime</th><th>Addresses</th><th>Processes</th><th>Restarts</th><th>Last error</th></tr>\n"
+    );
+    if status.vservers.is_empty() {
+        html.push_str("<tr><td colspan=\"8\" class=\"dim\">no vserver configured</td></tr>\n");
+    }
+    for v in &status.vservers {
+        let _ = writeln!(
+            html,
+            "<tr data-vserver=\"{name}\"><td>{name}</td><td class=\"{class}\">{state}</td><td>{intent}</td>\
+             <td>{up}</td><td>{addrs}</td><td>{procs}</td><td>{restarts}</td><td>{err}</td></tr>",
+            name = esc(&v.name),
+            class = vserver_class(v.state),
+            state = word(v.state),
+            intent = word(v.intent),
+            up = v.uptime_secs.map_or("–".into(), duration),
+            addrs = if v.addresses.is_empty() { "host network".into() } else { esc(&v.addresses.join(" ")) },
+            procs = v.processes,
+            restarts = v.restarts,
+            err = v.last_error.as_deref().map_or(String::new(), esc),
+        );
+    }
+    html.push_str("</table>\n");
+    let r = status.rejected_heartbeats;
+    let _ = writeln!(
+        html,
+        "<p><small>Heartbeats refused: {} from unknown nodes, {} with a bad signature, {} malformed or stale.\
+         </small></p>\n</body></html>",
+        r.unknown_node, r.bad_signature, r.malformed_or_stale
+    );
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::model::{Intent, NodeStatus, RejectCounters, VserverStatus};
+
+    #[test]
+    fn names_are_escaped_and_states_shown() {
+        let status = StatusReport {
+            node: NodeStatus { name: "h<0>".into(), incarnation: 1, uptime_secs: 3, version: "0".into() },
+            peers: vec![],
+            vservers: vec![VserverStatus {
+                name: "web".into(),
+                state: VserverState::Failed,
+                intent: Intent::Running,
+                uptime_secs: None,
+                addresses: vec!["eth0:10.0.0.1/24".into()],
+                processes: 0,
+                restarts: 5,
+                last_error: Some("exit <1> & \"x\"".into()),
+            }],
+            rejected_heartbeats: RejectCounters::default(),
+        };
+        let html = render(&status);
+        assert!(html.contains("h&lt;0&gt;") && !html.contains("h<0>"));
+        assert!(html.contains("<td class=\"bad\">failed</td>"));
+        assert!(html.contains("exit &lt;1&gt; &amp; &quot;x&quot;"));
+        assert!(html.contains("no peers configured"));
+    }
+}

@@ -1,0 +1,219 @@
+//! Serving the API: HTTP or HTTPS (rustls) on the configured address for peers and operators, and plain HTTP
+//! on a Unix socket in the run directory (mode 0600) for this host's `vserver` command.
+//!
+//! Each connection is served by hyper's HTTP/1.1 server with a header read timeout (a client that opens a
+//! connection and says nothing is dropped), behind a TLS handshake timeout when TLS is on. With a cluster CA
+//! configured, a client may present a certificate signed by it; the connection then carries
+//! [`Connection::certified`] and the API admits it without the bearer token.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
+
+use super::config::{ConfigError, TlsConfig};
+
+/// Longest wait for a request's headers, on a new or a kept-alive connection.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait, at shutdown, for requests in progress.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the API knows of the connection a request came on (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    /// The client's address (`None` on the Unix socket).
+    pub remote: Option<SocketAddr>,
+    /// The client presented a certificate signed by the cluster CA (verified in the TLS handshake).
+    pub certified: bool,
+}
+
+/// The rustls setup of the agent's listener and of its client to peers, read from `[tls]`.
+#[derive(Clone)]
+pub struct Tls {
+    /// Accepts TLS connections with this agent's certificate.
+    pub acceptor: TlsAcceptor,
+    /// The cluster CA (PEM), when configured: peers are verified against it and clients it signed are
+    /// admitted without the token.
+    pub ca_pem: Option<Vec<u8>>,
+    /// This agent's certificate chain and key (PEM), presented to peers as a client certificate.
+    pub identity_pem: Vec<u8>,
+}
+
+impl Tls {
+    /// Reads the certificate, the key and the CA named by `[tls]`; every error names the key and the file.
+    pub fn load(tls: &TlsConfig, config_path: &Path) -> Result<Self, ConfigError> {
+        let bad = |key: &str, file: &Path, reason: String| ConfigError::Value {
+            path: config_path.into(),
+            key: format!("tls.{key}"),
+            reason: format!("{}: {reason}", file.display()),
+        };
+        let read = |key: &str, file: &Path| std::fs::read(file).map_err(|e| bad(key, file, e.to_string()));
+        let cert_pem = read("cert_file", &tls.cert_file)?;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&cert_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad("cert_file", &tls.cert_file, format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad("cert_file", &tls.cert_file, "holds no certificate".into()));
+        }
+        let key_pem = read("key_file", &tls.key_file)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| bad("key_file", &tls.key_file, format!("no PEM private key: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("cert_file", &tls.cert_file, e.to_string()))?;
+        let ca_pem = match &tls.ca_file {
+            Some(ca_file) => Some(read("ca_file", ca_file)?),
+            None => None,
+        };
+        let builder = match (&tls.ca_file, &ca_pem) {
+            (Some(ca_file), Some(pem)) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| bad("ca_file", ca_file, format!("not PEM certificates: {e}")))?;
+                    roots.add(cert).map_err(|e| bad("ca_file", ca_file, e.to_string()))?;
+                }
+                if roots.is_empty() {
+                    return Err(bad("ca_file", ca_file, "holds no certificate".into()));
+                }
+                // A client certificate is optional: without one, the bearer token is required, as over HTTP.
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| bad("ca_file", ca_file, e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        let mut server = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| bad("key_file", &tls.key_file, format!("does not fit the certificate: {e}")))?;
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut identity_pem = cert_pem;
+        identity_pem.push(b'\n');
+        identity_pem.extend_from_slice(&key_pem);
+        Ok(Self { acceptor: TlsAcceptor::from(Arc::new(server)), ca_pem, identity_pem })
+    }
+}
+
+/// Where the `vserver` command reaches this host's agent.
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("agent.sock")
+}
+
+/// Binds the Unix socket for the `vserver` command: root only (0600), replacing a stale one.
+pub fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves `app` on `tcp` (over TLS when `tls` is given) and on `unix` until `shutdown` resolves, then lets the
+/// requests in progress finish (at most [`DRAIN_TIMEOUT`]).
+pub async fn serve(
+    tcp: TcpListener,
+    unix: Option<UnixListener>,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (app, tls, watcher) = (app.clone(), tls.clone(), graceful.watcher());
+                    tokio::spawn(async move {
+                        match tls {
+                            None => {
+                                let conn = Connection { remote: Some(remote), certified: false };
+                                serve_connection(stream, conn, app, watcher).await;
+                            }
+                            Some(acceptor) => {
+                                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                                    Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
+                                };
+                                let certified = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                                let conn = Connection { remote: Some(remote), certified };
+                                serve_connection(stream, conn, app, watcher).await;
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            accepted = accept_unix(unix.as_ref()) => match accepted {
+                Ok(stream) => {
+                    let (app, watcher) = (app.clone(), graceful.watcher());
+                    let conn = Connection { remote: None, certified: false };
+                    tokio::spawn(serve_connection(stream, conn, app, watcher));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection on the local socket");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(tcp);
+    drop(unix);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in progress after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+async fn accept_unix(unix: Option<&UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
+    match unix {
+        Some(listener) => listener.accept().await.map(|(stream, _)| stream),
+        None => std::future::pending().await,
+    }
+}
+
+async fn serve_connection<S>(stream: S, conn: Connection, app: Router, watcher: hyper_util::server::graceful::Watcher)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(conn);
+        req
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    let served = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    if let Err(e) = watcher.watch(served).await {
+        tracing::debug!(remote = ?conn.remote, error = %e, "connection ended with an error");
+    }
+}
