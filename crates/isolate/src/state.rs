@@ -81,7 +81,9 @@ impl RunState {
 
     /// Whether the recorded process 1 still runs (same pid, same start time).
     pub fn init_alive(&self) -> bool {
-        process_start_ticks(self.init_pid) == Some(self.init_start_ticks)
+        // A zombie (exited, not yet reaped by its parent) is dead: its processes are gone.
+        process_stat(self.init_pid)
+            .is_some_and(|(state, ticks)| ticks == self.init_start_ticks && state != 'Z' && state != 'X')
     }
 
     /// Seconds since the context started.
@@ -97,16 +99,41 @@ pub fn now_ms() -> u64 {
 
 /// Start time of a process in clock ticks since boot, `None` if it does not exist.
 pub fn process_start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    process_stat(pid).map(|(_, ticks)| ticks)
+}
+
+/// A process's state letter (`R`, `S`, `Z`...) and start time, from `/proc/PID/stat`.
+fn process_stat(pid: i32) -> Option<(char, u64)> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
     // The command name (field 2) may hold spaces and parentheses: count fields after its closing ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::{CgroupPlace, Flags, Network};
+
+    #[test]
+    fn stat_gives_state_and_start_time_whatever_the_command_name() {
+        let line = "42 (a) b (c)) Z 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        assert_eq!(parse_stat(line), Some(('Z', 987654)));
+        assert_eq!(parse_stat("garbage"), None);
+        // A real zombie: a child that exited and is not reaped yet.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_stat(pid).is_some_and(|(s, _)| s != 'Z') && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(process_stat(pid).map(|(s, _)| s), Some('Z'));
+        child.wait().unwrap();
+    }
 
     #[test]
     fn state_round_trips_and_knows_our_own_process() {

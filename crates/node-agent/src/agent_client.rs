@@ -1,7 +1,8 @@
 //! The `vserver` command's side of the agent: finds the agent of this host (`RUN_DIR/agent.json`, written by
 //! the agent at start) and asks it to start, stop or restart a vserver, so that the operator's word is
-//! recorded as intent and never taken for a crash. A tiny HTTP/1.1 client over [`TcpStream`] (one request,
-//! `Connection: close`) is enough: the agent is on this host or its LAN, and the command stays synchronous.
+//! recorded as intent and never taken for a crash. The agent is reached on its local Unix socket
+//! (`RUN_DIR/agent.sock`, plain HTTP even when its network port speaks HTTPS), else on its URL. A tiny
+//! HTTP/1.1 client (one request, `Connection: close`) is enough, and the command stays synchronous.
 //!
 //! Set `VSERVER_NO_AGENT=1` to act locally without the agent (the agent itself does so when it runs the
 //! command).
@@ -44,6 +45,9 @@ pub struct Announcement {
     /// The process's start time (clock ticks since boot), so a recycled pid is not taken for the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_ticks: Option<u64>,
+    /// Its local Unix socket (plain HTTP, root only), preferred over `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
 }
 
 impl Announcement {
@@ -106,6 +110,8 @@ pub struct AgentHandle {
     pub node: String,
     /// Its process id.
     pub pid: i32,
+    /// Its local Unix socket, when it announced one.
+    pub socket: Option<PathBuf>,
     secret: String,
 }
 
@@ -140,7 +146,7 @@ pub fn locate(run_dir: &Path) -> Result<Option<AgentHandle>, FindError> {
         path: ann.secret_file.clone(),
         reason,
     })?;
-    Ok(Some(AgentHandle { url: ann.url, node: ann.node, pid: ann.pid, secret }))
+    Ok(Some(AgentHandle { url: ann.url, node: ann.node, pid: ann.pid, socket: ann.socket, secret }))
 }
 
 /// The secret as the agent reads it: the file's first line, trimmed.
@@ -264,7 +270,10 @@ pub enum TransportError {
 impl AgentHandle {
     /// Sends one request with the cluster secret.
     pub fn request(&self, method: &str, path: &str) -> Result<Reply, TransportError> {
-        http_request(&self.url, method, path, Some(&self.secret), CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
+        match &self.socket {
+            Some(socket) => unix_request(socket, method, path, Some(&self.secret), RESPONSE_TIMEOUT),
+            None => http_request(&self.url, method, path, Some(&self.secret), CONNECT_TIMEOUT, RESPONSE_TIMEOUT),
+        }
     }
 
     /// Asks the agent to start, stop or restart a vserver.
@@ -387,12 +396,43 @@ pub fn http_request(
             Err(e) => last = e,
         }
     }
-    let mut stream = stream.ok_or(TransportError::Connect { authority: authority.clone(), source: last })?;
+    let stream = stream.ok_or(TransportError::Connect { authority: authority.clone(), source: last })?;
     let io = |source| TransportError::Io { authority: authority.clone(), source };
     stream.set_read_timeout(Some(response_timeout)).map_err(io)?;
     stream.set_write_timeout(Some(connect_timeout)).map_err(io)?;
+    exchange(stream, &authority, authority.clone(), method, path, token)
+}
+
+/// One HTTP/1.1 request, as [`http_request`], to an agent's local Unix socket.
+pub fn unix_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    response_timeout: Duration,
+) -> Result<Reply, TransportError> {
+    let authority = socket.display().to_string();
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|source| TransportError::Connect { authority: authority.clone(), source })?;
+    let io = |source| TransportError::Io { authority: authority.clone(), source };
+    stream.set_read_timeout(Some(response_timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(io)?;
+    exchange(stream, "localhost", authority, method, path, token)
+}
+
+/// Writes one request (with `Host: host`) on a connected stream and reads the whole answer; errors name
+/// `authority`.
+fn exchange(
+    mut stream: impl Read + Write,
+    host: &str,
+    authority: String,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<Reply, TransportError> {
+    let io = |source| TransportError::Io { authority: authority.clone(), source };
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: vserver/{}\r\nAccept: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: vserver/{}\r\nAccept: application/json\r\n\
          Content-Length: 0\r\nConnection: close\r\n",
         env!("CARGO_PKG_VERSION")
     );
@@ -586,6 +626,36 @@ mod tests {
     }
 
     #[test]
+    fn the_local_socket_is_preferred_and_spoken_to_in_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 409 Conflict\r\nContent-Length: 20\r\n\r\n{\"error\":\"not so\"}  ").unwrap();
+            String::from_utf8(req).unwrap()
+        });
+        let handle = AgentHandle {
+            url: "http://192.0.2.1:1".into(),
+            node: "h1".into(),
+            pid: 1,
+            socket: Some(socket),
+            secret: "0123456789abcdef".into(),
+        };
+        let reply = handle.request("POST", "/v1/vservers/a/stop").unwrap();
+        assert_eq!(reply.status, 409);
+        let req = server.join().unwrap();
+        assert!(req.starts_with("POST /v1/vservers/a/stop HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Authorization: Bearer 0123456789abcdef\r\n"), "{req}");
+    }
+
+    #[test]
     fn agent_json_names_a_live_agent_only() {
         let dir = tempfile::tempdir().unwrap();
         assert!(locate(dir.path()).unwrap().is_none(), "no agent.json: act locally");
@@ -598,6 +668,7 @@ mod tests {
             node: "h1".into(),
             secret_file: secret.clone(),
             start_ticks: isolate::state::process_start_ticks(me),
+            socket: None,
         };
         let path = Announcement::path(dir.path());
         std::fs::write(&path, serde_json::to_string(&ann).unwrap()).unwrap();

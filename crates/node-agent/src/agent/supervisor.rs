@@ -741,6 +741,7 @@ fn announcement(config: &AgentConfig, pid: u32) -> Announcement {
         node: config.node.clone(),
         secret_file: std::fs::canonicalize(&config.secret_file).unwrap_or_else(|_| config.secret_file.clone()),
         start_ticks: isolate::state::process_start_ticks(pid as i32),
+        socket: Some(super::serve::socket_path(&config.run_dir)),
     }
 }
 
