@@ -141,6 +141,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/healthz", get(healthz))
         .merge(authenticated)
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(refuse_oversized))
         .with_state(agent)
@@ -249,6 +250,11 @@ async fn metrics_text(State(agent): State<Arc<Agent>>) -> Response {
 
 async fn status_page(State(agent): State<Arc<Agent>>) -> Html<String> {
     Html(page::render(&agent.status().await))
+}
+
+async fn wrong_method(request: Request) -> Response {
+    let message = format!("{} is not allowed on {}", request.method(), request.uri().path());
+    (StatusCode::METHOD_NOT_ALLOWED, Json(ErrorBody { error: message })).into_response()
 }
 
 async fn no_route(request: Request) -> ApiError {
