@@ -202,6 +202,8 @@ pub fn exit_code(action: LifecycleAction, status: u16) -> i32 {
         (409, LifecycleAction::Stop) => exit::NOT_RUNNING,
         (409, _) => exit::ALREADY_RUNNING,
         (400, _) => exit::USAGE,
+        (422, _) => exit::CONFIG,
+        (403, _) => exit::REFUSED,
         _ => exit::FAILED,
     }
 }
@@ -623,6 +625,8 @@ mod tests {
         assert_eq!(exit_code(Start, 400), exit::USAGE);
         assert_eq!(exit_code(Start, 401), exit::FAILED);
         assert_eq!(exit_code(Restart, 500), exit::FAILED);
+        assert_eq!(exit_code(Start, 422), exit::CONFIG);
+        assert_eq!(exit_code(Start, 403), exit::REFUSED);
     }
 
     #[test]

@@ -37,16 +37,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No token, a wrong one, or no certified connection (401).
-    #[error("this endpoint needs the cluster secret as a bearer token (Authorization: Bearer SECRET)")]
+    #[error(
+        "this endpoint needs the cluster secret (Authorization: Bearer SECRET, or as the HTTP Basic password) \
+         or a client certificate signed by the cluster CA"
+    )]
     Unauthorized,
-    /// An invalid vserver name (400).
-    #[error("invalid vserver name {name:?}: {reason}")]
-    BadName {
-        /// What was given.
-        name: String,
-        /// Why it is refused.
-        reason: String,
-    },
+    /// An invalid vserver name (400); the message names it and says why.
+    #[error("{0}")]
+    BadName(String),
     /// Not a route of the API (404).
     #[error("no such endpoint: {0} (see docs/api.md)")]
     NoRoute(String),
@@ -77,7 +75,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::BadName { .. } => StatusCode::BAD_REQUEST,
+            Self::BadName(_) => StatusCode::BAD_REQUEST,
             Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::Body { status, .. } => *status,
             Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,6 +85,8 @@ impl ApiError {
             }
             Self::Heartbeat(HeartbeatReject::Stale { .. }) => StatusCode::CONFLICT,
             Self::Supervisor(SupervisorError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Self::Supervisor(SupervisorError::BadConf { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Supervisor(SupervisorError::Refused { .. }) => StatusCode::FORBIDDEN,
             Self::Supervisor(SupervisorError::AlreadyRunning(_) | SupervisorError::NotRunning(_)) => {
                 StatusCode::CONFLICT
             }
@@ -199,7 +199,7 @@ async fn bounded(request: Request, next: Next) -> Response {
 }
 
 fn parse_name(name: &str) -> Result<VserverName, ApiError> {
-    VserverName::parse(name).map_err(|e| ApiError::BadName { name: name.to_string(), reason: e.to_string() })
+    VserverName::parse(name).map_err(|e| ApiError::BadName(e.to_string()))
 }
 
 async fn healthz() -> &'static str {
@@ -287,6 +287,7 @@ mod tests {
         let name = |n: &str| parse_name(n).unwrap_err();
         assert_eq!(name("a..b").status(), StatusCode::BAD_REQUEST);
         assert!(name("../etc").to_string().contains("../etc"));
+        assert_eq!(name("a..b").to_string().matches("a..b").count(), 1, "the name is said once");
         assert_eq!(ApiError::from(SupervisorError::NotFound("x".into())).status(), StatusCode::NOT_FOUND);
         assert_eq!(ApiError::from(SupervisorError::NotRunning("x".into())).status(), StatusCode::CONFLICT);
         assert_eq!(ApiError::from(HeartbeatReject::BadSignature("x".into())).status(), StatusCode::FORBIDDEN);

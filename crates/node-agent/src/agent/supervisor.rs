@@ -42,6 +42,22 @@ pub enum SupervisorError {
     /// Stop of a stopped vserver (HTTP 409).
     #[error("vserver {0} is not running; nothing changed")]
     NotRunning(String),
+    /// `NAME.conf` is malformed or holds a bad value (HTTP 422); the message names `file:line`.
+    #[error("vserver {name}: {message}")]
+    BadConf {
+        /// The vserver.
+        name: String,
+        /// What the command said.
+        message: String,
+    },
+    /// The vserver may not be acted on (`S_FLAGS private`) (HTTP 403).
+    #[error("vserver {name}: {message}")]
+    Refused {
+        /// The vserver.
+        name: String,
+        /// What the command said.
+        message: String,
+    },
     /// The `vserver` command failed (HTTP 500); the message is its own.
     #[error("vserver {name}: {message}")]
     Failed {
@@ -632,7 +648,11 @@ fn outcome(name: &VserverName, code: Option<i32>, stderr: &str) -> Result<(), Su
                     None => "the vserver command was killed by a signal".into(),
                 };
             }
-            Err(SupervisorError::Failed { name, message })
+            Err(match other {
+                Some(exit::CONFIG) => SupervisorError::BadConf { name, message },
+                Some(exit::REFUSED) => SupervisorError::Refused { name, message },
+                _ => SupervisorError::Failed { name, message },
+            })
         }
     }
 }
@@ -735,8 +755,9 @@ fn announcement(config: &AgentConfig, pid: u32) -> Announcement {
             std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     Announcement {
-        url: format!("http://{addr}"),
+        url: format!("{scheme}://{addr}"),
         pid: pid as i32,
         node: config.node.clone(),
         secret_file: std::fs::canonicalize(&config.secret_file).unwrap_or_else(|_| config.secret_file.clone()),
@@ -921,7 +942,7 @@ mod tests {
         assert!(matches!(outcome(&n, Some(5), ""), Err(SupervisorError::NotFound(_))));
         let e = outcome(&n, Some(6), "vserver: warning: w\nvserver: error: /etc/vservers/web.conf:3: bad\n");
         assert!(
-            matches!(&e, Err(SupervisorError::Failed { message, .. }) if message == "/etc/vservers/web.conf:3: bad")
+            matches!(&e, Err(SupervisorError::BadConf { message, .. }) if message == "/etc/vservers/web.conf:3: bad")
         );
         let e = outcome(&n, Some(1), "vserver: error: vserver web: launcher failed\n");
         assert_eq!(e.unwrap_err().to_string(), "vserver web: launcher failed");
@@ -930,7 +951,7 @@ mod tests {
         let e = outcome(&n, None, "");
         assert!(matches!(&e, Err(SupervisorError::Failed { message, .. }) if message.contains("signal")));
         let e = outcome(&n, Some(7), "");
-        assert!(matches!(&e, Err(SupervisorError::Failed { message, .. }) if message.contains("exited with 7")));
+        assert!(matches!(&e, Err(SupervisorError::Refused { message, .. }) if message.contains("exited with 7")));
     }
 
     #[test]
