@@ -75,6 +75,20 @@ impl<'lab> Agents<'lab> {
     /// Writes a secret and one configuration per host (each host's peers are all the others), then starts
     /// every agent.
     pub fn start(lab: &'lab Lab, timing: Timing) -> Result<Self> {
+        Self::start_with(lab, timing, None)
+    }
+
+    /// Like [`start`](Self::start), with a cluster configuration (placement and replication) given to every
+    /// agent. Hosts are named `h0`, `h1`...; the vservers a host is primary of must exist before.
+    pub fn start_with(lab: &'lab Lab, timing: Timing, cluster: Option<&str>) -> Result<Self> {
+        let cluster_line = match cluster {
+            Some(text) => {
+                let path = lab.dir().join("cluster.toml");
+                fs::write(&path, text).context("writing cluster.toml")?;
+                format!("cluster_file = \"{}\"\n", path.display())
+            }
+            None => String::new(),
+        };
         let bin = agent_bin().context("no vserver-agent beside this executable (cargo build -p node-agent)")?;
         let secret = format!("lab-secret-{}", crate::unique("s"));
         let secret_file = lab.dir().join("cluster.secret");
@@ -92,7 +106,7 @@ impl<'lab> Agents<'lab> {
             let config = format!(
                 "node = \"h{index}\"\nlisten = \"{addr}:{AGENT_PORT}\"\nsecret_file = \"{secret}\"\n\
                  vservers_dir = \"{vs}\"\nconf_dir = \"{conf}\"\nrun_dir = \"{run}\"\nstate_dir = \"{state}\"\n\
-                 cgroup_parent = \"{cg}\"\nvserver_bin = \"{bin}\"\n\n{peers}\
+                 cgroup_parent = \"{cg}\"\nvserver_bin = \"{bin}\"\n{cluster_line}\n{peers}\
                  [heartbeat]\ninterval_ms = {i}\nsuspect_after_ms = {s}\ndead_after_ms = {d}\ntimeout_ms = {t}\n\n\
                  [restart]\nmax_restarts = 3\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\ncheck_interval_ms = 200\n",
                 index = host.index,

@@ -32,6 +32,7 @@ mod names;
 mod netns;
 mod probe;
 mod root;
+pub mod treecmp;
 
 pub use lab::{vserver_bin, Client, Host, Lab, CLIENT_ADDR, SUBNET_PREFIX};
 pub use names::unique;

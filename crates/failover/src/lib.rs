@@ -1,7 +1,9 @@
-//! The cluster layer: where each vserver should run, replication of its tree and conf to standbys, takeover
-//! and migrate. It builds on `isolate` (one context) and the node agent (one host); it is filled in by the
-//! replication and takeover work that follows the single-host foundation.
+//! The cluster layer: where each vserver runs and where it is copied (placement), the copies a standby
+//! holds (store), and the rsync runs that make them (rsync, fileflags). The agent drives them; takeover
+//! builds on them.
 #![warn(missing_docs)]
 
-/// Name of the layer, used in logs until the cluster code lands.
-pub const LAYER: &str = "failover";
+pub mod fileflags;
+pub mod placement;
+pub mod rsync;
+pub mod store;

@@ -270,11 +270,21 @@ pub enum TransportError {
 }
 
 impl AgentHandle {
+    /// Sends one request with a JSON body and the cluster secret.
+    pub fn request_json(&self, method: &str, path: &str, body: &serde_json::Value) -> Result<Reply, TransportError> {
+        self.send(method, path, &body.to_string())
+    }
+
     /// Sends one request with the cluster secret.
     pub fn request(&self, method: &str, path: &str) -> Result<Reply, TransportError> {
+        self.send(method, path, "")
+    }
+
+    fn send(&self, method: &str, path: &str, body: &str) -> Result<Reply, TransportError> {
+        let req = Request { method, path, token: Some(&self.secret), body };
         match &self.socket {
-            Some(socket) => unix_request(socket, method, path, Some(&self.secret), RESPONSE_TIMEOUT),
-            None => http_request(&self.url, method, path, Some(&self.secret), CONNECT_TIMEOUT, RESPONSE_TIMEOUT),
+            Some(socket) => unix_request(socket, &req, RESPONSE_TIMEOUT),
+            None => http_request(&self.url, &req, CONNECT_TIMEOUT, RESPONSE_TIMEOUT),
         }
     }
 
@@ -359,6 +369,174 @@ pub fn route(run_dir: &Path, name: &VserverName, action: LifecycleAction) -> Opt
     }
 }
 
+/// `vserver NAME sync`: asks this host's agent to copy the vserver to its standbys now, prints one line per
+/// standby (or the JSON), and returns the exit code (0: every standby got a complete copy).
+pub fn sync(run_dir: &Path, name: &VserverName, json: bool) -> i32 {
+    let agent = match for_cli(run_dir) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            eprintln!(
+                "vserver: error: sync needs this host's agent (it knows the standbys); none runs here{}",
+                if disabled() { format!(" ({NO_AGENT_ENV} is set)") } else { String::new() }
+            );
+            return exit::FAILED;
+        }
+        Err(code) => return code,
+    };
+    eprintln!("vserver {name}: syncing to its standbys...");
+    let reply = match agent.request("POST", &format!("/v1/vservers/{name}/sync")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vserver: error: {}", unreachable_message(&agent.url, &e));
+            return exit::FAILED;
+        }
+    };
+    if !(200..300).contains(&reply.status) {
+        let message = serde_json::from_str::<ErrorBody>(&reply.body).map(|b| b.error).unwrap_or(reply.body);
+        eprintln!("vserver: error: {message}");
+        return match reply.status {
+            404 => exit::UNKNOWN,
+            400 => exit::USAGE,
+            _ => exit::FAILED,
+        };
+    }
+    let outcomes: Vec<crate::agent::replication::SyncOutcome> = match serde_json::from_str(&reply.body) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("vserver: error: the agent's answer is not understood: {e}");
+            return exit::FAILED;
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcomes).unwrap_or_default());
+    } else if outcomes.is_empty() {
+        println!("vserver {name}: no standby configured; nothing to do");
+    }
+    let mut code = exit::OK;
+    for o in &outcomes {
+        if !json {
+            if o.ok {
+                let freeze = o.freeze_ms.map(|f| format!(", frozen {f} ms")).unwrap_or_default();
+                println!(
+                    "vserver {name} -> {}: complete, {} bytes sent, {} files, {} ms{freeze}",
+                    o.standby, o.bytes_sent, o.files_transferred, o.duration_ms
+                );
+            } else {
+                println!("vserver {name} -> {}: FAILED: {}", o.standby, o.error.as_deref().unwrap_or("unknown error"));
+            }
+            if let Some(w) = &o.warning {
+                println!("vserver {name} -> {}: warning: {w}", o.standby);
+            }
+        }
+        if !o.ok {
+            code = exit::FAILED;
+        }
+    }
+    code
+}
+
+/// `vserver NAME migrate HOST`: asks this host's agent to move the vserver to HOST, shows the phase and the
+/// bytes as it goes, and ends with the outage it caused. Returns the exit code (0: it runs on HOST).
+pub fn migrate(run_dir: &Path, name: &VserverName, target: &str, json: bool) -> i32 {
+    use std::io::IsTerminal;
+    let agent = match for_cli(run_dir) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            eprintln!("vserver: error: migrate needs this host's agent; none runs here");
+            return exit::FAILED;
+        }
+        Err(code) => return code,
+    };
+    let body = serde_json::json!({ "target": target });
+    let reply = match agent.request_json("POST", &format!("/v1/vservers/{name}/migrate"), &body) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vserver: error: {}", unreachable_message(&agent.url, &e));
+            return exit::FAILED;
+        }
+    };
+    if reply.status != 202 {
+        let message = serde_json::from_str::<ErrorBody>(&reply.body).map(|b| b.error).unwrap_or(reply.body);
+        eprintln!("vserver: error: {message}");
+        return match reply.status {
+            400 => exit::USAGE,
+            404 => exit::UNKNOWN,
+            _ => exit::FAILED,
+        };
+    }
+    let bar = if std::io::stderr().is_terminal() && !json {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:28} [{bar:30}] {bytes}/{total_bytes} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let mut last_phase = String::new();
+    let status: crate::agent::migrate::MigrationStatus = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let reply = match agent.request("GET", &format!("/v1/vservers/{name}/migration")) {
+            Ok(r) if r.status == 200 => r,
+            Ok(r) => {
+                eprintln!("vserver: error: the agent answered {} about the migrate: {}", r.status, r.body);
+                return exit::FAILED;
+            }
+            Err(e) => {
+                eprintln!("vserver: error: {}", unreachable_message(&agent.url, &e));
+                return exit::FAILED;
+            }
+        };
+        let Ok(m) = serde_json::from_str::<crate::agent::migrate::MigrationStatus>(&reply.body) else {
+            eprintln!("vserver: error: the agent's answer is not understood: {}", reply.body);
+            return exit::FAILED;
+        };
+        let label = match m.phase.as_str() {
+            "precopy" => format!("pre-copy, pass {}", m.pass),
+            "final" => "final pass (stopped)".to_string(),
+            p => p.to_string(),
+        };
+        match &bar {
+            Some(bar) => {
+                bar.set_length(m.tree_bytes.max(m.pass_bytes));
+                bar.set_position(m.pass_bytes);
+                bar.set_message(label.clone());
+            }
+            None if label != last_phase && !json => eprintln!("vserver {name}: {label}"),
+            None => {}
+        }
+        last_phase = label;
+        if m.finished {
+            break m;
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+    } else if status.phase == "done" {
+        match status.outage_ms {
+            Some(ms) => println!("vserver {name} migrated to {target}; outage {ms} ms (stop to confirmed start)"),
+            None => println!("vserver {name} moved to {target} (it was not running; it is stopped there)"),
+        }
+        let phases: Vec<String> = status.phases_ms.iter().map(|(p, ms)| format!("{p} {ms} ms")).collect();
+        println!("  phases: {}; {} bytes sent", phases.join(", "), status.bytes_sent);
+        if let Some(w) = &status.error {
+            println!("  {w}");
+        }
+    } else {
+        eprintln!("vserver: error: migrate of {name} to {target} failed: {}", status.error.as_deref().unwrap_or("?"));
+    }
+    if status.phase == "done" {
+        exit::OK
+    } else {
+        exit::FAILED
+    }
+}
+
 /// Splits `http://HOST:PORT/...` into `HOST:PORT` (port 80 when absent).
 fn authority(url: &str) -> Option<String> {
     let rest = url.strip_prefix("http://")?;
@@ -373,12 +551,23 @@ fn authority(url: &str) -> Option<String> {
     Some(if has_port { auth.to_string() } else { format!("{auth}:80") })
 }
 
-/// One HTTP/1.1 request (`Connection: close`, no body) to `base_url` + `path`; returns the status and body.
+/// One request of the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `GET`, `POST`...
+    pub method: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    /// The bearer token.
+    pub token: Option<&'a str>,
+    /// A JSON body (empty: none).
+    pub body: &'a str,
+}
+
+/// One HTTP/1.1 request (`Connection: close`) to `base_url` + `req.path`; returns the status and body.
 pub fn http_request(
     base_url: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
+    req: &Request<'_>,
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Reply, TransportError> {
@@ -402,24 +591,18 @@ pub fn http_request(
     let io = |source| TransportError::Io { authority: authority.clone(), source };
     stream.set_read_timeout(Some(response_timeout)).map_err(io)?;
     stream.set_write_timeout(Some(connect_timeout)).map_err(io)?;
-    exchange(stream, &authority, authority.clone(), method, path, token)
+    exchange(stream, &authority, authority.clone(), req)
 }
 
 /// One HTTP/1.1 request, as [`http_request`], to an agent's local Unix socket.
-pub fn unix_request(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    response_timeout: Duration,
-) -> Result<Reply, TransportError> {
+pub fn unix_request(socket: &Path, req: &Request<'_>, response_timeout: Duration) -> Result<Reply, TransportError> {
     let authority = socket.display().to_string();
     let stream = std::os::unix::net::UnixStream::connect(socket)
         .map_err(|source| TransportError::Connect { authority: authority.clone(), source })?;
     let io = |source| TransportError::Io { authority: authority.clone(), source };
     stream.set_read_timeout(Some(response_timeout)).map_err(io)?;
     stream.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(io)?;
-    exchange(stream, "localhost", authority, method, path, token)
+    exchange(stream, "localhost", authority, req)
 }
 
 /// Writes one request (with `Host: host`) on a connected stream and reads the whole answer; errors name
@@ -428,20 +611,24 @@ fn exchange(
     mut stream: impl Read + Write,
     host: &str,
     authority: String,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
+    req: &Request<'_>,
 ) -> Result<Reply, TransportError> {
+    let Request { method, path, token, body } = *req;
     let io = |source| TransportError::Io { authority: authority.clone(), source };
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: vserver/{}\r\nAccept: application/json\r\n\
-         Content-Length: 0\r\nConnection: close\r\n",
-        env!("CARGO_PKG_VERSION")
+         Content-Length: {}\r\nConnection: close\r\n",
+        env!("CARGO_PKG_VERSION"),
+        body.len()
     );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
     if let Some(t) = token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     head.push_str("\r\n");
+    head.push_str(body);
     stream.write_all(head.as_bytes()).map_err(io)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -557,7 +744,12 @@ mod tests {
     }
 
     fn get(url: &str, path: &str, token: Option<&str>) -> Result<Reply, TransportError> {
-        http_request(url, "POST", path, token, Duration::from_secs(2), Duration::from_secs(5))
+        http_request(
+            url,
+            &Request { method: "POST", path, token, body: "" },
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        )
     }
 
     #[test]

@@ -98,6 +98,15 @@ enum Action {
     },
     /// Report state, process count, addresses and uptime (exit 3 when stopped).
     Status,
+    /// Copy it to its standbys now (through this host's agent, which must be its primary); exit 1 if a
+    /// standby did not get a complete copy.
+    Sync,
+    /// Move it to HOST with the shortest outage: copy while it runs, stop, copy the rest, start there
+    /// (through this host's agent, which must be its primary). HOST becomes its primary and this host a standby.
+    Migrate {
+        /// The host to move it to (a peer of this host's agent).
+        host: String,
+    },
     /// Make a runnable vserver: its tree and a starter NAME.conf.
     Build {
         /// Lay out a minimal userland from the host's static busybox.
@@ -251,6 +260,10 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
             let argv = vec![format!("/etc/init.d/{service}"), action.as_str().to_string()];
             host.exec(name, &argv, None).unwrap_or_else(code)
         }),
+        Action::Sync => needs_root().unwrap_or_else(|| agent_client::sync(&host.dirs.run_dir, name, json)),
+        Action::Migrate { host: target } => {
+            needs_root().unwrap_or_else(|| agent_client::migrate(&host.dirs.run_dir, name, &target, json))
+        }
         Action::Build { busybox, busybox_bin, from, iproot, hostname } => {
             let source = match (busybox, from) {
                 (_, Some(dir)) => Source::Copy(dir),

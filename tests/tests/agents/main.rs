@@ -4,6 +4,8 @@
 
 mod api;
 mod heartbeats;
+mod migrate;
+mod replication;
 mod supervision;
 
 use std::time::Duration;

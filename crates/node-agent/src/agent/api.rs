@@ -23,9 +23,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::heartbeat::HeartbeatReject;
+use super::migrate::{MigrateError, MigrateRequest, PromoteRequest};
 use super::model::{ErrorBody, SignedHeartbeat, VserverStatus};
+use super::replication::{BeginRequest, CommitRequest, ReplicationError};
 use super::serve::Connection;
 use super::supervisor::SupervisorError;
+use super::tunnel;
 use super::{metrics, page, Agent};
 
 /// Largest request body read.
@@ -65,6 +68,15 @@ pub enum ApiError {
     /// A lifecycle request that could not be carried out.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// A replication request that could not be carried out.
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    /// A migrate that could not start.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// A request that is malformed for its endpoint (400).
+    #[error("{0}")]
+    BadRequest(String),
     /// A bug: a task that panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -75,7 +87,15 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::BadName(_) => StatusCode::BAD_REQUEST,
+            Self::BadName(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Migrate(MigrateError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            Self::Migrate(MigrateError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Self::Migrate(MigrateError::Conflict(_)) => StatusCode::CONFLICT,
+            Self::Migrate(MigrateError::Supervisor(e)) => ApiError::Supervisor(clone_supervisor_error(e)).status(),
+            Self::Replication(ReplicationError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Self::Replication(ReplicationError::Conflict(_)) => StatusCode::CONFLICT,
+            Self::Replication(ReplicationError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            Self::Replication(ReplicationError::Failed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::Body { status, .. } => *status,
             Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,9 +107,9 @@ impl ApiError {
             Self::Supervisor(SupervisorError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Supervisor(SupervisorError::BadConf { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Supervisor(SupervisorError::Refused { .. }) => StatusCode::FORBIDDEN,
-            Self::Supervisor(SupervisorError::AlreadyRunning(_) | SupervisorError::NotRunning(_)) => {
-                StatusCode::CONFLICT
-            }
+            Self::Supervisor(
+                SupervisorError::AlreadyRunning(_) | SupervisorError::NotRunning(_) | SupervisorError::Busy(_),
+            ) => StatusCode::CONFLICT,
             Self::Supervisor(SupervisorError::Failed { .. } | SupervisorError::State { .. }) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -133,8 +153,20 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/vservers/{name}", get(vserver))
         .route("/v1/heartbeat", post(heartbeat))
         .route("/metrics", get(metrics_text))
+        .route("/v1/replicas", get(replicas))
+        .route("/v1/replicas/{name}/begin", post(replica_begin))
+        .route("/v1/replicas/{name}/preflight", get(replica_preflight))
+        .route("/v1/placements/{name}", post(placement_record))
+        .route("/v1/vservers/{name}/migrate", post(migrate_start))
+        .route("/v1/vservers/{name}/migration", get(migrate_status))
+        .route("/v1/replicas/{name}/abort", post(replica_abort))
         .route_layer(middleware::from_fn(bounded));
-    let lifecycle = Router::new().route("/v1/vservers/{name}/{action}", post(lifecycle));
+    // Long by nature (a start runs its scripts, a sync copies a tree): bounded by their own timeouts.
+    let lifecycle = Router::new()
+        .route("/v1/vservers/{name}/{action}", post(lifecycle))
+        .route("/v1/replicas/{name}/commit", post(replica_commit))
+        .route("/v1/vservers/{name}/promote", post(promote))
+        .route("/v1/replicas/{name}/rsync", post(replica_rsync));
     let authenticated =
         quick.merge(lifecycle).route_layer(middleware::from_fn_with_state(Arc::clone(&agent), authenticate));
     Router::new()
@@ -218,10 +250,16 @@ async fn vserver(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> R
 async fn lifecycle(
     State(agent): State<Arc<Agent>>,
     Path((name, action)): Path<(String, String)>,
-) -> Result<Json<VserverStatus>, ApiError> {
+) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
+    if action == "sync" {
+        let replication = Arc::clone(&agent.replication);
+        let task = tokio::spawn(async move { replication.sync_now(&agent, &name).await });
+        let outcomes = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
+        return Ok(Json(outcomes).into_response());
+    }
     if !matches!(action.as_str(), "start" | "stop" | "restart") {
-        return Err(ApiError::NoRoute(format!("POST /v1/vservers/{name}/{action} (start, stop or restart)")));
+        return Err(ApiError::NoRoute(format!("POST /v1/vservers/{name}/{action} (start, stop, restart or sync)")));
     }
     // In its own task, so that a client hanging up does not cancel the operation half way.
     let task = tokio::spawn(async move {
@@ -231,8 +269,149 @@ async fn lifecycle(
             _ => agent.supervisor.restart(&name).await,
         }
     });
+    let status: VserverStatus = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(status).into_response())
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+async fn replicas(State(agent): State<Arc<Agent>>) -> Response {
+    Json(agent.replication.held()).into_response()
+}
+
+async fn replica_begin(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let req: BeginRequest = json_body(body)?;
+    Ok(Json(agent.replication.begin(&agent, &name, req).await?).into_response())
+}
+
+async fn replica_commit(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let req: CommitRequest = json_body(body)?;
+    Ok(Json(agent.replication.commit(&name, req).await?).into_response())
+}
+
+async fn replica_abort(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let req: CommitRequest = json_body(body)?;
+    agent.replication.abort(&name, &req.session);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The same error again, for its status (the supervisor's errors hold no clonable OS error but `State`).
+fn clone_supervisor_error(e: &SupervisorError) -> SupervisorError {
+    match e {
+        SupervisorError::NotFound(n) => SupervisorError::NotFound(n.clone()),
+        SupervisorError::AlreadyRunning(n) => SupervisorError::AlreadyRunning(n.clone()),
+        SupervisorError::NotRunning(n) => SupervisorError::NotRunning(n.clone()),
+        SupervisorError::Busy(n) => SupervisorError::Busy(n.clone()),
+        other => SupervisorError::Failed { name: String::new(), message: other.to_string() },
+    }
+}
+
+async fn replica_preflight(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    Ok(Json(super::migrate::preflight(&agent, &name).await).into_response())
+}
+
+async fn placement_record(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let placement: failover::placement::Placement = json_body(body)?;
+    let known = |h: &String| *h == agent.config.node || agent.config.peers.iter().any(|p| &p.name == h);
+    if let Some(bad) = placement.standbys.iter().chain([&placement.primary]).find(|h| !known(h)) {
+        return Err(ApiError::BadRequest(format!("unknown host {bad:?} in the placement")));
+    }
+    let newer = agent
+        .replication
+        .record_placement(&name, placement)
+        .map_err(|e| ApiError::Internal(format!("cannot keep the placement: {e}")))?;
+    Ok(Json(serde_json::json!({ "recorded": newer })).into_response())
+}
+
+async fn migrate_start(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let req: MigrateRequest = json_body(body)?;
+    let status = super::migrate::start(&agent, &name, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(status)).into_response())
+}
+
+async fn migrate_status(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    match agent.migrations.get(&name) {
+        Some(m) => Ok(Json(m).into_response()),
+        None => Err(ApiError::NoRoute(format!("no migrate of {name} since this agent started"))),
+    }
+}
+
+async fn promote(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let req: PromoteRequest = json_body(body)?;
+    let task = tokio::spawn(async move { super::migrate::promote(&agent, &name, req).await });
     let status = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(status))
+    Ok(Json(status).into_response())
+}
+
+/// The receiving end of the replication tunnel (see `tunnel.rs`): checks the request, answers 101, then runs
+/// the receiving rsync in the session's generation with its stdio on the connection.
+async fn replica_rsync(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let headers = request.headers();
+    let text = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if !text(header::UPGRADE.as_str()).is_some_and(|u| u.eq_ignore_ascii_case(tunnel::UPGRADE)) {
+        return Err(ApiError::BadRequest(format!("this endpoint needs `Upgrade: {}`", tunnel::UPGRADE)));
+    }
+    let session = text(tunnel::SESSION_HEADER)
+        .ok_or_else(|| ApiError::BadRequest(format!("no {} header", tunnel::SESSION_HEADER)))?;
+    let argv: Vec<String> = text(tunnel::ARGV_HEADER)
+        .and_then(|a| serde_json::from_str(&a).ok())
+        .ok_or_else(|| ApiError::BadRequest(format!("no {} header with a JSON array", tunnel::ARGV_HEADER)))?;
+    let command = tunnel::check_server_argv(&argv).map_err(|reason| {
+        tracing::warn!(vserver = %name, ?argv, %reason, "tunnel refused");
+        ApiError::BadRequest(format!("tunnel refused: {reason}"))
+    })?;
+    let (dir, active, cancel) = agent.replication.tunnel_target(&name, &session)?;
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let rsync_bin = agent.config.rsync_bin.clone().unwrap_or_else(|| "rsync".into());
+    tokio::spawn(tunnel::receive(on_upgrade, command, dir, rsync_bin, active, cancel, name.to_string()));
+    Ok((
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static(tunnel::UPGRADE)),
+        ],
+    )
+        .into_response())
 }
 
 async fn heartbeat(State(agent): State<Arc<Agent>>, body: Result<Bytes, BytesRejection>) -> Result<(), ApiError> {

@@ -149,6 +149,17 @@ pub struct AgentConfig {
     /// HTTPS for the API and the heartbeats (absent: plain HTTP).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// The cluster configuration: placement and replication of the vservers (absent: no replication).
+    /// A relative path is taken from this file's directory.
+    #[serde(default)]
+    pub cluster_file: Option<PathBuf>,
+    /// Where this host keeps replicas as a standby (default: `VSERVERS_DIR/.replicas`, on the trees' file
+    /// system so that promoting a replica is a rename).
+    #[serde(default)]
+    pub replica_dir: Option<PathBuf>,
+    /// The rsync binary (default: `rsync` on PATH).
+    #[serde(default)]
+    pub rsync_bin: Option<PathBuf>,
 }
 
 fn default_vservers_dir() -> PathBuf {

@@ -347,6 +347,12 @@ enum SendError {
 /// `timeout`, and `HTTP_PROXY`-style variables are ignored. With `[tls]`, it presents this agent's
 /// certificate, and with a cluster CA it trusts that CA alone.
 fn heartbeat_client(timeout: Duration, tls: Option<&Tls>) -> reqwest::Result<reqwest::Client> {
+    peer_client(timeout, tls)
+}
+
+/// An HTTP client to peers: kept-alive connections, no proxy, requests bounded by `timeout`, and with
+/// `[tls]` this agent's certificate (and the cluster CA alone, when configured).
+pub fn peer_client(timeout: Duration, tls: Option<&Tls>) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder();
     if let Some(tls) = tls {
         builder = builder.identity(reqwest::Identity::from_pem(&tls.identity_pem)?);

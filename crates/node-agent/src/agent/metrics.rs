@@ -112,6 +112,58 @@ pub fn render(status: &StatusReport) -> String {
     registry.register("processes", "Processes in the vserver's cgroup", vs_procs);
     registry.register_with_unit("uptime", "Time since the vserver started", Unit::Seconds, vs_uptime);
 
+    let lag = Family::<Labels, Gauge>::default();
+    let last_complete = Family::<Labels, Gauge>::default();
+    let bytes = Family::<Labels, Gauge>::default();
+    let duration = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let freeze = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let ok = Family::<Labels, Gauge>::default();
+    for r in &status.replication {
+        let label = || vec![("vserver", r.vserver.clone()), ("standby", r.standby.clone())];
+        ok.get_or_create(&label()).set(i64::from(r.last_error.is_none() && r.last_complete_unix_ms.is_some()));
+        if let Some(v) = r.lag_secs {
+            lag.get_or_create(&label()).set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        if let Some(v) = r.last_complete_unix_ms {
+            last_complete.get_or_create(&label()).set(i64::try_from(v / 1000).unwrap_or(i64::MAX));
+        }
+        if let Some(v) = r.bytes_sent {
+            bytes.get_or_create(&label()).set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        if let Some(v) = r.duration_ms {
+            duration.get_or_create(&label()).set(v as f64 / 1000.0);
+        }
+        if let Some(v) = r.freeze_ms {
+            freeze.get_or_create(&label()).set(v as f64 / 1000.0);
+        }
+    }
+    registry.register("replication_ok", "1 when the last sync to the standby completed, else 0", ok);
+    registry.register_with_unit(
+        "replication_lag",
+        "Age of the standby's copy: time since the start of the last complete sync",
+        Unit::Seconds,
+        lag,
+    );
+    registry.register(
+        "replication_last_complete_timestamp_seconds",
+        "Start of the last complete sync, Unix time",
+        last_complete,
+    );
+    registry.register("replication_bytes_sent", "Bytes rsync sent in the last complete sync", bytes);
+    registry.register_with_unit("replication_duration", "Duration of the last complete sync", Unit::Seconds, duration);
+    registry.register_with_unit(
+        "replication_freeze",
+        "Time the vserver was frozen for the last complete sync (consistent mode)",
+        Unit::Seconds,
+        freeze,
+    );
+    let held = Family::<Labels, Gauge>::default();
+    for r in &status.replicas {
+        held.get_or_create(&vec![("vserver", r.vserver.clone()), ("source", r.source.clone())])
+            .set(i64::try_from(r.age_secs).unwrap_or(i64::MAX));
+    }
+    registry.register_with_unit("replica_age", "Age of a replica this host holds as a standby", Unit::Seconds, held);
+
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
     text
@@ -147,6 +199,8 @@ mod tests {
                 last_error: None,
             }],
             rejected_heartbeats: RejectCounters { unknown_node: 0, bad_signature: 2, malformed_or_stale: 0 },
+            replication: vec![],
+            replicas: vec![],
         };
         let text = render(&status);
         for line in [

@@ -6,10 +6,13 @@ pub mod api;
 pub mod config;
 pub mod heartbeat;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod page;
+pub mod replication;
 pub mod serve;
 pub mod supervisor;
+pub mod tunnel;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +39,12 @@ pub struct Agent {
     pub supervisor: supervisor::Supervisor,
     /// HTTPS for the API and the heartbeats, when `[tls]` is configured.
     pub tls: Option<serve::Tls>,
+    /// Replication: syncs out as primary, sessions in as standby.
+    pub replication: Arc<replication::Replication>,
+    /// The client for control requests to peers (sync sessions, migrate).
+    pub peer_client: reqwest::Client,
+    /// Migrates this host runs as source.
+    pub migrations: migrate::Migrations,
 }
 
 impl Agent {
@@ -48,7 +57,21 @@ impl Agent {
             .with_context(|| format!("keeping the incarnation in {}", config.state_dir.display()))?;
         let membership = heartbeat::Membership::new(&config, &secret, incarnation);
         let supervisor = supervisor::Supervisor::new(&config)?;
-        Ok(Self { config, secret, incarnation, started: Instant::now(), membership, supervisor, tls })
+        let replication = Arc::new(replication::Replication::new(&config, config_path)?);
+        let peer_client = heartbeat::peer_client(std::time::Duration::from_secs(30), tls.as_ref())
+            .context("building the HTTP client for peers")?;
+        Ok(Self {
+            config,
+            secret,
+            incarnation,
+            started: Instant::now(),
+            membership,
+            supervisor,
+            tls,
+            replication,
+            peer_client,
+            migrations: migrate::Migrations::default(),
+        })
     }
 
     /// The body of `GET /v1/status`.
@@ -63,6 +86,8 @@ impl Agent {
             peers: self.membership.peers(),
             vservers: self.supervisor.list().await,
             rejected_heartbeats: self.membership.counters(),
+            replication: self.replication.status(),
+            replicas: self.replication.held(),
         }
     }
 }
@@ -111,11 +136,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     supervisor::announce(&agent).context("writing the agent's address for the vserver command")?;
     let heartbeats = tokio::spawn(heartbeat::run_sender(Arc::clone(&agent)));
     let supervision = tokio::spawn(supervisor::run(Arc::clone(&agent)));
+    let replicating = tokio::spawn(Arc::clone(&agent.replication).run(Arc::clone(&agent)));
     let app = api::router(Arc::clone(&agent));
     let acceptor = agent.tls.as_ref().map(|t| t.acceptor.clone());
     serve::serve(listener, Some(socket), acceptor, app, shutdown_signal()).await;
     heartbeats.abort();
     supervision.abort();
+    replicating.abort();
     supervisor::withdraw(&agent);
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!(node = %agent.config.node, "agent stopped; its vservers keep running");

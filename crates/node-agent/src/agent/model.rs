@@ -140,6 +140,56 @@ pub struct NodeStatus {
     pub version: String,
 }
 
+/// Replication of one vserver of this host (its primary) to one standby.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// The vserver.
+    pub vserver: String,
+    /// The standby.
+    pub standby: String,
+    /// A sync to it runs now.
+    pub syncing: bool,
+    /// Start of the last sync that completed (the standby's copy holds nothing newer), ms since the epoch.
+    pub last_complete_unix_ms: Option<u64>,
+    /// Seconds since then: how far the standby's copy is behind.
+    pub lag_secs: Option<u64>,
+    /// Bytes rsync sent in the last complete sync.
+    pub bytes_sent: Option<u64>,
+    /// Files it transferred.
+    pub files_transferred: Option<u64>,
+    /// Its duration, ms.
+    pub duration_ms: Option<u64>,
+    /// How long the vserver was frozen for it (consistent mode), ms.
+    pub freeze_ms: Option<u64>,
+    /// Start of the last attempt, ms since the epoch.
+    pub last_attempt_unix_ms: Option<u64>,
+    /// Why the last attempt failed, in words (none when it succeeded).
+    pub last_error: Option<String>,
+    /// File attributes the last copy could not carry (e.g. immutable flags).
+    pub warning: Option<String>,
+}
+
+/// A replica this host holds as a standby: its current (complete) generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldReplica {
+    /// The vserver.
+    pub vserver: String,
+    /// The host it came from.
+    pub source: String,
+    /// Which generation (`a` or `b`).
+    pub generation: String,
+    /// When its sync started on the source, ms since the epoch.
+    pub started_unix_ms: u64,
+    /// When it finished.
+    pub finished_unix_ms: u64,
+    /// Seconds since it started.
+    pub age_secs: u64,
+    /// Its last pass ran with the vserver frozen.
+    pub consistent: bool,
+    /// `sync`, `migrate` or `kept`.
+    pub kind: String,
+}
+
 /// The body of `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -151,6 +201,12 @@ pub struct StatusReport {
     pub vservers: Vec<VserverStatus>,
     /// Heartbeats refused since start.
     pub rejected_heartbeats: RejectCounters,
+    /// Replication of the vservers this host is primary of, per standby.
+    #[serde(default)]
+    pub replication: Vec<ReplicationStatus>,
+    /// Replicas this host holds as a standby.
+    #[serde(default)]
+    pub replicas: Vec<HeldReplica>,
 }
 
 /// The body of every 4xx/5xx answer.

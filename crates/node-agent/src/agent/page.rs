@@ -131,6 +131,48 @@ pub fn render(status: &StatusReport) -> String {
         );
     }
     html.push_str("</table>\n");
+    if !status.replication.is_empty() {
+        html.push_str(
+            "<h2>Replication to standbys</h2>\n<table id=\"replication\"><tr><th>Vserver</th><th>Standby</th>\
+             <th>Last complete copy</th><th>Sent</th><th>Duration</th><th>Last error</th></tr>\n",
+        );
+        for r in &status.replication {
+            let (class, state) = match (&r.last_error, r.lag_secs) {
+                (Some(_), _) => ("bad", "failing".to_string()),
+                (None, Some(lag)) => ("ok", format!("{} ago", duration(lag))),
+                (None, None) => ("dim", "never".to_string()),
+            };
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{state}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.vserver),
+                esc(&r.standby),
+                if r.syncing { " (syncing now)" } else { "" },
+                r.bytes_sent.map_or("–".into(), |b| format!("{b} B")),
+                r.duration_ms.map_or("–".into(), |d| format!("{d} ms")),
+                r.last_error.as_deref().map_or(String::new(), esc),
+            );
+        }
+        html.push_str("</table>\n");
+    }
+    if !status.replicas.is_empty() {
+        html.push_str(
+            "<h2>Replicas held here</h2>\n<table id=\"replicas\"><tr><th>Vserver</th><th>From</th><th>Age</th>\
+             <th>Kind</th></tr>\n",
+        );
+        for r in &status.replicas {
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                esc(&r.vserver),
+                esc(&r.source),
+                duration(r.age_secs),
+                esc(&r.kind),
+                if r.consistent { ", consistent" } else { "" },
+            );
+        }
+        html.push_str("</table>\n");
+    }
     let r = status.rejected_heartbeats;
     let _ = writeln!(
         html,
@@ -162,6 +204,8 @@ mod tests {
                 last_error: Some("exit <1> & \"x\"".into()),
             }],
             rejected_heartbeats: RejectCounters::default(),
+            replication: vec![],
+            replicas: vec![],
         };
         let html = render(&status);
         assert!(html.contains("h&lt;0&gt;") && !html.contains("h<0>"));

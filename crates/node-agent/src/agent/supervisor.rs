@@ -66,6 +66,9 @@ pub enum SupervisorError {
         /// What the command said.
         message: String,
     },
+    /// Held by a migrate (HTTP 409): operators' lifecycle requests wait for its end.
+    #[error("vserver {0} is being migrated; nothing changed (retry when the migrate ends)")]
+    Busy(String),
     /// The intents could not be kept on disk (HTTP 500).
     #[error("cannot keep the intents in {path}: {source}")]
     State {
@@ -95,6 +98,21 @@ struct Shared {
     books: StdMutex<HashMap<VserverName, Book>>,
     locks: StdMutex<HashMap<VserverName, Arc<AsyncMutex<()>>>>,
     cache: StdMutex<BTreeMap<VserverName, VserverState>>,
+    /// Vservers held by a migrate: the check loop and operators leave them alone.
+    held: StdMutex<std::collections::HashSet<VserverName>>,
+}
+
+/// A vserver held by a migrate: no restart by the check loop, no operator operation, until dropped.
+pub struct Hold {
+    name: VserverName,
+    shared: Arc<Shared>,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        lock(&self.shared.held).remove(&self.name);
+    }
 }
 
 /// Restart accounting of one vserver, since the agent started.
@@ -155,6 +173,7 @@ impl Supervisor {
                 books: StdMutex::default(),
                 locks: StdMutex::default(),
                 cache: StdMutex::default(),
+                held: StdMutex::default(),
             }),
         })
     }
@@ -195,6 +214,37 @@ impl Supervisor {
     /// Stops then starts it; the intent ends "running".
     pub async fn restart(&self, name: &VserverName) -> Result<VserverStatus, SupervisorError> {
         self.operate(name, Op::Restart).await
+    }
+
+    /// Holds a vserver for a migrate: waits for an operation under way, then keeps the check loop and
+    /// operators off it until the hold is dropped. Refused if another migrate holds it.
+    pub async fn hold(&self, name: &VserverName) -> Result<Hold, SupervisorError> {
+        if !lock(&self.shared.held).insert(name.clone()) {
+            return Err(SupervisorError::Busy(name.to_string()));
+        }
+        let guard = self.shared.op_lock(name).lock_owned().await;
+        Ok(Hold { name: name.clone(), shared: Arc::clone(&self.shared), _guard: guard })
+    }
+
+    /// Starts or stops a held vserver (`start` or `stop`), without changing its intent.
+    pub async fn run_held(&self, hold: &Hold, action: &str) -> Result<(), SupervisorError> {
+        let result = self.shared.command.run(&hold.name, action).await;
+        if result.is_ok() && action == "start" {
+            let mut books = lock(&self.shared.books);
+            books.entry(hold.name.clone()).or_default().running_since = Some(Instant::now());
+        }
+        self.shared.refresh(&hold.name).await;
+        result
+    }
+
+    /// Records an intent without acting (after a migrate: `stopped` on the host the vserver left).
+    pub async fn record_intent(&self, name: &VserverName, intent: Intent) -> Result<(), SupervisorError> {
+        self.shared.intents.set(name, intent).await
+    }
+
+    /// The lifecycle settings and directories of this host.
+    pub fn host(&self) -> &Host {
+        &self.shared.host
     }
 
     /// Cheap summaries for heartbeats (as of the last check).
@@ -258,6 +308,9 @@ impl Shared {
         .unwrap_or(false);
         if !known {
             return Err(SupervisorError::NotFound(name.to_string()));
+        }
+        if lock(&self.held).contains(name) {
+            return Err(SupervisorError::Busy(name.to_string()));
         }
         let _guard = self.op_lock(name).lock_owned().await;
         let intent = if op == Op::Stop { Intent::Stopped } else { Intent::Running };
@@ -707,7 +760,7 @@ fn save_intents(path: &Path, intents: &BTreeMap<String, Intent>) -> std::io::Res
 }
 
 /// Writes `path` whole or not at all: a temporary file beside it, synced, then renamed over it.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);

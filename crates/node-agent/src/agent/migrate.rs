@@ -1,0 +1,504 @@
+//! `vserver NAME migrate HOST` (`POST /v1/vservers/NAME/migrate`), run by the source agent:
+//!
+//! 1. checks, before anything stops: the target is a live peer, has no such vserver, has room and a usable
+//!    rsync; the vserver is held (no restart, no operator operation) and its syncs are locked out;
+//! 2. pre-copies while it runs, pass after pass, until a pass moves little or the pass limit is reached;
+//! 3. stops it; a final pass (tree, then conf) in which any rsync error aborts; the copy becomes the target's
+//!    current replica;
+//! 4. the target promotes that replica to its running tree and starts the vserver (its addresses come up
+//!    there, announced by gratuitous ARP) and confirms it runs;
+//! 5. the new placement is recorded (the target primary, this host its first standby), and this host keeps its
+//!    tree as its replica, so replication runs the other way from the next interval.
+//!
+//! If a step before the target's start fails, the vserver runs again here and nothing is lost: this host's tree
+//! and conf were never touched. The outage is the time from the stop to the target confirming the start.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use failover::placement::Placement;
+use failover::store::GenerationMeta;
+use isolate::VserverName;
+use serde::{Deserialize, Serialize};
+
+use super::model::{PeerState, VserverState, VserverStatus};
+use super::replication::{now_ms, BeginReply, BeginRequest, CommitRequest};
+use super::supervisor::SupervisorError;
+use super::Agent;
+
+/// Pre-copy passes at most, before the stop.
+const MAX_PRECOPY_PASSES: u32 = 5;
+/// A pre-copy pass that moved less than this ends the pre-copy.
+const SMALL_PASS_BYTES: u64 = 16 << 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The body of `POST /v1/vservers/NAME/migrate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// The host to move to.
+    pub target: String,
+}
+
+/// Where a migrate is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationStatus {
+    /// The vserver.
+    pub vserver: String,
+    /// Where it moves from.
+    pub source: String,
+    /// Where it moves to.
+    pub target: String,
+    /// `checking`, `precopy`, `stopping`, `final`, `starting`, `recording`, `done`, `failed`.
+    pub phase: String,
+    /// The pre-copy pass under way (1-based), or the number made.
+    pub pass: u32,
+    /// Bytes of the tree transferred so far in the current pass.
+    pub pass_bytes: u64,
+    /// Size of the tree (bytes in its files).
+    pub tree_bytes: u64,
+    /// Bytes sent by all passes so far.
+    pub bytes_sent: u64,
+    /// When it started, ms since the epoch.
+    pub started_unix_ms: u64,
+    /// The outage it caused (stop to confirmed start), ms, once done.
+    pub outage_ms: Option<u64>,
+    /// Each phase's duration, ms, in order.
+    pub phases_ms: Vec<(String, u64)>,
+    /// Why it failed, and what was done about it.
+    pub error: Option<String>,
+    /// Whether it has ended (done or failed).
+    pub finished: bool,
+}
+
+/// The migrates of this host (as source), the running one and the last of each vserver.
+#[derive(Default)]
+pub struct Migrations {
+    table: Mutex<BTreeMap<VserverName, MigrationStatus>>,
+}
+
+impl Migrations {
+    /// The last (or running) migrate of `name`.
+    pub fn get(&self, name: &VserverName) -> Option<MigrationStatus> {
+        lock(&self.table).get(name).cloned()
+    }
+
+    fn update(&self, name: &VserverName, f: impl FnOnce(&mut MigrationStatus)) {
+        if let Some(m) = lock(&self.table).get_mut(name) {
+            f(m);
+        }
+    }
+}
+
+/// The body of `POST /v1/vservers/NAME/promote` (target side).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The host the vserver comes from.
+    pub source: String,
+    /// Start it once promoted (it ran on the source).
+    pub start: bool,
+}
+
+/// What `GET /v1/replicas/NAME/preflight` tells a migrating source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Preflight {
+    /// Free bytes on the replica store's file system.
+    pub free_bytes: u64,
+    /// `rsync --version`'s first line, or why it cannot run.
+    pub rsync: Result<String, String>,
+    /// The vserver runs or is configured on this host already.
+    pub present: bool,
+}
+
+/// Starts a migrate in the background after the checks that need no wait; its progress is in
+/// [`Migrations`]. Refused (with nothing changed) if the vserver is unknown here, not primary here, already
+/// migrating, or the target is not a live peer.
+pub async fn start(
+    agent: &Arc<Agent>,
+    name: &VserverName,
+    req: MigrateRequest,
+) -> Result<MigrationStatus, MigrateError> {
+    let node = agent.config.node.clone();
+    if req.target == node {
+        return Err(MigrateError::BadRequest(format!("{name} already runs on {node}")));
+    }
+    let Some(peer) = agent.membership.peers().into_iter().find(|p| p.name == req.target) else {
+        let known: Vec<String> = agent.config.peers.iter().map(|p| p.name.clone()).collect();
+        return Err(MigrateError::BadRequest(format!(
+            "unknown host {:?} (the peers of {node}: {})",
+            req.target,
+            known.join(", ")
+        )));
+    };
+    if peer.state != PeerState::Alive {
+        return Err(MigrateError::Conflict(format!(
+            "target {} is {} (no recent heartbeat); nothing was stopped",
+            req.target,
+            serde_json::to_value(peer.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        )));
+    }
+    let status = agent.supervisor.get(name).await.map_err(MigrateError::Supervisor)?;
+    let placement = agent
+        .replication
+        .placement(name)
+        .ok_or_else(|| MigrateError::NotFound(format!("{name} is not in the cluster configuration")))?;
+    if placement.primary != node {
+        return Err(MigrateError::Conflict(format!("{name}'s primary is {}, not this host", placement.primary)));
+    }
+    {
+        let mut table = lock(&agent.migrations.table);
+        if table.get(name).is_some_and(|m| !m.finished) {
+            return Err(MigrateError::Conflict(format!("a migrate of {name} is already running")));
+        }
+        table.insert(
+            name.clone(),
+            MigrationStatus {
+                vserver: name.to_string(),
+                source: node.clone(),
+                target: req.target.clone(),
+                phase: "checking".into(),
+                started_unix_ms: now_ms(),
+                ..Default::default()
+            },
+        );
+    }
+    let (agent2, name2) = (Arc::clone(agent), name.clone());
+    let was_running = status.state == VserverState::Running;
+    tokio::spawn(async move {
+        let result = run(&agent2, &name2, &req.target, placement, was_running).await;
+        agent2.migrations.update(&name2, |m| {
+            m.finished = true;
+            match result {
+                Ok(outage) => {
+                    m.phase = "done".into();
+                    m.outage_ms = outage.map(|o| o.as_millis() as u64);
+                }
+                Err(e) => {
+                    m.phase = "failed".into();
+                    m.error = Some(e);
+                }
+            }
+        });
+        if let Some(m) = agent2.migrations.get(&name2) {
+            match &m.error {
+                None => tracing::info!(vserver = %name2, target = %m.target, outage_ms = ?m.outage_ms, "migrate done"),
+                Some(e) => tracing::error!(vserver = %name2, target = %m.target, error = %e, "migrate failed"),
+            }
+        }
+    });
+    Ok(agent.migrations.get(name).expect("just inserted"))
+}
+
+/// Why a migrate was refused before it started.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// Bad input (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Unknown vserver (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with the state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// From the supervisor (its own status).
+    #[error(transparent)]
+    Supervisor(SupervisorError),
+}
+
+/// The migrate itself; `Ok(outage)` (none if the vserver was not running), or what failed and what was done.
+async fn run(
+    agent: &Arc<Agent>,
+    name: &VserverName,
+    target: &str,
+    placement: Placement,
+    was_running: bool,
+) -> Result<Option<Duration>, String> {
+    let replication = Arc::clone(&agent.replication);
+    let migrations = &agent.migrations;
+    let phase_start = Mutex::new(Instant::now());
+    let enter = |phase: &str| {
+        let elapsed = std::mem::replace(&mut *lock(&phase_start), Instant::now()).elapsed();
+        migrations.update(name, |m| {
+            if !m.phase.is_empty() {
+                m.phases_ms.push((m.phase.clone(), elapsed.as_millis() as u64));
+            }
+            m.phase = phase.to_string();
+        });
+    };
+    let peer = agent.config.peers.iter().find(|p| p.name == target).expect("checked a peer");
+    let base = peer.url.trim_end_matches('/').to_string();
+    let client = &agent.peer_client;
+
+    // 1. Checks on the target, and room for the tree.
+    let dirs = agent.supervisor.host().dirs.clone();
+    let tree = dirs.root(name);
+    let tree_bytes = {
+        let t = tree.clone();
+        tokio::task::spawn_blocking(move || tree_size(&t)).await.map_err(|e| e.to_string())?
+    };
+    migrations.update(name, |m| m.tree_bytes = tree_bytes);
+    let pre: Preflight = control(
+        client.get(format!("{base}/v1/replicas/{name}/preflight")).bearer_auth(&agent.secret),
+        target,
+        "preflight",
+    )
+    .await?;
+    if pre.present {
+        return Err(format!("{target} already has {name} (configured or running); nothing was stopped"));
+    }
+    if let Err(e) = &pre.rsync {
+        return Err(format!("{target} has no usable rsync ({e}); nothing was stopped"));
+    }
+    let needed = tree_bytes + tree_bytes / 10;
+    if pre.free_bytes < needed {
+        return Err(format!(
+            "{target} has {} MiB free for replicas, {name} needs about {} MiB; nothing was stopped",
+            pre.free_bytes >> 20,
+            needed >> 20
+        ));
+    }
+    // Hold it (no restart, no operator operation) and keep syncs out.
+    let vlock = replication.vserver_lock(name);
+    let _sync_guard = vlock.lock().await;
+    let hold = agent.supervisor.hold(name).await.map_err(|e| e.to_string())?;
+
+    // 2. Pre-copy while it runs.
+    enter("precopy");
+    let begin: BeginReply = control(
+        client
+            .post(format!("{base}/v1/replicas/{name}/begin"))
+            .bearer_auth(&agent.secret)
+            .json(&BeginRequest { source: agent.config.node.clone() }),
+        target,
+        "begin",
+    )
+    .await?;
+    let session = begin.session.clone();
+    let abort = || async {
+        let req = CommitRequest { session: session.clone(), started_unix_ms: 0, consistent: false, kind: None };
+        let _ =
+            client.post(format!("{base}/v1/replicas/{name}/abort")).bearer_auth(&agent.secret).json(&req).send().await;
+    };
+    let progress = |bytes: u64| migrations.update(name, |m| m.pass_bytes = bytes);
+    let mut pass = 0;
+    loop {
+        pass += 1;
+        migrations.update(name, |m| {
+            m.pass = pass;
+            m.pass_bytes = 0;
+        });
+        let moved = match replication.copy_tree(agent, name, target, &peer.url, &session, true, &progress).await {
+            Ok(stats) => stats,
+            Err(e) => {
+                abort().await;
+                return Err(format!("pre-copy pass {pass} failed: {e}; {name} kept running here"));
+            }
+        };
+        migrations.update(name, |m| m.bytes_sent += moved.bytes_sent);
+        if moved.transferred_bytes < SMALL_PASS_BYTES.max(tree_bytes / 100) || pass >= MAX_PRECOPY_PASSES {
+            break;
+        }
+    }
+
+    // 3. Stop, final pass.
+    enter("stopping");
+    let stopped_at = Instant::now();
+    let started_unix_ms = now_ms();
+    let restart_here = |why: String| {
+        let hold = &hold;
+        async move {
+            if !was_running {
+                return format!("{why}; {name} was not running, and stays here");
+            }
+            match agent.supervisor.run_held(hold, "start").await {
+                Ok(()) => format!("{why}; {name} runs here again"),
+                Err(e) => format!("{why}; and {name} could not be started here again: {e}"),
+            }
+        }
+    };
+    if was_running {
+        if let Err(e) = agent.supervisor.run_held(&hold, "stop").await {
+            abort().await;
+            return Err(restart_here(format!("cannot stop {name} here: {e}")).await);
+        }
+    }
+    enter("final");
+    let final_pass = async {
+        let moved = replication.copy_tree(agent, name, target, &peer.url, &session, false, &progress).await?;
+        replication.copy_conf(agent, name, target, &peer.url, &session).await?;
+        let commit =
+            CommitRequest { session: session.clone(), started_unix_ms, consistent: true, kind: Some("migrate".into()) };
+        let _: GenerationMeta = control(
+            client.post(format!("{base}/v1/replicas/{name}/commit")).bearer_auth(&agent.secret).json(&commit),
+            target,
+            "commit",
+        )
+        .await?;
+        Ok::<_, String>(moved)
+    };
+    match final_pass.await {
+        Ok(moved) => migrations.update(name, |m| m.bytes_sent += moved.bytes_sent),
+        Err(e) => {
+            abort().await;
+            return Err(restart_here(format!("final pass failed: {e}")).await);
+        }
+    }
+
+    // 4. Promote and start on the target.
+    enter("starting");
+    let promoted: Result<VserverStatus, String> = control(
+        client
+            .post(format!("{base}/v1/vservers/{name}/promote"))
+            .bearer_auth(&agent.secret)
+            .json(&PromoteRequest { source: agent.config.node.clone(), start: was_running }),
+        target,
+        "promote",
+    )
+    .await;
+    match promoted {
+        Ok(st) if !was_running || st.state == VserverState::Running => {}
+        Ok(st) => return Err(restart_here(format!("{target} promoted {name} but it is {:?} there", st.state)).await),
+        Err(e) => return Err(restart_here(format!("start on {target} failed: {e}")).await),
+    }
+    let outage = was_running.then(|| stopped_at.elapsed());
+
+    // 5. Record the new placement; keep this host's tree as its replica.
+    enter("recording");
+    let moved = placement.moved_to(target);
+    let mut warnings = Vec::new();
+    if let Err(e) = replication.record_placement(name, moved.clone()) {
+        warnings.push(format!("cannot record the placement here: {e}"));
+    }
+    for host in moved.standbys.iter().chain([&moved.primary]).filter(|h| **h != agent.config.node) {
+        let Some(p) = agent.config.peers.iter().find(|p| &p.name == host) else { continue };
+        let url = format!("{}/v1/placements/{name}", p.url.trim_end_matches('/'));
+        let sent = client.post(url).bearer_auth(&agent.secret).json(&moved).send().await;
+        if !sent.as_ref().is_ok_and(|r| r.status().is_success()) {
+            warnings.push(format!("{host} did not take the new placement; it learns it later"));
+        }
+    }
+    let meta = GenerationMeta {
+        source: agent.config.node.clone(),
+        started_unix_ms,
+        finished_unix_ms: now_ms(),
+        conf_sha256: String::new(),
+        consistent: true,
+        kind: "kept".into(),
+    };
+    let (store, vdir, cdir, n) =
+        (replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
+    match tokio::task::spawn_blocking(move || store.keep(&n, &vdir, &cdir, meta)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warnings.push(format!("cannot keep this host's copy as a replica: {e}")),
+        Err(e) => warnings.push(e.to_string()),
+    }
+    if let Err(e) = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await {
+        warnings.push(e.to_string());
+    }
+    drop(hold);
+    enter("done");
+    if !warnings.is_empty() {
+        tracing::warn!(vserver = %name, "migrate done with warnings: {}", warnings.join("; "));
+        migrations.update(name, |m| m.error = Some(format!("done, with warnings: {}", warnings.join("; "))));
+    }
+    Ok(outage)
+}
+
+/// Bytes in the files of a tree (not following symlinks, not crossing file systems).
+fn tree_size(root: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = std::fs::symlink_metadata(root) else { return 0 };
+    let dev = top.dev();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() && meta.dev() == dev {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// A control request to a peer (as in replication).
+async fn control<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    peer: &str,
+    what: &str,
+) -> Result<T, String> {
+    super::replication::control(req, peer, what).await
+}
+
+/// The target's side: promote the current replica to the running tree and start it (if asked). A failed start
+/// puts the tree back as the current replica, so the target is as before.
+pub async fn promote(
+    agent: &Arc<Agent>,
+    name: &VserverName,
+    req: PromoteRequest,
+) -> Result<VserverStatus, MigrateError> {
+    let dirs = agent.supervisor.host().dirs.clone();
+    if dirs.conf(name).exists() || dirs.root(name).exists() {
+        return Err(MigrateError::Conflict(format!("{name} already exists on this host; nothing was changed")));
+    }
+    let (store, vdir, cdir, n) =
+        (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
+    let meta = tokio::task::spawn_blocking(move || store.promote(&n, &vdir, &cdir))
+        .await
+        .map_err(|e| MigrateError::Conflict(e.to_string()))?
+        .map_err(|e| match e {
+            failover::store::StoreError::NoReplica(_) => MigrateError::NotFound(e.to_string()),
+            other => MigrateError::Conflict(other.to_string()),
+        })?;
+    tracing::info!(vserver = %name, source = %req.source, "replica promoted to the running tree");
+    if !req.start {
+        return agent.supervisor.get(name).await.map_err(MigrateError::Supervisor);
+    }
+    match agent.supervisor.start(name).await {
+        Ok(st) => Ok(st),
+        Err(e) => {
+            tracing::warn!(vserver = %name, error = %e, "start after promote failed; the replica is put back");
+            let _ = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await;
+            let (store, vdir, cdir, n) =
+                (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
+            let back = tokio::task::spawn_blocking(move || store.unpromote(&n, &vdir, &cdir, meta)).await;
+            if !matches!(back, Ok(Ok(_))) {
+                tracing::error!(vserver = %name, "cannot put the replica back after a failed start: {back:?}");
+            }
+            Err(MigrateError::Supervisor(e))
+        }
+    }
+}
+
+/// What the target says before a migrate.
+pub async fn preflight(agent: &Arc<Agent>, name: &VserverName) -> Preflight {
+    let dirs = agent.supervisor.host().dirs.clone();
+    let present = dirs.conf(name).exists() || dirs.root(name).exists();
+    let root = agent.replication.store().root().to_path_buf();
+    let rsync_bin = agent.config.rsync_bin.clone().unwrap_or_else(|| "rsync".into());
+    let (free_bytes, rsync) = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::create_dir_all(&root);
+        let free = nix::sys::statvfs::statvfs(&root).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
+        let rsync = match std::process::Command::new(&rsync_bin).arg("--version").output() {
+            Ok(o) if o.status.success() => {
+                Ok(String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+            }
+            Ok(o) => Err(format!("{} --version exited with {}", rsync_bin.display(), o.status)),
+            Err(e) => Err(format!("{}: {e}", rsync_bin.display())),
+        };
+        (free, rsync)
+    })
+    .await
+    .unwrap_or((0, Err("the check failed".into())));
+    Preflight { free_bytes, rsync, present }
+}

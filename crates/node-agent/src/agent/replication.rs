@@ -1,0 +1,907 @@
+//! Replication, as the agent runs it: on a primary, each vserver's tree and conf go to its standbys at every
+//! interval (and on `vserver NAME sync`); on a standby, a sync session fills the generation that is not
+//! current and a commit makes it current (see `failover::store`).
+//!
+//! One sync of a vserver to one standby: `begin` on the standby (it prepares a generation and opens a
+//! session), rsync of the tree (a live pass, where files vanishing is normal), in consistent mode a second pass
+//! with the vserver frozen, rsync of `NAME.conf` and `NAME.sh`, then `commit`. rsync reaches the standby
+//! through the tunnel (`tunnel.rs`). Syncs of one vserver never overlap (one lock per vserver, also taken by a
+//! migrate); a failed sync leaves the standby's current generation as it was.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use failover::placement::{ClusterConfig, Placement, Replication as ReplicationSettings};
+use failover::rsync;
+use failover::store::{GenerationMeta, ReplicaStore, Staging};
+use isolate::VserverName;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::config::AgentConfig;
+use super::model::{HeldReplica, PeerState, ReplicationStatus};
+use super::Agent;
+use crate::dirs::Dirs;
+
+/// Longest wait, at commit, for the receiving rsyncs of a session to end.
+const COMMIT_WAIT: Duration = Duration::from_secs(30);
+/// Longest time one control request between agents (begin, commit) may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    isolate::state::now_ms()
+}
+
+/// Why a replication step failed, in words.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// Not a vserver this host may act on (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A request that conflicts with the state (HTTP 409): a sync already running, a session replaced.
+    #[error("{0}")]
+    Conflict(String),
+    /// Bad input (HTTP 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The sync failed (HTTP 502 when it was the standby, 500 here); the message says where and why.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The body of `POST /v1/replicas/NAME/begin`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeginRequest {
+    /// The sending (primary) host.
+    pub source: String,
+}
+
+/// The answer to `begin`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BeginReply {
+    /// The session the tunnel and the commit must name.
+    pub session: String,
+    /// The generation being filled (`a` or `b`).
+    pub generation: String,
+}
+
+/// The body of `POST /v1/replicas/NAME/commit` and `/abort`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    /// The session.
+    pub session: String,
+    /// When the sync started on the source (ms since the Unix epoch).
+    #[serde(default)]
+    pub started_unix_ms: u64,
+    /// Whether its last pass ran frozen.
+    #[serde(default)]
+    pub consistent: bool,
+    /// `sync` or `migrate`.
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+/// A sync session on a standby: the generation being filled and the receiving rsyncs at work in it.
+struct Session {
+    id: String,
+    source: String,
+    staging: Staging,
+    /// Receiving rsyncs running for it.
+    active: Arc<AtomicUsize>,
+    /// Set to true to kill them (session replaced or aborted).
+    cancel: tokio::sync::watch::Sender<bool>,
+}
+
+/// The last syncs of one vserver to one standby, as the primary saw them.
+#[derive(Debug, Clone, Default)]
+struct Report {
+    last_ok: Option<SyncOk>,
+    last_error: Option<String>,
+    last_attempt_unix_ms: Option<u64>,
+    running: bool,
+}
+
+#[derive(Debug, Clone)]
+struct SyncOk {
+    started_unix_ms: u64,
+    duration: Duration,
+    bytes_sent: u64,
+    files_transferred: u64,
+    freeze: Option<Duration>,
+    flags_warning: Option<String>,
+}
+
+/// What one sync to one standby did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncOutcome {
+    /// The standby.
+    pub standby: String,
+    /// Whether the copy became the standby's current generation.
+    pub ok: bool,
+    /// Bytes rsync sent (all passes).
+    pub bytes_sent: u64,
+    /// Files transferred (all passes).
+    pub files_transferred: u64,
+    /// Its duration, ms.
+    pub duration_ms: u64,
+    /// How long the vserver was frozen (consistent mode), ms.
+    pub freeze_ms: Option<u64>,
+    /// Why it failed, in words.
+    pub error: Option<String>,
+    /// File attributes the copy could not carry.
+    pub warning: Option<String>,
+}
+
+/// Replication on this host: as primary (syncs out) and as standby (sessions in, the replica store).
+pub struct Replication {
+    node: String,
+    dirs: Dirs,
+    store: ReplicaStore,
+    /// Settings per vserver from the cluster file.
+    settings: BTreeMap<VserverName, ReplicationSettings>,
+    /// Placements from the cluster file, overridden by newer ones kept in `placement_path`.
+    placements: Mutex<BTreeMap<VserverName, Placement>>,
+    placement_path: PathBuf,
+    sessions: Mutex<BTreeMap<VserverName, Session>>,
+    reports: Mutex<BTreeMap<(VserverName, String), Report>>,
+    locks: Mutex<BTreeMap<VserverName, Arc<AsyncMutex<()>>>>,
+    last_run: Mutex<BTreeMap<VserverName, Instant>>,
+    rsync_bin: PathBuf,
+    tunnel_bin: PathBuf,
+}
+
+impl Replication {
+    /// Loads the cluster file (if configured) and the placements kept in the state directory.
+    pub fn new(config: &AgentConfig, config_path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let dirs = Dirs {
+            vservers_dir: config.vservers_dir.clone(),
+            conf_dir: config.conf_dir.clone(),
+            run_dir: config.run_dir.clone(),
+            cgroup_root: std::env::var_os("VSERVER_CGROUP_ROOT").map_or_else(|| "/sys/fs/cgroup".into(), PathBuf::from),
+            cgroup_parent: config.cgroup_parent.clone(),
+        };
+        let cluster = match &config.cluster_file {
+            Some(path) => {
+                let hosts: BTreeSet<String> =
+                    config.peers.iter().map(|p| p.name.clone()).chain([config.node.clone()]).collect();
+                let path = if path.is_relative() {
+                    config_path.parent().unwrap_or(Path::new(".")).join(path)
+                } else {
+                    path.clone()
+                };
+                ClusterConfig::load(&path, &hosts, &config.node, |n| dirs.conf(n).is_file())?
+            }
+            None => ClusterConfig::default(),
+        };
+        let placement_path = config.state_dir.join("placement.json");
+        let mut placements = cluster.placements.clone();
+        match std::fs::read(&placement_path) {
+            Ok(bytes) => {
+                let kept: BTreeMap<VserverName, Placement> = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{}: not a placement record", placement_path.display()))?;
+                for (name, p) in kept {
+                    let newer = placements.get(&name).is_none_or(|q| p.epoch > q.epoch);
+                    if newer {
+                        placements.insert(name, p);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", placement_path.display())),
+        }
+        let replica_dir = config.replica_dir.clone().unwrap_or_else(|| config.vservers_dir.join(".replicas"));
+        let beside =
+            |bin: &str| std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join(bin))).filter(|p| p.is_file());
+        Ok(Self {
+            node: config.node.clone(),
+            dirs,
+            store: ReplicaStore::new(replica_dir),
+            settings: cluster.replication,
+            placements: Mutex::new(placements),
+            placement_path,
+            sessions: Mutex::default(),
+            reports: Mutex::default(),
+            locks: Mutex::default(),
+            last_run: Mutex::default(),
+            rsync_bin: config.rsync_bin.clone().unwrap_or_else(|| "rsync".into()),
+            tunnel_bin: beside("vserver-tunnel").unwrap_or_else(|| "vserver-tunnel".into()),
+        })
+    }
+
+    /// The replica store of this host.
+    pub fn store(&self) -> &ReplicaStore {
+        &self.store
+    }
+
+    /// The placement of `name`, if the cluster knows it.
+    pub fn placement(&self, name: &VserverName) -> Option<Placement> {
+        lock(&self.placements).get(name).cloned()
+    }
+
+    /// Records a newer placement (ignored if not newer than the one known); kept across restarts.
+    pub fn record_placement(&self, name: &VserverName, placement: Placement) -> std::io::Result<bool> {
+        let mut map = lock(&self.placements);
+        if map.get(name).is_some_and(|p| p.epoch >= placement.epoch) {
+            return Ok(false);
+        }
+        map.insert(name.clone(), placement);
+        let text = serde_json::to_vec_pretty(&*map).map_err(std::io::Error::other)?;
+        crate::agent::supervisor::write_atomic(&self.placement_path, &text, 0o644)?;
+        Ok(true)
+    }
+
+    /// The lock that keeps syncs and migrates of one vserver from overlapping.
+    pub fn vserver_lock(&self, name: &VserverName) -> Arc<AsyncMutex<()>> {
+        Arc::clone(lock(&self.locks).entry(name.clone()).or_default())
+    }
+
+    /// The replication part of `GET /v1/status`: one entry per vserver this host is primary of and standby.
+    pub fn status(&self) -> Vec<ReplicationStatus> {
+        let placements = lock(&self.placements).clone();
+        let reports = lock(&self.reports).clone();
+        let now = now_ms();
+        let mut out = Vec::new();
+        for (name, p) in placements.iter().filter(|(_, p)| p.primary == self.node) {
+            for standby in &p.standbys {
+                let r = reports.get(&(name.clone(), standby.clone())).cloned().unwrap_or_default();
+                let ok = r.last_ok.as_ref();
+                out.push(ReplicationStatus {
+                    vserver: name.to_string(),
+                    standby: standby.clone(),
+                    syncing: r.running,
+                    last_complete_unix_ms: ok.map(|o| o.started_unix_ms),
+                    lag_secs: ok.map(|o| now.saturating_sub(o.started_unix_ms) / 1000),
+                    bytes_sent: ok.map(|o| o.bytes_sent),
+                    files_transferred: ok.map(|o| o.files_transferred),
+                    duration_ms: ok.map(|o| o.duration.as_millis() as u64),
+                    freeze_ms: ok.and_then(|o| o.freeze).map(|f| f.as_millis() as u64),
+                    last_attempt_unix_ms: r.last_attempt_unix_ms,
+                    last_error: r.last_error.clone(),
+                    warning: ok.and_then(|o| o.flags_warning.clone()),
+                });
+            }
+        }
+        out
+    }
+
+    /// The replicas this host holds, for `GET /v1/status`.
+    pub fn held(&self) -> Vec<HeldReplica> {
+        let now = now_ms();
+        self.store
+            .list()
+            .into_iter()
+            .filter_map(|(name, g)| {
+                let g = g?;
+                Some(HeldReplica {
+                    vserver: name.to_string(),
+                    source: g.meta.source.clone(),
+                    generation: g.slot.as_str().to_string(),
+                    started_unix_ms: g.meta.started_unix_ms,
+                    finished_unix_ms: g.meta.finished_unix_ms,
+                    age_secs: now.saturating_sub(g.meta.started_unix_ms) / 1000,
+                    consistent: g.meta.consistent,
+                    kind: g.meta.kind.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn settings(&self, name: &VserverName) -> ReplicationSettings {
+        self.settings
+            .get(name)
+            .cloned()
+            .unwrap_or(ReplicationSettings { interval: Duration::from_secs(60), consistent: false })
+    }
+
+    // ---- standby side ----
+
+    /// Opens a sync session for `name` from `source`: prepares the generation that is not current. A session
+    /// already open for it (a sync that died on the way) is cancelled and replaced.
+    pub async fn begin(
+        &self,
+        agent: &Agent,
+        name: &VserverName,
+        req: BeginRequest,
+    ) -> Result<BeginReply, ReplicationError> {
+        if !agent.config.peers.iter().any(|p| p.name == req.source) {
+            return Err(ReplicationError::BadRequest(format!("{:?} is not a peer of this host", req.source)));
+        }
+        let running_here =
+            agent.supervisor.get(name).await.is_ok_and(|v| v.state == super::model::VserverState::Running);
+        if running_here {
+            return Err(ReplicationError::Conflict(format!(
+                "{name} runs on this host ({}); it takes no replica of it from {}",
+                self.node, req.source
+            )));
+        }
+        if let Some(old) = lock(&self.sessions).remove(name) {
+            tracing::warn!(vserver = %name, session = %old.id, "a new sync replaces an unfinished one");
+            let _ = old.cancel.send(true);
+        }
+        let store = self.store.clone();
+        let n = name.clone();
+        let staging = tokio::task::spawn_blocking(move || store.begin(&n))
+            .await
+            .map_err(|e| ReplicationError::Failed(e.to_string()))?
+            .map_err(|e| ReplicationError::Failed(e.to_string()))?;
+        let id = session_id();
+        let generation = staging.slot.as_str().to_string();
+        let (cancel, _) = tokio::sync::watch::channel(false);
+        tracing::info!(vserver = %name, source = %req.source, session = %id, generation, "sync begins");
+        lock(&self.sessions).insert(
+            name.clone(),
+            Session { id: id.clone(), source: req.source, staging, active: Arc::default(), cancel },
+        );
+        Ok(BeginReply { session: id, generation })
+    }
+
+    /// The directory a tunnel of `session` writes into, a guard counting it as active, and the signal that
+    /// cancels it.
+    pub fn tunnel_target(
+        &self,
+        name: &VserverName,
+        session: &str,
+    ) -> Result<(PathBuf, ActiveGuard, tokio::sync::watch::Receiver<bool>), ReplicationError> {
+        let sessions = lock(&self.sessions);
+        match sessions.get(name) {
+            Some(s) if s.id == session => {
+                s.active.fetch_add(1, Ordering::SeqCst);
+                Ok((s.staging.dir.clone(), ActiveGuard(Arc::clone(&s.active)), s.cancel.subscribe()))
+            }
+            Some(_) => Err(ReplicationError::Conflict(format!("session {session} of {name} was replaced"))),
+            None => Err(ReplicationError::NotFound(format!("no sync session {session} open for {name}"))),
+        }
+    }
+
+    /// Makes the session's generation current, once its rsyncs have ended.
+    pub async fn commit(&self, name: &VserverName, req: CommitRequest) -> Result<GenerationMeta, ReplicationError> {
+        let (staging, source, active) = {
+            let sessions = lock(&self.sessions);
+            match sessions.get(name) {
+                Some(s) if s.id == req.session => (s.staging.clone(), s.source.clone(), Arc::clone(&s.active)),
+                Some(_) => {
+                    return Err(ReplicationError::Conflict(format!("session {} of {name} was replaced", req.session)))
+                }
+                None => {
+                    return Err(ReplicationError::NotFound(format!("no sync session {} open for {name}", req.session)))
+                }
+            }
+        };
+        let deadline = Instant::now() + COMMIT_WAIT;
+        while active.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return Err(ReplicationError::Conflict(format!("rsync still writing into {name}'s replica")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let meta = GenerationMeta {
+            source,
+            started_unix_ms: req.started_unix_ms,
+            finished_unix_ms: now_ms(),
+            conf_sha256: String::new(),
+            consistent: req.consistent,
+            kind: req.kind.unwrap_or_else(|| "sync".into()),
+        };
+        let store = self.store.clone();
+        let n = name.clone();
+        let generation = tokio::task::spawn_blocking(move || store.commit(&n, &staging, meta))
+            .await
+            .map_err(|e| ReplicationError::Failed(e.to_string()))?
+            .map_err(|e| ReplicationError::Failed(e.to_string()))?;
+        {
+            let mut sessions = lock(&self.sessions);
+            if sessions.get(name).is_some_and(|s| s.id == req.session) {
+                sessions.remove(name);
+            }
+        }
+        tracing::info!(vserver = %name, generation = generation.slot.as_str(), source = %generation.meta.source, "replica current");
+        Ok(generation.meta)
+    }
+
+    /// Closes a session without committing: the current generation stays.
+    pub fn abort(&self, name: &VserverName, session: &str) {
+        let mut sessions = lock(&self.sessions);
+        if sessions.get(name).is_some_and(|s| s.id == session) {
+            if let Some(s) = sessions.remove(name) {
+                let _ = s.cancel.send(true);
+                tracing::info!(vserver = %name, session, "sync aborted; the current replica stays");
+            }
+        }
+    }
+
+    // ---- primary side ----
+
+    /// Syncs `name` to each of its standbys in order, now; waits for a sync already running. Every standby is
+    /// tried (a dead or failing one does not stop the others).
+    pub async fn sync_now(
+        self: &Arc<Self>,
+        agent: &Arc<Agent>,
+        name: &VserverName,
+    ) -> Result<Vec<SyncOutcome>, ReplicationError> {
+        let placement = self
+            .placement(name)
+            .ok_or_else(|| ReplicationError::NotFound(format!("{name} is not in the cluster configuration")))?;
+        if placement.primary != self.node {
+            return Err(ReplicationError::Conflict(format!(
+                "{name} is replicated by its primary {}, not by this host ({})",
+                placement.primary, self.node
+            )));
+        }
+        if !self.dirs.conf(name).is_file() {
+            return Err(ReplicationError::NotFound(format!("{name} has no conf on this host")));
+        }
+        let guard = self.vserver_lock(name);
+        let _held = guard.lock().await;
+        lock(&self.last_run).insert(name.clone(), Instant::now());
+        let mut outcomes = Vec::new();
+        for standby in &placement.standbys {
+            outcomes.push(self.sync_to(agent, name, standby, "sync").await);
+        }
+        Ok(outcomes)
+    }
+
+    /// One sync of `name` to `standby` (the vserver's lock is held by the caller).
+    pub async fn sync_to(
+        self: &Arc<Self>,
+        agent: &Arc<Agent>,
+        name: &VserverName,
+        standby: &str,
+        kind: &str,
+    ) -> SyncOutcome {
+        let key = (name.clone(), standby.to_string());
+        let started_unix_ms = now_ms();
+        {
+            let mut reports = lock(&self.reports);
+            let r = reports.entry(key.clone()).or_default();
+            r.running = true;
+            r.last_attempt_unix_ms = Some(started_unix_ms);
+        }
+        let started = Instant::now();
+        let result = self.sync_steps(agent, name, standby, started_unix_ms, kind).await;
+        let duration = started.elapsed();
+        let mut reports = lock(&self.reports);
+        let r = reports.entry(key).or_default();
+        r.running = false;
+        match result {
+            Ok(done) => {
+                r.last_error = None;
+                r.last_ok = Some(SyncOk {
+                    started_unix_ms,
+                    duration,
+                    bytes_sent: done.bytes_sent,
+                    files_transferred: done.files_transferred,
+                    freeze: done.freeze,
+                    flags_warning: done.warning.clone(),
+                });
+                tracing::info!(
+                    vserver = %name, standby, bytes_sent = done.bytes_sent, files = done.files_transferred,
+                    ms = duration.as_millis() as u64, "sync complete"
+                );
+                SyncOutcome {
+                    standby: standby.to_string(),
+                    ok: true,
+                    bytes_sent: done.bytes_sent,
+                    files_transferred: done.files_transferred,
+                    duration_ms: duration.as_millis() as u64,
+                    freeze_ms: done.freeze.map(|f| f.as_millis() as u64),
+                    error: None,
+                    warning: done.warning,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(vserver = %name, standby, error = %e, "sync failed; the standby keeps its previous replica");
+                r.last_error = Some(e.clone());
+                SyncOutcome {
+                    standby: standby.to_string(),
+                    ok: false,
+                    bytes_sent: 0,
+                    files_transferred: 0,
+                    duration_ms: duration.as_millis() as u64,
+                    freeze_ms: None,
+                    error: Some(e),
+                    warning: None,
+                }
+            }
+        }
+    }
+
+    async fn sync_steps(
+        self: &Arc<Self>,
+        agent: &Arc<Agent>,
+        name: &VserverName,
+        standby: &str,
+        started_unix_ms: u64,
+        kind: &str,
+    ) -> Result<Passes, String> {
+        let peer = agent
+            .config
+            .peers
+            .iter()
+            .find(|p| p.name == standby)
+            .ok_or_else(|| format!("standby {standby} is not a peer of this host"))?;
+        if agent.membership.peers().iter().any(|p| p.name == standby && p.state == PeerState::Dead) {
+            return Err(format!("standby {standby} is dead (no heartbeat); not tried"));
+        }
+        let client = &agent.peer_client;
+        let base = peer.url.trim_end_matches('/');
+        let begin: BeginReply = control(
+            client
+                .post(format!("{base}/v1/replicas/{name}/begin"))
+                .bearer_auth(&agent.secret)
+                .json(&BeginRequest { source: self.node.clone() }),
+            standby,
+            "begin",
+        )
+        .await?;
+        let result = self.passes(agent, name, standby, &peer.url, &begin.session).await;
+        match result {
+            Ok(passes) => {
+                let commit = CommitRequest {
+                    session: begin.session.clone(),
+                    started_unix_ms,
+                    consistent: passes.freeze.is_some(),
+                    kind: Some(kind.to_string()),
+                };
+                let _: GenerationMeta = control(
+                    client.post(format!("{base}/v1/replicas/{name}/commit")).bearer_auth(&agent.secret).json(&commit),
+                    standby,
+                    "commit",
+                )
+                .await?;
+                Ok(passes)
+            }
+            Err(e) => {
+                let abort = CommitRequest { session: begin.session, started_unix_ms, consistent: false, kind: None };
+                let _ = client
+                    .post(format!("{base}/v1/replicas/{name}/abort"))
+                    .bearer_auth(&agent.secret)
+                    .json(&abort)
+                    .send()
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The rsync passes of one sync: tree (live), tree again frozen in consistent mode, conf.
+    async fn passes(
+        self: &Arc<Self>,
+        agent: &Arc<Agent>,
+        name: &VserverName,
+        standby: &str,
+        url: &str,
+        session: &str,
+    ) -> Result<Passes, String> {
+        let tree = self.dirs.root(name);
+        let settings = self.settings(name);
+        // File attributes rsync cannot carry: looked for while the live pass runs.
+        let scan_root = tree.clone();
+        let scan = tokio::task::spawn_blocking(move || failover::fileflags::scan(&scan_root));
+        let mut passes = Passes::default();
+        let live = self.copy_tree(agent, name, standby, url, session, true, &|_| {}).await?;
+        passes.add(&live);
+        let running = agent.supervisor.get(name).await.is_ok_and(|v| v.state == super::model::VserverState::Running);
+        if settings.consistent && running {
+            let cgroups = isolate::cgroup::Cgroups::new(&self.dirs.cgroup(), name).map_err(|e| e.to_string())?;
+            let frozen_at = Instant::now();
+            cgroups.freeze().map_err(|e| format!("cannot freeze {name}: {e}"))?;
+            let frozen = self.copy_tree(agent, name, standby, url, session, false, &|_| {}).await;
+            let thawed = cgroups.thaw();
+            passes.freeze = Some(frozen_at.elapsed());
+            thawed.map_err(|e| format!("cannot thaw {name}: {e}"))?;
+            passes.add(&frozen?);
+        }
+        passes.add(&self.copy_conf(agent, name, standby, url, session).await?);
+        passes.warning = match scan.await {
+            Ok(report) => report.warning(),
+            Err(_) => None,
+        };
+        Ok(passes)
+    }
+
+    /// One rsync pass of the tree into the session's generation on `standby`; `live`: the vserver may be
+    /// running (files vanishing is then accepted). `progress` gets the bytes transferred so far.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn copy_tree(
+        &self,
+        agent: &Agent,
+        name: &VserverName,
+        standby: &str,
+        url: &str,
+        session: &str,
+        live: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Moved, String> {
+        let shell = self.remote_shell(agent, url, name, session);
+        self.rsync(RsyncPass::tree(&self.dirs.root(name), standby, &shell, live), progress).await
+    }
+
+    /// The rsync pass of `NAME.conf` and `NAME.sh` into the session's generation on `standby`.
+    pub async fn copy_conf(
+        &self,
+        agent: &Agent,
+        name: &VserverName,
+        standby: &str,
+        url: &str,
+        session: &str,
+    ) -> Result<Moved, String> {
+        let shell = self.remote_shell(agent, url, name, session);
+        self.rsync(RsyncPass::conf(&self.dirs.conf_dir, name, standby, &shell), &|_| {}).await
+    }
+
+    fn remote_shell(&self, agent: &Agent, url: &str, name: &VserverName, session: &str) -> String {
+        let mut parts = vec![
+            quote(&self.tunnel_bin.to_string_lossy()),
+            "--url".into(),
+            quote(url),
+            "--secret-file".into(),
+            quote(&agent.config.secret_file.to_string_lossy()),
+            "--vserver".into(),
+            name.to_string(),
+            "--session".into(),
+            session.to_string(),
+        ];
+        if let Some(tls) = &agent.config.tls {
+            if let Some(ca) = &tls.ca_file {
+                parts.extend(["--ca-file".into(), quote(&ca.to_string_lossy())]);
+            }
+            parts.extend(["--cert-file".into(), quote(&tls.cert_file.to_string_lossy())]);
+            parts.extend(["--key-file".into(), quote(&tls.key_file.to_string_lossy())]);
+        }
+        parts.join(" ")
+    }
+
+    async fn rsync(&self, pass: RsyncPass, progress: &(dyn Fn(u64) + Sync)) -> Result<Moved, String> {
+        let bin = self.rsync_bin.clone();
+        let live = pass.live;
+        let what = pass.what.clone();
+        // Progress goes from rsync's thread to the caller through a channel.
+        let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+        let run = tokio::task::spawn_blocking(move || {
+            pass.job(bin).run(|p| {
+                let _ = tx.send(p.bytes);
+            })
+        });
+        tokio::pin!(run);
+        let outcome = loop {
+            tokio::select! {
+                done = &mut run => break done,
+                changed = rx.changed() => if changed.is_ok() { progress(*rx.borrow()) },
+            }
+        };
+        let outcome =
+            outcome.map_err(|e| format!("{what}: the rsync task failed: {e}"))?.map_err(|e| format!("{what}: {e}"))?;
+        if rsync::accepted(outcome.exit_code, live) {
+            Ok(Moved::from(&outcome))
+        } else {
+            Err(format!(
+                "{what}: rsync exit {}: {}{}",
+                outcome.exit_code,
+                rsync::explain_exit(outcome.exit_code),
+                tail(&outcome.stderr_tail)
+            ))
+        }
+    }
+
+    /// Runs due syncs: every vserver this host is primary of, at its interval. Runs until aborted.
+    pub async fn run(self: Arc<Self>, agent: Arc<Agent>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // At most two vservers sync at once.
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        loop {
+            tick.tick().await;
+            let due: Vec<VserverName> = {
+                let placements = lock(&self.placements);
+                let last = lock(&self.last_run);
+                placements
+                    .iter()
+                    .filter(|(n, p)| p.primary == self.node && !p.standbys.is_empty() && self.dirs.conf(n).is_file())
+                    .filter(|(n, _)| last.get(*n).is_none_or(|t| t.elapsed() >= self.settings(n).interval))
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            };
+            let alive: BTreeSet<String> =
+                agent.membership.peers().into_iter().filter(|p| p.state == PeerState::Alive).map(|p| p.name).collect();
+            for name in due {
+                // Only to standbys heard from: one not yet heard (at start) or silent is tried at a later tick.
+                let Some(p) = self.placement(&name) else { continue };
+                let standbys: Vec<String> = p.standbys.iter().filter(|s| alive.contains(*s)).cloned().collect();
+                if standbys.is_empty() {
+                    continue;
+                }
+                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else { break };
+                // Not now if a sync or a migrate of it runs.
+                let Ok(held) = self.vserver_lock(&name).try_lock_owned() else { continue };
+                lock(&self.last_run).insert(name.clone(), Instant::now());
+                let (me, agent) = (Arc::clone(&self), Arc::clone(&agent));
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _held = held;
+                    for standby in &standbys {
+                        me.sync_to(&agent, &name, standby, "sync").await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Counts a receiving rsync as active while it lives.
+pub struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Passes {
+    bytes_sent: u64,
+    files_transferred: u64,
+    freeze: Option<Duration>,
+    warning: Option<String>,
+}
+
+impl Passes {
+    fn add(&mut self, m: &Moved) {
+        self.bytes_sent += m.bytes_sent;
+        self.files_transferred += m.files_transferred;
+    }
+}
+
+/// What one rsync pass moved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Moved {
+    /// Bytes rsync sent over the wire.
+    pub bytes_sent: u64,
+    /// Files it transferred.
+    pub files_transferred: u64,
+    /// Size of the files it transferred (what changed).
+    pub transferred_bytes: u64,
+}
+
+impl From<&rsync::Outcome> for Moved {
+    fn from(o: &rsync::Outcome) -> Self {
+        match &o.stats {
+            Some(s) => Moved {
+                bytes_sent: s.total_bytes_sent,
+                files_transferred: s.regular_files_transferred,
+                transferred_bytes: s.total_transferred_file_size,
+            },
+            None => Moved::default(),
+        }
+    }
+}
+
+/// One rsync run of a sync.
+struct RsyncPass {
+    what: String,
+    sources: Vec<PathBuf>,
+    dest: String,
+    shell: String,
+    live: bool,
+    extra: Vec<String>,
+}
+
+impl RsyncPass {
+    fn tree(tree: &Path, standby: &str, shell: &str, live: bool) -> Self {
+        let mut source = tree.as_os_str().to_owned();
+        source.push("/");
+        Self {
+            what: if live { "tree (live pass)".into() } else { "tree (frozen pass)".into() },
+            sources: vec![PathBuf::from(source)],
+            dest: format!("{standby}:tree/"),
+            shell: shell.to_string(),
+            live,
+            extra: Vec::new(),
+        }
+    }
+
+    fn conf(conf_dir: &Path, name: &VserverName, standby: &str, shell: &str) -> Self {
+        let mut source = conf_dir.as_os_str().to_owned();
+        source.push("/");
+        Self {
+            what: "conf".into(),
+            sources: vec![PathBuf::from(source)],
+            dest: format!("{standby}:conf/"),
+            shell: shell.to_string(),
+            live: false,
+            extra: vec![format!("--include=/{name}.conf"), format!("--include=/{name}.sh"), "--exclude=*".into()],
+        }
+    }
+
+    fn job(self, bin: PathBuf) -> rsync::Job {
+        rsync::Job {
+            rsync_bin: bin,
+            sources: self.sources,
+            dest: self.dest,
+            remote_shell: Some(self.shell),
+            live: self.live,
+            extra_args: self.extra,
+        }
+    }
+}
+
+/// A control request to a peer: its JSON answer, or a sentence saying what failed.
+pub(crate) async fn control<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    peer: &str,
+    what: &str,
+) -> Result<T, String> {
+    let response = req.timeout(CONTROL_TIMEOUT).send().await.map_err(|e| format!("{what} on {peer}: {}", chain(&e)))?;
+    let status = response.status();
+    let body = response.text().await.map_err(|e| format!("{what} on {peer}: {}", chain(&e)))?;
+    if !status.is_success() {
+        let reason = serde_json::from_str::<super::model::ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
+        return Err(format!("{what} refused by {peer} ({status}): {reason}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("{what} on {peer}: bad answer: {e}"))
+}
+
+/// An error with its causes ("error sending request: connection refused").
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Quotes one argument of rsync's `-e` command (rsync splits it on spaces and honours single quotes).
+fn quote(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=@,+".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', ""))
+    }
+}
+
+fn tail(stderr: &str) -> String {
+    let t = stderr.trim();
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", t.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; "))
+    }
+}
+
+fn session_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 12];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        bytes[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+    }
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_remote_shell_quotes_what_needs_it() {
+        assert_eq!(quote("/usr/bin/vserver-tunnel"), "/usr/bin/vserver-tunnel");
+        assert_eq!(quote("http://198.18.0.11:7070"), "http://198.18.0.11:7070");
+        assert_eq!(quote("/a b/c"), "'/a b/c'");
+    }
+}

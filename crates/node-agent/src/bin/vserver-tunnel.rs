@@ -1,0 +1,175 @@
+//! `vserver-tunnel`: rsync's remote shell for replication between agents (`rsync -e "vserver-tunnel ..."`).
+//! Not run by hand: the agent builds the command line. See `crates/node-agent/src/agent/tunnel.rs`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use node_agent::agent::tunnel::{ARGV_HEADER, SESSION_HEADER, UPGRADE};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Carries one rsync's stdin and stdout to a receiving agent over its HTTP(S) port, authenticated with the
+/// cluster secret. rsync runs it as its remote shell and appends HOST and the remote command.
+#[derive(Debug, Parser)]
+#[command(name = "vserver-tunnel", version)]
+struct Cli {
+    /// The receiving agent's base URL (http:// or https://).
+    #[arg(long)]
+    url: String,
+    /// File holding the cluster secret.
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// The vserver whose replica receives.
+    #[arg(long)]
+    vserver: String,
+    /// The sync session opened on the receiving agent.
+    #[arg(long)]
+    session: String,
+    /// The cluster CA (PEM) that signed the receiving agent's certificate (https).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// This agent's certificate (PEM), presented to the receiving agent (https).
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// What rsync appends: the host (ignored: the URL says where) and the remote command.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    remote: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vserver-tunnel: cannot start: {e}");
+            return ExitCode::from(255);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // A read of stdin may still be pending in a blocking thread: do not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vserver-tunnel: {e:#}");
+            ExitCode::from(255)
+        }
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    use anyhow::{bail, Context};
+    let secret = std::fs::read_to_string(&cli.secret_file)
+        .with_context(|| format!("cannot read the secret {}", cli.secret_file.display()))?;
+    let secret = secret.lines().next().unwrap_or("").trim().to_string();
+    let url = reqwest::Url::parse(&cli.url).with_context(|| format!("bad URL {:?}", cli.url))?;
+    let host = url.host_str().context("the URL has no host")?.to_string();
+    let port = url.port_or_known_default().context("the URL has no port")?;
+    // rsync passes HOST first, then the remote command.
+    let command: Vec<String> = cli.remote.iter().skip(1).cloned().collect();
+    if command.is_empty() {
+        bail!("no remote command (rsync runs this helper as `vserver-tunnel ... HOST rsync --server ...`)");
+    }
+    let tcp =
+        TcpStream::connect((host.as_str(), port)).await.with_context(|| format!("cannot connect to {host}:{port}"))?;
+    tcp.set_nodelay(true)?;
+    let mut stream: Box<dyn Stream> = match url.scheme() {
+        "http" => Box::new(tcp),
+        "https" => Box::new(tls(&cli, &host, tcp).await?),
+        other => bail!("unsupported URL scheme {other}"),
+    };
+    let argv = serde_json::to_string(&command)?;
+    let request = format!(
+        "POST /v1/replicas/{name}/rsync HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {secret}\r\n\
+         Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n{SESSION_HEADER}: {session}\r\n{ARGV_HEADER}: {argv}\r\n\
+         Content-Length: 0\r\n\r\n",
+        name = cli.vserver,
+        session = cli.session,
+    );
+    stream.write_all(request.as_bytes()).await.context("sending the tunnel request")?;
+    // Read the answer's head; what follows it already belongs to rsync.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        let n = stream.read(&mut buf).await.context("reading the tunnel answer")?;
+        if n == 0 {
+            bail!("the agent at {} closed the connection without answering", cli.url);
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if head.len() > 64 * 1024 {
+            bail!("the agent's answer has no end of headers");
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..end]).to_string();
+    let status = text.split_whitespace().nth(1).unwrap_or("");
+    if status != "101" {
+        // The refusal's body, if it came with the head.
+        let mut body = head[end..].to_vec();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read_to_end(&mut body)).await;
+        let body = String::from_utf8_lossy(&body);
+        let reason = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| body.trim().to_string());
+        bail!("the agent at {} refused the tunnel ({}): {reason}", cli.url, text.lines().next().unwrap_or(""));
+    }
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(&head[end..]).await?;
+    stdout.flush().await?;
+    let (mut from_agent, mut to_agent) = tokio::io::split(stream);
+    let mut stdin = tokio::io::stdin();
+    let upstream = async move {
+        let copied = tokio::io::copy(&mut stdin, &mut to_agent).await;
+        let _ = to_agent.shutdown().await;
+        copied
+    };
+    let downstream = async move {
+        let copied = tokio::io::copy(&mut from_agent, &mut stdout).await;
+        let _ = stdout.flush().await;
+        copied
+    };
+    // The tunnel ends when the receiving side closes: after its rsync ends, which also follows our rsync
+    // closing its side (sent on as a half-close).
+    tokio::spawn(upstream);
+    downstream.await.context("receiving from the agent")?;
+    Ok(())
+}
+
+async fn tls(cli: &Cli, host: &str, tcp: TcpStream) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = cli.ca_file.as_ref().context("https needs --ca-file (the cluster CA)")?;
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+        roots.add(cert?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match (&cli.cert_file, &cli.key_file) {
+        (Some(cert), Some(key)) => {
+            let certs: Vec<_> = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("reading {}", cert.display()))?
+                .collect::<Result<_, _>>()?;
+            let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from(host.to_string()).with_context(|| format!("bad server name {host}"))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    connector.connect(name, tcp).await.with_context(|| format!("TLS handshake with {host}"))
+}

@@ -1,0 +1,152 @@
+//! Scenarios: `vserver NAME migrate HOST` for real. The service keeps answering at its address from the
+//! client after the move, the tree arrives exactly, the old host keeps a replica and the placement turns
+//! round; a start that fails on the target leaves the vserver running on the source, with no lock left;
+//! an unknown or dead target is refused before anything stops.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use vserver_lab::agents::{wait_for, Agents};
+use vserver_lab::{skip_unless_root, treecmp, Lab};
+
+use crate::{FAST, PATIENCE};
+
+fn vserver(lab: &Lab, host: usize, args: &[&str], local: bool) -> Output {
+    let bin = vserver_lab::vserver_bin().expect("vserver binary");
+    let mut cmd = lab.hosts[host].command(bin);
+    cmd.args(args).env("VSERVER_STOP_TIMEOUT", "2");
+    if local {
+        cmd.env("VSERVER_NO_AGENT", "1");
+    }
+    cmd.output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{:?}\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Builds a busybox vserver on h0 serving HTTP at its own address, and starts the agents with it placed on
+/// h0 (standby h1); starts it through h0's agent and waits until it answers.
+fn setup<'lab>(lab: &'lab Lab, name: &str) -> (Agents<'lab>, Ipv4Addr, PathBuf) {
+    let addr = lab.free_addr(0);
+    let out = vserver(lab, 0, &[name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    let tree = lab.hosts[0].vservers_dir.join(name);
+    vserver_lab::bench::install_httpd_service(&tree, "migrating").unwrap();
+    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\"]\ninterval_secs = 3600\n");
+    let agents = Agents::start_with(lab, FAST, Some(&cluster)).unwrap();
+    let all_alive = || {
+        (0..lab.hosts.len()).all(|o| {
+            (0..lab.hosts.len()).filter(|p| *p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive"))
+        })
+    };
+    assert!(wait_for(PATIENCE, all_alive).is_some(), "log:\n{}", agents.log(0));
+    let out = vserver(lab, 0, &[name, "start"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());
+    (agents, addr, tree)
+}
+
+fn state_on(agents: &Agents, host: usize, name: &str) -> Option<String> {
+    let status = agents.status(host).ok()?;
+    let v = status["vservers"].as_array()?.iter().find(|v| v["name"] == name)?.clone();
+    v["state"].as_str().map(str::to_string)
+}
+
+#[test]
+fn a_migrated_vserver_answers_at_the_same_address_from_its_new_host() {
+    if skip_unless_root("a_migrated_vserver_answers_at_the_same_address_from_its_new_host") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let name = vserver_lab::unique("mg");
+    let (agents, addr, tree) = setup(&lab, &name);
+    treecmp::fill_awkward(&tree).unwrap();
+
+    let out = vserver(&lab, 0, &[&name, "migrate", "h1"], false);
+    assert!(out.status.success(), "{}\nlog h0:\n{}\nlog h1:\n{}", text(&out), agents.log(0), agents.log(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("outage"), "the command ends with the outage: {stdout}");
+    eprintln!("{stdout}");
+
+    // It runs on h1, answers at its address from the client, and no longer on h0.
+    assert_eq!(state_on(&agents, 1, &name).as_deref(), Some("running"));
+    assert!(lab.client.http_get(addr, 80, Duration::from_secs(5)).is_ok_and(|b| b.contains("migrating")));
+    assert!(!lab.hosts[0].conf_dir.join(format!("{name}.conf")).exists(), "the conf left h0");
+    assert!(state_on(&agents, 0, &name).is_none());
+    // The tree arrived exactly: h0 kept its copy as its replica, equal to what runs on h1.
+    let kept = lab.hosts[0].vservers_dir.join(".replicas").join(&name);
+    let slot = std::fs::read_link(kept.join("current")).expect("h0 keeps a current replica");
+    let diffs = treecmp::compare(&kept.join(slot).join("tree"), &lab.hosts[1].vservers_dir.join(&name)).unwrap();
+    assert!(diffs.is_empty(), "h1's tree differs from the source:\n{}", diffs.join("\n"));
+    // The placement turned round on both: h1 primary, h0 its standby; replication now runs h1 -> h0.
+    let rows = agents.status(1).unwrap()["replication"].clone();
+    assert!(rows.as_array().unwrap().iter().any(|r| r["vserver"] == name.as_str() && r["standby"] == "h0"), "{rows}");
+    let out = vserver(&lab, 1, &[&name, "sync"], false);
+    assert!(out.status.success(), "the new primary syncs to the old one: {}", text(&out));
+
+    // And back, by command.
+    let out = vserver(&lab, 1, &[&name, "migrate", "h0"], false);
+    assert!(out.status.success(), "{}\nlog h1:\n{}", text(&out), agents.log(1));
+    assert_eq!(state_on(&agents, 0, &name).as_deref(), Some("running"));
+    assert!(lab.client.http_get(addr, 80, Duration::from_secs(5)).is_ok());
+}
+
+#[test]
+fn a_start_that_fails_on_the_target_leaves_the_vserver_running_on_the_source() {
+    if skip_unless_root("a_start_that_fails_on_the_target_leaves_the_vserver_running_on_the_source") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let name = vserver_lab::unique("mf");
+    // The hook refuses to start on h1 only (it travels with the conf).
+    let hook = format!(
+        "case \"$VSERVER_ROOT\" in {}/*) [ \"$1\" = pre-start ] && exit 1 ;; esac\nexit 0\n",
+        lab.hosts[1].vservers_dir.display()
+    );
+    std::fs::create_dir_all(&lab.hosts[0].conf_dir).unwrap();
+    std::fs::write(lab.hosts[0].conf_dir.join(format!("{name}.sh")), hook).unwrap();
+    let (agents, addr, _tree) = setup(&lab, &name);
+
+    let out = vserver(&lab, 0, &[&name, "migrate", "h1"], false);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runs here again"), "{}", text(&out));
+    assert_eq!(state_on(&agents, 0, &name).as_deref(), Some("running"), "running on the source again");
+    assert!(lab.client.http_get(addr, 80, Duration::from_secs(5)).is_ok());
+    // The target is as before: no tree, no conf, and its replica is current again.
+    assert!(!lab.hosts[1].vservers_dir.join(&name).exists());
+    assert!(!lab.hosts[1].conf_dir.join(format!("{name}.conf")).exists());
+    assert!(lab.hosts[1].vservers_dir.join(".replicas").join(&name).join("current").exists());
+    // No lock is left: operators act on it, and a new migrate is attempted (and fails for the same reason).
+    let out = vserver(&lab, 0, &[&name, "restart"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = vserver(&lab, 0, &[&name, "migrate", "h1"], false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("start on h1 failed"), "{}", text(&out));
+}
+
+#[test]
+fn an_unknown_or_dead_target_is_refused_before_anything_stops() {
+    if skip_unless_root("an_unknown_or_dead_target_is_refused_before_anything_stops") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let name = vserver_lab::unique("mr");
+    let (mut agents, addr, _tree) = setup(&lab, &name);
+    let out = vserver(&lab, 0, &[&name, "migrate", "nosuchhost"], false);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown host"), "{}", text(&out));
+    agents.kill9(2);
+    assert!(wait_for(PATIENCE, || agents.peer_state(0, 2).as_deref() == Some("dead")).is_some());
+    let out = vserver(&lab, 0, &[&name, "migrate", "h2"], false);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was stopped"), "{}", text(&out));
+    assert_eq!(state_on(&agents, 0, &name).as_deref(), Some("running"));
+    assert!(lab.client.http_get(addr, 80, Duration::from_secs(2)).is_ok());
+}
