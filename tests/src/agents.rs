@@ -81,6 +81,12 @@ impl<'lab> Agents<'lab> {
     /// Like [`start`](Self::start), with a cluster configuration (placement and replication) given to every
     /// agent. Hosts are named `h0`, `h1`...; the vservers a host is primary of must exist before.
     pub fn start_with(lab: &'lab Lab, timing: Timing, cluster: Option<&str>) -> Result<Self> {
+        Self::start_full(lab, timing, cluster, "")
+    }
+
+    /// Like [`start_with`](Self::start_with), with `extra` top-level lines added to every agent's
+    /// configuration (e.g. `rsync_timeout_secs = 3`).
+    pub fn start_full(lab: &'lab Lab, timing: Timing, cluster: Option<&str>, extra: &str) -> Result<Self> {
         let cluster_line = match cluster {
             Some(text) => {
                 let path = lab.dir().join("cluster.toml");
@@ -106,7 +112,7 @@ impl<'lab> Agents<'lab> {
             let config = format!(
                 "node = \"h{index}\"\nlisten = \"{addr}:{AGENT_PORT}\"\nsecret_file = \"{secret}\"\n\
                  vservers_dir = \"{vs}\"\nconf_dir = \"{conf}\"\nrun_dir = \"{run}\"\nstate_dir = \"{state}\"\n\
-                 cgroup_parent = \"{cg}\"\nvserver_bin = \"{bin}\"\n{cluster_line}\n{peers}\
+                 cgroup_parent = \"{cg}\"\nvserver_bin = \"{bin}\"\n{cluster_line}{extra}\n\n{peers}\
                  [heartbeat]\ninterval_ms = {i}\nsuspect_after_ms = {s}\ndead_after_ms = {d}\ntimeout_ms = {t}\n\n\
                  [restart]\nmax_restarts = 3\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\ncheck_interval_ms = 200\n",
                 index = host.index,

@@ -40,6 +40,9 @@ pub struct Job {
     pub live: bool,
     /// More arguments, before the sources (filters and the like).
     pub extra_args: Vec<String>,
+    /// Give up when no data moves for this long (`--timeout`): a cut link ends the run (exit 30) instead of
+    /// hanging it.
+    pub io_timeout: Option<Duration>,
 }
 
 /// Progress of a run, from `--info=progress2`.
@@ -130,6 +133,9 @@ impl Job {
     /// The exact arguments of the run (after the binary).
     pub fn argv(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = FLAGS.iter().map(OsString::from).collect();
+        if let Some(t) = self.io_timeout {
+            args.push(format!("--timeout={}", t.as_secs().max(1)).into());
+        }
         if let Some(shell) = &self.remote_shell {
             args.push("-e".into());
             args.push(shell.into());
@@ -396,6 +402,7 @@ mod tests {
             remote_shell: Some("vserver-tunnel --url http://h1:7070".into()),
             live: true,
             extra_args: vec!["--exclude=*".into()],
+            io_timeout: None,
         };
         let argv: Vec<String> = job.argv().into_iter().map(|a| a.into_string().unwrap()).collect();
         assert_eq!(&argv[..FLAGS.len()], FLAGS);

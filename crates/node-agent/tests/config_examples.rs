@@ -33,3 +33,19 @@ fn the_example_agent_config_parses() {
     assert_eq!(config.peers.len(), 2);
     assert_eq!(config.heartbeat.dead_after_ms, 1500);
 }
+
+#[test]
+fn the_example_cluster_config_parses_against_the_example_agent() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let agent = node_agent::agent::config::AgentConfig::load(&dir.join("agent.toml")).unwrap();
+    let hosts = agent.peers.iter().map(|p| p.name.clone()).chain([agent.node.clone()]).collect();
+    // h1 is the primary of v1, and v1.conf is beside it.
+    let cluster = failover::placement::ClusterConfig::load(&dir.join("cluster.toml"), &hosts, &agent.node, |n| {
+        dir.join(format!("{n}.conf")).is_file()
+    })
+    .unwrap();
+    let v1 = VserverName::parse("v1").unwrap();
+    assert_eq!(cluster.placements[&v1].primary, "h1");
+    assert_eq!(cluster.placements[&v1].standbys, ["h2", "h3"]);
+    assert_eq!(cluster.replication[&v1].interval, std::time::Duration::from_secs(60));
+}

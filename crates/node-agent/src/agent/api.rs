@@ -309,8 +309,8 @@ async fn replica_abort(
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let req: CommitRequest = json_body(body)?;
-    agent.replication.abort(&name, &req.session);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let receiver_errors = agent.replication.abort(&name, &req.session).await;
+    Ok(Json(super::replication::AbortReply { receiver_errors }).into_response())
 }
 
 /// The same error again, for its status (the supervisor's errors hold no clonable OS error but `State`).

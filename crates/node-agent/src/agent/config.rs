@@ -160,6 +160,13 @@ pub struct AgentConfig {
     /// The rsync binary (default: `rsync` on PATH).
     #[serde(default)]
     pub rsync_bin: Option<PathBuf>,
+    /// A sync pass gives up when no data moves for this many seconds (a cut link, a hung standby).
+    #[serde(default = "default_rsync_timeout")]
+    pub rsync_timeout_secs: u64,
+}
+
+fn default_rsync_timeout() -> u64 {
+    60
 }
 
 fn default_vservers_dir() -> PathBuf {
@@ -247,6 +254,9 @@ impl AgentConfig {
         }
         if r.check_interval_ms == 0 {
             return Err(bad("restart.check_interval_ms", "must be above 0".into()));
+        }
+        if self.rsync_timeout_secs == 0 {
+            return Err(bad("rsync_timeout_secs", "must be above 0".into()));
         }
         if self.cgroup_parent.split('/').any(|c| c == ".." || c == ".") {
             return Err(bad("cgroup_parent", format!("{:?} may not hold . or ..", self.cgroup_parent)));

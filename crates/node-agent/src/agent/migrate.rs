@@ -29,6 +29,8 @@ use super::Agent;
 
 /// Pre-copy passes at most, before the stop.
 const MAX_PRECOPY_PASSES: u32 = 5;
+/// Longest wait for the target to promote and start (its start scripts may take minutes).
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(6 * 60);
 /// A pre-copy pass that moved less than this ends the pre-copy.
 const SMALL_PASS_BYTES: u64 = 16 << 20;
 
@@ -352,19 +354,16 @@ async fn run(
 
     // 4. Promote and start on the target.
     enter("starting");
-    let promoted: Result<VserverStatus, String> = control(
-        client
-            .post(format!("{base}/v1/vservers/{name}/promote"))
-            .bearer_auth(&agent.secret)
-            .json(&PromoteRequest { source: agent.config.node.clone(), start: was_running }),
-        target,
-        "promote",
-    )
-    .await;
-    match promoted {
-        Ok(st) if !was_running || st.state == VserverState::Running => {}
-        Ok(st) => return Err(restart_here(format!("{target} promoted {name} but it is {:?} there", st.state)).await),
-        Err(e) => return Err(restart_here(format!("start on {target} failed: {e}")).await),
+    match promote_on_target(agent, &base, name, target, was_running).await {
+        PromoteOutcome::Running => {}
+        PromoteOutcome::Refused(why) => return Err(restart_here(format!("start on {target} failed: {why}")).await),
+        PromoteOutcome::Unknown(why) => {
+            // Never two copies: whether it started there is not known, so it is not started here.
+            return Err(format!(
+                "no answer from {target} about the start ({why}); {name} is stopped here and may be running on \
+                 {target}: check there (vserver-stat, GET /v1/status) before starting it anywhere"
+            ));
+        }
     }
     let outage = was_running.then(|| stopped_at.elapsed());
 
@@ -408,6 +407,69 @@ async fn run(
         migrations.update(name, |m| m.error = Some(format!("done, with warnings: {}", warnings.join("; "))));
     }
     Ok(outage)
+}
+
+/// What became of the start on the target.
+enum PromoteOutcome {
+    /// It runs there (or was not to be started, and is in place there).
+    Running,
+    /// The target said no, and put things back as they were: start it here again.
+    Refused(String),
+    /// No answer: it may or may not run there.
+    Unknown(String),
+}
+
+/// Asks the target to promote its replica and start it; when the answer is lost, asks again what it runs.
+async fn promote_on_target(agent: &Agent, base: &str, name: &VserverName, target: &str, start: bool) -> PromoteOutcome {
+    let client = &agent.peer_client;
+    let req = PromoteRequest { source: agent.config.node.clone(), start };
+    // A start runs the vserver's start scripts: as long as they may take, and a margin.
+    let sent = client
+        .post(format!("{base}/v1/vservers/{name}/promote"))
+        .bearer_auth(&agent.secret)
+        .json(&req)
+        .timeout(PROMOTE_TIMEOUT)
+        .send()
+        .await;
+    let lost = match sent {
+        Ok(r) if r.status().is_success() => match r.json::<VserverStatus>().await {
+            Ok(st) if !start || st.state == VserverState::Running => return PromoteOutcome::Running,
+            Ok(st) => return PromoteOutcome::Unknown(format!("it answered that {name} is {:?}", st.state)),
+            Err(e) => super::replication::chain(&e),
+        },
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            let why = serde_json::from_str::<super::model::ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
+            return PromoteOutcome::Refused(format!("{status}: {why}"));
+        }
+        Err(e) => super::replication::chain(&e),
+    };
+    // Ask what it has, for a while.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let asked = client
+            .get(format!("{base}/v1/vservers/{name}"))
+            .bearer_auth(&agent.secret)
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await;
+        match asked {
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                return PromoteOutcome::Refused(format!("{lost}; {target} does not have it"))
+            }
+            Ok(r) if r.status().is_success() => {
+                if let Ok(st) = r.json::<VserverStatus>().await {
+                    if st.state == VserverState::Running || !start {
+                        return PromoteOutcome::Running;
+                    }
+                }
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    PromoteOutcome::Unknown(lost)
 }
 
 /// Bytes in the files of a tree (not following symlinks, not crossing file systems).

@@ -30,6 +30,8 @@ use crate::dirs::Dirs;
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// Longest time one control request between agents (begin, commit) may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for an abort (the standby may be what failed).
+pub(crate) const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -100,6 +102,8 @@ struct Session {
     active: Arc<AtomicUsize>,
     /// Set to true to kill them (session replaced or aborted).
     cancel: tokio::sync::watch::Sender<bool>,
+    /// What failed receiving rsyncs said.
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 /// The last syncs of one vserver to one standby, as the primary saw them.
@@ -158,6 +162,7 @@ pub struct Replication {
     last_run: Mutex<BTreeMap<VserverName, Instant>>,
     rsync_bin: PathBuf,
     tunnel_bin: PathBuf,
+    io_timeout: Duration,
 }
 
 impl Replication {
@@ -216,6 +221,7 @@ impl Replication {
             last_run: Mutex::default(),
             rsync_bin: config.rsync_bin.clone().unwrap_or_else(|| "rsync".into()),
             tunnel_bin: beside("vserver-tunnel").unwrap_or_else(|| "vserver-tunnel".into()),
+            io_timeout: Duration::from_secs(config.rsync_timeout_secs),
         })
     }
 
@@ -341,7 +347,14 @@ impl Replication {
         tracing::info!(vserver = %name, source = %req.source, session = %id, generation, "sync begins");
         lock(&self.sessions).insert(
             name.clone(),
-            Session { id: id.clone(), source: req.source, staging, active: Arc::default(), cancel },
+            Session {
+                id: id.clone(),
+                source: req.source,
+                staging,
+                active: Arc::default(),
+                cancel,
+                errors: Arc::default(),
+            },
         );
         Ok(BeginReply { session: id, generation })
     }
@@ -357,7 +370,8 @@ impl Replication {
         match sessions.get(name) {
             Some(s) if s.id == session => {
                 s.active.fetch_add(1, Ordering::SeqCst);
-                Ok((s.staging.dir.clone(), ActiveGuard(Arc::clone(&s.active)), s.cancel.subscribe()))
+                let guard = ActiveGuard { active: Arc::clone(&s.active), errors: Arc::clone(&s.errors) };
+                Ok((s.staging.dir.clone(), guard, s.cancel.subscribe()))
             }
             Some(_) => Err(ReplicationError::Conflict(format!("session {session} of {name} was replaced"))),
             None => Err(ReplicationError::NotFound(format!("no sync session {session} open for {name}"))),
@@ -409,15 +423,29 @@ impl Replication {
         Ok(generation.meta)
     }
 
-    /// Closes a session without committing: the current generation stays.
-    pub fn abort(&self, name: &VserverName, session: &str) {
-        let mut sessions = lock(&self.sessions);
-        if sessions.get(name).is_some_and(|s| s.id == session) {
-            if let Some(s) = sessions.remove(name) {
-                let _ = s.cancel.send(true);
-                tracing::info!(vserver = %name, session, "sync aborted; the current replica stays");
+    /// Closes a session without committing: the current generation stays. Returns what its receiving
+    /// rsyncs said when they failed (waiting a moment for one still ending), so the sender can tell why.
+    pub async fn abort(&self, name: &VserverName, session: &str) -> Option<String> {
+        let (active, errors) = {
+            let sessions = lock(&self.sessions);
+            let s = sessions.get(name).filter(|s| s.id == session)?;
+            (Arc::clone(&s.active), Arc::clone(&s.errors))
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        {
+            let mut sessions = lock(&self.sessions);
+            if sessions.get(name).is_some_and(|s| s.id == session) {
+                if let Some(s) = sessions.remove(name) {
+                    let _ = s.cancel.send(true);
+                }
             }
         }
+        tracing::info!(vserver = %name, session, "sync aborted; the current replica stays");
+        let said = lock(&errors).join("; ");
+        (!said.is_empty()).then_some(said)
     }
 
     // ---- primary side ----
@@ -563,13 +591,18 @@ impl Replication {
             }
             Err(e) => {
                 let abort = CommitRequest { session: begin.session, started_unix_ms, consistent: false, kind: None };
-                let _ = client
-                    .post(format!("{base}/v1/replicas/{name}/abort"))
-                    .bearer_auth(&agent.secret)
-                    .json(&abort)
-                    .send()
-                    .await;
-                Err(e)
+                // Short: the standby may be what failed.
+                let said: Result<AbortReply, String> = control_within(
+                    client.post(format!("{base}/v1/replicas/{name}/abort")).bearer_auth(&agent.secret).json(&abort),
+                    standby,
+                    "abort",
+                    ABORT_TIMEOUT,
+                )
+                .await;
+                match said.ok().and_then(|r| r.receiver_errors) {
+                    Some(receiver) => Err(format!("{e}; {standby} said: {receiver}")),
+                    None => Err(e),
+                }
             }
         }
     }
@@ -651,6 +684,8 @@ impl Replication {
             name.to_string(),
             "--session".into(),
             session.to_string(),
+            "--io-timeout".into(),
+            self.io_timeout.as_secs().to_string(),
         ];
         if let Some(tls) = &agent.config.tls {
             if let Some(ca) = &tls.ca_file {
@@ -666,10 +701,11 @@ impl Replication {
         let bin = self.rsync_bin.clone();
         let live = pass.live;
         let what = pass.what.clone();
+        let timeout = self.io_timeout;
         // Progress goes from rsync's thread to the caller through a channel.
         let (tx, mut rx) = tokio::sync::watch::channel(0u64);
         let run = tokio::task::spawn_blocking(move || {
-            pass.job(bin).run(|p| {
+            pass.job(bin, timeout).run(|p| {
                 let _ = tx.send(p.bytes);
             })
         });
@@ -738,13 +774,30 @@ impl Replication {
     }
 }
 
-/// Counts a receiving rsync as active while it lives.
-pub struct ActiveGuard(Arc<AtomicUsize>);
+/// Counts a receiving rsync as active while it lives, and keeps what it said if it failed.
+pub struct ActiveGuard {
+    active: Arc<AtomicUsize>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl ActiveGuard {
+    /// Records what a failed receiving rsync said (for the sender's error message).
+    pub fn report(&self, said: String) {
+        lock(&self.errors).push(said);
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.active.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The answer to `abort`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AbortReply {
+    /// What the standby's receiving rsyncs said when they failed.
+    pub receiver_errors: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -823,7 +876,7 @@ impl RsyncPass {
         }
     }
 
-    fn job(self, bin: PathBuf) -> rsync::Job {
+    fn job(self, bin: PathBuf, io_timeout: Duration) -> rsync::Job {
         rsync::Job {
             rsync_bin: bin,
             sources: self.sources,
@@ -831,6 +884,7 @@ impl RsyncPass {
             remote_shell: Some(self.shell),
             live: self.live,
             extra_args: self.extra,
+            io_timeout: Some(io_timeout),
         }
     }
 }
@@ -841,7 +895,17 @@ pub(crate) async fn control<T: serde::de::DeserializeOwned>(
     peer: &str,
     what: &str,
 ) -> Result<T, String> {
-    let response = req.timeout(CONTROL_TIMEOUT).send().await.map_err(|e| format!("{what} on {peer}: {}", chain(&e)))?;
+    control_within(req, peer, what, CONTROL_TIMEOUT).await
+}
+
+/// [`control`] with its own time limit.
+pub(crate) async fn control_within<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    peer: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<T, String> {
+    let response = req.timeout(timeout).send().await.map_err(|e| format!("{what} on {peer}: {}", chain(&e)))?;
     let status = response.status();
     let body = response.text().await.map_err(|e| format!("{what} on {peer}: {}", chain(&e)))?;
     if !status.is_success() {

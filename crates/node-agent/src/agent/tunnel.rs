@@ -60,7 +60,8 @@ const LONG_EXACT: &[&str] = &[
     "--ignore-errors",
     "--force",
 ];
-const LONG_WITH_VALUE: &[&str] = &["--info=", "--compress-level=", "--checksum-choice=", "--compress-choice="];
+const LONG_WITH_VALUE: &[&str] =
+    &["--info=", "--compress-level=", "--checksum-choice=", "--compress-choice=", "--timeout="];
 
 fn value_ok(v: &str) -> bool {
     !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == ',' || c == '-')
@@ -126,7 +127,7 @@ pub async fn receive(
     command: ServerCommand,
     dir: std::path::PathBuf,
     rsync_bin: std::path::PathBuf,
-    _active: super::replication::ActiveGuard,
+    active: super::replication::ActiveGuard,
     mut cancel: tokio::sync::watch::Receiver<bool>,
     vserver: String,
 ) {
@@ -179,7 +180,10 @@ pub async fn receive(
     match status {
         Some(s) if s.success() => tracing::debug!(vserver, part = command.part.dir(), "tunnel: rsync done"),
         Some(s) => {
-            tracing::warn!(vserver, part = command.part.dir(), status = %s, stderr = stderr.trim(), "tunnel: rsync failed")
+            tracing::warn!(vserver, part = command.part.dir(), status = %s, stderr = stderr.trim(), "tunnel: rsync failed");
+            let said: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = said[said.len().saturating_sub(3)..].join("; ");
+            active.report(if tail.is_empty() { format!("its rsync ended with {s}") } else { tail });
         }
         None => {}
     }
@@ -203,12 +207,12 @@ mod tests {
     #[test]
     fn what_our_own_rsync_sends_is_accepted() {
         let ok = check_server_argv(&argv(
-            "rsync --server -lHogDtpAXrxSe.iLsfxCIvu --delete -@-1 --numeric-ids --info=STATS2 . tree/",
+            "rsync --server -lHogDtpAXrxSe.iLsfxCIvu --delete -@-1 --numeric-ids --info=STATS2 --timeout=60 . tree/",
         ))
         .unwrap();
         assert_eq!(ok.part, Part::Tree);
         assert_eq!(ok.args[0], "--server");
-        assert_eq!(ok.args.len(), 6);
+        assert_eq!(ok.args.len(), 7);
         let conf = check_server_argv(&argv("rsync --server -lHogDtpAXrSe.iLsfxCIvu --delete --numeric-ids . conf/"));
         assert_eq!(conf.unwrap().part, Part::Conf);
     }

@@ -36,6 +36,10 @@ struct Cli {
     /// Its key (PEM).
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// Give up when data sent is not acknowledged, or the peer does not answer keep-alive probes, for this
+    /// many seconds (a cut link then ends the tunnel, and rsync with it, instead of hanging).
+    #[arg(long, default_value_t = 60)]
+    io_timeout: u64,
     /// What rsync appends: the host (ignored: the URL says where) and the remote command.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     remote: Vec<String>,
@@ -81,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let tcp =
         TcpStream::connect((host.as_str(), port)).await.with_context(|| format!("cannot connect to {host}:{port}"))?;
     tcp.set_nodelay(true)?;
+    watch_link(&tcp, std::time::Duration::from_secs(cli.io_timeout.max(1)))?;
     let mut stream: Box<dyn Stream> = match url.scheme() {
         "http" => Box::new(tcp),
         "https" => Box::new(tls(&cli, &host, tcp).await?),
@@ -143,6 +148,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // closing its side (sent on as a half-close).
     tokio::spawn(upstream);
     downstream.await.context("receiving from the agent")?;
+    Ok(())
+}
+
+/// Makes the kernel end the connection when the link is gone: unacknowledged data for `timeout`
+/// (`TCP_USER_TIMEOUT`), or an idle connection whose peer misses keep-alive probes for about as long.
+fn watch_link(tcp: &TcpStream, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let secs = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
+    let probe = (secs / 3).max(1);
+    setsockopt(tcp, sockopt::TcpUserTimeout, &secs.saturating_mul(1000))?;
+    setsockopt(tcp, sockopt::KeepAlive, &true)?;
+    setsockopt(tcp, sockopt::TcpKeepIdle, &probe)?;
+    setsockopt(tcp, sockopt::TcpKeepInterval, &probe)?;
+    setsockopt(tcp, sockopt::TcpKeepCount, &3)?;
     Ok(())
 }
 
