@@ -69,12 +69,17 @@ fn configure(dir: &Path, ca: &Ca, name: &str, port: u16, peers: &[(&str, u16)]) 
     write(&home.join("cert.pem"), &cert);
     write(&home.join("key.pem"), &key);
     let mut text = format!(
-        "node = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nsecret_file = \"{d}/secret\"\n\
+        "node = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nsecret_file = \"{d}/secret\"\n{cluster}\
          vservers_dir = \"{h}/vservers\"\nconf_dir = \"{h}/conf\"\nrun_dir = \"{h}/run\"\nstate_dir = \"{h}/state\"\n\
          [tls]\ncert_file = \"{h}/cert.pem\"\nkey_file = \"{h}/key.pem\"\nca_file = \"{d}/ca.pem\"\n\
          [heartbeat]\ninterval_ms = 100\nsuspect_after_ms = 300\ndead_after_ms = 600\ntimeout_ms = 100\n",
         d = dir.display(),
         h = home.display(),
+        cluster = if dir.join("cluster.toml").exists() {
+            format!("cluster_file = \"{}/cluster.toml\"\n", dir.display())
+        } else {
+            String::new()
+        },
     );
     for (peer, peer_port) in peers {
         text.push_str(&format!("[[peers]]\nname = \"{peer}\"\nurl = \"https://127.0.0.1:{peer_port}\"\n"));
@@ -129,6 +134,15 @@ async fn agents_speak_https_and_admit_clients_by_certificate() {
     write(&dir.path().join("ca.pem"), &ca.cert.pem());
     write(&dir.path().join("secret"), &format!("{SECRET}\n"));
     let (pa, pb) = (free_port(), free_port());
+    // A vserver on ta (a tree and a conf are enough to copy), replicated to tb.
+    write(
+        &dir.path().join("cluster.toml"),
+        "[vservers.tv]\nprimary = \"ta\"\nstandbys = [\"tb\"]\ninterval_secs = 3600\n",
+    );
+    std::fs::create_dir_all(dir.path().join("ta/vservers/tv/etc")).unwrap();
+    write(&dir.path().join("ta/vservers/tv/etc/hostname"), "tv\n");
+    std::fs::create_dir_all(dir.path().join("ta/conf")).unwrap();
+    write(&dir.path().join("ta/conf/tv.conf"), "IPROOT=\"\"\n");
     let a = spawn(&configure(dir.path(), &ca, "ta", pa, &[("tb", pb)]));
     let _b = spawn(&configure(dir.path(), &ca, "tb", pb, &[("ta", pa)]));
     let base = format!("https://127.0.0.1:{pa}");
@@ -145,6 +159,13 @@ async fn agents_speak_https_and_admit_clients_by_certificate() {
     };
     let log = || std::fs::read_to_string(&a.log).unwrap_or_default();
     assert!(wait_for(peer_alive).await, "tb alive on ta over HTTPS; log:\n{}", log());
+
+    // Replication goes through the tunnel over HTTPS too (each agent presenting its certificate).
+    let reply = with_token.post(format!("{base}/v1/vservers/tv/sync")).bearer_auth(SECRET).send().await.unwrap();
+    let outcomes: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(outcomes[0]["ok"], true, "{outcomes}\nlog:\n{}", log());
+    let current = dir.path().join("tb/vservers/.replicas/tv/current");
+    assert_eq!(std::fs::read_to_string(current.join("tree/etc/hostname")).unwrap(), "tv\n");
 
     // No token and no certificate: refused; /healthz: open.
     let reply = with_token.get(format!("{base}/v1/status")).send().await.unwrap();

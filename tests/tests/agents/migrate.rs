@@ -150,3 +150,39 @@ fn an_unknown_or_dead_target_is_refused_before_anything_stops() {
     assert_eq!(state_on(&agents, 0, &name).as_deref(), Some("running"));
     assert!(lab.client.http_get(addr, 80, Duration::from_secs(2)).is_ok());
 }
+
+#[test]
+fn a_second_migrate_while_one_runs_is_refused_and_so_is_an_operators_stop() {
+    if skip_unless_root("a_second_migrate_while_one_runs_is_refused_and_so_is_an_operators_stop") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let name = vserver_lab::unique("m2");
+    let (agents, addr, tree) = setup(&lab, &name);
+    // Enough data that the pre-copy takes a moment.
+    std::fs::write(tree.join("payload"), vec![0xa5u8; 192 << 20]).unwrap();
+    let secret = agents.secret().to_string();
+    let migrate = |to: &str| {
+        let body = format!("{{\"target\":\"{to}\"}}");
+        agents.request(0, 0, "POST", &format!("/v1/vservers/{name}/migrate"), Some(&secret), Some(&body)).unwrap()
+    };
+    let first = migrate("h1");
+    assert_eq!(first.status, 202, "{}", first.body);
+    let second = migrate("h1");
+    assert_eq!(second.status, 409, "{}", second.body);
+    assert!(second.json().unwrap()["error"].as_str().unwrap().contains("already running"), "{}", second.body);
+    // An operator's stop meanwhile is refused, not queued behind the move.
+    let out = vserver(&lab, 0, &[&name, "stop"], false);
+    assert!(!out.status.success(), "{}", text(&out));
+    let done = wait_for(PATIENCE, || {
+        agents
+            .get(0, 0, &format!("/v1/vservers/{name}/migration"))
+            .ok()
+            .and_then(|r| r.json().ok())
+            .is_some_and(|m| m["finished"] == true)
+    });
+    assert!(done.is_some());
+    let m = agents.get(0, 0, &format!("/v1/vservers/{name}/migration")).unwrap().json().unwrap();
+    assert_eq!(m["phase"], "done", "{m}");
+    assert!(lab.client.http_get(addr, 80, Duration::from_secs(5)).is_ok());
+}

@@ -152,6 +152,14 @@ pub async fn start(
     if placement.primary != node {
         return Err(MigrateError::Conflict(format!("{name}'s primary is {}, not this host", placement.primary)));
     }
+    // Held from here (no restart by the check loop, operators told it is moving) until the migrate ends.
+    let hold = match agent.supervisor.hold(name).await {
+        Ok(h) => h,
+        Err(SupervisorError::Busy(_)) => {
+            return Err(MigrateError::Conflict(format!("a migrate of {name} is already running")))
+        }
+        Err(e) => return Err(MigrateError::Supervisor(e)),
+    };
     {
         let mut table = lock(&agent.migrations.table);
         if table.get(name).is_some_and(|m| !m.finished) {
@@ -172,7 +180,7 @@ pub async fn start(
     let (agent2, name2) = (Arc::clone(agent), name.clone());
     let was_running = status.state == VserverState::Running;
     tokio::spawn(async move {
-        let result = run(&agent2, &name2, &req.target, placement, was_running).await;
+        let result = run(&agent2, &name2, &req.target, placement, was_running, hold).await;
         agent2.migrations.update(&name2, |m| {
             m.finished = true;
             match result {
@@ -220,6 +228,7 @@ async fn run(
     target: &str,
     placement: Placement,
     was_running: bool,
+    hold: super::supervisor::Hold,
 ) -> Result<Option<Duration>, String> {
     let replication = Arc::clone(&agent.replication);
     let migrations = &agent.migrations;
@@ -265,10 +274,9 @@ async fn run(
             needed >> 20
         ));
     }
-    // Hold it (no restart, no operator operation) and keep syncs out.
+    // Keep syncs out (waiting for one under way).
     let vlock = replication.vserver_lock(name);
     let _sync_guard = vlock.lock().await;
-    let hold = agent.supervisor.hold(name).await.map_err(|e| e.to_string())?;
 
     // 2. Pre-copy while it runs.
     enter("precopy");

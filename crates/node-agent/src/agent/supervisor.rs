@@ -66,7 +66,7 @@ pub enum SupervisorError {
         /// What the command said.
         message: String,
     },
-    /// Held by a migrate (HTTP 409): operators' lifecycle requests wait for its end.
+    /// Held by a migrate (HTTP 423): operators' lifecycle requests are refused until it ends.
     #[error("vserver {0} is being migrated; nothing changed (retry when the migrate ends)")]
     Busy(String),
     /// The intents could not be kept on disk (HTTP 500).
