@@ -18,8 +18,10 @@
 //! `--no-inc-recursive` in [`Job::extra_args`].
 //!
 //! rsync runs in a process group of its own, so a kill reaches every process of the run: the local rsyncs
-//! and the remote shell. A kill is a SIGTERM (rsync removes its partial file and exits), then a SIGKILL
-//! [`KILL_GRACE`] later if the group still runs.
+//! and the remote shell (and a terminal's Ctrl-C does not: the caller decides). A kill is a SIGTERM, then a
+//! SIGKILL [`KILL_GRACE`] later if the group still runs; rsync takes about 0.5 s to stop. It usually removes
+//! its partial file, but not always under load: a leftover `.NAME.XXXXXX` is deleted by the next run
+//! (`--delete`).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -235,7 +237,9 @@ fn killed_how(requested: bool, signal: Option<i32>) -> String {
     let name = |s: i32| Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {s}"));
     match (requested, signal) {
         (true, _) => "was killed on request".to_string(),
-        (false, Some(s)) => format!("was killed by {} from outside (an operator, a shutdown, the OOM killer?)", name(s)),
+        (false, Some(s)) => {
+            format!("was killed by {} from outside (an operator, a shutdown, the OOM killer?)", name(s))
+        }
         (false, None) => "was killed".to_string(),
     }
 }
@@ -281,6 +285,23 @@ impl Job {
         args
     }
 
+    /// The command line for logs: the binary and [`Job::argv`], quoted for a shell where needed.
+    pub fn command_line(&self) -> String {
+        let quote = |arg: &str| {
+            let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+            if plain {
+                arg.to_string()
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        };
+        std::iter::once(self.rsync_bin.clone().into_os_string())
+            .chain(self.argv())
+            .map(|a| quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The command as a `duct` expression, without redirections.
     pub fn expression(&self) -> duct::Expression {
         // As an OsString, not a Path: duct runs a bare Path from the current directory, skipping PATH.
@@ -307,7 +328,7 @@ impl Job {
         // the run's processes have all exited.
         let pid = handle.pids().first().copied().unwrap_or(0);
         let (tx, events) = mpsc::channel();
-        let mut running = Running {
+        let running = Running {
             handle,
             pid,
             live: self.live,
@@ -458,60 +479,60 @@ impl Running {
     pub fn wait(self, mut progress: impl FnMut(Progress)) -> Result<Outcome, RsyncError> {
         let mut stdout: Option<io::Result<VecDeque<String>>> = None;
         let mut stderr: Option<io::Result<VecDeque<String>>> = None;
-        let mut status: Option<ExitStatus> = None;
-        let mut exited_at: Option<Instant> = None;
-        loop {
+        let mut status: Option<(ExitStatus, Instant)> = None;
+        let status = loop {
             let pipes_done = stdout.is_some() && stderr.is_some();
-            let mut newest = None;
-            let first = if pipes_done {
+            if pipes_done {
                 thread::sleep(Duration::from_millis(5));
-                Err(RecvTimeoutError::Disconnected)
             } else {
-                self.events.recv_timeout(TICK)
-            };
-            let mut next = first.ok();
-            while let Some(event) = next {
-                match event {
-                    Event::Progress(p) => newest = Some(p),
-                    Event::Stdout(r) => stdout = Some(r),
-                    Event::Stderr(r) => stderr = Some(r),
+                let mut newest = None;
+                let mut next = self.events.recv_timeout(TICK);
+                loop {
+                    match next {
+                        Ok(Event::Progress(p)) => newest = Some(p),
+                        Ok(Event::Stdout(r)) => stdout = Some(r),
+                        Ok(Event::Stderr(r)) => stderr = Some(r),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            // Both readers have ended (they send their result first).
+                            stdout.get_or_insert(Ok(VecDeque::new()));
+                            stderr.get_or_insert(Ok(VecDeque::new()));
+                            break;
+                        }
+                    }
+                    next = self.events.try_recv().map_err(|e| match e {
+                        mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                    });
                 }
-                next = self.events.try_recv().ok();
-            }
-            if let Some(p) = newest {
-                progress(p);
+                if let Some(p) = newest {
+                    progress(p);
+                }
             }
             if status.is_none() {
-                status = self.try_reap()?;
-                if status.is_some() {
-                    exited_at = Some(Instant::now());
-                }
+                status = self.try_reap()?.map(|s| (s, Instant::now()));
             }
             let pipes_done = stdout.is_some() && stderr.is_some();
-            match exited_at {
-                Some(_) if pipes_done => break,
-                Some(t) if t.elapsed() >= LINGER => break,
-                Some(t) if t.elapsed() >= LINGER / 2 => {
-                    // A process rsync left behind in its group holds the pipes open.
-                    let hard = lock(&self.control.state).hard_killed;
-                    if !hard {
-                        lock(&self.control.state).hard_killed = true;
-                        let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    let state = lock(&self.control.state);
-                    let overdue = state.kill_asked.is_some_and(|t| t.elapsed() >= KILL_GRACE) && !state.hard_killed;
-                    drop(state);
-                    if overdue {
-                        self.signal(Signal::SIGKILL);
-                    }
-                }
+            let mut state = lock(&self.control.state);
+            // SIGKILL for the group: KILL_GRACE after a kill was asked for, or LINGER after rsync exited if
+            // processes it left in its group still hold the pipes open (rsync is reaped then, but its group's
+            // id cannot be reused while they live).
+            let asked = state.kill_asked.map(|t| t + KILL_GRACE);
+            let lingered = status.map(|(_, exited)| exited + LINGER);
+            let hard_at = asked.into_iter().chain(lingered).max();
+            match status {
+                Some((s, _)) if pipes_done => break s,
+                // Whatever holds the pipes survived SIGKILL (it left the group): stop waiting for it.
+                Some((s, _)) if hard_at.is_some_and(|t| t.elapsed() >= LINGER) => break s,
+                _ => {}
             }
-        }
+            if hard_at.is_some_and(|t| Instant::now() >= t) && !state.hard_killed {
+                state.hard_killed = true;
+                let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            }
+            drop(state);
+        };
         let duration = self.started.elapsed();
-        let status = status.unwrap_or_else(|| ExitStatus::from_raw(0));
         let stderr_tail = match stderr {
             Some(Ok(lines)) => Vec::from(lines).join("\n"),
             Some(Err(source)) => return Err(RsyncError::Read { stream: "stderr", source }),
@@ -524,7 +545,7 @@ impl Running {
         };
         let requested = lock(&self.control.state).kill_asked.is_some();
         match status.code() {
-            // A kill that came after rsync finished its work changes nothing.
+            // A kill asked for after rsync had finished its work changes nothing.
             Some(code) if !(requested && code != 0) => {
                 Ok(Outcome { exit_code: code, live: self.live, duration, stats, stderr_tail })
             }
@@ -542,13 +563,10 @@ impl Drop for Running {
     }
 }
 
-/// Splits a stream into records at `\r` and `\n`, calling `record` on each; `partial` is called on the
-/// unterminated end after each read (a progress record stays unterminated until the next one begins).
-fn records(
-    mut input: File,
-    mut record: impl FnMut(&str),
-    mut partial: impl FnMut(&str),
-) -> io::Result<()> {
+/// Splits a stream into records at `\r` and `\n`, calling `each(record, true)` on each, and
+/// `each(rest, false)` on the unterminated rest after each read: a progress record stays unterminated until
+/// the next one begins.
+fn records(mut input: File, mut each: impl FnMut(&str, bool)) -> io::Result<()> {
     let mut buf = [0u8; 16 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -560,18 +578,18 @@ fn records(
         };
         for &b in &buf[..n] {
             if b == b'\r' || b == b'\n' {
-                record(&String::from_utf8_lossy(&pending));
+                each(&String::from_utf8_lossy(&pending), true);
                 pending.clear();
             } else if pending.len() < LINE_MAX {
                 pending.push(b);
             }
         }
         if !pending.is_empty() {
-            partial(&String::from_utf8_lossy(&pending));
+            each(&String::from_utf8_lossy(&pending), false);
         }
     }
     if !pending.is_empty() {
-        record(&String::from_utf8_lossy(&pending));
+        each(&String::from_utf8_lossy(&pending), true);
     }
     Ok(())
 }
@@ -587,60 +605,38 @@ fn keep_last(lines: &mut VecDeque<String>, line: &str, max: usize) {
 /// at the end.
 fn read_stdout(input: File, tx: Sender<Event>) {
     let mut lines = VecDeque::new();
-    // The last record's file count and list state, for records that do not say.
+    // The last record, for the file count and list state of records that do not say.
     let mut last = Progress::default();
-    // The unterminated record already sent, not to send it twice.
+    // The unterminated record already sent, not to send it again.
     let mut sent = String::new();
-    let mut emit = |p: Progress, tx: &Sender<Event>| {
-        let p = Progress {
-            files_transferred: p.files_transferred.or(last.files_transferred),
-            list_complete: p.list_complete.or(last.list_complete),
-            ..p
-        };
-        last = p;
-        let _ = tx.send(Event::Progress(p));
-    };
-    let emit = std::cell::RefCell::new(&mut emit);
-    let sent_cell = std::cell::RefCell::new(&mut sent);
-    let result = records(
-        input,
-        |line| {
-            let already = std::mem::take(*sent_cell.borrow_mut()) == line;
-            if let Some(p) = parse_progress(line) {
-                if !already {
-                    (emit.borrow_mut())(p, &tx);
-                }
-            } else if !line.trim().is_empty() {
-                keep_last(&mut lines, line.trim_end(), STDOUT_LINES);
+    let result = records(input, |text, whole| {
+        if let Some(p) = parse_progress(text) {
+            // rsync writes each record whole and flushes it; one cut by a read lacks its time field and does
+            // not parse, so an unterminated record that parses is complete.
+            if text != sent {
+                last = Progress {
+                    files_transferred: p.files_transferred.or(last.files_transferred),
+                    list_complete: p.list_complete.or(last.list_complete),
+                    ..p
+                };
+                let _ = tx.send(Event::Progress(last));
             }
-        },
-        |partial| {
-            // rsync writes each record whole, then flushes; a record cut by the read lacks its time field and
-            // does not parse.
-            let mut sent = sent_cell.borrow_mut();
-            if partial != sent.as_str() {
-                if let Some(p) = parse_progress(partial) {
-                    (emit.borrow_mut())(p, &tx);
-                    **sent = partial.to_string();
-                }
-            }
-        },
-    );
+            sent = if whole { String::new() } else { text.to_string() };
+        } else if whole && !text.trim().is_empty() {
+            keep_last(&mut lines, text.trim_end(), STDOUT_LINES);
+        }
+    });
     let _ = tx.send(Event::Stdout(result.map(|()| lines)));
 }
 
 /// Reads stderr, keeping its last [`STDERR_LINES`] lines.
 fn read_stderr(input: File, tx: Sender<Event>) {
     let mut lines = VecDeque::new();
-    let result = records(
-        input,
-        |line| {
-            if !line.trim().is_empty() {
-                keep_last(&mut lines, line.trim_end(), STDERR_LINES);
-            }
-        },
-        |_| {},
-    );
+    let result = records(input, |line, whole| {
+        if whole && !line.trim().is_empty() {
+            keep_last(&mut lines, line.trim_end(), STDERR_LINES);
+        }
+    });
     let _ = tx.send(Event::Stderr(result.map(|()| lines)));
 }
 
@@ -706,10 +702,7 @@ pub fn parse_progress(line: &str) -> Option<Progress> {
         return None;
     }
     let rest: String = words.collect::<Vec<_>>().join(" ");
-    let files_transferred = rest
-        .strip_prefix("(xfr#")
-        .and_then(|r| r.split(',').next())
-        .and_then(|n| n.parse().ok());
+    let files_transferred = rest.strip_prefix("(xfr#").and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok());
     let list_complete = if rest.contains("to-chk=") {
         Some(true)
     } else if rest.contains("ir-chk=") {
@@ -785,21 +778,33 @@ pub fn explain_exit(code: i32) -> &'static str {
         0 => "success",
         1 => "syntax or usage error: this rsync refused its command line (an unknown option or a bad filter)",
         2 => "protocol incompatibility: the rsyncs on the two hosts cannot talk to each other (versions too far apart)",
-        3 => "errors selecting input/output files or directories: a source or the destination is missing or not a \
-              directory",
-        4 => "requested action not supported: an option this rsync or the one on the other side lacks (e.g. ACLs \
-              or xattrs in a build or on a file system without them)",
-        5 => "error starting the client-server protocol: the rsync on the other side did not start or answered \
-              something unexpected",
+        3 => {
+            "errors selecting input/output files or directories: a source or the destination is missing or not a \
+              directory"
+        }
+        4 => {
+            "requested action not supported: an option this rsync or the one on the other side lacks (e.g. ACLs \
+              or xattrs in a build or on a file system without them)"
+        }
+        5 => {
+            "error starting the client-server protocol: the rsync on the other side did not start or answered \
+              something unexpected"
+        }
         6 => "the rsync daemon cannot append to its log file",
         10 => "error in socket I/O: the connection failed",
-        11 => "error in file I/O: a file could not be read or written as a whole (often the destination's file \
-               system is full or read-only)",
-        12 => "error in the rsync protocol data stream: the stream broke, often because the connection or the \
-               rsync on the other side died (see the other side's log)",
+        11 => {
+            "error in file I/O: a file could not be read or written as a whole (often the destination's file \
+               system is full or read-only)"
+        }
+        12 => {
+            "error in the rsync protocol data stream: the stream broke, often because the connection, the \
+               remote shell or the rsync on the other side died (see the other side's log)"
+        }
         13 => "errors with program diagnostics: rsync could not write its own messages",
-        14 => "error in interprocess communication: rsync could not start or talk to its helper process (often the \
-               remote shell command could not be run)",
+        14 => {
+            "error in interprocess communication: rsync could not start or talk to its helper process (often the \
+               remote shell command could not be run)"
+        }
         15 => "a sibling rsync process crashed",
         16 => "a sibling rsync process was killed by a signal",
         19 => "rsync received SIGUSR1 (a sibling process stopped it after an error)",
@@ -812,15 +817,19 @@ pub fn explain_exit(code: i32) -> &'static str {
         }
         24 => "some source files vanished during the copy (normal while the vserver runs)",
         25 => "the --max-delete limit stopped deletions: the copy still holds files the source no longer has",
-        30 => "timeout in data send/receive: no data moved for the --timeout period (the link or the other side \
-               hangs)",
+        30 => {
+            "timeout in data send/receive: no data moved for the --timeout period (the link or the other side \
+               hangs)"
+        }
         35 => "timeout waiting for the rsync daemon's greeting",
         124 => "the remote shell command failed (it exited with status 255)",
         125 => "the remote shell command was killed by a signal",
         126 => "the remote shell command could not be run (not executable)",
         127 => "the remote shell command was not found",
-        255 => "the remote shell failed: it could not connect or was refused (ssh and the tunnel use 255 for their \
-                own errors)",
+        255 => {
+            "the remote shell failed: it could not connect or was refused (ssh and the tunnel use 255 for their \
+                own errors)"
+        }
         _ => "unknown rsync exit code",
     }
 }
@@ -828,8 +837,9 @@ pub fn explain_exit(code: i32) -> &'static str {
 /// Parses the version from `rsync --version`'s first line (`rsync  version 3.2.7  protocol version 31`;
 /// some builds print `v3.2.3`, or a suffix such as `3.3.0pre1`).
 pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
-    let line = text.lines().find(|l| l.contains("version"))?;
-    let word = line.split_whitespace().skip_while(|w| *w != "version").nth(1)?;
+    let words: Vec<&str> = text.lines().next()?.split_whitespace().collect();
+    let at = words.windows(2).position(|w| w == ["rsync", "version"])?;
+    let word = words.get(at + 2)?;
     let word = word.strip_prefix('v').unwrap_or(word);
     let mut parts = word.split('.').map(|p| {
         let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
@@ -936,13 +946,10 @@ mod tests {
     fn progress_records_parse_from_real_output() {
         let records = progress_records(LOCAL_FIRST_SYNC);
         assert!(records.len() >= 5, "{records:?}");
-        assert_eq!(records[0], Progress {
-            bytes: 0,
-            percent: 0,
-            rate: Some(0.0),
-            files_transferred: Some(0),
-            list_complete: Some(true)
-        });
+        assert_eq!(
+            records[0],
+            Progress { bytes: 0, percent: 0, rate: Some(0.0), files_transferred: Some(0), list_complete: Some(true) }
+        );
         let big = records.iter().find(|p| p.bytes == 10_485_766).unwrap();
         assert_eq!((big.percent, big.files_transferred), (77, Some(2)));
         assert!((big.rate.unwrap() - 714.29 * 1024.0 * 1024.0).abs() < 1.0);
@@ -956,7 +963,8 @@ mod tests {
         for line in ["Number of files: 3", "sent 30007497 bytes  received 68 bytes  428.00 bytes/sec", "", "  123"] {
             assert!(parse_progress(line).is_none(), "{line}");
         }
-        for cut in ["   30000000  99%  539.2", "   30000000  99%  539.23MB/s    0:00:0", "   30000000  99%  539.23MB/s"] {
+        for cut in ["   30000000  99%  539.2", "   30000000  99%  539.23MB/s    0:00:0", "   30000000  99%  539.23MB/s"]
+        {
             assert!(parse_progress(cut).is_none(), "{cut}");
         }
     }
@@ -987,10 +995,29 @@ mod tests {
         };
         let argv: Vec<String> = job.argv().into_iter().map(|a| a.into_string().unwrap()).collect();
         assert_eq!(&argv[..FLAGS.len()], FLAGS);
+        assert!(job.command_line().starts_with("rsync -aHAXS --numeric-ids"), "{}", job.command_line());
+        assert!(job.command_line().contains(" -e 'vserver-tunnel --url http://h1:7070' '--exclude=*' -- "));
         assert_eq!(
             argv[FLAGS.len()..],
-            ["--timeout=1", "-e", "vserver-tunnel --url http://h1:7070", "--exclude=*", "--", "/vservers/web/", "h1:tree/"]
+            [
+                "--timeout=1",
+                "-e",
+                "vserver-tunnel --url http://h1:7070",
+                "--exclude=*",
+                "--",
+                "/vservers/web/",
+                "h1:tree/"
+            ]
         );
+    }
+
+    #[test]
+    fn a_run_can_be_waited_on_one_thread_and_killed_from_another() {
+        fn send<T: Send>() {}
+        fn shared<T: Send + Sync>() {}
+        send::<Running>();
+        shared::<Killer>();
+        shared::<Job>();
     }
 
     #[test]

@@ -559,13 +559,10 @@ pub async fn preflight(agent: &Arc<Agent>, name: &VserverName) -> Preflight {
     let (free_bytes, rsync) = tokio::task::spawn_blocking(move || {
         let _ = std::fs::create_dir_all(&root);
         let free = nix::sys::statvfs::statvfs(&root).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
-        let rsync = match std::process::Command::new(&rsync_bin).arg("--version").output() {
-            Ok(o) if o.status.success() => {
-                Ok(String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
-            }
-            Ok(o) => Err(format!("{} --version exited with {}", rsync_bin.display(), o.status)),
-            Err(e) => Err(format!("{}: {e}", rsync_bin.display())),
-        };
+        // Recent enough for every flag a sync uses (the nanosecond comparison needs it on this side too).
+        let rsync = failover::rsync::check_version(&rsync_bin)
+            .map(|(a, b, c)| format!("rsync {a}.{b}.{c}"))
+            .map_err(|e| e.to_string());
         (free, rsync)
     })
     .await
