@@ -107,9 +107,10 @@ impl ApiError {
             Self::Supervisor(SupervisorError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Supervisor(SupervisorError::BadConf { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Supervisor(SupervisorError::Refused { .. }) => StatusCode::FORBIDDEN,
-            Self::Supervisor(
-                SupervisorError::AlreadyRunning(_) | SupervisorError::NotRunning(_) | SupervisorError::Busy(_),
-            ) => StatusCode::CONFLICT,
+            Self::Supervisor(SupervisorError::Busy(_)) => StatusCode::LOCKED,
+            Self::Supervisor(SupervisorError::AlreadyRunning(_) | SupervisorError::NotRunning(_)) => {
+                StatusCode::CONFLICT
+            }
             Self::Supervisor(SupervisorError::Failed { .. } | SupervisorError::State { .. }) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -157,7 +158,6 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/replicas/{name}/begin", post(replica_begin))
         .route("/v1/replicas/{name}/preflight", get(replica_preflight))
         .route("/v1/placements/{name}", post(placement_record))
-        .route("/v1/vservers/{name}/migrate", post(migrate_start))
         .route("/v1/vservers/{name}/migration", get(migrate_status))
         .route("/v1/replicas/{name}/abort", post(replica_abort))
         .route_layer(middleware::from_fn(bounded));
@@ -166,6 +166,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/vservers/{name}/{action}", post(lifecycle))
         .route("/v1/replicas/{name}/commit", post(replica_commit))
         .route("/v1/vservers/{name}/promote", post(promote))
+        .route("/v1/vservers/{name}/migrate", post(migrate_start))
         .route("/v1/replicas/{name}/rsync", post(replica_rsync));
     let authenticated =
         quick.merge(lifecycle).route_layer(middleware::from_fn_with_state(Arc::clone(&agent), authenticate));
@@ -320,6 +321,12 @@ fn clone_supervisor_error(e: &SupervisorError) -> SupervisorError {
         SupervisorError::AlreadyRunning(n) => SupervisorError::AlreadyRunning(n.clone()),
         SupervisorError::NotRunning(n) => SupervisorError::NotRunning(n.clone()),
         SupervisorError::Busy(n) => SupervisorError::Busy(n.clone()),
+        SupervisorError::BadConf { name, message } => {
+            SupervisorError::BadConf { name: name.clone(), message: message.clone() }
+        }
+        SupervisorError::Refused { name, message } => {
+            SupervisorError::Refused { name: name.clone(), message: message.clone() }
+        }
         other => SupervisorError::Failed { name: String::new(), message: other.to_string() },
     }
 }
@@ -339,6 +346,10 @@ async fn placement_record(
     let known = |h: &String| *h == agent.config.node || agent.config.peers.iter().any(|p| &p.name == h);
     if let Some(bad) = placement.standbys.iter().chain([&placement.primary]).find(|h| !known(h)) {
         return Err(ApiError::BadRequest(format!("unknown host {bad:?} in the placement")));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = placement.standbys.iter().chain([&placement.primary]).find(|h| !seen.insert(*h)) {
+        return Err(ApiError::BadRequest(format!("host {twice:?} is listed twice in the placement")));
     }
     let newer = agent
         .replication
@@ -362,7 +373,9 @@ async fn migrate_status(State(agent): State<Arc<Agent>>, Path(name): Path<String
     let name = parse_name(&name)?;
     match agent.migrations.get(&name) {
         Some(m) => Ok(Json(m).into_response()),
-        None => Err(ApiError::NoRoute(format!("no migrate of {name} since this agent started"))),
+        None => {
+            Err(ApiError::Migrate(MigrateError::NotFound(format!("no migrate of {name} since this agent started"))))
+        }
     }
 }
 

@@ -111,8 +111,10 @@ pub struct PromoteRequest {
 pub struct Preflight {
     /// Free bytes on the replica store's file system.
     pub free_bytes: u64,
-    /// `rsync --version`'s first line, or why it cannot run.
-    pub rsync: Result<String, String>,
+    /// The receiving rsync's version (`rsync 3.2.7`), when usable.
+    pub rsync: Option<String>,
+    /// Why rsync cannot be used there (missing, too old).
+    pub rsync_error: Option<String>,
     /// The vserver runs or is configured on this host already.
     pub present: bool,
 }
@@ -263,7 +265,7 @@ async fn run(
     if pre.present {
         return Err(format!("{target} already has {name} (configured or running); nothing was stopped"));
     }
-    if let Err(e) = &pre.rsync {
+    if let Some(e) = &pre.rsync_error {
         return Err(format!("{target} has no usable rsync ({e}); nothing was stopped"));
     }
     let needed = tree_bytes + tree_bytes / 10;
@@ -366,7 +368,9 @@ async fn run(
         PromoteOutcome::Running => {}
         PromoteOutcome::Refused(why) => return Err(restart_here(format!("start on {target} failed: {why}")).await),
         PromoteOutcome::Unknown(why) => {
-            // Never two copies: whether it started there is not known, so it is not started here.
+            // Never two copies: whether it started there is not known, so it is not started here, and its
+            // intent here becomes "stopped" so that the agent does not restart it either.
+            let _ = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await;
             return Err(format!(
                 "no answer from {target} about the start ({why}); {name} is stopped here and may be running on \
                  {target}: check there (vserver-stat, GET /v1/status) before starting it anywhere"
@@ -387,7 +391,9 @@ async fn run(
         let url = format!("{}/v1/placements/{name}", p.url.trim_end_matches('/'));
         let sent = client.post(url).bearer_auth(&agent.secret).json(&moved).send().await;
         if !sent.as_ref().is_ok_and(|r| r.status().is_success()) {
-            warnings.push(format!("{host} did not take the new placement; it learns it later"));
+            warnings.push(format!(
+                "{host} did not take the new placement; it keeps the old one until it is sent the new one again"
+            ));
         }
     }
     let meta = GenerationMeta {
@@ -528,7 +534,10 @@ pub async fn promote(
         .map_err(|e| MigrateError::Conflict(e.to_string()))?
         .map_err(|e| match e {
             failover::store::StoreError::NoReplica(_) => MigrateError::NotFound(e.to_string()),
-            other => MigrateError::Conflict(other.to_string()),
+            failover::store::StoreError::Exists(_) => MigrateError::Conflict(e.to_string()),
+            other => {
+                MigrateError::Supervisor(SupervisorError::Failed { name: name.to_string(), message: other.to_string() })
+            }
         })?;
     tracing::info!(vserver = %name, source = %req.source, "replica promoted to the running tree");
     if !req.start {
@@ -567,5 +576,9 @@ pub async fn preflight(agent: &Arc<Agent>, name: &VserverName) -> Preflight {
     })
     .await
     .unwrap_or((0, Err("the check failed".into())));
-    Preflight { free_bytes, rsync, present }
+    let (rsync, rsync_error) = match rsync {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e)),
+    };
+    Preflight { free_bytes, rsync, rsync_error, present }
 }

@@ -26,8 +26,9 @@ use super::model::{HeldReplica, PeerState, ReplicationStatus};
 use super::Agent;
 use crate::dirs::Dirs;
 
-/// Longest wait, at commit, for the receiving rsyncs of a session to end.
-const COMMIT_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait, at commit, for the receiving rsyncs of a session to end: well under the sender's wait for
+/// the commit's answer, so that a commit never lands after the sender gave up on it.
+const COMMIT_WAIT: Duration = Duration::from_secs(15);
 /// Longest time one control request between agents (begin, commit) may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for an abort (the standby may be what failed).
@@ -54,7 +55,7 @@ pub enum ReplicationError {
     /// Bad input (HTTP 400).
     #[error("{0}")]
     BadRequest(String),
-    /// The sync failed (HTTP 502 when it was the standby, 500 here); the message says where and why.
+    /// The sync failed (HTTP 500); the message says where and why.
     #[error("{0}")]
     Failed(String),
 }
@@ -241,9 +242,12 @@ impl Replication {
         if map.get(name).is_some_and(|p| p.epoch >= placement.epoch) {
             return Ok(false);
         }
-        map.insert(name.clone(), placement);
-        let text = serde_json::to_vec_pretty(&*map).map_err(std::io::Error::other)?;
+        // On disk first: a placement in effect is always one that survives a restart.
+        let mut next = map.clone();
+        next.insert(name.clone(), placement);
+        let text = serde_json::to_vec_pretty(&next).map_err(std::io::Error::other)?;
         crate::agent::supervisor::write_atomic(&self.placement_path, &text, 0o644)?;
+        *map = next;
         Ok(true)
     }
 
@@ -471,6 +475,11 @@ impl Replication {
         }
         let guard = self.vserver_lock(name);
         let _held = guard.lock().await;
+        // Again, now that no migrate runs: one that just ended may have moved it.
+        let placement = self
+            .placement(name)
+            .filter(|p| p.primary == self.node && self.dirs.conf(name).is_file())
+            .ok_or_else(|| ReplicationError::Conflict(format!("{name} moved off this host meanwhile; not synced")))?;
         lock(&self.last_run).insert(name.clone(), Instant::now());
         let mut outcomes = Vec::new();
         for standby in &placement.standbys {
@@ -572,8 +581,7 @@ impl Replication {
             "begin",
         )
         .await?;
-        let result = self.passes(agent, name, standby, &peer.url, &begin.session).await;
-        match result {
+        let result = match self.passes(agent, name, standby, &peer.url, &begin.session).await {
             Ok(passes) => {
                 let commit = CommitRequest {
                     session: begin.session.clone(),
@@ -581,14 +589,19 @@ impl Replication {
                     consistent: passes.freeze.is_some(),
                     kind: Some(kind.to_string()),
                 };
-                let _: GenerationMeta = control(
+                control::<GenerationMeta>(
                     client.post(format!("{base}/v1/replicas/{name}/commit")).bearer_auth(&agent.secret).json(&commit),
                     standby,
                     "commit",
                 )
-                .await?;
-                Ok(passes)
+                .await
+                .map(|_| passes)
             }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(passes) => Ok(passes),
+            // Whatever failed, the session is closed (a failed commit included), so nothing is left open.
             Err(e) => {
                 let abort = CommitRequest { session: begin.session, started_unix_ms, consistent: false, kind: None };
                 // Short: the standby may be what failed.

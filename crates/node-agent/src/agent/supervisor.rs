@@ -105,11 +105,17 @@ struct Shared {
 /// A vserver held by a migrate: no restart by the check loop, no operator operation, until dropped.
 pub struct Hold {
     name: VserverName,
-    shared: Arc<Shared>,
     _guard: OwnedMutexGuard<()>,
+    _mark: HeldMark,
 }
 
-impl Drop for Hold {
+/// The mark that refuses operators; removed when dropped, also when a hold is abandoned while it waits.
+struct HeldMark {
+    name: VserverName,
+    shared: Arc<Shared>,
+}
+
+impl Drop for HeldMark {
     fn drop(&mut self) {
         lock(&self.shared.held).remove(&self.name);
     }
@@ -222,8 +228,9 @@ impl Supervisor {
         if !lock(&self.shared.held).insert(name.clone()) {
             return Err(SupervisorError::Busy(name.to_string()));
         }
+        let mark = HeldMark { name: name.clone(), shared: Arc::clone(&self.shared) };
         let guard = self.shared.op_lock(name).lock_owned().await;
-        Ok(Hold { name: name.clone(), shared: Arc::clone(&self.shared), _guard: guard })
+        Ok(Hold { name: name.clone(), _guard: guard, _mark: mark })
     }
 
     /// Starts or stops a held vserver (`start` or `stop`), without changing its intent.

@@ -46,7 +46,8 @@ pub struct ServerCommand {
 
 /// Short options a receiving server may get (all flags: none takes an argument). The letters after `e` in
 /// the same group are protocol capabilities, not options.
-const SHORT_FLAGS: &str = "lHogDtpAXrxSvzcIuWnqRKLkEOJUhb";
+/// (Not `K`, `L`, `k`: following symlinks on the receiving side could write outside the replica.)
+const SHORT_FLAGS: &str = "lHogDtpAXrxSvzcIuWnqREOJUhb";
 
 /// Long options a receiving server may get (exact, or `NAME=` followed by a value made of `VALUE_CHARS`).
 const LONG_EXACT: &[&str] = &[
@@ -228,6 +229,7 @@ mod tests {
             "rsync --server -logDtpre.iLsfxCIvu --log-file=/etc/passwd . tree/",
             "rsync --server -logDtpre.iLsfxCIvu --link-dest=/ . tree/",
             "rsync --server -T/tmp -logDtpre.iLsfxCIvu . tree/",
+            "rsync --server -logDtprKe.iLsfxCIvu . tree/",
             "rsync --server -logDtpre.iLsfxCIvu --info=../x . tree/",
             "rsync --server -logDtpre.iLsfxCIvu . tree/ extra",
             "rsync --server -logDtpre.iLsfxCIvu",

@@ -27,7 +27,8 @@ struct Cli {
     /// The sync session opened on the receiving agent.
     #[arg(long)]
     session: String,
-    /// The cluster CA (PEM) that signed the receiving agent's certificate (https).
+    /// The cluster CA (PEM) that signed the receiving agent's certificate (https; without it, the public
+    /// authorities' roots are trusted).
     #[arg(long)]
     ca_file: Option<PathBuf>,
     /// This agent's certificate (PEM), presented to the receiving agent (https).
@@ -171,9 +172,15 @@ async fn tls(cli: &Cli, host: &str, tcp: TcpStream) -> anyhow::Result<tokio_rust
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    let ca = cli.ca_file.as_ref().context("https needs --ca-file (the cluster CA)")?;
-    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
-        roots.add(cert?)?;
+    match &cli.ca_file {
+        // The cluster CA alone, as the agents trust it.
+        Some(ca) => {
+            for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+                roots.add(cert?)?;
+            }
+        }
+        // No cluster CA: certificates from the public authorities, as the agents' HTTP client does then.
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
