@@ -4,11 +4,7 @@
 use vserver_lab::agents::{wait_for, Agents};
 use vserver_lab::{skip_unless_root, Lab};
 
-use crate::{FAST, PATIENCE};
-
-fn all_alive(agents: &Agents, hosts: usize) -> bool {
-    (0..hosts).all(|o| (0..hosts).filter(|p| *p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive")))
-}
+use crate::{all_alive, FAST, PATIENCE};
 
 #[test]
 fn three_agents_see_each_other_then_a_killed_one_dies_and_returns_as_a_new_incarnation() {

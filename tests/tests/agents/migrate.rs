@@ -5,32 +5,12 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use vserver_lab::agents::{wait_for, Agents};
 use vserver_lab::{skip_unless_root, treecmp, Lab};
 
-use crate::{FAST, PATIENCE};
-
-fn vserver(lab: &Lab, host: usize, args: &[&str], local: bool) -> Output {
-    let bin = vserver_lab::vserver_bin().expect("vserver binary");
-    let mut cmd = lab.hosts[host].command(bin);
-    cmd.args(args).env("VSERVER_STOP_TIMEOUT", "2");
-    if local {
-        cmd.env("VSERVER_NO_AGENT", "1");
-    }
-    cmd.output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{:?}\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::{all_alive, text, vserver, FAST, PATIENCE};
 
 /// Builds a busybox vserver on h0 serving HTTP at its own address, and starts the agents with it placed on
 /// h0 (standby h1); starts it through h0's agent and waits until it answers.
@@ -42,12 +22,7 @@ fn setup<'lab>(lab: &'lab Lab, name: &str) -> (Agents<'lab>, Ipv4Addr, PathBuf) 
     vserver_lab::bench::install_httpd_service(&tree, "migrating").unwrap();
     let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\"]\ninterval_secs = 3600\n");
     let agents = Agents::start_with(lab, FAST, Some(&cluster)).unwrap();
-    let all_alive = || {
-        (0..lab.hosts.len()).all(|o| {
-            (0..lab.hosts.len()).filter(|p| *p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive"))
-        })
-    };
-    assert!(wait_for(PATIENCE, all_alive).is_some(), "log:\n{}", agents.log(0));
+    assert!(wait_for(PATIENCE, || all_alive(&agents, lab.hosts.len())).is_some(), "log:\n{}", agents.log(0));
     let out = vserver(lab, 0, &[name, "start"], false);
     assert!(out.status.success(), "{}", text(&out));
     assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());

@@ -8,26 +8,7 @@ use std::process::Output;
 use vserver_lab::agents::{wait_for, Agents, AGENT_PORT};
 use vserver_lab::{skip_unless_root, treecmp, Lab};
 
-use crate::{FAST, PATIENCE};
-
-fn vserver(lab: &Lab, host: usize, args: &[&str], local: bool) -> Output {
-    let bin = vserver_lab::vserver_bin().expect("vserver binary");
-    let mut cmd = lab.hosts[host].command(bin);
-    cmd.args(args).env("VSERVER_STOP_TIMEOUT", "2");
-    if local {
-        cmd.env("VSERVER_NO_AGENT", "1");
-    }
-    cmd.output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{:?}\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::{all_alive, text, vserver, FAST, PATIENCE};
 
 /// The current generation of `name`'s replica on host `i`: its directory and record.
 fn current(lab: &Lab, i: usize, name: &str) -> Option<(PathBuf, serde_json::Value)> {
@@ -36,10 +17,6 @@ fn current(lab: &Lab, i: usize, name: &str) -> Option<(PathBuf, serde_json::Valu
     let generation = dir.join(slot);
     let meta = serde_json::from_slice(&std::fs::read(generation.join("meta.json")).ok()?).ok()?;
     Some((generation, meta))
-}
-
-fn all_alive(agents: &Agents, hosts: usize) -> bool {
-    (0..hosts).all(|o| (0..hosts).filter(|p| *p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive")))
 }
 
 fn cluster(name: &str) -> String {

@@ -6,25 +6,10 @@ use std::process::Output;
 use vserver_lab::agents::{wait_for, Agents};
 use vserver_lab::{skip_unless_root, Lab};
 
-use crate::{FAST, PATIENCE};
+use crate::{text, FAST, PATIENCE};
 
 fn vserver(lab: &Lab, args: &[&str], local: bool) -> Output {
-    let bin = vserver_lab::vserver_bin().expect("vserver binary");
-    let mut cmd = lab.hosts[0].command(bin);
-    cmd.args(args).env("VSERVER_STOP_TIMEOUT", "2");
-    if local {
-        cmd.env("VSERVER_NO_AGENT", "1");
-    }
-    cmd.output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{:?}\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    crate::vserver(lab, 0, args, local)
 }
 
 fn vserver_json(agents: &Agents, name: &str) -> Option<serde_json::Value> {
