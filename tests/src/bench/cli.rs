@@ -59,6 +59,28 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Replication and migrate on a tree of at least 1 GiB: a sync beside plain rsync of the same change, the
+    /// outage of migrate beside the guide's stop-copy-start, and a no-change pass over 100,000 files.
+    Replicate {
+        /// Size of the generated data, MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Number of data files.
+        #[arg(long, default_value_t = 16384)]
+        files: u64,
+        /// Percent of the files changed between two syncs.
+        #[arg(long, default_value_t = 1.0)]
+        change_pct: f64,
+        /// Timed rounds of the replication pass.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Files of the no-change tree.
+        #[arg(long, default_value_t = 100_000)]
+        small_files: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time from a start command to the service answering HTTP, for vserver, LXC and a bare floor.
     Start {
         /// Instances per variant (1..=150).
@@ -101,6 +123,16 @@ fn dispatch(cli: Cli) -> Result<()> {
     };
     let (count, variants, timeout, json) = match bench {
         Bench::Start { count, variants, timeout, json } => (count, variants, timeout, json),
+        Bench::Replicate { size_mib, files, change_pct, rounds, small_files, json } => {
+            let opts = crate::bench::ReplicateOptions { size_mib, files, change_pct, rounds, small_files };
+            let report = crate::bench::run_replicate_bench(&opts, &cancel)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
         Bench::Agent { rate, seconds, idle, connections, json } => {
             if rate == 0 || connections == 0 || seconds == 0 {
                 anyhow::bail!("--rate, --connections and --seconds must be above 0");

@@ -1,17 +1,19 @@
 //! Benchmarks run in a lab: how fast the product starts a service compared with LXC and with a
-//! bare namespace-and-chroot floor.
+//! bare namespace-and-chroot floor; the agent under load and at rest; replication and migrate.
 
 mod agent;
 pub mod cli;
 mod contender;
 mod floor;
 mod lxc;
+mod replicate;
 mod service;
 mod start;
 mod stats;
 mod vserver;
 
 pub use agent::{run_agent_bench, AgentBenchOptions, AgentBenchReport};
+pub use replicate::{run_replicate_bench, ReplicateOptions, ReplicateReport};
 pub use service::install_httpd_service;
 pub use start::{run_start, StartOptions, StartReport, Variant, VariantReport};
 
