@@ -417,9 +417,14 @@ pub fn sync(run_dir: &Path, name: &VserverName, json: bool) -> i32 {
         if !json {
             if o.ok {
                 let freeze = o.freeze_ms.map(|f| format!(", frozen {f} ms")).unwrap_or_default();
+                let phases: Vec<String> = o.phases_ms.iter().map(|(p, ms)| format!("{p} {ms}")).collect();
                 println!(
-                    "vserver {name} -> {}: complete, {} bytes sent, {} files, {} ms{freeze}",
-                    o.standby, o.bytes_sent, o.files_transferred, o.duration_ms
+                    "vserver {name} -> {}: complete, {} bytes sent, {} files, {} ms{freeze} ({} ms)",
+                    o.standby,
+                    o.bytes_sent,
+                    o.files_transferred,
+                    o.duration_ms,
+                    phases.join(", ")
                 );
             } else {
                 println!("vserver {name} -> {}: FAILED: {}", o.standby, o.error.as_deref().unwrap_or("unknown error"));

@@ -280,7 +280,12 @@ pub fn run_replicate_bench(opts: &ReplicateOptions, cancel: &AtomicBool) -> Resu
             noise.fill(&mut buf);
             fs::write(path, &buf)?;
         }
-        let sync = || timed(|| must(vserver(&lab, 0, &[big, "sync"], false)?, "sync"));
+        let sync = || {
+            let (out, ms) = timed(|| must(vserver(&lab, 0, &[big, "sync"], false)?, "sync"))?;
+            // The sync's own account of its steps, to see where the time goes.
+            eprint!("  {}", String::from_utf8_lossy(&out.stdout));
+            Ok::<_, anyhow::Error>(((), ms))
+        };
         let copy = || timed(|| plain_rsync(&tree, &plain));
         if round % 2 == 0 {
             sync_ms.push(sync()?.1);

@@ -293,7 +293,8 @@ async fn run(
     .await?;
     let session = begin.session.clone();
     let abort = || async {
-        let req = CommitRequest { session: session.clone(), started_unix_ms: 0, consistent: false, kind: None };
+        let req =
+            CommitRequest { session: session.clone(), started_unix_ms: 0, consistent: false, kind: None, conf: None };
         let _ =
             client.post(format!("{base}/v1/replicas/{name}/abort")).bearer_auth(&agent.secret).json(&req).send().await;
     };
@@ -343,9 +344,14 @@ async fn run(
     enter("final");
     let final_pass = async {
         let moved = replication.copy_tree(agent, name, target, &peer.url, &session, false, &progress).await?;
-        replication.copy_conf(agent, name, target, &peer.url, &session).await?;
-        let commit =
-            CommitRequest { session: session.clone(), started_unix_ms, consistent: true, kind: Some("migrate".into()) };
+        let conf = replication.conf_for_commit(agent, name, target, &peer.url, &session).await?;
+        let commit = CommitRequest {
+            session: session.clone(),
+            started_unix_ms,
+            consistent: true,
+            kind: Some("migrate".into()),
+            conf,
+        };
         let _: GenerationMeta = control(
             client.post(format!("{base}/v1/replicas/{name}/commit")).bearer_auth(&agent.secret).json(&commit),
             target,

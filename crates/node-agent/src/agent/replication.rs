@@ -92,7 +92,26 @@ pub struct CommitRequest {
     /// `sync` or `migrate`.
     #[serde(default)]
     pub kind: Option<String>,
+    /// `NAME.conf` and `NAME.sh`, carried in the commit when small (else sent by rsync before it): the standby
+    /// writes them into the generation before it becomes current.
+    #[serde(default)]
+    pub conf: Option<Vec<ConfFile>>,
 }
+
+/// A conf file carried in a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfFile {
+    /// `NAME.conf` or `NAME.sh`.
+    pub name: String,
+    /// Its permission bits.
+    pub mode: u32,
+    /// Its content, base64.
+    pub content: String,
+}
+
+/// Conf files carried in a commit at most this large (base64 included), well under the API's body limit.
+const CONF_IN_COMMIT_MAX: usize = 40 * 1024;
 
 /// A sync session on a standby: the generation being filled and the receiving rsyncs at work in it.
 struct Session {
@@ -145,6 +164,9 @@ pub struct SyncOutcome {
     pub error: Option<String>,
     /// File attributes the copy could not carry.
     pub warning: Option<String>,
+    /// Each step's duration, ms, in order (begin, tree, frozen tree, conf, commit).
+    #[serde(default)]
+    pub phases_ms: Vec<(String, u64)>,
 }
 
 /// Replication on this host: as primary (syncs out) and as standby (sessions in, the replica store).
@@ -403,6 +425,14 @@ impl Replication {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if let Some(files) = &req.conf {
+            let dir = staging.dir.join("conf");
+            let n = name.clone();
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || write_conf(&dir, &n, &files))
+                .await
+                .map_err(|e| ReplicationError::Failed(e.to_string()))??;
+        }
         let meta = GenerationMeta {
             source,
             started_unix_ms: req.started_unix_ms,
@@ -534,6 +564,7 @@ impl Replication {
                     freeze_ms: done.freeze.map(|f| f.as_millis() as u64),
                     error: None,
                     warning: done.warning,
+                    phases_ms: done.phases_ms,
                 }
             }
             Err(e) => {
@@ -548,6 +579,7 @@ impl Replication {
                     freeze_ms: None,
                     error: Some(e),
                     warning: None,
+                    phases_ms: Vec::new(),
                 }
             }
         }
@@ -572,6 +604,7 @@ impl Replication {
         }
         let client = &agent.peer_client;
         let base = peer.url.trim_end_matches('/');
+        let begun = Instant::now();
         let begin: BeginReply = control(
             client
                 .post(format!("{base}/v1/replicas/{name}/begin"))
@@ -581,13 +614,17 @@ impl Replication {
             "begin",
         )
         .await?;
+        let begin_ms = begun.elapsed().as_millis() as u64;
         let result = match self.passes(agent, name, standby, &peer.url, &begin.session).await {
-            Ok(passes) => {
+            Ok(mut passes) => {
+                passes.phases_ms.insert(0, ("begin".into(), begin_ms));
+                let committing = Instant::now();
                 let commit = CommitRequest {
                     session: begin.session.clone(),
                     started_unix_ms,
                     consistent: passes.freeze.is_some(),
                     kind: Some(kind.to_string()),
+                    conf: passes.conf.take(),
                 };
                 control::<GenerationMeta>(
                     client.post(format!("{base}/v1/replicas/{name}/commit")).bearer_auth(&agent.secret).json(&commit),
@@ -595,7 +632,10 @@ impl Replication {
                     "commit",
                 )
                 .await
-                .map(|_| passes)
+                .map(|_| {
+                    passes.phases_ms.push(("commit".into(), committing.elapsed().as_millis() as u64));
+                    passes
+                })
             }
             Err(e) => Err(e),
         };
@@ -603,7 +643,13 @@ impl Replication {
             Ok(passes) => Ok(passes),
             // Whatever failed, the session is closed (a failed commit included), so nothing is left open.
             Err(e) => {
-                let abort = CommitRequest { session: begin.session, started_unix_ms, consistent: false, kind: None };
+                let abort = CommitRequest {
+                    session: begin.session,
+                    started_unix_ms,
+                    consistent: false,
+                    kind: None,
+                    conf: None,
+                };
                 // Short: the standby may be what failed.
                 let said: Result<AbortReply, String> = control_within(
                     client.post(format!("{base}/v1/replicas/{name}/abort")).bearer_auth(&agent.secret).json(&abort),
@@ -635,8 +681,10 @@ impl Replication {
         let scan_root = tree.clone();
         let scan = tokio::task::spawn_blocking(move || failover::fileflags::scan(&scan_root));
         let mut passes = Passes::default();
+        let step = Instant::now();
         let live = self.copy_tree(agent, name, standby, url, session, true, &|_| {}).await?;
         passes.add(&live);
+        passes.phases_ms.push(("tree".into(), step.elapsed().as_millis() as u64));
         let running = agent.supervisor.get(name).await.is_ok_and(|v| v.state == super::model::VserverState::Running);
         if settings.consistent && running {
             let cgroups = isolate::cgroup::Cgroups::new(&self.dirs.cgroup(), name).map_err(|e| e.to_string())?;
@@ -647,8 +695,11 @@ impl Replication {
             passes.freeze = Some(frozen_at.elapsed());
             thawed.map_err(|e| format!("cannot thaw {name}: {e}"))?;
             passes.add(&frozen?);
+            passes.phases_ms.push(("frozen tree".into(), frozen_at.elapsed().as_millis() as u64));
         }
-        passes.add(&self.copy_conf(agent, name, standby, url, session).await?);
+        let step = Instant::now();
+        passes.conf = self.conf_for_commit(agent, name, standby, url, session).await?;
+        passes.phases_ms.push(("conf".into(), step.elapsed().as_millis() as u64));
         passes.warning = match scan.await {
             Ok(report) => report.warning(),
             Err(_) => None,
@@ -671,6 +722,22 @@ impl Replication {
     ) -> Result<Moved, String> {
         let shell = self.remote_shell(agent, url, name, session);
         self.rsync(RsyncPass::tree(&self.dirs.root(name), standby, &shell, live), progress).await
+    }
+
+    /// `NAME.conf` and `NAME.sh` for the commit, or, when they are too large to carry, sent by rsync into the
+    /// session's generation now (`None`).
+    pub async fn conf_for_commit(
+        &self,
+        agent: &Agent,
+        name: &VserverName,
+        standby: &str,
+        url: &str,
+        session: &str,
+    ) -> Result<Option<Vec<ConfFile>>, String> {
+        match read_conf(&self.dirs.conf_dir, name)? {
+            Some(files) => Ok(Some(files)),
+            None => self.copy_conf(agent, name, standby, url, session).await.map(|_| None),
+        }
     }
 
     /// The rsync pass of `NAME.conf` and `NAME.sh` into the session's generation on `standby`.
@@ -787,6 +854,57 @@ impl Replication {
     }
 }
 
+/// Reads `NAME.conf` and `NAME.sh` from `conf_dir` for a commit; `None` when they are too large to carry.
+pub fn read_conf(conf_dir: &Path, name: &VserverName) -> Result<Option<Vec<ConfFile>>, String> {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    let mut size = 0;
+    for file in [format!("{name}.conf"), format!("{name}.sh")] {
+        let path = conf_dir.join(&file);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && file.ends_with(".sh") => continue,
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+        let content = base64::engine::general_purpose::STANDARD.encode(bytes);
+        size += content.len();
+        files.push(ConfFile { name: file, mode, content });
+    }
+    Ok((size <= CONF_IN_COMMIT_MAX).then_some(files))
+}
+
+/// Writes carried conf files into a generation's `conf/`, replacing what it held.
+fn write_conf(dir: &Path, name: &VserverName, files: &[ConfFile]) -> Result<(), ReplicationError> {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let allowed = [format!("{name}.conf"), format!("{name}.sh")];
+    let bad = |m: String| ReplicationError::BadRequest(m);
+    if let Some(f) = files.iter().find(|f| !allowed.contains(&f.name)) {
+        return Err(bad(format!("a commit of {name} may carry only {name}.conf and {name}.sh, not {:?}", f.name)));
+    }
+    if !files.iter().any(|f| f.name == allowed[0]) {
+        return Err(bad(format!("a commit that carries the conf must carry {name}.conf")));
+    }
+    let failed =
+        |what: &str, p: &Path, e: std::io::Error| ReplicationError::Failed(format!("{what} {}: {e}", p.display()));
+    std::fs::create_dir_all(dir).map_err(|e| failed("creating", dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| failed("reading", dir, e))?.flatten() {
+        let _ = std::fs::remove_file(entry.path());
+    }
+    for f in files {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&f.content)
+            .map_err(|e| bad(format!("{}: not base64: {e}", f.name)))?;
+        let path = dir.join(&f.name);
+        std::fs::write(&path, bytes).map_err(|e| failed("writing", &path, e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode & 0o7777))
+            .map_err(|e| failed("setting the mode of", &path, e))?;
+    }
+    Ok(())
+}
+
 /// Counts a receiving rsync as active while it lives, and keeps what it said if it failed.
 pub struct ActiveGuard {
     active: Arc<AtomicUsize>,
@@ -819,6 +937,10 @@ struct Passes {
     files_transferred: u64,
     freeze: Option<Duration>,
     warning: Option<String>,
+    /// Each step's duration, ms, in order.
+    phases_ms: Vec<(String, u64)>,
+    /// The conf, when carried in the commit.
+    conf: Option<Vec<ConfFile>>,
 }
 
 impl Passes {
@@ -974,6 +1096,27 @@ fn session_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_conf_travels_in_the_commit_and_only_the_conf() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("etc"), dir.path().join("gen-conf"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&dst).unwrap();
+        let web = VserverName::parse("web").unwrap();
+        std::fs::write(src.join("web.conf"), "IPROOT=\"\"\n").unwrap();
+        std::fs::write(dst.join("web.sh"), "stale hook").unwrap();
+        let files = read_conf(&src, &web).unwrap().unwrap();
+        assert_eq!(files.len(), 1, "no hook on the source");
+        write_conf(&dst, &web, &files).unwrap();
+        assert_eq!(std::fs::read_to_string(dst.join("web.conf")).unwrap(), "IPROOT=\"\"\n");
+        assert!(!dst.join("web.sh").exists(), "a hook removed on the source is removed from the copy");
+        let evil = vec![ConfFile { name: "../../etc/passwd".into(), mode: 0o644, content: String::new() }];
+        assert!(matches!(write_conf(&dst, &web, &evil), Err(ReplicationError::BadRequest(_))));
+        // Too large to carry: sent by rsync instead.
+        std::fs::write(src.join("web.sh"), vec![b'#'; 64 * 1024]).unwrap();
+        assert!(read_conf(&src, &web).unwrap().is_none());
+    }
 
     #[test]
     fn the_remote_shell_quotes_what_needs_it() {
