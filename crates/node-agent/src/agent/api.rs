@@ -33,7 +33,8 @@ use super::{metrics, page, Agent};
 
 /// Largest request body read.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// Longest time for any request but a lifecycle one (start, stop, restart), body included.
+/// Longest time for a request, body included, but the long ones: start, stop, restart, sync, migrate, promote,
+/// commit and the replication tunnel (bounded by their own timeouts).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A refused or failed request: its status and a sentence for [`ErrorBody`].

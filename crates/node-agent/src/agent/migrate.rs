@@ -3,8 +3,8 @@
 //! 1. checks, before anything stops: the target is a live peer, has no such vserver, has room and a usable
 //!    rsync; the vserver is held (no restart, no operator operation) and its syncs are locked out;
 //! 2. pre-copies while it runs, pass after pass, until a pass moves little or the pass limit is reached;
-//! 3. stops it; a final pass (tree, then conf) in which any rsync error aborts; the copy becomes the target's
-//!    current replica;
+//! 3. stops it; a final pass of the tree in which any rsync error aborts; the commit (carrying the conf) makes
+//!    the copy the target's current replica;
 //! 4. the target promotes that replica to its running tree and starts the vserver (its addresses come up
 //!    there, announced by gratuitous ARP) and confirms it runs;
 //! 5. the new placement is recorded (the target primary, this host its first standby), and this host keeps its
@@ -537,7 +537,9 @@ pub async fn promote(
         (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
     let meta = tokio::task::spawn_blocking(move || store.promote(&n, &vdir, &cdir))
         .await
-        .map_err(|e| MigrateError::Conflict(e.to_string()))?
+        .map_err(|e| {
+            MigrateError::Supervisor(SupervisorError::Failed { name: name.to_string(), message: e.to_string() })
+        })?
         .map_err(|e| match e {
             failover::store::StoreError::NoReplica(_) => MigrateError::NotFound(e.to_string()),
             failover::store::StoreError::Exists(_) => MigrateError::Conflict(e.to_string()),

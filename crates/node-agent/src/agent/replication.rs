@@ -4,7 +4,8 @@
 //!
 //! One sync of a vserver to one standby: `begin` on the standby (it prepares a generation and opens a
 //! session), rsync of the tree (a live pass, where files vanishing is normal), in consistent mode a second pass
-//! with the vserver frozen, rsync of `NAME.conf` and `NAME.sh`, then `commit`. rsync reaches the standby
+//! with the vserver frozen, then `commit`, which carries `NAME.conf` and `NAME.sh` (sent by rsync first when too
+//! large to carry). rsync reaches the standby
 //! through the tunnel (`tunnel.rs`). Syncs of one vserver never overlap (one lock per vserver, also taken by a
 //! migrate); a failed sync leaves the standby's current generation as it was.
 
