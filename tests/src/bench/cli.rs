@@ -71,7 +71,7 @@ enum Bench {
         /// Percent of the files changed between two syncs.
         #[arg(long, default_value_t = 1.0)]
         change_pct: f64,
-        /// Timed rounds of the replication pass.
+        /// Rounds of each measurement (migrate runs there and back in each).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Files of the no-change tree.

@@ -6,6 +6,7 @@ pub mod cli;
 mod contender;
 mod floor;
 mod lxc;
+mod outage;
 mod replicate;
 mod service;
 mod start;
