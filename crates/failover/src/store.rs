@@ -284,21 +284,10 @@ impl ReplicaStore {
         Ok(generation.meta)
     }
 
-    /// Undoes a [`promote`](Self::promote) whose vserver never ran here: moves the tree and conf files back
-    /// into a generation and makes it current again with `meta`.
-    pub fn unpromote(
-        &self,
-        name: &VserverName,
-        vservers_dir: &Path,
-        conf_dir: &Path,
-        meta: GenerationMeta,
-    ) -> Result<Generation, StoreError> {
-        self.keep(name, vservers_dir, conf_dir, meta)
-    }
-
     /// Takes a vserver out of service on this host and keeps it as this host's replica: its tree and conf
     /// files (`NAME.conf`, `NAME.sh`) move into the generation that is not current, which becomes current
-    /// with `meta`. What that generation held before is removed. The vserver must not run.
+    /// with `meta`. What that generation held before is removed. The vserver must not run. (Also undoes a
+    /// [`promote`](Self::promote) whose vserver never ran here.)
     pub fn keep(
         &self,
         name: &VserverName,

@@ -558,7 +558,7 @@ pub async fn promote(
             let _ = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await;
             let (store, vdir, cdir, n) =
                 (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
-            let back = tokio::task::spawn_blocking(move || store.unpromote(&n, &vdir, &cdir, meta)).await;
+            let back = tokio::task::spawn_blocking(move || store.keep(&n, &vdir, &cdir, meta)).await;
             if !matches!(back, Ok(Ok(_))) {
                 tracing::error!(vserver = %name, "cannot put the replica back after a failed start: {back:?}");
             }
