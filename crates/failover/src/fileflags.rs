@@ -177,6 +177,18 @@ pub fn scan(root: &Path) -> FlagReport {
     report
 }
 
+/// [`scan`] on a thread of its own at idle priority (`SCHED_IDLE`): run beside an rsync pass over the same
+/// tree, it takes only CPU time the copy leaves unused, so it never slows the copy down.
+pub fn scan_beside(root: PathBuf) -> std::io::Result<std::thread::JoinHandle<FlagReport>> {
+    std::thread::Builder::new().name("flag-scan".into()).spawn(move || {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sets the calling thread's policy (pid 0); `param` lives across the call. On failure the scan
+        // simply runs at the normal priority.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        scan(&root)
+    })
+}
+
 fn note(report: &mut FlagReport, rel: PathBuf, bits: u32) {
     let l = letters(bits);
     if !l.is_empty() {

@@ -3,6 +3,7 @@
 //! builds on them.
 #![warn(missing_docs)]
 
+pub mod changes;
 pub mod fileflags;
 pub mod placement;
 pub mod rsync;

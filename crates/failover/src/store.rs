@@ -198,12 +198,25 @@ impl ReplicaStore {
     /// Prepares the generation that is not current for a sync: its record is removed first (so it can never
     /// be taken for complete), its `tree/` and `conf/` exist. What it held stays, as the basis of the copy.
     pub fn begin(&self, name: &VserverName) -> Result<Staging, StoreError> {
-        let vdir = self.dir(name);
-        fs::create_dir_all(&vdir).map_err(io_err("creating", &vdir))?;
         let slot = match self.current(name)? {
             Some(g) => g.slot.other(),
             None => Slot::A,
         };
+        self.begin_in(name, slot)
+    }
+
+    /// The tree a sync of `name` would fill now (the generation that is not current), which may not exist.
+    pub fn staging_tree(&self, name: &VserverName) -> Result<PathBuf, StoreError> {
+        let slot = match self.current(name)? {
+            Some(g) => g.slot.other(),
+            None => Slot::A,
+        };
+        Ok(self.dir(name).join(slot.as_str()).join("tree"))
+    }
+
+    fn begin_in(&self, name: &VserverName, slot: Slot) -> Result<Staging, StoreError> {
+        let vdir = self.dir(name);
+        fs::create_dir_all(&vdir).map_err(io_err("creating", &vdir))?;
         let dir = vdir.join(slot.as_str());
         let meta = dir.join("meta.json");
         match fs::remove_file(&meta) {
@@ -286,8 +299,11 @@ impl ReplicaStore {
 
     /// Takes a vserver out of service on this host and keeps it as this host's replica: its tree and conf
     /// files (`NAME.conf`, `NAME.sh`) move into the generation that is not current, which becomes current
-    /// with `meta`. What that generation held before is removed. The vserver must not run. (Also undoes a
-    /// [`promote`](Self::promote) whose vserver never ran here.)
+    /// with `meta`. What that generation held before is removed. With no current generation (this host
+    /// promoted one to run the vserver), the tree goes into the generation the promote emptied, so that the
+    /// other one, an older copy, stays as the basis of the next sync into it instead of being removed and sent
+    /// again in full. The vserver must not run. (Also undoes a [`promote`](Self::promote) whose vserver never
+    /// ran here.)
     pub fn keep(
         &self,
         name: &VserverName,
@@ -295,7 +311,14 @@ impl ReplicaStore {
         conf_dir: &Path,
         meta: GenerationMeta,
     ) -> Result<Generation, StoreError> {
-        let staging = self.begin(name)?;
+        let staging = match self.current(name)? {
+            Some(g) => self.begin_in(name, g.slot.other())?,
+            None => {
+                let holds_tree = |slot: Slot| self.dir(name).join(slot.as_str()).join("tree").exists();
+                let slot = if holds_tree(Slot::A) && !holds_tree(Slot::B) { Slot::B } else { Slot::A };
+                self.begin_in(name, slot)?
+            }
+        };
         let old_tree = staging.dir.join("tree");
         let old_conf = staging.dir.join("conf");
         let trash = self.dir(name).join(format!(".discard-{}", std::process::id()));
@@ -320,6 +343,28 @@ impl ReplicaStore {
         remove_all(&trash).map_err(io_err("removing", &trash))?;
         Ok(generation)
     }
+}
+
+/// Bytes the files of a tree take on disk (allocated blocks, so sparse files count what they hold), not
+/// following symbolic links nor crossing into other file systems. A missing tree takes 0.
+pub fn disk_usage(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = fs::symlink_metadata(root) else { return 0 };
+    let dev = top.dev();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() && meta.dev() == dev {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
 }
 
 /// Removes a tree that may be large; a missing one is fine.
@@ -468,5 +513,34 @@ mod tests {
             .unwrap()
             .flatten()
             .all(|e| !e.file_name().to_string_lossy().starts_with(".discard")));
+    }
+
+    #[test]
+    fn keep_after_a_promote_spares_the_older_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vs, conf) = (dir.path().join("vservers"), dir.path().join("etc"));
+        fs::create_dir_all(&vs).unwrap();
+        fs::create_dir_all(&conf).unwrap();
+        let store = ReplicaStore::new(vs.join(".replicas"));
+        let web = name("web");
+        for (slot, text) in [(Slot::A, "one"), (Slot::B, "two")] {
+            let s = store.begin(&web).unwrap();
+            assert_eq!(s.slot, slot);
+            fill(&s, "web", text);
+            store.commit(&web, &s, meta("h0")).unwrap();
+        }
+        // b runs here; a, one change behind, stays.
+        store.promote(&web, &vs, &conf).unwrap();
+        let older = store.root().join("web").join("a").join("tree").join("file");
+        assert_eq!(fs::read_to_string(&older).unwrap(), "one");
+        // Given up again: the tree goes back into b, and a is still there as the next sync's basis.
+        let g = store.keep(&web, &vs, &conf, GenerationMeta { kind: "kept".into(), ..meta("h1") }).unwrap();
+        assert_eq!(g.slot, Slot::B);
+        assert_eq!(fs::read_to_string(g.tree().join("file")).unwrap(), "two");
+        assert_eq!(fs::read_to_string(&older).unwrap(), "one");
+        let next = store.begin(&web).unwrap();
+        assert_eq!(next.slot, Slot::A);
+        assert_eq!(fs::read_to_string(next.dir.join("tree").join("file")).unwrap(), "one");
+        assert_eq!(store.staging_tree(&web).unwrap(), next.dir.join("tree"));
     }
 }

@@ -529,6 +529,9 @@ pub fn migrate(run_dir: &Path, name: &VserverName, target: &str, json: bool) -> 
         }
         let phases: Vec<String> = status.phases_ms.iter().map(|(p, ms)| format!("{p} {ms} ms")).collect();
         println!("  phases: {}; {} bytes sent", phases.join(", "), status.bytes_sent);
+        if let Some(how) = &status.final_pass {
+            println!("  final pass: {how}");
+        }
         if let Some(w) = &status.error {
             println!("  {w}");
         }

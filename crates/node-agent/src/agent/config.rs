@@ -163,6 +163,16 @@ pub struct AgentConfig {
     /// A sync pass gives up when no data moves for this many seconds (a cut link, a hung standby).
     #[serde(default = "default_rsync_timeout")]
     pub rsync_timeout_secs: u64,
+    /// Send changed files whole (rsync's `--whole-file`) instead of through rsync's delta algorithm. The
+    /// default, right where the standbys share a LAN with the primary (as moving an address by gratuitous
+    /// ARP requires): the delta algorithm reads every changed file on both hosts to save network bytes a LAN
+    /// does not miss. Set false when the link is the bottleneck and large files change in small places.
+    #[serde(default = "yes")]
+    pub rsync_whole_file: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_rsync_timeout() -> u64 {

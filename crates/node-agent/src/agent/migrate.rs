@@ -71,6 +71,10 @@ pub struct MigrationStatus {
     pub outage_ms: Option<u64>,
     /// Each phase's duration, ms, in order.
     pub phases_ms: Vec<(String, u64)>,
+    /// What the final pass copied: only what changed since the last pre-copy pass started (how many paths),
+    /// or the whole tree and why. Set when the final pass ends.
+    #[serde(default)]
+    pub final_pass: Option<String>,
     /// Why it failed, and what was done about it.
     pub error: Option<String>,
     /// Whether it has ended (done or failed).
@@ -117,6 +121,9 @@ pub struct Preflight {
     pub rsync_error: Option<String>,
     /// The vserver runs or is configured on this host already.
     pub present: bool,
+    /// Bytes already held by the replica generation a migrate's copy fills (its basis; room it needs no more).
+    #[serde(default)]
+    pub staging_bytes: u64,
 }
 
 /// Starts a migrate in the background after the checks that need no wait; its progress is in
@@ -253,7 +260,7 @@ async fn run(
     let tree = dirs.root(name);
     let tree_bytes = {
         let t = tree.clone();
-        tokio::task::spawn_blocking(move || tree_size(&t)).await.map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || failover::store::disk_usage(&t)).await.map_err(|e| e.to_string())?
     };
     migrations.update(name, |m| m.tree_bytes = tree_bytes);
     let pre: Preflight = control(
@@ -268,7 +275,9 @@ async fn run(
     if let Some(e) = &pre.rsync_error {
         return Err(format!("{target} has no usable rsync ({e}); nothing was stopped"));
     }
-    let needed = tree_bytes + tree_bytes / 10;
+    // The copy goes into the target's generation that is not current: what it holds already is mostly
+    // rewritten in place, file by file (rsync's temporary copy of a file needs that file's size again).
+    let needed = (tree_bytes + tree_bytes / 10).saturating_sub(pre.staging_bytes);
     if pre.free_bytes < needed {
         return Err(format!(
             "{target} has {} MiB free for replicas, {name} needs about {} MiB; nothing was stopped",
@@ -300,8 +309,11 @@ async fn run(
     };
     let progress = |bytes: u64| migrations.update(name, |m| m.pass_bytes = bytes);
     let mut pass = 0;
+    let mut mark;
     loop {
         pass += 1;
+        // Whatever changes from here on has a newer inode change time: the final pass looks for that alone.
+        mark = failover::changes::ClockMark::now();
         migrations.update(name, |m| {
             m.pass = pass;
             m.pass_bytes = 0;
@@ -343,7 +355,9 @@ async fn run(
     }
     enter("final");
     let final_pass = async {
-        let moved = replication.copy_tree(agent, name, target, &peer.url, &session, false, &progress).await?;
+        let (moved, how) = replication.copy_changes(agent, name, target, &peer.url, &session, mark, &progress).await?;
+        tracing::info!(vserver = %name, target, "final pass: {how}");
+        migrations.update(name, |m| m.final_pass = Some(how));
         let conf = replication.conf_for_commit(agent, name, target, &peer.url, &session).await?;
         let commit = CommitRequest {
             session: session.clone(),
@@ -492,27 +506,6 @@ async fn promote_on_target(agent: &Agent, base: &str, name: &VserverName, target
     PromoteOutcome::Unknown(lost)
 }
 
-/// Bytes in the files of a tree (not following symlinks, not crossing file systems).
-fn tree_size(root: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(top) = std::fs::symlink_metadata(root) else { return 0 };
-    let dev = top.dev();
-    let mut total = 0u64;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() && meta.dev() == dev {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                total += meta.blocks() * 512;
-            }
-        }
-    }
-    total
-}
-
 /// A control request to a peer (as in replication).
 async fn control<T: serde::de::DeserializeOwned>(
     req: reqwest::RequestBuilder,
@@ -572,21 +565,23 @@ pub async fn preflight(agent: &Arc<Agent>, name: &VserverName) -> Preflight {
     let dirs = agent.supervisor.host().dirs.clone();
     let present = dirs.conf(name).exists() || dirs.root(name).exists();
     let root = agent.replication.store().root().to_path_buf();
+    let staging = agent.replication.store().staging_tree(name).ok();
     let rsync_bin = agent.config.rsync_bin.clone().unwrap_or_else(|| "rsync".into());
-    let (free_bytes, rsync) = tokio::task::spawn_blocking(move || {
+    let (free_bytes, staging_bytes, rsync) = tokio::task::spawn_blocking(move || {
         let _ = std::fs::create_dir_all(&root);
         let free = nix::sys::statvfs::statvfs(&root).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
+        let staging_bytes = staging.map_or(0, |t| failover::store::disk_usage(&t));
         // Recent enough for every flag a sync uses (the nanosecond comparison needs it on this side too).
         let rsync = failover::rsync::check_version(&rsync_bin)
             .map(|(a, b, c)| format!("rsync {a}.{b}.{c}"))
             .map_err(|e| e.to_string());
-        (free, rsync)
+        (free, staging_bytes, rsync)
     })
     .await
-    .unwrap_or((0, Err("the check failed".into())));
+    .unwrap_or((0, 0, Err("the check failed".into())));
     let (rsync, rsync_error) = match rsync {
         Ok(v) => (Some(v), None),
         Err(e) => (None, Some(e)),
     };
-    Preflight { free_bytes, rsync, rsync_error, present }
+    Preflight { free_bytes, rsync, rsync_error, present, staging_bytes }
 }

@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -119,8 +118,8 @@ struct Session {
     id: String,
     source: String,
     staging: Staging,
-    /// Receiving rsyncs running for it.
-    active: Arc<AtomicUsize>,
+    /// Receiving rsyncs running for it (watched: a commit waits for none).
+    active: Arc<tokio::sync::watch::Sender<usize>>,
     /// Set to true to kill them (session replaced or aborted).
     cancel: tokio::sync::watch::Sender<bool>,
     /// What failed receiving rsyncs said.
@@ -187,6 +186,7 @@ pub struct Replication {
     rsync_bin: PathBuf,
     tunnel_bin: PathBuf,
     io_timeout: Duration,
+    whole_file: bool,
 }
 
 impl Replication {
@@ -246,6 +246,7 @@ impl Replication {
             rsync_bin: config.rsync_bin.clone().unwrap_or_else(|| "rsync".into()),
             tunnel_bin: beside("vserver-tunnel").unwrap_or_else(|| "vserver-tunnel".into()),
             io_timeout: Duration::from_secs(config.rsync_timeout_secs),
+            whole_file: config.rsync_whole_file,
         })
     }
 
@@ -378,7 +379,7 @@ impl Replication {
                 id: id.clone(),
                 source: req.source,
                 staging,
-                active: Arc::default(),
+                active: Arc::new(tokio::sync::watch::Sender::new(0)),
                 cancel,
                 errors: Arc::default(),
             },
@@ -396,7 +397,7 @@ impl Replication {
         let sessions = lock(&self.sessions);
         match sessions.get(name) {
             Some(s) if s.id == session => {
-                s.active.fetch_add(1, Ordering::SeqCst);
+                s.active.send_modify(|n| *n += 1);
                 let guard = ActiveGuard { active: Arc::clone(&s.active), errors: Arc::clone(&s.errors) };
                 Ok((s.staging.dir.clone(), guard, s.cancel.subscribe()))
             }
@@ -419,12 +420,8 @@ impl Replication {
                 }
             }
         };
-        let deadline = Instant::now() + COMMIT_WAIT;
-        while active.load(Ordering::SeqCst) > 0 {
-            if Instant::now() >= deadline {
-                return Err(ReplicationError::Conflict(format!("rsync still writing into {name}'s replica")));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !idle_within(&active, COMMIT_WAIT).await {
+            return Err(ReplicationError::Conflict(format!("rsync still writing into {name}'s replica")));
         }
         if let Some(files) = &req.conf {
             let dir = staging.dir.join("conf");
@@ -466,10 +463,7 @@ impl Replication {
             let s = sessions.get(name).filter(|s| s.id == session)?;
             (Arc::clone(&s.active), Arc::clone(&s.errors))
         };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        idle_within(&active, Duration::from_secs(2)).await;
         {
             let mut sessions = lock(&self.sessions);
             if sessions.get(name).is_some_and(|s| s.id == session) {
@@ -678,9 +672,8 @@ impl Replication {
     ) -> Result<Passes, String> {
         let tree = self.dirs.root(name);
         let settings = self.settings(name);
-        // File attributes rsync cannot carry: looked for while the live pass runs.
-        let scan_root = tree.clone();
-        let scan = tokio::task::spawn_blocking(move || failover::fileflags::scan(&scan_root));
+        // File attributes rsync cannot carry: looked for while the live pass runs, at idle priority.
+        let scan = failover::fileflags::scan_beside(tree.clone());
         let mut passes = Passes::default();
         let step = Instant::now();
         let live = self.copy_tree(agent, name, standby, url, session, true, &|_| {}).await?;
@@ -701,9 +694,12 @@ impl Replication {
         let step = Instant::now();
         passes.conf = self.conf_for_commit(agent, name, standby, url, session).await?;
         passes.phases_ms.push(("conf".into(), step.elapsed().as_millis() as u64));
-        passes.warning = match scan.await {
-            Ok(report) => report.warning(),
-            Err(_) => None,
+        passes.warning = match scan {
+            Ok(handle) => match tokio::task::spawn_blocking(move || handle.join()).await {
+                Ok(Ok(report)) => report.warning(),
+                _ => None,
+            },
+            Err(e) => Some(format!("cannot look for file attributes rsync does not carry: {e}")),
         };
         Ok(passes)
     }
@@ -723,6 +719,58 @@ impl Replication {
     ) -> Result<Moved, String> {
         let shell = self.remote_shell(agent, url, name, session);
         self.rsync(RsyncPass::tree(&self.dirs.root(name), standby, &shell, live), progress).await
+    }
+
+    /// An rsync pass of only what changed in the tree since `mark`, into the session's generation on
+    /// `standby`, which a complete pass that started at `mark` filled (see [`failover::changes`]). Falls back
+    /// to a pass over the whole tree when the changes cannot be listed, the root itself changed or the clock
+    /// was set back. The vserver must not be running (not a live pass). Returns what moved and, in words, how
+    /// the pass was chosen.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn copy_changes(
+        &self,
+        agent: &Agent,
+        name: &VserverName,
+        standby: &str,
+        url: &str,
+        session: &str,
+        mark: failover::changes::ClockMark,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(Moved, String), String> {
+        let root = self.dirs.root(name);
+        let walk_root = root.clone();
+        let listed = tokio::task::spawn_blocking(move || failover::changes::since(&walk_root, mark.wall())).await;
+        let why_whole = match listed {
+            Ok(Ok(_)) if mark.clock_set_back() => "the system clock was set back since the pre-copy".to_string(),
+            Ok(Ok(c)) if c.whole => "the tree's top directory changed".to_string(),
+            Ok(Ok(c)) if c.paths.is_empty() => {
+                return Ok((Moved::default(), format!("nothing changed ({} entries looked at)", c.scanned)))
+            }
+            Ok(Ok(c)) => {
+                let list = self.dirs.run_dir.join(format!("{name}.changed"));
+                let how = format!(
+                    "{} changed paths ({} of them directories, copied whole) of {} entries",
+                    c.paths.len(),
+                    c.dirs,
+                    c.scanned
+                );
+                write_private(&list, &c.files_from()).map_err(|e| format!("writing {}: {e}", list.display()))?;
+                let shell = self.remote_shell(agent, url, name, session);
+                let mut pass = RsyncPass::tree(&root, standby, &shell, false);
+                pass.what = "tree (changes since the pre-copy)".into();
+                // With a list, -a no longer implies -r: it is asked for, so that a listed directory is copied
+                // with everything under it, and what it no longer holds is deleted.
+                pass.extra = vec!["-r".into(), "--from0".into(), format!("--files-from={}", list.display())];
+                let moved = self.rsync(pass, progress).await;
+                let _ = std::fs::remove_file(&list);
+                return moved.map(|m| (m, how));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::info!(vserver = %name, reason = %why_whole, "the last pass compares the whole tree");
+        let moved = self.copy_tree(agent, name, standby, url, session, false, progress).await?;
+        Ok((moved, format!("whole tree: {why_whole}")))
     }
 
     /// `NAME.conf` and `NAME.sh` for the commit, or, when they are too large to carry, sent by rsync into the
@@ -783,10 +831,11 @@ impl Replication {
         let live = pass.live;
         let what = pass.what.clone();
         let timeout = self.io_timeout;
+        let whole_file = self.whole_file;
         // Progress goes from rsync's thread to the caller through a channel.
         let (tx, mut rx) = tokio::sync::watch::channel(0u64);
         let run = tokio::task::spawn_blocking(move || {
-            pass.job(bin, timeout).run(|p| {
+            pass.job(bin, timeout, whole_file).run(|p| {
                 let _ = tx.send(p.bytes);
             })
         });
@@ -906,9 +955,15 @@ fn write_conf(dir: &Path, name: &VserverName, files: &[ConfFile]) -> Result<(), 
     Ok(())
 }
 
+/// Waits until no receiving rsync of a session runs, at most `limit`; false if some still do.
+async fn idle_within(active: &tokio::sync::watch::Sender<usize>, limit: Duration) -> bool {
+    let mut rx = active.subscribe();
+    tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await.is_ok_and(|r| r.is_ok())
+}
+
 /// Counts a receiving rsync as active while it lives, and keeps what it said if it failed.
 pub struct ActiveGuard {
-    active: Arc<AtomicUsize>,
+    active: Arc<tokio::sync::watch::Sender<usize>>,
     errors: Arc<Mutex<Vec<String>>>,
 }
 
@@ -921,7 +976,7 @@ impl ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::SeqCst);
+        self.active.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -1012,14 +1067,18 @@ impl RsyncPass {
         }
     }
 
-    fn job(self, bin: PathBuf, io_timeout: Duration) -> rsync::Job {
+    fn job(self, bin: PathBuf, io_timeout: Duration, whole_file: bool) -> rsync::Job {
+        let mut extra_args = self.extra;
+        if whole_file {
+            extra_args.insert(0, "--whole-file".into());
+        }
         rsync::Job {
             rsync_bin: bin,
             sources: self.sources,
             dest: self.dest,
             remote_shell: Some(self.shell),
             live: self.live,
-            extra_args: self.extra,
+            extra_args,
             io_timeout: Some(io_timeout),
         }
     }
@@ -1092,6 +1151,14 @@ fn session_id() -> String {
         bytes[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
     }
     hex::encode(bytes)
+}
+
+/// Writes `bytes` to `path`, readable by root alone.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
 }
 
 #[cfg(test)]

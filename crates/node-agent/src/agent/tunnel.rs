@@ -152,11 +152,13 @@ pub async fn receive(
         Ok(c) => c,
         Err(e) => return tracing::error!(vserver, bin = %rsync_bin.display(), error = %e, "tunnel: cannot run rsync"),
     };
-    let (mut stdin, mut stdout, mut stderr) =
+    let (mut stdin, stdout, mut stderr) =
         (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
-    let (mut from_net, mut to_net) = tokio::io::split(upgraded);
+    let (from_net, mut to_net) = tokio::io::split(upgraded);
+    const BUF: usize = 256 * 1024;
     let upstream = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut from_net, &mut stdin).await;
+        let mut from_net = tokio::io::BufReader::with_capacity(BUF, from_net);
+        let _ = tokio::io::copy_buf(&mut from_net, &mut stdin).await;
         let _ = stdin.shutdown().await;
     });
     let errors = tokio::spawn(async move {
@@ -165,7 +167,8 @@ pub async fn receive(
         text
     });
     let downstream = async {
-        let _ = tokio::io::copy(&mut stdout, &mut to_net).await;
+        let mut stdout = tokio::io::BufReader::with_capacity(BUF, stdout);
+        let _ = tokio::io::copy_buf(&mut stdout, &mut to_net).await;
         let _ = to_net.shutdown().await;
     };
     let status = tokio::select! {

@@ -48,29 +48,71 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // rsync waits for its remote shell at the end of a run by polling every 20 ms, which would add up to 20 ms
+    // to every pass. So the tunnel runs in a child process, and this one exits as soon as the tunnel is up
+    // (rsync collects its status then), or with the tunnel's failure before that. The child keeps rsync's
+    // stdin, stdout and stderr and its process group (a kill of the group still reaches it).
+    let Ok((ready_r, ready_w)) = nix::unistd::pipe() else {
+        return tunnel(cli, None);
+    };
+    // SAFETY: no other thread exists yet (no runtime has been built); the child goes on as this program.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(ready_r);
+            tunnel(cli, Some(std::fs::File::from(ready_w)))
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            use std::io::Read;
+            drop(ready_w);
+            let mut said = [0u8; 1];
+            match std::fs::File::from(ready_r).read(&mut said) {
+                Ok(1) => ExitCode::from(said[0]),
+                // It ended without a word: its own status says how.
+                _ => match nix::sys::wait::waitpid(child, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => ExitCode::from(code as u8),
+                    _ => ExitCode::from(255),
+                },
+            }
+        }
+        Err(_) => tunnel(cli, None),
+    }
+}
+
+/// Runs the tunnel; `ready` gets one byte when it is up (0) or has failed (its exit code).
+fn tunnel(cli: Cli, ready: Option<std::fs::File>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vserver-tunnel: cannot start: {e}");
-            return ExitCode::from(255);
+            return report(ready, 255);
         }
     };
-    let result = runtime.block_on(run(cli));
+    let mut ready = ready;
+    let result = runtime.block_on(run(cli, &mut ready));
     // A read of stdin may still be pending in a blocking thread: do not wait for it.
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vserver-tunnel: {e:#}");
-            ExitCode::from(255)
+            report(ready, 255)
         }
     }
+}
+
+/// Tells the waiting parent (if it still waits) how the tunnel went, and returns the same code.
+fn report(ready: Option<std::fs::File>, code: u8) -> ExitCode {
+    if let Some(mut f) = ready {
+        use std::io::Write;
+        let _ = f.write_all(&[code]);
+    }
+    ExitCode::from(code)
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, ready: &mut Option<std::fs::File>) -> anyhow::Result<()> {
     use anyhow::{bail, Context};
     let secret = std::fs::read_to_string(&cli.secret_file)
         .with_context(|| format!("cannot read the secret {}", cli.secret_file.display()))?;
@@ -130,18 +172,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|| body.trim().to_string());
         bail!("the agent at {} refused the tunnel ({}): {reason}", cli.url, text.lines().next().unwrap_or(""));
     }
-    let mut stdout = tokio::io::stdout();
+    // Up: the parent may go (rsync then finds its remote shell done when it looks at the end).
+    if let Some(f) = ready.take() {
+        report(Some(f), 0);
+    }
+    let (stdin, mut stdout) = stdio()?;
     stdout.write_all(&head[end..]).await?;
     stdout.flush().await?;
-    let (mut from_agent, mut to_agent) = tokio::io::split(stream);
-    let mut stdin = tokio::io::stdin();
+    let (from_agent, mut to_agent) = tokio::io::split(stream);
     let upstream = async move {
-        let copied = tokio::io::copy(&mut stdin, &mut to_agent).await;
+        let copied = tokio::io::copy_buf(&mut tokio::io::BufReader::with_capacity(BUF, stdin), &mut to_agent).await;
         let _ = to_agent.shutdown().await;
         copied
     };
     let downstream = async move {
-        let copied = tokio::io::copy(&mut from_agent, &mut stdout).await;
+        let mut from_agent = tokio::io::BufReader::with_capacity(BUF, from_agent);
+        let copied = tokio::io::copy_buf(&mut from_agent, &mut stdout).await;
         let _ = stdout.flush().await;
         copied
     };
@@ -150,6 +196,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::spawn(upstream);
     downstream.await.context("receiving from the agent")?;
     Ok(())
+}
+
+/// Bytes moved per read.
+const BUF: usize = 256 * 1024;
+
+/// Our stdin and stdout, on which rsync talks. rsync hands its remote shell the ends of a socket pair (or
+/// pipes); those are read and written through the runtime's event loop. Tokio's own stdio would pass every
+/// read and write through a blocking thread, which shows in a pass that moves many small messages.
+fn stdio() -> std::io::Result<(Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let kind = |fd: &std::os::fd::OwnedFd| -> std::io::Result<std::fs::FileType> {
+        Ok(std::fs::File::from(fd.try_clone()?).metadata()?.file_type())
+    };
+    let input = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let input: Box<dyn AsyncRead + Unpin + Send> = match kind(&input)? {
+        k if k.is_socket() => {
+            let s = std::os::unix::net::UnixStream::from(input);
+            s.set_nonblocking(true)?;
+            Box::new(tokio::net::UnixStream::from_std(s)?)
+        }
+        k if k.is_fifo() => Box::new(tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(input))?),
+        _ => Box::new(tokio::io::stdin()),
+    };
+    let output = std::io::stdout().as_fd().try_clone_to_owned()?;
+    let output: Box<dyn AsyncWrite + Unpin + Send> = match kind(&output)? {
+        k if k.is_socket() => {
+            let s = std::os::unix::net::UnixStream::from(output);
+            s.set_nonblocking(true)?;
+            Box::new(tokio::net::UnixStream::from_std(s)?)
+        }
+        k if k.is_fifo() => Box::new(tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(output))?),
+        _ => Box::new(tokio::io::stdout()),
+    };
+    Ok((input, output))
 }
 
 /// Makes the kernel end the connection when the link is gone: unacknowledged data for `timeout`
