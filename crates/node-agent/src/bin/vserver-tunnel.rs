@@ -207,26 +207,23 @@ const BUF: usize = 256 * 1024;
 fn stdio() -> std::io::Result<(Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>)> {
     use std::os::fd::AsFd;
     use std::os::unix::fs::FileTypeExt;
+    let socket = |fd: std::os::fd::OwnedFd| {
+        let s = std::os::unix::net::UnixStream::from(fd);
+        s.set_nonblocking(true)?;
+        tokio::net::UnixStream::from_std(s)
+    };
     let kind = |fd: &std::os::fd::OwnedFd| -> std::io::Result<std::fs::FileType> {
         Ok(std::fs::File::from(fd.try_clone()?).metadata()?.file_type())
     };
     let input = std::io::stdin().as_fd().try_clone_to_owned()?;
     let input: Box<dyn AsyncRead + Unpin + Send> = match kind(&input)? {
-        k if k.is_socket() => {
-            let s = std::os::unix::net::UnixStream::from(input);
-            s.set_nonblocking(true)?;
-            Box::new(tokio::net::UnixStream::from_std(s)?)
-        }
+        k if k.is_socket() => Box::new(socket(input)?),
         k if k.is_fifo() => Box::new(tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(input))?),
         _ => Box::new(tokio::io::stdin()),
     };
     let output = std::io::stdout().as_fd().try_clone_to_owned()?;
     let output: Box<dyn AsyncWrite + Unpin + Send> = match kind(&output)? {
-        k if k.is_socket() => {
-            let s = std::os::unix::net::UnixStream::from(output);
-            s.set_nonblocking(true)?;
-            Box::new(tokio::net::UnixStream::from_std(s)?)
-        }
+        k if k.is_socket() => Box::new(socket(output)?),
         k if k.is_fifo() => Box::new(tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(output))?),
         _ => Box::new(tokio::io::stdout()),
     };
