@@ -226,6 +226,18 @@ fn consistent_mode_freezes_for_the_last_pass_and_attributes_rsync_cannot_carry_a
     let name = vserver_lab::unique("rc");
     let tree = build(&lab, &name);
     vserver_lab::bench::install_httpd_service(&tree, "consistent").unwrap();
+    // A writer inside that keeps writing the same count to /data/a, then /zz/b; between the two, in rsync's
+    // order, 32 MiB that the live pass takes a while to copy. In one instant of the vserver b is a or a - 1;
+    // a live copy alone would have them far apart.
+    let writer =
+        "#!/bin/sh\ncase \"$1\" in\n  start) mkdir -p /data /zz\n    (i=0; while :; do i=$((i+1)); echo $i > /data/a; \
+                  echo $i > /zz/b; busybox usleep 200; done) </dev/null >/dev/null 2>&1 &\n    ;;\nesac\n";
+    std::fs::write(tree.join("etc/init.d/writer"), writer).unwrap();
+    std::fs::set_permissions(tree.join("etc/init.d/writer"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    std::os::unix::fs::symlink("../init.d/writer", tree.join("etc/rc3.d/S60writer")).unwrap();
+    std::fs::create_dir_all(tree.join("m")).unwrap();
+    std::fs::write(tree.join("m/big"), vec![0x5a; 32 << 20]).unwrap();
     // A chattr flag (no-dump: harmless to remove, and rsync cannot carry it).
     let flagged = tree.join("flagged");
     std::fs::write(&flagged, "x").unwrap();
@@ -238,14 +250,28 @@ fn consistent_mode_freezes_for_the_last_pass_and_attributes_rsync_cannot_carry_a
     let out = vserver(&lab, 0, &[&name, "start"], false);
     assert!(out.status.success(), "{}", text(&out));
 
+    // New content, so that this sync's live pass copies it between a and b whatever the standby holds.
+    std::fs::write(tree.join("m/big"), vec![0xa5; 32 << 20]).unwrap();
     let out = vserver(&lab, 0, &[&name, "sync"], false);
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(said.contains("frozen"), "the freeze time is reported: {said}");
     let row = agents.status(0).unwrap()["replication"][0].clone();
     assert!(row["freeze_ms"].as_u64().is_some(), "{row}");
-    let (_, meta) = current(&lab, 1, &name).unwrap();
+    let (generation, meta) = current(&lab, 1, &name).unwrap();
     assert_eq!(meta["consistent"], true, "{meta}");
+    // Empty: caught between the truncation and the write of `echo $i > FILE`.
+    let count = |p: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(generation.join("tree").join(p)).unwrap();
+        (!text.is_empty()).then(|| text.trim().parse().unwrap_or_else(|_| panic!("{p} in the replica holds {text:?}")))
+    };
+    let (a, b) = (count("data/a"), count("zz/b"));
+    let one_instant = match (a, b) {
+        (Some(a), Some(b)) => b == a || b + 1 == a,
+        (Some(_), None) | (None, Some(_)) => true,
+        (None, None) => false,
+    };
+    assert!(one_instant, "the replica is one instant of the vserver: a={a:?}, b={b:?}");
     if has_flags {
         assert!(said.contains("flagged (d)"), "the flag is reported, not dropped silently: {said}");
         assert!(row["warning"].as_str().is_some_and(|w| w.contains("flagged")), "{row}");

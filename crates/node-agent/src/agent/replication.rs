@@ -676,6 +676,8 @@ impl Replication {
         let scan = failover::fileflags::scan_beside(tree.clone());
         let mut passes = Passes::default();
         let step = Instant::now();
+        // What changes from here on, the frozen pass of consistent mode copies alone.
+        let mark = failover::changes::ClockMark::now();
         let live = self.copy_tree(agent, name, standby, url, session, true, &|_| {}).await?;
         passes.add(&live);
         passes.phases_ms.push(("tree".into(), step.elapsed().as_millis() as u64));
@@ -684,7 +686,10 @@ impl Replication {
             let cgroups = isolate::cgroup::Cgroups::new(&self.dirs.cgroup(), name).map_err(|e| e.to_string())?;
             let frozen_at = Instant::now();
             cgroups.freeze().map_err(|e| format!("cannot freeze {name}: {e}"))?;
-            let frozen = self.copy_tree(agent, name, standby, url, session, false, &|_| {}).await;
+            let frozen = self.copy_changes(agent, name, standby, url, session, mark, &|_| {}).await.map(|(m, how)| {
+                tracing::debug!(vserver = %name, standby, "frozen pass: {how}");
+                m
+            });
             let thawed = cgroups.thaw();
             passes.freeze = Some(frozen_at.elapsed());
             thawed.map_err(|e| format!("cannot thaw {name}: {e}"))?;
@@ -724,8 +729,8 @@ impl Replication {
     /// An rsync pass of only what changed in the tree since `mark`, into the session's generation on
     /// `standby`, which a complete pass that started at `mark` filled (see [`failover::changes`]). Falls back
     /// to a pass over the whole tree when the changes cannot be listed, the root itself changed or the clock
-    /// was set back. The vserver must not be running (not a live pass). Returns what moved and, in words, how
-    /// the pass was chosen.
+    /// was set back. The vserver must not be running (stopped, or frozen: not a live pass). Returns what moved
+    /// and, in words, how the pass was chosen.
     #[allow(clippy::too_many_arguments)]
     pub async fn copy_changes(
         &self,
