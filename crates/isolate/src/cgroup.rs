@@ -269,6 +269,31 @@ impl Cgroups {
         })
     }
 
+    /// The vservers that have a group under `place` (running, or left behind by one that died), by the
+    /// directories of the authoritative hierarchy; names that are not valid vserver names are skipped. A
+    /// parent group that does not exist yet holds none.
+    pub fn list(place: &CgroupPlace) -> Result<Vec<VserverName>, CgroupError> {
+        let parent = parent_components(&place.parent)?;
+        let mut dir = match Layout::detect(&place.root)? {
+            Layout::V2 => place.root.clone(),
+            Layout::Hybrid => place.root.join("unified"),
+            Layout::V1 => place.root.join("freezer"),
+        };
+        dir.extend(&parent);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(CgroupError::Read { path: dir, source }),
+        };
+        let mut names: Vec<VserverName> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| VserverName::parse(e.file_name().to_str()?).ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The host's cgroup layout.
     pub fn layout(&self) -> Layout {
         self.layout
@@ -767,6 +792,24 @@ mod tests {
             fs::create_dir_all(dir.path().join(c)).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn list_reads_the_authoritative_hierarchy_of_each_layout() {
+        let v2 = v2_host("pids cpu");
+        fs::create_dir_all(v2.path().join("vservers/db")).unwrap();
+        fs::create_dir_all(v2.path().join("vservers/not a name")).unwrap();
+        touch(&v2.path().join("vservers/cgroup.procs"), "");
+        let names: Vec<String> = Cgroups::list(&place(&v2)).unwrap().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["db", "web"]);
+        let hybrid = hybrid_host(&["pids"]);
+        fs::create_dir_all(hybrid.path().join("unified/vservers/web")).unwrap();
+        fs::create_dir_all(hybrid.path().join("pids/vservers/other")).unwrap();
+        assert_eq!(Cgroups::list(&place(&hybrid)).unwrap(), [web()]);
+        let v1 = v1_host(&[]);
+        assert!(Cgroups::list(&place(&v1)).unwrap().is_empty(), "no parent group yet: none");
+        fs::create_dir_all(v1.path().join("freezer/vservers/web")).unwrap();
+        assert_eq!(Cgroups::list(&place(&v1)).unwrap(), [web()]);
     }
 
     fn sleeper() -> Child {

@@ -164,6 +164,27 @@ pub fn configure(interfaces: &[Interface], pid: i32) -> Result<(), NetworkError>
     announce_in(pid, &announce, 1)
 }
 
+/// Sets every interface but the loopback down inside the network namespace of `pid`, so that the context's
+/// addresses stop answering at once (ARP included), before its processes are killed and its namespace, with
+/// its interfaces, goes away. Returns how many were set down.
+pub fn down_all(pid: i32) -> Result<usize, NetworkError> {
+    let ns = open_netns(pid)?;
+    let listed = ip(Some(&ns), &["-o", "link", "show"], None)?;
+    // `2: eth0@if5: <BROADCAST,...> mtu 1500 ...`: the name is the second field, up to an `@`.
+    let names: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .filter(|n| *n != "lo")
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let batch: String = names.iter().map(|n| format!("link set dev {n} down\n")).collect();
+    ip(Some(&ns), &["-batch", "-"], Some(&batch))?;
+    Ok(names.len())
+}
+
 /// Sends `count` gratuitous ARPs for each (device, address) from inside the network namespace of `pid`.
 pub fn announce_in(pid: i32, addrs: &[(String, Ipv4Addr)], count: u32) -> Result<(), NetworkError> {
     if addrs.is_empty() {

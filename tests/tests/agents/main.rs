@@ -1,5 +1,6 @@
 //! Agents in a lab of network namespaces, for real: heartbeats and the failure detector under `kill -9`
-//! and a link set down, the HTTP API and its security, and the supervision of a host's vservers.
+//! and a link set down, the HTTP API and its security, the supervision of a host's vservers, replication,
+//! migrate, and the host's watchdog.
 //! Root only; each scenario builds and removes its own lab (`cargo nextest run -E 'binary(agents)'`).
 
 mod api;
@@ -7,6 +8,7 @@ mod heartbeats;
 mod migrate;
 mod replication;
 mod supervision;
+mod watchdog;
 
 use std::time::Duration;
 

@@ -1,0 +1,143 @@
+//! Scenarios: the host's watchdog (`vserver-watchdog`), driven over its socket as the agent drives it.
+//! Petted, it leaves the vservers alone, also across a reconnect (an agent restarted in time); once the
+//! petting stops for the armed timeout it sets their interfaces down and kills them, so that their address
+//! answers nothing, not even ping; bad requests are refused with a reason.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use vserver_lab::{skip_unless_root, Lab};
+
+use crate::{text, vserver, PATIENCE};
+
+/// The watchdog process, killed when dropped (also when the test fails).
+struct Watchdog {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn watchdog_bin() -> PathBuf {
+    vserver_lab::vserver_bin().expect("vserver binary").with_file_name("vserver-watchdog")
+}
+
+fn start_watchdog(lab: &Lab, host: usize) -> Watchdog {
+    let socket = lab.hosts[host].run_dir.join("watchdog.sock");
+    let child = lab.hosts[host]
+        .command(watchdog_bin())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("vserver-watchdog runs");
+    let dog = Watchdog { child, socket };
+    let deadline = Instant::now() + PATIENCE;
+    while UnixStream::connect(&dog.socket).is_err() {
+        assert!(Instant::now() < deadline, "the watchdog never listened on {}", dog.socket.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    dog
+}
+
+/// A connection to the watchdog, as the agent holds one.
+struct Conn(BufReader<UnixStream>);
+
+impl Conn {
+    fn open(socket: &Path) -> Self {
+        Self(BufReader::new(UnixStream::connect(socket).expect("connect to the watchdog")))
+    }
+
+    fn ask(&mut self, line: &str) -> String {
+        writeln!(self.0.get_mut(), "{line}").expect("send");
+        let mut answer = String::new();
+        self.0.read_line(&mut answer).expect("answer");
+        answer.trim().to_string()
+    }
+}
+
+/// Builds and starts (without an agent) a busybox vserver serving HTTP at its own address on host 0.
+fn running_vserver(lab: &Lab, name: &str) -> Ipv4Addr {
+    let addr = lab.free_addr(0);
+    let out = vserver(lab, 0, &[name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(name), "guarded").unwrap();
+    let out = vserver(lab, 0, &[name, "start"], true);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some(), "it serves");
+    addr
+}
+
+#[test]
+fn a_watchdog_no_longer_petted_kills_the_vservers_and_takes_their_address_down() {
+    if skip_unless_root("a_watchdog_no_longer_petted_kills_the_vservers_and_takes_their_address_down") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let name = vserver_lab::unique("wd");
+    let addr = running_vserver(&lab, &name);
+    let dog = start_watchdog(&lab, 0);
+
+    // Armed and petted for three timeouts, across a reconnect (an agent restarted in time): nothing happens.
+    let mut conn = Conn::open(&dog.socket);
+    assert_eq!(conn.ask("arm 500"), "ok armed 500");
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(conn.ask("pet"), "ok");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut conn = Conn::open(&dog.socket);
+    assert_eq!(conn.ask("pet"), "ok", "still armed after the first connection went away");
+    assert!(conn.ask("status").starts_with("armed "));
+    assert!(lab.client.http_get(addr, 80, Duration::from_secs(5)).is_ok(), "still serving while petted");
+
+    // The petting stops: fenced within the timeout (and some scheduling), the vserver dead, its address gone.
+    let stopped = Instant::now();
+    let fenced = loop {
+        let status = conn.ask("status");
+        if status.starts_with("fenced ") {
+            break status;
+        }
+        assert!(stopped.elapsed() < PATIENCE, "not fenced after {:?}: {status}", stopped.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("fenced {:?} after the last pet: {fenced}", stopped.elapsed());
+    assert!(fenced.ends_with(" 1"), "one vserver found and killed: {fenced}");
+    let out = vserver(&lab, 0, &[&name, "running"], true);
+    assert!(!out.status.success(), "the vserver is dead: {}", text(&out));
+    assert!(!lab.client.netns.ping(addr), "nothing answers at {addr} any more, not even the kernel");
+    // A pet no longer revives anything; re-arming guards what starts afterwards.
+    assert!(conn.ask("pet").starts_with("error fenced at "));
+    assert_eq!(conn.ask("arm 1000"), "ok armed 1000");
+    assert_eq!(conn.ask("disarm"), "ok disarmed");
+}
+
+#[test]
+fn the_watchdog_refuses_bad_requests_and_a_second_watchdog() {
+    if skip_unless_root("the_watchdog_refuses_bad_requests_and_a_second_watchdog") {
+        return;
+    }
+    let lab = Lab::new(1).unwrap();
+    let dog = start_watchdog(&lab, 0);
+    let mut conn = Conn::open(&dog.socket);
+    assert_eq!(conn.ask("pet"), "error not armed");
+    let short = conn.ask("arm 5");
+    assert!(short.starts_with("error the timeout must be a number of ms from 100 to 600000"), "{short}");
+    assert!(conn.ask("arm soon").starts_with("error the timeout"));
+    assert!(conn.ask("bark").starts_with("error unknown request \"bark\""));
+    assert_eq!(conn.ask("status"), "disarmed", "nothing above armed it");
+    let second = lab.hosts[0].command(watchdog_bin()).output().unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another watchdog already listens"), "{}", text(&second));
+    assert_eq!(conn.ask("status"), "disarmed", "the first one is unaffected");
+}
