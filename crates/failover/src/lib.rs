@@ -5,6 +5,7 @@
 
 pub mod changes;
 pub mod fileflags;
+pub mod ownership;
 pub mod placement;
 pub mod rsync;
 pub mod store;

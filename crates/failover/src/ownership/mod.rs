@@ -1,0 +1,850 @@
+//! The cluster's ownership table, replicated with Raft (openraft): for each vserver, the host that owns it
+//! and the epoch of that decision. A change is a compare-and-set on the epoch, committed by a majority of
+//! the voters before [`Ownership::set_owner`] returns; so a host starts a vserver only after the cluster
+//! has recorded it as the owner, and a decision taken against an old epoch is refused (DESIGN.md, invariant
+//! 1).
+//!
+//! Parts: [`types`] (commands, responses, the table), `log_store` (the durable log in redb), `state_machine`
+//! (the table and its snapshots), `network` (Raft RPCs over HTTP with reqwest), [`router`] (the matching
+//! axum routes, which the agent merges into its server), and [`Ownership`], the handle the agent uses.
+//!
+//! Writes made on a follower are forwarded to the leader over HTTP (`POST /v1/raft/propose`), so the
+//! caller never has to find the leader itself.
+
+mod http;
+mod log_store;
+mod network;
+mod state_machine;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use isolate::spec::SpecError;
+use isolate::VserverName;
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+pub use http::router;
+pub use types::{Command, Event, HostNode, NodeId, OwnerEntry, Response, TableState, TypeConfig};
+
+use network::{route_url, HttpNetwork};
+use state_machine::{Applied, StateMachine};
+use types::{OwnershipRaft, MAX_EVENT_TEXT};
+
+/// The file, in the data directory, that holds the Raft log, vote and committed index.
+pub const LOG_FILE: &str = "raft.redb";
+
+/// Why the ownership table could not be opened, read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnershipError {
+    /// The configuration cannot work (a member twice, this node missing, a timing out of order...).
+    #[error("invalid ownership configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// openraft refused the timing.
+    #[error("invalid raft timing: {source}")]
+    Timing {
+        /// openraft's reason.
+        source: Box<openraft::ConfigError>,
+    },
+    /// A vserver or host name that is not a valid name; nothing was proposed.
+    #[error("invalid {what}: {source}")]
+    InvalidName {
+        /// `vserver name` or `host name`.
+        what: &'static str,
+        /// Why the name was refused.
+        source: SpecError,
+    },
+    /// The new owner is not a member of the cluster; nothing was proposed.
+    #[error("host {host:?} is not a member of the cluster (members: {members})")]
+    UnknownHost {
+        /// The host asked for.
+        host: String,
+        /// The members known here, comma separated.
+        members: String,
+    },
+    /// An event text over [`types::MAX_EVENT_TEXT`] bytes; nothing was proposed.
+    #[error("event text is {len} bytes, more than the {max} allowed")]
+    EventTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create the raft data directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The log database could not be opened (another process has it, or it is damaged).
+    #[error("cannot open the raft log {path}: {source}")]
+    OpenLog {
+        /// The database file.
+        path: PathBuf,
+        /// redb's error.
+        source: Box<redb::Error>,
+    },
+    /// The last snapshot could not be read.
+    #[error("cannot read the raft snapshot in {path}: {source}")]
+    LoadSnapshot {
+        /// The data directory.
+        path: PathBuf,
+        /// The OS or JSON error.
+        source: std::io::Error,
+    },
+    /// openraft could not start on the stores (it checks them at start).
+    #[error("cannot start raft node {node_id}: {source}")]
+    Start {
+        /// This node.
+        node_id: NodeId,
+        /// openraft's error.
+        source: Box<Fatal<NodeId>>,
+    },
+    /// Forming the cluster failed for another reason than "already formed".
+    #[error("cannot initialize the cluster from node {node_id}: {source}")]
+    Initialize {
+        /// This node.
+        node_id: NodeId,
+        /// openraft's error.
+        source: Box<RaftError<NodeId, InitializeError<NodeId, HostNode>>>,
+    },
+    /// The change was refused: the vserver's epoch is no longer the one expected. Nothing changed.
+    #[error("vserver {vserver}: epoch {expected} is stale, the current epoch is {current} (owner {owner:?}); read the table again")]
+    StaleEpoch {
+        /// The vserver.
+        vserver: String,
+        /// The epoch the caller expected.
+        expected: u64,
+        /// The vserver's epoch.
+        current: u64,
+        /// The vserver's owner.
+        owner: Option<String>,
+    },
+    /// No majority committed the change in time (no leader, or the leader cannot reach a majority). The
+    /// change may still commit later: read the table before retrying; a retry with the same expected epoch
+    /// is safe (it either applies once or finds the change already made).
+    #[error("{what} was not committed within {waited:?}: no majority of the cluster answered (leader: {})", leader.as_deref().unwrap_or("none"))]
+    NotCommitted {
+        /// The change, in words.
+        what: String,
+        /// How long it was tried.
+        waited: Duration,
+        /// The leader last known here.
+        leader: Option<String>,
+    },
+    /// This node's Raft has stopped (shut down, or a storage failure).
+    #[error("raft on node {node_id} has stopped: {source}")]
+    Stopped {
+        /// This node.
+        node_id: NodeId,
+        /// openraft's reason.
+        source: Box<Fatal<NodeId>>,
+    },
+}
+
+/// One host of the cluster, as every host's configuration lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Its Raft node id: unique, stable for the host's life, never reused for another host.
+    pub id: NodeId,
+    /// Its host name (a valid vserver-style name: letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// The base URL of its agent (`http://10.0.0.2:7070`), under which `/v1/raft/*` is served.
+    pub url: String,
+}
+
+/// Raft timing, in milliseconds.
+///
+/// The defaults suit hosts on one LAN (round trips well under a millisecond, an fsync of a few) and a
+/// takeover of about 2-3 s from crash to service: a leader sends a heartbeat every 100 ms, and a follower
+/// that hears nothing for a random 400-800 ms stands for election. So a dead leader is replaced within
+/// about 0.5-1 s (the timeout plus one vote round trip), leaving the rest of the budget to fencing, the
+/// replica's promotion and the vserver's start; yet 4-8 missed heartbeats in a row are needed before a
+/// follower acts, so a scheduling hiccup or a lost packet does not depose a healthy leader. The random
+/// spread (as wide as the minimum) makes split votes rare. openraft bounds an append by the heartbeat
+/// interval and a vote by the minimum election timeout; `rpc_timeout_ms` bounds everything else (snapshot
+/// chunks, forwarded proposals, probes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timing {
+    /// Interval between a leader's heartbeats (default 100).
+    pub heartbeat_ms: u64,
+    /// Shortest time without a leader before a follower stands for election (default 400).
+    pub election_min_ms: u64,
+    /// Longest such time (default 800).
+    pub election_max_ms: u64,
+    /// Limit of one HTTP request to a peer (default 1000).
+    pub rpc_timeout_ms: u64,
+    /// How long a change is tried (leader changes included) before `NotCommitted` (default 3000).
+    pub propose_timeout_ms: u64,
+    /// Log entries applied between two snapshots (default 1000).
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so a briefly absent peer catches up without one (default 1000).
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_min_ms: 400,
+            election_max_ms: 800,
+            rpc_timeout_ms: 1000,
+            propose_timeout_ms: 3000,
+            snapshot_every: 1000,
+            logs_kept_after_snapshot: 1000,
+        }
+    }
+}
+
+/// Everything [`Ownership::open`] needs.
+#[derive(Debug, Clone)]
+pub struct OwnershipConfig {
+    /// This host's node id (it must be one of `members`).
+    pub node_id: NodeId,
+    /// Where the log and snapshots live (the agent passes `STATE_DIR/raft`); created if missing.
+    pub data_dir: PathBuf,
+    /// Every host of the cluster, this one included; the same list on every host.
+    pub members: Vec<Member>,
+    /// The bearer secret every cluster member sends and checks.
+    pub secret: String,
+    /// The HTTP client for peers (the agent passes its own, configured with TLS).
+    pub client: reqwest::Client,
+    /// Raft timing.
+    pub timing: Timing,
+}
+
+impl OwnershipConfig {
+    /// A configuration with a default client and default timing.
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>, members: Vec<Member>, secret: impl Into<String>) -> Self {
+        Self {
+            node_id,
+            data_dir: data_dir.into(),
+            members,
+            secret: secret.into(),
+            client: reqwest::Client::new(),
+            timing: Timing::default(),
+        }
+    }
+
+    /// Checks what openraft would not: unique ids and names, valid names, this node listed, timing in order.
+    fn check(&self) -> Result<(), OwnershipError> {
+        let bad = |reason: String| Err(OwnershipError::Config { reason });
+        if self.secret.is_empty() {
+            return bad("the secret is empty".into());
+        }
+        let mut ids = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for m in &self.members {
+            VserverName::parse(&m.name).map_err(|source| OwnershipError::InvalidName { what: "host name", source })?;
+            if !ids.insert(m.id) {
+                return bad(format!("node id {} is given to two members", m.id));
+            }
+            if !names.insert(m.name.as_str()) {
+                return bad(format!("host {} is listed twice", m.name));
+            }
+            if !(m.url.starts_with("http://") || m.url.starts_with("https://")) {
+                return bad(format!("member {}: url {:?} does not start with http:// or https://", m.name, m.url));
+            }
+        }
+        if !ids.contains(&self.node_id) {
+            return bad(format!("this node's id {} is not among the members", self.node_id));
+        }
+        let t = &self.timing;
+        if !(t.heartbeat_ms > 0 && t.heartbeat_ms < t.election_min_ms && t.election_min_ms < t.election_max_ms) {
+            return bad(format!(
+                "timing must satisfy 0 < heartbeat_ms ({}) < election_min_ms ({}) < election_max_ms ({})",
+                t.heartbeat_ms, t.election_min_ms, t.election_max_ms
+            ));
+        }
+        if t.rpc_timeout_ms == 0 || t.propose_timeout_ms == 0 || t.snapshot_every == 0 {
+            return bad("rpc_timeout_ms, propose_timeout_ms and snapshot_every must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Which hosts vote and which only follow, for a cluster of `hosts`: returns (voters, learners), each
+/// sorted by name, duplicates removed. The rule is deterministic, so every host computes the same.
+///
+/// - 1 or 2 hosts: all vote (2 hosts tolerate no failure: add a third host for automatic takeover).
+/// - 3 or 4 hosts: 3 voters. For 4 hosts, 3 voters and 1 learner tolerate one failure, exactly as 4
+///   voters would (a majority of 4 is 3), with one replica fewer to wait for on each commit.
+/// - 5 hosts or more: 5 voters (tolerating two failures); the rest are learners, which receive the table
+///   but do not vote, so commits do not slow down as the cluster grows.
+pub fn voters_for(hosts: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut sorted: Vec<String> = hosts.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let voters = match sorted.len() {
+        0..=2 => sorted.len(),
+        3..=4 => 3,
+        _ => 5,
+    };
+    let learners = sorted.split_off(voters);
+    (sorted, learners)
+}
+
+/// A summary of this node's Raft state, for status pages and for fencing decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsSummary {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// This node's host name.
+    pub host: String,
+    /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
+    pub state: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader's host name, if one is known.
+    pub leader: Option<String>,
+    /// The index of the last log entry.
+    pub last_log_index: Option<u64>,
+    /// The index of the last entry applied to the table.
+    pub last_applied: Option<u64>,
+    /// The index of the last entry the last snapshot holds.
+    pub snapshot_index: Option<u64>,
+    /// The index of the last entry removed from the log (it lives on in the snapshot).
+    pub purged_index: Option<u64>,
+    /// The voters' host names.
+    pub voters: Vec<String>,
+    /// The learners' host names.
+    pub learners: Vec<String>,
+    /// On the leader: milliseconds since a majority last acknowledged it (a leader that sees this grow past
+    /// the election timeout has lost its majority).
+    pub millis_since_quorum_ack: Option<u64>,
+    /// Whether the cluster has been formed (this node knows a membership).
+    pub initialized: bool,
+}
+
+/// The handle on this host's member of the ownership cluster; clones share it.
+#[derive(Clone)]
+pub struct Ownership {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    host: String,
+    members: Vec<Member>,
+    timing: Timing,
+    secret: Arc<str>,
+    client: reqwest::Client,
+    raft: OwnershipRaft,
+    applied: Arc<RwLock<Applied>>,
+    reconciler: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.reconciler.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// What one attempt at a proposal came to.
+enum Attempt {
+    Done(Response),
+    Retry,
+    Failed(OwnershipError),
+}
+
+impl Ownership {
+    /// Opens this node: checks the configuration, opens (or creates) the log and the last snapshot in
+    /// `data_dir`, and starts Raft. The node takes part in the cluster once its routes are served (see
+    /// [`router`]); a new cluster also needs [`Ownership::initialize_if_first`].
+    pub async fn open(config: OwnershipConfig) -> Result<Ownership, OwnershipError> {
+        config.check()?;
+        let dir = config.data_dir.clone();
+        let (log_store, state_machine) = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|source| OwnershipError::CreateDir { path: dir.clone(), source })?;
+                let path = dir.join(LOG_FILE);
+                let log = log_store::open(&path).map_err(|source| OwnershipError::OpenLog { path, source })?;
+                let sm =
+                    StateMachine::open(&dir).map_err(|source| OwnershipError::LoadSnapshot { path: dir, source })?;
+                Ok::<_, OwnershipError>((log, sm))
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?
+        };
+        let t = &config.timing;
+        let raft_config = openraft::Config {
+            cluster_name: "vserver-ownership".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_min_ms,
+            election_timeout_max: t.election_max_ms,
+            install_snapshot_timeout: t.rpc_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+            max_in_snapshot_log_to_keep: t.logs_kept_after_snapshot,
+            // Chunks travel as JSON arrays of numbers (about 4 bytes per byte): keep them well under the
+            // routes' body limit.
+            snapshot_max_chunk_size: 256 * 1024,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|source| OwnershipError::Timing { source: Box::new(source) })?;
+        let secret: Arc<str> = Arc::from(config.secret.as_str());
+        let network = HttpNetwork {
+            client: config.client.clone(),
+            secret: secret.clone(),
+            timeout: Duration::from_millis(t.rpc_timeout_ms),
+        };
+        let applied = state_machine.applied();
+        let raft = OwnershipRaft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
+            .await
+            .map_err(|source| OwnershipError::Start { node_id: config.node_id, source: Box::new(source) })?;
+        let host = config.members.iter().find(|m| m.id == config.node_id).map(|m| m.name.clone()).unwrap_or_default();
+        let reconciler = tokio::spawn(reconcile_learners(raft.clone(), config.members.clone()));
+        tracing::info!(node_id = config.node_id, host = %host, dir = %dir.display(), "ownership raft started");
+        Ok(Ownership {
+            inner: Arc::new(Inner {
+                node_id: config.node_id,
+                host,
+                members: config.members,
+                timing: config.timing,
+                secret,
+                client: config.client,
+                raft,
+                applied,
+                reconciler: Mutex::new(Some(reconciler)),
+            }),
+        })
+    }
+
+    /// Forms the cluster if nobody has: safe to call on every host at every start. It does nothing (and
+    /// returns false) when this node already has a log, when this host is not one of the voters chosen by
+    /// [`voters_for`] (the leader adds it as a learner), or when a peer that answers already has a
+    /// membership. Otherwise it initializes Raft with the voters (every host computes the same set, and
+    /// openraft accepts the same initialization from several nodes) and returns true; the leader then adds
+    /// the learners.
+    pub async fn initialize_if_first(&self) -> Result<bool, OwnershipError> {
+        let inner = &self.inner;
+        let initialized = inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|source| OwnershipError::Stopped { node_id: inner.node_id, source: Box::new(source) })?;
+        if initialized {
+            return Ok(false);
+        }
+        let names: Vec<String> = inner.members.iter().map(|m| m.name.clone()).collect();
+        let (voters, _) = voters_for(&names);
+        if !voters.contains(&inner.host) {
+            return Ok(false);
+        }
+        if self.a_peer_is_initialized().await {
+            tracing::info!(host = %inner.host, "a peer already has the cluster: not initializing");
+            return Ok(false);
+        }
+        let nodes: BTreeMap<NodeId, HostNode> = inner
+            .members
+            .iter()
+            .filter(|m| voters.contains(&m.name))
+            .map(|m| (m.id, HostNode { name: m.name.clone(), url: m.url.clone() }))
+            .collect();
+        match inner.raft.initialize(nodes).await {
+            Ok(()) => {
+                tracing::info!(host = %inner.host, voters = ?voters, "ownership cluster initialized");
+                Ok(true)
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(source) => Err(OwnershipError::Initialize { node_id: inner.node_id, source: Box::new(source) }),
+        }
+    }
+
+    /// Asks every peer, at once and briefly, whether it knows a membership.
+    async fn a_peer_is_initialized(&self) -> bool {
+        let inner = &self.inner;
+        let probes = inner.members.iter().filter(|m| m.id != inner.node_id).map(|m| {
+            let request = inner
+                .client
+                .get(route_url(&m.url, "metrics"))
+                .bearer_auth(&*inner.secret)
+                .timeout(Duration::from_millis(inner.timing.rpc_timeout_ms));
+            async move {
+                match request.send().await {
+                    Ok(r) if r.status().is_success() => r.json::<MetricsSummary>().await.is_ok_and(|m| m.initialized),
+                    _ => false,
+                }
+            }
+        });
+        let handles: Vec<_> = probes.map(tokio::spawn).collect();
+        let mut any = false;
+        for h in handles {
+            any |= h.await.unwrap_or(false);
+        }
+        any
+    }
+
+    /// Makes `owner` the owner of `vserver`, if the vserver's epoch is still `expected_epoch` (0 for a
+    /// vserver never owned); returns the new (owner, epoch). When it returns Ok, a majority has committed
+    /// the change. If the change is found already made (the epoch is `expected_epoch + 1` with this very
+    /// owner, e.g. a retry of a write whose first answer was lost), it returns Ok too. A follower forwards
+    /// the proposal to the leader; leader changes are retried until `propose_timeout_ms`.
+    pub async fn set_owner(
+        &self,
+        vserver: &str,
+        owner: &str,
+        expected_epoch: u64,
+    ) -> Result<(String, u64), OwnershipError> {
+        let vserver = parse_name("vserver name", vserver)?;
+        let owner = parse_name("host name", owner)?;
+        self.check_member(owner.as_str())?;
+        let command = Command::SetOwner { vserver: vserver.to_string(), owner: owner.to_string(), expected_epoch };
+        let (owner, epoch) =
+            self.compare_and_set(command, vserver.as_str(), Some(owner.as_str()), expected_epoch).await?;
+        Ok((owner.unwrap_or_default(), epoch))
+    }
+
+    /// Leaves `vserver` without owner, if its epoch is still `expected_epoch`; returns the new epoch (the
+    /// epoch keeps growing, so no older command can apply again).
+    pub async fn clear(&self, vserver: &str, expected_epoch: u64) -> Result<u64, OwnershipError> {
+        let vserver = parse_name("vserver name", vserver)?;
+        let command = Command::Clear { vserver: vserver.to_string(), expected_epoch };
+        let (_, epoch) = self.compare_and_set(command, vserver.as_str(), None, expected_epoch).await?;
+        Ok(epoch)
+    }
+
+    async fn compare_and_set(
+        &self,
+        command: Command,
+        vserver: &str,
+        owner: Option<&str>,
+        expected_epoch: u64,
+    ) -> Result<(Option<String>, u64), OwnershipError> {
+        match self.propose(command).await? {
+            Response::Applied { owner, epoch, .. } => Ok((owner, epoch)),
+            Response::StaleEpoch { current, owner: now, .. }
+                if current == expected_epoch + 1 && now.as_deref() == owner =>
+            {
+                Ok((now, current))
+            }
+            Response::StaleEpoch { vserver, expected, current, owner } => {
+                Err(OwnershipError::StaleEpoch { vserver, expected, current, owner })
+            }
+            other => {
+                // The state machine answers every command with Applied or StaleEpoch; anything else
+                // would be a bug, reported as a refusal at the current state.
+                tracing::error!(vserver, response = ?other, "unexpected answer to a compare-and-set");
+                let current = self.epoch(vserver);
+                Err(OwnershipError::StaleEpoch {
+                    vserver: vserver.to_string(),
+                    expected: expected_epoch,
+                    current,
+                    owner: self.owner(vserver).map(|(o, _)| o),
+                })
+            }
+        }
+    }
+
+    /// Appends `text` to the cluster's event log, stamped with this host and the current time; returns its
+    /// sequence number once committed.
+    pub async fn log_event(&self, text: &str) -> Result<u64, OwnershipError> {
+        if text.len() > MAX_EVENT_TEXT {
+            return Err(OwnershipError::EventTooLong { len: text.len(), max: MAX_EVENT_TEXT });
+        }
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let command = Command::Event { at_ms, host: self.inner.host.clone(), text: text.to_string() };
+        match self.propose(command).await? {
+            Response::EventLogged { seq } => Ok(seq),
+            other => {
+                tracing::error!(response = ?other, "unexpected answer to an event");
+                Ok(0)
+            }
+        }
+    }
+
+    /// Proposes `command` (already checked) through the leader, retrying across leader changes until the
+    /// proposal timeout.
+    async fn propose(&self, command: Command) -> Result<Response, OwnershipError> {
+        let waited = Duration::from_millis(self.inner.timing.propose_timeout_ms);
+        let deadline = Instant::now() + waited;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(OwnershipError::NotCommitted { what: describe(&command), waited, leader: self.leader() });
+            }
+            let attempt = match self.leader_node() {
+                Some((id, _)) if id == self.inner.node_id => self.write_here(&command, remaining).await,
+                Some((_, node)) => self.forward(&node, &command, remaining).await,
+                None => Attempt::Retry,
+            };
+            match attempt {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Failed(e) => return Err(e),
+                Attempt::Retry => {
+                    let pause =
+                        Duration::from_millis(self.inner.timing.heartbeat_ms / 2).max(Duration::from_millis(10));
+                    tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                }
+            }
+        }
+    }
+
+    /// Writes through this node's Raft, which believed itself the leader.
+    async fn write_here(&self, command: &Command, limit: Duration) -> Attempt {
+        match tokio::time::timeout(limit, self.inner.raft.client_write(command.clone())).await {
+            Ok(Ok(written)) => Attempt::Done(written.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Attempt::Retry,
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                // Only membership changes answer this; an application write never does.
+                tracing::error!(error = %e, "membership error on an application write");
+                Attempt::Retry
+            }
+            Ok(Err(RaftError::Fatal(source))) => {
+                Attempt::Failed(OwnershipError::Stopped { node_id: self.inner.node_id, source: Box::new(source) })
+            }
+            Err(_elapsed) => Attempt::Retry,
+        }
+    }
+
+    /// Sends the proposal to the leader's `/v1/raft/propose`.
+    async fn forward(&self, leader: &HostNode, command: &Command, limit: Duration) -> Attempt {
+        let sent = self
+            .inner
+            .client
+            .post(route_url(&leader.url, "propose"))
+            .bearer_auth(&*self.inner.secret)
+            .timeout(limit)
+            .json(command)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                tracing::warn!(leader = %leader.name, %status, body, "the leader did not take the proposal");
+                return Attempt::Retry;
+            }
+            Err(e) => {
+                tracing::debug!(leader = %leader.name, error = %e, "cannot reach the leader");
+                return Attempt::Retry;
+            }
+        };
+        match response.json::<http::ProposeReply>().await {
+            Ok(http::ProposeReply::Applied(r)) => Attempt::Done(r),
+            Ok(http::ProposeReply::NotLeader) => Attempt::Retry,
+            Err(e) => {
+                tracing::warn!(leader = %leader.name, error = %e, "unreadable answer from the leader");
+                Attempt::Retry
+            }
+        }
+    }
+
+    /// Refuses an owner that is neither configured nor in the membership.
+    fn check_member(&self, host: &str) -> Result<(), OwnershipError> {
+        let mut known: BTreeSet<String> = self.inner.members.iter().map(|m| m.name.clone()).collect();
+        {
+            let applied = self.inner.applied.read().unwrap_or_else(|p| p.into_inner());
+            known.extend(applied.membership.nodes().map(|(_, n)| n.name.clone()));
+        }
+        if known.contains(host) {
+            return Ok(());
+        }
+        let members = known.into_iter().collect::<Vec<_>>().join(", ");
+        Err(OwnershipError::UnknownHost { host: host.to_string(), members })
+    }
+
+    /// The vserver's owner and epoch, as applied on this node (a follower may lag the leader by a heartbeat
+    /// or so); `None` if it was never owned or was cleared.
+    pub fn owner(&self, vserver: &str) -> Option<(String, u64)> {
+        let applied = self.inner.applied.read().unwrap_or_else(|p| p.into_inner());
+        let entry = applied.table.owners.get(vserver)?;
+        entry.owner.clone().map(|o| (o, entry.epoch))
+    }
+
+    /// The vserver's epoch as applied on this node: 0 if never owned (cleared vservers keep theirs).
+    pub fn epoch(&self, vserver: &str) -> u64 {
+        self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.epoch(vserver)
+    }
+
+    /// The whole table as applied on this node, cleared vservers included.
+    pub fn table(&self) -> BTreeMap<String, OwnerEntry> {
+        self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.owners.clone()
+    }
+
+    /// The event log as applied on this node, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.events.iter().cloned().collect()
+    }
+
+    /// The leader's host name, if this node knows one.
+    pub fn leader(&self) -> Option<String> {
+        self.leader_node().map(|(_, n)| n.name)
+    }
+
+    fn leader_node(&self) -> Option<(NodeId, HostNode)> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// This node's host name.
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    /// A summary of this node's Raft state.
+    pub fn metrics(&self) -> MetricsSummary {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let name = |id: NodeId| membership.get_node(&id).map_or_else(|| format!("node-{id}"), |n| n.name.clone());
+        let voters: Vec<String> = membership.voter_ids().map(name).collect();
+        let learners: Vec<String> = membership.learner_ids().map(name).collect();
+        MetricsSummary {
+            node_id: self.inner.node_id,
+            host: self.inner.host.clone(),
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader.map(name),
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            initialized: !voters.is_empty(),
+            voters,
+            learners,
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+
+    /// Whether this node is the leader right now (by its own view).
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Stops Raft on this node (its routes then answer 503). The log stays on disk; open the same
+    /// directory again to rejoin.
+    pub async fn shutdown(&self) -> Result<(), OwnershipError> {
+        if let Some(task) = self.inner.reconciler.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+        if self.inner.raft.metrics().borrow().state == ServerState::Shutdown {
+            return Ok(());
+        }
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft core ended abnormally");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn raft(&self) -> &OwnershipRaft {
+        &self.inner.raft
+    }
+
+    pub(crate) fn secret(&self) -> &str {
+        &self.inner.secret
+    }
+
+    pub(crate) fn propose_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.timing.propose_timeout_ms)
+    }
+
+    /// Checks a command that came from a peer as the API checks its arguments.
+    pub(crate) fn check_command(&self, command: &Command) -> Result<(), OwnershipError> {
+        match command {
+            Command::SetOwner { vserver, owner, .. } => {
+                parse_name("vserver name", vserver)?;
+                parse_name("host name", owner)?;
+                self.check_member(owner)
+            }
+            Command::Clear { vserver, .. } => parse_name("vserver name", vserver).map(|_| ()),
+            Command::Event { host, text, .. } => {
+                parse_name("host name", host)?;
+                if text.len() > MAX_EVENT_TEXT {
+                    return Err(OwnershipError::EventTooLong { len: text.len(), max: MAX_EVENT_TEXT });
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn parse_name(what: &'static str, name: &str) -> Result<VserverName, OwnershipError> {
+    VserverName::parse(name).map_err(|source| OwnershipError::InvalidName { what, source })
+}
+
+fn describe(command: &Command) -> String {
+    match command {
+        Command::SetOwner { vserver, owner, expected_epoch } => {
+            format!("setting the owner of {vserver} to {owner} (expected epoch {expected_epoch})")
+        }
+        Command::Clear { vserver, expected_epoch } => format!("clearing {vserver} (expected epoch {expected_epoch})"),
+        Command::Event { .. } => "an event".to_string(),
+    }
+}
+
+/// On the leader, adds every configured host missing from the membership as a learner (the initial
+/// membership holds only the voters). Runs until the node shuts down.
+async fn reconcile_learners(raft: OwnershipRaft, members: Vec<Member>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let missing: Vec<&Member> = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            if m.state == ServerState::Shutdown {
+                return;
+            }
+            if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().next().is_none() {
+                continue;
+            }
+            let membership = m.membership_config.membership();
+            members.iter().filter(|mb| membership.get_node(&mb.id).is_none()).collect()
+        };
+        for member in missing {
+            let node = HostNode { name: member.name.clone(), url: member.url.clone() };
+            match raft.add_learner(member.id, node, false).await {
+                Ok(_) => tracing::info!(host = %member.name, "added as a learner"),
+                Err(e) => tracing::debug!(host = %member.name, error = %e, "cannot add learner yet"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_check_names_what_is_wrong() {
+        let member = |id, name: &str| Member { id, name: name.into(), url: format!("http://127.0.0.1:{}", 7000 + id) };
+        let mut c = OwnershipConfig::new(1, "/nonexistent", vec![member(1, "a"), member(2, "b")], "s");
+        assert!(c.check().is_ok());
+        c.node_id = 3;
+        assert!(c.check().unwrap_err().to_string().contains("id 3 is not among the members"));
+        c.node_id = 1;
+        c.members.push(member(2, "c"));
+        assert!(c.check().unwrap_err().to_string().contains("node id 2 is given to two members"));
+        c.members.pop();
+        c.members.push(member(4, "bad/name"));
+        assert!(matches!(c.check(), Err(OwnershipError::InvalidName { what: "host name", .. })));
+        c.members.pop();
+        c.timing.election_min_ms = 50;
+        assert!(c.check().unwrap_err().to_string().contains("heartbeat_ms (100) < election_min_ms (50)"));
+    }
+}

@@ -1,0 +1,235 @@
+//! The replicated data: what a proposal says ([`Command`]), what applying it answers ([`Response`]), the
+//! table it changes ([`TableState`]), and the openraft type configuration that ties them together.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+/// A Raft node id: one per host, stable for the host's life, given in the cluster configuration.
+pub type NodeId = u64;
+
+/// How many events the table keeps; older ones are dropped first.
+pub const MAX_EVENTS: usize = 1000;
+
+/// Longest event text accepted, in bytes (events travel in every append and every snapshot).
+pub const MAX_EVENT_TEXT: usize = 1024;
+
+/// What the Raft membership records about a host: its name and the base URL its agent serves the
+/// `/v1/raft/*` routes under (`http://10.0.0.2:7070`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostNode {
+    /// The host's name, as in the cluster configuration.
+    pub name: String,
+    /// The base URL of the host's agent, without a trailing path.
+    pub url: String,
+}
+
+impl fmt::Display for HostNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.url)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of the ownership table.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = NodeId,
+        Node = HostNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The openraft instance this module runs.
+pub type OwnershipRaft = openraft::Raft<TypeConfig>;
+
+/// A change proposed to the table. Names are checked before a command is proposed; the state machine
+/// applies what the log says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Make `owner` the vserver's owner, if the vserver's epoch is still `expected_epoch`; the epoch grows.
+    SetOwner {
+        /// The vserver.
+        vserver: String,
+        /// The host that will own it.
+        owner: String,
+        /// The epoch the proposer read (0 for a vserver never owned).
+        expected_epoch: u64,
+    },
+    /// Leave the vserver without owner, if its epoch is still `expected_epoch`; the epoch grows (it never
+    /// goes back, so a command written against an older epoch can never apply again).
+    Clear {
+        /// The vserver.
+        vserver: String,
+        /// The epoch the proposer read.
+        expected_epoch: u64,
+    },
+    /// Append a line to the cluster's event log (the last [`MAX_EVENTS`] are kept).
+    Event {
+        /// When it happened, in milliseconds since the Unix epoch, by the proposer's clock.
+        at_ms: u64,
+        /// The host that reports it.
+        host: String,
+        /// What happened.
+        text: String,
+    },
+}
+
+/// What applying one log entry answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The change was applied.
+    Applied {
+        /// The vserver.
+        vserver: String,
+        /// Its owner now (`None` after a clear).
+        owner: Option<String>,
+        /// Its epoch now.
+        epoch: u64,
+    },
+    /// Refused: the vserver's epoch was not the expected one. Nothing changed.
+    StaleEpoch {
+        /// The vserver.
+        vserver: String,
+        /// The epoch the command expected.
+        expected: u64,
+        /// The vserver's epoch.
+        current: u64,
+        /// The vserver's owner.
+        owner: Option<String>,
+    },
+    /// The event was appended under this sequence number.
+    EventLogged {
+        /// Its sequence number (1 for the cluster's first event).
+        seq: u64,
+    },
+    /// An entry without application data (a new leader's blank entry, a membership change).
+    Nothing,
+}
+
+/// One vserver's row: who owns it and at which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerEntry {
+    /// The owning host, or `None` once cleared.
+    pub owner: Option<String>,
+    /// Grows by one at every applied change; 0 means never owned.
+    pub epoch: u64,
+}
+
+/// One line of the cluster's event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Its sequence number, from 1, never reused.
+    pub seq: u64,
+    /// When it happened, in milliseconds since the Unix epoch, by the reporting host's clock.
+    pub at_ms: u64,
+    /// The host that reported it.
+    pub host: String,
+    /// What happened.
+    pub text: String,
+}
+
+/// The state machine's data, and the content of a snapshot (as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableState {
+    /// Each vserver's row.
+    pub owners: BTreeMap<String, OwnerEntry>,
+    /// The last [`MAX_EVENTS`] events, oldest first.
+    pub events: VecDeque<Event>,
+    /// The sequence number of the last event ever appended.
+    pub last_event_seq: u64,
+}
+
+impl TableState {
+    /// The vserver's epoch: 0 for a vserver never owned.
+    pub fn epoch(&self, vserver: &str) -> u64 {
+        self.owners.get(vserver).map_or(0, |e| e.epoch)
+    }
+
+    /// Applies one command: deterministic, so every replica ends in the same state.
+    pub fn apply(&mut self, command: &Command) -> Response {
+        match command {
+            Command::SetOwner { vserver, owner, expected_epoch } => {
+                self.compare_and_set(vserver, Some(owner.clone()), *expected_epoch)
+            }
+            Command::Clear { vserver, expected_epoch } => self.compare_and_set(vserver, None, *expected_epoch),
+            Command::Event { at_ms, host, text } => {
+                self.last_event_seq += 1;
+                self.events.push_back(Event {
+                    seq: self.last_event_seq,
+                    at_ms: *at_ms,
+                    host: host.clone(),
+                    text: text.clone(),
+                });
+                while self.events.len() > MAX_EVENTS {
+                    self.events.pop_front();
+                }
+                Response::EventLogged { seq: self.last_event_seq }
+            }
+        }
+    }
+
+    fn compare_and_set(&mut self, vserver: &str, owner: Option<String>, expected: u64) -> Response {
+        let current = self.epoch(vserver);
+        if current != expected {
+            let owner = self.owners.get(vserver).and_then(|e| e.owner.clone());
+            return Response::StaleEpoch { vserver: vserver.to_string(), expected, current, owner };
+        }
+        let entry = OwnerEntry { owner: owner.clone(), epoch: current + 1 };
+        self.owners.insert(vserver.to_string(), entry);
+        Response::Applied { vserver: vserver.to_string(), owner, epoch: current + 1 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(vserver: &str, owner: &str, expected_epoch: u64) -> Command {
+        Command::SetOwner { vserver: vserver.into(), owner: owner.into(), expected_epoch }
+    }
+
+    #[test]
+    fn set_owner_applies_only_at_the_expected_epoch() {
+        let mut t = TableState::default();
+        assert_eq!(
+            t.apply(&set("web", "a", 0)),
+            Response::Applied { vserver: "web".into(), owner: Some("a".into()), epoch: 1 }
+        );
+        let before = t.clone();
+        assert_eq!(
+            t.apply(&set("web", "b", 0)),
+            Response::StaleEpoch { vserver: "web".into(), expected: 0, current: 1, owner: Some("a".into()) }
+        );
+        assert_eq!(t, before, "a refusal changes nothing");
+        assert!(matches!(t.apply(&set("web", "b", 1)), Response::Applied { epoch: 2, .. }));
+    }
+
+    #[test]
+    fn clear_keeps_the_epoch_growing() {
+        let mut t = TableState::default();
+        t.apply(&set("web", "a", 0));
+        let cleared = t.apply(&Command::Clear { vserver: "web".into(), expected_epoch: 1 });
+        assert_eq!(cleared, Response::Applied { vserver: "web".into(), owner: None, epoch: 2 });
+        assert!(matches!(t.apply(&set("web", "a", 0)), Response::StaleEpoch { current: 2, .. }));
+        assert_eq!(t.epoch("web"), 2);
+        assert_eq!(t.epoch("never"), 0);
+    }
+
+    #[test]
+    fn the_event_log_keeps_the_last_thousand() {
+        let mut t = TableState::default();
+        for i in 0..(MAX_EVENTS as u64 + 5) {
+            t.apply(&Command::Event { at_ms: i, host: "a".into(), text: format!("e{i}") });
+        }
+        assert_eq!(t.events.len(), MAX_EVENTS);
+        assert_eq!(t.events.front().map(|e| e.seq), Some(6));
+        assert_eq!(t.last_event_seq, MAX_EVENTS as u64 + 5);
+    }
+}
