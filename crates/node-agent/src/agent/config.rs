@@ -60,11 +60,15 @@ pub struct HeartbeatConfig {
     pub dead_after_ms: u64,
     /// Longest wait for one heartbeat's answer.
     pub timeout_ms: u64,
+    /// Interval between two UDP beacons to each peer (signed, to the port of its URL); 0 sends none. A
+    /// beacon proves the sender alive like a heartbeat; datagrams lost on a lossy link do not stall the
+    /// next ones, as a TCP connection does after a lost segment.
+    pub beacon_interval_ms: u64,
 }
 
 impl Default for HeartbeatConfig {
     fn default() -> Self {
-        Self { interval_ms: 250, suspect_after_ms: 750, dead_after_ms: 1500, timeout_ms: 200 }
+        Self { interval_ms: 250, suspect_after_ms: 750, dead_after_ms: 1500, timeout_ms: 200, beacon_interval_ms: 100 }
     }
 }
 
@@ -253,6 +257,15 @@ impl AgentConfig {
             return Err(bad(
                 "heartbeat.timeout_ms",
                 format!("{} must be between 1 and heartbeat.dead_after_ms", hb.timeout_ms),
+            ));
+        }
+        if hb.beacon_interval_ms >= hb.suspect_after_ms {
+            return Err(bad(
+                "heartbeat.beacon_interval_ms",
+                format!(
+                    "{} must be below heartbeat.suspect_after_ms ({}), or 0 for no beacons",
+                    hb.beacon_interval_ms, hb.suspect_after_ms
+                ),
             ));
         }
         let r = &self.restart;

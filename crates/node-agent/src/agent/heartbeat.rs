@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use super::config::AgentConfig;
-use super::model::{Heartbeat, PeerState, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
+use super::model::{Beacon, Heartbeat, PeerState, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
 use super::serve::Tls;
 use super::Agent;
 
@@ -69,11 +69,14 @@ fn mac(secret: &str, body: &str) -> HmacSha256 {
     mac
 }
 
-/// The last accepted heartbeat of a peer.
+/// What was last heard from a peer: its newest heartbeat or beacon, and the vservers of its newest
+/// heartbeat.
 struct Heard {
     at: Instant,
     incarnation: u64,
     seq: u64,
+    /// The number of the heartbeat `vservers` came with (0: none yet in this incarnation).
+    full_seq: u64,
     vservers: Vec<VserverSummary>,
 }
 
@@ -219,20 +222,72 @@ impl Membership {
         if !verify_body(&self.secret, &signed.body, &signed.signature) {
             return Err(HeartbeatReject::BadSignature(hb.node));
         }
+        self.heard(&hb.node, hb.incarnation, hb.seq, Some(hb.vservers)).map(drop)
+    }
+
+    /// Checks and records a beacon received by UDP. A beacon no newer than what was heard already (the HTTP
+    /// heartbeat of the same number came first, or a datagram came twice) is ignored: `Ok(false)`.
+    /// Refusals are counted; they are logged at debug level only, since anyone can send a datagram.
+    pub fn receive_beacon(&self, datagram: &[u8]) -> Result<bool, HeartbeatReject> {
+        let result = (|| {
+            let signed: SignedHeartbeat =
+                serde_json::from_slice(datagram).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
+            let b: Beacon =
+                serde_json::from_str(&signed.body).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
+            if !verify_body(&self.secret, &signed.body, &signed.signature) {
+                return Err(HeartbeatReject::BadSignature(b.node));
+            }
+            self.heard(&b.node, b.incarnation, b.seq, None)
+        })();
+        match result {
+            Err(HeartbeatReject::Stale { .. }) => Ok(false),
+            Err(reject) => {
+                let mut table = self.lock();
+                match &reject {
+                    HeartbeatReject::UnknownNode(_) => table.counters.unknown_node += 1,
+                    HeartbeatReject::BadSignature(_) => table.counters.bad_signature += 1,
+                    _ => table.counters.malformed_or_stale += 1,
+                }
+                drop(table);
+                tracing::debug!(error = %reject, "beacon refused");
+                Err(reject)
+            }
+            Ok(newer) => Ok(newer),
+        }
+    }
+
+    /// Records that `node` said (`incarnation`, `seq`), with its vservers for a heartbeat (`None` for a
+    /// beacon). A heartbeat is stale when not newer than the last heartbeat (a beacon of the same number
+    /// may have come first: the heartbeat still brings the vservers); a beacon when not newer than
+    /// anything heard. Returns whether it was newer than anything heard (it then counts as liveness).
+    fn heard(
+        &self,
+        node: &str,
+        incarnation: u64,
+        seq: u64,
+        vservers: Option<Vec<VserverSummary>>,
+    ) -> Result<bool, HeartbeatReject> {
         let now = Instant::now();
         let mut restarted = false;
-        let transition = {
+        let (newer, transition) = {
             let mut table = self.lock();
-            let Some(peer) = table.peer_mut(&hb.node) else {
-                return Err(HeartbeatReject::UnknownNode(hb.node));
+            let Some(peer) = table.peer_mut(node) else {
+                return Err(HeartbeatReject::UnknownNode(node.to_string()));
             };
-            if let Some(known) = &peer.heard {
-                let stale =
-                    hb.incarnation < known.incarnation || (hb.incarnation == known.incarnation && hb.seq <= known.seq);
-                if stale {
-                    return Err(HeartbeatReject::Stale { node: hb.node, incarnation: hb.incarnation, seq: hb.seq });
+            let stale = match &peer.heard {
+                None => false,
+                Some(known) => {
+                    let against =
+                        if vservers.is_some() && incarnation == known.incarnation { known.full_seq } else { known.seq };
+                    incarnation < known.incarnation || (incarnation == known.incarnation && seq <= against)
                 }
-                if hb.incarnation > known.incarnation {
+            };
+            if stale {
+                return Err(HeartbeatReject::Stale { node: node.to_string(), incarnation, seq });
+            }
+            let newer = peer.heard.as_ref().is_none_or(|k| (incarnation, seq) > (k.incarnation, k.seq));
+            if let Some(known) = &peer.heard {
+                if incarnation > known.incarnation {
                     peer.restarts_seen += 1;
                     restarted = true;
                 }
@@ -241,18 +296,33 @@ impl Membership {
                 .heard
                 .as_ref()
                 .map_or(now.saturating_duration_since(self.born), |h| now.saturating_duration_since(h.at));
-            peer.heard = Some(Heard { at: now, incarnation: hb.incarnation, seq: hb.seq, vservers: hb.vservers });
-            let changed = peer.judged != PeerState::Alive;
-            peer.judged = PeerState::Alive;
-            changed.then(|| Transition { peer: peer.name.clone(), to: PeerState::Alive, silence })
+            let heard =
+                peer.heard.get_or_insert(Heard { at: now, incarnation, seq, full_seq: 0, vservers: Vec::new() });
+            if restarted {
+                heard.full_seq = 0;
+            }
+            if newer {
+                heard.at = now;
+                heard.incarnation = incarnation;
+                heard.seq = seq;
+            }
+            if let Some(v) = vservers {
+                heard.full_seq = seq;
+                heard.vservers = v;
+            }
+            let changed = newer && peer.judged != PeerState::Alive;
+            if newer {
+                peer.judged = PeerState::Alive;
+            }
+            (newer, changed.then(|| Transition { peer: peer.name.clone(), to: PeerState::Alive, silence }))
         };
         if restarted {
-            tracing::info!(peer = %hb.node, incarnation = hb.incarnation, "peer restarted");
+            tracing::info!(peer = %node, incarnation, "peer restarted");
         }
         if let Some(t) = transition {
             t.log();
         }
-        Ok(())
+        Ok(newer)
     }
 
     /// Judges every peer now and logs the ones whose state changed since the last judgment (info when a peer
@@ -283,6 +353,18 @@ impl Membership {
             sent_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0),
             vservers,
         }
+    }
+
+    /// This node's next beacon, signed (the same numbering as its heartbeats), as the datagram to send.
+    pub fn next_beacon(&self) -> Vec<u8> {
+        let b = Beacon {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        let body = serde_json::to_string(&b).expect("a beacon always serializes to JSON");
+        let signature = sign_body(&self.secret, &body);
+        serde_json::to_vec(&SignedHeartbeat { body, signature }).expect("a signed beacon serializes")
     }
 
     /// Signs a heartbeat with the cluster secret: the JSON is written once and the signature covers that text.
@@ -430,6 +512,61 @@ pub async fn run_sender(agent: Arc<Agent>) {
     }
 }
 
+/// Sends a beacon to every peer at every beacon interval on `socket` (bound to the API's address and port,
+/// UDP), and takes in the peers' beacons arriving on it, until aborted. Peers are reached at the host and
+/// port of their URL, looked up again every 30 s (and after a send fails).
+pub async fn run_beacons(agent: Arc<Agent>, socket: tokio::net::UdpSocket) {
+    let every = Duration::from_millis(agent.config.heartbeat.beacon_interval_ms);
+    let receiving = async {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match socket.recv_from(&mut buf).await {
+                Ok((n, _from)) => {
+                    let _ = agent.membership.receive_beacon(&buf[..n]);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "beacon receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+    let sending = async {
+        if every.is_zero() {
+            return std::future::pending::<()>().await;
+        }
+        let mut addrs: Vec<(String, Option<std::net::SocketAddr>, Instant)> =
+            agent.config.peers.iter().map(|p| (p.url.clone(), None, Instant::now())).collect();
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            for (url, addr, looked_up) in addrs.iter_mut() {
+                if addr.is_none() || looked_up.elapsed() > Duration::from_secs(30) {
+                    *addr = peer_udp_addr(url).await;
+                    *looked_up = Instant::now();
+                }
+                let Some(to) = *addr else { continue };
+                let datagram = agent.membership.next_beacon();
+                if let Err(e) = socket.send_to(&datagram, to).await {
+                    tracing::debug!(peer = %url, error = %e, "beacon not sent");
+                    *addr = None;
+                }
+            }
+        }
+    };
+    tokio::join!(receiving, sending);
+}
+
+/// The UDP address of a peer: the host and port of its URL (the first address its name resolves to).
+async fn peer_udp_addr(url: &str) -> Option<std::net::SocketAddr> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = url.port_or_known_default()?;
+    let first = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next();
+    first
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -460,7 +597,8 @@ url = "http://127.0.0.1:7072"
     }
 
     /// Small thresholds for tests that wait: interval 10, suspect 50, dead 150 ms.
-    const FAST: &str = "[heartbeat]\ninterval_ms = 10\nsuspect_after_ms = 50\ndead_after_ms = 150\ntimeout_ms = 20\n";
+    const FAST: &str =
+        "[heartbeat]\ninterval_ms = 10\nsuspect_after_ms = 50\ndead_after_ms = 150\ntimeout_ms = 20\nbeacon_interval_ms = 5\n";
 
     fn membership() -> Membership {
         Membership::new(&config(""), SECRET, 1)
@@ -510,6 +648,61 @@ url = "http://127.0.0.1:7072"
         let s = m.sign(&second);
         assert!(verify_body(SECRET, &s.body, &s.signature));
         assert_eq!(serde_json::from_str::<Heartbeat>(&s.body).unwrap(), second);
+    }
+
+    fn beacon(node: &str, incarnation: u64, seq: u64, secret: &str) -> Vec<u8> {
+        let body = serde_json::to_string(&Beacon { node: node.into(), incarnation, seq }).unwrap();
+        serde_json::to_vec(&SignedHeartbeat { signature: sign_body(secret, &body), body }).unwrap()
+    }
+
+    #[test]
+    fn a_beacon_proves_a_peer_alive_and_its_heartbeat_still_brings_the_vservers() {
+        let m = membership();
+        assert_eq!(m.receive_beacon(&beacon("h2", 7, 5, SECRET)), Ok(true));
+        let h2 = state_of(&m, "h2");
+        assert_eq!((h2.state, h2.incarnation), (PeerState::Alive, Some(7)));
+        assert!(h2.vservers.is_empty(), "a beacon carries no vservers");
+        // The same datagram twice, or an older one: ignored, not counted as a refusal.
+        assert_eq!(m.receive_beacon(&beacon("h2", 7, 5, SECRET)), Ok(false));
+        assert_eq!(m.receive_beacon(&beacon("h2", 7, 4, SECRET)), Ok(false));
+        // The HTTP heartbeat of the number the beacon already told: not news, but its vservers are kept.
+        m.receive(&signed(&heartbeat("h2", 7, 5))).unwrap();
+        assert_eq!(state_of(&m, "h2").vservers[0].name, "web");
+        // A replay of that heartbeat is stale, as before.
+        assert!(matches!(m.receive(&signed(&heartbeat("h2", 7, 5))), Err(HeartbeatReject::Stale { .. })));
+        // A newer incarnation by beacon is a restart.
+        assert_eq!(m.receive_beacon(&beacon("h2", 8, 1, SECRET)), Ok(true));
+        assert_eq!(state_of(&m, "h2").restarts_seen, 1);
+        m.receive(&signed(&heartbeat("h2", 8, 1))).unwrap();
+        assert_eq!(m.counters().malformed_or_stale, 1, "only the replayed heartbeat counted");
+    }
+
+    #[test]
+    fn bad_beacons_are_refused_and_counted() {
+        let m = membership();
+        assert!(matches!(
+            m.receive_beacon(&beacon("h2", 1, 1, "not the secret")),
+            Err(HeartbeatReject::BadSignature(_))
+        ));
+        assert!(matches!(m.receive_beacon(&beacon("h9", 1, 1, SECRET)), Err(HeartbeatReject::UnknownNode(_))));
+        assert!(matches!(m.receive_beacon(b"\x00garbage"), Err(HeartbeatReject::Malformed(_))));
+        // A heartbeat's body is not a beacon.
+        let hb = serde_json::to_vec(&signed(&heartbeat("h2", 1, 1))).unwrap();
+        assert!(matches!(m.receive_beacon(&hb), Err(HeartbeatReject::Malformed(_))));
+        let c = m.counters();
+        assert_eq!((c.bad_signature, c.unknown_node, c.malformed_or_stale), (1, 1, 2));
+        assert_eq!(state_of(&m, "h2").state, PeerState::Unknown);
+    }
+
+    #[test]
+    fn our_beacons_and_heartbeats_share_one_numbering() {
+        let m = membership();
+        let first = m.next_heartbeat(Vec::new()).seq;
+        let signed: SignedHeartbeat = serde_json::from_slice(&m.next_beacon()).unwrap();
+        assert!(verify_body(SECRET, &signed.body, &signed.signature));
+        let b: Beacon = serde_json::from_str(&signed.body).unwrap();
+        assert_eq!((b.node.as_str(), b.incarnation, b.seq), ("h1", 1, first + 1));
+        assert_eq!(m.next_heartbeat(Vec::new()).seq, first + 2);
     }
 
     #[test]
@@ -617,7 +810,7 @@ url = "http://127.0.0.1:7072"
         let ms = |n| at + Duration::from_millis(n);
         assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Unknown);
         assert_eq!(m.judge(&peer, ms(150)).0, PeerState::Dead);
-        peer.heard = Some(Heard { at, incarnation: 1, seq: 1, vservers: vec![] });
+        peer.heard = Some(Heard { at, incarnation: 1, seq: 1, full_seq: 1, vservers: vec![] });
         assert_eq!(m.judge(&peer, ms(49)), (PeerState::Alive, Duration::from_millis(49)));
         assert_eq!(m.judge(&peer, ms(50)).0, PeerState::Suspect);
         assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Suspect);

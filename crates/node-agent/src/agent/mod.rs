@@ -135,12 +135,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
     supervisor::announce(&agent).context("writing the agent's address for the vserver command")?;
     let heartbeats = tokio::spawn(heartbeat::run_sender(Arc::clone(&agent)));
+    let udp = tokio::net::UdpSocket::bind(listen).await.with_context(|| format!("cannot listen on {listen}/udp"))?;
+    let beacons = tokio::spawn(heartbeat::run_beacons(Arc::clone(&agent), udp));
     let supervision = tokio::spawn(supervisor::run(Arc::clone(&agent)));
     let replicating = tokio::spawn(Arc::clone(&agent.replication).run(Arc::clone(&agent)));
     let app = api::router(Arc::clone(&agent));
     let acceptor = agent.tls.as_ref().map(|t| t.acceptor.clone());
     serve::serve(listener, Some(socket), acceptor, app, shutdown_signal()).await;
     heartbeats.abort();
+    beacons.abort();
     supervision.abort();
     replicating.abort();
     supervisor::withdraw(&agent);

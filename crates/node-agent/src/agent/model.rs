@@ -64,6 +64,20 @@ pub struct Heartbeat {
     pub vservers: Vec<VserverSummary>,
 }
 
+/// The small form of a heartbeat, sent by UDP besides the HTTP heartbeat and more often: a lost datagram
+/// is not retried, and the next one is not held up behind it the way a TCP stream is behind a lost segment.
+/// It proves the sender alive; the vservers travel with the HTTP heartbeat alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Beacon {
+    /// Sender's node name.
+    pub node: String,
+    /// Its incarnation (as in [`Heartbeat`]).
+    pub incarnation: u64,
+    /// The number of the sender's newest heartbeat or beacon (one count for both).
+    pub seq: u64,
+}
+
 /// A heartbeat with an HMAC-SHA256 of its JSON under the cluster secret, hex encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
