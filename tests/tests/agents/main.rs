@@ -6,6 +6,7 @@
 mod api;
 mod heartbeats;
 mod migrate;
+mod ownership;
 mod replication;
 mod supervision;
 mod watchdog;

@@ -61,6 +61,15 @@ fn a_migrated_vserver_answers_at_the_same_address_from_its_new_host() {
     let slot = std::fs::read_link(kept.join("current")).expect("h0 keeps a current replica");
     let diffs = treecmp::compare(&kept.join(slot).join("tree"), &lab.hosts[1].vservers_dir.join(&name)).unwrap();
     assert!(diffs.is_empty(), "h1's tree differs from the source:\n{}", diffs.join("\n"));
+    // The cluster's ownership table names h1, on both hosts (a follower applies it a heartbeat later).
+    for host in [0, 1] {
+        let owner = |a: &Agents| a.status(host).ok().map(|s| s["ownership"]["owners"][name.as_str()]["owner"].clone());
+        assert!(
+            wait_for(PATIENCE, || owner(&agents).is_some_and(|o| o == "h1")).is_some(),
+            "h{host}: {:?}",
+            owner(&agents)
+        );
+    }
     // The placement turned round on both: h1 primary, h0 its standby; replication now runs h1 -> h0.
     let rows = agents.status(1).unwrap()["replication"].clone();
     assert!(rows.as_array().unwrap().iter().any(|r| r["vserver"] == name.as_str() && r["standby"] == "h0"), "{rows}");

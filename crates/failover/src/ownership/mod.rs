@@ -403,6 +403,7 @@ impl Ownership {
             client: config.client.clone(),
             secret: secret.clone(),
             timeout: Duration::from_millis(t.rpc_timeout_ms),
+            urls: Arc::new(config.members.iter().map(|m| (m.id, m.url.clone())).collect()),
         };
         let applied = state_machine.applied();
         let raft = OwnershipRaft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
@@ -693,7 +694,11 @@ impl Ownership {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow();
         let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id)?.clone();
+        let mut node = m.membership_config.membership().get_node(&id)?.clone();
+        // This host's configuration says how to reach a member; the membership records another host's view.
+        if let Some(member) = self.inner.members.iter().find(|mb| mb.id == id) {
+            node.url.clone_from(&member.url);
+        }
         Some((id, node))
     }
 

@@ -38,13 +38,20 @@ pub(crate) struct HttpNetwork {
     pub(crate) client: reqwest::Client,
     pub(crate) secret: Arc<str>,
     pub(crate) timeout: Duration,
+    /// The URLs this host's configuration gives its members: they win over the URL a member was recorded
+    /// with in the membership (written by whichever host formed the cluster, from its own configuration).
+    pub(crate) urls: Arc<std::collections::BTreeMap<NodeId, String>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &HostNode) -> PeerClient {
-        PeerClient { net: self.clone(), target, node: node.clone() }
+        let mut node = node.clone();
+        if let Some(url) = self.urls.get(&target) {
+            node.url.clone_from(url);
+        }
+        PeerClient { net: self.clone(), target, node }
     }
 }
 

@@ -263,6 +263,19 @@ async fn lifecycle(
     if !matches!(action.as_str(), "start" | "stop" | "restart") {
         return Err(ApiError::NoRoute(format!("POST /v1/vservers/{name}/{action} (start, stop, restart or sync)")));
     }
+    // The cluster decides where a vserver runs: a start here of one the ownership table gives to another host
+    // is refused (a stop is always allowed).
+    if action != "stop" {
+        if let Some((owner, epoch)) = agent.ownership.get().and_then(|o| o.owner(name.as_str())) {
+            if owner != agent.config.node {
+                return Err(ApiError::Replication(ReplicationError::Conflict(format!(
+                    "{name} belongs to {owner} (ownership epoch {epoch}); it is not started here: start it on \
+                     {owner}, or move it with `vserver {name} migrate {}` there",
+                    agent.config.node
+                ))));
+            }
+        }
+    }
     // In its own task, so that a client hanging up does not cancel the operation half way.
     let task = tokio::spawn(async move {
         match action.as_str() {

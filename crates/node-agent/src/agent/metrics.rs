@@ -201,6 +201,7 @@ mod tests {
             rejected_heartbeats: RejectCounters { unknown_node: 0, bad_signature: 2, malformed_or_stale: 0 },
             replication: vec![],
             replicas: vec![],
+            ownership: None,
         };
         let text = render(&status);
         for line in [

@@ -384,9 +384,25 @@ async fn run(
 
     // 4. Promote and start on the target.
     enter("starting");
+    // The cluster records the new owner before anything starts there; without a majority, nothing moves.
+    let own = agent.ownership.get();
+    if let Some(own) = own {
+        if let Err(e) = own.set_owner(name.as_str(), target, own.epoch(name.as_str())).await {
+            abort().await;
+            return Err(restart_here(format!("the cluster did not record {target} as the owner: {e}")).await);
+        }
+    }
     match promote_on_target(agent, &base, name, target, was_running).await {
         PromoteOutcome::Running => {}
-        PromoteOutcome::Refused(why) => return Err(restart_here(format!("start on {target} failed: {why}")).await),
+        PromoteOutcome::Refused(why) => {
+            if let Some(own) = own {
+                let here = &agent.config.node;
+                if let Err(e) = own.set_owner(name.as_str(), here, own.epoch(name.as_str())).await {
+                    tracing::warn!(vserver = %name, error = %e, "cannot record this host as the owner again");
+                }
+            }
+            return Err(restart_here(format!("start on {target} failed: {why}")).await);
+        }
         PromoteOutcome::Unknown(why) => {
             // Never two copies: whether it started there is not known, so it is not started here, and its
             // intent here becomes "stopped" so that the agent does not restart it either.

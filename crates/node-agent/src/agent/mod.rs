@@ -45,6 +45,8 @@ pub struct Agent {
     pub peer_client: reqwest::Client,
     /// Migrates this host runs as source.
     pub migrations: migrate::Migrations,
+    /// This host's member of the ownership table (set once at start, before the API serves).
+    pub ownership: std::sync::OnceLock<failover::ownership::Ownership>,
 }
 
 impl Agent {
@@ -71,6 +73,7 @@ impl Agent {
             replication,
             peer_client,
             migrations: migrate::Migrations::default(),
+            ownership: std::sync::OnceLock::new(),
         })
     }
 
@@ -88,6 +91,7 @@ impl Agent {
             rejected_heartbeats: self.membership.counters(),
             replication: self.replication.status(),
             replicas: self.replication.held(),
+            ownership: self.ownership.get().map(|o| model::OwnershipStatus { raft: o.metrics(), owners: o.table() }),
         }
     }
 }
@@ -139,17 +143,87 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let beacons = tokio::spawn(heartbeat::run_beacons(Arc::clone(&agent), udp));
     let supervision = tokio::spawn(supervisor::run(Arc::clone(&agent)));
     let replicating = tokio::spawn(Arc::clone(&agent.replication).run(Arc::clone(&agent)));
-    let app = api::router(Arc::clone(&agent));
+    let ownership = open_ownership(&agent).await?;
+    let _ = agent.ownership.set(ownership.clone());
+    let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
+    let app = api::router(Arc::clone(&agent)).merge(failover::ownership::router(ownership.clone()));
     let acceptor = agent.tls.as_ref().map(|t| t.acceptor.clone());
     serve::serve(listener, Some(socket), acceptor, app, shutdown_signal()).await;
     heartbeats.abort();
     beacons.abort();
+    owning.abort();
+    if let Err(e) = ownership.shutdown().await {
+        tracing::warn!(error = %e, "the ownership table did not stop cleanly");
+    }
     supervision.abort();
     replicating.abort();
     supervisor::withdraw(&agent);
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!(node = %agent.config.node, "agent stopped; its vservers keep running");
     Ok(())
+}
+
+/// A host's Raft node id: the first 8 bytes of the SHA-256 of its name, so every host computes the same ids
+/// from the same names, and an id is never reused for another name.
+pub fn raft_node_id(name: &str) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Opens this host's member of the ownership table (`STATE_DIR/raft`): this host and its peers, reached at
+/// the URLs of this configuration.
+async fn open_ownership(agent: &Agent) -> anyhow::Result<failover::ownership::Ownership> {
+    use failover::ownership::{Member, Ownership, OwnershipConfig};
+    let config = &agent.config;
+    let scheme = if agent.tls.is_some() { "https" } else { "http" };
+    let mut members = vec![Member {
+        id: raft_node_id(&config.node),
+        name: config.node.clone(),
+        url: format!("{scheme}://{}", config.listen),
+    }];
+    members.extend(config.peers.iter().map(|p| Member {
+        id: raft_node_id(&p.name),
+        name: p.name.clone(),
+        url: p.url.clone(),
+    }));
+    let mut own =
+        OwnershipConfig::new(raft_node_id(&config.node), config.state_dir.join("raft"), members, agent.secret.clone());
+    own.client = agent.peer_client.clone();
+    Ownership::open(own).await.context("opening the ownership table")
+}
+
+/// Forms the cluster when nobody has yet, then, while this host leads, records the configured primary as
+/// the owner of every placed vserver the table does not know yet.
+async fn keep_ownership(agent: Arc<Agent>, ownership: failover::ownership::Ownership) {
+    let mut formed = false;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !formed {
+            match ownership.initialize_if_first().await {
+                Ok(started) => {
+                    formed = true;
+                    if started {
+                        tracing::info!("ownership table: cluster formed");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "ownership table: not formed yet"),
+            }
+        }
+        if !ownership.is_leader() {
+            continue;
+        }
+        for (name, placement) in agent.replication.placements() {
+            if ownership.epoch(name.as_str()) != 0 {
+                continue;
+            }
+            match ownership.set_owner(name.as_str(), &placement.primary, 0).await {
+                Ok((owner, epoch)) => tracing::info!(vserver = %name, %owner, epoch, "ownership recorded"),
+                Err(e) => tracing::warn!(vserver = %name, error = %e, "cannot record the ownership"),
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

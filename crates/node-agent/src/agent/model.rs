@@ -221,6 +221,18 @@ pub struct StatusReport {
     /// Replicas this host holds as a standby.
     #[serde(default)]
     pub replicas: Vec<HeldReplica>,
+    /// The cluster's ownership table as this host knows it, and its Raft state; absent until it is open.
+    #[serde(default)]
+    pub ownership: Option<OwnershipStatus>,
+}
+
+/// The ownership table (vserver -> owner host and epoch, kept by consensus) as one host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnershipStatus {
+    /// This host's Raft state: leader, term, voters, learners, log positions.
+    pub raft: failover::ownership::MetricsSummary,
+    /// Each vserver's owner (none once cleared) and the epoch of that decision.
+    pub owners: std::collections::BTreeMap<String, failover::ownership::OwnerEntry>,
 }
 
 /// The body of every 4xx/5xx answer.

@@ -206,6 +206,7 @@ mod tests {
             rejected_heartbeats: RejectCounters::default(),
             replication: vec![],
             replicas: vec![],
+            ownership: None,
         };
         let html = render(&status);
         assert!(html.contains("h&lt;0&gt;") && !html.contains("h<0>"));

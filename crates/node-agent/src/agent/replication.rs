@@ -255,6 +255,11 @@ impl Replication {
         &self.store
     }
 
+    /// Every placement this host knows.
+    pub fn placements(&self) -> BTreeMap<VserverName, Placement> {
+        lock(&self.placements).clone()
+    }
+
     /// The placement of `name`, if the cluster knows it.
     pub fn placement(&self, name: &VserverName) -> Option<Placement> {
         lock(&self.placements).get(name).cloned()

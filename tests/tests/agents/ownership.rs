@@ -1,0 +1,74 @@
+//! Scenarios: the ownership table the agents keep by consensus. Three agents form the cluster by
+//! themselves, elect one leader, and record each placed vserver's primary as its owner (epoch 1), the same on
+//! every host; when the leader's agent is killed the other two elect another, and the killed one, started
+//! again, has the table back from its own disk and follows the new leader.
+
+use std::time::Duration;
+
+use vserver_lab::agents::{wait_for, Agents};
+use vserver_lab::{skip_unless_root, Lab};
+
+use crate::{all_alive, text, vserver, FAST, PATIENCE};
+
+/// Host `i`'s view: its leader's name and the owner and epoch of `name`, from `GET /v1/status`.
+fn view(agents: &Agents, i: usize, name: &str) -> Option<(String, String, u64)> {
+    let status = agents.status(i).ok()?;
+    let own = &status["ownership"];
+    let leader = own["raft"]["leader"].as_str()?.to_string();
+    let entry = &own["owners"][name];
+    Some((leader, entry["owner"].as_str()?.to_string(), entry["epoch"].as_u64()?))
+}
+
+#[test]
+fn agents_agree_on_owners_and_survive_the_loss_of_their_leader() {
+    if skip_unless_root("agents_agree_on_owners_and_survive_the_loss_of_their_leader") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let name = vserver_lab::unique("ow");
+    let addr = lab.free_addr(0);
+    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
+    let mut agents = Agents::start_with(&lab, FAST, Some(&cluster)).unwrap();
+    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
+
+    // One leader, the same table everywhere: h0 owns the vserver, at epoch 1.
+    let agreed = |agents: &Agents, hosts: &[usize]| {
+        let views: Vec<_> = hosts.iter().map(|&i| view(agents, i, &name)).collect();
+        let first = views[0].clone()?;
+        (first.1 == "h0" && first.2 == 1 && views.iter().all(|v| v.as_ref() == Some(&first))).then_some(first.0)
+    };
+    let mut leader = None;
+    let formed = wait_for(PATIENCE, || {
+        leader = agreed(&agents, &[0, 1, 2]);
+        leader.is_some()
+    });
+    assert!(
+        formed.is_some(),
+        "no agreement; statuses:\n{:?}",
+        (0..3).map(|i| agents.status(i).ok()).collect::<Vec<_>>()
+    );
+    let leader = leader.unwrap();
+    let l: usize = leader.trim_start_matches('h').parse().unwrap();
+    let raft = &agents.status(l).unwrap()["ownership"]["raft"];
+    assert_eq!(raft["voters"].as_array().unwrap().len(), 3, "{raft}");
+
+    // The leader's agent is killed: the other two elect a new leader and keep the table.
+    agents.kill9(l);
+    let others: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    let mut new_leader = None;
+    let elected = wait_for(Duration::from_secs(20), || {
+        new_leader = agreed(&agents, &others).filter(|n| *n != leader);
+        new_leader.is_some()
+    });
+    assert!(elected.is_some(), "the two remaining agents elect a new leader");
+    let new_leader = new_leader.unwrap();
+    eprintln!("leader {leader} killed; {new_leader} leads now");
+
+    // Started again, it has the table from its own disk and follows the new leader.
+    agents.spawn(l).unwrap();
+    let back =
+        wait_for(PATIENCE, || view(&agents, l, &name).is_some_and(|v| v.0 == new_leader && v.1 == "h0" && v.2 == 1));
+    assert!(back.is_some(), "the restarted agent rejoins: {:?}", agents.status(l).ok());
+}
