@@ -23,7 +23,7 @@ Exit codes:
   4  the vserver is already running; nothing changed
   5  no such vserver (no NAME.conf or no tree), or build: it exists already
   6  NAME.conf is malformed (the message names file:line)
-  7  refused: the vserver is private, or root is needed
+  7  refused: the vserver is private, belongs to another host, or root is needed
 exec, suexec, enter and service exit with the code of the command they ran.";
 
 /// `vserver`: run virtual servers on this host.

@@ -18,7 +18,7 @@ pub const ALREADY_RUNNING: i32 = 4;
 pub const UNKNOWN: i32 = 5;
 /// `NAME.conf` is malformed or holds a bad value; the message names file and line.
 pub const CONFIG: i32 = 6;
-/// Refused: the vserver is private (S_FLAGS private), or the command needs root.
+/// Refused: the vserver is private (S_FLAGS private), belongs to another host, or the command needs root.
 pub const REFUSED: i32 = 7;
 
 /// The exit code for a lifecycle error.

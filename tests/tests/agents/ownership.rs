@@ -1,6 +1,6 @@
 //! Scenarios: the ownership table the agents keep by consensus. Three agents form the cluster by
 //! themselves, elect one leader, and record each placed vserver's primary as its owner (epoch 1), the same on
-//! every host; when the leader's agent is killed the other two elect another, and the killed one, started
+//! every host; a start elsewhere than on the owner is refused; when the leader's agent is killed the other two elect another, and the killed one, started
 //! again, has the table back from its own disk and follows the new leader.
 
 use std::time::Duration;
@@ -50,6 +50,10 @@ fn agents_agree_on_owners_and_survive_the_loss_of_their_leader() {
         (0..3).map(|i| agents.status(i).ok()).collect::<Vec<_>>()
     );
     let leader = leader.unwrap();
+    // A start on another host than the owner is refused, and says where it belongs.
+    let out = vserver(&lab, 1, &[&name, "start"], false);
+    assert_eq!(out.status.code(), Some(7), "refused: {}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to h0"), "{}", text(&out));
     let l: usize = leader.trim_start_matches('h').parse().unwrap();
     let raft = &agents.status(l).unwrap()["ownership"]["raft"];
     assert_eq!(raft["voters"].as_array().unwrap().len(), 3, "{raft}");

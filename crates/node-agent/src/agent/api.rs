@@ -268,11 +268,14 @@ async fn lifecycle(
     if action != "stop" {
         if let Some((owner, epoch)) = agent.ownership.get().and_then(|o| o.owner(name.as_str())) {
             if owner != agent.config.node {
-                return Err(ApiError::Replication(ReplicationError::Conflict(format!(
-                    "{name} belongs to {owner} (ownership epoch {epoch}); it is not started here: start it on \
-                     {owner}, or move it with `vserver {name} migrate {}` there",
-                    agent.config.node
-                ))));
+                return Err(ApiError::Supervisor(SupervisorError::Refused {
+                    name: name.to_string(),
+                    message: format!(
+                        "it belongs to {owner} (ownership epoch {epoch}) and is not started here: start it on \
+                         {owner}, or move it here with `vserver {name} migrate {}` on {owner}",
+                        agent.config.node
+                    ),
+                }));
             }
         }
     }
