@@ -152,6 +152,38 @@ impl Lab {
         Ipv4Addr::new(198, 18, 0, last)
     }
 
+    /// Drops `percent` % of the frames going through host `i`'s switch port, at random, each way (nftables
+    /// `numgen random` on the bridge: this kernel has no netem). Everything on that link is hit alike: the
+    /// agent's heartbeats, beacons, Raft and rsync traffic, and its vservers' own. 0 removes the loss.
+    pub fn set_loss(&self, i: usize, percent: u8) -> Result<()> {
+        let port = &self.hosts[i].switch_port;
+        let table = format!("loss_{}", port.replace('-', "_"));
+        // Replacing: the table goes first (missing is fine), then comes back with the new rate.
+        let _ = self.switch.command("nft").args(["delete", "table", "bridge", &table]).output();
+        if percent == 0 {
+            return Ok(());
+        }
+        ensure!(percent <= 100, "a loss of {percent} %: at most 100");
+        let chance = if percent == 100 { String::new() } else { format!("numgen random mod 100 < {percent} ") };
+        let rules = format!(
+            "table bridge {table} {{\n  chain forward {{\n    type filter hook forward priority 0;\n    \
+             iifname \"{port}\" {chance}drop\n    \
+             oifname \"{port}\" {chance}drop\n  }}\n}}\n"
+        );
+        let mut child = self
+            .switch
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running nft (is the nftables package installed?)")?;
+        std::io::Write::write_all(&mut child.stdin.take().expect("piped"), rules.as_bytes())?;
+        let out = child.wait_with_output()?;
+        ensure!(out.status.success(), "nft refused the loss rules: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+
     /// The switch namespace, holding the bridge `br0` and one port per host and client.
     pub fn switch(&self) -> &Netns {
         &self.switch

@@ -44,6 +44,21 @@ fn a_host_whose_switch_port_is_down_is_cut_off() {
 }
 
 #[test]
+fn a_lossy_link_drops_frames_each_way_until_the_loss_is_removed() {
+    if skip_unless_root("a_lossy_link_drops_frames_each_way_until_the_loss_is_removed") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    lab.set_loss(1, 100).unwrap();
+    assert!(!lab.client.netns.ping(lab.hosts[1].addr), "nothing crosses a link that loses everything");
+    assert!(lab.client.netns.ping(lab.hosts[0].addr), "the other host's link is untouched");
+    lab.set_loss(1, 50).unwrap();
+    lab.set_loss(1, 0).unwrap();
+    assert!(lab.client.netns.ping(lab.hosts[1].addr), "the loss is gone");
+    assert!(lab.set_loss(1, 101).is_err());
+}
+
+#[test]
 fn host_commands_run_in_the_host_with_its_directories() {
     if skip_unless_root("host_commands_run_in_the_host_with_its_directories") {
         return;
