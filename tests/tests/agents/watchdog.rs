@@ -1,7 +1,9 @@
 //! Scenarios: the host's watchdog (`vserver-watchdog`), driven over its socket as the agent drives it.
 //! Petted, it leaves the vservers alone, also across a reconnect (an agent restarted in time); once the
 //! petting stops for the armed timeout it sets their interfaces down and kills them, so that their address
-//! answers nothing, not even ping; bad requests are refused with a reason.
+//! answers nothing, not even ping; bad requests are refused with a reason. With its agent: an agent paused
+//! past the fence timeout has its vservers killed by the watchdog, and once resumed restarts only those the
+//! cluster confirms it still owns.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -12,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use vserver_lab::{skip_unless_root, Lab};
 
-use crate::{text, vserver, PATIENCE};
+use vserver_lab::agents::{wait_for, Agents};
+
+use crate::{all_alive, text, vserver, FAST, PATIENCE};
 
 /// The watchdog process, killed when dropped (also when the test fails).
 struct Watchdog {
@@ -140,4 +144,90 @@ fn the_watchdog_refuses_bad_requests_and_a_second_watchdog() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("another watchdog already listens"), "{}", text(&second));
     assert_eq!(conn.ask("status"), "disarmed", "the first one is unaffected");
+}
+
+/// The owner and epoch of `name` in host `i`'s view of the ownership table.
+fn owner(agents: &Agents, i: usize, name: &str) -> Option<(String, u64)> {
+    let status = agents.status(i).ok()?;
+    let entry = &status["ownership"]["owners"][name];
+    Some((entry["owner"].as_str()?.to_string(), entry["epoch"].as_u64()?))
+}
+
+fn signal(agents: &Agents, i: usize, sig: nix::sys::signal::Signal) {
+    let pid = agents.pid(i).expect("the agent runs") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal the agent");
+}
+
+#[test]
+fn a_paused_agent_is_fenced_and_resumes_only_what_the_cluster_still_gives_it() {
+    if skip_unless_root("a_paused_agent_is_fenced_and_resumes_only_what_the_cluster_still_gives_it") {
+        return;
+    }
+    use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
+    let lab = Lab::new(3).unwrap();
+    let name = vserver_lab::unique("wf");
+    let addr = lab.free_addr(0);
+    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "fenced").unwrap();
+    let _dog = start_watchdog(&lab, 0);
+    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
+    let fencing = "[fencing]\nwatchdog = true\ntimeout_ms = 600\n";
+    let agents = Agents::start_full(&lab, FAST, Some(&cluster), fencing).unwrap();
+    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
+    let out = vserver(&lab, 0, &[&name, "start"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());
+    assert!(wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|o| o.0 == "h0")).is_some());
+
+    // Paused past the fence timeout: the watchdog kills the vserver; nothing answers at its address.
+    signal(&agents, 0, SIGSTOP);
+    let fenced = wait_for(PATIENCE, || !lab.client.netns.ping(addr));
+    signal(&agents, 0, SIGCONT);
+    assert!(fenced.is_some(), "the watchdog fenced the paused agent's vserver");
+    // Resumed: nobody took it, the cluster confirms h0 (a new epoch), and the agent starts it again.
+    assert!(
+        lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some(),
+        "restarted after the confirmation; log:\n{}",
+        agents.log(0)
+    );
+    let (_, confirmed) = owner(&agents, 0, &name).unwrap();
+    assert!(confirmed >= 2, "the confirmation is a write: epoch {confirmed}");
+
+    // Paused again; meanwhile the cluster gives the vserver to h1. Resumed, h0 must not start it.
+    signal(&agents, 0, SIGSTOP);
+    let fenced = wait_for(PATIENCE, || !lab.client.netns.ping(addr));
+    let moved = (|| {
+        for _ in 0..50 {
+            let leader = agents.status(1).ok()?["ownership"]["raft"]["leader"].as_str()?.to_string();
+            let l: usize = leader.trim_start_matches('h').parse().ok()?;
+            if l != 0 {
+                let (_, epoch) = owner(&agents, l, &name)?;
+                let body = format!(r#"{{"op":"set_owner","vserver":"{name}","owner":"h1","expected_epoch":{epoch}}}"#);
+                let reply =
+                    agents.request(l, l, "POST", "/v1/raft/propose", Some(agents.secret()), Some(&body)).ok()?;
+                if reply.status == 200 && reply.body.contains("applied") {
+                    return Some(reply.body);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    })();
+    signal(&agents, 0, SIGCONT);
+    assert!(fenced.is_some(), "fenced the second time");
+    let moved = moved.expect("the cluster moved the ownership to h1 while h0 was paused");
+    eprintln!("moved: {moved}");
+    let gave_up = wait_for(PATIENCE, || {
+        agents.status(0).ok().is_some_and(|s| {
+            s["vservers"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v["name"] == name.as_str() && v["intent"] == "stopped"))
+        })
+    });
+    assert!(gave_up.is_some(), "h0 gives it up (intent stopped); log:\n{}", agents.log(0));
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = vserver(&lab, 0, &[&name, "running"], true);
+    assert!(!out.status.success(), "h0 did not start it again: {}", text(&out));
+    assert!(!lab.client.netns.ping(addr));
 }

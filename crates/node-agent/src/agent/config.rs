@@ -79,6 +79,24 @@ impl HeartbeatConfig {
     }
 }
 
+/// `[fencing]`: the host's watchdog (`vserver-watchdog`), which kills this host's vservers when the agent
+/// stops petting it (a frozen or hung agent cannot stop them itself).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FencingConfig {
+    /// Arm and pet the watchdog at `RUN_DIR/watchdog.sock`; when it reports that it fenced this host, the
+    /// agent restarts a vserver only after the cluster confirms this host still owns it.
+    pub watchdog: bool,
+    /// The watchdog fires after this long without a pet; the agent pets four times as often.
+    pub timeout_ms: u64,
+}
+
+impl Default for FencingConfig {
+    fn default() -> Self {
+        Self { watchdog: false, timeout_ms: 2000 }
+    }
+}
+
 /// How the agent restarts a vserver that died on a healthy host.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -150,6 +168,9 @@ pub struct AgentConfig {
     /// Restart policy.
     #[serde(default)]
     pub restart: RestartConfig,
+    /// Fencing: the host's watchdog.
+    #[serde(default)]
+    pub fencing: FencingConfig,
     /// HTTPS for the API and the heartbeats (absent: plain HTTP).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -267,6 +288,9 @@ impl AgentConfig {
                     hb.beacon_interval_ms, hb.suspect_after_ms
                 ),
             ));
+        }
+        if !(100..=600_000).contains(&self.fencing.timeout_ms) {
+            return Err(bad("fencing.timeout_ms", format!("{} must be from 100 to 600000", self.fencing.timeout_ms)));
         }
         let r = &self.restart;
         if r.backoff_initial_ms == 0 || r.backoff_max_ms < r.backoff_initial_ms {

@@ -13,6 +13,7 @@ pub mod replication;
 pub mod serve;
 pub mod supervisor;
 pub mod tunnel;
+pub mod watchdog;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -138,6 +139,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         socket = %socket_path.display(), "agent started"
     );
     supervisor::announce(&agent).context("writing the agent's address for the vserver command")?;
+    if agent.config.fencing.watchdog {
+        watchdog::check_at_start(&agent).await;
+    }
     let heartbeats = tokio::spawn(heartbeat::run_sender(Arc::clone(&agent)));
     let udp = tokio::net::UdpSocket::bind(listen).await.with_context(|| format!("cannot listen on {listen}/udp"))?;
     let beacons = tokio::spawn(heartbeat::run_beacons(Arc::clone(&agent), udp));
@@ -146,12 +150,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let ownership = open_ownership(&agent).await?;
     let _ = agent.ownership.set(ownership.clone());
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
+    let guarding = agent.config.fencing.watchdog.then(|| tokio::spawn(watchdog::run(Arc::clone(&agent))));
     let app = api::router(Arc::clone(&agent)).merge(failover::ownership::router(ownership.clone()));
     let acceptor = agent.tls.as_ref().map(|t| t.acceptor.clone());
     serve::serve(listener, Some(socket), acceptor, app, shutdown_signal()).await;
     heartbeats.abort();
     beacons.abort();
     owning.abort();
+    if let Some(g) = guarding {
+        g.abort();
+        watchdog::disarm(&agent).await;
+    }
     if let Err(e) = ownership.shutdown().await {
         tracing::warn!(error = %e, "the ownership table did not stop cleanly");
     }

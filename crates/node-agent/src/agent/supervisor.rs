@@ -100,6 +100,8 @@ struct Shared {
     cache: StdMutex<BTreeMap<VserverName, VserverState>>,
     /// Vservers held by a migrate: the check loop and operators leave them alone.
     held: StdMutex<std::collections::HashSet<VserverName>>,
+    /// Vservers the watchdog killed: not restarted until the cluster confirms this host still owns them.
+    fenced: StdMutex<std::collections::BTreeSet<VserverName>>,
 }
 
 /// A vserver held by a migrate: no restart by the check loop, no operator operation, until dropped.
@@ -180,6 +182,7 @@ impl Supervisor {
                 locks: StdMutex::default(),
                 cache: StdMutex::default(),
                 held: StdMutex::default(),
+                fenced: StdMutex::default(),
             }),
         })
     }
@@ -262,6 +265,29 @@ impl Supervisor {
     /// Looks at every vserver once and acts on what it finds (adopt, schedule or make a restart, give up).
     pub async fn check(&self) {
         Arc::clone(&self.shared).check().await;
+    }
+
+    /// Marks every vserver meant to run here as fenced (the watchdog killed them): the check loop restarts
+    /// none of them until [`Supervisor::unfence`]. Returns them.
+    pub fn fence(&self) -> Vec<VserverName> {
+        let names: Vec<VserverName> = lock(&self.shared.intents.map)
+            .iter()
+            .filter(|(_, i)| **i == Intent::Running)
+            .filter_map(|(n, _)| VserverName::parse(n).ok())
+            .collect();
+        lock(&self.shared.fenced).extend(names.iter().cloned());
+        names
+    }
+
+    /// Lifts the fence of one vserver: the check loop treats it as usual again (and restarts it if it is
+    /// meant to run).
+    pub fn unfence(&self, name: &VserverName) {
+        lock(&self.shared.fenced).remove(name);
+    }
+
+    /// The vservers fenced and not yet confirmed.
+    pub fn fenced(&self) -> Vec<VserverName> {
+        lock(&self.shared.fenced).iter().cloned().collect()
     }
 
     async fn operate(&self, name: &VserverName, op: Op) -> Result<VserverStatus, SupervisorError> {
@@ -451,6 +477,10 @@ impl Shared {
     async fn check_one(self: &Arc<Self>, name: &VserverName, running: Result<bool, String>) -> Option<VserverState> {
         // An operator's operation or a restart is under way: leave it be this round.
         let Ok(guard) = self.op_lock(name).try_lock_owned() else { return None };
+        // Killed by the watchdog: nothing is done until the cluster confirms this host still owns it.
+        if lock(&self.fenced).contains(name) {
+            return running.ok().map(|r| observed_state(r, false));
+        }
         let running = match running {
             Ok(r) => r,
             Err(e) => {

@@ -1,0 +1,160 @@
+//! The agent's side of the host watchdog (`vserver-watchdog`, see its documentation): it arms the watchdog
+//! with `fencing.timeout_ms` and pets it four times per timeout from the agent's own runtime, so a frozen or
+//! hung agent stops petting and the watchdog kills this host's vservers.
+//!
+//! When the watchdog answers that it fenced the host, the agent restarts none of the vservers it killed until
+//! the cluster confirms, by a write through a majority, that this host still owns each one: the ownership
+//! table's compare-and-set from the epoch it knows to itself. A vserver the table gives to another host (or
+//! whose epoch moved on: someone took it over meanwhile) gets the intent `stopped` here and stays down; its
+//! tree is left as it is. Without a majority, the question stays open and the vserver down. Then it arms the
+//! watchdog again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::model::Intent;
+use super::Agent;
+
+/// Keeps the watchdog armed and petted, until aborted.
+pub async fn run(agent: Arc<Agent>) {
+    let timeout = agent.config.fencing.timeout_ms;
+    let socket = agent.config.run_dir.join("watchdog.sock");
+    let mut warned = false;
+    loop {
+        match guard(&agent, &socket, timeout).await {
+            Ok(()) => {}
+            Err(e) if !warned => {
+                tracing::error!(socket = %socket.display(), error = %e, "the host watchdog cannot be reached; \
+                                this host's vservers are not guarded against a frozen agent");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if warned && UnixStream::connect(&socket).await.is_ok() {
+            tracing::info!(socket = %socket.display(), "the host watchdog is back");
+            warned = false;
+        }
+    }
+}
+
+/// At start, before the check loop runs: if the watchdog fenced this host while no agent ran, the vservers
+/// it killed are fenced here too, so that nothing restarts them before the cluster is asked. Best effort: a
+/// watchdog that does not answer within a second is left to [`run`].
+pub async fn check_at_start(agent: &Agent) {
+    let socket = agent.config.run_dir.join("watchdog.sock");
+    let asked = tokio::time::timeout(Duration::from_secs(1), async {
+        let stream = UnixStream::connect(&socket).await?;
+        let (read, mut write) = stream.into_split();
+        write.write_all(b"status\n").await?;
+        BufReader::new(read).lines().next_line().await
+    })
+    .await;
+    if let Ok(Ok(Some(status))) = asked {
+        if status.starts_with("fenced") {
+            let names = agent.supervisor.fence();
+            tracing::warn!(?names, "the host watchdog fenced this host while no agent ran");
+        }
+    }
+}
+
+/// On a clean stop of the agent: the watchdog stands down (an agent stopped on purpose leaves its vservers
+/// running, unguarded until it is back).
+pub async fn disarm(agent: &Agent) {
+    let socket = agent.config.run_dir.join("watchdog.sock");
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let stream = UnixStream::connect(&socket).await?;
+        let (read, mut write) = stream.into_split();
+        write.write_all(b"disarm\n").await?;
+        BufReader::new(read).lines().next_line().await
+    })
+    .await;
+}
+
+/// One connection: arm, then pet until the connection fails.
+async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) -> std::io::Result<()> {
+    let stream = UnixStream::connect(socket).await?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut ask = async |line: String| -> std::io::Result<String> {
+        write.write_all(format!("{line}\n").as_bytes()).await?;
+        lines.next_line().await?.ok_or_else(|| std::io::Error::other("the watchdog closed the connection"))
+    };
+    // Whatever happened before this connection, a fence reported by `status` is handled first.
+    let status = ask("status".into()).await?;
+    if status.starts_with("fenced") {
+        recover(agent).await;
+    }
+    let armed = ask(format!("arm {timeout_ms}")).await?;
+    if !armed.starts_with("ok") {
+        return Err(std::io::Error::other(format!("the watchdog refused to arm: {armed}")));
+    }
+    tracing::info!(timeout_ms, "host watchdog armed");
+    let mut every = tokio::time::interval(Duration::from_millis((timeout_ms / 4).max(10)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let answer = ask("pet".into()).await?;
+        if answer.starts_with("error fenced") {
+            tracing::error!("the host watchdog fenced this host (the agent did not pet it in time): {answer}");
+            recover(agent).await;
+            let armed = ask(format!("arm {timeout_ms}")).await?;
+            tracing::info!(answer = %armed, "host watchdog armed again");
+        } else if !answer.starts_with("ok") {
+            return Err(std::io::Error::other(format!("the watchdog answered {answer:?}")));
+        }
+    }
+}
+
+/// After a fence: every vserver that was meant to run stays down until the cluster confirms this host still
+/// owns it (then the check loop restarts it), or is given up (intent `stopped`) when the cluster says it
+/// belongs elsewhere now.
+async fn recover(agent: &Arc<Agent>) {
+    let fenced = agent.supervisor.fence();
+    let me = agent.config.node.clone();
+    let mut open: Vec<_> = fenced;
+    while !open.is_empty() {
+        let mut still = Vec::new();
+        for name in open {
+            let Some(own) = agent.ownership.get() else {
+                agent.supervisor.unfence(&name);
+                continue;
+            };
+            let verdict = match own.owner(name.as_str()) {
+                // Not in the table: it is this host's alone.
+                None => Some(true),
+                Some((owner, _)) if owner != me => Some(false),
+                Some((_, epoch)) => match own.set_owner(name.as_str(), &me, epoch).await {
+                    Ok(_) => Some(true),
+                    Err(failover::ownership::OwnershipError::StaleEpoch { .. }) => Some(false),
+                    Err(e) => {
+                        tracing::warn!(vserver = %name, error = %e, "after the fence: ownership not confirmed yet");
+                        None
+                    }
+                },
+            };
+            match verdict {
+                Some(true) => {
+                    tracing::info!(vserver = %name, "after the fence: the cluster confirms this host owns it");
+                    agent.supervisor.unfence(&name);
+                }
+                Some(false) => {
+                    tracing::warn!(vserver = %name, "after the fence: it belongs to another host now; it stays \
+                                   stopped here");
+                    if let Err(e) = agent.supervisor.record_intent(&name, Intent::Stopped).await {
+                        tracing::warn!(vserver = %name, error = %e, "cannot record the intent");
+                    }
+                    agent.supervisor.unfence(&name);
+                }
+                None => still.push(name),
+            }
+        }
+        open = still;
+        if !open.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
