@@ -8,6 +8,7 @@ pub mod build;
 pub mod cli;
 pub mod dirs;
 pub mod exit;
+pub mod fence;
 pub mod hooks;
 pub mod legacy_conf;
 pub mod lifecycle;

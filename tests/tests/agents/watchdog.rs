@@ -191,8 +191,9 @@ fn a_paused_agent_is_fenced_and_resumes_only_what_the_cluster_still_gives_it() {
         "restarted after the confirmation; log:\n{}",
         agents.log(0)
     );
-    let (_, confirmed) = owner(&agents, 0, &name).unwrap();
-    assert!(confirmed >= 2, "the confirmation is a write: epoch {confirmed}");
+    // The confirmation is a write: a new epoch (which h0, a follower, applies a heartbeat later).
+    let confirmed = wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|(o, e)| o == "h0" && e >= 2));
+    assert!(confirmed.is_some(), "confirmed at a new epoch: {:?}", owner(&agents, 0, &name));
 
     // Paused again; meanwhile the cluster gives the vserver to h1. Resumed, h0 must not start it.
     signal(&agents, 0, SIGSTOP);
@@ -230,4 +231,42 @@ fn a_paused_agent_is_fenced_and_resumes_only_what_the_cluster_still_gives_it() {
     let out = vserver(&lab, 0, &[&name, "running"], true);
     assert!(!out.status.success(), "h0 did not start it again: {}", text(&out));
     assert!(!lab.client.netns.ping(addr));
+}
+
+#[test]
+fn a_host_cut_off_from_the_majority_fences_itself_and_resumes_once_back() {
+    if skip_unless_root("a_host_cut_off_from_the_majority_fences_itself_and_resumes_once_back") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let name = vserver_lab::unique("wq");
+    let addr = lab.free_addr(0);
+    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "quorum").unwrap();
+    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
+    let fencing = "[fencing]\nquorum = true\ntimeout_ms = 800\n";
+    let agents = Agents::start_full(&lab, FAST, Some(&cluster), fencing).unwrap();
+    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
+    let out = vserver(&lab, 0, &[&name, "start"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());
+    assert!(wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|o| o.0 == "h0")).is_some());
+
+    // Cut off: h0 hears no majority, and within the fence timeout stops its vserver itself.
+    let port = lab.hosts[0].switch_port.clone();
+    lab.switch().ip(["link", "set", &port, "down"]).unwrap();
+    let running = || vserver(&lab, 0, &[&name, "running"], true).status.success();
+    let fenced = wait_for(PATIENCE, || !running());
+    lab.switch().ip(["link", "set", &port, "up"]).unwrap();
+    assert!(fenced.is_some(), "h0 fenced itself; log:\n{}", agents.log(0));
+    assert!(agents.log(0).contains("no majority of the cluster heard"), "{}", agents.log(0));
+    // Back, and nobody took the vserver meanwhile: the cluster confirms h0, which starts it again.
+    assert!(
+        lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some(),
+        "restarted once the majority confirmed; log:\n{}",
+        agents.log(0)
+    );
+    let confirmed = wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|(o, e)| o == "h0" && e >= 2));
+    assert!(confirmed.is_some(), "confirmed at a new epoch: {:?}", owner(&agents, 0, &name));
 }

@@ -87,13 +87,20 @@ pub struct FencingConfig {
     /// Arm and pet the watchdog at `RUN_DIR/watchdog.sock`; when it reports that it fenced this host, the
     /// agent restarts a vserver only after the cluster confirms this host still owns it.
     pub watchdog: bool,
-    /// The watchdog fires after this long without a pet; the agent pets four times as often.
+    /// Fence this host's vservers when it hears from fewer than a majority of the ownership table's voters
+    /// (itself included) for `timeout_ms`: a host cut off from the cluster stops them before the others may
+    /// give them to another host. With the watchdog, the agent also stops petting it once the majority is
+    /// gone for half the timeout. After such a fence, as after the watchdog's, a vserver restarts only once
+    /// the cluster confirms this host still owns it.
+    pub quorum: bool,
+    /// The watchdog fires after this long without a pet (the agent pets four times as often); the agent
+    /// fences itself after this long without a majority.
     pub timeout_ms: u64,
 }
 
 impl Default for FencingConfig {
     fn default() -> Self {
-        Self { watchdog: false, timeout_ms: 2000 }
+        Self { watchdog: false, quorum: false, timeout_ms: 2000 }
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Agent {
     pub migrations: migrate::Migrations,
     /// This host's member of the ownership table (set once at start, before the API serves).
     pub ownership: std::sync::OnceLock<failover::ownership::Ownership>,
+    /// When this host last heard from a majority of the voters, ms since [`Agent::started`].
+    pub last_majority_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Agent {
@@ -75,6 +77,7 @@ impl Agent {
             peer_client,
             migrations: migrate::Migrations::default(),
             ownership: std::sync::OnceLock::new(),
+            last_majority_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -151,12 +154,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let _ = agent.ownership.set(ownership.clone());
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
     let guarding = agent.config.fencing.watchdog.then(|| tokio::spawn(watchdog::run(Arc::clone(&agent))));
+    let quorum = tokio::spawn(watchdog::watch_majority(Arc::clone(&agent)));
     let app = api::router(Arc::clone(&agent)).merge(failover::ownership::router(ownership.clone()));
     let acceptor = agent.tls.as_ref().map(|t| t.acceptor.clone());
     serve::serve(listener, Some(socket), acceptor, app, shutdown_signal()).await;
     heartbeats.abort();
     beacons.abort();
     owning.abort();
+    quorum.abort();
     if let Some(g) = guarding {
         g.abort();
         watchdog::disarm(&agent).await;

@@ -97,6 +97,10 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        // Cut off from the majority for half the timeout: no more pets, and the watchdog fires in time too.
+        if agent.config.fencing.quorum && majority_silence(agent) > Duration::from_millis(timeout_ms / 2) {
+            continue;
+        }
         let answer = ask("pet".into()).await?;
         if answer.starts_with("error fenced") {
             tracing::error!("the host watchdog fenced this host (the agent did not pet it in time): {answer}");
@@ -113,6 +117,9 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
 /// owns it (then the check loop restarts it), or is given up (intent `stopped`) when the cluster says it
 /// belongs elsewhere now.
 async fn recover(agent: &Arc<Agent>) {
+    // One at a time (the watchdog's report and the majority's return may both ask).
+    static RECOVERING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = RECOVERING.lock().await;
     let fenced = agent.supervisor.fence();
     let me = agent.config.node.clone();
     let mut open: Vec<_> = fenced;
@@ -129,7 +136,8 @@ async fn recover(agent: &Arc<Agent>) {
                 Some((owner, _)) if owner != me => Some(false),
                 Some((_, epoch)) => match own.set_owner(name.as_str(), &me, epoch).await {
                     Ok(_) => Some(true),
-                    Err(failover::ownership::OwnershipError::StaleEpoch { .. }) => Some(false),
+                    // The epoch moved on since this host read it: read again (the owner decides) next round.
+                    Err(failover::ownership::OwnershipError::StaleEpoch { .. }) => None,
                     Err(e) => {
                         tracing::warn!(vserver = %name, error = %e, "after the fence: ownership not confirmed yet");
                         None
@@ -157,4 +165,72 @@ async fn recover(agent: &Arc<Agent>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// Whether this host hears from a majority of the ownership table's voters, itself included, within the
+/// fence timeout. No cluster formed yet, or a single voter: yes.
+fn has_majority(agent: &Agent) -> bool {
+    let Some(own) = agent.ownership.get() else { return true };
+    let voters = own.metrics().voters;
+    if voters.len() <= 1 {
+        return true;
+    }
+    let within = agent.config.fencing.timeout_ms;
+    let peers = agent.membership.peers();
+    let heard = voters
+        .iter()
+        .filter(|v| {
+            **v == agent.config.node
+                || peers.iter().any(|p| p.name == **v && p.last_heard_ms.is_some_and(|ms| ms < within))
+        })
+        .count();
+    heard * 2 > voters.len()
+}
+
+/// How long since this host last heard from a majority.
+fn majority_silence(agent: &Agent) -> Duration {
+    let last = agent.last_majority_ms.load(std::sync::atomic::Ordering::Relaxed);
+    agent.started.elapsed().saturating_sub(Duration::from_millis(last))
+}
+
+/// Follows whether this host hears from a majority (every 50 ms), for the watchdog's pets, and with
+/// `fencing.quorum` fences this host's vservers after `fencing.timeout_ms` without one; once the majority is
+/// back, each restarts only if the cluster confirms this host still owns it.
+pub async fn watch_majority(agent: Arc<Agent>) {
+    let timeout = Duration::from_millis(agent.config.fencing.timeout_ms);
+    let mut fenced = false;
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if has_majority(&agent) {
+            let now = agent.started.elapsed().as_millis() as u64;
+            agent.last_majority_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+            if fenced {
+                tracing::info!("the cluster's majority is back: asking it which vservers are still ours");
+                recover(&agent).await;
+                fenced = false;
+            }
+            continue;
+        }
+        if !agent.config.fencing.quorum || fenced || majority_silence(&agent) < timeout {
+            continue;
+        }
+        fenced = true;
+        let names = agent.supervisor.fence();
+        tracing::error!(
+            ?names,
+            timeout_ms = timeout.as_millis() as u64,
+            "no majority of the cluster heard: fencing this host's vservers (interfaces down, killed)"
+        );
+        let place = agent.supervisor.host().dirs.cgroup();
+        let _ = tokio::task::spawn_blocking(move || {
+            node_agent_fence(&place);
+        })
+        .await;
+    }
+}
+
+fn node_agent_fence(place: &isolate::spec::CgroupPlace) {
+    crate::fence::fence_all(place, |line| tracing::warn!("fence: {line}"));
 }

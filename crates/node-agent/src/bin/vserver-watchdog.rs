@@ -140,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let Guard::Armed { timeout, .. } = *guard else { continue };
         drop(guard);
         eprintln!("vserver-watchdog: no pet for {} ms: fencing this host's vservers", timeout.as_millis());
-        let vservers = fence(&place);
+        let vservers = node_agent::fence::fence_all(&place, |line| eprintln!("vserver-watchdog: {line}"));
         let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let mut guard = lock(&shared);
         // A pet or an arm that came while fencing does not undo it: the vservers are dead.
@@ -238,37 +238,4 @@ fn answer(request: &str, shared: &Shared) -> String {
     drop(guard);
     shared.changed.notify_all();
     reply
-}
-
-/// Sets the interfaces of every vserver of the host down, then kills each through its cgroup. Returns how
-/// many groups it found. Carries on past any failure, each reported.
-fn fence(place: &isolate::spec::CgroupPlace) -> usize {
-    let names = match Cgroups::list(place) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("vserver-watchdog: cannot list the vservers: {e}");
-            return 0;
-        }
-    };
-    for name in &names {
-        let cgroups = match Cgroups::new(place, name) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("vserver-watchdog: {name}: {e}");
-                continue;
-            }
-        };
-        // Any process of the vserver is in its network namespace.
-        if let Some(pid) = cgroups.procs().ok().and_then(|p| p.first().copied()) {
-            match isolate::network::down_all(pid) {
-                Ok(n) => eprintln!("vserver-watchdog: {name}: {n} interfaces set down"),
-                Err(e) => eprintln!("vserver-watchdog: {name}: cannot set its interfaces down: {e}"),
-            }
-        }
-        match cgroups.kill() {
-            Ok(()) => eprintln!("vserver-watchdog: {name}: killed"),
-            Err(e) => eprintln!("vserver-watchdog: {name}: cannot kill: {e}"),
-        }
-    }
-    names.len()
 }
