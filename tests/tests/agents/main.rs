@@ -45,3 +45,29 @@ pub fn text(out: &std::process::Output) -> String {
 pub fn all_alive(agents: &vserver_lab::agents::Agents, hosts: usize) -> bool {
     (0..hosts).all(|o| (0..hosts).filter(|p| *p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive")))
 }
+
+/// A busybox vserver built on h0 of a 3-host lab, serving HTTP (`marker`) at its own address, placed on h0
+/// with standbys h1 and h2, and the agents started with `extra` in their agent.toml; when `start`, it is
+/// started through h0's agent and answers. Its name begins with `prefix`.
+pub fn placed_on_h0<'lab>(
+    lab: &'lab vserver_lab::Lab,
+    prefix: &str,
+    extra: &str,
+    start: bool,
+) -> (vserver_lab::agents::Agents<'lab>, String, std::net::Ipv4Addr) {
+    use vserver_lab::agents::{wait_for, Agents};
+    let name = vserver_lab::unique(prefix);
+    let addr = lab.free_addr(0);
+    let out = vserver(lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), prefix).unwrap();
+    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
+    let agents = Agents::start_full(lab, FAST, Some(&cluster), extra).unwrap();
+    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
+    if start {
+        let out = vserver(lab, 0, &[&name, "start"], false);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
+    }
+    (agents, name, addr)
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use vserver_lab::agents::{wait_for, Agents};
 use vserver_lab::{skip_unless_root, Lab};
 
-use crate::{all_alive, text, vserver, FAST, PATIENCE};
+use crate::{placed_on_h0, text, vserver, PATIENCE};
 
 /// Host `i`'s view: its leader's name and the owner and epoch of `name`, from `GET /v1/status`.
 fn view(agents: &Agents, i: usize, name: &str) -> Option<(String, String, u64)> {
@@ -25,13 +25,7 @@ fn agents_agree_on_owners_and_survive_the_loss_of_their_leader() {
         return;
     }
     let lab = Lab::new(3).unwrap();
-    let name = vserver_lab::unique("ow");
-    let addr = lab.free_addr(0);
-    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
-    assert!(out.status.success(), "{}", text(&out));
-    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
-    let mut agents = Agents::start_with(&lab, FAST, Some(&cluster)).unwrap();
-    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
+    let (mut agents, name, _addr) = placed_on_h0(&lab, "ow", "", false);
 
     // One leader, the same table everywhere: h0 owns the vserver, at epoch 1.
     let agreed = |agents: &Agents, hosts: &[usize]| {

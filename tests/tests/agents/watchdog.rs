@@ -16,7 +16,7 @@ use vserver_lab::{skip_unless_root, Lab};
 
 use vserver_lab::agents::{wait_for, Agents};
 
-use crate::{all_alive, text, vserver, FAST, PATIENCE};
+use crate::{placed_on_h0, text, vserver, PATIENCE};
 
 /// The watchdog process, killed when dropped (also when the test fails).
 struct Watchdog {
@@ -165,19 +165,8 @@ fn a_paused_agent_is_fenced_and_resumes_only_what_the_cluster_still_gives_it() {
     }
     use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
     let lab = Lab::new(3).unwrap();
-    let name = vserver_lab::unique("wf");
-    let addr = lab.free_addr(0);
-    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
-    assert!(out.status.success(), "{}", text(&out));
-    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "fenced").unwrap();
     let _dog = start_watchdog(&lab, 0);
-    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
-    let fencing = "[fencing]\nwatchdog = true\ntimeout_ms = 600\n";
-    let agents = Agents::start_full(&lab, FAST, Some(&cluster), fencing).unwrap();
-    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
-    let out = vserver(&lab, 0, &[&name, "start"], false);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());
+    let (agents, name, addr) = placed_on_h0(&lab, "wf", "[fencing]\nwatchdog = true\ntimeout_ms = 600\n", true);
     assert!(wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|o| o.0 == "h0")).is_some());
 
     // Paused past the fence timeout: the watchdog kills the vserver; nothing answers at its address.
@@ -239,18 +228,7 @@ fn a_host_cut_off_from_the_majority_fences_itself_and_resumes_once_back() {
         return;
     }
     let lab = Lab::new(3).unwrap();
-    let name = vserver_lab::unique("wq");
-    let addr = lab.free_addr(0);
-    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
-    assert!(out.status.success(), "{}", text(&out));
-    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "quorum").unwrap();
-    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
-    let fencing = "[fencing]\nquorum = true\ntimeout_ms = 800\n";
-    let agents = Agents::start_full(&lab, FAST, Some(&cluster), fencing).unwrap();
-    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
-    let out = vserver(&lab, 0, &[&name, "start"], false);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());
+    let (agents, name, addr) = placed_on_h0(&lab, "wq", "[fencing]\nquorum = true\ntimeout_ms = 800\n", true);
     assert!(wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|o| o.0 == "h0")).is_some());
 
     // Cut off: h0 hears no majority, and within the fence timeout stops its vserver itself.

@@ -45,33 +45,29 @@ pub async fn run(agent: Arc<Agent>) {
 /// it killed are fenced here too, so that nothing restarts them before the cluster is asked. Best effort: a
 /// watchdog that does not answer within a second is left to [`run`].
 pub async fn check_at_start(agent: &Agent) {
-    let socket = agent.config.run_dir.join("watchdog.sock");
-    let asked = tokio::time::timeout(Duration::from_secs(1), async {
-        let stream = UnixStream::connect(&socket).await?;
-        let (read, mut write) = stream.into_split();
-        write.write_all(b"status\n").await?;
-        BufReader::new(read).lines().next_line().await
-    })
-    .await;
-    if let Ok(Ok(Some(status))) = asked {
-        if status.starts_with("fenced") {
-            let names = agent.supervisor.fence();
-            tracing::warn!(?names, "the host watchdog fenced this host while no agent ran");
-        }
+    if ask_once(agent, "status").await.is_some_and(|status| status.starts_with("fenced")) {
+        let names = agent.supervisor.fence();
+        tracing::warn!(?names, "the host watchdog fenced this host while no agent ran");
     }
 }
 
 /// On a clean stop of the agent: the watchdog stands down (an agent stopped on purpose leaves its vservers
 /// running, unguarded until it is back).
 pub async fn disarm(agent: &Agent) {
+    let _ = ask_once(agent, "disarm").await;
+}
+
+/// One request on a connection of its own, answered within a second, or `None`.
+async fn ask_once(agent: &Agent, request: &str) -> Option<String> {
     let socket = agent.config.run_dir.join("watchdog.sock");
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let asked = tokio::time::timeout(Duration::from_secs(1), async {
         let stream = UnixStream::connect(&socket).await?;
         let (read, mut write) = stream.into_split();
-        write.write_all(b"disarm\n").await?;
+        write.write_all(format!("{request}\n").as_bytes()).await?;
         BufReader::new(read).lines().next_line().await
     })
     .await;
+    asked.ok()?.ok()?
 }
 
 /// One connection: arm, then pet until the connection fails.
