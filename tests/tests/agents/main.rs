@@ -71,3 +71,24 @@ pub fn placed_on_h0<'lab>(
     }
     (agents, name, addr)
 }
+
+/// Gives `name` to host `to` in the cluster's ownership table, as a takeover would: a compare-and-set
+/// proposed to the leader (found from any host but `avoid`, which may be paused). The leader's answer.
+pub fn give_to(agents: &vserver_lab::agents::Agents, name: &str, to: &str, avoid: usize) -> Option<String> {
+    for _ in 0..50 {
+        let asked = (0..3).find(|&i| i != avoid)?;
+        let leader =
+            agents.status(asked).ok().and_then(|s| s["ownership"]["raft"]["leader"].as_str().map(str::to_string));
+        if let Some(l) = leader.and_then(|l| l.trim_start_matches('h').parse::<usize>().ok()).filter(|&l| l != avoid) {
+            let epoch = agents.status(l).ok()?["ownership"]["owners"][name]["epoch"].as_u64().unwrap_or(0);
+            let body = format!(r#"{{"op":"set_owner","vserver":"{name}","owner":"{to}","expected_epoch":{epoch}}}"#);
+            if let Ok(reply) = agents.request(l, l, "POST", "/v1/raft/propose", Some(agents.secret()), Some(&body)) {
+                if reply.status == 200 && reply.body.contains("\"applied\"") {
+                    return Some(reply.body);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}

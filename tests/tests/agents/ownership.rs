@@ -8,7 +8,7 @@ use std::time::Duration;
 use vserver_lab::agents::{wait_for, Agents};
 use vserver_lab::{skip_unless_root, Lab};
 
-use crate::{placed_on_h0, text, vserver, PATIENCE};
+use crate::{give_to, placed_on_h0, text, vserver, PATIENCE};
 
 /// Host `i`'s view: its leader's name and the owner and epoch of `name`, from `GET /v1/status`.
 fn view(agents: &Agents, i: usize, name: &str) -> Option<(String, String, u64)> {
@@ -69,4 +69,32 @@ fn agents_agree_on_owners_and_survive_the_loss_of_their_leader() {
     let back =
         wait_for(PATIENCE, || view(&agents, l, &name).is_some_and(|v| v.0 == new_leader && v.1 == "h0" && v.2 == 1));
     assert!(back.is_some(), "the restarted agent rejoins: {:?}", agents.status(l).ok());
+}
+
+#[test]
+fn a_vserver_that_dies_where_the_cluster_no_longer_puts_it_is_not_restarted() {
+    if skip_unless_root("a_vserver_that_dies_where_the_cluster_no_longer_puts_it_is_not_restarted") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, name, _addr) = placed_on_h0(&lab, "od", "", true);
+    assert!(wait_for(PATIENCE, || view(&agents, 0, &name).is_some_and(|v| v.1 == "h0")).is_some());
+    // The cluster gives it to h1 (as a takeover would); h0 learns it a heartbeat later.
+    give_to(&agents, &name, "h1", usize::MAX).expect("the ownership moves to h1");
+    assert!(wait_for(PATIENCE, || view(&agents, 0, &name).is_some_and(|v| v.1 == "h1")).is_some());
+    // It dies on h0 (stopped behind the agent's back): h0 does not restart it, and gives it up.
+    let out = vserver(&lab, 0, &[&name, "stop"], true);
+    assert!(out.status.success(), "{}", text(&out));
+    let intent_stopped = || {
+        agents.status(0).ok().is_some_and(|s| {
+            s["vservers"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v["name"] == name.as_str() && v["intent"] == "stopped"))
+        })
+    };
+    assert!(wait_for(PATIENCE, intent_stopped).is_some(), "intent stopped; log:\n{}", agents.log(0));
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = vserver(&lab, 0, &[&name, "running"], true);
+    assert!(!out.status.success(), "not restarted on h0: {}", text(&out));
+    assert!(agents.log(0).contains("not restarted"), "{}", agents.log(0));
 }

@@ -16,7 +16,7 @@ use vserver_lab::{skip_unless_root, Lab};
 
 use vserver_lab::agents::{wait_for, Agents};
 
-use crate::{placed_on_h0, text, vserver, PATIENCE};
+use crate::{give_to, placed_on_h0, text, vserver, PATIENCE};
 
 /// The watchdog process, killed when dropped (also when the test fails).
 struct Watchdog {
@@ -187,23 +187,7 @@ fn a_paused_agent_is_fenced_and_resumes_only_what_the_cluster_still_gives_it() {
     // Paused again; meanwhile the cluster gives the vserver to h1. Resumed, h0 must not start it.
     signal(&agents, 0, SIGSTOP);
     let fenced = wait_for(PATIENCE, || !lab.client.netns.ping(addr));
-    let moved = (|| {
-        for _ in 0..50 {
-            let leader = agents.status(1).ok()?["ownership"]["raft"]["leader"].as_str()?.to_string();
-            let l: usize = leader.trim_start_matches('h').parse().ok()?;
-            if l != 0 {
-                let (_, epoch) = owner(&agents, l, &name)?;
-                let body = format!(r#"{{"op":"set_owner","vserver":"{name}","owner":"h1","expected_epoch":{epoch}}}"#);
-                let reply =
-                    agents.request(l, l, "POST", "/v1/raft/propose", Some(agents.secret()), Some(&body)).ok()?;
-                if reply.status == 200 && reply.body.contains("applied") {
-                    return Some(reply.body);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        None
-    })();
+    let moved = give_to(&agents, &name, "h1", 0);
     signal(&agents, 0, SIGCONT);
     assert!(fenced.is_some(), "fenced the second time");
     let moved = moved.expect("the cluster moved the ownership to h1 while h0 was paused");

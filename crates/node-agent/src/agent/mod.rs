@@ -152,6 +152,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let replicating = tokio::spawn(Arc::clone(&agent.replication).run(Arc::clone(&agent)));
     let ownership = open_ownership(&agent).await?;
     let _ = agent.ownership.set(ownership.clone());
+    let table = ownership.clone();
+    agent.supervisor.set_owner_lookup(Box::new(move |name| table.owner(name.as_str()).map(|(owner, _)| owner)));
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
     let guarding = agent.config.fencing.watchdog.then(|| tokio::spawn(watchdog::run(Arc::clone(&agent))));
     let quorum = tokio::spawn(watchdog::watch_majority(Arc::clone(&agent)));

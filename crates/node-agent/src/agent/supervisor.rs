@@ -102,7 +102,14 @@ struct Shared {
     held: StdMutex<std::collections::HashSet<VserverName>>,
     /// Vservers the watchdog killed: not restarted until the cluster confirms this host still owns them.
     fenced: StdMutex<std::collections::BTreeSet<VserverName>>,
+    /// Who the cluster says owns a vserver (this host's view of the ownership table), once the agent has it.
+    owner_of: std::sync::OnceLock<OwnerLookup>,
+    /// This host's node name.
+    node: String,
 }
+
+/// Looks up a vserver's owner host in the ownership table, as this host knows it.
+pub type OwnerLookup = Box<dyn Fn(&VserverName) -> Option<String> + Send + Sync>;
 
 /// A vserver held by a migrate: no restart by the check loop, no operator operation, until dropped.
 pub struct Hold {
@@ -183,6 +190,8 @@ impl Supervisor {
                 cache: StdMutex::default(),
                 held: StdMutex::default(),
                 fenced: StdMutex::default(),
+                owner_of: std::sync::OnceLock::new(),
+                node: config.node.clone(),
             }),
         })
     }
@@ -277,6 +286,12 @@ impl Supervisor {
             .collect();
         lock(&self.shared.fenced).extend(names.iter().cloned());
         names
+    }
+
+    /// Gives the check loop this host's view of the ownership table: a vserver the table gives to another
+    /// host is not restarted here when it dies (its intent becomes `stopped`). Set once.
+    pub fn set_owner_lookup(&self, lookup: OwnerLookup) {
+        let _ = self.shared.owner_of.set(lookup);
     }
 
     /// Lifts the fence of one vserver: the check loop treats it as usual again (and restarts it if it is
@@ -535,6 +550,15 @@ impl Shared {
                 Ok(()) => tracing::info!(vserver = %name, "adopted: it runs with no recorded intent; intent running"),
                 Err(e) => tracing::warn!(vserver = %name, error = %e, "cannot record its adoption; retried next check"),
             },
+            Decision::Restart if self.owned_elsewhere(name).is_some() => {
+                let owner = self.owned_elsewhere(name).unwrap_or_default();
+                tracing::warn!(vserver = %name, %owner, "died here, but the cluster gives it to {owner}: not restarted; \
+                               intent stopped");
+                drop(guard);
+                if let Err(e) = self.intents.set(name, Intent::Stopped).await {
+                    tracing::warn!(vserver = %name, error = %e, "cannot record the intent; retried next check");
+                }
+            }
             Decision::Restart => {
                 tracing::warn!(vserver = %name, "restarting: it died on its own while meant to run");
                 tokio::spawn(Arc::clone(self).restart_after_death(name.clone(), guard));
@@ -544,6 +568,12 @@ impl Shared {
         }
         let failed = lock(&self.books).get(name).is_some_and(|b| b.failed);
         Some(observed_state(running, failed))
+    }
+
+    /// The host the ownership table gives `name` to, when that is not this host.
+    fn owned_elsewhere(&self, name: &VserverName) -> Option<String> {
+        let owner = (self.owner_of.get()?)(name)?;
+        (owner != self.node).then_some(owner)
     }
 
     /// Starts a vserver that died on its own, holding its operation lock.
