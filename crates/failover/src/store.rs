@@ -198,20 +198,17 @@ impl ReplicaStore {
     /// Prepares the generation that is not current for a sync: its record is removed first (so it can never
     /// be taken for complete), its `tree/` and `conf/` exist. What it held stays, as the basis of the copy.
     pub fn begin(&self, name: &VserverName) -> Result<Staging, StoreError> {
-        let slot = match self.current(name)? {
-            Some(g) => g.slot.other(),
-            None => Slot::A,
-        };
-        self.begin_in(name, slot)
+        self.begin_in(name, self.next_slot(name)?)
     }
 
     /// The tree a sync of `name` would fill now (the generation that is not current), which may not exist.
     pub fn staging_tree(&self, name: &VserverName) -> Result<PathBuf, StoreError> {
-        let slot = match self.current(name)? {
-            Some(g) => g.slot.other(),
-            None => Slot::A,
-        };
-        Ok(self.dir(name).join(slot.as_str()).join("tree"))
+        Ok(self.dir(name).join(self.next_slot(name)?.as_str()).join("tree"))
+    }
+
+    /// The generation a sync fills: the one that is not current (`a` when none is).
+    fn next_slot(&self, name: &VserverName) -> Result<Slot, StoreError> {
+        Ok(self.current(name)?.map_or(Slot::A, |g| g.slot.other()))
     }
 
     fn begin_in(&self, name: &VserverName, slot: Slot) -> Result<Staging, StoreError> {
@@ -478,13 +475,19 @@ mod tests {
         assert!(store.current(&web).unwrap().is_none());
     }
 
-    #[test]
-    fn promote_and_keep_move_trees_and_confs_by_rename() {
+    /// A temporary host: its vservers and conf directories, and a replica store under the former.
+    fn service_dirs() -> (tempfile::TempDir, PathBuf, PathBuf, ReplicaStore) {
         let dir = tempfile::tempdir().unwrap();
         let (vs, conf) = (dir.path().join("vservers"), dir.path().join("etc"));
         fs::create_dir_all(&vs).unwrap();
         fs::create_dir_all(&conf).unwrap();
         let store = ReplicaStore::new(vs.join(".replicas"));
+        (dir, vs, conf, store)
+    }
+
+    #[test]
+    fn promote_and_keep_move_trees_and_confs_by_rename() {
+        let (_dir, vs, conf, store) = service_dirs();
         let web = name("web");
         let s = store.begin(&web).unwrap();
         fill(&s, "web", "one");
@@ -517,11 +520,7 @@ mod tests {
 
     #[test]
     fn keep_after_a_promote_spares_the_older_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let (vs, conf) = (dir.path().join("vservers"), dir.path().join("etc"));
-        fs::create_dir_all(&vs).unwrap();
-        fs::create_dir_all(&conf).unwrap();
-        let store = ReplicaStore::new(vs.join(".replicas"));
+        let (_dir, vs, conf, store) = service_dirs();
         let web = name("web");
         for (slot, text) in [(Slot::A, "one"), (Slot::B, "two")] {
             let s = store.begin(&web).unwrap();
