@@ -27,6 +27,7 @@ pub mod agents;
 pub mod bench;
 mod cleanup;
 pub mod demo;
+pub mod faults;
 mod lab;
 mod names;
 mod netns;

@@ -340,6 +340,47 @@ impl ReplicaStore {
         remove_all(&trash).map_err(io_err("removing", &trash))?;
         Ok(generation)
     }
+
+    /// Moves a vserver's running tree and its conf files (`NAME.conf`, `NAME.sh`) out of the way, into
+    /// `ROOT/NAME/aside/LABEL/{tree,conf}`, where nothing ever deletes them: a copy that diverged from the
+    /// cluster's (its host lost the vserver to another) is kept for the operator. Returns that directory.
+    pub fn set_aside(
+        &self,
+        name: &VserverName,
+        vservers_dir: &Path,
+        conf_dir: &Path,
+        label: &str,
+    ) -> Result<PathBuf, StoreError> {
+        let dir = self.dir(name).join("aside").join(label);
+        let conf = dir.join("conf");
+        fs::create_dir_all(&conf).map_err(io_err("creating", &conf))?;
+        let tree_from = vservers_dir.join(name.as_str());
+        match fs::rename(&tree_from, dir.join("tree")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("moving the tree from", &tree_from)(e)),
+        }
+        for file in [format!("{name}.conf"), format!("{name}.sh")] {
+            let from = conf_dir.join(&file);
+            match fs::rename(&from, conf.join(&file)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("moving the conf from", &from)(e)),
+            }
+        }
+        sync_dir(vservers_dir)?;
+        sync_dir(conf_dir)?;
+        Ok(dir)
+    }
+
+    /// The copies kept aside for `name` (see [`set_aside`](Self::set_aside)), oldest first by label.
+    pub fn aside(&self, name: &VserverName) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = fs::read_dir(self.dir(name).join("aside"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
 }
 
 /// Bytes the files of a tree take on disk (allocated blocks, so sparse files count what they hold), not

@@ -464,6 +464,10 @@ pub struct StatCli {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// List the cluster's takeovers instead (from the cluster's event log, through this host's agent): when,
+    /// which vserver, from which host to which, and each phase's duration.
+    #[arg(long)]
+    takeovers: bool,
 }
 
 /// Runs `vserver-stat` and returns the exit code.
@@ -474,6 +478,9 @@ pub fn stat_main() -> i32 {
         Err(code) => return code,
     };
     let host = Host { dirs: cli.dirs, grace: Duration::ZERO, start_timeout: Duration::ZERO };
+    if cli.takeovers {
+        return print_takeovers(&host.dirs.run_dir, cli.json);
+    }
     let rows: Vec<Status> = host.running_all().iter().filter_map(|st| host.status(&st.spec.name).ok()).collect();
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
@@ -488,6 +495,61 @@ pub fn stat_main() -> i32 {
             r.memory_bytes.map_or("-".into(), human_bytes),
             r.uptime_secs.map_or("-".into(), human_duration),
             r.name
+        );
+    }
+    exit::OK
+}
+
+/// `vserver-stat --takeovers`: the takeovers this host's agent knows from the cluster's event log.
+fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
+    let agent = match agent_client::for_cli(run_dir) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            error("no agent runs on this host: the takeovers are in the cluster's event log, which it keeps");
+            return exit::FAILED;
+        }
+        Err(code) => return code,
+    };
+    let status = match agent.request("GET", "/v1/status") {
+        Ok(r) if r.status == 200 => r.body,
+        Ok(r) => {
+            error(format!("the agent answered {}: {}", r.status, r.body));
+            return exit::FAILED;
+        }
+        Err(e) => {
+            error(format!("cannot ask the agent: {e}"));
+            return exit::FAILED;
+        }
+    };
+    let records: Vec<crate::agent::takeover::TakeoverRecord> = serde_json::from_str::<serde_json::Value>(&status)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["takeovers"].clone()).ok())
+        .unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records).expect("records serialize"));
+        return exit::OK;
+    }
+    if records.is_empty() {
+        println!("no takeover in the cluster's event log");
+        return exit::OK;
+    }
+    println!(
+        "{:<19}  {:<16} {:<10} {:<10} {:>6} {:>8}  PHASES (ms)",
+        "WHEN (UTC)", "VSERVER", "FROM", "TO", "EPOCH", "TOTAL"
+    );
+    for r in records {
+        let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(r.at_unix_ms));
+        let phases: Vec<String> = r.phases_ms.iter().map(|(p, ms)| format!("{p} {ms}")).collect();
+        println!(
+            "{:<19}  {:<16} {:<10} {:<10} {:>6} {:>6}ms  {}{}",
+            when.to_string().trim_end_matches('Z').replace('T', " "),
+            r.vserver,
+            r.from,
+            r.to,
+            r.epoch,
+            r.total_ms(),
+            phases.join(", "),
+            if r.started { "" } else { " (not started: it was stopped)" }
         );
     }
     exit::OK

@@ -9,6 +9,7 @@ mod migrate;
 mod ownership;
 mod replication;
 mod supervision;
+mod takeover;
 mod watchdog;
 
 use std::time::Duration;

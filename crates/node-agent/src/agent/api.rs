@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -161,6 +161,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/placements/{name}", post(placement_record))
         .route("/v1/vservers/{name}/migration", get(migrate_status))
         .route("/v1/replicas/{name}/abort", post(replica_abort))
+        .route("/v1/takeover/probe", post(takeover_probe))
         .route_layer(middleware::from_fn(bounded));
     // Long by nature (a start runs its scripts, a sync copies a tree): bounded by their own timeouts.
     let lifecycle = Router::new()
@@ -249,11 +250,35 @@ async fn vserver(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> R
     Ok(Json(agent.supervisor.get(&name).await?))
 }
 
+/// The query of `POST /v1/vservers/NAME/ACTION`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleQuery {
+    /// The ownership epoch the caller acts at: refused (409) if the table is past it.
+    epoch: Option<u64>,
+}
+
 async fn lifecycle(
     State(agent): State<Arc<Agent>>,
     Path((name, action)): Path<(String, String)>,
+    query: Result<Query<LifecycleQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if agent.config.witness && matches!(action.as_str(), "start" | "restart") {
+        return Err(ApiError::Supervisor(SupervisorError::Refused {
+            name: name.to_string(),
+            message: format!("{} is a witness: it runs no vservers", agent.config.node),
+        }));
+    }
+    if let (Some(epoch), Some(own)) = (query.epoch, agent.ownership.get()) {
+        let current = own.epoch(name.as_str());
+        if epoch < current {
+            return Err(ApiError::Migrate(MigrateError::Conflict(format!(
+                "stale ownership epoch {epoch}: {name} is at epoch {current}; nothing was done"
+            ))));
+        }
+    }
     if action == "sync" {
         let replication = Arc::clone(&agent.replication);
         let task = tokio::spawn(async move { replication.sync_now(&agent, &name).await });
@@ -396,6 +421,17 @@ async fn migrate_status(State(agent): State<Arc<Agent>>, Path(name): Path<String
     }
 }
 
+async fn takeover_probe(
+    State(agent): State<Arc<Agent>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: super::takeover::ProbeRequest = json_body(body)?;
+    match super::takeover::probe(&agent, &req) {
+        Some(reply) => Ok(Json(reply).into_response()),
+        None => Err(ApiError::BadRequest(format!("{:?} is not a peer of this host", req.host))),
+    }
+}
+
 async fn promote(
     State(agent): State<Arc<Agent>>,
     Path(name): Path<String>,
@@ -404,8 +440,14 @@ async fn promote(
     let name = parse_name(&name)?;
     let req: PromoteRequest = json_body(body)?;
     let task = tokio::spawn(async move { super::migrate::promote(&agent, &name, req).await });
-    let status = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(status).into_response())
+    let (status, times) = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
+    let mut response = Json(status).into_response();
+    for (header, value) in [("x-promote-ms", times.promote_ms), ("x-start-ms", times.start_ms)] {
+        if let Some(v) = value {
+            response.headers_mut().insert(header, v.into());
+        }
+    }
+    Ok(response)
 }
 
 /// The receiving end of the replication tunnel (see `tunnel.rs`): checks the request, answers 101, then runs

@@ -79,28 +79,58 @@ impl HeartbeatConfig {
     }
 }
 
-/// `[fencing]`: the host's watchdog (`vserver-watchdog`), which kills this host's vservers when the agent
-/// stops petting it (a frozen or hung agent cannot stop them itself).
+/// `[fencing]`: how a host stops its own vservers when it may no longer own them. Both default to on when
+/// automatic takeover is on, off otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FencingConfig {
-    /// Arm and pet the watchdog at `RUN_DIR/watchdog.sock`; when it reports that it fenced this host, the
-    /// agent restarts a vserver only after the cluster confirms this host still owns it.
-    pub watchdog: bool,
-    /// Fence this host's vservers when it hears from fewer than a majority of the ownership table's voters
-    /// (itself included) for `timeout_ms`: a host cut off from the cluster stops them before the others may
-    /// give them to another host. With the watchdog, the agent also stops petting it once the majority is
-    /// gone for half the timeout. After such a fence, as after the watchdog's, a vserver restarts only once
-    /// the cluster confirms this host still owns it.
-    pub quorum: bool,
-    /// The watchdog fires after this long without a pet (the agent pets four times as often); the agent
-    /// fences itself after this long without a majority.
+    /// Arm and pet the host watchdog (`vserver-watchdog`, at `RUN_DIR/watchdog.sock`), which kills this
+    /// host's vservers when the agent stops petting it: a frozen or hung agent cannot stop them itself. The
+    /// agent pets it only while this host holds its lease, so the watchdog fires before the lease ends.
+    pub watchdog: Option<bool>,
+    /// Fence this host's vservers as soon as its lease ends: fewer than a majority of the ownership table's
+    /// voters (itself included) acknowledged a beacon it sent within `timeout_ms`. A host cut off from the
+    /// cluster so stops them before the others may give them to another host. After such a fence, as after
+    /// the watchdog's, a vserver restarts only once the cluster confirms this host still owns it.
+    pub quorum: Option<bool>,
+    /// The lease: how long an acknowledged beacon vouches for this host (default 1200 ms).
     pub timeout_ms: u64,
 }
 
 impl Default for FencingConfig {
     fn default() -> Self {
-        Self { watchdog: false, quorum: false, timeout_ms: 2000 }
+        Self { watchdog: None, quorum: None, timeout_ms: 1200 }
+    }
+}
+
+/// `[takeover]`: automatic takeover of a dead host's vservers by their standbys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TakeoverConfig {
+    /// On by default with 3 hosts or more (witnesses count); a cluster of 2 cannot form a majority once one
+    /// is gone, so it needs a witness.
+    pub enabled: Option<bool>,
+    /// The takeover timeout is `fencing.timeout_ms` plus this (default 800 ms): the silence after which the
+    /// coordinator takes a host's vservers over, when a dead host's lease has been over for this long.
+    pub safety_margin_ms: u64,
+    /// A command run with the dead host's name before its vservers are taken over (IPMI, a PDU); the
+    /// takeover waits for it and happens only if it exits with 0.
+    pub fence_hook: Option<PathBuf>,
+    /// Longest run of the fence hook, in seconds (default 60).
+    pub fence_hook_timeout_secs: u64,
+    /// A vserver taken over this many times within the last hour is not taken over again (default 3).
+    pub max_relocations_per_hour: u32,
+}
+
+impl Default for TakeoverConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            safety_margin_ms: 800,
+            fence_hook: None,
+            fence_hook_timeout_secs: 60,
+            max_relocations_per_hour: 3,
+        }
     }
 }
 
@@ -178,6 +208,13 @@ pub struct AgentConfig {
     /// Fencing: the host's watchdog.
     #[serde(default)]
     pub fencing: FencingConfig,
+    /// `[takeover]`.
+    #[serde(default)]
+    pub takeover: TakeoverConfig,
+    /// A witness runs no vservers and holds no replicas: it votes in the ownership table so that two hosts
+    /// (and a witness) keep a majority when one of them dies.
+    #[serde(default)]
+    pub witness: bool,
     /// HTTPS for the API and the heartbeats (absent: plain HTTP).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -299,6 +336,43 @@ impl AgentConfig {
         if !(100..=600_000).contains(&self.fencing.timeout_ms) {
             return Err(bad("fencing.timeout_ms", format!("{} must be from 100 to 600000", self.fencing.timeout_ms)));
         }
+        let t = &self.takeover;
+        if !(100..=600_000).contains(&t.safety_margin_ms) {
+            return Err(bad("takeover.safety_margin_ms", format!("{} must be from 100 to 600000", t.safety_margin_ms)));
+        }
+        if t.fence_hook_timeout_secs == 0 {
+            return Err(bad("takeover.fence_hook_timeout_secs", "must be above 0".into()));
+        }
+        if t.enabled == Some(true) && self.peers.len() < 2 {
+            return Err(bad(
+                "takeover.enabled",
+                format!(
+                    "automatic takeover needs 3 hosts or more, witnesses included; this cluster has {}: one left \
+                     alone cannot form a majority, so add a witness (an agent with `witness = true`)",
+                    self.peers.len() + 1
+                ),
+            ));
+        }
+        if self.takeover_enabled() {
+            if self.fencing.quorum == Some(false) {
+                return Err(bad(
+                    "fencing.quorum",
+                    "cannot be false with automatic takeover on: a host cut off from the others would keep its \
+                     vservers while a standby starts them"
+                        .into(),
+                ));
+            }
+            if hb.beacon_interval_ms == 0 || hb.beacon_interval_ms * 3 > self.fencing.timeout_ms {
+                return Err(bad(
+                    "heartbeat.beacon_interval_ms",
+                    format!(
+                        "{} must be above 0 and at most a third of fencing.timeout_ms ({}) with automatic takeover \
+                         on: the lease is renewed by beacons",
+                        hb.beacon_interval_ms, self.fencing.timeout_ms
+                    ),
+                ));
+            }
+        }
         let r = &self.restart;
         if r.backoff_initial_ms == 0 || r.backoff_max_ms < r.backoff_initial_ms {
             return Err(bad(
@@ -316,6 +390,26 @@ impl AgentConfig {
             return Err(bad("cgroup_parent", format!("{:?} may not hold . or ..", self.cgroup_parent)));
         }
         Ok(())
+    }
+
+    /// Whether this host's agent takes part in automatic takeover (see [`TakeoverConfig::enabled`]).
+    pub fn takeover_enabled(&self) -> bool {
+        self.takeover.enabled.unwrap_or(self.peers.len() >= 2)
+    }
+
+    /// The silence after which a host's vservers are taken over.
+    pub fn takeover_timeout(&self) -> Duration {
+        Duration::from_millis(self.fencing.timeout_ms + self.takeover.safety_margin_ms)
+    }
+
+    /// Whether the agent arms and pets the host watchdog.
+    pub fn watchdog(&self) -> bool {
+        self.fencing.watchdog.unwrap_or_else(|| self.takeover_enabled())
+    }
+
+    /// Whether the agent fences its vservers when its lease ends.
+    pub fn quorum_fencing(&self) -> bool {
+        self.fencing.quorum.unwrap_or_else(|| self.takeover_enabled())
     }
 
     /// Reads the cluster secret: the file's first line, which must not be empty.

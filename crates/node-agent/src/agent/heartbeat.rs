@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use super::config::AgentConfig;
-use super::model::{Beacon, Heartbeat, PeerState, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
+use super::model::{Ack, Beacon, Heartbeat, PeerState, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
 use super::serve::Tls;
 use super::Agent;
 
@@ -87,6 +87,11 @@ struct Peer {
     heard: Option<Heard>,
     rtt: Option<Duration>,
     restarts_seen: u64,
+    /// Until when this peer's acks vouch for this host (see [`Membership::lease`]).
+    lease_until: Option<Instant>,
+    /// Until when this host sends no ack of this peer's beacons (promised to a coordinator about to take
+    /// the peer's vservers over, see [`Membership::probe`]).
+    promised_until: Option<Instant>,
     /// The state last judged by [`Membership::tick`] or [`Membership::receive`], to log transitions once.
     judged: PeerState,
 }
@@ -135,7 +140,14 @@ pub struct Membership {
     /// When this table was made: a peer never heard is unknown until `dead_after` has passed since.
     born: Instant,
     table: Mutex<Table>,
+    /// How long an ack vouches for this host, from the sending of the beacon it acknowledges.
+    lease_len: Duration,
+    /// This node's recent beacons (number, when sent), newest last, to date the acks that come back.
+    sent: Mutex<std::collections::VecDeque<(u64, Instant)>>,
 }
+
+/// How many sent beacons are remembered for dating acks (several seconds' worth for a few dozen peers).
+const SENT_KEPT: usize = 2048;
 
 impl Membership {
     /// A table of the configured peers, none heard yet.
@@ -149,6 +161,8 @@ impl Membership {
                 heard: None,
                 rtt: None,
                 restarts_seen: 0,
+                lease_until: None,
+                promised_until: None,
                 judged: PeerState::Unknown,
             })
             .collect();
@@ -161,6 +175,8 @@ impl Membership {
             dead_after: Duration::from_millis(config.heartbeat.dead_after_ms),
             born: Instant::now(),
             table: Mutex::new(Table { peers, counters: RejectCounters::default() }),
+            lease_len: Duration::from_millis(config.fencing.timeout_ms),
+            sent: Mutex::new(std::collections::VecDeque::with_capacity(SENT_KEPT)),
         }
     }
 
@@ -237,7 +253,11 @@ impl Membership {
             if !verify_body(&self.secret, &signed.body, &signed.signature) {
                 return Err(HeartbeatReject::BadSignature(b.node));
             }
-            self.heard(&b.node, b.incarnation, b.seq, None)
+            let newer = self.heard(&b.node, b.incarnation, b.seq, None);
+            if newer.is_ok() || matches!(newer, Err(HeartbeatReject::Stale { .. })) {
+                self.take_acks(&b.node, &b.acks);
+            }
+            newer
         })();
         match result {
             Err(HeartbeatReject::Stale { .. }) => Ok(false),
@@ -349,19 +369,29 @@ impl Membership {
         Heartbeat {
             node: self.node.clone(),
             incarnation: self.incarnation,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            seq: self.number(),
             sent_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0),
             vservers,
         }
     }
 
-    /// This node's next beacon, signed (the same numbering as its heartbeats), as the datagram to send.
+    /// This node's next beacon, signed (the same numbering as its heartbeats), as the datagram to send. It
+    /// acknowledges every peer heard within the lease length, except those this node promised not to.
     pub fn next_beacon(&self) -> Vec<u8> {
-        let b = Beacon {
-            node: self.node.clone(),
-            incarnation: self.incarnation,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        let now = Instant::now();
+        let acks = {
+            let table = self.lock();
+            table
+                .peers
+                .iter()
+                .filter(|p| p.promised_until.is_none_or(|t| now >= t))
+                .filter_map(|p| p.heard.as_ref().map(|h| (p, h)))
+                .filter(|(_, h)| now.saturating_duration_since(h.at) < self.lease_len)
+                .map(|(p, h)| Ack { node: p.name.clone(), incarnation: h.incarnation, seq: h.seq })
+                .collect()
         };
+        let seq = self.number();
+        let b = Beacon { node: self.node.clone(), incarnation: self.incarnation, seq, acks };
         let body = serde_json::to_string(&b).expect("a beacon always serializes to JSON");
         let signature = sign_body(&self.secret, &body);
         serde_json::to_vec(&SignedHeartbeat { body, signature }).expect("a signed beacon serializes")
@@ -372,6 +402,69 @@ impl Membership {
         let body = serde_json::to_string(hb).expect("a heartbeat always serializes to JSON");
         let signature = sign_body(&self.secret, &body);
         SignedHeartbeat { body, signature }
+    }
+
+    /// The next number of a heartbeat or beacon, remembered with the time (numbers enter the queue in order).
+    fn number(&self) -> u64 {
+        let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if sent.len() == SENT_KEPT {
+            sent.pop_front();
+        }
+        sent.push_back((seq, Instant::now()));
+        seq
+    }
+
+    /// Takes the acks of a beacon from `from`: an ack of one of this node's beacons (this incarnation) makes
+    /// `from` vouch for this node until that beacon's sending plus the lease length.
+    fn take_acks(&self, from: &str, acks: &[Ack]) {
+        let Some(ack) = acks.iter().find(|a| a.node == self.node && a.incarnation == self.incarnation) else {
+            return;
+        };
+        let sent_at = {
+            let sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+            // Numbers grow along the queue (heartbeats take numbers too, so there are gaps).
+            match sent.binary_search_by_key(&ack.seq, |(seq, _)| *seq) {
+                Ok(i) => Some(sent[i].1),
+                Err(_) => None,
+            }
+        };
+        let Some(sent_at) = sent_at else { return };
+        let until = sent_at + self.lease_len;
+        if let Some(peer) = self.lock().peer_mut(from) {
+            if peer.lease_until.is_none_or(|t| t < until) {
+                peer.lease_until = Some(until);
+            }
+        }
+    }
+
+    /// The peers that vouch for this node at `now` (they acknowledged a beacon sent less than the lease
+    /// length ago), each with when its word runs out. A peer's vouching ends, at the latest, a lease length
+    /// after it last heard this node: by then this node has counted it out, whatever the network did.
+    pub fn lease(&self, now: Instant) -> Vec<(String, Instant)> {
+        self.lock()
+            .peers
+            .iter()
+            .filter_map(|p| p.lease_until.filter(|t| *t > now).map(|t| (p.name.clone(), t)))
+            .collect()
+    }
+
+    /// A coordinator's question before taking `host`'s vservers over: how long has this node not heard it?
+    /// If at least `silent`, this node also stops acknowledging `host`'s beacons for `promise`, so that
+    /// `host` cannot win its lease back from this node while the coordinator decides. `None`: not a peer.
+    pub fn probe(&self, host: &str, silent: Duration, promise: Duration) -> Option<(Duration, bool)> {
+        let now = Instant::now();
+        let mut table = self.lock();
+        let peer = table.peer_mut(host)?;
+        let silence = now.saturating_duration_since(peer.heard.as_ref().map_or(self.born, |h| h.at));
+        let promised = silence >= silent;
+        if promised {
+            let until = now + promise;
+            if peer.promised_until.is_none_or(|t| t < until) {
+                peer.promised_until = Some(until);
+            }
+        }
+        Some((silence, promised))
     }
 
     /// Records the round-trip time of a heartbeat to `peer` (shown in the status; not used for judging).
@@ -651,7 +744,7 @@ url = "http://127.0.0.1:7072"
     }
 
     fn beacon(node: &str, incarnation: u64, seq: u64, secret: &str) -> Vec<u8> {
-        let body = serde_json::to_string(&Beacon { node: node.into(), incarnation, seq }).unwrap();
+        let body = serde_json::to_string(&Beacon { node: node.into(), incarnation, seq, acks: vec![] }).unwrap();
         serde_json::to_vec(&SignedHeartbeat { signature: sign_body(secret, &body), body }).unwrap()
     }
 
@@ -805,6 +898,8 @@ url = "http://127.0.0.1:7072"
             heard: None,
             rtt: None,
             restarts_seen: 0,
+            lease_until: None,
+            promised_until: None,
             judged: PeerState::Unknown,
         };
         let ms = |n| at + Duration::from_millis(n);

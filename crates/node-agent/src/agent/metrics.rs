@@ -202,6 +202,8 @@ mod tests {
             replication: vec![],
             replicas: vec![],
             ownership: None,
+            failover: Default::default(),
+            takeovers: vec![],
         };
         let text = render(&status);
         for line in [

@@ -108,6 +108,29 @@ pub struct PromoteRequest {
     pub source: String,
     /// Start it once promoted (it ran on the source).
     pub start: bool,
+    /// The ownership epoch that gives it to this host: refused if the table is at a newer one, and waited
+    /// for (a few seconds) while this host's copy of the table has not reached it.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+}
+
+/// How long a promote's phases took on the target (answered in the `x-promote-ms` and `x-start-ms` headers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PromoteTimes {
+    /// The replica made the running tree.
+    pub promote_ms: Option<u64>,
+    /// The vserver started.
+    pub start_ms: Option<u64>,
+}
+
+impl PromoteTimes {
+    /// The phases known, named.
+    pub fn phases(&self) -> Vec<(String, u64)> {
+        [("promote", self.promote_ms), ("start", self.start_ms)]
+            .into_iter()
+            .filter_map(|(n, v)| v.map(|v| (n.to_string(), v)))
+            .collect()
+    }
 }
 
 /// What `GET /v1/replicas/NAME/preflight` tells a migrating source.
@@ -386,13 +409,17 @@ async fn run(
     enter("starting");
     // The cluster records the new owner before anything starts there; without a majority, nothing moves.
     let own = agent.ownership.get();
+    let mut epoch = None;
     if let Some(own) = own {
-        if let Err(e) = own.set_owner(name.as_str(), target, own.epoch(name.as_str())).await {
-            abort().await;
-            return Err(restart_here(format!("the cluster did not record {target} as the owner: {e}")).await);
+        match own.set_owner(name.as_str(), target, own.epoch(name.as_str())).await {
+            Ok((_, e)) => epoch = Some(e),
+            Err(e) => {
+                abort().await;
+                return Err(restart_here(format!("the cluster did not record {target} as the owner: {e}")).await);
+            }
         }
     }
-    match promote_on_target(agent, &base, name, target, was_running).await {
+    match promote_on_target(agent, &base, name, target, was_running, epoch).await {
         PromoteOutcome::Running => {}
         PromoteOutcome::Refused(why) => {
             if let Some(own) = own {
@@ -418,20 +445,7 @@ async fn run(
     // 5. Record the new placement; keep this host's tree as its replica.
     enter("recording");
     let moved = placement.moved_to(target);
-    let mut warnings = Vec::new();
-    if let Err(e) = replication.record_placement(name, moved.clone()) {
-        warnings.push(format!("cannot record the placement here: {e}"));
-    }
-    for host in moved.standbys.iter().chain([&moved.primary]).filter(|h| **h != agent.config.node) {
-        let Some(p) = agent.config.peers.iter().find(|p| &p.name == host) else { continue };
-        let url = format!("{}/v1/placements/{name}", p.url.trim_end_matches('/'));
-        let sent = client.post(url).bearer_auth(&agent.secret).json(&moved).send().await;
-        if !sent.as_ref().is_ok_and(|r| r.status().is_success()) {
-            warnings.push(format!(
-                "{host} did not take the new placement; it keeps the old one until it is sent the new one again"
-            ));
-        }
-    }
+    let mut warnings = spread_placement(agent, name, &moved).await;
     let meta = GenerationMeta {
         source: agent.config.node.clone(),
         started_unix_ms,
@@ -459,6 +473,30 @@ async fn run(
     Ok(outage)
 }
 
+/// Records a new placement here and sends it to every other host it names; what did not work.
+pub async fn spread_placement(agent: &Agent, name: &VserverName, moved: &Placement) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Err(e) = agent.replication.record_placement(name, moved.clone()) {
+        warnings.push(format!("cannot record the placement here: {e}"));
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for host in moved.standbys.iter().chain([&moved.primary]).filter(|h| **h != agent.config.node) {
+        let Some(p) = agent.config.peers.iter().find(|p| &p.name == host) else { continue };
+        let url = format!("{}/v1/placements/{name}", p.url.trim_end_matches('/'));
+        let sent = agent.peer_client.post(url).bearer_auth(&agent.secret).json(moved).timeout(Duration::from_secs(5));
+        let host = host.clone();
+        sends.spawn(async move { (host, sent.send().await.is_ok_and(|r| r.status().is_success())) });
+    }
+    for (host, ok) in sends.join_all().await {
+        if !ok {
+            warnings.push(format!(
+                "{host} did not take the new placement; it keeps the old one until it is sent the new one again"
+            ));
+        }
+    }
+    warnings
+}
+
 /// What became of the start on the target.
 enum PromoteOutcome {
     /// It runs there (or was not to be started, and is in place there).
@@ -470,9 +508,16 @@ enum PromoteOutcome {
 }
 
 /// Asks the target to promote its replica and start it; when the answer is lost, asks again what it runs.
-async fn promote_on_target(agent: &Agent, base: &str, name: &VserverName, target: &str, start: bool) -> PromoteOutcome {
+async fn promote_on_target(
+    agent: &Agent,
+    base: &str,
+    name: &VserverName,
+    target: &str,
+    start: bool,
+    epoch: Option<u64>,
+) -> PromoteOutcome {
     let client = &agent.peer_client;
-    let req = PromoteRequest { source: agent.config.node.clone(), start };
+    let req = PromoteRequest { source: agent.config.node.clone(), start, epoch };
     // A start runs the vserver's start scripts: as long as they may take, and a margin.
     let sent = client
         .post(format!("{base}/v1/vservers/{name}/promote"))
@@ -537,7 +582,15 @@ pub async fn promote(
     agent: &Arc<Agent>,
     name: &VserverName,
     req: PromoteRequest,
-) -> Result<VserverStatus, MigrateError> {
+) -> Result<(VserverStatus, PromoteTimes), MigrateError> {
+    if agent.config.witness {
+        return Err(MigrateError::Conflict("this host is a witness: it runs no vservers".into()));
+    }
+    if let (Some(epoch), Some(own)) = (req.epoch, agent.ownership.get()) {
+        wait_for_epoch(own, &agent.config.node, name, epoch).await?;
+    }
+    let mut times = PromoteTimes::default();
+    let promoting = Instant::now();
     let dirs = agent.supervisor.host().dirs.clone();
     if dirs.conf(name).exists() || dirs.root(name).exists() {
         return Err(MigrateError::Conflict(format!("{name} already exists on this host; nothing was changed")));
@@ -557,11 +610,16 @@ pub async fn promote(
             }
         })?;
     tracing::info!(vserver = %name, source = %req.source, "replica promoted to the running tree");
+    times.promote_ms = Some(promoting.elapsed().as_millis() as u64);
     if !req.start {
-        return agent.supervisor.get(name).await.map_err(MigrateError::Supervisor);
+        return agent.supervisor.get(name).await.map(|st| (st, times)).map_err(MigrateError::Supervisor);
     }
+    let starting = Instant::now();
     match agent.supervisor.start(name).await {
-        Ok(st) => Ok(st),
+        Ok(st) => {
+            times.start_ms = Some(starting.elapsed().as_millis() as u64);
+            Ok((st, times))
+        }
         Err(e) => {
             tracing::warn!(vserver = %name, error = %e, "start after promote failed; the replica is put back");
             let _ = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await;
@@ -573,6 +631,36 @@ pub async fn promote(
             }
             Err(MigrateError::Supervisor(e))
         }
+    }
+}
+
+/// Waits (up to 5 s) until this host's copy of the ownership table gives `name` to `me` at `epoch`; refused
+/// when the table is past that epoch, or gives that epoch to another host.
+async fn wait_for_epoch(
+    own: &failover::ownership::Ownership,
+    me: &str,
+    name: &VserverName,
+    epoch: u64,
+) -> Result<(), MigrateError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match own.owner(name.as_str()) {
+            Some((owner, e)) if e == epoch && owner == me => return Ok(()),
+            Some((owner, e)) if e >= epoch => {
+                return Err(MigrateError::Conflict(format!(
+                    "stale ownership epoch {epoch}: the cluster gives {name} to {owner} at epoch {e}; nothing was \
+                     changed"
+                )))
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(MigrateError::Conflict(format!(
+                "this host's ownership table has not reached epoch {epoch} of {name} (at {}); nothing was changed",
+                own.epoch(name.as_str())
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

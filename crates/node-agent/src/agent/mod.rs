@@ -12,6 +12,7 @@ pub mod page;
 pub mod replication;
 pub mod serve;
 pub mod supervisor;
+pub mod takeover;
 pub mod tunnel;
 pub mod watchdog;
 
@@ -96,6 +97,15 @@ impl Agent {
             replication: self.replication.status(),
             replicas: self.replication.held(),
             ownership: self.ownership.get().map(|o| model::OwnershipStatus { raft: o.metrics(), owners: o.table() }),
+            failover: model::FailoverStatus {
+                takeover: self.config.takeover_enabled(),
+                takeover_timeout_ms: self.config.takeover_timeout().as_millis() as u64,
+                witness: self.config.witness,
+                quorum_fencing: self.config.quorum_fencing(),
+                watchdog: self.config.watchdog(),
+                lease_remaining_ms: watchdog::lease_remaining(self).map(|d| d.as_millis() as u64),
+            },
+            takeovers: takeover::records(self),
         }
     }
 }
@@ -142,7 +152,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         socket = %socket_path.display(), "agent started"
     );
     supervisor::announce(&agent).context("writing the agent's address for the vserver command")?;
-    if agent.config.fencing.watchdog {
+    if agent.config.watchdog() {
         watchdog::check_at_start(&agent).await;
     }
     let heartbeats = tokio::spawn(heartbeat::run_sender(Arc::clone(&agent)));
@@ -155,7 +165,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let table = ownership.clone();
     agent.supervisor.set_owner_lookup(Box::new(move |name| table.owner(name.as_str()).map(|(owner, _)| owner)));
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
-    let guarding = agent.config.fencing.watchdog.then(|| tokio::spawn(watchdog::run(Arc::clone(&agent))));
+    let taking_over = tokio::spawn(takeover::run(Arc::clone(&agent)));
+    let guarding = agent.config.watchdog().then(|| tokio::spawn(watchdog::run(Arc::clone(&agent))));
     let quorum = tokio::spawn(watchdog::watch_majority(Arc::clone(&agent)));
     let app = api::router(Arc::clone(&agent)).merge(failover::ownership::router(ownership.clone()));
     let acceptor = agent.tls.as_ref().map(|t| t.acceptor.clone());
@@ -163,6 +174,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     heartbeats.abort();
     beacons.abort();
     owning.abort();
+    taking_over.abort();
     quorum.abort();
     if let Some(g) = guarding {
         g.abort();
@@ -226,6 +238,9 @@ async fn keep_ownership(agent: Arc<Agent>, ownership: failover::ownership::Owner
                 }
                 Err(e) => tracing::debug!(error = %e, "ownership table: not formed yet"),
             }
+        }
+        if formed {
+            takeover::reconcile(&agent).await;
         }
         if !ownership.is_leader() {
             continue;

@@ -76,6 +76,22 @@ pub struct Beacon {
     pub incarnation: u64,
     /// The number of the sender's newest heartbeat or beacon (one count for both).
     pub seq: u64,
+    /// The newest beacon the sender heard from each peer lately: each peer learns from it that the sender
+    /// hears it (its lease, see `heartbeat.rs`).
+    #[serde(default)]
+    pub acks: Vec<Ack>,
+}
+
+/// In a beacon: "I heard `node`'s beacon (`incarnation`, `seq`)".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// The peer heard.
+    pub node: String,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// The number of its newest beacon heard.
+    pub seq: u64,
 }
 
 /// A heartbeat with an HMAC-SHA256 of its JSON under the cluster secret, hex encoded.
@@ -224,6 +240,29 @@ pub struct StatusReport {
     /// The cluster's ownership table as this host knows it, and its Raft state; absent until it is open.
     #[serde(default)]
     pub ownership: Option<OwnershipStatus>,
+    /// Takeover and fencing on this host.
+    #[serde(default)]
+    pub failover: FailoverStatus,
+    /// The takeovers in the cluster's event log, oldest first.
+    #[serde(default)]
+    pub takeovers: Vec<super::takeover::TakeoverRecord>,
+}
+
+/// Takeover and fencing as configured on one host, and its lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverStatus {
+    /// Automatic takeover is on (this host takes part, and takes over when it coordinates).
+    pub takeover: bool,
+    /// The takeover timeout (ms): the lease length plus the safety margin.
+    pub takeover_timeout_ms: u64,
+    /// This host is a witness (it runs no vservers).
+    pub witness: bool,
+    /// The agent fences its vservers when its lease ends.
+    pub quorum_fencing: bool,
+    /// The agent pets the host watchdog.
+    pub watchdog: bool,
+    /// What is left of this host's lease, in ms; absent when it needs none (no cluster yet, a single voter).
+    pub lease_remaining_ms: Option<u64>,
 }
 
 /// The ownership table (vserver -> owner host and epoch, kept by consensus) as one host sees it.

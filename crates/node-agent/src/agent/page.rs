@@ -207,6 +207,8 @@ mod tests {
             replication: vec![],
             replicas: vec![],
             ownership: None,
+            failover: Default::default(),
+            takeovers: vec![],
         };
         let html = render(&status);
         assert!(html.contains("h&lt;0&gt;") && !html.contains("h<0>"));

@@ -356,6 +356,12 @@ impl Replication {
         if !agent.config.peers.iter().any(|p| p.name == req.source) {
             return Err(ReplicationError::BadRequest(format!("{:?} is not a peer of this host", req.source)));
         }
+        if agent.config.witness {
+            return Err(ReplicationError::Conflict(format!(
+                "{} is a witness: it holds no replicas (take it out of {name}'s standbys)",
+                self.node
+            )));
+        }
         let running_here =
             agent.supervisor.get(name).await.is_ok_and(|v| v.state == super::model::VserverState::Running);
         if running_here {
@@ -502,6 +508,11 @@ impl Replication {
         }
         if !self.dirs.conf(name).is_file() {
             return Err(ReplicationError::NotFound(format!("{name} has no conf on this host")));
+        }
+        if let Some((owner, epoch)) = foreign_owner(agent, name) {
+            return Err(ReplicationError::Conflict(format!(
+                "the cluster gives {name} to {owner} (ownership epoch {epoch}): this host's copy is not synced out"
+            )));
         }
         let guard = self.vserver_lock(name);
         let _held = guard.lock().await;
@@ -891,6 +902,10 @@ impl Replication {
             let alive: BTreeSet<String> =
                 agent.membership.peers().into_iter().filter(|p| p.state == PeerState::Alive).map(|p| p.name).collect();
             for name in due {
+                // Never from a host the cluster no longer gives it to: its copy is not the vserver's.
+                if foreign_owner(&agent, &name).is_some() {
+                    continue;
+                }
                 // Only to standbys heard from: one not yet heard (at start) or silent is tried at a later tick.
                 let Some(p) = self.placement(&name) else { continue };
                 let standbys: Vec<String> = p.standbys.iter().filter(|s| alive.contains(*s)).cloned().collect();
@@ -912,6 +927,11 @@ impl Replication {
             }
         }
     }
+}
+
+/// The owner and epoch of `name` when the ownership table gives it to another host than this one.
+fn foreign_owner(agent: &Agent, name: &VserverName) -> Option<(String, u64)> {
+    agent.ownership.get()?.owner(name.as_str()).filter(|(owner, _)| *owner != agent.config.node)
 }
 
 /// Reads `NAME.conf` and `NAME.sh` from `conf_dir` for a commit; `None` when they are too large to carry.

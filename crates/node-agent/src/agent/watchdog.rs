@@ -1,6 +1,15 @@
-//! The agent's side of the host watchdog (`vserver-watchdog`, see its documentation): it arms the watchdog
-//! with `fencing.timeout_ms` and pets it four times per timeout from the agent's own runtime, so a frozen or
-//! hung agent stops petting and the watchdog kills this host's vservers.
+//! This host's lease, and the agent's side of the host watchdog (`vserver-watchdog`, see its documentation).
+//!
+//! The lease: a peer that hears this host's beacon acknowledges it in its own beacons, and so vouches for
+//! this host until that beacon's sending plus `fencing.timeout_ms`. This host holds its lease while a
+//! majority of the ownership table's voters (itself included, when it votes) vouch for it. A peer vouches
+//! at most a lease length after it last heard this host; so once the peers that make a majority have not
+//! heard this host for the takeover timeout (the lease length plus the safety margin), this host's lease
+//! has been over for at least the margin, whatever the network did between them.
+//!
+//! With `fencing.quorum`, the agent fences its vservers as soon as its lease ends. With the watchdog, it arms
+//! it with half the lease length and pets it only while at least that much of the lease is left, so the
+//! watchdog fires before the lease ends even when the agent is frozen or hung.
 //!
 //! When the watchdog answers that it fenced the host, the agent restarts none of the vservers it killed until
 //! the cluster confirms, by a write through a majority, that this host still owns each one: the ownership
@@ -20,7 +29,7 @@ use super::Agent;
 
 /// Keeps the watchdog armed and petted, until aborted.
 pub async fn run(agent: Arc<Agent>) {
-    let timeout = agent.config.fencing.timeout_ms;
+    let timeout = arm_ms(&agent);
     let socket = agent.config.run_dir.join("watchdog.sock");
     let mut warned = false;
     loop {
@@ -89,12 +98,14 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
         return Err(std::io::Error::other(format!("the watchdog refused to arm: {armed}")));
     }
     tracing::info!(timeout_ms, "host watchdog armed");
-    let mut every = tokio::time::interval(Duration::from_millis((timeout_ms / 4).max(10)));
+    let mut every = tokio::time::interval(Duration::from_millis((timeout_ms / 6).max(10)));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        // Cut off from the majority for half the timeout: no more pets, and the watchdog fires in time too.
-        if agent.config.fencing.quorum && majority_silence(agent) > Duration::from_millis(timeout_ms / 2) {
+        // A pet keeps the watchdog off for `timeout_ms`: only while at least that much of the lease is left.
+        if agent.config.quorum_fencing()
+            && lease_remaining(agent).is_some_and(|left| left < Duration::from_millis(timeout_ms))
+        {
             continue;
         }
         let answer = ask("pet".into()).await?;
@@ -163,61 +174,71 @@ async fn recover(agent: &Arc<Agent>) {
     }
 }
 
-/// Whether this host hears from a majority of the ownership table's voters, itself included, within the
-/// fence timeout. No cluster formed yet, or a single voter: yes.
-fn has_majority(agent: &Agent) -> bool {
-    let Some(own) = agent.ownership.get() else { return true };
+/// The watchdog's timeout: half the lease length.
+fn arm_ms(agent: &Agent) -> u64 {
+    (agent.config.fencing.timeout_ms / 2).max(50)
+}
+
+/// What is left of this host's lease now: `None` when it needs none (no cluster formed yet, a single voter),
+/// zero when it is over.
+pub fn lease_remaining(agent: &Agent) -> Option<Duration> {
+    let own = agent.ownership.get()?;
     let voters = own.metrics().voters;
     if voters.len() <= 1 {
-        return true;
+        return None;
     }
-    let within = agent.config.fencing.timeout_ms;
-    let peers = agent.membership.peers();
-    let heard = voters
-        .iter()
-        .filter(|v| {
-            **v == agent.config.node
-                || peers.iter().any(|p| p.name == **v && p.last_heard_ms.is_some_and(|ms| ms < within))
-        })
-        .count();
-    heard * 2 > voters.len()
+    let me = &agent.config.node;
+    let majority = voters.len() / 2 + 1;
+    let need = majority - usize::from(voters.contains(me));
+    let now = std::time::Instant::now();
+    let mut ends: Vec<std::time::Instant> = agent
+        .membership
+        .lease(now)
+        .into_iter()
+        .filter(|(peer, _)| voters.contains(peer) && peer != me)
+        .map(|(_, until)| until)
+        .collect();
+    if ends.len() < need {
+        return Some(Duration::ZERO);
+    }
+    ends.sort_unstable_by(|a, b| b.cmp(a));
+    Some(ends[need - 1].saturating_duration_since(now))
 }
 
-/// How long since this host last heard from a majority.
-fn majority_silence(agent: &Agent) -> Duration {
-    let last = agent.last_majority_ms.load(std::sync::atomic::Ordering::Relaxed);
-    agent.started.elapsed().saturating_sub(Duration::from_millis(last))
-}
-
-/// Follows whether this host hears from a majority (every 50 ms), for the watchdog's pets, and with
-/// `fencing.quorum` fences this host's vservers after `fencing.timeout_ms` without one; once the majority is
-/// back, each restarts only if the cluster confirms this host still owns it.
+/// Follows this host's lease (every 50 ms): records when it last held it, and with `fencing.quorum` fences
+/// this host's vservers as soon as it is over (a freshly started agent first has one lease length to win
+/// it); once it is back, each vserver restarts only if the cluster confirms this host still owns it.
 pub async fn watch_majority(agent: Arc<Agent>) {
-    let timeout = Duration::from_millis(agent.config.fencing.timeout_ms);
+    let lease_len = Duration::from_millis(agent.config.fencing.timeout_ms);
     let mut fenced = false;
+    let mut held = false;
     let mut every = tokio::time::interval(Duration::from_millis(50));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if has_majority(&agent) {
+        let left = lease_remaining(&agent);
+        if left.is_none_or(|left| !left.is_zero()) {
+            // Needing none (no cluster formed yet) is not holding one: a lease is won from the peers.
+            held |= left.is_some();
             let now = agent.started.elapsed().as_millis() as u64;
             agent.last_majority_ms.store(now, std::sync::atomic::Ordering::Relaxed);
             if fenced {
-                tracing::info!("the cluster's majority is back: asking it which vservers are still ours");
+                tracing::info!("this host holds its lease again: asking the cluster which vservers are still ours");
                 recover(&agent).await;
                 fenced = false;
             }
             continue;
         }
-        if !agent.config.fencing.quorum || fenced || majority_silence(&agent) < timeout {
+        if !agent.config.quorum_fencing() || fenced || (!held && agent.started.elapsed() < lease_len) {
             continue;
         }
         fenced = true;
         let names = agent.supervisor.fence();
         tracing::error!(
             ?names,
-            timeout_ms = timeout.as_millis() as u64,
-            "no majority of the cluster heard: fencing this host's vservers (interfaces down, killed)"
+            lease_ms = lease_len.as_millis() as u64,
+            "lease lost (no majority of the cluster acknowledged this host): fencing this host's vservers \
+             (interfaces down, killed)"
         );
         let place = agent.supervisor.host().dirs.cgroup();
         let _ = tokio::task::spawn_blocking(move || {

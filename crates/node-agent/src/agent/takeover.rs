@@ -1,0 +1,477 @@
+//! Automatic takeover: the coordinator (the ownership table's Raft leader) gives a dead host's vservers to
+//! their standbys, and a host that comes back learns what it lost.
+//!
+//! A host is taken over when the coordinator has not heard it for the takeover timeout (the lease length
+//! plus the safety margin) and the voters that answer its probe prove that its lease is over: each voter
+//! that has not heard the host for the takeover timeout promises to acknowledge none of its beacons for a
+//! while, and once the voters still possibly vouching for it (with the host itself) are fewer than a
+//! majority, the host's lease is over and cannot come back before the decision (see `watchdog.rs`). Then, for
+//! each vserver the table gives to that host: the optional fence hook runs, the first live standby (in the
+//! placement's order) holding a complete replica is found, the table records it as the owner (a
+//! compare-and-set from the epoch the dead host held, committed by a majority), and that agent promotes its
+//! replica and starts the vserver, with the new epoch (it refuses an older one). The event, with each phase's
+//! duration, goes into the cluster's event log, so every host shows it.
+//!
+//! A host that comes back (after a crash, a partition, a pause) finds the table giving some of its vservers
+//! to other hosts: it stops any it still runs, keeps its copy aside (never deleted: `REPLICA_DIR/NAME/aside/`),
+//! and takes the new placement, as a standby of the new owner, which resyncs it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use isolate::VserverName;
+use serde::{Deserialize, Serialize};
+
+use super::model::{HeldReplica, PeerState, VserverState};
+use super::Agent;
+
+/// How often the coordinator looks for dead hosts.
+const EVERY: Duration = Duration::from_millis(100);
+/// How long a voter's promise not to acknowledge a probed host lasts.
+const PROMISE: Duration = Duration::from_secs(5);
+/// Longest wait for one voter's answer to a probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+/// The event log's text prefix of a takeover record.
+const RECORD_PREFIX: &str = "takeover ";
+
+/// The body of `POST /v1/takeover/probe`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
+    /// The host the coordinator believes dead.
+    pub host: String,
+    /// The silence that makes this voter promise.
+    pub silent_ms: u64,
+    /// How long the promise lasts.
+    pub promise_ms: u64,
+}
+
+/// The answer to a probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeReply {
+    /// How long this voter has not heard the host.
+    pub silence_ms: u64,
+    /// Whether it promised to acknowledge none of the host's beacons for `promise_ms`.
+    pub promised: bool,
+}
+
+/// One takeover, as the event log keeps it and `GET /v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeoverRecord {
+    /// The vserver.
+    pub vserver: String,
+    /// The host it was taken from.
+    pub from: String,
+    /// The host it runs on now.
+    pub to: String,
+    /// The ownership epoch of the new owner.
+    pub epoch: u64,
+    /// When it was decided, ms since the Unix epoch (the coordinator's clock).
+    #[serde(default)]
+    pub at_unix_ms: u64,
+    /// Each phase and its duration in ms: `detect` (the silence when the coordinator decided), `confirm`
+    /// (the voters' probe), `fence_hook`, `commit` (the new owner recorded by a majority), `promote` (the
+    /// replica made the running tree), `start` (the vserver started, its addresses announced).
+    pub phases_ms: Vec<(String, u64)>,
+    /// Whether it was started (it was not when it was stopped on the dead host).
+    pub started: bool,
+}
+
+impl TakeoverRecord {
+    /// From an event's text, if it is a takeover.
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_str(text.strip_prefix(RECORD_PREFIX)?).ok()
+    }
+
+    /// The sum of the phases.
+    pub fn total_ms(&self) -> u64 {
+        self.phases_ms.iter().map(|(_, ms)| ms).sum()
+    }
+}
+
+/// The takeovers in the cluster's event log, oldest first.
+pub fn records(agent: &Agent) -> Vec<TakeoverRecord> {
+    let Some(own) = agent.ownership.get() else { return Vec::new() };
+    own.events()
+        .iter()
+        .filter_map(|e| TakeoverRecord::parse(&e.text).map(|r| TakeoverRecord { at_unix_ms: e.at_ms, ..r }))
+        .collect()
+}
+
+/// A voter's side of the probe.
+pub fn probe(agent: &Agent, req: &ProbeRequest) -> Option<ProbeReply> {
+    let (silence, promised) = agent.membership.probe(
+        &req.host,
+        Duration::from_millis(req.silent_ms),
+        Duration::from_millis(req.promise_ms.min(60_000)),
+    )?;
+    if promised {
+        tracing::warn!(host = %req.host, silence_ms = silence.as_millis() as u64, "probe: promised to acknowledge \
+                       none of its beacons while the coordinator decides");
+    }
+    Some(ProbeReply { silence_ms: silence.as_millis() as u64, promised })
+}
+
+/// The coordinator's loop: while this host leads the ownership table, takes over the vservers of hosts that
+/// are dead. Runs until aborted.
+pub async fn run(agent: Arc<Agent>) {
+    if !agent.config.takeover_enabled() {
+        tracing::info!("automatic takeover is off");
+        return;
+    }
+    let timeout = agent.config.takeover_timeout();
+    let mut every = tokio::time::interval(EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Why each host was not taken over yet, logged when it changes.
+    let mut said: std::collections::BTreeMap<String, String> = Default::default();
+    loop {
+        every.tick().await;
+        let Some(own) = agent.ownership.get() else { continue };
+        if !own.is_leader() {
+            continue;
+        }
+        let table = own.table();
+        for peer in agent.membership.peers() {
+            // Never heard since this agent started: silent since then.
+            let silence =
+                Duration::from_millis(peer.last_heard_ms.unwrap_or(agent.started.elapsed().as_millis() as u64));
+            if silence < timeout {
+                said.remove(&peer.name);
+                continue;
+            }
+            let owned: Vec<(String, u64)> = table
+                .iter()
+                .filter(|(_, e)| e.owner.as_deref() == Some(peer.name.as_str()))
+                .map(|(v, e)| (v.clone(), e.epoch))
+                .collect();
+            if owned.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            match confirm_dead(&agent, &peer.name, timeout).await {
+                Ok(()) => {}
+                Err(why) => {
+                    if said.get(&peer.name) != Some(&why) {
+                        tracing::warn!(host = %peer.name, "not taken over: {why}");
+                        said.insert(peer.name.clone(), why);
+                    }
+                    continue;
+                }
+            }
+            let confirm = started.elapsed();
+            said.remove(&peer.name);
+            tracing::warn!(host = %peer.name, silence_ms = silence.as_millis() as u64, vservers = owned.len(),
+                           "host dead: its lease is over; taking its vservers over");
+            let hook_started = Instant::now();
+            if let Err(why) = fence_hook(&agent, &peer.name).await {
+                tracing::error!(host = %peer.name, "fence hook failed, no takeover: {why}");
+                let _ = own.log_event(&format!("fence hook for {} failed, no takeover: {why}", peer.name)).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            let hook = hook_started.elapsed();
+            let mut tasks = tokio::task::JoinSet::new();
+            for (name, epoch) in owned {
+                let Ok(name) = VserverName::parse(&name) else { continue };
+                let phases = vec![
+                    ("detect".to_string(), silence.as_millis() as u64),
+                    ("confirm".to_string(), confirm.as_millis() as u64),
+                    ("fence_hook".to_string(), hook.as_millis() as u64),
+                ];
+                let (agent, from, was) = (Arc::clone(&agent), peer.name.clone(), last_state(&peer.vservers, &name));
+                tasks.spawn(async move { take_over(&agent, &name, &from, epoch, phases, was).await });
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// What the dead host said last about `name` (from its last heartbeat).
+fn last_state(vservers: &[super::model::VserverSummary], name: &VserverName) -> Option<VserverState> {
+    vservers.iter().find(|v| v.name == name.as_str()).map(|v| v.state)
+}
+
+/// Asks every voter but `host` (this one too) whether it has not heard `host` for `silent`; `Ok` once those
+/// that may still vouch for it, with `host` itself, are fewer than a majority, all within the promise.
+async fn confirm_dead(agent: &Arc<Agent>, host: &str, silent: Duration) -> Result<(), String> {
+    let own = agent.ownership.get().ok_or("no ownership table")?;
+    let voters = own.metrics().voters;
+    if voters.is_empty() {
+        return Err("the cluster has no voters yet".into());
+    }
+    let majority = voters.len() / 2 + 1;
+    let asked = Instant::now();
+    let req = ProbeRequest {
+        host: host.to_string(),
+        silent_ms: silent.as_millis() as u64,
+        promise_ms: PROMISE.as_millis() as u64,
+    };
+    let mut answers = tokio::task::JoinSet::new();
+    for voter in voters.iter().filter(|v| *v != host) {
+        if *voter == agent.config.node {
+            let promised = probe(agent, &req).is_some_and(|r| r.promised);
+            answers.spawn(async move { promised });
+            continue;
+        }
+        let Some(p) = agent.config.peers.iter().find(|p| p.name == *voter) else { continue };
+        let request = agent
+            .peer_client
+            .post(format!("{}/v1/takeover/probe", p.url.trim_end_matches('/')))
+            .bearer_auth(&agent.secret)
+            .json(&req)
+            .timeout(PROBE_TIMEOUT);
+        answers.spawn(async move {
+            match request.send().await {
+                Ok(r) if r.status().is_success() => r.json::<ProbeReply>().await.is_ok_and(|a| a.promised),
+                _ => false,
+            }
+        });
+    }
+    let promised = answers.join_all().await.into_iter().filter(|p| *p).count();
+    let others = voters.iter().filter(|v| *v != host).count();
+    let vouching = others - promised + usize::from(voters.iter().any(|v| v == host));
+    if asked.elapsed() >= PROMISE / 2 {
+        return Err("the voters answered too slowly".into());
+    }
+    if vouching >= majority {
+        return Err(format!(
+            "{promised} of the {others} other voters have not heard it for {} ms; {vouching} may still vouch for \
+             it, a majority is {majority}",
+            silent.as_millis()
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the fence hook, if one is configured, with the dead host's name.
+async fn fence_hook(agent: &Agent, host: &str) -> Result<(), String> {
+    let Some(hook) = &agent.config.takeover.fence_hook else { return Ok(()) };
+    let limit = Duration::from_secs(agent.config.takeover.fence_hook_timeout_secs);
+    let mut child = tokio::process::Command::new(hook)
+        .arg(host)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", hook.display()))?;
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("{} {host}: {status}", hook.display())),
+        Ok(Err(e)) => Err(format!("{} {host}: {e}", hook.display())),
+        Err(_) => Err(format!("{} {host}: still running after {} s", hook.display(), limit.as_secs())),
+    }
+}
+
+/// Takes one vserver of a dead host over: to the first live standby with a complete replica.
+async fn take_over(
+    agent: &Arc<Agent>,
+    name: &VserverName,
+    from: &str,
+    epoch: u64,
+    mut phases: Vec<(String, u64)>,
+    was: Option<VserverState>,
+) {
+    let mut epoch = epoch;
+    let own = agent.ownership.get().expect("only run with a table");
+    let Some(placement) = agent.replication.placement(name) else {
+        tracing::error!(vserver = %name, host = %from, "no placement: it has no standby to be taken over by");
+        return;
+    };
+    let limit = agent.config.takeover.max_relocations_per_hour as usize;
+    let hour_ago = super::replication::now_ms().saturating_sub(3_600_000);
+    let recent = records(agent).iter().filter(|r| r.vserver == name.as_str() && r.at_unix_ms >= hour_ago).count();
+    if recent >= limit {
+        let text = format!(
+            "{name} was taken over {recent} times within the last hour (takeover.max_relocations_per_hour = \
+             {limit}): it is not taken over from {from} again; start it by hand where it should run"
+        );
+        tracing::error!("{text}");
+        if own.epoch(name.as_str()) == epoch {
+            // Recorded once per epoch: the coordinator would otherwise log it every round.
+            let logged = own.events().iter().any(|e| e.text == text);
+            if !logged {
+                let _ = own.log_event(&text).await;
+            }
+        }
+        return;
+    }
+    let start = !matches!(was, Some(VserverState::Stopped));
+    let alive: Vec<String> =
+        agent.membership.peers().into_iter().filter(|p| p.state == PeerState::Alive).map(|p| p.name).collect();
+    let me = agent.config.node.clone();
+    for standby in placement.standbys.iter().filter(|s| *s != from) {
+        if *standby != me && !alive.contains(standby) {
+            continue;
+        }
+        match holds_replica(agent, standby, name).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(vserver = %name, %standby, "no complete replica there; trying the next standby");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(vserver = %name, %standby, "cannot ask for its replicas ({e}); trying the next");
+                continue;
+            }
+        }
+        let current = own.epoch(name.as_str());
+        if current != epoch {
+            tracing::info!(vserver = %name, epoch, current, "its ownership changed meanwhile; no takeover");
+            return;
+        }
+        let committing = Instant::now();
+        let new_epoch = match own.set_owner(name.as_str(), standby, epoch).await {
+            Ok((_, e)) => e,
+            Err(e) => {
+                tracing::warn!(vserver = %name, %standby, "the cluster did not record the new owner: {e}");
+                return;
+            }
+        };
+        phases.push(("commit".into(), committing.elapsed().as_millis() as u64));
+        tracing::warn!(vserver = %name, %from, to = %standby, epoch = new_epoch, "taking over");
+        match promote_on(agent, standby, name, from, start, new_epoch).await {
+            Ok(times) => {
+                phases.extend(times);
+                let moved = placement.moved_to(standby);
+                let warnings = super::migrate::spread_placement(agent, name, &moved).await;
+                if !warnings.is_empty() {
+                    tracing::warn!(vserver = %name, "after the takeover: {}", warnings.join("; "));
+                }
+                let record = TakeoverRecord {
+                    vserver: name.to_string(),
+                    from: from.to_string(),
+                    to: standby.clone(),
+                    epoch: new_epoch,
+                    at_unix_ms: 0,
+                    phases_ms: phases,
+                    started: start,
+                };
+                let text = format!("{RECORD_PREFIX}{}", serde_json::to_string(&record).expect("serializes"));
+                tracing::warn!(vserver = %name, %from, to = %standby, total_ms = record.total_ms(), "taken over: {text}");
+                if let Err(e) = own.log_event(&text).await {
+                    tracing::warn!(vserver = %name, error = %e, "the takeover is not in the event log");
+                }
+                return;
+            }
+            Err(why) => {
+                // Refused there (it put its replica back): the next standby, from the new epoch.
+                tracing::error!(vserver = %name, %standby, "takeover refused there: {why}");
+                let _ = own.log_event(&format!("takeover of {name} by {standby} failed: {why}")).await;
+                epoch = new_epoch;
+                phases.retain(|(p, _)| p != "commit");
+            }
+        }
+    }
+    tracing::error!(vserver = %name, %from, "no live standby holds a complete replica: it cannot be taken over");
+}
+
+/// Whether `host` (this one or a peer) holds a complete replica of `name`.
+async fn holds_replica(agent: &Agent, host: &str, name: &VserverName) -> Result<bool, String> {
+    let held: Vec<HeldReplica> = if host == agent.config.node {
+        agent.replication.held()
+    } else {
+        let p = agent.config.peers.iter().find(|p| p.name == host).ok_or("not a peer")?;
+        let reply = agent
+            .peer_client
+            .get(format!("{}/v1/replicas", p.url.trim_end_matches('/')))
+            .bearer_auth(&agent.secret)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !reply.status().is_success() {
+            return Err(format!("answered {}", reply.status()));
+        }
+        reply.json().await.map_err(|e| e.to_string())?
+    };
+    Ok(held.iter().any(|h| h.vserver == name.as_str()))
+}
+
+/// Asks `host` to promote its replica of `name` (and start it) at `epoch`; the phases it reports.
+async fn promote_on(
+    agent: &Arc<Agent>,
+    host: &str,
+    name: &VserverName,
+    from: &str,
+    start: bool,
+    epoch: u64,
+) -> Result<Vec<(String, u64)>, String> {
+    let req = super::migrate::PromoteRequest { source: from.to_string(), start, epoch: Some(epoch) };
+    if host == agent.config.node {
+        let (_, times) = super::migrate::promote(agent, name, req).await.map_err(|e| e.to_string())?;
+        return Ok(times.phases());
+    }
+    let p = agent.config.peers.iter().find(|p| p.name == host).ok_or("not a peer")?;
+    let reply = agent
+        .peer_client
+        .post(format!("{}/v1/vservers/{name}/promote", p.url.trim_end_matches('/')))
+        .bearer_auth(&agent.secret)
+        .json(&req)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .map_err(|e| super::replication::chain(&e))?;
+    let header = |h: &str| reply.headers().get(h).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let times = super::migrate::PromoteTimes { promote_ms: header("x-promote-ms"), start_ms: header("x-start-ms") };
+    if !reply.status().is_success() {
+        let status = reply.status();
+        let body = reply.text().await.unwrap_or_default();
+        return Err(format!("{status}: {body}"));
+    }
+    Ok(times.phases())
+}
+
+/// On every host, every second: a vserver the table gives to another host is not run here, its copy here is
+/// kept aside, and this host takes the new placement (as a standby of the new owner).
+pub async fn reconcile(agent: &Arc<Agent>) {
+    let Some(own) = agent.ownership.get() else { return };
+    let me = &agent.config.node;
+    for (name, entry) in own.table() {
+        let Some(owner) = entry.owner else { continue };
+        if owner == *me {
+            continue;
+        }
+        let Ok(name) = VserverName::parse(&name) else { continue };
+        // The placement follows the table.
+        if let Some(p) = agent.replication.placement(&name) {
+            if p.primary != owner && (p.standbys.contains(&owner)) {
+                let moved = p.moved_to(&owner);
+                match agent.replication.record_placement(&name, moved) {
+                    Ok(_) => tracing::info!(vserver = %name, %owner, "placement follows the ownership table"),
+                    Err(e) => tracing::warn!(vserver = %name, error = %e, "cannot record the placement"),
+                }
+            }
+        }
+        let dirs = agent.supervisor.host().dirs.clone();
+        if !dirs.conf(&name).exists() && !dirs.root(&name).exists() {
+            continue;
+        }
+        // Not while a migrate or a sync of it runs here (a migrate's source gives it up itself).
+        let Ok(_held) = agent.replication.vserver_lock(&name).try_lock_owned() else { continue };
+        let running = agent.supervisor.get(&name).await.is_ok_and(|v| v.state == VserverState::Running);
+        if running {
+            tracing::error!(vserver = %name, %owner, epoch = entry.epoch, "runs here, but the cluster gives it to \
+                            another host: stopping it here");
+            let _ = agent.supervisor.record_intent(&name, super::model::Intent::Stopped).await;
+            if let Err(e) = agent.supervisor.stop(&name).await {
+                tracing::error!(vserver = %name, error = %e, "cannot stop it");
+            }
+            continue;
+        }
+        let _ = agent.supervisor.record_intent(&name, super::model::Intent::Stopped).await;
+        let (store, vdir, cdir, n) =
+            (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
+        let label = format!("epoch{}-{}", entry.epoch, super::replication::now_ms());
+        match tokio::task::spawn_blocking(move || store.set_aside(&n, &vdir, &cdir, &label)).await {
+            Ok(Ok(path)) => {
+                let text = format!(
+                    "{me} kept its copy of {name} aside at {} ({owner} owns it since epoch {})",
+                    path.display(),
+                    entry.epoch
+                );
+                tracing::warn!("{text}");
+                let _ = own.log_event(&text).await;
+            }
+            Ok(Err(e)) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),
+            Err(e) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),
+        }
+    }
+}

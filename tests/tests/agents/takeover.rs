@@ -1,0 +1,267 @@
+//! Automatic takeover under real faults, 3 hosts and a client: a host crash, a partition of the primary, a
+//! paused agent, an agent restart, lossy links. Every scenario samples, every 5 ms, on which hosts the
+//! vserver has processes, and fails if two ever ran it at once; after a takeover the client must get, at
+//! the vserver's address, the page of the last complete sync (not what the dead host wrote after it).
+
+use std::time::{Duration, Instant};
+
+use vserver_lab::agents::{wait_for, Agents};
+use vserver_lab::faults::{Sampled, Sampler, Watchdogs};
+use vserver_lab::{skip_unless_root, Lab};
+
+use crate::{placed_on_h0, text, vserver, PATIENCE};
+
+/// The page a vserver's httpd serves (as `install_httpd_service` writes it).
+fn page(marker: &str) -> String {
+    format!("<html><body>{marker}</body></html>\n")
+}
+
+/// Rewrites the page in `host`'s copy of the vserver's tree.
+fn write_page(lab: &Lab, host: usize, name: &str, marker: &str) {
+    let index = lab.hosts[host].vservers_dir.join(name).join("www/index.html");
+    std::fs::write(&index, page(marker)).unwrap();
+}
+
+/// Waits until the client gets `marker`'s page at `addr`; how long that took.
+fn wait_page(lab: &Lab, addr: std::net::Ipv4Addr, marker: &str, within: Duration) -> Option<Duration> {
+    let want = page(marker);
+    wait_for(within, || {
+        lab.client.http_get(addr, 80, Duration::from_millis(300)).is_ok_and(|body| body.ends_with(&want))
+    })
+}
+
+fn owner(agents: &Agents, i: usize, name: &str) -> Option<(String, u64)> {
+    let status = agents.status(i).ok()?;
+    let entry = &status["ownership"]["owners"][name];
+    Some((entry["owner"].as_str()?.to_string(), entry["epoch"].as_u64()?))
+}
+
+fn takeovers(agents: &Agents, i: usize) -> Vec<serde_json::Value> {
+    agents.status(i).ok().and_then(|s| s["takeovers"].as_array().cloned()).unwrap_or_default()
+}
+
+/// Never two at once.
+fn assert_one_copy(seen: &Sampled, agents: &Agents) {
+    assert!(seen.rounds > 100, "the sampler ran ({} rounds)", seen.rounds);
+    assert!(
+        seen.most_at_once <= 1,
+        "the vserver ran on two hosts at once: {:?}\nchanges: {:?}\nh0:\n{}\nh1:\n{}",
+        seen.overlaps.iter().take(5).collect::<Vec<_>>(),
+        seen.changes,
+        agents.log(0),
+        agents.log(1)
+    );
+}
+
+/// A vserver on h0 (standbys h1, h2) with watchdogs on every host, synced once with the page "synced",
+/// after which h0 writes "unsynced" (lost on a takeover, by design).
+fn synced_on_h0<'lab>(
+    lab: &'lab Lab,
+    prefix: &str,
+    extra: &str,
+) -> (Agents<'lab>, Watchdogs<'lab>, String, std::net::Ipv4Addr) {
+    let dogs = Watchdogs::start(lab).unwrap();
+    let (agents, name, addr) = placed_on_h0(lab, prefix, extra, true);
+    assert!(wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|o| o.0 == "h0")).is_some());
+    write_page(lab, 0, &name, "synced");
+    let out = vserver(lab, 0, &[&name, "sync"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    write_page(lab, 0, &name, "unsynced");
+    assert!(wait_page(lab, addr, "unsynced", PATIENCE).is_some());
+    (agents, dogs, name, addr)
+}
+
+/// After a takeover by h1: it runs there alone, the client gets the synced page, the takeover is in the
+/// status of every live host with its phases.
+fn check_taken_over_by_h1(lab: &Lab, agents: &Agents, name: &str, addr: std::net::Ipv4Addr, live: &[usize]) {
+    assert!(lab.hosts[1].runs(name), "h1 runs it; log:\n{}", agents.log(1));
+    assert!(!lab.hosts[2].runs(name));
+    assert!(wait_page(lab, addr, "synced", PATIENCE).is_some(), "the client gets the synced page from h1");
+    for &i in live {
+        let seen = wait_for(PATIENCE, || {
+            takeovers(agents, i).iter().any(|t| t["vserver"] == name && t["from"] == "h0" && t["to"] == "h1")
+        });
+        assert!(seen.is_some(), "h{i} shows the takeover: {:?}", takeovers(agents, i));
+    }
+    let record = takeovers(agents, live[0]).into_iter().find(|t| t["vserver"] == name).unwrap();
+    let phases: Vec<&str> = record["phases_ms"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
+    for phase in ["detect", "confirm", "commit", "promote", "start"] {
+        assert!(phases.contains(&phase), "phase {phase} in {record}");
+    }
+    let out = lab.hosts[1].command(vserver_lab::vserver_bin().unwrap()).args(["--help"]).output().unwrap();
+    assert!(out.status.success());
+}
+
+/// Once h0 is back: it does not run the vserver, its copy is kept aside (not deleted), and it takes a
+/// replica from h1.
+fn check_h0_came_back_as_standby(lab: &Lab, agents: &Agents, name: &str) {
+    let conf = lab.hosts[0].conf_dir.join(format!("{name}.conf"));
+    let aside = wait_for(PATIENCE, || !conf.exists());
+    assert!(aside.is_some(), "h0 moved its copy aside; log:\n{}", agents.log(0));
+    assert!(!lab.hosts[0].runs(name), "h0 does not run it");
+    let kept = walk_for(&lab.hosts[0].dir, "index.html")
+        .into_iter()
+        .any(|p| p.to_string_lossy().contains("/aside/") && std::fs::read_to_string(&p).unwrap() == page("unsynced"));
+    assert!(kept, "h0's own copy (with the unsynced page) is kept aside");
+    // The new owner syncs to it.
+    let out = vserver(lab, 1, &[name, "sync"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    let replicas = agents.get(0, 0, "/v1/replicas").unwrap().json().unwrap();
+    assert!(
+        replicas.as_array().unwrap().iter().any(|r| r["vserver"] == name && r["source"] == "h1"),
+        "h0 holds a replica from h1: {replicas}"
+    );
+    assert!(!lab.hosts[0].runs(name));
+}
+
+fn walk_for(dir: &std::path::Path, file: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else if e.file_name() == file {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_crashed_host_is_taken_over_by_its_first_standby() {
+    if skip_unless_root("a_crashed_host_is_taken_over_by_its_first_standby") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (mut agents, mut dogs, name, addr) = synced_on_h0(&lab, "tk", "");
+    let sampler = Sampler::start(&lab, &name);
+
+    // The crash: every process of h0 gone at once, and its link down.
+    let crashed = Instant::now();
+    agents.kill9(0);
+    dogs.kill9(0);
+    lab.hosts[0].kill_vservers();
+    lab.set_link(0, false).unwrap();
+    let back = wait_page(&lab, addr, "synced", Duration::from_secs(30));
+    assert!(back.is_some(), "taken over; h1:\n{}\nh2:\n{}", agents.log(1), agents.log(2));
+    eprintln!("recovered {} ms after the crash", crashed.elapsed().as_millis());
+    check_taken_over_by_h1(&lab, &agents, &name, addr, &[1, 2]);
+    assert_eq!(owner(&agents, 1, &name).map(|o| o.0).as_deref(), Some("h1"));
+
+    // h0 comes back: a standby now.
+    lab.set_link(0, true).unwrap();
+    dogs.spawn(0).unwrap();
+    agents.spawn(0).unwrap();
+    check_h0_came_back_as_standby(&lab, &agents, &name);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(lab.hosts[1].runs(&name));
+    assert_one_copy(&sampler.finish(), &agents);
+}
+
+#[test]
+fn a_partitioned_primary_fences_itself_and_comes_back_as_a_standby() {
+    if skip_unless_root("a_partitioned_primary_fences_itself_and_comes_back_as_a_standby") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, addr) = synced_on_h0(&lab, "tp", "");
+    let sampler = Sampler::start(&lab, &name);
+
+    // h0 alone on one side, h1, h2 and the client on the other. h0's agent and vserver keep running: h0
+    // must stop it itself before h1 may start it.
+    lab.partition(&[&[0], &[1, 2]], 1).unwrap();
+    assert!(wait_page(&lab, addr, "synced", Duration::from_secs(30)).is_some(), "taken over; h1:\n{}", agents.log(1));
+    check_taken_over_by_h1(&lab, &agents, &name, addr, &[1, 2]);
+    assert!(!lab.hosts[0].runs(&name), "h0 fenced itself; log:\n{}", agents.log(0));
+    assert!(agents.log(0).contains("lease lost"), "{}", agents.log(0));
+
+    // Healed: h0 learns the new epoch, keeps its copy aside, never starts it again.
+    lab.partition(&[], 0).unwrap();
+    check_h0_came_back_as_standby(&lab, &agents, &name);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(lab.hosts[1].runs(&name) && !lab.hosts[0].runs(&name));
+    assert_one_copy(&sampler.finish(), &agents);
+}
+
+fn signal(agents: &Agents, i: usize, sig: nix::sys::signal::Signal) {
+    let pid = agents.pid(i).expect("the agent runs") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal the agent");
+}
+
+#[test]
+fn a_paused_primary_agent_is_fenced_by_its_watchdog_and_does_not_resume_what_it_lost() {
+    if skip_unless_root("a_paused_primary_agent_is_fenced_by_its_watchdog_and_does_not_resume_what_it_lost") {
+        return;
+    }
+    use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, addr) = synced_on_h0(&lab, "ts", "");
+    let sampler = Sampler::start(&lab, &name);
+
+    // Paused well past the takeover timeout: the watchdog kills the vserver, h1 takes it over.
+    signal(&agents, 0, SIGSTOP);
+    let taken = wait_page(&lab, addr, "synced", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&agents, 0, SIGCONT);
+    assert!(taken.is_some(), "taken over; h1:\n{}", agents.log(1));
+    check_taken_over_by_h1(&lab, &agents, &name, addr, &[1, 2]);
+    // Resumed: h0 learns it lost the vserver, and does not start it.
+    check_h0_came_back_as_standby(&lab, &agents, &name);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!lab.hosts[0].runs(&name), "h0 did not resume it; log:\n{}", agents.log(0));
+    assert_one_copy(&sampler.finish(), &agents);
+}
+
+/// No takeover and no fence over `watch`: the vserver runs on h0 alone all along, and the table still
+/// gives it to h0 at the same epoch.
+fn assert_nothing_moved(lab: &Lab, agents: &Agents, name: &str, sampler: Sampler, epoch: u64) {
+    let seen = sampler.finish();
+    assert_one_copy(&seen, agents);
+    assert_eq!(seen.changes.len(), 1, "it never stopped nor moved: {:?}\nh0:\n{}", seen.changes, agents.log(0));
+    assert_eq!(seen.changes[0].1, vec![0]);
+    assert!(lab.hosts[0].runs(name));
+    assert_eq!(owner(agents, 1, name), Some(("h0".to_string(), epoch)), "the table did not move");
+    for i in 0..3 {
+        assert!(takeovers(agents, i).is_empty(), "no takeover: {:?}", takeovers(agents, i));
+    }
+    assert!(!agents.log(0).contains("lease lost"), "h0 never fenced itself:\n{}", agents.log(0));
+}
+
+#[test]
+fn an_agent_restart_moves_nothing() {
+    if skip_unless_root("an_agent_restart_moves_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (mut agents, _dogs, name, _addr) = synced_on_h0(&lab, "tr", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let sampler = Sampler::start(&lab, &name);
+    for _ in 0..3 {
+        agents.kill9(0);
+        agents.spawn(0).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
+
+#[test]
+fn twenty_percent_loss_on_every_link_moves_nothing() {
+    if skip_unless_root("twenty_percent_loss_on_every_link_moves_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, _addr) = synced_on_h0(&lab, "tl", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let sampler = Sampler::start(&lab, &name);
+    for i in 0..3 {
+        lab.set_loss(i, 20).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(20));
+    for i in 0..3 {
+        lab.set_loss(i, 0).unwrap();
+    }
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
