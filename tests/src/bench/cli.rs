@@ -81,6 +81,23 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Automatic takeover: recovery time (kill of the host to the service answering at its address, seen
+    /// from the client) over repeated host crashes, as p50/p90/max; then false takeovers over a run with
+    /// lossy links. 3 hosts, default timing.
+    Takeover {
+        /// Host-crash trials.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Seconds of the run with lossy links (0: none).
+        #[arg(long, default_value_t = 600)]
+        loss_secs: u64,
+        /// Percent of frames dropped on every host's link, each way, during that run.
+        #[arg(long, default_value_t = 20)]
+        loss_pct: u8,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time from a start command to the service answering HTTP, for vserver, LXC and a bare floor.
     Start {
         /// Instances per variant (1..=150).
@@ -126,6 +143,17 @@ fn dispatch(cli: Cli) -> Result<()> {
         Bench::Replicate { size_mib, files, change_pct, rounds, small_files, json } => {
             let opts = crate::bench::ReplicateOptions { size_mib, files, change_pct, rounds, small_files };
             let report = crate::bench::run_replicate_bench(&opts, &cancel)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
+        Bench::Takeover { trials, loss_secs, loss_pct, json } => {
+            anyhow::ensure!(loss_pct <= 100, "--loss-pct is a percentage: at most 100");
+            let opts = crate::bench::TakeoverOptions { trials, loss_secs, loss_pct };
+            let report = crate::bench::run_takeover_bench(&opts, &cancel)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -11,12 +11,14 @@ mod replicate;
 mod service;
 mod start;
 mod stats;
+mod takeover;
 mod vserver;
 
 pub use agent::{run_agent_bench, AgentBenchOptions, AgentBenchReport};
 pub use replicate::{run_replicate_bench, ReplicateOptions, ReplicateReport};
 pub use service::install_httpd_service;
 pub use start::{run_start, StartOptions, StartReport, Variant, VariantReport};
+pub use takeover::{run_takeover_bench, TakeoverOptions, TakeoverReport};
 
 /// Why a benchmark stopped early: Ctrl-C. Everything it made has been released by then.
 #[derive(Debug)]

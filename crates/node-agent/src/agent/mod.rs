@@ -155,6 +155,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     if agent.config.watchdog() {
         watchdog::check_at_start(&agent).await;
     }
+    let held = if agent.config.quorum_fencing() { watchdog::hold_at_start(&agent).await } else { Vec::new() };
+    if !held.is_empty() {
+        tracing::warn!(vservers = ?held, "meant to run but down at start: each starts once the cluster confirms \
+                       this host still owns it");
+    }
     let heartbeats = tokio::spawn(heartbeat::run_sender(Arc::clone(&agent)));
     let udp = tokio::net::UdpSocket::bind(listen).await.with_context(|| format!("cannot listen on {listen}/udp"))?;
     let beacons = tokio::spawn(heartbeat::run_beacons(Arc::clone(&agent), udp));
@@ -166,6 +171,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     agent.supervisor.set_owner_lookup(Box::new(move |name| table.owner(name.as_str()).map(|(owner, _)| owner)));
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
     let taking_over = tokio::spawn(takeover::run(Arc::clone(&agent)));
+    if !held.is_empty() {
+        tokio::spawn({
+            let agent = Arc::clone(&agent);
+            async move { watchdog::recover_fenced(&agent).await }
+        });
+    }
     let guarding = agent.config.watchdog().then(|| tokio::spawn(watchdog::run(Arc::clone(&agent))));
     let quorum = tokio::spawn(watchdog::watch_majority(Arc::clone(&agent)));
     let app = api::router(Arc::clone(&agent)).merge(failover::ownership::router(ownership.clone()));

@@ -288,6 +288,11 @@ impl Supervisor {
         names
     }
 
+    /// Fences the given vservers only (see [`fence`](Self::fence)).
+    pub fn fence_only(&self, names: &[VserverName]) {
+        lock(&self.shared.fenced).extend(names.iter().cloned());
+    }
+
     /// Gives the check loop this host's view of the ownership table: a vserver the table gives to another
     /// host is not restarted here when it dies (its intent becomes `stopped`). Set once.
     pub fn set_owner_lookup(&self, lookup: OwnerLookup) {

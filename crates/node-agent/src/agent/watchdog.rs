@@ -124,10 +124,32 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
 /// owns it (then the check loop restarts it), or is given up (intent `stopped`) when the cluster says it
 /// belongs elsewhere now.
 async fn recover(agent: &Arc<Agent>) {
+    agent.supervisor.fence();
+    recover_fenced(agent).await;
+}
+
+/// At start, with fencing on: the vservers meant to run that do not run (this host crashed, or was fenced
+/// while no agent ran) start only once the cluster confirms this host still owns each: this host may have
+/// been away while the others took them over, and its copy of the table may not know it yet.
+pub async fn hold_at_start(agent: &Agent) -> Vec<isolate::VserverName> {
+    let down: Vec<isolate::VserverName> = agent
+        .supervisor
+        .list()
+        .await
+        .into_iter()
+        .filter(|v| v.intent == Intent::Running && v.state != super::model::VserverState::Running)
+        .filter_map(|v| isolate::VserverName::parse(&v.name).ok())
+        .collect();
+    agent.supervisor.fence_only(&down);
+    down
+}
+
+/// Confirms (or gives up) every fenced vserver, one at a time, as after a fence.
+pub async fn recover_fenced(agent: &Arc<Agent>) {
     // One at a time (the watchdog's report and the majority's return may both ask).
     static RECOVERING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = RECOVERING.lock().await;
-    let fenced = agent.supervisor.fence();
+    let fenced = agent.supervisor.fenced();
     let me = agent.config.node.clone();
     let mut open: Vec<_> = fenced;
     while !open.is_empty() {
