@@ -87,6 +87,17 @@ impl<'lab> Agents<'lab> {
     /// Like [`start_with`](Self::start_with), with `extra` top-level lines added to every agent's
     /// configuration (e.g. `rsync_timeout_secs = 3`).
     pub fn start_full(lab: &'lab Lab, timing: Timing, cluster: Option<&str>, extra: &str) -> Result<Self> {
+        Self::start_each(lab, timing, cluster, |_| extra.to_string())
+    }
+
+    /// Like [`start_full`](Self::start_full), with each host's own top-level lines (`extra(i)` for host i;
+    /// e.g. `witness = true` for one).
+    pub fn start_each(
+        lab: &'lab Lab,
+        timing: Timing,
+        cluster: Option<&str>,
+        extra: impl Fn(usize) -> String,
+    ) -> Result<Self> {
         let cluster_line = match cluster {
             Some(text) => {
                 let path = lab.dir().join("cluster.toml");
@@ -127,6 +138,7 @@ impl<'lab> Agents<'lab> {
                 i = timing.interval_ms,
                 s = timing.suspect_ms,
                 d = timing.dead_ms,
+                extra = extra(host.index),
                 t = (timing.interval_ms).min(timing.dead_ms),
             );
             let path = host.dir.join("agent.toml");

@@ -265,3 +265,150 @@ fn twenty_percent_loss_on_every_link_moves_nothing() {
     }
     assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
 }
+
+/// A vserver on h0 of an `n`-host lab, standbys `standbys` in order, each host's agent.toml given
+/// `extra(i)`, watchdogs everywhere; synced once ("synced"), then changed on h0 only ("unsynced").
+fn synced_on_h0_of<'lab>(
+    lab: &'lab Lab,
+    prefix: &str,
+    standbys: &[usize],
+    extra: impl Fn(usize) -> String,
+) -> (Agents<'lab>, Watchdogs<'lab>, String, std::net::Ipv4Addr) {
+    let dogs = Watchdogs::start(lab).unwrap();
+    let name = vserver_lab::unique(prefix);
+    let addr = lab.free_addr(0);
+    let out = vserver(lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "synced").unwrap();
+    let list: Vec<String> = standbys.iter().map(|i| format!("\"h{i}\"")).collect();
+    let cluster =
+        format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [{}]\ninterval_secs = 3600\n", list.join(", "));
+    let agents = Agents::start_each(lab, crate::FAST, Some(&cluster), extra).unwrap();
+    let n = lab.hosts.len();
+    assert!(wait_for(PATIENCE, || crate::all_alive(&agents, n)).is_some(), "all alive");
+    let out = vserver(lab, 0, &[&name, "start"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|o| o.0 == "h0")).is_some());
+    let out = vserver(lab, 0, &[&name, "sync"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    write_page(lab, 0, &name, "unsynced");
+    assert!(wait_page(lab, addr, "unsynced", PATIENCE).is_some());
+    (agents, dogs, name, addr)
+}
+
+/// The leader's index, as host `asked` sees it.
+fn leader(agents: &Agents, asked: usize) -> Option<usize> {
+    let status = agents.status(asked).ok()?;
+    status["ownership"]["raft"]["leader"].as_str()?.trim_start_matches('h').parse().ok()
+}
+
+/// Runs it alone, and the client gets the synced page there.
+fn served_by(lab: &Lab, agents: &Agents, name: &str, addr: std::net::Ipv4Addr, host: usize) {
+    let moved = wait_for(Duration::from_secs(30), || lab.hosts[host].runs(name));
+    assert!(moved.is_some(), "h{host} runs it; its log:\n{}", agents.log(host));
+    assert!(wait_page(lab, addr, "synced", PATIENCE).is_some(), "the client gets the synced page from h{host}");
+    let on: Vec<usize> = (0..lab.hosts.len()).filter(|&i| lab.hosts[i].runs(name)).collect();
+    assert_eq!(on, vec![host]);
+}
+
+#[test]
+fn five_hosts_the_majority_side_takes_over_from_a_primary_in_the_minority() {
+    if skip_unless_root("five_hosts_the_majority_side_takes_over_from_a_primary_in_the_minority") {
+        return;
+    }
+    let lab = Lab::new(5).unwrap();
+    let (agents, _dogs, name, addr) = synced_on_h0_of(&lab, "t5m", &[1, 2, 3, 4], |_| String::new());
+    let sampler = Sampler::start(&lab, &name);
+    // h0 and its first standby h1 on the minority side: h2 (the first standby the majority side sees) takes
+    // over; nothing starts on the minority side.
+    lab.partition(&[&[0, 1], &[2, 3, 4]], 2).unwrap();
+    served_by(&lab, &agents, &name, addr, 2);
+    assert!(!lab.hosts[0].runs(&name) && !lab.hosts[1].runs(&name));
+    assert!(agents.log(0).contains("lease lost"), "h0 fenced itself:\n{}", agents.log(0));
+    lab.partition(&[], 0).unwrap();
+    let conf = lab.hosts[0].conf_dir.join(format!("{name}.conf"));
+    assert!(wait_for(PATIENCE, || !conf.exists()).is_some(), "h0 keeps its copy aside once healed");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(lab.hosts[2].runs(&name));
+    assert_one_copy(&sampler.finish(), &agents);
+}
+
+#[test]
+fn five_hosts_a_primary_on_the_majority_side_keeps_its_vserver() {
+    if skip_unless_root("five_hosts_a_primary_on_the_majority_side_keeps_its_vserver") {
+        return;
+    }
+    let lab = Lab::new(5).unwrap();
+    let (agents, _dogs, name, _addr) = synced_on_h0_of(&lab, "t5k", &[3, 4, 1], |_| String::new());
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let sampler = Sampler::start(&lab, &name);
+    // h3 and h4, the first standbys, are cut off: they cannot take anything over, and h0 keeps its lease.
+    lab.partition(&[&[0, 1, 2], &[3, 4]], 0).unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    lab.partition(&[], 0).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = sampler.finish();
+    assert_eq!(seen.changes.len(), 1, "it never stopped nor moved: {:?}\nh0:\n{}", seen.changes, agents.log(0));
+    assert_eq!(owner(&agents, 0, &name), Some(("h0".to_string(), epoch)));
+    assert!(!agents.log(0).contains("lease lost"), "{}", agents.log(0));
+    for i in 0..5 {
+        assert!(takeovers(&agents, i).is_empty());
+    }
+}
+
+#[test]
+fn a_crashed_coordinator_is_replaced_and_takeovers_still_happen() {
+    if skip_unless_root("a_crashed_coordinator_is_replaced_and_takeovers_still_happen") {
+        return;
+    }
+    let lab = Lab::new(5).unwrap();
+    let (mut agents, mut dogs, name, addr) = synced_on_h0_of(&lab, "t5c", &[1, 2, 3, 4], |_| String::new());
+    let sampler = Sampler::start(&lab, &name);
+    let crash = |agents: &mut Agents, dogs: &mut Watchdogs, i: usize| {
+        agents.kill9(i);
+        dogs.kill9(i);
+        lab.hosts[i].kill_vservers();
+        lab.set_link(i, false).unwrap();
+    };
+    let first = leader(&agents, 2).expect("a coordinator");
+    eprintln!("coordinator: h{first}");
+    if first != 0 {
+        // The coordinator's host crashes first; another is elected among the four left.
+        crash(&mut agents, &mut dogs, first);
+        let asked = (1..5).find(|&i| i != first).unwrap();
+        let elected = wait_for(PATIENCE, || leader(&agents, asked).is_some_and(|l| l != first));
+        assert!(elected.is_some(), "a new coordinator; log:\n{}", agents.log(asked));
+    }
+    // Then the vserver's host (when it was the coordinator too, both at once).
+    crash(&mut agents, &mut dogs, 0);
+    let heir = (1..5).find(|&i| i != first).unwrap();
+    served_by(&lab, &agents, &name, addr, heir);
+    let newer = leader(&agents, heir).expect("a coordinator");
+    assert!(newer != first && newer != 0, "the coordinator now: h{newer}");
+    assert_one_copy(&sampler.finish(), &agents);
+}
+
+#[test]
+fn a_witness_gives_two_hosts_their_takeover_and_runs_nothing() {
+    if skip_unless_root("a_witness_gives_two_hosts_their_takeover_and_runs_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let witness = |i: usize| if i == 2 { "witness = true\n".to_string() } else { String::new() };
+    let (mut agents, mut dogs, name, addr) = synced_on_h0_of(&lab, "tw", &[1], witness);
+    let status = agents.status(2).unwrap();
+    assert_eq!(status["failover"]["witness"], true, "{status}");
+    // The witness runs nothing: a start there is refused, saying why.
+    let path = format!("/v1/vservers/{name}/start");
+    let reply = agents.request(2, 2, "POST", &path, Some(agents.secret()), None).unwrap();
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(reply.body.contains("witness"), "{}", reply.body);
+    let sampler = Sampler::start(&lab, &name);
+    agents.kill9(0);
+    dogs.kill9(0);
+    lab.hosts[0].kill_vservers();
+    lab.set_link(0, false).unwrap();
+    served_by(&lab, &agents, &name, addr, 1);
+    assert!(!lab.hosts[2].runs(&name));
+    assert_one_copy(&sampler.finish(), &agents);
+}

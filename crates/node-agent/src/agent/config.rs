@@ -463,4 +463,24 @@ url = "http://127.0.0.1:7071"
         let twice = format!("{GOOD}\n[[peers]]\nname = \"h2\"\nurl = \"http://127.0.0.1:7072\"\n");
         assert!(err(&twice).contains("listed twice"));
     }
+
+    #[test]
+    fn takeover_is_on_from_three_hosts_and_brings_its_fencing() {
+        let two = AgentConfig::parse(Path::new("agent.toml"), GOOD).unwrap();
+        assert!(!two.takeover_enabled() && !two.quorum_fencing() && !two.watchdog());
+        let three = format!("{GOOD}\n[[peers]]\nname = \"h3\"\nurl = \"http://127.0.0.1:7072\"\n");
+        let c = AgentConfig::parse(Path::new("agent.toml"), &three).unwrap();
+        assert!(c.takeover_enabled() && c.quorum_fencing() && c.watchdog());
+        assert_eq!(c.takeover_timeout(), Duration::from_millis(2000));
+        // Two hosts cannot have it: the message says to add a witness.
+        let forced = format!("{GOOD}\n[takeover]\nenabled = true\n");
+        assert!(err(&forced).contains("takeover.enabled") && err(&forced).contains("witness"));
+        // With takeover, no lease fencing and no beacons are refused.
+        let unfenced = format!("{three}\n[fencing]\nquorum = false\n");
+        assert!(err(&unfenced).contains("fencing.quorum"));
+        let silent = format!("{three}\n[heartbeat]\nbeacon_interval_ms = 0\n");
+        assert!(err(&silent).contains("heartbeat.beacon_interval_ms"));
+        let margin = format!("{three}\n[takeover]\nsafety_margin_ms = 10\n");
+        assert!(err(&margin).contains("takeover.safety_margin_ms"));
+    }
 }

@@ -748,6 +748,59 @@ url = "http://127.0.0.1:7072"
         serde_json::to_vec(&SignedHeartbeat { signature: sign_body(secret, &body), body }).unwrap()
     }
 
+    /// A beacon from `node` acknowledging `acks` (peer, incarnation, seq).
+    fn acking(node: &str, seq: u64, acks: &[(&str, u64, u64)]) -> Vec<u8> {
+        let acks = acks.iter().map(|(n, i, s)| Ack { node: n.to_string(), incarnation: *i, seq: *s }).collect();
+        let body = serde_json::to_string(&Beacon { node: node.into(), incarnation: 1, seq, acks }).unwrap();
+        serde_json::to_vec(&SignedHeartbeat { signature: sign_body(SECRET, &body), body }).unwrap()
+    }
+
+    /// The acks in the beacon this node sends next.
+    fn acks_sent(m: &Membership) -> Vec<Ack> {
+        let signed: SignedHeartbeat = serde_json::from_slice(&m.next_beacon()).unwrap();
+        serde_json::from_str::<Beacon>(&signed.body).unwrap().acks
+    }
+
+    #[test]
+    fn an_ack_of_our_beacon_vouches_for_us_from_its_sending_for_the_lease_length() {
+        let m = Membership::new(&config("[fencing]\ntimeout_ms = 400\n"), SECRET, 3);
+        assert!(m.lease(Instant::now()).is_empty(), "no lease before any ack");
+        let sent_at = Instant::now();
+        let ours: SignedHeartbeat = serde_json::from_slice(&m.next_beacon()).unwrap();
+        let seq = serde_json::from_str::<Beacon>(&ours.body).unwrap().seq;
+        // An ack of another incarnation, or of a number we never sent, vouches for nothing.
+        m.receive_beacon(&acking("h2", 1, &[("h1", 2, seq)])).unwrap();
+        m.receive_beacon(&acking("h2", 2, &[("h1", 3, seq + 1000)])).unwrap();
+        assert!(m.lease(Instant::now()).is_empty());
+        m.receive_beacon(&acking("h2", 3, &[("h1", 3, seq)])).unwrap();
+        let lease = m.lease(Instant::now());
+        assert_eq!(lease.len(), 1);
+        assert_eq!(lease[0].0, "h2");
+        let until = lease[0].1;
+        assert!(until >= sent_at + Duration::from_millis(400) && until <= Instant::now() + Duration::from_millis(400));
+        assert!(m.lease(until).is_empty(), "over at the sending plus the lease length");
+    }
+
+    #[test]
+    fn we_ack_peers_heard_lately_but_not_one_we_promised_a_coordinator_about() {
+        let m = Membership::new(&config("[fencing]\ntimeout_ms = 400\n"), SECRET, 1);
+        m.receive_beacon(&acking("h2", 9, &[])).unwrap();
+        let acks = acks_sent(&m);
+        assert_eq!(acks, vec![Ack { node: "h2".into(), incarnation: 1, seq: 9 }]);
+        // A probe about h2, heard just now: no promise. About h3, never heard: silent long enough, promised.
+        let (silence, promised) = m.probe("h2", Duration::from_millis(200), Duration::from_secs(5)).unwrap();
+        assert!(!promised && silence < Duration::from_millis(200));
+        assert!(m.probe("h3", Duration::ZERO, Duration::from_secs(5)).unwrap().1);
+        assert!(m.probe("h9", Duration::ZERO, Duration::from_secs(5)).is_none(), "not a peer");
+        // Promised about h2: heard again, still not acknowledged while the promise lasts.
+        assert!(m.probe("h2", Duration::ZERO, Duration::from_millis(300)).unwrap().1);
+        m.receive_beacon(&acking("h2", 10, &[])).unwrap();
+        assert!(acks_sent(&m).is_empty());
+        std::thread::sleep(Duration::from_millis(350));
+        m.receive_beacon(&acking("h2", 11, &[])).unwrap();
+        assert_eq!(acks_sent(&m).len(), 1, "acknowledged again once the promise is over");
+    }
+
     #[test]
     fn a_beacon_proves_a_peer_alive_and_its_heartbeat_still_brings_the_vservers() {
         let m = membership();

@@ -64,6 +64,19 @@ impl Agent {
         let membership = heartbeat::Membership::new(&config, &secret, incarnation);
         let supervisor = supervisor::Supervisor::new(&config)?;
         let replication = Arc::new(replication::Replication::new(&config, config_path)?);
+        if config.witness {
+            if let Some((name, _)) = replication
+                .placements()
+                .into_iter()
+                .find(|(_, p)| p.primary == config.node || p.standbys.contains(&config.node))
+            {
+                anyhow::bail!(
+                    "{}: this host is a witness (witness = true), but the cluster configuration places {name} on it; \
+                     a witness runs no vservers and holds no replicas",
+                    config_path.display()
+                );
+            }
+        }
         let peer_client = heartbeat::peer_client(std::time::Duration::from_secs(30), tls.as_ref())
             .context("building the HTTP client for peers")?;
         Ok(Self {
