@@ -93,3 +93,16 @@ pub fn give_to(agents: &vserver_lab::agents::Agents, name: &str, to: &str, avoid
     }
     None
 }
+
+/// Sends `sig` to host `i`'s agent.
+pub fn signal(agents: &vserver_lab::agents::Agents, i: usize, sig: nix::sys::signal::Signal) {
+    let pid = agents.pid(i).expect("the agent runs") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal the agent");
+}
+
+/// The owner and epoch of `name` in host `i`'s copy of the ownership table.
+pub fn owner(agents: &vserver_lab::agents::Agents, i: usize, name: &str) -> Option<(String, u64)> {
+    let status = agents.status(i).ok()?;
+    let entry = &status["ownership"]["owners"][name];
+    Some((entry["owner"].as_str()?.to_string(), entry["epoch"].as_u64()?))
+}

@@ -9,7 +9,7 @@ use vserver_lab::agents::{wait_for, Agents};
 use vserver_lab::faults::{Sampled, Sampler, Watchdogs};
 use vserver_lab::{skip_unless_root, Lab};
 
-use crate::{placed_on_h0, text, vserver, PATIENCE};
+use crate::{owner, placed_on_h0, signal, text, vserver, PATIENCE};
 
 /// The page a vserver's httpd serves (as `install_httpd_service` writes it).
 fn page(marker: &str) -> String {
@@ -28,12 +28,6 @@ fn wait_page(lab: &Lab, addr: std::net::Ipv4Addr, marker: &str, within: Duration
     wait_for(within, || {
         lab.client.http_get(addr, 80, Duration::from_millis(300)).is_ok_and(|body| body.ends_with(&want))
     })
-}
-
-fn owner(agents: &Agents, i: usize, name: &str) -> Option<(String, u64)> {
-    let status = agents.status(i).ok()?;
-    let entry = &status["ownership"]["owners"][name];
-    Some((entry["owner"].as_str()?.to_string(), entry["epoch"].as_u64()?))
 }
 
 fn takeovers(agents: &Agents, i: usize) -> Vec<serde_json::Value> {
@@ -184,11 +178,6 @@ fn a_partitioned_primary_fences_itself_and_comes_back_as_a_standby() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(lab.hosts[1].runs(&name) && !lab.hosts[0].runs(&name));
     assert_one_copy(&sampler.finish(), &agents);
-}
-
-fn signal(agents: &Agents, i: usize, sig: nix::sys::signal::Signal) {
-    let pid = agents.pid(i).expect("the agent runs") as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal the agent");
 }
 
 #[test]

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use vserver_lab::{skip_unless_root, Lab};
 
-use vserver_lab::agents::{wait_for, Agents};
+use vserver_lab::agents::wait_for;
 
-use crate::{give_to, placed_on_h0, text, vserver, PATIENCE};
+use crate::{give_to, owner, placed_on_h0, signal, text, vserver, PATIENCE};
 
 /// The watchdog process, killed when dropped (also when the test fails).
 struct Watchdog {
@@ -147,16 +147,6 @@ fn the_watchdog_refuses_bad_requests_and_a_second_watchdog() {
 }
 
 /// The owner and epoch of `name` in host `i`'s view of the ownership table.
-fn owner(agents: &Agents, i: usize, name: &str) -> Option<(String, u64)> {
-    let status = agents.status(i).ok()?;
-    let entry = &status["ownership"]["owners"][name];
-    Some((entry["owner"].as_str()?.to_string(), entry["epoch"].as_u64()?))
-}
-
-fn signal(agents: &Agents, i: usize, sig: nix::sys::signal::Signal) {
-    let pid = agents.pid(i).expect("the agent runs") as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal the agent");
-}
 
 #[test]
 fn a_paused_agent_is_fenced_and_resumes_only_what_the_cluster_still_gives_it() {
