@@ -202,7 +202,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     quorum.abort();
     if let Some(g) = guarding {
         g.abort();
-        watchdog::disarm(&agent).await;
+        // With lease fencing (automatic takeover), a stopped agent is a silent host: its vservers are taken
+        // over after the takeover timeout, so the watchdog stays armed and kills them unless the agent is back
+        // in time (a restart). Without it, an agent stopped on purpose leaves them running.
+        if agent.config.quorum_fencing() {
+            tracing::warn!(
+                "the host watchdog stays armed: this host's vservers are killed unless the agent is back \
+                            within its timeout (their takeover follows)"
+            );
+        } else {
+            watchdog::disarm(&agent).await;
+        }
     }
     if let Err(e) = ownership.shutdown().await {
         tracing::warn!(error = %e, "the ownership table did not stop cleanly");
