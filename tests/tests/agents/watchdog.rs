@@ -32,7 +32,7 @@ impl Drop for Watchdog {
 }
 
 fn watchdog_bin() -> PathBuf {
-    vserver_lab::vserver_bin().expect("vserver binary").with_file_name("vserver-watchdog")
+    vserver_lab::faults::watchdog_bin().expect("vserver-watchdog beside vserver-agent")
 }
 
 fn start_watchdog(lab: &Lab, host: usize) -> Watchdog {
