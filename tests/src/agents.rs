@@ -139,7 +139,8 @@ impl<'lab> Agents<'lab> {
                 s = timing.suspect_ms,
                 d = timing.dead_ms,
                 extra = extra(host.index),
-                t = (timing.interval_ms).min(timing.dead_ms),
+                // As the product: long enough for a slow link, at most the silence before dead.
+                t = timing.dead_ms.min(1000),
             );
             let path = host.dir.join("agent.toml");
             fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;

@@ -26,6 +26,7 @@
 pub mod agents;
 pub mod bench;
 mod cleanup;
+pub mod delay;
 pub mod demo;
 pub mod faults;
 mod lab;

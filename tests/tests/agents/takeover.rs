@@ -255,6 +255,31 @@ fn twenty_percent_loss_on_every_link_moves_nothing() {
     assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
 }
 
+#[test]
+fn a_200_ms_delay_on_every_link_moves_nothing() {
+    if skip_unless_root("a_200_ms_delay_on_every_link_moves_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, addr) = synced_on_h0(&lab, "td", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let sampler = Sampler::start(&lab, &name);
+    {
+        // Every frame a host sends is 200 ms late: 400 ms round trips between hosts, for 20 s.
+        let _delays: Vec<_> = (0..3).map(|i| lab.delay(i, Duration::from_millis(200)).unwrap()).collect();
+        std::thread::sleep(Duration::from_secs(20));
+        let answered = wait_for(PATIENCE, || {
+            lab.client.http_get(addr, 80, Duration::from_secs(3)).is_ok_and(|body| body.ends_with(&page("unsynced")))
+        });
+        assert!(answered.is_some(), "the service answers through the delay, from h0");
+        // The agents felt it: h1's heartbeats to h0 take a round trip of two delays.
+        let status = agents.status(1).unwrap();
+        let rtt = status["peers"].as_array().unwrap().iter().find(|p| p["name"] == "h0").unwrap()["rtt_ms"].as_f64();
+        assert!(rtt.is_some_and(|ms| ms >= 400.0), "h1 measures h0's round trip at {rtt:?} ms");
+    }
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
+
 /// A vserver on h0 of an `n`-host lab, standbys `standbys` in order, each host's agent.toml given
 /// `extra(i)`, watchdogs everywhere; synced once ("synced"), then changed on h0 only ("unsynced").
 fn synced_on_h0_of<'lab>(

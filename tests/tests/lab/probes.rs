@@ -77,3 +77,31 @@ fn the_client_notices_a_new_address_within_a_few_milliseconds() {
     let _ = httpd.kill();
     let _ = httpd.wait();
 }
+
+#[test]
+fn a_delayed_link_holds_what_the_host_sends_and_carries_large_transfers() {
+    if skip_unless_root("a_delayed_link_holds_what_the_host_sends_and_carries_large_transfers") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let host = &lab.hosts[1];
+    // 512 KiB: TCP segments far larger than a frame cross the relay (the veths offload segmentation).
+    let big = "0123456789abcdef".repeat(32 * 1024);
+    let mut httpd = serve(host, 8082, &big);
+    assert!(lab.client.wait_http(host.addr, 8082, Instant::now() + Duration::from_secs(5)).is_some());
+    {
+        let _delay = lab.delay(1, Duration::from_millis(200)).unwrap();
+        let begun = Instant::now();
+        let body = lab.client.http_get(host.addr, 8082, Duration::from_secs(20)).unwrap();
+        // A connect and a request each wait for one answer from the host: at least two delays.
+        assert!(begun.elapsed() >= Duration::from_millis(400), "answered in {:?}: no delay", begun.elapsed());
+        assert_eq!(body.len(), big.len(), "the transfer through the relay lost or added bytes");
+        assert!(body == big, "the transfer through the relay changed bytes");
+        assert!(lab.client.netns.ping(lab.hosts[0].addr), "the other host's link is untouched");
+    }
+    let master = lab.switch().command("ip").args(["-o", "link", "show", &host.switch_port]).output().unwrap();
+    assert!(String::from_utf8_lossy(&master.stdout).contains("master br0"), "the port is back on the bridge");
+    assert!(lab.client.netns.ping(host.addr), "the host is reachable after the delay is removed");
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+}

@@ -68,7 +68,7 @@ pub struct HeartbeatConfig {
 
 impl Default for HeartbeatConfig {
     fn default() -> Self {
-        Self { interval_ms: 250, suspect_after_ms: 750, dead_after_ms: 1500, timeout_ms: 200, beacon_interval_ms: 100 }
+        Self { interval_ms: 250, suspect_after_ms: 750, dead_after_ms: 1500, timeout_ms: 1000, beacon_interval_ms: 100 }
     }
 }
 
