@@ -466,8 +466,12 @@ pub struct StatCli {
     json: bool,
     /// List the cluster's takeovers instead (from the cluster's event log, through this host's agent): when,
     /// which vserver, from which host to which, and each phase's duration.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     takeovers: bool,
+    /// Show the cluster instead (through this host's agent): every host with its state and role, and every
+    /// vserver with its owner, epoch, where it runs and how old its standbys' copies are.
+    #[arg(long)]
+    cluster: bool,
 }
 
 /// Runs `vserver-stat` and returns the exit code.
@@ -480,6 +484,9 @@ pub fn stat_main() -> i32 {
     let host = Host { dirs: cli.dirs, grace: Duration::ZERO, start_timeout: Duration::ZERO };
     if cli.takeovers {
         return print_takeovers(&host.dirs.run_dir, cli.json);
+    }
+    if cli.cluster {
+        return print_cluster(&host.dirs.run_dir, cli.json);
     }
     let rows: Vec<Status> = host.running_all().iter().filter_map(|st| host.status(&st.spec.name).ok()).collect();
     if cli.json {
@@ -500,26 +507,56 @@ pub fn stat_main() -> i32 {
     exit::OK
 }
 
-/// `vserver-stat --takeovers`: the takeovers this host's agent knows from the cluster's event log.
-fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
+/// `GET /v1/status` of this host's agent, as text; on failure the message is out and the exit code is given.
+fn agent_status(run_dir: &std::path::Path, what: &str) -> Result<String, i32> {
     let agent = match agent_client::for_cli(run_dir) {
         Ok(Some(a)) => a,
         Ok(None) => {
-            error("no agent runs on this host: the takeovers are in the cluster's event log, which it keeps");
-            return exit::FAILED;
+            error(format!("no agent runs on this host: {what}"));
+            return Err(exit::FAILED);
         }
-        Err(code) => return code,
+        Err(code) => return Err(code),
     };
-    let status = match agent.request("GET", "/v1/status") {
-        Ok(r) if r.status == 200 => r.body,
+    match agent.request("GET", "/v1/status") {
+        Ok(r) if r.status == 200 => Ok(r.body),
         Ok(r) => {
             error(format!("the agent answered {}: {}", r.status, r.body));
-            return exit::FAILED;
+            Err(exit::FAILED)
         }
         Err(e) => {
             error(format!("cannot ask the agent: {e}"));
+            Err(exit::FAILED)
+        }
+    }
+}
+
+/// `vserver-stat --cluster`: hosts and vservers as this host's agent sees the cluster.
+fn print_cluster(run_dir: &std::path::Path, json: bool) -> i32 {
+    let status = match agent_status(run_dir, "the cluster's state is what the agents know") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let report: crate::agent::model::StatusReport = match serde_json::from_str(&status) {
+        Ok(r) => r,
+        Err(e) => {
+            error(format!("the agent's status is not what this command understands ({e}): agent of another version?"));
             return exit::FAILED;
         }
+    };
+    let view = crate::cluster_view::ClusterView::from_status(&report);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view).expect("the view serializes"));
+    } else {
+        print!("{}", view.table());
+    }
+    exit::OK
+}
+
+/// `vserver-stat --takeovers`: the takeovers this host's agent knows from the cluster's event log.
+fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
+    let status = match agent_status(run_dir, "the takeovers are in the cluster's event log, which it keeps") {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let records: Vec<crate::agent::takeover::TakeoverRecord> = serde_json::from_str::<serde_json::Value>(&status)
         .ok()

@@ -1,11 +1,12 @@
 //! One host: the lifecycle of its vservers (conf file to running context and back), the `vserver` and
-//! `vserver-stat` commands, and (later) the agent daemon with its HTTP API and heartbeats.
+//! `vserver-stat` commands, and the agent daemon with its HTTP API, heartbeats, replication and takeover.
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod agent_client;
 pub mod build;
 pub mod cli;
+pub mod cluster_view;
 pub mod dirs;
 pub mod exit;
 pub mod fence;

@@ -1,0 +1,110 @@
+//! The README's main job, `vserver-lab demo`, run as a newcomer would: the short form end to end (a real
+//! crash and a checked takeover), the full form with the migrate back, and Ctrl-C half way; each must leave
+//! nothing behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use vserver_lab::skip_unless_root;
+
+fn demo() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vserver-lab"));
+    cmd.arg("demo").stdin(Stdio::null());
+    cmd
+}
+
+/// The lab directory and namespaces a transcript names.
+fn traces(transcript: &str) -> (Vec<PathBuf>, Vec<String>) {
+    let mut dirs = Vec::new();
+    let mut namespaces = Vec::new();
+    for line in transcript.lines() {
+        if let Some(rest) = line.split("(namespace ").nth(1) {
+            let ns = rest.split([',', ')']).next().unwrap_or_default().to_string();
+            namespaces.push(ns);
+        }
+        if let Some(rest) = line.split("its files in ").nth(1) {
+            dirs.push(PathBuf::from(rest.trim_end_matches(')')));
+        }
+    }
+    (dirs, namespaces)
+}
+
+fn assert_removed(transcript: &str) {
+    let (dirs, namespaces) = traces(transcript);
+    assert_eq!(dirs.len(), 3, "the transcript names each host's directory:\n{transcript}");
+    assert_eq!(namespaces.len(), 4, "the transcript names the hosts' and client's namespaces:\n{transcript}");
+    for dir in dirs {
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    }
+    for ns in namespaces {
+        assert!(!std::path::Path::new("/run/netns").join(&ns).exists(), "namespace {ns} is left behind");
+    }
+}
+
+#[test]
+fn the_quick_demo_crashes_a_host_shows_the_takeover_and_cleans_up() {
+    if skip_unless_root("the_quick_demo_crashes_a_host_shows_the_takeover_and_cleans_up") {
+        return;
+    }
+    let out = demo().arg("--quick").output().unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the demo failed: {errors}\n{transcript}");
+    assert!(transcript.contains("h0 crashed"), "{transcript}");
+    assert!(transcript.contains("client: answered again after"), "the client got its answer back:\n{transcript}");
+    assert!(transcript.contains("h1 runs the vserver now"), "its first standby took it over:\n{transcript}");
+    // vserver-stat --takeovers printed the record, with its phases.
+    let record = transcript.lines().find(|l| l.contains(" demo ") && l.contains("detect ")).unwrap_or_default();
+    assert!(record.contains("h0") && record.contains("h1") && record.contains("start "), "{transcript}");
+    assert!(!transcript.contains("Migrate it back"), "the short form skips the migrate back");
+    assert_removed(&transcript);
+}
+
+#[test]
+fn the_full_demo_migrates_the_vserver_home_after_the_takeover() {
+    if skip_unless_root("the_full_demo_migrates_the_vserver_home_after_the_takeover") {
+        return;
+    }
+    let out = demo().output().unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the demo failed: {}\n{transcript}", String::from_utf8_lossy(&out.stderr));
+    assert!(transcript.contains("set its copy aside at"), "h0 came back and kept its copy:\n{transcript}");
+    assert!(transcript.contains("vserver demo migrated to h0; outage"), "{transcript}");
+    assert!(transcript.contains("the client was without an answer for"), "{transcript}");
+    // The last cluster view: h0 owns and runs it again, at a newer epoch.
+    let last = transcript.rsplit("vserver-stat --cluster").next().unwrap();
+    let row = last.lines().find(|l| l.starts_with("demo ")).unwrap_or_default();
+    assert_eq!(row.split_whitespace().take(4).collect::<Vec<_>>(), ["demo", "h0", "3", "h0"], "{transcript}");
+    assert_removed(&transcript);
+}
+
+#[test]
+fn ctrl_c_half_way_removes_everything_and_says_so() {
+    if skip_unless_root("ctrl_c_half_way_removes_everything_and_says_so") {
+        return;
+    }
+    let mut child = demo().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut transcript = String::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        transcript.push_str(&line);
+        transcript.push('\n');
+        // The agents run and the vserver is being started: much to clean up.
+        if line.starts_with("=== Start it on h0") {
+            break;
+        }
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    for line in lines {
+        transcript.push_str(&line.unwrap());
+        transcript.push('\n');
+    }
+    let out = child.wait_with_output().unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "exit code of an interrupted demo: {errors}\n{transcript}");
+    assert!(errors.contains("interrupted"), "{errors}");
+    assert_removed(&transcript);
+}
