@@ -159,6 +159,11 @@ impl<'lab> Agents<'lab> {
         &self.secret
     }
 
+    /// Makes the helpers' requests with `secret` from now on (after the test rotated the cluster secret).
+    pub fn use_secret(&mut self, secret: &str) {
+        self.secret = secret.to_string();
+    }
+
     /// Host `i`'s agent configuration file.
     pub fn config(&self, i: usize) -> &PathBuf {
         &self.configs[i]

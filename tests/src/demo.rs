@@ -112,10 +112,7 @@ impl Demo<'_> {
 
     /// Runs `act` while the client asks the vserver's address every [`PROBE_EVERY`]; what `act` gave and
     /// what the client saw, as (time since the start, answer or error) in order.
-    fn probed<T>(
-        &self,
-        act: impl FnOnce(Instant) -> Result<T>,
-    ) -> Result<(T, Vec<Probe>)> {
+    fn probed<T>(&self, act: impl FnOnce(Instant) -> Result<T>) -> Result<(T, Vec<Probe>)> {
         let stop = AtomicBool::new(false);
         let seen = Mutex::new(Vec::new());
         let begun = Instant::now();
@@ -152,11 +149,7 @@ fn short(e: &anyhow::Error) -> String {
 
 /// The client's view, condensed: the first failure, how many followed, the first answer after them; with
 /// `event` (what the demo did, and when) in its place.
-fn timeline(
-    seen: &[Probe],
-    from: &str,
-    event: (Duration, &str),
-) -> (String, Option<Duration>) {
+fn timeline(seen: &[Probe], from: &str, event: (Duration, &str)) -> (String, Option<Duration>) {
     let mut lines = vec![(event.0, event.1.to_string())];
     let mut outage = None;
     match seen.iter().position(|(_, r)| r.is_err()) {

@@ -96,8 +96,7 @@ fn ctrl_c_half_way_removes_everything_and_says_so() {
             break;
         }
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
-        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     for line in lines {
         transcript.push_str(&line.unwrap());
         transcript.push('\n');

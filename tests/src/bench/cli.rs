@@ -105,6 +105,27 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Every benchmark above, one after the other, and one table of their figures, targets and ratios
+    /// (about 25 minutes; --quick about 5). Save it with --save and compare the next release's with
+    /// --compare.
+    Report {
+        /// Smaller runs: fewer instances, trials and files, a shorter loss run (noisier figures, not
+        /// comparable with a full report).
+        #[arg(long)]
+        quick: bool,
+        /// Only these benchmarks (start, agent, replicate, takeover), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// An earlier report saved with --save (or --json): each figure's earlier value and change.
+        #[arg(long, value_name = "FILE")]
+        compare: Option<std::path::PathBuf>,
+        /// Also write this report as JSON to FILE, for the next comparison.
+        #[arg(long, value_name = "FILE")]
+        save: Option<std::path::PathBuf>,
+        /// Print the report as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time from a start command to the service answering HTTP, for vserver, LXC and a bare floor.
     Start {
         /// Instances per variant (1..=150).
@@ -157,6 +178,28 @@ fn dispatch(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", report.table());
             }
+            return Ok(());
+        }
+        Bench::Report { quick, only, compare, save, json } => {
+            // The earlier report is read first: a wrong path fails now, not after half an hour.
+            let last = compare.as_deref().map(crate::bench::report::load).transpose()?;
+            let opts = crate::bench::report::ReportOptions { quick, only };
+            let report = crate::bench::report::run_report(&opts, &cancel)?;
+            if let Some(path) = save {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("saving the report to {}", path.display()))?;
+                eprintln!("bench report: saved to {}", path.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table(last.as_ref()));
+            }
+            anyhow::ensure!(
+                report.failures.is_empty(),
+                "{} benchmark(s) failed (see the table)",
+                report.failures.len()
+            );
             return Ok(());
         }
         Bench::Takeover { trials, loss_secs, loss_pct, json } => {

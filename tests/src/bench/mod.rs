@@ -8,6 +8,7 @@ mod floor;
 mod lxc;
 mod outage;
 mod replicate;
+pub mod report;
 mod service;
 mod start;
 mod stats;

@@ -280,6 +280,47 @@ fn a_200_ms_delay_on_every_link_moves_nothing() {
     assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
 }
 
+#[test]
+fn rotating_the_cluster_secret_one_host_at_a_time_moves_nothing() {
+    if skip_unless_root("rotating_the_cluster_secret_one_host_at_a_time_moves_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (mut agents, _dogs, name, _addr) = synced_on_h0(&lab, "ts", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let sampler = Sampler::start(&lab, &name);
+    let file = lab.dir().join("cluster.secret");
+    let old = agents.secret().to_string();
+    let new = format!("rotated-{}", vserver_lab::unique("secret"));
+    // The runbook: accept the new one everywhere, then send it everywhere, then drop the old one; each step a
+    // restart of one agent after the other (every agent reads the file at start only).
+    for text in [format!("{old}\n{new}\n"), format!("{new}\n{old}\n"), format!("{new}\n")] {
+        std::fs::write(&file, text).unwrap();
+        for i in 0..3 {
+            agents.kill9(i);
+            agents.spawn(i).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    agents.use_secret(&new);
+    let status = |i: usize, secret: &str| agents.request(i, i, "GET", "/v1/status", Some(secret), None).unwrap();
+    assert!(
+        wait_for(PATIENCE, || (0..3).all(|i| {
+            let reply = status(i, &new);
+            reply.status == 200
+                && reply.json().unwrap()["peers"].as_array().unwrap().iter().all(|p| p["state"] == "alive")
+        }))
+        .is_some(),
+        "every agent hears the others under the new secret"
+    );
+    for i in 0..3 {
+        assert_eq!(status(i, &old).status, 401, "h{i} no longer takes the old secret");
+        let rejected = status(i, &new).json().unwrap()["rejected_heartbeats"]["bad_signature"].as_u64();
+        assert_eq!(rejected, Some(0), "h{i} refused a heartbeat's signature during the rotation");
+    }
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
+
 /// A vserver on h0 of an `n`-host lab, standbys `standbys` in order, each host's agent.toml given
 /// `extra(i)`, watchdogs everywhere; synced once ("synced"), then changed on h0 only ("unsynced").
 fn synced_on_h0_of<'lab>(

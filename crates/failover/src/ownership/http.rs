@@ -18,7 +18,6 @@ use axum::{Json, Router};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
 use super::network::TARGET_HEADER;
 use super::types::{Command, NodeId, Response};
@@ -80,8 +79,7 @@ async fn authorize(State(ownership): State<Ownership>, request: Request, next: N
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let expected = ownership.secret().as_bytes();
-    if given.is_empty() || !bool::from(given.as_bytes().ct_eq(expected)) {
+    if !ownership.accepts(given) {
         return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer secret").into_response();
     }
     if let Err(e) = check_target(request.headers(), &ownership) {

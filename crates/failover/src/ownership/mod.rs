@@ -219,6 +219,8 @@ pub struct OwnershipConfig {
     pub members: Vec<Member>,
     /// The bearer secret every cluster member sends and checks.
     pub secret: String,
+    /// Further secrets accepted from members (a rotation under way); this member sends `secret`.
+    pub also_accepted: Vec<String>,
     /// The HTTP client for peers (the agent passes its own, configured with TLS).
     pub client: reqwest::Client,
     /// Raft timing.
@@ -233,6 +235,7 @@ impl OwnershipConfig {
             data_dir: data_dir.into(),
             members,
             secret: secret.into(),
+            also_accepted: Vec::new(),
             client: reqwest::Client::new(),
             timing: Timing::default(),
         }
@@ -340,6 +343,7 @@ struct Inner {
     members: Vec<Member>,
     timing: Timing,
     secret: Arc<str>,
+    also_accepted: Vec<String>,
     client: reqwest::Client,
     raft: OwnershipRaft,
     applied: Arc<RwLock<Applied>>,
@@ -419,6 +423,7 @@ impl Ownership {
                 members: config.members,
                 timing: config.timing,
                 secret,
+                also_accepted: config.also_accepted,
                 client: config.client,
                 raft,
                 applied,
@@ -761,8 +766,13 @@ impl Ownership {
         &self.inner.raft
     }
 
-    pub(crate) fn secret(&self) -> &str {
-        &self.inner.secret
+    /// Whether `given` is the secret or one still accepted, compared in constant time for each.
+    pub(crate) fn accepts(&self, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        !given.is_empty()
+            && std::iter::once(&*self.inner.secret)
+                .chain(self.inner.also_accepted.iter().map(String::as_str))
+                .fold(false, |any, s| any | bool::from(given.as_bytes().ct_eq(s.as_bytes())))
     }
 
     pub(crate) fn propose_timeout(&self) -> Duration {

@@ -185,7 +185,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
 /// Admits a request carrying the cluster secret, or one on a connection certified by the cluster CA.
 async fn authenticate(State(agent): State<Arc<Agent>>, request: Request, next: Next) -> Response {
     let certified = request.extensions().get::<Connection>().is_some_and(|c| c.certified);
-    if certified || presented_secret(request.headers()).is_some_and(|token| secret_matches(&agent.secret, &token)) {
+    let matches = |token: String| agent.accepted_secrets.iter().any(|s| secret_matches(s, &token));
+    if certified || presented_secret(request.headers()).is_some_and(matches) {
         next.run(request).await
     } else {
         ApiError::Unauthorized.into_response()

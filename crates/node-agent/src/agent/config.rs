@@ -414,15 +414,30 @@ impl AgentConfig {
 
     /// Reads the cluster secret: the file's first line, which must not be empty.
     pub fn secret(&self, path_for_errors: &Path) -> Result<String, ConfigError> {
+        Ok(self.secrets(path_for_errors)?.swap_remove(0))
+    }
+
+    /// Reads every secret of the secret file: the first line is the cluster secret this agent sends; each
+    /// further non-empty line is an earlier (or the next) secret it still accepts from peers and operators,
+    /// so the secret can be rotated one host at a time (docs/failover.md, the runbook). Each at least 16
+    /// characters.
+    pub fn secrets(&self, path_for_errors: &Path) -> Result<Vec<String>, ConfigError> {
         let bad =
             |reason: String| ConfigError::Value { path: path_for_errors.into(), key: "secret_file".into(), reason };
         let text = std::fs::read_to_string(&self.secret_file)
             .map_err(|e| bad(format!("{}: {e}", self.secret_file.display())))?;
-        let secret = text.lines().next().unwrap_or("").trim().to_string();
-        if secret.len() < 16 {
-            return Err(bad(format!("{}: the secret must be at least 16 characters", self.secret_file.display())));
+        let mut lines = text.lines().map(str::trim);
+        let first = lines.next().unwrap_or("");
+        let mut secrets = vec![first.to_string()];
+        secrets.extend(lines.filter(|l| !l.is_empty()).map(str::to_string));
+        if let Some(n) = secrets.iter().position(|s| s.len() < 16) {
+            return Err(bad(format!(
+                "{} line {}: a secret must be at least 16 characters",
+                self.secret_file.display(),
+                n + 1
+            )));
         }
-        Ok(secret)
+        Ok(secrets)
     }
 }
 

@@ -133,6 +133,8 @@ impl Transition {
 pub struct Membership {
     node: String,
     secret: String,
+    /// Further secrets whose signatures are accepted (a rotation under way); this node signs with `secret`.
+    also_accepted: Vec<String>,
     incarnation: u64,
     seq: AtomicU64,
     suspect_after: Duration,
@@ -169,6 +171,7 @@ impl Membership {
         Self {
             node: config.node.clone(),
             secret: secret.to_string(),
+            also_accepted: Vec::new(),
             incarnation,
             seq: AtomicU64::new(0),
             suspect_after: Duration::from_millis(config.heartbeat.suspect_after_ms),
@@ -232,10 +235,20 @@ impl Membership {
         reject
     }
 
+    /// Accepts signatures made with these secrets too (the further lines of the secret file).
+    pub fn also_accept(&mut self, secrets: &[String]) {
+        self.also_accepted = secrets.to_vec();
+    }
+
+    /// Whether `signature` signs `body` under the cluster secret or one still accepted.
+    fn signed_by_us(&self, body: &str, signature: &str) -> bool {
+        std::iter::once(&self.secret).chain(&self.also_accepted).any(|s| verify_body(s, body, signature))
+    }
+
     fn accept(&self, signed: &SignedHeartbeat) -> Result<(), HeartbeatReject> {
         let hb: Heartbeat =
             serde_json::from_str(&signed.body).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
-        if !verify_body(&self.secret, &signed.body, &signed.signature) {
+        if !self.signed_by_us(&signed.body, &signed.signature) {
             return Err(HeartbeatReject::BadSignature(hb.node));
         }
         self.heard(&hb.node, hb.incarnation, hb.seq, Some(hb.vservers)).map(drop)
@@ -250,7 +263,7 @@ impl Membership {
                 serde_json::from_slice(datagram).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
             let b: Beacon =
                 serde_json::from_str(&signed.body).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
-            if !verify_body(&self.secret, &signed.body, &signed.signature) {
+            if !self.signed_by_us(&signed.body, &signed.signature) {
                 return Err(HeartbeatReject::BadSignature(b.node));
             }
             let newer = self.heard(&b.node, b.incarnation, b.seq, None);

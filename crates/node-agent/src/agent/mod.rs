@@ -31,6 +31,9 @@ pub struct Agent {
     pub config: AgentConfig,
     /// The cluster secret (bearer token and heartbeat signing key).
     pub secret: String,
+    /// Every secret accepted from peers and operators: the cluster secret first, then the further lines of
+    /// the secret file (a rotation under way).
+    pub accepted_secrets: Vec<String>,
     /// Grows at every start of this agent.
     pub incarnation: u64,
     /// When this agent started.
@@ -57,11 +60,13 @@ impl Agent {
     /// Builds the agent from a checked configuration: reads the secret, takes the next incarnation, loads
     /// the vservers' intents.
     pub fn new(config: AgentConfig, config_path: &Path) -> anyhow::Result<Self> {
-        let secret = config.secret(config_path)?;
+        let accepted_secrets = config.secrets(config_path)?;
+        let secret = accepted_secrets[0].clone();
         let tls = config.tls.as_ref().map(|t| serve::Tls::load(t, config_path)).transpose()?;
         let incarnation = supervisor::next_incarnation(&config.state_dir)
             .with_context(|| format!("keeping the incarnation in {}", config.state_dir.display()))?;
-        let membership = heartbeat::Membership::new(&config, &secret, incarnation);
+        let mut membership = heartbeat::Membership::new(&config, &secret, incarnation);
+        membership.also_accept(&accepted_secrets[1..]);
         let supervisor = supervisor::Supervisor::new(&config)?;
         let replication = Arc::new(replication::Replication::new(&config, config_path)?);
         if config.witness {
@@ -82,6 +87,7 @@ impl Agent {
         Ok(Self {
             config,
             secret,
+            accepted_secrets,
             incarnation,
             started: Instant::now(),
             membership,
@@ -252,6 +258,7 @@ async fn open_ownership(agent: &Agent) -> anyhow::Result<failover::ownership::Ow
     let mut own =
         OwnershipConfig::new(raft_node_id(&config.node), config.state_dir.join("raft"), members, agent.secret.clone());
     own.client = agent.peer_client.clone();
+    own.also_accepted = agent.accepted_secrets[1..].to_vec();
     Ownership::open(own).await.context("opening the ownership table")
 }
 
