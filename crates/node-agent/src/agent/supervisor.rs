@@ -734,6 +734,8 @@ impl VserverCommand {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             // Its default log level, so that its stderr holds its messages only.
             .env_remove("VSERVER_LOG")
+            // The service manager's socket is the agent's alone (systemd's `Type=notify`).
+            .env_remove("NOTIFY_SOCKET")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
