@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum PlacementError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a source: a chain would repeat it).
+        error: std::io::Error,
     },
     /// Not TOML, an unknown key, or a value of the wrong type.
     #[error("{path}: {message}")]
@@ -60,19 +60,27 @@ impl Default for Defaults {
 /// One vserver's entry (`[vservers.NAME]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VserverEntry {
+pub struct VserverEntry {
+    /// The host that runs it (its `NAME.conf` must be on that host).
     primary: String,
+    /// The hosts that hold a copy, in the order a takeover tries them.
     #[serde(default)]
     standbys: Vec<String>,
+    /// Overrides `[defaults] interval_secs` for this vserver.
     interval_secs: Option<u64>,
+    /// Overrides `[defaults] consistent` for this vserver.
     consistent: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The cluster file as written, before it is checked: the keys it accepts (unknown ones are refused).
+/// [`ClusterConfig::parse`] reads it and checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ClusterFile {
+pub struct ClusterFile {
+    /// `[defaults]`: replication settings of every vserver.
     #[serde(default)]
     defaults: Defaults,
+    /// `[vservers.NAME]`: one table per vserver.
     #[serde(default)]
     vservers: BTreeMap<String, VserverEntry>,
 }
@@ -126,8 +134,7 @@ impl ClusterConfig {
         this_node: &str,
         has_conf: impl Fn(&VserverName) -> bool,
     ) -> Result<Self, PlacementError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| PlacementError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| PlacementError::Read { path: path.into(), error })?;
         Self::parse(path, &text, hosts, this_node, has_conf)
     }
 

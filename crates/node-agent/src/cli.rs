@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use isolate::VserverName;
 
 use crate::agent_client::{self, LifecycleAction};
@@ -26,6 +26,12 @@ Exit codes:
   7  refused: the vserver is private, belongs to another host, or root is needed
 exec, suexec, enter and service exit with the code of the command they ran.";
 
+const STAT_EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  --takeovers: no agent runs on this host, or it did not answer
+  2  bad usage";
+
 /// `vserver`: run virtual servers on this host.
 #[derive(Debug, Parser)]
 #[command(
@@ -39,7 +45,9 @@ UTS and network namespaces, one cgroup, with a reduced capability ceiling.\n\n\
 Examples:\n  vserver v1 build --busybox --iproot eth0:192.0.2.10/24\n  vserver v1 start\n  \
 vserver v1 exec ps\n  vserver v1 status\n  vserver --all start      (every vserver with ONBOOT=yes)",
     after_help = EXIT_CODES,
-    args_conflicts_with_subcommands = false
+    args_conflicts_with_subcommands = false,
+    override_usage = "vserver [OPTIONS] NAME <COMMAND>\n       vserver [OPTIONS] --all <start|stop|restart|status>\n       \
+                      vserver --completions SHELL"
 )]
 pub struct VserverCli {
     #[command(flatten)]
@@ -56,11 +64,16 @@ pub struct VserverCli {
     /// Print status as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Print a completion script for SHELL on standard output, and exit (e.g. `vserver --completions bash >
+    /// /etc/bash_completion.d/vserver`).
+    #[arg(long, value_name = "SHELL", conflicts_with_all = ["name", "all", "json"])]
+    completions: Option<clap_complete::Shell>,
     /// The vserver's name (omit with --all).
     #[arg(value_name = "NAME")]
     name: Option<String>,
+    /// What to do (required but with --completions).
     #[command(subcommand)]
-    action: Action,
+    action: Option<Action>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +183,24 @@ pub fn vserver_main() -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // The action is optional only so that `--completions` needs none; otherwise it is required.
+    let usage = |kind, message: &str| {
+        let _ = VserverCli::command().error(kind, message).print();
+        exit::USAGE
+    };
+    let action = match (cli.completions, cli.action) {
+        (Some(shell), None) => return print_completions::<VserverCli>(shell),
+        (Some(_), Some(_)) => {
+            return usage(clap::error::ErrorKind::ArgumentConflict, "--completions takes no NAME and no command")
+        }
+        (None, None) => {
+            return usage(
+                clap::error::ErrorKind::MissingSubcommand,
+                "a command is required (start, stop, status...; see vserver --help)",
+            )
+        }
+        (None, Some(action)) => action,
+    };
     let host = Host {
         dirs: cli.dirs.clone(),
         grace: Duration::from_secs(cli.timeout),
@@ -180,7 +211,7 @@ pub fn vserver_main() -> i32 {
             error("give either a NAME or --all, not both");
             return exit::USAGE;
         }
-        return all(&host, &cli.action, cli.json);
+        return all(&host, &action, cli.json);
     }
     let Some(raw) = cli.name.as_deref() else {
         error("a vserver NAME is required (or --all); see vserver --help");
@@ -193,7 +224,7 @@ pub fn vserver_main() -> i32 {
             return exit::USAGE;
         }
     };
-    one(&host, &name, cli.action, cli.json)
+    one(&host, &name, action, cli.json)
 }
 
 fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
@@ -456,7 +487,7 @@ fn all(host: &Host, action: &Action, json: bool) -> i32 {
     name = "vserver-stat",
     version,
     about = "List the running vservers of this host: context, processes, memory, uptime, name",
-    after_help = EXIT_CODES
+    after_help = STAT_EXIT_CODES
 )]
 pub struct StatCli {
     #[command(flatten)]
@@ -472,6 +503,9 @@ pub struct StatCli {
     /// vserver with its owner, epoch, where it runs and how old its standbys' copies are.
     #[arg(long)]
     cluster: bool,
+    /// Print a completion script for SHELL on standard output, and exit.
+    #[arg(long, value_name = "SHELL", conflicts_with_all = ["json", "takeovers", "cluster"])]
+    completions: Option<clap_complete::Shell>,
 }
 
 /// Runs `vserver-stat` and returns the exit code.
@@ -481,6 +515,9 @@ pub fn stat_main() -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(shell) = cli.completions {
+        return print_completions::<StatCli>(shell);
+    }
     let host = Host { dirs: cli.dirs, grace: Duration::ZERO, start_timeout: Duration::ZERO };
     if cli.takeovers {
         return print_takeovers(&host.dirs.run_dir, cli.json);
@@ -592,6 +629,24 @@ fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
     exit::OK
 }
 
+/// Prints the completion script of the command `T` for `shell` on standard output (`--completions SHELL` of
+/// `vserver`, `vserver-stat` and `vserver-agent`) and returns the exit code.
+pub fn print_completions<T: clap::CommandFactory>(shell: clap_complete::Shell) -> i32 {
+    use std::io::Write;
+    let mut cmd = T::command();
+    let name = cmd.get_name().to_string();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, &name, &mut script);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("{name}: error: cannot write the completion script: {e}");
+            exit::FAILED
+        }
+    }
+}
+
 /// Parses the command line; on failure (or `--help`) prints clap's message and gives the exit code.
 fn parse<T: Parser>() -> Result<T, i32> {
     T::try_parse().map_err(|e| {
@@ -617,16 +672,31 @@ mod tests {
     fn guide_command_lines_parse() {
         let c = VserverCli::try_parse_from(["vserver", "v1", "start"]).unwrap();
         assert_eq!(c.name.as_deref(), Some("v1"));
-        assert!(matches!(c.action, Action::Start));
+        assert!(matches!(c.action, Some(Action::Start)));
         let c = VserverCli::try_parse_from(["vserver", "v1", "exec", "ps", "-ef"]).unwrap();
-        assert!(matches!(c.action, Action::Exec { ref command } if command == &["ps", "-ef"]));
+        assert!(matches!(c.action, Some(Action::Exec { ref command }) if command == &["ps", "-ef"]));
         let c = VserverCli::try_parse_from(["vserver", "v1", "suexec", "www", "id", "-u"]).unwrap();
-        assert!(matches!(c.action, Action::Suexec { ref user, .. } if user == "www"));
+        assert!(matches!(c.action, Some(Action::Suexec { ref user, .. }) if user == "www"));
         let c = VserverCli::try_parse_from(["vserver", "v1", "service", "httpd", "restart"]).unwrap();
-        assert!(matches!(c.action, Action::Service { .. }));
+        assert!(matches!(c.action, Some(Action::Service { .. })));
         let c = VserverCli::try_parse_from(["vserver", "--all", "start"]).unwrap();
         assert!(c.all && c.name.is_none());
         assert!(VserverCli::try_parse_from(["vserver", "v1", "fly"]).is_err());
+    }
+
+    #[test]
+    fn completions_is_an_option_and_leaves_names_free() {
+        let c = VserverCli::try_parse_from(["vserver", "--completions", "bash"]).unwrap();
+        assert!(c.completions.is_some() && c.action.is_none() && c.name.is_none());
+        // A vserver may be called "completions": the option takes no name from anyone.
+        let c = VserverCli::try_parse_from(["vserver", "completions", "start"]).unwrap();
+        assert_eq!(c.name.as_deref(), Some("completions"));
+        assert!(VserverCli::try_parse_from(["vserver", "--completions", "bash", "v1"]).is_err());
+        assert!(VserverCli::try_parse_from(["vserver", "--completions", "bash", "--all"]).is_err());
+        assert!(VserverCli::try_parse_from(["vserver", "--completions", "tcsh"]).is_err());
+        let c = StatCli::try_parse_from(["vserver-stat", "--completions", "zsh"]).unwrap();
+        assert!(c.completions.is_some());
+        assert!(StatCli::try_parse_from(["vserver-stat", "--completions", "zsh", "--json"]).is_err());
     }
 
     #[test]

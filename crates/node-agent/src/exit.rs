@@ -1,14 +1,27 @@
-//! The exit codes of the `vserver` and `vserver-stat` commands, one table for scripts to rely on (also in
-//! the README). `exec`, `suexec`, `enter` and `service` pass on the exit code of the command they ran.
+//! The exit codes of the `vserver`, `vserver-stat` and `vserver-agent` commands, one table for scripts (and
+//! the service manager) to rely on; the README has the full table. `exec`, `suexec`, `enter` and `service`
+//! pass on the exit code of the command they ran.
+//!
+//! | code | `vserver` | `vserver-stat` | `vserver-agent` |
+//! |---|---|---|---|
+//! | [`OK`] 0 | success; `running`, `status`: it runs | success | stopped by SIGTERM or SIGINT; `--check`: good |
+//! | [`FAILED`] 1 | the operation failed | `--takeovers`: no agent, or it failed | failed while starting to serve or running |
+//! | [`USAGE`] 2 | bad usage or input | bad usage | bad usage, or a configuration that cannot be used |
+//! | [`NOT_RUNNING`] 3 .. [`REFUSED`] 7 | see each code | never | never |
 
 use crate::build::BuildError;
 use crate::lifecycle::LifecycleError;
 
-/// Success; for `running` and `status`: the vserver runs.
+/// Success; for `running` and `status`: the vserver runs. `vserver-agent`: stopped by SIGTERM or SIGINT, or
+/// `--check` found the configuration good.
 pub const OK: i32 = 0;
-/// The operation failed (a kernel call, a hook, a copy); the message says which step.
+/// The operation failed (a kernel call, a hook, a copy); the message says which step. `vserver-stat
+/// --takeovers`: no agent runs, or it did not answer. `vserver-agent`: it failed while starting to serve (its
+/// port in use, the ownership table) or while running.
 pub const FAILED: i32 = 1;
-/// Bad usage or bad input (an invalid name, unknown option); nothing was touched.
+/// Bad usage or bad input (an invalid name, unknown option); nothing was touched. `vserver-agent`: also a
+/// configuration that cannot be used (the file, the secret, the TLS or cluster files, the state directory;
+/// the message names the key); nothing was started.
 pub const USAGE: i32 = 2;
 /// The vserver is not running (`running`, `status`, and `stop`, `exec`, `enter` of a stopped vserver).
 pub const NOT_RUNNING: i32 = 3;

@@ -12,9 +12,9 @@
 //!   (what an operator waits for); the agent's own account is reported beside it.
 //! - **Migrate outage** beside the guide's procedure (stop, full copy of tree and conf with plain
 //!   `rsync -aHAXS` into a fresh directory on the other host, start there), both seen from the client (see
-//!   `outage.rs`); migrate stops and starts through the agents, the guide's procedure stops through h0's
-//!   agent and starts with a plain `vserver NAME start` on h1, by hand as the guide does (h1's agent would
-//!   refuse: the cluster's ownership table gives the vserver to h0). Migrate runs there and back each
+//!   `outage.rs`); migrate stops and starts through the agents, the guide's procedure runs with the agents
+//!   stopped, by hand as the guide does, with plain `vserver NAME stop|start` (an agent would set the copy
+//!   aside: the cluster's ownership table gives the vserver to h0). Migrate runs there and back each
 //!   round, each time 3 s after the last and with `change_pct` % of the files rewritten just before (the
 //!   change since the last sync, which its pre-copy carries; its final pass then copies what changed
 //!   during the pre-copy, nothing here, where the vserver's service only answers the probes); the guide's procedure runs from h0 to h1, after which the copy on h1 is removed and the vserver
@@ -500,6 +500,8 @@ fn measure(opts: &ReplicateOptions, cancel: &AtomicBool) -> Result<ReplicateRepo
         }
         Ok(())
     };
+    // The guide knows no agents: they go (the vserver keeps running on h0), and every command acts alone.
+    drop(agents);
     for round in 0..opts.rounds {
         run.check()?;
         eprintln!("bench replicate: the guide's stop, full copy, start h0 -> h1, round {}/{}", round + 1, opts.rounds);
@@ -508,12 +510,11 @@ fn measure(opts: &ReplicateOptions, cancel: &AtomicBool) -> Result<ReplicateRepo
         flush();
         let (steps, gap) = while_probing(&lab.client, addr, || {
             let t = Instant::now();
-            run.vserver(0, &[big, "stop"], false)?;
+            run.vserver(0, &[big, "stop"], true)?;
             let stopped = t.elapsed();
             plain_rsync(&[], &[contents(&tree)], &h1.vservers_dir.join(big))?;
             plain_rsync(&[], &confs(&h0.conf_dir), &h1.conf_dir)?;
             let copied = t.elapsed();
-            // As the guide does it, by hand: the cluster's ownership table (which says h0) is not asked.
             run.vserver(1, &[big, "start"], true)?;
             let started = t.elapsed();
             run.answering(addr, "after the guide's procedure")?;
@@ -522,14 +523,13 @@ fn measure(opts: &ReplicateOptions, cancel: &AtomicBool) -> Result<ReplicateRepo
         let [stop, copy, start, answer] = steps;
         eprintln!("  client saw {gap:.0} ms (stopped at {stop} ms, copied at {copy}, started at {start}, answering at {answer})");
         samples.guide_outage_ms.push(gap);
-        // Untimed: back to where the agents' placement has it (h0), with no copy left on h1.
-        run.vserver(1, &[big, "stop"], false)?;
+        // Untimed: back on h0, with no copy left on h1.
+        run.vserver(1, &[big, "stop"], true)?;
         remove_copy_on_h1()?;
-        run.vserver(0, &[big, "start"], false)?;
+        run.vserver(0, &[big, "start"], true)?;
         run.answering(addr, "after the start on h0 again")?;
     }
-    run.vserver(0, &[big, "stop"], false)?;
-    drop(agents);
+    run.vserver(0, &[big, "stop"], true)?;
 
     let (sync_ms, plain_ms) = (med(&samples.sync_ms), med(&samples.plain_ms));
     let (migrate_outage_ms, guide_outage_ms) = (med(&samples.migrate_outage_ms), med(&samples.guide_outage_ms));

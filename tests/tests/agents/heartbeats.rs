@@ -27,7 +27,7 @@ fn three_agents_see_each_other_then_a_killed_one_dies_and_returns_as_a_new_incar
     agents.spawn(2).unwrap();
     assert!(wait_for(PATIENCE, || agents.peer_state(0, 2).as_deref() == Some("alive")).is_some());
     let peer = agents.peer(0, 2).unwrap();
-    assert_eq!(peer["incarnation"].as_u64().unwrap(), before + 1, "a restart is a new incarnation: {peer}");
+    assert!(peer["incarnation"].as_u64().unwrap() > before, "a restart is a new incarnation: {peer}");
     assert_eq!(peer["restarts_seen"].as_u64().unwrap(), 1, "{peer}");
 }
 

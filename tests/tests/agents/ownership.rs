@@ -98,3 +98,38 @@ fn a_vserver_that_dies_where_the_cluster_no_longer_puts_it_is_not_restarted() {
     assert!(!out.status.success(), "not restarted on h0: {}", text(&out));
     assert!(agents.log(0).contains("not restarted"), "{}", agents.log(0));
 }
+
+/// The runbook's replacement of a dead host: the same name and address, an empty state directory and no
+/// replicas. Its peers take it back (its incarnation starts above what they remember), the leader refills its
+/// copy of the table, and the next sync gives it a complete replica again.
+#[test]
+fn a_dead_host_reinstalled_under_its_name_rejoins_with_the_table_and_a_replica() {
+    if skip_unless_root("a_dead_host_reinstalled_under_its_name_rejoins_with_the_table_and_a_replica") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (mut agents, name, _addr) = placed_on_h0(&lab, "or", "", true);
+    assert!(wait_for(PATIENCE, || view(&agents, 2, &name).is_some_and(|v| v.1 == "h0")).is_some());
+    let out = vserver(&lab, 0, &[&name, "sync"], false);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let before = agents.peer(0, 2).unwrap()["incarnation"].as_u64().unwrap();
+    // h2 dies and comes back as a new machine: nothing of its state or replicas survives.
+    agents.kill9(2);
+    let h2 = &lab.hosts[2];
+    std::fs::remove_dir_all(h2.dir.join("agent-state")).unwrap();
+    std::fs::remove_dir_all(h2.vservers_dir.join(".replicas")).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    agents.spawn(2).unwrap();
+
+    assert!(wait_for(PATIENCE, || crate::all_alive(&agents, 3)).is_some(), "h2 is heard again:\n{}", agents.log(2));
+    // At once, not once its new numbering overtakes the old one (after months of running, it never would).
+    let now = agents.peer(0, 2).unwrap();
+    assert!(now["incarnation"].as_u64().unwrap() > before, "h2 starts above what h0 remembers: {now}");
+    let seen = wait_for(PATIENCE, || view(&agents, 2, &name).is_some_and(|v| v.1 == "h0"));
+    assert!(seen.is_some(), "h2 has the table back: {:?}\n{}", view(&agents, 2, &name), agents.log(2));
+    let out = vserver(&lab, 0, &[&name, "sync"], false);
+    assert!(out.status.success(), "a sync to the new h2 completes: {}", text(&out));
+    let replicas = agents.get(2, 2, "/v1/replicas").unwrap().json().unwrap();
+    assert!(replicas.to_string().contains(&name), "h2 holds a replica again: {replicas}");
+}

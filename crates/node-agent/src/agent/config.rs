@@ -11,12 +11,12 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a source: a chain would repeat it).
+        error: std::io::Error,
     },
     /// Not TOML, an unknown key, or a value of the wrong type.
     #[error("{path}: {message}")]
@@ -272,7 +272,7 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
 impl AgentConfig {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
         Self::parse(path, &text)
     }
 

@@ -129,14 +129,15 @@ impl Agent {
     }
 }
 
-/// Checks a configuration as the agent would at start (the file, the secret, the TLS files) without
-/// starting anything; returns a one-paragraph summary.
+/// Checks a configuration as the agent would at start (the file, the secret, the TLS files, the cluster
+/// file) without starting anything; returns a one-paragraph summary.
 pub fn check(config_path: &Path) -> anyhow::Result<String> {
     let config = AgentConfig::load(config_path)?;
     config.secret(config_path)?;
     if let Some(tls) = &config.tls {
         serve::Tls::load(tls, config_path)?;
     }
+    replication::load_cluster(&config, config_path)?;
     let peers: Vec<String> = config.peers.iter().map(|p| format!("{} ({})", p.name, p.url)).collect();
     let hb = &config.heartbeat;
     Ok(format!(
@@ -156,11 +157,40 @@ pub fn check(config_path: &Path) -> anyhow::Result<String> {
     ))
 }
 
-/// Runs the agent until SIGTERM or SIGINT: heartbeats, the supervisor and the HTTP API.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let config = AgentConfig::load(config_path)?;
-    let listen = config.listen;
-    let agent = Arc::new(Agent::new(config, config_path)?);
+/// Why the agent stopped with an error. The two kinds exit with different codes (see [`crate::exit`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration cannot be used: the file, the secret, the TLS files, the cluster file or the state
+    /// directory. Nothing was started.
+    #[error("{0:#}")]
+    Config(anyhow::Error),
+    /// The agent failed while starting to serve (a port in use, the ownership table) or while running.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+impl RunError {
+    /// The process's exit code: [`crate::exit::USAGE`] for a configuration that cannot be used,
+    /// [`crate::exit::FAILED`] otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) => crate::exit::USAGE,
+            Self::Failed(_) => crate::exit::FAILED,
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT: heartbeats, the supervisor and the HTTP API. Under systemd
+/// (`Type=notify`), it tells the service manager it is ready once its API and its local socket listen.
+pub async fn run(config_path: &Path) -> Result<(), RunError> {
+    let config = AgentConfig::load(config_path).map_err(|e| RunError::Config(e.into()))?;
+    let agent = Agent::new(config, config_path).map_err(RunError::Config)?;
+    serve_agent(Arc::new(agent)).await.map_err(RunError::Failed)
+}
+
+async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
+    let listen = agent.config.listen;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let socket_path = serve::socket_path(&agent.config.run_dir);
     let socket = serve::bind_socket(&socket_path)
@@ -200,7 +230,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let quorum = tokio::spawn(watchdog::watch_majority(Arc::clone(&agent)));
     let app = api::router(Arc::clone(&agent)).merge(failover::ownership::router(ownership.clone()));
     let acceptor = agent.tls.as_ref().map(|t| t.acceptor.clone());
-    serve::serve(listener, Some(socket), acceptor, app, shutdown_signal()).await;
+    // Connections wait in the listeners' backlogs until the server takes them, a moment from now: units
+    // ordered after this one (the boot unit's `vserver --all start`) find the agent.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell the service manager that the agent is ready");
+    }
+    serve::serve(listener, Some(socket), acceptor, app, shutdown).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     heartbeats.abort();
     beacons.abort();
     owning.abort();
@@ -298,11 +334,17 @@ async fn keep_ownership(agent: Arc<Agent>, ownership: failover::ownership::Owner
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT, whichever comes first. The handlers are installed at once, not when the future is
+/// first awaited, so that a signal that comes while the agent starts (once the service manager was told it
+/// is ready, say) stops it cleanly instead of killing it.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

@@ -189,6 +189,17 @@ pub struct Replication {
     whole_file: bool,
 }
 
+/// Reads and checks the agent's cluster file (`cluster_file`, a relative path taken from the directory of
+/// `config_path`); without one, an empty configuration.
+pub fn load_cluster(config: &AgentConfig, config_path: &Path) -> anyhow::Result<ClusterConfig> {
+    let Some(path) = &config.cluster_file else { return Ok(ClusterConfig::default()) };
+    let hosts: BTreeSet<String> = config.peers.iter().map(|p| p.name.clone()).chain([config.node.clone()]).collect();
+    let path =
+        if path.is_relative() { config_path.parent().unwrap_or(Path::new(".")).join(path) } else { path.clone() };
+    let conf = |n: &VserverName| config.conf_dir.join(format!("{n}.conf")).is_file();
+    Ok(ClusterConfig::load(&path, &hosts, &config.node, conf)?)
+}
+
 impl Replication {
     /// Loads the cluster file (if configured) and the placements kept in the state directory.
     pub fn new(config: &AgentConfig, config_path: &Path) -> anyhow::Result<Self> {
@@ -200,19 +211,7 @@ impl Replication {
             cgroup_root: std::env::var_os("VSERVER_CGROUP_ROOT").map_or_else(|| "/sys/fs/cgroup".into(), PathBuf::from),
             cgroup_parent: config.cgroup_parent.clone(),
         };
-        let cluster = match &config.cluster_file {
-            Some(path) => {
-                let hosts: BTreeSet<String> =
-                    config.peers.iter().map(|p| p.name.clone()).chain([config.node.clone()]).collect();
-                let path = if path.is_relative() {
-                    config_path.parent().unwrap_or(Path::new(".")).join(path)
-                } else {
-                    path.clone()
-                };
-                ClusterConfig::load(&path, &hosts, &config.node, |n| dirs.conf(n).is_file())?
-            }
-            None => ClusterConfig::default(),
-        };
+        let cluster = load_cluster(config, config_path)?;
         let placement_path = config.state_dir.join("placement.json");
         let mut placements = cluster.placements.clone();
         match std::fs::read(&placement_path) {

@@ -734,6 +734,8 @@ impl VserverCommand {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             // Its default log level, so that its stderr holds its messages only.
             .env_remove("VSERVER_LOG")
+            // The service manager's socket is the agent's alone (systemd's `Type=notify`).
+            .env_remove("NOTIFY_SOCKET")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -853,8 +855,15 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Resu
     Ok(())
 }
 
-/// Takes the next incarnation number, kept in `state_dir`.
+/// Takes the next incarnation number, kept in `state_dir`: one more than the last, and at least the wall
+/// clock's seconds since the Unix epoch, so a host reinstalled with an empty `state_dir` (the runbook's
+/// replacement of a dead host) still starts above every incarnation its peers remember of its name.
 pub fn next_incarnation(state_dir: &Path) -> std::io::Result<u64> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    next_incarnation_at(state_dir, now)
+}
+
+fn next_incarnation_at(state_dir: &Path, now_secs: u64) -> std::io::Result<u64> {
     std::fs::create_dir_all(state_dir)?;
     let path = state_dir.join("incarnation");
     let last = match std::fs::read_to_string(&path) {
@@ -865,7 +874,7 @@ pub fn next_incarnation(state_dir: &Path) -> std::io::Result<u64> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(e),
     };
-    let next = last + 1;
+    let next = (last + 1).max(now_secs);
     write_atomic(&path, format!("{next}\n").as_bytes(), 0o644)?;
     Ok(next)
 }
@@ -982,10 +991,17 @@ mod tests {
     fn the_incarnation_grows_at_every_start_and_is_never_reset() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        assert_eq!(next_incarnation(&state).unwrap(), 1);
-        assert_eq!(next_incarnation(&state).unwrap(), 2);
-        assert_eq!(next_incarnation(&state).unwrap(), 3);
-        assert_eq!(std::fs::read_to_string(state.join("incarnation")).unwrap(), "3\n");
+        assert_eq!(next_incarnation_at(&state, 0).unwrap(), 1);
+        assert_eq!(next_incarnation_at(&state, 0).unwrap(), 2);
+        // Several starts within one second of the clock still grow.
+        assert_eq!(next_incarnation_at(&state, 1000).unwrap(), 1000);
+        assert_eq!(next_incarnation_at(&state, 1000).unwrap(), 1001);
+        assert_eq!(std::fs::read_to_string(state.join("incarnation")).unwrap(), "1001\n");
+        // A clock set back never takes it down.
+        assert_eq!(next_incarnation_at(&state, 5).unwrap(), 1002);
+        // A reinstalled host (no state) starts from the clock, above what its peers remember.
+        let fresh = dir.path().join("fresh");
+        assert!(next_incarnation(&fresh).unwrap() > 1_700_000_000);
         std::fs::write(state.join("incarnation"), "garbage").unwrap();
         assert_eq!(next_incarnation(&state).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
     }

@@ -114,6 +114,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         std::thread::Builder::new().name("accept".into()).spawn(move || accept(listener, shared))?;
     }
     eprintln!("vserver-watchdog: listening on {} (disarmed until the agent arms it)", socket.display());
+    // Under systemd (`Type=notify`): the socket is there, so the agent, ordered after this unit, finds it.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        eprintln!("vserver-watchdog: cannot tell the service manager that it is ready: {e}");
+    }
     let feed_every = Duration::from_millis(cli.device_interval_ms.max(10));
     let mut fed = Instant::now() - feed_every;
     while !STOP.load(Ordering::SeqCst) {
