@@ -333,7 +333,9 @@ pub fn run_demo(opts: &DemoOptions, cancel: &AtomicBool) -> Result<()> {
     println!("\ndemo done in {:.1} s", total.elapsed().as_secs_f64());
 
     if opts.keep {
-        keep(&lab, &agents, &demo)?;
+        // Where things stand: the short form leaves h0 crashed and the vserver on its new owner.
+        let (owner_now, down) = if opts.quick { (to, Some(0)) } else { (0, None) };
+        keep(&lab, &demo, owner_now, down)?;
         std::mem::forget(agents);
         std::mem::forget(dogs);
         std::mem::forget(lab);
@@ -355,7 +357,7 @@ fn takeovers(agents: &Agents, i: usize) -> usize {
 }
 
 /// Prints how to explore the lab left running, and writes a script that removes it.
-fn keep(lab: &Lab, agents: &Agents, demo: &Demo) -> Result<()> {
+fn keep(lab: &Lab, demo: &Demo, owner_now: usize, down: Option<usize>) -> Result<()> {
     step("Kept running. Explore it with the real commands:");
     let bin_dir = demo.vserver.parent().context("the vserver command has a directory")?.display().to_string();
     for host in &lab.hosts {
@@ -370,8 +372,14 @@ fn keep(lab: &Lab, agents: &Agents, demo: &Demo) -> Result<()> {
             cg = host.cgroup_parent
         );
     }
-    println!("  then, in such a shell: vserver-stat --cluster; vserver {NAME} status; vserver {NAME} migrate h1");
-    println!("  crash a host: ip netns pids {} | xargs kill -9", lab.hosts[0].netns.name());
+    let elsewhere = (0..3).find(|&i| i != owner_now && Some(i) != down).expect("three hosts");
+    if let Some(d) = down {
+        println!("  h{d} is still crashed (its link down, no agent): it stays out of the cluster");
+    }
+    println!(
+        "  then, in h{owner_now}'s shell: vserver-stat --cluster; vserver {NAME} status; vserver {NAME} migrate h{elsewhere}"
+    );
+    println!("  crash h{owner_now}: ip netns pids {} | xargs kill -9", lab.hosts[owner_now].netns.name());
     let secret_file = lab.dir().join("cluster.secret");
     println!(
         "  the API: ip netns exec {} busybox wget -qO- --header \"Authorization: Bearer $(cat {})\" \
@@ -384,7 +392,6 @@ fn keep(lab: &Lab, agents: &Agents, demo: &Demo) -> Result<()> {
         "  agent logs: {}",
         (0..3).map(|i| lab.hosts[i].dir.join("agent.log").display().to_string()).collect::<Vec<_>>().join(" ")
     );
-    let _ = agents;
     let script = lab.dir().join("remove.sh");
     let mut text =
         String::from("#!/bin/sh\n# Removes the demo lab: its processes, namespaces, cgroups, mounts and files.\n");

@@ -107,3 +107,34 @@ fn ctrl_c_half_way_removes_everything_and_says_so() {
     assert!(errors.contains("interrupted"), "{errors}");
     assert_removed(&transcript);
 }
+
+#[test]
+fn a_kept_demo_stays_up_for_the_real_commands_and_its_script_removes_it() {
+    if skip_unless_root("a_kept_demo_stays_up_for_the_real_commands_and_its_script_removes_it") {
+        return;
+    }
+    let out = demo().args(["--quick", "--keep"]).output().unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "the demo failed: {}\n{transcript}", String::from_utf8_lossy(&out.stderr));
+    let script = transcript.lines().find_map(|l| l.trim().strip_prefix("sh ")).expect("the removal script");
+    // Whatever happens below, the lab goes.
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("sh").arg(&self.0).status();
+        }
+    }
+    let remove = Remove(script.to_string());
+    // The printed way into h1 (the new owner) works, and its agent answers for the cluster.
+    let enter = transcript.lines().find_map(|l| l.trim().strip_prefix("h1: ")).expect("how to enter h1");
+    let command = enter.strip_suffix(" bash").expect("ends with a shell").to_string() + " vserver-stat --cluster";
+    let cluster = Command::new("sh").args(["-c", &command]).output().unwrap();
+    let view = String::from_utf8_lossy(&cluster.stdout);
+    assert!(cluster.status.success(), "{command}: {}", String::from_utf8_lossy(&cluster.stderr));
+    assert!(view.lines().any(|l| l.starts_with("demo ") && l.contains(" h1 ")), "{view}");
+    drop(remove);
+    assert_removed(&transcript);
+    let (dirs, _) = traces(&transcript);
+    let agents = Command::new("pgrep").args(["-f", &dirs[0].parent().unwrap().display().to_string()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&agents.stdout).trim().is_empty(), "processes of the lab are left");
+}

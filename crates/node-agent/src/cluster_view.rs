@@ -143,11 +143,11 @@ impl ClusterView {
             if self.takeover { "on" } else { "off" },
             self.lease_remaining_ms.map(|ms| format!(", lease {ms} ms left")).unwrap_or_default()
         );
-        let _ = writeln!(out, "{:<12} {:<8} {:<12} {:>10}  RUNS", "HOST", "STATE", "ROLE", "HEARD");
+        let _ = writeln!(out, "{:<12} {:<8} {:<12} {:>13}  RUNS", "HOST", "STATE", "ROLE", "HEARD");
         for h in &self.hosts {
             let heard = h.last_heard_ms.map_or("-".to_string(), |ms| format!("{ms} ms ago"));
             let runs = if h.running.is_empty() { "-".to_string() } else { h.running.join(", ") };
-            let _ = writeln!(out, "{:<12} {:<8} {:<12} {:>10}  {runs}", h.name, h.state, h.role, heard);
+            let _ = writeln!(out, "{:<12} {:<8} {:<12} {:>13}  {runs}", h.name, h.state, h.role, heard);
         }
         if self.vservers.is_empty() {
             let _ = writeln!(out, "no vserver in the ownership table");
