@@ -1,12 +1,13 @@
 //! Agents in a lab of network namespaces, for real: heartbeats and the failure detector under `kill -9`
 //! and a link set down, the HTTP API and its security, the supervision of a host's vservers, replication,
-//! migrate, and the host's watchdog.
+//! migrate, the host's watchdog, and the status page as a browser renders it.
 //! Root only; each scenario builds and removes its own lab (`cargo nextest run -E 'binary(agents)'`).
 
 mod api;
 mod heartbeats;
 mod migrate;
 mod ownership;
+mod page;
 mod replication;
 mod supervision;
 mod takeover;
@@ -56,6 +57,17 @@ pub fn placed_on_h0<'lab>(
     extra: &str,
     start: bool,
 ) -> (vserver_lab::agents::Agents<'lab>, String, std::net::Ipv4Addr) {
+    placed_on_h0_timed(lab, prefix, extra, start, FAST)
+}
+
+/// [`placed_on_h0`] with the agents' heartbeat timing `timing`.
+pub fn placed_on_h0_timed<'lab>(
+    lab: &'lab vserver_lab::Lab,
+    prefix: &str,
+    extra: &str,
+    start: bool,
+    timing: vserver_lab::agents::Timing,
+) -> (vserver_lab::agents::Agents<'lab>, String, std::net::Ipv4Addr) {
     use vserver_lab::agents::{wait_for, Agents};
     let name = vserver_lab::unique(prefix);
     let addr = lab.free_addr(0);
@@ -63,7 +75,7 @@ pub fn placed_on_h0<'lab>(
     assert!(out.status.success(), "{}", text(&out));
     vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), prefix).unwrap();
     let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
-    let agents = Agents::start_full(lab, FAST, Some(&cluster), extra).unwrap();
+    let agents = Agents::start_full(lab, timing, Some(&cluster), extra).unwrap();
     assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
     if start {
         let out = vserver(lab, 0, &[&name, "start"], false);
