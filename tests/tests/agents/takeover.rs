@@ -321,6 +321,83 @@ fn rotating_the_cluster_secret_one_host_at_a_time_moves_nothing() {
     assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
 }
 
+/// `vserver-agent maintenance ARGS` on host `i`, through its agent.
+fn maintenance(lab: &Lab, agents: &Agents, i: usize, args: &[&str]) -> std::process::Output {
+    let bin = vserver_lab::agents::agent_bin().unwrap();
+    lab.hosts[i].command(bin).arg("--config").arg(agents.config(i)).arg("maintenance").args(args).output().unwrap()
+}
+
+/// With maintenance on (`args` on h0), h0's link down for three takeover timeouts: nothing moves, nothing is
+/// fenced; then maintenance off (`off` on h1), and still nothing moves.
+fn link_down_in_maintenance(prefix: &str, args: &[&str], off: &[&str], covers: fn(&serde_json::Value) -> bool) {
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, addr) = synced_on_h0(&lab, prefix, "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let out = maintenance(&lab, &agents, 0, args);
+    assert!(out.status.success(), "{}", text(&out));
+    for i in 0..3 {
+        let seen = wait_for(PATIENCE, || agents.status(i).is_ok_and(|s| covers(&s["failover"]["maintenance"])));
+        assert!(
+            seen.is_some(),
+            "h{i} knows of the maintenance: {:?}",
+            agents.status(i).ok().map(|s| s["failover"].clone())
+        );
+    }
+    let sampler = Sampler::start(&lab, &name);
+    lab.set_link(0, false).unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(lab.hosts[0].runs(&name), "h0 kept running it with its link down");
+    lab.set_link(0, true).unwrap();
+    assert!(wait_for(PATIENCE, || crate::all_alive(&agents, 3)).is_some());
+    let out = maintenance(&lab, &agents, 1, off);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = maintenance(&lab, &agents, 2, &["status", "--json"]);
+    let now: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(now["cluster"].is_null() && now["hosts"].as_object().unwrap().is_empty(), "maintenance is off: {now}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(wait_page(&lab, addr, "unsynced", PATIENCE).is_some(), "h0 still serves its own page");
+    assert!(agents.log(0).contains("in maintenance: not fencing"), "h0 said why it did not fence:\n{}", agents.log(0));
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
+
+#[test]
+fn in_cluster_maintenance_the_primary_cut_off_is_neither_fenced_nor_taken_over() {
+    if skip_unless_root("in_cluster_maintenance_the_primary_cut_off_is_neither_fenced_nor_taken_over") {
+        return;
+    }
+    link_down_in_maintenance("tm", &["on", "--cluster"], &["off", "--cluster"], |m| m["cluster"]["by"] == "h0");
+}
+
+#[test]
+fn a_host_in_maintenance_cut_off_is_neither_fenced_nor_taken_over() {
+    if skip_unless_root("a_host_in_maintenance_cut_off_is_neither_fenced_nor_taken_over") {
+        return;
+    }
+    link_down_in_maintenance("th", &["on"], &["off", "--host", "h0"], |m| {
+        m["cluster"].is_null() && m["hosts"]["h0"]["by"] == "h0"
+    });
+}
+
+#[test]
+fn maintenance_refuses_bad_input_and_changes_nothing() {
+    if skip_unless_root("maintenance_refuses_bad_input_and_changes_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, name, _addr) = placed_on_h0(&lab, "tb", "", false);
+    assert!(wait_for(PATIENCE, || owner(&agents, 0, &name).is_some()).is_some());
+    let out = maintenance(&lab, &agents, 0, &["on", "--host", "h9"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("\"h9\" is not a host of this cluster"), "{}", text(&out));
+    let both = r#"{"on":true,"host":"h1","cluster":true}"#;
+    let reply = agents.request(1, 1, "POST", "/v1/maintenance", Some(agents.secret()), Some(both)).unwrap();
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let reply = agents.request(1, 1, "POST", "/v1/maintenance", Some(agents.secret()), Some("{\"on\":1}")).unwrap();
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let now = agents.get(2, 2, "/v1/maintenance").unwrap().json().unwrap();
+    assert!(now["cluster"].is_null() && now["hosts"].as_object().unwrap().is_empty(), "nothing changed: {now}");
+}
+
 /// A vserver on h0 of an `n`-host lab, standbys `standbys` in order, each host's agent.toml given
 /// `extra(i)`, watchdogs everywhere; synced once ("synced"), then changed on h0 only ("unsynced").
 fn synced_on_h0_of<'lab>(

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 pub use http::router;
-pub use types::{Command, Event, HostNode, NodeId, OwnerEntry, Response, TableState, TypeConfig};
+pub use types::{
+    Command, Event, HostNode, Maintenance, MaintenanceMark, NodeId, OwnerEntry, Response, TableState, TypeConfig,
+};
 
 use network::{route_url, HttpNetwork};
 use state_machine::{Applied, StateMachine};
@@ -129,6 +131,14 @@ pub enum OwnershipError {
         current: u64,
         /// The vserver's owner.
         owner: Option<String>,
+    },
+    /// A takeover was refused: the cluster (`host` none) or the host it takes from is in maintenance.
+    #[error("vserver {vserver}: not taken over, {} is in maintenance", host.as_deref().map_or("the cluster".to_string(), |h| format!("host {h}")))]
+    InMaintenance {
+        /// The vserver.
+        vserver: String,
+        /// The host in maintenance; none for the whole cluster.
+        host: Option<String>,
     },
     /// No majority committed the change in time (no leader, or the leader cannot reach a majority). The
     /// change may still commit later: read the table before retrying; a retry with the same expected epoch
@@ -517,6 +527,46 @@ impl Ownership {
         Ok((owner.unwrap_or_default(), epoch))
     }
 
+    /// A takeover's [`Ownership::set_owner`]: refused ([`OwnershipError::InMaintenance`]) when the cluster or
+    /// `from` is in maintenance as the log stands when it applies.
+    pub async fn take_over(
+        &self,
+        vserver: &str,
+        owner: &str,
+        expected_epoch: u64,
+        from: &str,
+    ) -> Result<(String, u64), OwnershipError> {
+        let vserver = parse_name("vserver name", vserver)?;
+        let owner = parse_name("host name", owner)?;
+        self.check_member(owner.as_str())?;
+        let command = Command::TakeOver {
+            vserver: vserver.to_string(),
+            owner: owner.to_string(),
+            expected_epoch,
+            from: from.to_string(),
+        };
+        let (owner, epoch) =
+            self.compare_and_set(command, vserver.as_str(), Some(owner.as_str()), expected_epoch).await?;
+        Ok((owner.unwrap_or_default(), epoch))
+    }
+
+    /// Turns maintenance on or off for `host`, or (none) for the whole cluster, once a majority committed it;
+    /// `by` is the host through which an operator asked.
+    pub async fn set_maintenance(&self, host: Option<&str>, on: bool, by: &str) -> Result<(), OwnershipError> {
+        if let Some(h) = host {
+            self.check_member(h)?;
+        }
+        parse_name("host name", by)?;
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let command = Command::Maintenance { host: host.map(str::to_string), on, at_ms, by: by.to_string() };
+        self.propose(command).await.map(drop)
+    }
+
+    /// Maintenance as applied on this node.
+    pub fn maintenance(&self) -> Maintenance {
+        self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.maintenance.clone()
+    }
+
     /// Leaves `vserver` without owner, if its epoch is still `expected_epoch`; returns the new epoch (the
     /// epoch keeps growing, so no older command can apply again).
     pub async fn clear(&self, vserver: &str, expected_epoch: u64) -> Result<u64, OwnershipError> {
@@ -543,6 +593,7 @@ impl Ownership {
             Response::StaleEpoch { vserver, expected, current, owner } => {
                 Err(OwnershipError::StaleEpoch { vserver, expected, current, owner })
             }
+            Response::InMaintenance { vserver, host } => Err(OwnershipError::InMaintenance { vserver, host }),
             other => {
                 // The state machine answers every command with Applied or StaleEpoch; anything else
                 // would be a bug, reported as a refusal at the current state.
@@ -788,6 +839,22 @@ impl Ownership {
                 self.check_member(owner)
             }
             Command::Clear { vserver, .. } => parse_name("vserver name", vserver).map(|_| ()),
+            Command::TakeOver { vserver, owner, from, .. } => {
+                parse_name("vserver name", vserver)?;
+                parse_name("host name", owner)?;
+                parse_name("host name", from)?;
+                self.check_member(owner)
+            }
+            Command::Maintenance { host, by, .. } => {
+                parse_name("host name", by)?;
+                match host {
+                    Some(h) => {
+                        parse_name("host name", h)?;
+                        self.check_member(h)
+                    }
+                    None => Ok(()),
+                }
+            }
             Command::Event { host, text, .. } => {
                 parse_name("host name", host)?;
                 if text.len() > MAX_EVENT_TEXT {
@@ -809,6 +876,15 @@ fn describe(command: &Command) -> String {
             format!("setting the owner of {vserver} to {owner} (expected epoch {expected_epoch})")
         }
         Command::Clear { vserver, expected_epoch } => format!("clearing {vserver} (expected epoch {expected_epoch})"),
+        Command::TakeOver { vserver, owner, expected_epoch, from } => {
+            format!("taking {vserver} over from {from} to {owner} (expected epoch {expected_epoch})")
+        }
+        Command::Maintenance { host: Some(h), on, .. } => {
+            format!("maintenance {} for {h}", if *on { "on" } else { "off" })
+        }
+        Command::Maintenance { host: None, on, .. } => {
+            format!("maintenance {} for the cluster", if *on { "on" } else { "off" })
+        }
         Command::Event { .. } => "an event".to_string(),
     }
 }

@@ -69,6 +69,30 @@ pub enum Command {
         /// The epoch the proposer read.
         expected_epoch: u64,
     },
+    /// A takeover's change of owner: as [`Command::SetOwner`], but refused while the cluster, or the host it
+    /// takes the vserver from, is in maintenance. Decided in the log's order, so a maintenance committed
+    /// first always wins over a takeover committed after it.
+    TakeOver {
+        /// The vserver.
+        vserver: String,
+        /// The host that will own it.
+        owner: String,
+        /// The epoch the proposer read.
+        expected_epoch: u64,
+        /// The host it is taken from.
+        from: String,
+    },
+    /// Turn maintenance on or off, for one host or (`host` none) for the whole cluster.
+    Maintenance {
+        /// The host; none for the whole cluster.
+        host: Option<String>,
+        /// On or off.
+        on: bool,
+        /// When it was asked, ms since the Unix epoch, by the proposer's clock.
+        at_ms: u64,
+        /// The host through which it was asked.
+        by: String,
+    },
     /// Append a line to the cluster's event log (the last [`MAX_EVENTS`] are kept).
     Event {
         /// When it happened, in milliseconds since the Unix epoch, by the proposer's clock.
@@ -104,6 +128,16 @@ pub enum Response {
         /// The vserver's owner.
         owner: Option<String>,
     },
+    /// Refused: the cluster (`host` none) or the host a takeover would take the vserver from is in
+    /// maintenance. Nothing changed.
+    InMaintenance {
+        /// The vserver.
+        vserver: String,
+        /// The host in maintenance; none when the whole cluster is.
+        host: Option<String>,
+    },
+    /// Maintenance is now as asked.
+    MaintenanceSet,
     /// The event was appended under this sequence number.
     EventLogged {
         /// Its sequence number (1 for the cluster's first event).
@@ -135,6 +169,32 @@ pub struct Event {
     pub text: String,
 }
 
+/// Since when, and through which host, maintenance is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceMark {
+    /// When it was turned on, ms since the Unix epoch, by the asking host's clock.
+    pub since_ms: u64,
+    /// The host through which it was asked.
+    pub by: String,
+}
+
+/// Maintenance as the cluster decided it: while on, fencing and takeover stand down (for one host, or for
+/// all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    /// The whole cluster: no host fences itself and no takeover happens.
+    pub cluster: Option<MaintenanceMark>,
+    /// Hosts in maintenance: each keeps its vservers running, never fences, and is never taken over.
+    pub hosts: BTreeMap<String, MaintenanceMark>,
+}
+
+impl Maintenance {
+    /// Whether `host` stands outside fencing and takeover now: it, or the whole cluster, is in maintenance.
+    pub fn covers(&self, host: &str) -> bool {
+        self.cluster.is_some() || self.hosts.contains_key(host)
+    }
+}
+
 /// The state machine's data, and the content of a snapshot (as JSON).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableState {
@@ -144,6 +204,9 @@ pub struct TableState {
     pub events: VecDeque<Event>,
     /// The sequence number of the last event ever appended.
     pub last_event_seq: u64,
+    /// Maintenance, for the cluster and per host (absent from tables written before it existed).
+    #[serde(default)]
+    pub maintenance: Maintenance,
 }
 
 impl TableState {
@@ -159,6 +222,32 @@ impl TableState {
                 self.compare_and_set(vserver, Some(owner.clone()), *expected_epoch)
             }
             Command::Clear { vserver, expected_epoch } => self.compare_and_set(vserver, None, *expected_epoch),
+            Command::TakeOver { vserver, owner, expected_epoch, from } => {
+                if self.maintenance.cluster.is_some() {
+                    return Response::InMaintenance { vserver: vserver.clone(), host: None };
+                }
+                if self.maintenance.hosts.contains_key(from) {
+                    return Response::InMaintenance { vserver: vserver.clone(), host: Some(from.clone()) };
+                }
+                self.compare_and_set(vserver, Some(owner.clone()), *expected_epoch)
+            }
+            Command::Maintenance { host, on, at_ms, by } => {
+                let mark = MaintenanceMark { since_ms: *at_ms, by: by.clone() };
+                match (host, on) {
+                    // Turning on what is on keeps the first mark: since when it has been on.
+                    (None, true) => {
+                        self.maintenance.cluster.get_or_insert(mark);
+                    }
+                    (None, false) => self.maintenance.cluster = None,
+                    (Some(h), true) => {
+                        self.maintenance.hosts.entry(h.clone()).or_insert(mark);
+                    }
+                    (Some(h), false) => {
+                        self.maintenance.hosts.remove(h);
+                    }
+                }
+                Response::MaintenanceSet
+            }
             Command::Event { at_ms, host, text } => {
                 self.last_event_seq += 1;
                 self.events.push_back(Event {
@@ -220,6 +309,37 @@ mod tests {
         assert!(matches!(t.apply(&set("web", "a", 0)), Response::StaleEpoch { current: 2, .. }));
         assert_eq!(t.epoch("web"), 2);
         assert_eq!(t.epoch("never"), 0);
+    }
+
+    #[test]
+    fn maintenance_wins_over_a_takeover_committed_after_it_and_not_before() {
+        let mut t = TableState::default();
+        t.apply(&set("web", "a", 0));
+        let take = |from: &str| Command::TakeOver {
+            vserver: "web".into(),
+            owner: "b".into(),
+            expected_epoch: 1,
+            from: from.into(),
+        };
+        let maint = |host: Option<&str>, on| Command::Maintenance {
+            host: host.map(str::to_string),
+            on,
+            at_ms: 7,
+            by: "c".into(),
+        };
+        assert_eq!(t.apply(&maint(Some("a"), true)), Response::MaintenanceSet);
+        assert!(t.maintenance.covers("a") && !t.maintenance.covers("b"));
+        assert_eq!(t.apply(&take("a")), Response::InMaintenance { vserver: "web".into(), host: Some("a".into()) });
+        assert_eq!(t.epoch("web"), 1, "a refused takeover changes nothing");
+        t.apply(&maint(Some("a"), false));
+        t.apply(&maint(None, true));
+        assert!(t.maintenance.covers("b"), "cluster maintenance covers every host");
+        assert_eq!(t.apply(&take("a")), Response::InMaintenance { vserver: "web".into(), host: None });
+        t.apply(&maint(None, false));
+        assert!(matches!(t.apply(&take("a")), Response::Applied { epoch: 2, .. }));
+        // A table written before maintenance existed reads as none.
+        let old: TableState = serde_json::from_str(r#"{"owners":{},"events":[],"last_event_seq":0}"#).unwrap();
+        assert_eq!(old.maintenance, Maintenance::default());
     }
 
     #[test]

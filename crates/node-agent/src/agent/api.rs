@@ -78,6 +78,12 @@ pub enum ApiError {
     /// A request that is malformed for its endpoint (400).
     #[error("{0}")]
     BadRequest(String),
+    /// Refused as things stand (409); the message says what is in the way.
+    #[error("{0}")]
+    Conflict(String),
+    /// The cluster cannot do it now (503): no majority, no coordinator.
+    #[error("{0}")]
+    Unavailable(String),
     /// A bug: a task that panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -98,6 +104,8 @@ impl ApiError {
             Self::Replication(ReplicationError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             Self::Replication(ReplicationError::Failed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Body { status, .. } => *status,
             Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Heartbeat(HeartbeatReject::Malformed(_)) => StatusCode::BAD_REQUEST,
@@ -162,6 +170,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/vservers/{name}/migration", get(migrate_status))
         .route("/v1/replicas/{name}/abort", post(replica_abort))
         .route("/v1/takeover/probe", post(takeover_probe))
+        .route("/v1/maintenance", get(maintenance_get))
         .route_layer(middleware::from_fn(bounded));
     // Long by nature (a start runs its scripts, a sync copies a tree): bounded by their own timeouts.
     let lifecycle = Router::new()
@@ -169,6 +178,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/replicas/{name}/commit", post(replica_commit))
         .route("/v1/vservers/{name}/promote", post(promote))
         .route("/v1/vservers/{name}/migrate", post(migrate_start))
+        // Waits for takeovers in progress, and goes through the coordinator.
+        .route("/v1/maintenance", post(maintenance_set))
         .route("/v1/replicas/{name}/rsync", post(replica_rsync));
     let authenticated =
         quick.merge(lifecycle).route_layer(middleware::from_fn_with_state(Arc::clone(&agent), authenticate));
@@ -420,6 +431,20 @@ async fn migrate_status(State(agent): State<Arc<Agent>>, Path(name): Path<String
             Err(ApiError::Migrate(MigrateError::NotFound(format!("no migrate of {name} since this agent started"))))
         }
     }
+}
+
+async fn maintenance_get(State(agent): State<Arc<Agent>>) -> Result<Response, ApiError> {
+    let own =
+        agent.ownership.get().ok_or_else(|| ApiError::Unavailable("the ownership table is not open yet".into()))?;
+    Ok(Json(own.maintenance()).into_response())
+}
+
+async fn maintenance_set(
+    State(agent): State<Arc<Agent>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: super::maintenance::MaintenanceRequest = json_body(body)?;
+    Ok(Json(super::maintenance::set(&agent, &req).await?).into_response())
 }
 
 async fn takeover_probe(

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod heartbeat;
+pub mod maintenance;
 pub mod metrics;
 pub mod migrate;
 pub mod model;
@@ -123,6 +124,8 @@ impl Agent {
                 quorum_fencing: self.config.quorum_fencing(),
                 watchdog: self.config.watchdog(),
                 lease_remaining_ms: watchdog::lease_remaining(self).map(|d| d.as_millis() as u64),
+                maintenance: self.ownership.get().map(|o| o.maintenance()).unwrap_or_default(),
+                takeovers_in_progress: takeover::in_progress(),
             },
             takeovers: takeover::records(self),
         }
@@ -220,6 +223,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     agent.supervisor.set_owner_lookup(Box::new(move |name| table.owner(name.as_str()).map(|(owner, _)| owner)));
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
     let taking_over = tokio::spawn(takeover::run(Arc::clone(&agent)));
+    let nagging = tokio::spawn(maintenance::nag(Arc::clone(&agent)));
     if !held.is_empty() {
         tokio::spawn({
             let agent = Arc::clone(&agent);
@@ -241,6 +245,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     beacons.abort();
     owning.abort();
     taking_over.abort();
+    nagging.abort();
     quorum.abort();
     if let Some(g) = guarding {
         g.abort();

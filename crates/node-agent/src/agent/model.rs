@@ -263,6 +263,13 @@ pub struct FailoverStatus {
     pub watchdog: bool,
     /// What is left of this host's lease, in ms; absent when it needs none (no cluster yet, a single voter).
     pub lease_remaining_ms: Option<u64>,
+    /// Maintenance as the cluster decided it: for the whole cluster (fencing and takeover disarmed
+    /// everywhere) and per host.
+    #[serde(default)]
+    pub maintenance: failover::ownership::Maintenance,
+    /// On the coordinator: the takeovers it runs now, as (vserver, the host it is taken from).
+    #[serde(default)]
+    pub takeovers_in_progress: Vec<(String, String)>,
 }
 
 /// The ownership table (vserver -> owner host and epoch, kept by consensus) as one host sees it.

@@ -147,6 +147,19 @@ pub async fn run(agent: Arc<Agent>) {
             if owned.is_empty() {
                 continue;
             }
+            let maintenance = own.maintenance();
+            if maintenance.covers(&peer.name) {
+                let why = if maintenance.cluster.is_some() {
+                    "the cluster is in maintenance".to_string()
+                } else {
+                    "it is in maintenance".to_string()
+                };
+                if said.get(&peer.name) != Some(&why) {
+                    tracing::warn!(host = %peer.name, silence_ms = silence.as_millis() as u64, "not taken over: {why}");
+                    said.insert(peer.name.clone(), why);
+                }
+                continue;
+            }
             let started = Instant::now();
             match confirm_dead(&agent, &peer.name, timeout).await {
                 Ok(()) => {}
@@ -171,6 +184,7 @@ pub async fn run(agent: Arc<Agent>) {
             }
             let hook = hook_started.elapsed();
             let mut tasks = tokio::task::JoinSet::new();
+            let _busy = InProgress::mark(&peer.name, owned.iter().map(|(v, _)| v.clone()));
             for (name, epoch) in owned {
                 let Ok(name) = VserverName::parse(&name) else { continue };
                 let phases = vec![
@@ -184,6 +198,31 @@ pub async fn run(agent: Arc<Agent>) {
             while tasks.join_next().await.is_some() {}
         }
     }
+}
+
+/// The takeovers this coordinator runs now: (vserver, the host it is taken from).
+static IN_PROGRESS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks takeovers in progress while it lives.
+struct InProgress(Vec<(String, String)>);
+
+impl InProgress {
+    fn mark(from: &str, vservers: impl Iterator<Item = String>) -> Self {
+        let marked: Vec<(String, String)> = vservers.map(|v| (v, from.to_string())).collect();
+        IN_PROGRESS.lock().unwrap_or_else(|p| p.into_inner()).extend(marked.iter().cloned());
+        InProgress(marked)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        IN_PROGRESS.lock().unwrap_or_else(|p| p.into_inner()).retain(|m| !self.0.contains(m));
+    }
+}
+
+/// The takeovers this host runs now as the coordinator: (vserver, from).
+pub fn in_progress() -> Vec<(String, String)> {
+    IN_PROGRESS.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// What the dead host said last about `name` (from its last heartbeat).
@@ -318,8 +357,12 @@ async fn take_over(
             return;
         }
         let committing = Instant::now();
-        let new_epoch = match own.set_owner(name.as_str(), standby, epoch).await {
+        let new_epoch = match own.take_over(name.as_str(), standby, epoch, from).await {
             Ok((_, e)) => e,
+            Err(e @ failover::ownership::OwnershipError::InMaintenance { .. }) => {
+                tracing::warn!(vserver = %name, %standby, "no takeover: {e}");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(vserver = %name, %standby, "the cluster did not record the new owner: {e}");
                 return;

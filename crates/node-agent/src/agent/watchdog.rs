@@ -102,6 +102,17 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        if in_maintenance(agent) {
+            // Nobody takes this host's vservers over meanwhile: a fence would only be an outage.
+            let answer = ask("disarm".into()).await?;
+            tracing::warn!(answer = %answer, "maintenance: the host watchdog stands down until it ends");
+            while in_maintenance(agent) {
+                every.tick().await;
+            }
+            let armed = ask(format!("arm {timeout_ms}")).await?;
+            tracing::info!(answer = %armed, "maintenance over: host watchdog armed again");
+            continue;
+        }
         // A pet keeps the watchdog off for `timeout_ms`: only while at least that much of the lease is left.
         if agent.config.quorum_fencing()
             && lease_remaining(agent).is_some_and(|left| left < Duration::from_millis(timeout_ms))
@@ -196,6 +207,12 @@ pub async fn recover_fenced(agent: &Arc<Agent>) {
     }
 }
 
+/// Whether this host stands outside fencing now: it, or the whole cluster, is in maintenance (as this host's
+/// copy of the table says).
+pub fn in_maintenance(agent: &Agent) -> bool {
+    agent.ownership.get().is_some_and(|own| own.maintenance().covers(&agent.config.node))
+}
+
 /// The watchdog's timeout: half the lease length.
 fn arm_ms(agent: &Agent) -> u64 {
     (agent.config.fencing.timeout_ms / 2).max(50)
@@ -234,6 +251,7 @@ pub async fn watch_majority(agent: Arc<Agent>) {
     let lease_len = Duration::from_millis(agent.config.fencing.timeout_ms);
     let mut fenced = false;
     let mut held = false;
+    let mut maintenance_said = false;
     let mut every = tokio::time::interval(Duration::from_millis(50));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -254,6 +272,16 @@ pub async fn watch_majority(agent: Arc<Agent>) {
         if !agent.config.quorum_fencing() || fenced || (!held && agent.started.elapsed() < lease_len) {
             continue;
         }
+        if in_maintenance(&agent) {
+            if !maintenance_said {
+                tracing::warn!(
+                    "no majority acknowledges this host, but it is in maintenance: not fencing (and nobody takes over)"
+                );
+                maintenance_said = true;
+            }
+            continue;
+        }
+        maintenance_said = false;
         fenced = true;
         let names = agent.supervisor.fence();
         tracing::error!(

@@ -33,12 +33,101 @@ struct Cli {
     /// Print a completion script for SHELL on standard output, and exit.
     #[arg(long, value_name = "SHELL", conflicts_with = "check")]
     completions: Option<clap_complete::Shell>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Turn maintenance on or off (through this host's agent, recorded by the cluster), or show it. A host in
+    /// maintenance keeps its vservers running, never fences itself and is never taken over; with --cluster,
+    /// fencing and takeover stand down on every host (for planned network work) until it is turned off.
+    /// Turning it on while a takeover runs waits for it (10 s), then refuses.
+    Maintenance {
+        /// on, off, or status.
+        #[arg(value_parser = ["on", "off", "status"])]
+        state: String,
+        /// The host (default: this one).
+        #[arg(long, conflicts_with = "cluster")]
+        host: Option<String>,
+        /// The whole cluster.
+        #[arg(long)]
+        cluster: bool,
+        /// Print the maintenance now in force as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `vserver-agent maintenance ...`: asks the running agent of this host.
+fn maintenance(config: &std::path::Path, state: &str, host: Option<String>, cluster: bool, json: bool) -> ExitCode {
+    let fail = |code: i32, message: String| {
+        eprintln!("vserver-agent: {message}");
+        ExitCode::from(code as u8)
+    };
+    let conf = match node_agent::agent::config::AgentConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => return fail(exit::USAGE, e.to_string()),
+    };
+    if let Some(h) = &host {
+        if *h != conf.node && !conf.peers.iter().any(|p| &p.name == h) {
+            return fail(exit::USAGE, format!("{h:?} is not a host of this cluster (see {})", config.display()));
+        }
+    }
+    let agent = match node_agent::agent_client::for_cli(&conf.run_dir) {
+        Ok(Some(a)) => a,
+        Ok(None) => return fail(exit::FAILED, "no agent runs on this host: maintenance is kept by the agents".into()),
+        Err(code) => return ExitCode::from(code as u8),
+    };
+    let reply = if state == "status" {
+        agent.request("GET", "/v1/maintenance")
+    } else {
+        let body = serde_json::json!({ "on": state == "on", "host": host, "cluster": cluster });
+        agent.request_json("POST", "/v1/maintenance", &body)
+    };
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => return fail(exit::FAILED, format!("cannot ask the agent: {e}")),
+    };
+    let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
+    if reply.status != 200 {
+        let why = said["error"].as_str().map_or(reply.body.clone(), str::to_string);
+        let code = if reply.status == 400 { exit::USAGE } else { exit::FAILED };
+        return fail(code, why);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&said).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    match said["cluster"].as_object() {
+        Some(c) => println!(
+            "CLUSTER MAINTENANCE: fencing and takeover are disarmed on every host (since unix ms {}, asked through {})",
+            c["since_ms"],
+            c["by"].as_str().unwrap_or("?")
+        ),
+        None => println!("cluster: not in maintenance"),
+    }
+    let hosts = said["hosts"].as_object().cloned().unwrap_or_default();
+    if hosts.is_empty() {
+        println!("hosts in maintenance: none");
+    }
+    for (h, mark) in hosts {
+        println!(
+            "host {h}: in maintenance (since unix ms {}, asked through {})",
+            mark["since_ms"],
+            mark["by"].as_str().unwrap_or("?")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(shell) = cli.completions {
         return ExitCode::from(node_agent::cli::print_completions::<Cli>(shell) as u8);
+    }
+    if let Some(Command::Maintenance { state, host, cluster, json }) = cli.command {
+        return maintenance(&cli.config, &state, host, cluster, json);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("VSERVER_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
