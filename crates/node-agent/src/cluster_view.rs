@@ -51,6 +51,8 @@ pub struct ClusterView {
     pub takeover: bool,
     /// What is left of the asked host's lease, ms (none when it needs none).
     pub lease_remaining_ms: Option<u64>,
+    /// Maintenance in force: for the whole cluster, and the hosts in maintenance.
+    pub maintenance: failover::ownership::Maintenance,
     /// Every host.
     pub hosts: Vec<HostRow>,
     /// Every vserver of the ownership table.
@@ -127,6 +129,7 @@ impl ClusterView {
             coordinator,
             takeover: status.failover.takeover,
             lease_remaining_ms: status.failover.lease_remaining_ms,
+            maintenance: status.failover.maintenance.clone(),
             hosts,
             vservers,
         }
@@ -143,11 +146,23 @@ impl ClusterView {
             if self.takeover { "on" } else { "off" },
             self.lease_remaining_ms.map(|ms| format!(", lease {ms} ms left")).unwrap_or_default()
         );
-        let _ = writeln!(out, "{:<12} {:<8} {:<12} {:>13}  RUNS", "HOST", "STATE", "ROLE", "HEARD");
+        if self.maintenance.cluster.is_some() {
+            let _ = writeln!(
+                out,
+                "CLUSTER MAINTENANCE: fencing and takeover are disarmed on every host (vserver-agent maintenance off \
+                 --cluster ends it)"
+            );
+        }
+        let _ = writeln!(out, "{:<12} {:<8} {:<18} {:>13}  RUNS", "HOST", "STATE", "ROLE", "HEARD");
         for h in &self.hosts {
             let heard = h.last_heard_ms.map_or("-".to_string(), |ms| format!("{ms} ms ago"));
             let runs = if h.running.is_empty() { "-".to_string() } else { h.running.join(", ") };
-            let _ = writeln!(out, "{:<12} {:<8} {:<12} {:>13}  {runs}", h.name, h.state, h.role, heard);
+            let role = if self.maintenance.hosts.contains_key(&h.name) {
+                format!("{} (maint)", h.role)
+            } else {
+                h.role.clone()
+            };
+            let _ = writeln!(out, "{:<12} {:<8} {:<18} {:>13}  {runs}", h.name, h.state, role, heard);
         }
         if self.vservers.is_empty() {
             let _ = writeln!(out, "no vserver in the ownership table");

@@ -343,6 +343,12 @@ fn link_down_in_maintenance(prefix: &str, args: &[&str], off: &[&str], covers: f
             agents.status(i).ok().map(|s| s["failover"].clone())
         );
     }
+    // Loud: the status page of every host says so.
+    let banner = if args.contains(&"--cluster") { "CLUSTER MAINTENANCE" } else { "In maintenance (never fenced" };
+    for i in 0..3 {
+        let page = agents.get(i, i, "/").unwrap().body;
+        assert!(page.contains(banner), "h{i}'s page shows {banner:?}");
+    }
     let sampler = Sampler::start(&lab, &name);
     lab.set_link(0, false).unwrap();
     std::thread::sleep(Duration::from_secs(6));

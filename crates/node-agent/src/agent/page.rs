@@ -78,6 +78,23 @@ pub fn render(status: &StatusReport) -> String {
         ver = esc(&node.version),
     );
 
+    let m = &status.failover.maintenance;
+    if m.cluster.is_some() {
+        html.push_str(
+            "<p id=\"maintenance\" class=\"bad\" style=\"font-size:1.3em;border:3px solid #b00020;padding:.5em\">\
+             CLUSTER MAINTENANCE: fencing and automatic takeover are disarmed on every host until \
+             <code>vserver-agent maintenance off --cluster</code></p>\n",
+        );
+    }
+    if !m.hosts.is_empty() {
+        let hosts: Vec<String> = m.hosts.keys().map(|h| esc(h)).collect();
+        let _ = writeln!(
+            html,
+            "<p id=\"host-maintenance\" class=\"warn\">In maintenance (never fenced, never taken over): {}</p>",
+            hosts.join(", ")
+        );
+    }
+
     let _ = write!(
         html,
         "<h2>Peers</h2>\n<table id=\"peers\"><tr><th>Peer</th><th>State</th><th>Last heard</th>\
