@@ -4,6 +4,7 @@
 //! Root only; each scenario builds and removes its own lab (`cargo nextest run -E 'binary(agents)'`).
 
 mod api;
+mod evacuate;
 mod heartbeats;
 mod migrate;
 mod ownership;

@@ -171,6 +171,9 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/replicas/{name}/abort", post(replica_abort))
         .route("/v1/takeover/probe", post(takeover_probe))
         .route("/v1/maintenance", get(maintenance_get))
+        .route("/v1/hosts/{host}/evacuate", post(evacuate_start))
+        .route("/v1/hosts/{host}/restore", post(restore_start))
+        .route("/v1/hosts/{host}/evacuation", get(evacuation_status))
         .route_layer(middleware::from_fn(bounded));
     // Long by nature (a start runs its scripts, a sync copies a tree): bounded by their own timeouts.
     let lifecycle = Router::new()
@@ -430,6 +433,33 @@ async fn migrate_status(State(agent): State<Arc<Agent>>, Path(name): Path<String
         None => {
             Err(ApiError::Migrate(MigrateError::NotFound(format!("no migrate of {name} since this agent started"))))
         }
+    }
+}
+
+async fn evacuate_start(
+    State(agent): State<Arc<Agent>>,
+    Path(host): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: super::evacuate::EvacuateRequest = json_body(body)?;
+    let job = super::evacuate::evacuate(&agent, &host, &req)?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+async fn restore_start(
+    State(agent): State<Arc<Agent>>,
+    Path(host): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: super::evacuate::EvacuateRequest = json_body(body)?;
+    let job = super::evacuate::restore(&agent, &host, &req)?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+async fn evacuation_status(State(_agent): State<Arc<Agent>>, Path(host): Path<String>) -> Result<Response, ApiError> {
+    match super::evacuate::job(&host) {
+        Some(job) => Ok(Json(job).into_response()),
+        None => Err(ApiError::NoRoute(format!("no evacuation or restore of {host:?} through this agent"))),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod evacuate;
 pub mod heartbeat;
 pub mod maintenance;
 pub mod metrics;

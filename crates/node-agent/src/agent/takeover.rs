@@ -232,7 +232,7 @@ fn last_state(vservers: &[super::model::VserverSummary], name: &VserverName) -> 
 
 /// Asks every voter but `host` (this one too) whether it has not heard `host` for `silent`; `Ok` once those
 /// that may still vouch for it, with `host` itself, are fewer than a majority, all within the promise.
-async fn confirm_dead(agent: &Arc<Agent>, host: &str, silent: Duration) -> Result<(), String> {
+pub(super) async fn confirm_dead(agent: &Arc<Agent>, host: &str, silent: Duration) -> Result<(), String> {
     let own = agent.ownership.get().ok_or("no ownership table")?;
     let voters = own.metrics().voters;
     if voters.is_empty() {
@@ -283,7 +283,7 @@ async fn confirm_dead(agent: &Arc<Agent>, host: &str, silent: Duration) -> Resul
 }
 
 /// Runs the fence hook, if one is configured, with the dead host's name.
-async fn fence_hook(agent: &Agent, host: &str) -> Result<(), String> {
+pub(super) async fn fence_hook(agent: &Agent, host: &str) -> Result<(), String> {
     let Some(hook) = &agent.config.takeover.fence_hook else { return Ok(()) };
     let limit = Duration::from_secs(agent.config.takeover.fence_hook_timeout_secs);
     let mut child = tokio::process::Command::new(hook)
@@ -300,7 +300,7 @@ async fn fence_hook(agent: &Agent, host: &str) -> Result<(), String> {
 }
 
 /// Takes one vserver of a dead host over: to the first live standby with a complete replica.
-async fn take_over(
+pub(super) async fn take_over(
     agent: &Arc<Agent>,
     name: &VserverName,
     from: &str,

@@ -57,6 +57,118 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move every vserver off HOST to its first live standby, a few at a time, showing each one's progress:
+    /// by migrate when HOST is alive; when it is dead, by takeover (the voters confirm its lease is over). One
+    /// failure does not stop the others; they are listed at the end (exit 1). `restore HOST` moves them back.
+    Evacuate {
+        /// The host to empty.
+        host: String,
+        /// How many vservers move at once (1 to 16).
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+        /// HOST is dead and you made sure it is down (powered off): needed when the cluster cannot know it,
+        /// without lease fencing and without a fence hook.
+        #[arg(long)]
+        fenced: bool,
+        /// Print the final report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move back to HOST (alive again) the vservers its last evacuation moved away, those still where it put
+    /// them.
+    Restore {
+        /// The host to fill again.
+        host: String,
+        /// How many vservers move at once (1 to 16).
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+        /// Print the final report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `vserver-agent evacuate|restore HOST`: starts the job through this host's agent, prints each vserver's
+/// progress, and the outcome.
+fn evacuate(config: &std::path::Path, what: &str, host: &str, parallel: usize, fenced: bool, json: bool) -> ExitCode {
+    let fail = |code: i32, message: String| {
+        eprintln!("vserver-agent: {message}");
+        ExitCode::from(code as u8)
+    };
+    let conf = match node_agent::agent::config::AgentConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => return fail(exit::USAGE, e.to_string()),
+    };
+    if host != conf.node && !conf.peers.iter().any(|p| p.name == host) {
+        return fail(exit::USAGE, format!("{host:?} is not a host of this cluster (see {})", config.display()));
+    }
+    let agent = match node_agent::agent_client::for_cli(&conf.run_dir) {
+        Ok(Some(a)) => a,
+        Ok(None) => return fail(exit::FAILED, "no agent runs on this host".into()),
+        Err(code) => return ExitCode::from(code as u8),
+    };
+    let body = serde_json::json!({ "parallel": parallel, "fenced": fenced });
+    let started = match agent.request_json("POST", &format!("/v1/hosts/{host}/{what}"), &body) {
+        Ok(r) => r,
+        Err(e) => return fail(exit::FAILED, format!("cannot ask the agent: {e}")),
+    };
+    if started.status != 202 {
+        let said = serde_json::from_str::<serde_json::Value>(&started.body).unwrap_or_default();
+        let why = said["error"].as_str().map_or(started.body.clone(), str::to_string);
+        return fail(if started.status == 400 { exit::USAGE } else { exit::FAILED }, why);
+    }
+    let mut shown: std::collections::BTreeMap<String, String> = Default::default();
+    let job = loop {
+        let job = match agent.request("GET", &format!("/v1/hosts/{host}/evacuation")) {
+            Ok(r) if r.status == 200 => serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default(),
+            Ok(r) => return fail(exit::FAILED, format!("the agent answered {}: {}", r.status, r.body)),
+            Err(e) => return fail(exit::FAILED, format!("cannot ask the agent: {e}")),
+        };
+        if !json {
+            if shown.is_empty() {
+                let n = job["items"].as_array().map_or(0, Vec::len);
+                eprintln!(
+                    "{what} {host}: {n} vserver(s), by {}, {parallel} at a time",
+                    job["mode"].as_str().unwrap_or("?")
+                );
+            }
+            for item in job["items"].as_array().into_iter().flatten() {
+                let name = item["vserver"].as_str().unwrap_or("?").to_string();
+                let state = item["state"].as_str().unwrap_or("?").to_string();
+                if shown.get(&name) != Some(&state) {
+                    let to = item["to"].as_str().map(|t| format!(" -> {t}")).unwrap_or_default();
+                    let detail = item["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
+                    eprintln!("  {name}{to}: {state}{detail}");
+                    shown.insert(name, state);
+                }
+            }
+        }
+        if job["finished"].as_bool() == Some(true) {
+            break job;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let items = job["items"].as_array().cloned().unwrap_or_default();
+    let failed: Vec<&serde_json::Value> = items.iter().filter(|i| i["state"] != "done").collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
+    } else if items.is_empty() {
+        println!("{what} {host}: nothing to move");
+    } else {
+        println!("{what} {host}: {} of {} moved", items.len() - failed.len(), items.len());
+        for f in &failed {
+            println!(
+                "  FAILED {}: {}",
+                f["vserver"].as_str().unwrap_or("?"),
+                f["detail"].as_str().unwrap_or("(no reason given)")
+            );
+        }
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::FAILED as u8)
+    }
 }
 
 /// `vserver-agent maintenance ...`: asks the running agent of this host.
@@ -126,8 +238,17 @@ fn main() -> ExitCode {
     if let Some(shell) = cli.completions {
         return ExitCode::from(node_agent::cli::print_completions::<Cli>(shell) as u8);
     }
-    if let Some(Command::Maintenance { state, host, cluster, json }) = cli.command {
-        return maintenance(&cli.config, &state, host, cluster, json);
+    match cli.command {
+        Some(Command::Maintenance { state, host, cluster, json }) => {
+            return maintenance(&cli.config, &state, host, cluster, json)
+        }
+        Some(Command::Evacuate { host, parallel, fenced, json }) => {
+            return evacuate(&cli.config, "evacuate", &host, parallel, fenced, json)
+        }
+        Some(Command::Restore { host, parallel, json }) => {
+            return evacuate(&cli.config, "restore", &host, parallel, false, json)
+        }
+        None => {}
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("VSERVER_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
