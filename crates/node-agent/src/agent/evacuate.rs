@@ -161,7 +161,8 @@ pub fn restore(agent: &Arc<Agent>, host: &str, req: &EvacuateRequest) -> Result<
         .filter_map(|(v, to)| {
             let entry = table.get(&v)?;
             // Only what is still where the evacuation put it.
-            (entry.owner.as_deref() == Some(to.as_str())).then(|| (v, Some(to), entry.epoch))
+            let epoch = entry.epoch;
+            (entry.owner.as_deref() == Some(to.as_str())).then_some((v, Some(to), epoch))
         })
         .collect();
     begin(agent, host, "restore", parallel, items)
