@@ -223,6 +223,7 @@ mod tests {
             ownership: None,
             failover: Default::default(),
             takeovers: vec![],
+            relocation_errors: Default::default(),
         };
         let text = render(&status);
         for line in [

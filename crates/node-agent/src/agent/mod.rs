@@ -140,6 +140,16 @@ impl Agent {
         })
     }
 
+    /// The vservers the cluster's event log puts in error (the relocation limit), with the reason.
+    fn relocation_errors(&self) -> std::collections::BTreeMap<String, String> {
+        let Some(own) = self.ownership.get() else { return Default::default() };
+        let (events, now, window) = (own.events(), replication::now_ms(), self.config.failures.window_ms());
+        own.table()
+            .into_keys()
+            .filter_map(|v| takeover::relocations(&events, &v, now, window).error.map(|e| (v, e)))
+            .collect()
+    }
+
     /// The body of `GET /v1/status`.
     pub async fn status(&self) -> StatusReport {
         StatusReport {
@@ -164,6 +174,7 @@ impl Agent {
                 lease_remaining_ms: watchdog::lease_remaining(self).map(|d| d.as_millis() as u64),
             },
             takeovers: takeover::records(self),
+            relocation_errors: self.relocation_errors(),
         }
     }
 }

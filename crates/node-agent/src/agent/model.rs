@@ -278,6 +278,10 @@ pub struct StatusReport {
     /// The takeovers in the cluster's event log, oldest first.
     #[serde(default)]
     pub takeovers: Vec<super::takeover::TakeoverRecord>,
+    /// The vservers the cluster's event log puts in state error (the relocation limit), with the reason, until
+    /// an operator clears them: shown by every host, also those that do not run them.
+    #[serde(default)]
+    pub relocation_errors: std::collections::BTreeMap<String, String>,
 }
 
 /// Takeover and fencing as configured on one host, and its lease.

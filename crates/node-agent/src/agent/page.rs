@@ -213,6 +213,7 @@ mod tests {
             ownership: None,
             failover: Default::default(),
             takeovers: vec![],
+            relocation_errors: Default::default(),
         };
         let html = render(&status);
         assert!(html.contains("h&lt;0&gt;") && !html.contains("h<0>"));
