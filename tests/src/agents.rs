@@ -120,12 +120,13 @@ impl<'lab> Agents<'lab> {
                 ));
             }
             let vserver_bin = crate::vserver_bin().context("no vserver command beside this executable")?;
+            let extra_text = extra(host.index);
             let config = format!(
                 "node = \"h{index}\"\nlisten = \"{addr}:{AGENT_PORT}\"\nsecret_file = \"{secret}\"\n\
                  vservers_dir = \"{vs}\"\nconf_dir = \"{conf}\"\nrun_dir = \"{run}\"\nstate_dir = \"{state}\"\n\
                  cgroup_parent = \"{cg}\"\nvserver_bin = \"{bin}\"\n{cluster_line}{extra}\n\n{peers}\
                  [heartbeat]\ninterval_ms = {i}\nsuspect_after_ms = {s}\ndead_after_ms = {d}\ntimeout_ms = {t}\n\n\
-                 [restart]\nmax_restarts = 3\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\ncheck_interval_ms = 200\n",
+                 [restart]\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\ncheck_interval_ms = 200\n{failures}",
                 index = host.index,
                 addr = host.addr,
                 secret = secret_file.display(),
@@ -138,7 +139,9 @@ impl<'lab> Agents<'lab> {
                 i = timing.interval_ms,
                 s = timing.suspect_ms,
                 d = timing.dead_ms,
-                extra = extra(host.index),
+                // Three restarts within the failure window, unless the scenario sets its own `[failures]`.
+                failures = if extra_text.contains("[failures]") { "" } else { "\n[failures]\nmax_restart = 3\n" },
+                extra = extra_text,
                 // As the product: long enough for a slow link, at most the silence before dead.
                 t = timing.dead_ms.min(1000),
             );

@@ -440,6 +440,81 @@ pub fn sync(run_dir: &Path, name: &VserverName, json: bool) -> i32 {
     code
 }
 
+/// `vserver NAME clear`: asks this host's agent to forget the vserver's failures and lift its error (its
+/// relocations cluster-wide, its restarts on this host), prints what was forgotten (or the JSON), and returns
+/// the exit code.
+pub fn clear(run_dir: &Path, name: &VserverName, json: bool) -> i32 {
+    let agent = match for_cli(run_dir) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            eprintln!(
+                "vserver: error: clear needs this host's agent (it keeps the failure accounting); none runs here{}",
+                if disabled() { format!(" ({NO_AGENT_ENV} is set)") } else { String::new() }
+            );
+            return exit::FAILED;
+        }
+        Err(code) => return code,
+    };
+    let reply = match agent.request("POST", &format!("/v1/vservers/{name}/clear")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vserver: error: {}", unreachable_message(&agent.url, &e));
+            return exit::FAILED;
+        }
+    };
+    if !(200..300).contains(&reply.status) {
+        let message = serde_json::from_str::<ErrorBody>(&reply.body).map(|b| b.error).unwrap_or(reply.body);
+        eprintln!("vserver: error: {message}");
+        return match reply.status {
+            404 => exit::UNKNOWN,
+            400 => exit::USAGE,
+            403 => exit::REFUSED,
+            _ => exit::FAILED,
+        };
+    }
+    let report: crate::agent::model::ClearReport = match serde_json::from_str(&reply.body) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vserver: error: the agent's answer is not understood: {e}");
+            return exit::FAILED;
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        return exit::OK;
+    }
+    let was = report.error.as_deref().map(|e| format!("; was in error: {e}")).unwrap_or_default();
+    let now = report
+        .status
+        .as_ref()
+        .map(|st| format!("; now {} (intent {})", word(st.state), word(st.intent)))
+        .unwrap_or_default();
+    println!(
+        "vserver {name} cleared by the agent of node {}: {} restart(s) and {} relocation(s) forgotten{was}{now}",
+        agent.node, report.restarts, report.relocations
+    );
+    exit::OK
+}
+
+/// A state or intent as its JSON word.
+fn word<T: Serialize>(value: T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// What this host's agent says of a vserver (its state, intent and failure accounting), when an agent runs
+/// and answers; `None` otherwise (the caller shows what it sees itself).
+pub fn agent_view(run_dir: &Path, name: &VserverName) -> Option<VserverStatus> {
+    if disabled() {
+        return None;
+    }
+    let agent = locate(run_dir).ok()??;
+    let reply = agent.request("GET", &format!("/v1/vservers/{name}")).ok()?;
+    if !(200..300).contains(&reply.status) {
+        return None;
+    }
+    serde_json::from_str(&reply.body).ok()
+}
+
 /// `vserver NAME migrate HOST`: asks this host's agent to move the vserver to HOST, shows the phase and the
 /// bytes as it goes, and ends with the outage it caused. Returns the exit code (0: it runs on HOST).
 pub fn migrate(run_dir: &Path, name: &VserverName, target: &str, json: bool) -> i32 {

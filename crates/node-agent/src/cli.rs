@@ -109,8 +109,12 @@ enum Action {
         /// What to do.
         action: ServiceAction,
     },
-    /// Report state, process count, addresses and uptime (exit 3 when stopped).
+    /// Report state, process count, addresses and uptime (exit 3 when stopped); with an agent, also its
+    /// intent, its restarts and relocations within the failure window, and why it is in state error.
     Status,
+    /// Forget its failures and lift its state error (through this host's agent): its restarts here, its
+    /// relocations in the whole cluster. The agent then acts on its intent again.
+    Clear,
     /// Copy it to its standbys now (through this host's agent, which must be its primary); exit 1 if a
     /// standby did not get a complete copy.
     Sync,
@@ -265,7 +269,8 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
         },
         Action::Status => match host.status(name) {
             Ok(st) => {
-                print_status(&st, json);
+                let view = agent_client::agent_view(&host.dirs.run_dir, name);
+                print_status(&st, view.as_ref(), json);
                 if st.state == "running" {
                     exit::OK
                 } else {
@@ -291,6 +296,7 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
             let argv = vec![format!("/etc/init.d/{service}"), action.as_str().to_string()];
             host.exec(name, &argv, None).unwrap_or_else(code)
         }),
+        Action::Clear => needs_root().unwrap_or_else(|| agent_client::clear(&host.dirs.run_dir, name, json)),
         Action::Sync => needs_root().unwrap_or_else(|| agent_client::sync(&host.dirs.run_dir, name, json)),
         Action::Migrate { host: target } => {
             needs_root().unwrap_or_else(|| agent_client::migrate(&host.dirs.run_dir, name, &target, json))
@@ -348,12 +354,36 @@ fn stop(host: &Host, name: &VserverName) -> Result<(), LifecycleError> {
     Ok(())
 }
 
-fn print_status(st: &Status, json: bool) {
+/// A state or intent as its JSON word.
+fn word<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// The status as this host sees it, with the agent's view when one answers: its state (`error` when its
+/// failure limit put it there), intent and failure accounting.
+fn print_status(st: &Status, agent: Option<&crate::agent::model::VserverStatus>, json: bool) {
+    let in_error =
+        agent.and_then(|a| a.error.as_deref().filter(|_| a.state == crate::agent::model::VserverState::Error));
     if json {
-        println!("{}", serde_json::to_string_pretty(st).expect("status serializes"));
+        let mut value = serde_json::to_value(st).expect("status serializes");
+        if let (Some(a), Some(map)) = (agent, value.as_object_mut()) {
+            if in_error.is_some() {
+                map.insert("state".into(), "error".into());
+            }
+            map.insert("intent".into(), word(&a.intent).into());
+            map.insert("restarts".into(), a.restarts.into());
+            map.insert("restarted_unix_ms".into(), a.restarted_unix_ms.clone().into());
+            map.insert("relocations".into(), a.relocations.into());
+            map.insert("relocated_unix_ms".into(), a.relocated_unix_ms.clone().into());
+            map.insert("error".into(), a.error.clone().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&value).expect("status serializes"));
         return;
     }
-    println!("vserver {}: {}", st.name, st.state);
+    match in_error {
+        Some(why) => println!("vserver {}: error ({why}; `vserver {} clear` to lift it)", st.name, st.name),
+        None => println!("vserver {}: {}", st.name, st.state),
+    }
     if let Some(c) = st.context {
         println!("  context:   {c}");
     }
@@ -367,6 +397,23 @@ fn print_status(st: &Status, json: bool) {
         println!("  memory:    {}", human_bytes(m));
     }
     println!("  onboot:    {}", if st.onboot { "yes" } else { "no" });
+    if let Some(a) = agent {
+        let now = crate::agent::replication::now_ms();
+        let ago = |times: &[u64]| {
+            let t: Vec<String> = times.iter().map(|t| format!("{} s ago", now.saturating_sub(*t) / 1000)).collect();
+            if t.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", t.join(", "))
+            }
+        };
+        println!("  intent:    {}", word(&a.intent));
+        println!("  restarts:  {}{}", a.restarts, ago(&a.restarted_unix_ms));
+        println!("  relocated: {}{}", a.relocations, ago(&a.relocated_unix_ms));
+        if let (Some(e), None) = (&a.error, in_error) {
+            println!("  error:     {e} (`vserver {} clear` to lift it)", st.name);
+        }
+    }
 }
 
 /// `1d 02:03:04` style durations.

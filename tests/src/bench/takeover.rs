@@ -169,7 +169,7 @@ fn measure(opts: &TakeoverOptions, cancel: &AtomicBool) -> Result<TakeoverReport
     crate::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(name), "bench")?;
     let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
     // The same vserver moves many times on purpose: the ping-pong limit is lifted.
-    let extra = "[takeover]\nmax_relocations_per_hour = 100000\n";
+    let extra = "[failures]\nmax_relocate = 100000\n";
     let mut agents = Agents::start_full(&lab, Timing::default(), Some(&cluster), extra)?;
     if wait_for(Duration::from_secs(20), || all_alive(&agents, 3)).is_none() {
         bail!("the agents did not see each other alive; log of h0:\n{}", agents.log(0));

@@ -1,7 +1,8 @@
 //! Scenarios: `vserver NAME migrate HOST` for real. The service keeps answering at its address from the
 //! client after the move, the tree arrives exactly, the old host keeps a replica and the placement turns
 //! round; what changes after the pre-copy arrives with the last pass, which copies only that; a start that fails on the target leaves the vserver running on the source, with no lock left;
-//! an unknown or dead target is refused before anything stops.
+//! an unknown or dead target is refused before anything stops; a migrate killed half way (its client, or the
+//! target's agent) leaves no lock, nothing half promoted, and a later migrate succeeds.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -226,4 +227,128 @@ fn a_second_migrate_while_one_runs_is_refused_and_so_is_an_operators_stop() {
     let m = agents.get(0, 0, &format!("/v1/vservers/{name}/migration")).unwrap().json().unwrap();
     assert_eq!(m["phase"], "done", "{m}");
     assert!(lab.client.http_get(addr, 80, Duration::from_secs(5)).is_ok());
+}
+
+/// The migrate of `name` as h0's agent reports it.
+fn migration(agents: &Agents, name: &str) -> Option<serde_json::Value> {
+    agents.get(0, 0, &format!("/v1/vservers/{name}/migration")).ok()?.json().ok()
+}
+
+/// Limits what host `i` sends to 4 MB/s (a token bucket on its link, with a short queue so heartbeats still
+/// pass), or lifts the limit: a copy of tens of MB then lasts while the test kills things.
+fn throttle(lab: &Lab, i: usize, on: bool) {
+    let host = &lab.hosts[i];
+    let mut tc = std::process::Command::new("tc");
+    tc.args(["-n", host.netns.name(), "qdisc"]);
+    if on {
+        tc.args(["replace", "dev", &host.dev, "root", "tbf", "rate", "32mbit", "burst", "64kb", "latency", "50ms"]);
+    } else {
+        tc.args(["del", "dev", &host.dev, "root"]);
+    }
+    let out = tc.output().expect("tc (iproute2)");
+    assert!(out.status.success(), "tc: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Waits until host `i`, primary of `name`, has completed a sync to its standby and runs none.
+fn wait_synced(agents: &Agents, i: usize, name: &str) {
+    let synced = wait_for(Duration::from_secs(60), || {
+        agents.status(i).is_ok_and(|s| {
+            s["replication"].as_array().is_some_and(|rows| {
+                rows.iter()
+                    .any(|r| r["vserver"] == name && r["syncing"] == false && !r["last_complete_unix_ms"].is_null())
+            })
+        })
+    });
+    assert!(synced.is_some(), "h{i}: {:?}", agents.status(i).map(|s| s["replication"].clone()));
+}
+
+/// Waits until h0's migrate of `name` is copying the tree (pre-copy, bytes moved).
+fn wait_mid_copy(agents: &Agents, name: &str) {
+    let copying = wait_for(Duration::from_secs(60), || {
+        migration(agents, name).is_some_and(|m| m["phase"] == "precopy" && m["pass_bytes"].as_u64() > Some(0))
+    });
+    assert!(copying.is_some(), "never seen copying: {:?}\nlog h0:\n{}", migration(agents, name), agents.log(0));
+}
+
+#[test]
+fn a_migrate_killed_half_way_leaves_no_lock_and_a_later_migrate_succeeds() {
+    if skip_unless_root("a_migrate_killed_half_way_leaves_no_lock_and_a_later_migrate_succeeds") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let name = vserver_lab::unique("mk");
+    let addr = lab.free_addr(0);
+    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    let tree = lab.hosts[0].vservers_dir.join(&name);
+    vserver_lab::bench::install_httpd_service(&tree, "killed").unwrap();
+    std::fs::write(tree.join("payload"), vec![0x5au8; 48 << 20]).unwrap();
+    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\"]\ninterval_secs = 3600\n");
+    let mut agents = Agents::start_with(&lab, FAST, Some(&cluster)).unwrap();
+    assert!(wait_for(PATIENCE, || all_alive(&agents, 2)).is_some(), "log:\n{}", agents.log(0));
+    let out = vserver(&lab, 0, &[&name, "start"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());
+    let bin = vserver_lab::vserver_bin().unwrap();
+    // The first sync (h0 to h1) ends first, so that the kill below hits the migrate's own copy.
+    wait_synced(&agents, 0, &name);
+
+    // 1. The target's agent killed (-9) while the tree is copied: the migrate fails, the vserver runs on the
+    //    source, which holds no lock; the target has nothing half promoted.
+    throttle(&lab, 0, true);
+    let mut client = lab.hosts[0].command(&bin).args([name.as_str(), "migrate", "h1"]).spawn().unwrap();
+    wait_mid_copy(&agents, &name);
+    agents.kill9(1);
+    throttle(&lab, 0, false);
+    let status = client.wait().unwrap();
+    assert!(!status.success(), "the migrate cannot succeed without its target");
+    let m = migration(&agents, &name).unwrap();
+    assert_eq!((m["phase"].as_str(), m["finished"].as_bool()), (Some("failed"), Some(true)), "{m}");
+    assert_eq!(state_on(&agents, 0, &name).as_deref(), Some("running"), "log h0:\n{}", agents.log(0));
+    assert!(lab.client.http_get(addr, 80, Duration::from_secs(5)).is_ok_and(|b| b.contains("killed")));
+    assert!(!lab.hosts[1].vservers_dir.join(&name).exists(), "no tree promoted on the target");
+    assert!(!lab.hosts[1].conf_dir.join(format!("{name}.conf")).exists(), "no conf on the target");
+    // No lock: an operator's restart goes through at once (a held vserver answers 423).
+    let out = vserver(&lab, 0, &[&name, "restart"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());
+    // The target comes back; a later migrate succeeds.
+    agents.spawn(1).unwrap();
+    assert!(wait_for(PATIENCE, || all_alive(&agents, 2)).is_some(), "log h1:\n{}", agents.log(1));
+    let out = vserver(&lab, 0, &[&name, "migrate", "h1"], false);
+    assert!(out.status.success(), "{}\nlog h0:\n{}\nlog h1:\n{}", text(&out), agents.log(0), agents.log(1));
+    assert_eq!(state_on(&agents, 1, &name).as_deref(), Some("running"));
+    assert!(lab.client.http_get(addr, 80, Duration::from_secs(5)).is_ok_and(|b| b.contains("killed")));
+
+    // 2. The client of a migrate killed (-9) while the tree is copied (back to h0): the agent carries the
+    //    migrate to its end by itself, as with any request whose client hangs up, and leaves no lock.
+    // The sync that follows the move (h1 to h0) ends first: a migrate waits for a sync under way.
+    wait_synced(&agents, 1, &name);
+    // New data there, so that the copy back has something to move.
+    std::fs::write(lab.hosts[1].vservers_dir.join(&name).join("payload2"), vec![0xa5u8; 48 << 20]).unwrap();
+    throttle(&lab, 1, true);
+    let mut client = lab.hosts[1].command(&bin).args([name.as_str(), "migrate", "h0"]).spawn().unwrap();
+    let from_h1 = |a: &Agents| a.get(1, 1, &format!("/v1/vservers/{name}/migration")).ok()?.json().ok();
+    let copying = wait_for(Duration::from_secs(60), || {
+        from_h1(&agents)
+            .is_some_and(|m: serde_json::Value| m["phase"] == "precopy" && m["pass_bytes"].as_u64() > Some(0))
+    });
+    assert!(copying.is_some(), "never seen copying: {:?}", from_h1(&agents));
+    client.kill().unwrap();
+    let _ = client.wait();
+    throttle(&lab, 1, false);
+    let ended = wait_for(Duration::from_secs(60), || from_h1(&agents).is_some_and(|m| m["finished"] == true));
+    assert!(ended.is_some(), "{:?}\nlog h1:\n{}", from_h1(&agents), agents.log(1));
+    let m = from_h1(&agents).unwrap();
+    assert_eq!(m["phase"], "done", "{m}\nlog h1:\n{}", agents.log(1));
+    assert_eq!(state_on(&agents, 0, &name).as_deref(), Some("running"));
+    assert!(state_on(&agents, 1, &name).is_none(), "it runs on one host only");
+    assert!(lab.client.http_get(addr, 80, Duration::from_secs(5)).is_ok_and(|b| b.contains("killed")));
+    // No lock on either host: a restart on h0, then a migrate to h1 and back, all succeed.
+    let out = vserver(&lab, 0, &[&name, "restart"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());
+    let out = vserver(&lab, 0, &[&name, "migrate", "h1"], false);
+    assert!(out.status.success(), "{}\nlog h0:\n{}", text(&out), agents.log(0));
+    assert_eq!(state_on(&agents, 1, &name).as_deref(), Some("running"));
 }

@@ -550,3 +550,58 @@ fn a_witness_gives_two_hosts_their_takeover_and_runs_nothing() {
     assert!(!lab.hosts[2].runs(&name));
     assert_one_copy(&sampler.finish(), &agents);
 }
+
+/// Crashes host `i` as a takeover test does: its agent and watchdog killed, its vservers killed, its link down.
+fn crash_host(lab: &Lab, agents: &mut Agents, dogs: &mut Watchdogs, i: usize) {
+    agents.kill9(i);
+    dogs.kill9(i);
+    lab.hosts[i].kill_vservers();
+    lab.set_link(i, false).unwrap();
+}
+
+#[test]
+fn a_vserver_relocated_max_relocate_times_is_left_in_error_until_cleared() {
+    if skip_unless_root("a_vserver_relocated_max_relocate_times_is_left_in_error_until_cleared") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (mut agents, mut dogs, name, addr) = synced_on_h0(&lab, "rl", "[failures]\nmax_relocate = 1\n");
+
+    // Its host crashes: taken over by h1, its first relocation (of 1 allowed within the window).
+    crash_host(&lab, &mut agents, &mut dogs, 0);
+    assert!(wait_page(&lab, addr, "synced", Duration::from_secs(30)).is_some(), "h1:\n{}", agents.log(1));
+    check_taken_over_by_h1(&lab, &agents, &name, addr, &[1, 2]);
+    let v = agents.get(1, 1, &format!("/v1/vservers/{name}")).unwrap().json().unwrap();
+    assert_eq!((v["relocations"].as_u64(), v["relocated_unix_ms"].as_array().map(Vec::len)), (Some(1), Some(1)), "{v}");
+    // h0 comes back as a standby, and h1 gives it a copy.
+    lab.set_link(0, true).unwrap();
+    dogs.spawn(0).unwrap();
+    agents.spawn(0).unwrap();
+    check_h0_came_back_as_standby(&lab, &agents, &name);
+
+    // Its new host crashes too: due a second relocation, it is put in error instead, cluster-wide.
+    crash_host(&lab, &mut agents, &mut dogs, 1);
+    let cleared_by = |i: usize| {
+        let out = vserver(&lab, i, &[&name, "clear", "--json"], false);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let in_error = |i: usize| {
+        agents.status(i).is_ok_and(|s| s["relocation_errors"][name.as_str()] == "relocated 1 times in 3600 s")
+    };
+    let logged = wait_for(Duration::from_secs(30), || in_error(0) && in_error(2));
+    assert!(logged.is_some(), "the error is in the event log\nh0:\n{}\nh2:\n{}", agents.log(0), agents.log(2));
+    // Not taken over: it runs nowhere, and no second takeover is recorded.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!lab.hosts[0].runs(&name) && !lab.hosts[2].runs(&name), "not taken over while in error");
+    assert_eq!(takeovers(&agents, 2).iter().filter(|t| t["vserver"] == name.as_str()).count(), 1);
+
+    // Cleared (on h2): its relocation is forgotten cluster-wide and the takeover happens.
+    let report = cleared_by(2);
+    assert_eq!(report["relocations"], 1, "{report}");
+    assert_eq!(report["error"], "relocated 1 times in 3600 s", "{report}");
+    let moved = wait_for(Duration::from_secs(30), || lab.hosts[0].runs(&name) || lab.hosts[2].runs(&name));
+    assert!(moved.is_some(), "taken over once cleared\nh0:\n{}\nh2:\n{}", agents.log(0), agents.log(2));
+    assert!(wait_for(PATIENCE, || takeovers(&agents, 2).iter().filter(|t| t["vserver"] == name.as_str()).count() == 2)
+        .is_some());
+}

@@ -294,6 +294,11 @@ async fn lifecycle(
             ))));
         }
     }
+    if action == "clear" {
+        let task = tokio::spawn(async move { agent.clear(&name).await });
+        let report = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
+        return Ok(Json(report).into_response());
+    }
     if action == "sync" {
         let replication = Arc::clone(&agent.replication);
         let task = tokio::spawn(async move { replication.sync_now(&agent, &name).await });
@@ -301,7 +306,9 @@ async fn lifecycle(
         return Ok(Json(outcomes).into_response());
     }
     if !matches!(action.as_str(), "start" | "stop" | "restart") {
-        return Err(ApiError::NoRoute(format!("POST /v1/vservers/{name}/{action} (start, stop, restart or sync)")));
+        return Err(ApiError::NoRoute(format!(
+            "POST /v1/vservers/{name}/{action} (start, stop, restart, sync or clear)"
+        )));
     }
     // The cluster decides where a vserver runs: a start here of one the ownership table gives to another host
     // is refused (a stop is always allowed).

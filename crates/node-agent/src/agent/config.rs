@@ -118,28 +118,52 @@ pub struct TakeoverConfig {
     pub fence_hook: Option<PathBuf>,
     /// Longest run of the fence hook, in seconds (default 60).
     pub fence_hook_timeout_secs: u64,
-    /// A vserver taken over this many times within the last hour is not taken over again (default 3).
-    pub max_relocations_per_hour: u32,
 }
 
 impl Default for TakeoverConfig {
     fn default() -> Self {
-        Self {
-            enabled: None,
-            safety_margin_ms: 800,
-            fence_hook: None,
-            fence_hook_timeout_secs: 60,
-            max_relocations_per_hour: 3,
-        }
+        Self { enabled: None, safety_margin_ms: 800, fence_hook: None, fence_hook_timeout_secs: 60 }
     }
 }
+
+/// `[failures]`: the failure accounting of each vserver. Its local restarts (on this host) and its
+/// relocations (takeovers, counted cluster-wide from the event log) within the last `window_secs`; past
+/// `max_restart` or `max_relocate` it is put in state `error` and left alone until an operator clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailuresConfig {
+    /// How long a restart or a relocation counts, in seconds (default 3600).
+    pub window_secs: u64,
+    /// Restarts within the window after which a vserver found dead again is put in `error` (default 5).
+    pub max_restart: u32,
+    /// Relocations within the window after which a vserver is not taken over again but put in `error`
+    /// (default 3).
+    pub max_relocate: u32,
+}
+
+impl Default for FailuresConfig {
+    fn default() -> Self {
+        Self { window_secs: 3600, max_restart: 5, max_relocate: 3 }
+    }
+}
+
+impl FailuresConfig {
+    /// The window in milliseconds.
+    pub fn window_ms(&self) -> u64 {
+        self.window_secs.saturating_mul(1000)
+    }
+}
+
+/// Keys that were replaced, and what replaced them: refused with a message naming the new key.
+const REPLACED_KEYS: &[(&str, &str, &str)] = &[
+    ("restart", "max_restarts", "failures.max_restart (restarts within failures.window_secs)"),
+    ("takeover", "max_relocations_per_hour", "failures.max_relocate (relocations within failures.window_secs)"),
+];
 
 /// How the agent restarts a vserver that died on a healthy host.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RestartConfig {
-    /// Restarts made before the vserver is marked failed (and left alone).
-    pub max_restarts: u32,
     /// Wait before the first restart; doubled at each further one.
     pub backoff_initial_ms: u64,
     /// Longest wait between two restarts.
@@ -150,7 +174,7 @@ pub struct RestartConfig {
 
 impl Default for RestartConfig {
     fn default() -> Self {
-        Self { max_restarts: 5, backoff_initial_ms: 1000, backoff_max_ms: 30_000, check_interval_ms: 500 }
+        Self { backoff_initial_ms: 1000, backoff_max_ms: 30_000, check_interval_ms: 500 }
     }
 }
 
@@ -205,6 +229,9 @@ pub struct AgentConfig {
     /// Restart policy.
     #[serde(default)]
     pub restart: RestartConfig,
+    /// Failure accounting and its limits.
+    #[serde(default)]
+    pub failures: FailuresConfig,
     /// Fencing: the host's watchdog.
     #[serde(default)]
     pub fencing: FencingConfig,
@@ -278,6 +305,17 @@ impl AgentConfig {
 
     /// Parses and checks the text of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        if let Ok(toml::Value::Table(top)) = toml::from_str::<toml::Value>(text) {
+            for (table, key, now) in REPLACED_KEYS {
+                if top.get(*table).and_then(|t| t.get(*key)).is_some() {
+                    return Err(ConfigError::Value {
+                        path: path.into(),
+                        key: format!("{table}.{key}"),
+                        reason: format!("this key was replaced: use {now} in [failures]"),
+                    });
+                }
+            }
+        }
         let config: AgentConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
         config.check(path)?;
@@ -383,6 +421,9 @@ impl AgentConfig {
         if r.check_interval_ms == 0 {
             return Err(bad("restart.check_interval_ms", "must be above 0".into()));
         }
+        if self.failures.window_secs == 0 {
+            return Err(bad("failures.window_secs", "must be above 0".into()));
+        }
         if self.rsync_timeout_secs == 0 {
             return Err(bad("rsync_timeout_secs", "must be above 0".into()));
         }
@@ -477,6 +518,21 @@ url = "http://127.0.0.1:7071"
         assert!(err(&slow).contains("heartbeat.suspect_after_ms"));
         let twice = format!("{GOOD}\n[[peers]]\nname = \"h2\"\nurl = \"http://127.0.0.1:7072\"\n");
         assert!(err(&twice).contains("listed twice"));
+    }
+
+    #[test]
+    fn the_replaced_limits_are_refused_naming_their_new_keys() {
+        let old = format!("{GOOD}\n[restart]\nmax_restarts = 3\n");
+        let e = err(&old);
+        assert!(e.contains("key `restart.max_restarts`") && e.contains("failures.max_restart"), "{e}");
+        let old = format!("{GOOD}\n[takeover]\nmax_relocations_per_hour = 3\n");
+        let e = err(&old);
+        assert!(e.contains("takeover.max_relocations_per_hour") && e.contains("failures.max_relocate"), "{e}");
+        let new = format!("{GOOD}\n[failures]\nwindow_secs = 600\nmax_restart = 3\nmax_relocate = 2\n");
+        let c = AgentConfig::parse(Path::new("agent.toml"), &new).unwrap();
+        assert_eq!(c.failures, FailuresConfig { window_secs: 600, max_restart: 3, max_relocate: 2 });
+        assert!(err(&format!("{GOOD}\n[failures]\nwindow_secs = 0\n")).contains("failures.window_secs"));
+        assert!(err(&format!("{GOOD}\n[failures]\nmax_restarts = 1\n")).contains("max_restarts"));
     }
 
     #[test]

@@ -21,8 +21,12 @@ const PEER_STATES: [(PeerState, &str); 4] = [
     (PeerState::Suspect, "suspect"),
     (PeerState::Dead, "dead"),
 ];
-const VSERVER_STATES: [(VserverState, &str); 3] =
-    [(VserverState::Running, "running"), (VserverState::Stopped, "stopped"), (VserverState::Failed, "failed")];
+const VSERVER_STATES: [(VserverState, &str); 4] = [
+    (VserverState::Running, "running"),
+    (VserverState::Stopped, "stopped"),
+    (VserverState::Failed, "failed"),
+    (VserverState::Error, "error"),
+];
 
 /// The metrics text for one status report.
 pub fn render(status: &StatusReport) -> String {
@@ -89,7 +93,8 @@ pub fn render(status: &StatusReport) -> String {
 
     let vs_up = Family::<Labels, Gauge>::default();
     let vs_state = Family::<Labels, Gauge>::default();
-    let vs_restarts = Family::<Labels, Counter>::default();
+    let vs_restarts = Family::<Labels, Gauge>::default();
+    let vs_relocations = Family::<Labels, Gauge>::default();
     let vs_procs = Family::<Labels, Gauge>::default();
     let vs_uptime = Family::<Labels, Gauge>::default();
     for v in &status.vservers {
@@ -100,15 +105,25 @@ pub fn render(status: &StatusReport) -> String {
             labels.push(("state", word.to_string()));
             vs_state.get_or_create(&labels).set(i64::from(v.state == s));
         }
-        vs_restarts.get_or_create(&label()).inc_by(u64::from(v.restarts));
+        vs_restarts.get_or_create(&label()).set(i64::from(v.restarts));
+        vs_relocations.get_or_create(&label()).set(i64::from(v.relocations));
         vs_procs.get_or_create(&label()).set(i64::try_from(v.processes).unwrap_or(i64::MAX));
         if let Some(secs) = v.uptime_secs {
             vs_uptime.get_or_create(&label()).set(i64::try_from(secs).unwrap_or(i64::MAX));
         }
     }
     registry.register("up", "1 when the vserver runs, else 0", vs_up);
-    registry.register("state", "1 for the vserver's current state (running, stopped, failed)", vs_state);
-    registry.register("restarts", "Restarts made by the agent after the vserver died on its own", vs_restarts);
+    registry.register("state", "1 for the vserver's current state (running, stopped, failed, error)", vs_state);
+    registry.register(
+        "restarts",
+        "Restarts made by this host's agent after the vserver died on its own, within the failure window",
+        vs_restarts,
+    );
+    registry.register(
+        "relocations",
+        "Relocations (takeovers) of the vserver within the failure window",
+        vs_relocations,
+    );
     registry.register("processes", "Processes in the vserver's cgroup", vs_procs);
     registry.register_with_unit("uptime", "Time since the vserver started", Unit::Seconds, vs_uptime);
 
@@ -196,6 +211,10 @@ mod tests {
                 addresses: vec![],
                 processes: 2,
                 restarts: 4,
+                restarted_unix_ms: vec![1, 2, 3, 4],
+                relocations: 1,
+                relocated_unix_ms: vec![5],
+                error: None,
                 last_error: None,
             }],
             rejected_heartbeats: RejectCounters { unknown_node: 0, bad_signature: 2, malformed_or_stale: 0 },
@@ -204,6 +223,7 @@ mod tests {
             ownership: None,
             failover: Default::default(),
             takeovers: vec![],
+            relocation_errors: Default::default(),
         };
         let text = render(&status);
         for line in [
@@ -213,7 +233,8 @@ mod tests {
             "vserver_peer_heartbeat_rtt_seconds{peer=\"h1\"} 0.0015",
             "vserver_heartbeats_rejected_total{reason=\"bad_signature\"} 2",
             "vserver_up{vserver=\"web\"} 1",
-            "vserver_restarts_total{vserver=\"web\"} 4",
+            "vserver_restarts{vserver=\"web\"} 4",
+            "vserver_relocations{vserver=\"web\"} 1",
             "vserver_agent_incarnation 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");

@@ -103,6 +103,55 @@ impl Agent {
         })
     }
 
+    /// `POST /v1/vservers/NAME/clear`: forgets a vserver's failures and lifts its error. Its relocations are
+    /// forgotten cluster-wide (a clear event in the cluster's event log, recorded first: if that fails,
+    /// nothing changed), its restarts on this host. It needs the vserver configured here or in the cluster.
+    pub async fn clear(&self, name: &isolate::VserverName) -> Result<model::ClearReport, supervisor::SupervisorError> {
+        let in_cluster = self.replication.placement(name).is_some()
+            || self.ownership.get().is_some_and(|o| o.owner(name.as_str()).is_some());
+        let here = match self.supervisor.get(name).await {
+            Ok(_) => true,
+            Err(supervisor::SupervisorError::NotFound(_)) if in_cluster => false,
+            Err(e) => return Err(e),
+        };
+        let relocated = self
+            .ownership
+            .get()
+            .map(|o| {
+                let window = self.config.failures.window_ms();
+                takeover::relocations(&o.events(), name.as_str(), replication::now_ms(), window)
+            })
+            .unwrap_or_default();
+        if relocated != supervisor::Relocations::default() {
+            let own = self.ownership.get().expect("relocations come from the table");
+            own.log_event(&takeover::clear_event(name.as_str(), &self.config.node)).await.map_err(|e| {
+                supervisor::SupervisorError::Failed {
+                    name: name.to_string(),
+                    message: format!("cannot record the clear in the cluster's event log ({e}); nothing changed"),
+                }
+            })?;
+        }
+        let cleared = if here { self.supervisor.clear(name).await? } else { Default::default() };
+        let status = if here { Some(self.supervisor.get(name).await?) } else { None };
+        Ok(model::ClearReport {
+            vserver: name.to_string(),
+            restarts: cleared.restarts,
+            relocations: relocated.at_unix_ms.len() as u32,
+            error: cleared.error.or(relocated.error),
+            status,
+        })
+    }
+
+    /// The vservers the cluster's event log puts in error (the relocation limit), with the reason.
+    fn relocation_errors(&self) -> std::collections::BTreeMap<String, String> {
+        let Some(own) = self.ownership.get() else { return Default::default() };
+        let (events, now, window) = (own.events(), replication::now_ms(), self.config.failures.window_ms());
+        own.table()
+            .into_keys()
+            .filter_map(|v| takeover::relocations(&events, &v, now, window).error.map(|e| (v, e)))
+            .collect()
+    }
+
     /// The body of `GET /v1/status`.
     pub async fn status(&self) -> StatusReport {
         StatusReport {
@@ -129,6 +178,7 @@ impl Agent {
                 takeovers_in_progress: takeover::in_progress(),
             },
             takeovers: takeover::records(self),
+            relocation_errors: self.relocation_errors(),
         }
     }
 }
@@ -222,6 +272,10 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let _ = agent.ownership.set(ownership.clone());
     let table = ownership.clone();
     agent.supervisor.set_owner_lookup(Box::new(move |name| table.owner(name.as_str()).map(|(owner, _)| owner)));
+    let (log, window) = (ownership.clone(), agent.config.failures.window_ms());
+    agent.supervisor.set_relocation_lookup(Box::new(move |name| {
+        takeover::relocations(&log.events(), name.as_str(), replication::now_ms(), window)
+    }));
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
     let taking_over = tokio::spawn(takeover::run(Arc::clone(&agent)));
     let nagging = tokio::spawn(maintenance::nag(Arc::clone(&agent)));

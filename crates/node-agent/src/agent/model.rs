@@ -35,8 +35,12 @@ pub enum VserverState {
     Running,
     /// Not running.
     Stopped,
-    /// Meant to run but the restart limit was reached; the agent no longer restarts it.
+    /// Not running, and an operator's start or restart failed; left alone until an operator starts it.
     Failed,
+    /// Not running, and its failure limit was reached (`failures.max_restart` restarts or
+    /// `failures.max_relocate` relocations within `failures.window_secs`): never restarted nor taken over
+    /// until an operator clears it (`vserver NAME clear`).
+    Error,
 }
 
 /// One vserver in a heartbeat: enough for peers to know what runs where.
@@ -140,10 +144,38 @@ pub struct VserverStatus {
     pub addresses: Vec<String>,
     /// Processes in its cgroup.
     pub processes: usize,
-    /// Restarts the agent made after it died on its own (since the agent started).
+    /// Restarts this host's agent made after it died on its own, within the failure window.
     pub restarts: u32,
+    /// When each of those restarts was made, ms since the Unix epoch, oldest first.
+    #[serde(default)]
+    pub restarted_unix_ms: Vec<u64>,
+    /// Its relocations (takeovers) within the failure window, in the whole cluster (from the event log).
+    #[serde(default)]
+    pub relocations: u32,
+    /// When each of those relocations was decided, ms since the Unix epoch, oldest first.
+    #[serde(default)]
+    pub relocated_unix_ms: Vec<u64>,
+    /// Why it is in state `error` (`restarted 5 times in 3600 s`), until an operator clears it; set also
+    /// while it runs if it was started outside the agent meanwhile.
+    #[serde(default)]
+    pub error: Option<String>,
     /// The last error seen starting or stopping it, in words.
     pub last_error: Option<String>,
+}
+
+/// The answer to `POST /v1/vservers/NAME/clear`: what was forgotten.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClearReport {
+    /// The vserver.
+    pub vserver: String,
+    /// Its restarts on this host within the failure window, forgotten.
+    pub restarts: u32,
+    /// Its relocations within the failure window, forgotten in the whole cluster.
+    pub relocations: u32,
+    /// The error it was in, lifted.
+    pub error: Option<String>,
+    /// Its status on this host after the clear (absent when it is not configured on this host).
+    pub status: Option<VserverStatus>,
 }
 
 /// Counters of heartbeats refused, by reason.
@@ -246,6 +278,10 @@ pub struct StatusReport {
     /// The takeovers in the cluster's event log, oldest first.
     #[serde(default)]
     pub takeovers: Vec<super::takeover::TakeoverRecord>,
+    /// The vservers the cluster's event log puts in state error (the relocation limit), with the reason, until
+    /// an operator clears them: shown by every host, also those that do not run them.
+    #[serde(default)]
+    pub relocation_errors: std::collections::BTreeMap<String, String>,
 }
 
 /// Takeover and fencing as configured on one host, and its lease.

@@ -37,7 +37,7 @@ fn vserver_class(state: VserverState) -> &'static str {
     match state {
         VserverState::Running => "ok",
         VserverState::Stopped => "dim",
-        VserverState::Failed => "bad",
+        VserverState::Failed | VserverState::Error => "bad",
     }
 }
 
@@ -144,7 +144,7 @@ pub fn render(status: &StatusReport) -> String {
             addrs = if v.addresses.is_empty() { "host network".into() } else { esc(&v.addresses.join(" ")) },
             procs = v.processes,
             restarts = v.restarts,
-            err = v.last_error.as_deref().map_or(String::new(), esc),
+            err = v.error.as_deref().or(v.last_error.as_deref()).map_or(String::new(), esc),
         );
     }
     html.push_str("</table>\n");
@@ -218,6 +218,10 @@ mod tests {
                 addresses: vec!["eth0:10.0.0.1/24".into()],
                 processes: 0,
                 restarts: 5,
+                restarted_unix_ms: vec![],
+                relocations: 0,
+                relocated_unix_ms: vec![],
+                error: None,
                 last_error: Some("exit <1> & \"x\"".into()),
             }],
             rejected_heartbeats: RejectCounters::default(),
@@ -226,6 +230,7 @@ mod tests {
             ownership: None,
             failover: Default::default(),
             takeovers: vec![],
+            relocation_errors: Default::default(),
         };
         let html = render(&status);
         assert!(html.contains("h&lt;0&gt;") && !html.contains("h<0>"));

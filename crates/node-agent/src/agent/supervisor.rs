@@ -7,9 +7,13 @@
 //! serialized (one async mutex per name), so an operator's stop and a restart by the check loop never race.
 //!
 //! Intent is not failure (DESIGN.md, invariant 4): a vserver stopped by intent is never started; one meant to
-//! run that is found dead is restarted with backoff, up to `restart.max_restarts`, then marked failed and
-//! left alone until an operator starts it. Restarting the agent never stops a vserver: running vservers with
-//! no recorded intent are adopted.
+//! run that is found dead is restarted with backoff. Each restart is counted, with its time, in
+//! `STATE_DIR/failures.json` (so the count survives the agent's restarts); a restart counts for
+//! `failures.window_secs`. Found dead again after `failures.max_restart` restarts within the window, it is put
+//! in state `error` (`restarted 5 times in 3600 s`) and never restarted until an operator clears it
+//! ([`Supervisor::clear`]). Relocations are counted cluster-wide from the event log (`takeover.rs`); a
+//! vserver the event log puts in error is not restarted either. Restarting the agent never stops a vserver:
+//! running vservers with no recorded intent are adopted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 use isolate::VserverName;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::config::{AgentConfig, RestartConfig};
+use super::config::{AgentConfig, FailuresConfig, RestartConfig};
 use super::model::{Intent, VserverState, VserverStatus, VserverSummary};
 use super::Agent;
 use crate::agent_client::{Announcement, NO_AGENT_ENV};
@@ -94,7 +98,12 @@ struct Shared {
     host: Host,
     command: VserverCommand,
     restart: RestartConfig,
+    failures: FailuresConfig,
     intents: Intents,
+    /// Restart times and errors, also on disk.
+    accounts: Accounts,
+    /// The vservers' relocations as the cluster's event log tells them, once the agent has it.
+    relocations: std::sync::OnceLock<RelocationLookup>,
     books: StdMutex<HashMap<VserverName, Book>>,
     locks: StdMutex<HashMap<VserverName, Arc<AsyncMutex<()>>>>,
     cache: StdMutex<BTreeMap<VserverName, VserverState>>,
@@ -110,6 +119,28 @@ struct Shared {
 
 /// Looks up a vserver's owner host in the ownership table, as this host knows it.
 pub type OwnerLookup = Box<dyn Fn(&VserverName) -> Option<String> + Send + Sync>;
+
+/// Looks up a vserver's relocations within the failure window, and its relocation error, in the cluster's
+/// event log.
+pub type RelocationLookup = Box<dyn Fn(&VserverName) -> Relocations + Send + Sync>;
+
+/// A vserver's relocations (takeovers) within the failure window since it was last cleared, cluster-wide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relocations {
+    /// When each was decided, ms since the Unix epoch, oldest first.
+    pub at_unix_ms: Vec<u64>,
+    /// Why it is in error, when the relocation limit put it there.
+    pub error: Option<String>,
+}
+
+/// What [`Supervisor::clear`] forgot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleared {
+    /// Restarts within the window.
+    pub restarts: u32,
+    /// The local error, if there was one.
+    pub error: Option<String>,
+}
 
 /// A vserver held by a migrate: no restart by the check loop, no operator operation, until dropped.
 pub struct Hold {
@@ -130,14 +161,12 @@ impl Drop for HeldMark {
     }
 }
 
-/// Restart accounting of one vserver, since the agent started.
+/// Restart bookkeeping of one vserver, since the agent started (its counted restarts are in [`Accounts`]).
 #[derive(Debug, Default)]
 struct Book {
-    /// Restarts made after it died on its own (reset by an operator's start).
-    restarts: u32,
-    /// Restarts since it last ran stably: drives the backoff and the limit.
+    /// Restarts since it last ran stably: drives the backoff.
     streak: u32,
-    /// The restart limit was reached (or an operator's start failed): left alone.
+    /// An operator's start failed: left alone until an operator starts it.
     failed: bool,
     /// When a restart is due, once it was found dead.
     next_allowed: Option<Instant>,
@@ -168,6 +197,9 @@ impl Supervisor {
         std::fs::create_dir_all(&config.state_dir).map_err(state)?;
         let map = load_intents(&path).map_err(state)?;
         tracing::info!(path = %path.display(), vservers = map.len(), "intents loaded");
+        let accounts_path = config.state_dir.join("failures.json");
+        let accounts = load_accounts(&accounts_path)
+            .map_err(|source| SupervisorError::State { path: accounts_path.clone(), source })?;
         let cgroup_root =
             std::env::var_os("VSERVER_CGROUP_ROOT").map_or_else(|| "/sys/fs/cgroup".into(), PathBuf::from);
         let dirs = Dirs {
@@ -184,7 +216,10 @@ impl Supervisor {
                 host: Host { dirs, grace: GRACE, start_timeout: Duration::from_secs(300) },
                 command,
                 restart: config.restart.clone(),
+                failures: config.failures.clone(),
                 intents: Intents { path, map: StdMutex::new(map), write: AsyncMutex::new(()) },
+                accounts: Accounts { path: accounts_path, map: StdMutex::new(accounts), write: AsyncMutex::new(()) },
+                relocations: std::sync::OnceLock::new(),
                 books: StdMutex::default(),
                 locks: StdMutex::default(),
                 cache: StdMutex::default(),
@@ -299,6 +334,56 @@ impl Supervisor {
         let _ = self.shared.owner_of.set(lookup);
     }
 
+    /// Gives the supervisor the cluster's relocation accounting (from the event log): a vserver it puts in
+    /// error is shown so and never restarted. Set once.
+    pub fn set_relocation_lookup(&self, lookup: RelocationLookup) {
+        let _ = self.shared.relocations.set(lookup);
+    }
+
+    /// Clears a vserver's failure accounting on this host: its restarts are forgotten, its error lifted,
+    /// and the agent acts on its intent again: a vserver meant to run (and owned here) is started now, as
+    /// by an operator, with a fresh account. Refused while a migrate holds it.
+    pub async fn clear(&self, name: &VserverName) -> Result<Cleared, SupervisorError> {
+        if lock(&self.shared.held).contains(name) {
+            return Err(SupervisorError::Busy(name.to_string()));
+        }
+        let _guard = self.shared.op_lock(name).lock_owned().await;
+        let restarts = self.shared.restarts_in_window(name).len() as u32;
+        let old = self.shared.accounts.set(name, None).await?;
+        {
+            let mut books = lock(&self.shared.books);
+            let book = books.entry(name.clone()).or_default();
+            book.reset();
+            book.last_error = None;
+        }
+        let error = old.and_then(|a| a.error);
+        tracing::warn!(vserver = %name, restarts, error = error.as_deref().unwrap_or("none"), "failure accounting \
+                       cleared by an operator; its intent rules again");
+        // Meant to run and not running: started now, as by an operator (not counted as a restart).
+        let host = self.shared.host.clone();
+        let n = name.clone();
+        let running = tokio::task::spawn_blocking(move || host.running(&n).map(|s| s.is_some())).await;
+        let owned_here = self.shared.owned_elsewhere(name).is_none();
+        if self.shared.intents.get(name) == Some(Intent::Running) && matches!(running, Ok(Ok(false))) && owned_here {
+            let result = self.shared.command.run(name, "start").await;
+            let mut books = lock(&self.shared.books);
+            let book = books.entry(name.clone()).or_default();
+            match result {
+                Ok(()) | Err(SupervisorError::AlreadyRunning(_)) => {
+                    book.running_since = Some(Instant::now());
+                    tracing::info!(vserver = %name, "started after the clear (its intent is running)");
+                }
+                Err(e) => {
+                    tracing::warn!(vserver = %name, error = %e, "start after the clear failed");
+                    book.failed = true;
+                    book.last_error = Some(e.to_string());
+                }
+            }
+        }
+        self.shared.refresh(name).await;
+        Ok(Cleared { restarts, error })
+    }
+
     /// Lifts the fence of one vserver: the check loop treats it as usual again (and restarts it if it is
     /// meant to run).
     pub fn unfence(&self, name: &VserverName) {
@@ -366,6 +451,17 @@ impl Shared {
             return Err(SupervisorError::Busy(name.to_string()));
         }
         let _guard = self.op_lock(name).lock_owned().await;
+        if op != Op::Stop {
+            if let Some(why) = self.error_of(name) {
+                return Err(SupervisorError::Refused {
+                    name: name.to_string(),
+                    message: format!(
+                        "it is in state error ({why}) and is not started until an operator clears it: \
+                         `vserver {name} clear`; nothing changed"
+                    ),
+                });
+            }
+        }
         let intent = if op == Op::Stop { Intent::Stopped } else { Intent::Running };
         self.intents.set(name, intent).await?;
         {
@@ -415,8 +511,8 @@ impl Shared {
         let n = name.clone();
         let running = tokio::task::spawn_blocking(move || host.running(&n).map(|s| s.is_some())).await;
         if let Ok(Ok(running)) = running {
-            let failed = lock(&self.books).get(name).is_some_and(|b| b.failed);
-            lock(&self.cache).insert(name.clone(), observed_state(running, failed));
+            let state = self.state_of(name, running);
+            lock(&self.cache).insert(name.clone(), state);
         }
     }
 
@@ -434,9 +530,12 @@ impl Shared {
 
     /// A vserver's status: the observation, its intent and its restart account.
     fn compose(&self, name: &VserverName, st: Result<Status, LifecycleError>, running: bool) -> VserverStatus {
+        let restarted = self.restarts_in_window(name);
+        let relocated = self.relocations_of(name);
+        let in_error = self.error_of(name);
+        let state = self.state_of(name, running);
         let books = lock(&self.books);
         let book = books.get(name);
-        let failed = book.is_some_and(|b| b.failed);
         let (uptime_secs, addresses, processes, error) = match st {
             Ok(s) => (s.uptime_secs, s.addresses, s.processes, None),
             Err(e) => (None, Vec::new(), 0, Some(format!("cannot read its state: {e}"))),
@@ -444,12 +543,16 @@ impl Shared {
         let intent = self.intents.get(name).unwrap_or(if running { Intent::Running } else { Intent::Stopped });
         VserverStatus {
             name: name.to_string(),
-            state: observed_state(running, failed),
+            state,
             intent,
             uptime_secs,
             addresses,
             processes,
-            restarts: book.map_or(0, |b| b.restarts),
+            restarts: restarted.len() as u32,
+            restarted_unix_ms: restarted,
+            relocations: relocated.at_unix_ms.len() as u32,
+            relocated_unix_ms: relocated.at_unix_ms,
+            error: in_error,
             last_error: book.and_then(|b| b.last_error.clone()).or(error),
         }
     }
@@ -499,7 +602,7 @@ impl Shared {
         let Ok(guard) = self.op_lock(name).try_lock_owned() else { return None };
         // Killed by the watchdog: nothing is done until the cluster confirms this host still owns it.
         if lock(&self.fenced).contains(name) {
-            return running.ok().map(|r| observed_state(r, false));
+            return running.ok().map(|r| observed_state(r, false, self.error_of(name).is_some()));
         }
         let running = match running {
             Ok(r) => r,
@@ -515,41 +618,56 @@ impl Shared {
         };
         let now = Instant::now();
         let intent = self.intents.get(name);
+        let in_window = self.restarts_in_window(name).len() as u32;
+        let in_error = self.error_of(name).is_some();
+        let mut error = None;
         let decision = {
             let mut books = lock(&self.books);
             let book = books.entry(name.clone()).or_default();
             book.observe_error = None;
             note_observation(book, running, now, &self.restart, name);
-            let d = decide(intent, running, book.streak, book.failed, now, book.next_allowed, &self.restart);
+            let standing = Standing {
+                streak: book.streak,
+                in_window,
+                left_alone: book.failed || in_error,
+                next_allowed: book.next_allowed,
+            };
+            let d = decide(intent, running, &standing, now, self.failures.max_restart, &self.restart);
             match d {
                 Decision::Schedule(at) => {
                     book.next_allowed = Some(at);
                     tracing::warn!(
                         vserver = %name,
                         wait_ms = at.saturating_duration_since(now).as_millis() as u64,
-                        restart = book.streak + 1,
-                        max_restarts = self.restart.max_restarts,
+                        restart = in_window + 1,
+                        max_restart = self.failures.max_restart,
                         "died on its own while meant to run; restart scheduled"
                     );
                 }
                 Decision::GiveUp => {
-                    book.failed = true;
                     book.next_allowed = None;
+                    let why = format!("restarted {in_window} times in {} s", self.failures.window_secs);
                     let mut msg = format!(
-                        "died on its own again after {} restart(s) (restart.max_restarts = {}); marked failed and left \
-                         stopped until an operator starts it",
-                        book.streak, self.restart.max_restarts
+                        "died on its own again: {why} (failures.max_restart = {}); state error: not restarted until \
+                         an operator clears it (vserver {name} clear)",
+                        self.failures.max_restart
                     );
                     if let Some(last) = &book.last_error {
                         msg.push_str(&format!(" (last restart error: {last})"));
                     }
                     tracing::error!(vserver = %name, "{msg}");
-                    book.last_error = Some(msg);
+                    error = Some(why);
                 }
                 Decision::Leave | Decision::Wait | Decision::Adopt | Decision::Restart => {}
             }
             d
         };
+        if let Some(why) = error {
+            if let Err(e) = self.accounts.update(name, |a| a.error = Some(why)).await {
+                tracing::warn!(vserver = %name, error = %e, "cannot keep its error on disk (it holds until the agent \
+                               restarts)");
+            }
+        }
         match decision {
             Decision::Adopt => match self.intents.set(name, Intent::Running).await {
                 Ok(()) => tracing::info!(vserver = %name, "adopted: it runs with no recorded intent; intent running"),
@@ -571,8 +689,32 @@ impl Shared {
             }
             _ => {}
         }
+        Some(self.state_of(name, running))
+    }
+
+    /// A vserver's state from whether it runs and its accounts.
+    fn state_of(&self, name: &VserverName, running: bool) -> VserverState {
         let failed = lock(&self.books).get(name).is_some_and(|b| b.failed);
-        Some(observed_state(running, failed))
+        observed_state(running, failed, self.error_of(name).is_some())
+    }
+
+    /// Why a vserver is in error: its local restarts, else its relocations.
+    fn error_of(&self, name: &VserverName) -> Option<String> {
+        self.accounts.get(name).and_then(|a| a.error).or_else(|| self.relocations_of(name).error)
+    }
+
+    /// The times of its restarts within the failure window, oldest first.
+    fn restarts_in_window(&self, name: &VserverName) -> Vec<u64> {
+        let since = super::replication::now_ms().saturating_sub(self.failures.window_ms());
+        self.accounts
+            .get(name)
+            .map(|a| a.restarted_unix_ms.into_iter().filter(|t| *t >= since).collect())
+            .unwrap_or_default()
+    }
+
+    /// Its relocations, as the cluster's event log tells them.
+    fn relocations_of(&self, name: &VserverName) -> Relocations {
+        self.relocations.get().map(|f| f(name)).unwrap_or_default()
     }
 
     /// The host the ownership table gives `name` to, when that is not this host.
@@ -584,28 +726,45 @@ impl Shared {
     /// Starts a vserver that died on its own, holding its operation lock.
     async fn restart_after_death(self: Arc<Self>, name: VserverName, _guard: OwnedMutexGuard<()>) {
         let result = self.command.run(&name, "start").await;
-        {
+        let counted = {
             let mut books = lock(&self.books);
             let book = books.entry(name.clone()).or_default();
             book.next_allowed = None;
             match result {
                 Ok(()) => {
-                    book.restarts += 1;
                     book.streak += 1;
                     book.running_since = Some(Instant::now());
                     book.last_error = None;
-                    tracing::info!(vserver = %name, restarts = book.restarts, "restarted after it died on its own");
+                    tracing::info!(vserver = %name, streak = book.streak, "restarted after it died on its own");
+                    true
                 }
                 // Started meanwhile by someone else: nothing to count.
                 Err(SupervisorError::AlreadyRunning(_)) => {
                     tracing::info!(vserver = %name, "found running again before the restart; nothing done");
+                    false
                 }
                 Err(e) => {
-                    book.restarts += 1;
                     book.streak += 1;
                     tracing::warn!(vserver = %name, error = %e, attempt = book.streak, "restart failed");
                     book.last_error = Some(e.to_string());
+                    true
                 }
+            }
+        };
+        if counted {
+            let (now, since) = {
+                let now = super::replication::now_ms();
+                (now, now.saturating_sub(self.failures.window_ms()))
+            };
+            let kept = self
+                .accounts
+                .update(&name, |a| {
+                    a.restarted_unix_ms.retain(|t| *t >= since);
+                    a.restarted_unix_ms.push(now);
+                })
+                .await;
+            if let Err(e) = kept {
+                tracing::warn!(vserver = %name, error = %e, "cannot keep its restart count on disk");
             }
         }
         self.refresh(&name).await;
@@ -643,12 +802,26 @@ fn observe(host: &Host, name: &VserverName) -> (Result<Status, LifecycleError>, 
     (st, running)
 }
 
-fn observed_state(running: bool, failed: bool) -> VserverState {
-    match (running, failed) {
-        (true, _) => VserverState::Running,
-        (false, true) => VserverState::Failed,
-        (false, false) => VserverState::Stopped,
+fn observed_state(running: bool, failed: bool, error: bool) -> VserverState {
+    match (running, error, failed) {
+        (true, _, _) => VserverState::Running,
+        (false, true, _) => VserverState::Error,
+        (false, false, true) => VserverState::Failed,
+        (false, false, false) => VserverState::Stopped,
     }
+}
+
+/// What the restart policy looks at of one vserver.
+#[derive(Debug, Clone, Copy, Default)]
+struct Standing {
+    /// Restarts since it last ran stably (the backoff).
+    streak: u32,
+    /// Restarts within the failure window (the limit).
+    in_window: u32,
+    /// Failed or in error: left alone.
+    left_alone: bool,
+    /// When a scheduled restart is due.
+    next_allowed: Option<Instant>,
 }
 
 /// What the check does about one vserver.
@@ -664,29 +837,27 @@ enum Decision {
     Wait,
     /// A scheduled restart is due.
     Restart,
-    /// Found dead after `max_restarts` restarts: mark it failed.
+    /// Found dead after `failures.max_restart` restarts within the window: put it in error.
     GiveUp,
 }
 
-/// The restart policy, pure: `restarts` counts the restarts of the current streak, `next_allowed` is when a
-/// scheduled restart is due.
+/// The restart policy, pure: the streak drives the backoff, the restarts within the window the limit.
 fn decide(
     intent: Option<Intent>,
     running: bool,
-    restarts: u32,
-    failed: bool,
+    s: &Standing,
     now: Instant,
-    next_allowed: Option<Instant>,
+    max_restart: u32,
     cfg: &RestartConfig,
 ) -> Decision {
     match (intent, running) {
         (None, true) => Decision::Adopt,
         (Some(_), true) => Decision::Leave,
         (None | Some(Intent::Stopped), false) => Decision::Leave,
-        (Some(Intent::Running), false) if failed => Decision::Leave,
-        (Some(Intent::Running), false) if restarts >= cfg.max_restarts => Decision::GiveUp,
-        (Some(Intent::Running), false) => match next_allowed {
-            None => Decision::Schedule(now + backoff(restarts, cfg)),
+        (Some(Intent::Running), false) if s.left_alone => Decision::Leave,
+        (Some(Intent::Running), false) if s.in_window >= max_restart => Decision::GiveUp,
+        (Some(Intent::Running), false) => match s.next_allowed {
+            None => Decision::Schedule(now + backoff(s.streak, cfg)),
             Some(at) if now >= at => Decision::Restart,
             Some(_) => Decision::Wait,
         },
@@ -814,6 +985,70 @@ impl Intents {
     }
 }
 
+/// One vserver's failure account on this host, as `STATE_DIR/failures.json` keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Account {
+    /// When the agent restarted it after it died on its own, ms since the Unix epoch (those older than the
+    /// window are dropped at the next restart).
+    #[serde(default)]
+    restarted_unix_ms: Vec<u64>,
+    /// Why it is in error (the restart limit), until an operator clears it.
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// The failure accounts, in memory and in `STATE_DIR/failures.json`; writes are serialized and land on disk
+/// before memory changes.
+struct Accounts {
+    path: PathBuf,
+    map: StdMutex<BTreeMap<String, Account>>,
+    write: AsyncMutex<()>,
+}
+
+impl Accounts {
+    fn get(&self, name: &VserverName) -> Option<Account> {
+        lock(&self.map).get(name.as_str()).cloned()
+    }
+
+    /// Changes one account (creating it).
+    async fn update(&self, name: &VserverName, f: impl FnOnce(&mut Account)) -> Result<(), SupervisorError> {
+        let mut account = self.get(name).unwrap_or_default();
+        f(&mut account);
+        self.set(name, Some(account)).await.map(drop)
+    }
+
+    /// Replaces one account (`None` removes it); returns the old one.
+    async fn set(&self, name: &VserverName, account: Option<Account>) -> Result<Option<Account>, SupervisorError> {
+        let _w = self.write.lock().await;
+        let mut next = lock(&self.map).clone();
+        let old = match account {
+            Some(a) => next.insert(name.to_string(), a),
+            None => next.remove(name.as_str()),
+        };
+        let path = self.path.clone();
+        let to_save = next.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let mut text = serde_json::to_string_pretty(&to_save).map_err(std::io::Error::other)?;
+            text.push('\n');
+            write_atomic(&path, text.as_bytes(), 0o644)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        saved.map_err(|source| SupervisorError::State { path: self.path.clone(), source })?;
+        *lock(&self.map) = next;
+        Ok(old)
+    }
+}
+
+/// Reads `failures.json`; a missing file is no account at all.
+fn load_accounts(path: &Path) -> std::io::Result<BTreeMap<String, Account>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
 fn intents_path(state_dir: &Path) -> PathBuf {
     state_dir.join("intents.json")
 }
@@ -926,7 +1161,7 @@ pub fn withdraw(agent: &Agent) {
 }
 
 /// Checks the vservers at every `restart.check_interval_ms`: adopts running ones, restarts those meant to
-/// run that died, with backoff, up to `restart.max_restarts`. Runs until aborted.
+/// run that died, with backoff, up to `failures.max_restart` times within the window. Runs until aborted.
 pub async fn run(agent: Arc<Agent>) {
     let mut interval = tokio::time::interval(Duration::from_millis(agent.config.restart.check_interval_ms));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -941,7 +1176,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> RestartConfig {
-        RestartConfig { max_restarts: 3, backoff_initial_ms: 200, backoff_max_ms: 1000, check_interval_ms: 100 }
+        RestartConfig { backoff_initial_ms: 200, backoff_max_ms: 1000, check_interval_ms: 100 }
     }
 
     fn name(n: &str) -> VserverName {
@@ -1016,62 +1251,89 @@ mod tests {
         assert_eq!(backoff(5, &big), Duration::from_millis(u64::MAX));
     }
 
+    fn st(streak: u32, in_window: u32, left_alone: bool, next_allowed: Option<Instant>) -> Standing {
+        Standing { streak, in_window, left_alone, next_allowed }
+    }
+
     #[test]
     fn a_stop_by_intent_is_never_taken_for_a_crash() {
         let (c, now) = (cfg(), Instant::now());
         use Intent::*;
         // Stopped by intent or never started: left alone, whatever the restart account says.
-        assert_eq!(decide(Some(Stopped), false, 0, false, now, None, &c), Decision::Leave);
-        assert_eq!(decide(Some(Stopped), false, 0, false, now, Some(now), &c), Decision::Leave);
-        assert_eq!(decide(None, false, 0, false, now, None, &c), Decision::Leave);
+        assert_eq!(decide(Some(Stopped), false, &st(0, 0, false, None), now, 3, &c), Decision::Leave);
+        assert_eq!(decide(Some(Stopped), false, &st(0, 9, false, Some(now)), now, 3, &c), Decision::Leave);
+        assert_eq!(decide(None, false, &st(0, 0, false, None), now, 3, &c), Decision::Leave);
         // Running by hand while stopped by intent: never stopped, never adopted.
-        assert_eq!(decide(Some(Stopped), true, 0, false, now, None, &c), Decision::Leave);
+        assert_eq!(decide(Some(Stopped), true, &st(0, 0, false, None), now, 3, &c), Decision::Leave);
     }
 
     #[test]
     fn running_vservers_are_adopted_and_never_touched() {
         let (c, now) = (cfg(), Instant::now());
-        assert_eq!(decide(None, true, 0, false, now, None, &c), Decision::Adopt);
-        assert_eq!(decide(Some(Intent::Running), true, 2, false, now, None, &c), Decision::Leave);
+        assert_eq!(decide(None, true, &st(0, 0, false, None), now, 3, &c), Decision::Adopt);
+        assert_eq!(decide(Some(Intent::Running), true, &st(2, 2, false, None), now, 3, &c), Decision::Leave);
+        assert_eq!(decide(Some(Intent::Running), true, &st(0, 5, true, None), now, 3, &c), Decision::Leave);
     }
 
     #[test]
-    fn a_crash_is_restarted_after_the_backoff_then_given_up() {
+    fn a_crash_is_restarted_after_the_backoff_then_put_in_error() {
         let (c, now) = (cfg(), Instant::now());
         let r = Some(Intent::Running);
         // Found dead: scheduled after the backoff of its streak.
-        assert_eq!(decide(r, false, 0, false, now, None, &c), Decision::Schedule(now + Duration::from_millis(200)));
-        assert_eq!(decide(r, false, 2, false, now, None, &c), Decision::Schedule(now + Duration::from_millis(800)));
+        let sched = |streak, in_window| decide(r, false, &st(streak, in_window, false, None), now, 3, &c);
+        assert_eq!(sched(0, 0), Decision::Schedule(now + Duration::from_millis(200)));
+        assert_eq!(sched(2, 2), Decision::Schedule(now + Duration::from_millis(800)));
+        // A stable run cleared the streak, not the count within the window.
+        assert_eq!(sched(0, 2), Decision::Schedule(now + Duration::from_millis(200)));
         // Not yet due, then due.
         let at = now + Duration::from_millis(200);
-        assert_eq!(decide(r, false, 0, false, now, Some(at), &c), Decision::Wait);
-        assert_eq!(decide(r, false, 0, false, at, Some(at), &c), Decision::Restart);
-        // Limit reached: given up; failed: left alone.
-        assert_eq!(decide(r, false, 3, false, now, None, &c), Decision::GiveUp);
-        assert_eq!(decide(r, false, 3, false, at, Some(at), &c), Decision::GiveUp);
-        assert_eq!(decide(r, false, 3, true, now, None, &c), Decision::Leave);
-        assert_eq!(decide(r, false, 0, true, now, None, &c), Decision::Leave);
-        let never = RestartConfig { max_restarts: 0, ..c };
-        assert_eq!(decide(r, false, 0, false, now, None, &never), Decision::GiveUp);
+        assert_eq!(decide(r, false, &st(0, 0, false, Some(at)), now, 3, &c), Decision::Wait);
+        assert_eq!(decide(r, false, &st(0, 0, false, Some(at)), at, 3, &c), Decision::Restart);
+        // The limit within the window reached: error, however long the runs between were.
+        assert_eq!(sched(0, 3), Decision::GiveUp);
+        assert_eq!(decide(r, false, &st(3, 3, false, Some(at)), at, 3, &c), Decision::GiveUp);
+        // In error or failed: left alone.
+        assert_eq!(decide(r, false, &st(3, 3, true, None), now, 3, &c), Decision::Leave);
+        assert_eq!(decide(r, false, &st(0, 0, true, None), now, 3, &c), Decision::Leave);
+        assert_eq!(decide(r, false, &st(0, 0, false, None), now, 0, &c), Decision::GiveUp, "max_restart 0");
     }
 
     #[test]
     fn a_stable_run_clears_the_streak_and_a_start_outside_the_agent_clears_failed() {
         let (c, t0, n) = (cfg(), Instant::now(), name("web"));
-        let mut book = Book { restarts: 2, streak: 2, next_allowed: Some(t0), ..Book::default() };
+        let mut book = Book { streak: 2, next_allowed: Some(t0), ..Book::default() };
         note_observation(&mut book, true, t0, &c, &n);
         assert_eq!((book.streak, book.next_allowed, book.running_since), (2, None, Some(t0)));
         note_observation(&mut book, true, t0 + Duration::from_millis(999), &c, &n);
         assert_eq!(book.streak, 2, "not stable yet");
         note_observation(&mut book, true, t0 + Duration::from_millis(1000), &c, &n);
-        assert_eq!((book.streak, book.restarts), (0, 2), "stable: a fresh streak; the count stays");
+        assert_eq!(book.streak, 0, "stable: a fresh streak");
         note_observation(&mut book, false, t0, &c, &n);
         assert_eq!(book.running_since, None);
-        let mut failed = Book { restarts: 3, streak: 3, failed: true, last_error: Some("x".into()), ..Book::default() };
+        let mut failed = Book { streak: 3, failed: true, last_error: Some("x".into()), ..Book::default() };
         note_observation(&mut failed, true, t0, &c, &n);
-        assert!(!failed.failed && failed.restarts == 0 && failed.streak == 0 && failed.last_error.is_none());
-        assert_eq!(observed_state(false, true), VserverState::Failed);
-        assert_eq!(observed_state(true, true), VserverState::Running);
+        assert!(!failed.failed && failed.streak == 0 && failed.last_error.is_none());
+        assert_eq!(observed_state(false, true, false), VserverState::Failed);
+        assert_eq!(observed_state(false, true, true), VserverState::Error);
+        assert_eq!(observed_state(false, false, true), VserverState::Error);
+        assert_eq!(observed_state(true, true, true), VserverState::Running);
+        assert_eq!(observed_state(false, false, false), VserverState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn the_failure_accounts_land_on_disk_and_a_clear_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("failures.json");
+        assert!(load_accounts(&path).unwrap().is_empty(), "no file: no account");
+        let accounts = Accounts { path: path.clone(), map: StdMutex::default(), write: AsyncMutex::new(()) };
+        accounts.update(&name("web"), |a| a.restarted_unix_ms.push(5)).await.unwrap();
+        accounts.update(&name("web"), |a| a.error = Some("restarted 1 times in 60 s".into())).await.unwrap();
+        let on_disk = load_accounts(&path).unwrap();
+        assert_eq!(on_disk["web"].restarted_unix_ms, vec![5]);
+        assert_eq!(on_disk["web"].error.as_deref(), Some("restarted 1 times in 60 s"));
+        let old = accounts.set(&name("web"), None).await.unwrap().unwrap();
+        assert_eq!(old.restarted_unix_ms, vec![5]);
+        assert!(load_accounts(&path).unwrap().is_empty() && accounts.get(&name("web")).is_none());
     }
 
     #[test]

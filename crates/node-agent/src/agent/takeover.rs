@@ -33,6 +33,59 @@ const PROMISE: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// The event log's text prefix of a takeover record.
 const RECORD_PREFIX: &str = "takeover ";
+/// The event log's text prefix of a vserver put in error by the relocation limit.
+const ERROR_PREFIX: &str = "error ";
+/// The event log's text prefix of an operator's clear of a vserver's failure accounting.
+const CLEAR_PREFIX: &str = "clear ";
+
+/// A vserver put in error, or cleared, as the event log keeps it (after [`ERROR_PREFIX`] or [`CLEAR_PREFIX`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRecord {
+    /// The vserver.
+    pub vserver: String,
+    /// Why it is in error (`relocated 3 times in 3600 s`), or the host the operator cleared it on.
+    pub text: String,
+}
+
+/// The event text putting `vserver` in error for `reason`.
+pub fn error_event(vserver: &str, reason: &str) -> String {
+    let r = FailureRecord { vserver: vserver.into(), text: reason.into() };
+    format!("{ERROR_PREFIX}{}", serde_json::to_string(&r).expect("serializes"))
+}
+
+/// The event text of an operator's clear of `vserver` on `host`.
+pub fn clear_event(vserver: &str, host: &str) -> String {
+    let r = FailureRecord { vserver: vserver.into(), text: host.into() };
+    format!("{CLEAR_PREFIX}{}", serde_json::to_string(&r).expect("serializes"))
+}
+
+/// A vserver's relocations in the event log since its last clear, within `window_ms` of `now_ms`, and its
+/// relocation error (which holds, whatever its age, until a clear).
+pub fn relocations(
+    events: &[failover::ownership::Event],
+    vserver: &str,
+    now_ms: u64,
+    window_ms: u64,
+) -> super::supervisor::Relocations {
+    let mut out = super::supervisor::Relocations::default();
+    let since = now_ms.saturating_sub(window_ms);
+    let failure = |prefix: &str, text: &str| {
+        serde_json::from_str::<FailureRecord>(text.strip_prefix(prefix)?).ok().filter(|r| r.vserver == vserver)
+    };
+    for e in events {
+        if TakeoverRecord::parse(&e.text).is_some_and(|r| r.vserver == vserver) {
+            if e.at_ms >= since {
+                out.at_unix_ms.push(e.at_ms);
+            }
+        } else if let Some(r) = failure(ERROR_PREFIX, &e.text) {
+            out.error = Some(r.text);
+        } else if failure(CLEAR_PREFIX, &e.text).is_some() {
+            out = super::supervisor::Relocations::default();
+        }
+    }
+    out
+}
 
 /// The body of `POST /v1/takeover/probe`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -314,25 +367,27 @@ pub(super) async fn take_over(
         tracing::error!(vserver = %name, host = %from, "no placement: it has no standby to be taken over by");
         return;
     };
-    let limit = agent.config.takeover.max_relocations_per_hour as usize;
-    let hour_ago = super::replication::now_ms().saturating_sub(3_600_000);
-    let recent = records(agent).iter().filter(|r| r.vserver == name.as_str() && r.at_unix_ms >= hour_ago).count();
-    if recent >= limit {
-        let text = format!(
-            "{name} was taken over {recent} times within the last hour (takeover.max_relocations_per_hour = \
-             {limit}): it is not taken over from {from} again; start it by hand where it should run"
-        );
-        tracing::error!("{text}");
+    let failures = &agent.config.failures;
+    let counted = relocations(&own.events(), name.as_str(), super::replication::now_ms(), failures.window_ms());
+    if let Some(why) = &counted.error {
+        tracing::debug!(vserver = %name, %from, "in state error ({why}): not taken over until an operator clears it");
+        return;
+    }
+    let recent = counted.at_unix_ms.len();
+    if recent >= failures.max_relocate as usize {
+        let why = format!("relocated {recent} times in {} s", failures.window_secs);
+        tracing::error!(vserver = %name, %from, "{why} (failures.max_relocate = {}): not taken over again; state \
+                        error until an operator clears it (vserver {name} clear)", failures.max_relocate);
+        // Recorded once: the next round finds the error in the event log.
         if own.epoch(name.as_str()) == epoch {
-            // Recorded once per epoch: the coordinator would otherwise log it every round.
-            let logged = own.events().iter().any(|e| e.text == text);
-            if !logged {
-                let _ = own.log_event(&text).await;
+            if let Err(e) = own.log_event(&error_event(name.as_str(), &why)).await {
+                tracing::warn!(vserver = %name, error = %e, "the error is not in the event log; retried next round");
             }
         }
         return;
     }
-    let start = !matches!(was, Some(VserverState::Stopped));
+    // Stopped there by intent, or in error there (its restart limit): taken over without being started.
+    let start = !matches!(was, Some(VserverState::Stopped | VserverState::Error));
     let alive: Vec<String> =
         agent.membership.peers().into_iter().filter(|p| p.state == PeerState::Alive).map(|p| p.name).collect();
     let me = agent.config.node.clone();
@@ -516,5 +571,53 @@ pub async fn reconcile(agent: &Arc<Agent>) {
             Ok(Err(e)) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),
             Err(e) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, at_ms: u64, text: String) -> failover::ownership::Event {
+        serde_json::from_value(serde_json::json!({"seq": seq, "at_ms": at_ms, "host": "h0", "text": text})).unwrap()
+    }
+
+    fn takeover(vserver: &str) -> String {
+        let r = TakeoverRecord {
+            vserver: vserver.into(),
+            from: "h0".into(),
+            to: "h1".into(),
+            epoch: 2,
+            at_unix_ms: 0,
+            phases_ms: vec![],
+            started: true,
+        };
+        format!("{RECORD_PREFIX}{}", serde_json::to_string(&r).unwrap())
+    }
+
+    #[test]
+    fn relocations_count_within_the_window_since_the_last_clear() {
+        let events = vec![
+            event(1, 1_000, takeover("web")),
+            event(2, 50_000, takeover("web")),
+            event(3, 60_000, takeover("db")),
+            event(4, 70_000, takeover("web")),
+            event(5, 80_000, "takeover of web by h2 failed: no".into()),
+        ];
+        // The window is 40 s back from 90 s: the first is too old.
+        let r = relocations(&events, "web", 90_000, 40_000);
+        assert_eq!(r.at_unix_ms, vec![50_000, 70_000]);
+        assert_eq!(r.error, None);
+        assert_eq!(relocations(&events, "db", 90_000, 40_000).at_unix_ms, vec![60_000]);
+        // An error holds whatever its age; a clear forgets all before it.
+        let mut more = events.clone();
+        more.push(event(6, 81_000, error_event("web", "relocated 2 times in 40 s")));
+        let r = relocations(&more, "web", 1_000_000, 40_000);
+        assert_eq!((r.at_unix_ms.len(), r.error.as_deref()), (0, Some("relocated 2 times in 40 s")));
+        assert_eq!(relocations(&more, "db", 90_000, 40_000).error, None, "another vserver's error");
+        more.push(event(7, 82_000, clear_event("web", "h1")));
+        assert_eq!(relocations(&more, "web", 90_000, 40_000), Default::default());
+        more.push(event(8, 83_000, takeover("web")));
+        assert_eq!(relocations(&more, "web", 90_000, 40_000).at_unix_ms, vec![83_000]);
     }
 }
