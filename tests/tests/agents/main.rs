@@ -5,6 +5,7 @@
 
 mod api;
 mod heartbeats;
+mod history;
 mod migrate;
 mod ownership;
 mod page;

@@ -23,7 +23,7 @@ fn write_page(lab: &Lab, host: usize, name: &str, marker: &str) {
 }
 
 /// Waits until the client gets `marker`'s page at `addr`; how long that took.
-fn wait_page(lab: &Lab, addr: std::net::Ipv4Addr, marker: &str, within: Duration) -> Option<Duration> {
+pub(crate) fn wait_page(lab: &Lab, addr: std::net::Ipv4Addr, marker: &str, within: Duration) -> Option<Duration> {
     let want = page(marker);
     wait_for(within, || {
         lab.client.http_get(addr, 80, Duration::from_millis(300)).is_ok_and(|body| body.ends_with(&want))
@@ -49,7 +49,7 @@ fn assert_one_copy(seen: &Sampled, agents: &Agents) {
 
 /// A vserver on h0 (standbys h1, h2) with watchdogs on every host, synced once with the page "synced",
 /// after which h0 writes "unsynced" (lost on a takeover, by design).
-fn synced_on_h0<'lab>(
+pub(crate) fn synced_on_h0<'lab>(
     lab: &'lab Lab,
     prefix: &str,
     extra: &str,

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod events;
 pub mod heartbeat;
 pub mod metrics;
 pub mod migrate;
@@ -218,6 +219,12 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let _ = agent.ownership.set(ownership.clone());
     let table = ownership.clone();
     agent.supervisor.set_owner_lookup(Box::new(move |name| table.owner(name.as_str()).map(|(owner, _)| owner)));
+    let weak = Arc::downgrade(&agent);
+    agent.supervisor.set_event_sink(Box::new(move |kind, name, text| {
+        if let Some(agent) = weak.upgrade() {
+            agent.log_event_later(kind, Some(name.as_str()), text);
+        }
+    }));
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
     let taking_over = tokio::spawn(takeover::run(Arc::clone(&agent)));
     if !held.is_empty() {

@@ -104,12 +104,17 @@ struct Shared {
     fenced: StdMutex<std::collections::BTreeSet<VserverName>>,
     /// Who the cluster says owns a vserver (this host's view of the ownership table), once the agent has it.
     owner_of: std::sync::OnceLock<OwnerLookup>,
+    /// Where the supervisor reports what it did (a local restart) to the cluster's event log, once set.
+    events: std::sync::OnceLock<EventSink>,
     /// This host's node name.
     node: String,
 }
 
 /// Looks up a vserver's owner host in the ownership table, as this host knows it.
 pub type OwnerLookup = Box<dyn Fn(&VserverName) -> Option<String> + Send + Sync>;
+
+/// Reports an event (kind, vserver, text) to the cluster's event log, without waiting for it.
+pub type EventSink = Box<dyn Fn(&str, &VserverName, String) + Send + Sync>;
 
 /// A vserver held by a migrate: no restart by the check loop, no operator operation, until dropped.
 pub struct Hold {
@@ -191,6 +196,7 @@ impl Supervisor {
                 held: StdMutex::default(),
                 fenced: StdMutex::default(),
                 owner_of: std::sync::OnceLock::new(),
+                events: std::sync::OnceLock::new(),
                 node: config.node.clone(),
             }),
         })
@@ -297,6 +303,11 @@ impl Supervisor {
     /// host is not restarted here when it dies (its intent becomes `stopped`). Set once.
     pub fn set_owner_lookup(&self, lookup: OwnerLookup) {
         let _ = self.shared.owner_of.set(lookup);
+    }
+
+    /// Gives the check loop a way to report its restarts to the cluster's event log. Set once.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        let _ = self.shared.events.set(sink);
     }
 
     /// Lifts the fence of one vserver: the check loop treats it as usual again (and restarts it if it is
@@ -544,6 +555,9 @@ impl Shared {
                         msg.push_str(&format!(" (last restart error: {last})"));
                     }
                     tracing::error!(vserver = %name, "{msg}");
+                    if let Some(sink) = self.events.get() {
+                        sink("restart_gave_up", name, format!("{name} on {}: {msg}", self.node));
+                    }
                     book.last_error = Some(msg);
                 }
                 Decision::Leave | Decision::Wait | Decision::Adopt | Decision::Restart => {}
@@ -595,6 +609,13 @@ impl Shared {
                     book.running_since = Some(Instant::now());
                     book.last_error = None;
                     tracing::info!(vserver = %name, restarts = book.restarts, "restarted after it died on its own");
+                    if let Some(sink) = self.events.get() {
+                        let text = format!(
+                            "{name} died on its own on {} and was restarted there (restart {} of the streak, {} in all)",
+                            self.node, book.streak, book.restarts
+                        );
+                        sink("restart", &name, text);
+                    }
                 }
                 // Started meanwhile by someone else: nothing to count.
                 Err(SupervisorError::AlreadyRunning(_)) => {
@@ -604,6 +625,10 @@ impl Shared {
                     book.restarts += 1;
                     book.streak += 1;
                     tracing::warn!(vserver = %name, error = %e, attempt = book.streak, "restart failed");
+                    if let Some(sink) = self.events.get() {
+                        let text = format!("{name} died on its own on {} and its restart failed: {e}", self.node);
+                        sink("restart_failed", &name, text);
+                    }
                     book.last_error = Some(e.to_string());
                 }
             }

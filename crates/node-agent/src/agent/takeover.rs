@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use isolate::VserverName;
 use serde::{Deserialize, Serialize};
 
+use super::events::kinds;
 use super::model::{HeldReplica, PeerState, VserverState};
 use super::Agent;
 
@@ -162,10 +163,23 @@ pub async fn run(agent: Arc<Agent>) {
             said.remove(&peer.name);
             tracing::warn!(host = %peer.name, silence_ms = silence.as_millis() as u64, vservers = owned.len(),
                            "host dead: its lease is over; taking its vservers over");
+            let names: Vec<&str> = owned.iter().map(|(v, _)| v.as_str()).collect();
+            let text = format!(
+                "{} confirmed dead by {} (silent {} ms, its lease over; confirmed in {} ms): taking over {}",
+                peer.name,
+                agent.config.node,
+                silence.as_millis(),
+                confirm.as_millis(),
+                names.join(", ")
+            );
+            if let Err(e) = own.log(kinds::HOST_DEAD, None, &text).await {
+                tracing::warn!(host = %peer.name, error = %e, "the host's death is not in the event log");
+            }
             let hook_started = Instant::now();
             if let Err(why) = fence_hook(&agent, &peer.name).await {
                 tracing::error!(host = %peer.name, "fence hook failed, no takeover: {why}");
-                let _ = own.log_event(&format!("fence hook for {} failed, no takeover: {why}", peer.name)).await;
+                let text = format!("fence hook for {} failed, no takeover: {why}", peer.name);
+                let _ = own.log("fence_hook_failed", None, &text).await;
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
@@ -288,7 +302,7 @@ async fn take_over(
             // Recorded once per epoch: the coordinator would otherwise log it every round.
             let logged = own.events().iter().any(|e| e.text == text);
             if !logged {
-                let _ = own.log_event(&text).await;
+                let _ = own.log("takeover_refused", Some(name.as_str()), &text).await;
             }
         }
         return;
@@ -346,7 +360,7 @@ async fn take_over(
                 };
                 let text = format!("{RECORD_PREFIX}{}", serde_json::to_string(&record).expect("serializes"));
                 tracing::warn!(vserver = %name, %from, to = %standby, total_ms = record.total_ms(), "taken over: {text}");
-                if let Err(e) = own.log_event(&text).await {
+                if let Err(e) = own.log(kinds::TAKEOVER, Some(name.as_str()), &text).await {
                     tracing::warn!(vserver = %name, error = %e, "the takeover is not in the event log");
                 }
                 return;
@@ -354,7 +368,8 @@ async fn take_over(
             Err(why) => {
                 // Refused there (it put its replica back): the next standby, from the new epoch.
                 tracing::error!(vserver = %name, %standby, "takeover refused there: {why}");
-                let _ = own.log_event(&format!("takeover of {name} by {standby} failed: {why}")).await;
+                let text = format!("takeover of {name} by {standby} failed: {why}");
+                let _ = own.log(kinds::TAKEOVER_FAILED, Some(name.as_str()), &text).await;
                 epoch = new_epoch;
                 phases.retain(|(p, _)| p != "commit");
             }
@@ -468,7 +483,7 @@ pub async fn reconcile(agent: &Arc<Agent>) {
                     entry.epoch
                 );
                 tracing::warn!("{text}");
-                let _ = own.log_event(&text).await;
+                let _ = own.log(kinds::ASIDE, Some(name.as_str()), &text).await;
             }
             Ok(Err(e)) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),
             Err(e) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),
