@@ -120,6 +120,9 @@ enum Action {
         /// The host to move it to (a peer of this host's agent).
         host: String,
     },
+    /// Send a gratuitous ARP for each of its IPv4 addresses now, so that neighbours point at this host
+    /// (through this host's agent when one runs); exit 3 when it does not run here.
+    Announce,
     /// Make a runnable vserver: its tree and a starter NAME.conf.
     Build {
         /// Lay out a minimal userland from the host's static busybox.
@@ -292,6 +295,15 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
             host.exec(name, &argv, None).unwrap_or_else(code)
         }),
         Action::Sync => needs_root().unwrap_or_else(|| agent_client::sync(&host.dirs.run_dir, name, json)),
+        Action::Announce => needs_root().unwrap_or_else(|| {
+            agent_client::announce(&host.dirs.run_dir, name).unwrap_or_else(|| match host.announce(name) {
+                Ok(addrs) => {
+                    print_announced(name, &addrs);
+                    exit::OK
+                }
+                Err(e) => code(e),
+            })
+        }),
         Action::Migrate { host: target } => {
             needs_root().unwrap_or_else(|| agent_client::migrate(&host.dirs.run_dir, name, &target, json))
         }
@@ -639,6 +651,15 @@ fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
         );
     }
     exit::OK
+}
+
+/// The line `vserver NAME announce` prints.
+pub fn print_announced(name: &VserverName, addrs: &[String]) {
+    if addrs.is_empty() {
+        println!("vserver {name}: no IPv4 address to announce");
+    } else {
+        println!("vserver {name}: announced {}", addrs.join(", "));
+    }
 }
 
 /// `vserver-stat --history`: the cluster's events, as this host's agent knows them from the event log.

@@ -322,8 +322,14 @@ async fn lifecycle(
         let outcomes = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
         return Ok(Json(outcomes).into_response());
     }
+    if action == "announce" {
+        let addrs = agent.announce_now(&name).await?;
+        return Ok(Json(serde_json::json!({ "vserver": name.as_str(), "announced": addrs })).into_response());
+    }
     if !matches!(action.as_str(), "start" | "stop" | "restart") {
-        return Err(ApiError::NoRoute(format!("POST /v1/vservers/{name}/{action} (start, stop, restart or sync)")));
+        return Err(ApiError::NoRoute(format!(
+            "POST /v1/vservers/{name}/{action} (start, stop, restart, sync or announce)"
+        )));
     }
     // The cluster decides where a vserver runs: a start here of one the ownership table gives to another host
     // is refused (a stop is always allowed).

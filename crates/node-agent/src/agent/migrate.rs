@@ -644,6 +644,7 @@ pub async fn promote(
     match agent.supervisor.start(name).await {
         Ok(st) => {
             times.start_ms = Some(starting.elapsed().as_millis() as u64);
+            agent.announce_after_move(name);
             Ok((st, times))
         }
         Err(e) => {

@@ -2,6 +2,7 @@
 //! their state over HTTP (api, metrics, page, served by serve), and exchanges heartbeats with the other agents
 //! (heartbeat).
 
+pub mod announce;
 pub mod api;
 pub mod config;
 pub mod events;
