@@ -1,6 +1,7 @@
 //! Scenarios: the cluster's history (`GET /v1/events`, `vserver-stat --history`). After a host crash and
-//! its takeover every host lists the same events, the returning host too; a migrate and a local restart are
-//! in it; bad parameters are refused with a sentence.
+//! its takeover every host lists the same events, the returning host too; a partitioned host's fence is in
+//! it once the host is back; a migrate and a local restart are in it; bad parameters are refused with a
+//! sentence.
 
 use std::time::{Duration, Instant};
 
@@ -156,4 +157,30 @@ fn a_local_restart_and_a_migrate_are_in_the_history() {
         let error = reply.json().unwrap()["error"].as_str().unwrap_or("").to_string();
         assert!(error.contains(says), "{query}: {error}");
     }
+}
+
+#[test]
+fn a_partitioned_host_logs_its_fence_once_it_can_commit_again() {
+    if skip_unless_root("a_partitioned_host_logs_its_fence_once_it_can_commit_again") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, addr) = synced_on_h0(&lab, "hf", "");
+
+    // h0 alone: it loses its lease and fences the vserver; h1 takes it over.
+    lab.partition(&[&[0], &[1, 2]], 1).unwrap();
+    assert!(wait_page(&lab, addr, "synced", Duration::from_secs(30)).is_some(), "taken over; h1:\n{}", agents.log(1));
+    assert!(find(&events(&agents, 1), "fenced", None).is_none(), "h0 cannot commit while cut off");
+
+    // Healed: h0's fence is in everyone's history, with when it happened.
+    lab.partition(&[], 0).unwrap();
+    let logged = wait_for(PATIENCE, || {
+        (0..3).all(|i| find(&events(&agents, i), "fenced", None).is_some_and(|e| e["host"] == "h0"))
+    });
+    assert!(logged.is_some(), "{:?}\nlog h0:\n{}", events(&agents, 1), agents.log(0));
+    let list = events(&agents, 1);
+    let fenced = find(&list, "fenced", None).unwrap();
+    let said = fenced["text"].as_str().unwrap();
+    assert!(said.starts_with("h0 lost its lease") && said.contains(" at ") && said.contains(&name), "{fenced}");
+    assert!(find(&list, "takeover", Some(&name)).is_some(), "the takeover is there too: {list:?}");
 }
