@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod agents;
+pub mod arp;
 pub mod bench;
 mod cleanup;
 pub mod delay;

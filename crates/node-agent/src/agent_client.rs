@@ -369,6 +369,40 @@ pub fn route(run_dir: &Path, name: &VserverName, action: LifecycleAction) -> Opt
     }
 }
 
+/// `vserver NAME announce` through this host's agent: `None` when no agent runs (the command acts alone),
+/// else the exit code (3 when the vserver does not run here).
+pub fn announce(run_dir: &Path, name: &VserverName) -> Option<i32> {
+    let agent = match for_cli(run_dir) {
+        Ok(Some(a)) => a,
+        Ok(None) => return None,
+        Err(code) => return Some(code),
+    };
+    let reply = match agent.request("POST", &format!("/v1/vservers/{name}/announce")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vserver: error: {}", unreachable_message(&agent.url, &e));
+            return Some(exit::FAILED);
+        }
+    };
+    if !(200..300).contains(&reply.status) {
+        let message = serde_json::from_str::<ErrorBody>(&reply.body).map(|b| b.error).unwrap_or(reply.body);
+        eprintln!("vserver: error: {message}");
+        return Some(match reply.status {
+            404 => exit::UNKNOWN,
+            409 => exit::NOT_RUNNING,
+            400 => exit::USAGE,
+            403 => exit::REFUSED,
+            _ => exit::FAILED,
+        });
+    }
+    let addrs: Vec<String> = serde_json::from_str::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["announced"].clone()).ok())
+        .unwrap_or_default();
+    crate::cli::print_announced(name, &addrs);
+    Some(exit::OK)
+}
+
 /// `vserver NAME sync`: asks this host's agent to copy the vserver to its standbys now, prints one line per
 /// standby (or the JSON), and returns the exit code (0: every standby got a complete copy).
 pub fn sync(run_dir: &Path, name: &VserverName, json: bool) -> i32 {

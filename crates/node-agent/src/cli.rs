@@ -29,7 +29,7 @@ exec, suexec, enter and service exit with the code of the command they ran.";
 const STAT_EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  --takeovers: no agent runs on this host, or it did not answer
+  1  --cluster, --takeovers, --history: no agent runs on this host, or it did not answer
   2  bad usage";
 
 /// `vserver`: run virtual servers on this host.
@@ -124,6 +124,9 @@ enum Action {
         /// The host to move it to (a peer of this host's agent).
         host: String,
     },
+    /// Send a gratuitous ARP for each of its IPv4 addresses now, so that neighbours point at this host
+    /// (through this host's agent when one runs); exit 3 when it does not run here.
+    Announce,
     /// Make a runnable vserver: its tree and a starter NAME.conf.
     Build {
         /// Lay out a minimal userland from the host's static busybox.
@@ -298,6 +301,15 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
         }),
         Action::Clear => needs_root().unwrap_or_else(|| agent_client::clear(&host.dirs.run_dir, name, json)),
         Action::Sync => needs_root().unwrap_or_else(|| agent_client::sync(&host.dirs.run_dir, name, json)),
+        Action::Announce => needs_root().unwrap_or_else(|| {
+            agent_client::announce(&host.dirs.run_dir, name).unwrap_or_else(|| match host.announce(name) {
+                Ok(addrs) => {
+                    print_announced(name, &addrs);
+                    exit::OK
+                }
+                Err(e) => code(e),
+            })
+        }),
         Action::Migrate { host: target } => {
             needs_root().unwrap_or_else(|| agent_client::migrate(&host.dirs.run_dir, name, &target, json))
         }
@@ -546,12 +558,16 @@ pub struct StatCli {
     /// which vserver, from which host to which, and each phase's duration.
     #[arg(long, conflicts_with = "cluster")]
     takeovers: bool,
+    /// List the cluster's events instead (from the cluster's event log, through this host's agent), oldest
+    /// first: when (UTC), which host reported it, its kind, the vserver and what happened.
+    #[arg(long, conflicts_with_all = ["cluster", "takeovers"])]
+    history: bool,
     /// Show the cluster instead (through this host's agent): every host with its state and role, and every
     /// vserver with its owner, epoch, where it runs and how old its standbys' copies are.
     #[arg(long)]
     cluster: bool,
     /// Print a completion script for SHELL on standard output, and exit.
-    #[arg(long, value_name = "SHELL", conflicts_with_all = ["json", "takeovers", "cluster"])]
+    #[arg(long, value_name = "SHELL", conflicts_with_all = ["json", "takeovers", "cluster", "history"])]
     completions: Option<clap_complete::Shell>,
 }
 
@@ -568,6 +584,9 @@ pub fn stat_main() -> i32 {
     let host = Host { dirs: cli.dirs, grace: Duration::ZERO, start_timeout: Duration::ZERO };
     if cli.takeovers {
         return print_takeovers(&host.dirs.run_dir, cli.json);
+    }
+    if cli.history {
+        return print_history(&host.dirs.run_dir, cli.json);
     }
     if cli.cluster {
         return print_cluster(&host.dirs.run_dir, cli.json);
@@ -593,6 +612,11 @@ pub fn stat_main() -> i32 {
 
 /// `GET /v1/status` of this host's agent, as text; on failure the message is out and the exit code is given.
 fn agent_status(run_dir: &std::path::Path, what: &str) -> Result<String, i32> {
+    agent_get(run_dir, "/v1/status", what)
+}
+
+/// `GET PATH` of this host's agent, as text; on failure the message is out and the exit code is given.
+fn agent_get(run_dir: &std::path::Path, path: &str, what: &str) -> Result<String, i32> {
     let agent = match agent_client::for_cli(run_dir) {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -601,7 +625,7 @@ fn agent_status(run_dir: &std::path::Path, what: &str) -> Result<String, i32> {
         }
         Err(code) => return Err(code),
     };
-    match agent.request("GET", "/v1/status") {
+    match agent.request("GET", path) {
         Ok(r) if r.status == 200 => Ok(r.body),
         Ok(r) => {
             error(format!("the agent answered {}: {}", r.status, r.body));
@@ -676,6 +700,71 @@ fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
     exit::OK
 }
 
+/// The line `vserver NAME announce` prints.
+pub fn print_announced(name: &VserverName, addrs: &[String]) {
+    if addrs.is_empty() {
+        println!("vserver {name}: no IPv4 address to announce");
+    } else {
+        println!("vserver {name}: announced {}", addrs.join(", "));
+    }
+}
+
+/// `vserver-stat --history`: the cluster's events, as this host's agent knows them from the event log.
+fn print_history(run_dir: &std::path::Path, json: bool) -> i32 {
+    let body = match agent_get(run_dir, "/v1/events", "the history is the cluster's event log, which it keeps") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let events: Vec<crate::agent::events::EventView> = match serde_json::from_str(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            error(format!("the agent's events are not what this command understands ({e}): agent of another version?"));
+            return exit::FAILED;
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events).expect("events serialize"));
+        return exit::OK;
+    }
+    print!("{}", history_table(&events));
+    exit::OK
+}
+
+/// The table `vserver-stat --history` prints.
+fn history_table(events: &[crate::agent::events::EventView]) -> String {
+    if events.is_empty() {
+        return "no event in the cluster's event log\n".into();
+    }
+    let mut out = format!("{:<23}  {:<10} {:<16} {:<16} WHAT\n", "WHEN (UTC)", "HOST", "KIND", "VSERVER");
+    for e in events {
+        let when = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(e.at_ms));
+        let what = match crate::agent::takeover::TakeoverRecord::parse(&e.text) {
+            Some(r) => {
+                let phases: Vec<String> = r.phases_ms.iter().map(|(p, ms)| format!("{p} {ms}")).collect();
+                format!(
+                    "taken over from {} by {} at epoch {}{} in {} ms (ms: {})",
+                    r.from,
+                    r.to,
+                    r.epoch,
+                    if r.started { "" } else { ", not started (it was stopped)" },
+                    r.total_ms(),
+                    phases.join(", ")
+                )
+            }
+            None => e.text.clone(),
+        };
+        out.push_str(&format!(
+            "{:<23}  {:<10} {:<16} {:<16} {}\n",
+            when.to_string().trim_end_matches('Z').replace('T', " "),
+            e.host,
+            e.kind,
+            e.vserver.as_deref().unwrap_or("-"),
+            what
+        ));
+    }
+    out
+}
+
 /// Prints the completion script of the command `T` for `shell` on standard output (`--completions SHELL` of
 /// `vserver`, `vserver-stat` and `vserver-agent`) and returns the exit code.
 pub fn print_completions<T: clap::CommandFactory>(shell: clap_complete::Shell) -> i32 {
@@ -714,6 +803,46 @@ fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_history_table_has_a_line_per_event_and_spells_out_takeovers() {
+        use crate::agent::events::EventView;
+        assert_eq!(history_table(&[]), "no event in the cluster's event log\n");
+        let takeover = r#"takeover {"vserver":"web","from":"h0","to":"h1","epoch":3,"phases_ms":[["detect",2000],["commit",2]],"started":true}"#;
+        let events = [
+            EventView {
+                seq: 1,
+                at_ms: 0,
+                host: "h1".into(),
+                kind: "host_dead".into(),
+                vserver: None,
+                text: "h0 dead".into(),
+            },
+            EventView {
+                seq: 2,
+                at_ms: 1500,
+                host: "h1".into(),
+                kind: "takeover".into(),
+                vserver: Some("web".into()),
+                text: takeover.into(),
+            },
+        ];
+        let table = history_table(&events);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(
+            lines[1].starts_with("1970-01-01 00:00:00.000  h1")
+                && lines[1].contains("host_dead")
+                && lines[1].ends_with("h0 dead")
+        );
+        assert!(
+            lines[2].contains("web")
+                && lines[2].contains("taken over from h0 by h1 at epoch 3 in 2002 ms (ms: detect 2000, commit 2)"),
+            "{table}"
+        );
+        assert!(StatCli::try_parse_from(["vserver-stat", "--history", "--json"]).unwrap().history);
+        assert!(StatCli::try_parse_from(["vserver-stat", "--history", "--takeovers"]).is_err());
+    }
 
     #[test]
     fn guide_command_lines_parse() {

@@ -66,6 +66,14 @@ pub enum LifecycleError {
     /// A cgroup could not be read.
     #[error(transparent)]
     Cgroup(#[from] isolate::cgroup::CgroupError),
+    /// Its addresses could not be announced.
+    #[error("vserver {name}: cannot announce its addresses: {message}")]
+    Announce {
+        /// The vserver.
+        name: VserverName,
+        /// Why.
+        message: String,
+    },
 }
 
 /// What a start did, for the operator.
@@ -137,6 +145,27 @@ impl Host {
     /// The run state of a vserver that runs, `None` when it does not.
     pub fn running(&self, name: &VserverName) -> Result<Option<RunState>, LifecycleError> {
         Ok(RunState::load(&self.dirs.run_dir, name)?.filter(RunState::init_alive))
+    }
+
+    /// Sends one gratuitous ARP for each IPv4 address of a running vserver, from inside its network namespace;
+    /// the addresses announced (`dev:addr`). [`LifecycleError::NotRunning`] when it does not run here.
+    pub fn announce(&self, name: &VserverName) -> Result<Vec<String>, LifecycleError> {
+        let state = self.running(name)?.ok_or_else(|| LifecycleError::NotRunning(name.clone()))?;
+        let addrs: Vec<(String, std::net::Ipv4Addr)> = match &state.spec.network {
+            isolate::spec::Network::Host => Vec::new(),
+            isolate::spec::Network::Private(ifaces) => ifaces
+                .iter()
+                .flat_map(|i| {
+                    i.addresses.iter().filter_map(|a| match a.addr {
+                        std::net::IpAddr::V4(v4) => Some((i.host_dev.clone(), v4)),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                })
+                .collect(),
+        };
+        isolate::network::announce_in(state.init_pid, &addrs, 1)
+            .map_err(|e| LifecycleError::Announce { name: name.clone(), message: e.to_string() })?;
+        Ok(addrs.iter().map(|(dev, a)| format!("{dev}:{a}")).collect())
     }
 
     /// Starts a vserver and its services.

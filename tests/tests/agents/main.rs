@@ -3,9 +3,11 @@
 //! migrate, the host's watchdog, and the status page as a browser renders it.
 //! Root only; each scenario builds and removes its own lab (`cargo nextest run -E 'binary(agents)'`).
 
+mod announce;
 mod api;
 mod evacuate;
 mod heartbeats;
+mod history;
 mod migrate;
 mod ownership;
 mod page;

@@ -23,7 +23,7 @@ fn write_page(lab: &Lab, host: usize, name: &str, marker: &str) {
 }
 
 /// Waits until the client gets `marker`'s page at `addr`; how long that took.
-fn wait_page(lab: &Lab, addr: std::net::Ipv4Addr, marker: &str, within: Duration) -> Option<Duration> {
+pub(crate) fn wait_page(lab: &Lab, addr: std::net::Ipv4Addr, marker: &str, within: Duration) -> Option<Duration> {
     let want = page(marker);
     wait_for(within, || {
         lab.client.http_get(addr, 80, Duration::from_millis(300)).is_ok_and(|body| body.ends_with(&want))
@@ -49,7 +49,7 @@ fn assert_one_copy(seen: &Sampled, agents: &Agents) {
 
 /// A vserver on h0 (standbys h1, h2) with watchdogs on every host, synced once with the page "synced",
 /// after which h0 writes "unsynced" (lost on a takeover, by design).
-fn synced_on_h0<'lab>(
+pub(crate) fn synced_on_h0<'lab>(
     lab: &'lab Lab,
     prefix: &str,
     extra: &str,
@@ -360,6 +360,19 @@ fn link_down_in_maintenance(prefix: &str, args: &[&str], off: &[&str], covers: f
     let status = maintenance(&lab, &agents, 2, &["status", "--json"]);
     let now: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(now["cluster"].is_null() && now["hosts"].as_object().unwrap().is_empty(), "maintenance is off: {now}");
+    // The history has both, on every host.
+    let events = agents.get(2, 2, "/v1/events").unwrap().json().unwrap();
+    let said: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "maintenance")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(
+        said.len() == 2 && said[0].starts_with("maintenance on") && said[1].starts_with("maintenance off"),
+        "{said:?}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert!(wait_page(&lab, addr, "unsynced", PATIENCE).is_some(), "h0 still serves its own page");
     assert!(agents.log(0).contains("in maintenance: not fencing"), "h0 said why it did not fence:\n{}", agents.log(0));

@@ -611,12 +611,25 @@ impl Ownership {
 
     /// Appends `text` to the cluster's event log, stamped with this host and the current time; returns its
     /// sequence number once committed.
+    /// Its kind is derived from the text (`takeover` for a takeover record, else `note`); see
+    /// [`Ownership::log`].
     pub async fn log_event(&self, text: &str) -> Result<u64, OwnershipError> {
-        if text.len() > MAX_EVENT_TEXT {
-            return Err(OwnershipError::EventTooLong { len: text.len(), max: MAX_EVENT_TEXT });
-        }
+        self.log("", None, text).await
+    }
+
+    /// Appends an event of `kind` (a short stable word: letters, digits, `_`), about `vserver` if given, to
+    /// the cluster's event log, stamped with this host and the current time; returns its sequence number once
+    /// committed.
+    pub async fn log(&self, kind: &str, vserver: Option<&str>, text: &str) -> Result<u64, OwnershipError> {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let command = Command::Event { at_ms, host: self.inner.host.clone(), text: text.to_string() };
+        let command = Command::Event {
+            at_ms,
+            host: self.inner.host.clone(),
+            text: text.to_string(),
+            kind: kind.to_string(),
+            vserver: vserver.map(str::to_string),
+        };
+        self.check_command(&command)?;
         match self.propose(command).await? {
             Response::EventLogged { seq } => Ok(seq),
             other => {
@@ -855,10 +868,18 @@ impl Ownership {
                     None => Ok(()),
                 }
             }
-            Command::Event { host, text, .. } => {
+            Command::Event { host, text, kind, vserver, .. } => {
                 parse_name("host name", host)?;
                 if text.len() > MAX_EVENT_TEXT {
                     return Err(OwnershipError::EventTooLong { len: text.len(), max: MAX_EVENT_TEXT });
+                }
+                if kind.len() > 32 || !kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                    return Err(OwnershipError::Config {
+                        reason: format!("event kind {kind:?}: at most 32 of a-z, 0-9 and _"),
+                    });
+                }
+                if let Some(v) = vserver {
+                    parse_name("vserver name", v)?;
                 }
                 Ok(())
             }

@@ -101,6 +101,12 @@ pub enum Command {
         host: String,
         /// What happened.
         text: String,
+        /// Its kind (`host_dead`, `takeover`, `migrate`, ...); empty in entries written before kinds existed.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        kind: String,
+        /// The vserver it is about, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vserver: Option<String>,
     },
 }
 
@@ -167,6 +173,27 @@ pub struct Event {
     pub host: String,
     /// What happened.
     pub text: String,
+    /// Its kind: a short stable word (`host_dead`, `fenced`, `takeover`, `migrate`, `restart`, ...). Events
+    /// written before kinds existed have none in the log; [`Event::kind`] derives one from their text.
+    #[serde(default)]
+    pub kind: String,
+    /// The vserver it is about, if any.
+    #[serde(default)]
+    pub vserver: Option<String>,
+}
+
+impl Event {
+    /// Its kind: the recorded one, or for an event written before kinds existed, `takeover` for a takeover
+    /// record and `note` for anything else.
+    pub fn kind(&self) -> &str {
+        if !self.kind.is_empty() {
+            &self.kind
+        } else if self.text.starts_with("takeover {") {
+            "takeover"
+        } else {
+            "note"
+        }
+    }
 }
 
 /// Since when, and through which host, maintenance is on.
@@ -248,14 +275,18 @@ impl TableState {
                 }
                 Response::MaintenanceSet
             }
-            Command::Event { at_ms, host, text } => {
+            Command::Event { at_ms, host, text, kind, vserver } => {
                 self.last_event_seq += 1;
-                self.events.push_back(Event {
+                let mut event = Event {
                     seq: self.last_event_seq,
                     at_ms: *at_ms,
                     host: host.clone(),
                     text: text.clone(),
-                });
+                    kind: kind.clone(),
+                    vserver: vserver.clone(),
+                };
+                event.kind = event.kind().to_string();
+                self.events.push_back(event);
                 while self.events.len() > MAX_EVENTS {
                     self.events.pop_front();
                 }
@@ -346,10 +377,39 @@ mod tests {
     fn the_event_log_keeps_the_last_thousand() {
         let mut t = TableState::default();
         for i in 0..(MAX_EVENTS as u64 + 5) {
-            t.apply(&Command::Event { at_ms: i, host: "a".into(), text: format!("e{i}") });
+            t.apply(&Command::Event {
+                at_ms: i,
+                host: "a".into(),
+                text: format!("e{i}"),
+                kind: String::new(),
+                vserver: None,
+            });
         }
         assert_eq!(t.events.len(), MAX_EVENTS);
         assert_eq!(t.events.front().map(|e| e.seq), Some(6));
         assert_eq!(t.last_event_seq, MAX_EVENTS as u64 + 5);
+    }
+
+    #[test]
+    fn events_written_before_kinds_still_read() {
+        // A log entry and a snapshot as they were written before events had a kind and a vserver.
+        let entry = r#"{"op":"event","at_ms":5,"host":"a","text":"takeover {\"vserver\":\"web\"}"}"#;
+        let command: Command = serde_json::from_str(entry).expect("an old entry reads");
+        let mut t = TableState::default();
+        t.apply(&command);
+        assert_eq!(t.events[0].kind, "takeover");
+        assert_eq!(t.events[0].vserver, None);
+        let snapshot = r#"{"owners":{},"events":[{"seq":1,"at_ms":5,"host":"a","text":"hello"}],"last_event_seq":1}"#;
+        let old: TableState = serde_json::from_str(snapshot).expect("an old snapshot reads");
+        assert_eq!(old.events[0].kind(), "note");
+        let new = Command::Event {
+            at_ms: 6,
+            host: "a".into(),
+            text: "t".into(),
+            kind: "migrate".into(),
+            vserver: Some("web".into()),
+        };
+        let back: Command = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -174,6 +174,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/hosts/{host}/evacuate", post(evacuate_start))
         .route("/v1/hosts/{host}/restore", post(restore_start))
         .route("/v1/hosts/{host}/evacuation", get(evacuation_status))
+        .route("/v1/events", get(events))
         .route_layer(middleware::from_fn(bounded));
     // Long by nature (a start runs its scripts, a sync copies a tree): bounded by their own timeouts.
     let lifecycle = Router::new()
@@ -265,6 +266,41 @@ async fn vserver(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> R
     Ok(Json(agent.supervisor.get(&name).await?))
 }
 
+/// `GET /v1/events[?since=SEQ][&limit=N]`: the cluster's events, oldest first.
+async fn events(
+    State(agent): State<Arc<Agent>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<super::events::EventView>>, ApiError> {
+    let (since, limit) = events_query(query.as_deref().unwrap_or(""))?;
+    Ok(Json(super::events::list(&agent, since, limit)))
+}
+
+/// `since` and `limit` from the query of `GET /v1/events`, or a sentence saying what is wrong.
+fn events_query(query: &str) -> Result<(u64, Option<usize>), ApiError> {
+    let (mut since, mut limit) = (0, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = |what: &str| {
+            value.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("{key} must be {what} (a whole number, 0 or more), not {value:?}"))
+            })
+        };
+        match key {
+            "since" => since = number("a sequence number")?,
+            "limit" => match number("a count of events")? {
+                0 => return Err(ApiError::BadRequest("limit must be at least 1".into())),
+                n => limit = Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            },
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown parameter {other:?} of GET /v1/events (since and limit are known)"
+                )))
+            }
+        }
+    }
+    Ok((since, limit))
+}
+
 /// The query of `POST /v1/vservers/NAME/ACTION`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -305,9 +341,13 @@ async fn lifecycle(
         let outcomes = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
         return Ok(Json(outcomes).into_response());
     }
+    if action == "announce" {
+        let addrs = agent.announce_now(&name).await?;
+        return Ok(Json(serde_json::json!({ "vserver": name.as_str(), "announced": addrs })).into_response());
+    }
     if !matches!(action.as_str(), "start" | "stop" | "restart") {
         return Err(ApiError::NoRoute(format!(
-            "POST /v1/vservers/{name}/{action} (start, stop, restart, sync or clear)"
+            "POST /v1/vservers/{name}/{action} (start, stop, restart, sync, clear or announce)"
         )));
     }
     // The cluster decides where a vserver runs: a start here of one the ownership table gives to another host
@@ -608,5 +648,18 @@ mod tests {
         assert_eq!(ApiError::from(HeartbeatReject::Malformed("x".into())).status(), StatusCode::BAD_REQUEST);
         let unauthorized = ApiError::Unauthorized.into_response();
         assert_eq!(unauthorized.headers().get_all(header::WWW_AUTHENTICATE).iter().count(), 2);
+    }
+
+    #[test]
+    fn the_events_query_takes_since_and_limit_and_says_what_is_wrong() {
+        assert_eq!(events_query("").unwrap(), (0, None));
+        assert_eq!(events_query("since=7&limit=3").unwrap(), (7, Some(3)));
+        for (bad, says) in
+            [("since=x", "sequence number"), ("limit=0", "at least 1"), ("limit=-1", "count"), ("to=3", "unknown")]
+        {
+            let e = events_query(bad).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -160,6 +160,23 @@ const REPLACED_KEYS: &[(&str, &str, &str)] = &[
     ("takeover", "max_relocations_per_hour", "failures.max_relocate (relocations within failures.window_secs)"),
 ];
 
+/// `[announce]`: how a new owner (after a takeover or a migrate) announces the vserver's IPv4 addresses by
+/// gratuitous ARP, so that every neighbour's table points at it even if one announcement is lost.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceConfig {
+    /// Gratuitous ARPs per address in all, the first one as the vserver starts (default 5).
+    pub count: u32,
+    /// Time between two of them (default 1000 ms).
+    pub interval_ms: u64,
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        Self { count: 5, interval_ms: 1000 }
+    }
+}
+
 /// How the agent restarts a vserver that died on a healthy host.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -238,6 +255,9 @@ pub struct AgentConfig {
     /// `[takeover]`.
     #[serde(default)]
     pub takeover: TakeoverConfig,
+    /// `[announce]`: gratuitous ARPs after a takeover or a migrate.
+    #[serde(default)]
+    pub announce: AnnounceConfig,
     /// A witness runs no vservers and holds no replicas: it votes in the ownership table so that two hosts
     /// (and a witness) keep a majority when one of them dies.
     #[serde(default)]
@@ -424,6 +444,12 @@ impl AgentConfig {
         if self.failures.window_secs == 0 {
             return Err(bad("failures.window_secs", "must be above 0".into()));
         }
+        if !(1..=100).contains(&self.announce.count) {
+            return Err(bad("announce.count", format!("{} is not from 1 to 100", self.announce.count)));
+        }
+        if !(1..=60_000).contains(&self.announce.interval_ms) {
+            return Err(bad("announce.interval_ms", format!("{} is not from 1 to 60000", self.announce.interval_ms)));
+        }
         if self.rsync_timeout_secs == 0 {
             return Err(bad("rsync_timeout_secs", "must be above 0".into()));
         }
@@ -518,6 +544,10 @@ url = "http://127.0.0.1:7071"
         assert!(err(&slow).contains("heartbeat.suspect_after_ms"));
         let twice = format!("{GOOD}\n[[peers]]\nname = \"h2\"\nurl = \"http://127.0.0.1:7072\"\n");
         assert!(err(&twice).contains("listed twice"));
+        assert!(err(&format!("{GOOD}\n[announce]\ncount = 0\n")).contains("announce.count"));
+        assert!(err(&format!("{GOOD}\n[announce]\ninterval_ms = 0\n")).contains("announce.interval_ms"));
+        let c = AgentConfig::parse(Path::new("agent.toml"), &format!("{GOOD}\n[announce]\ncount = 3\n")).unwrap();
+        assert_eq!((c.announce.count, c.announce.interval_ms), (3, 1000));
     }
 
     #[test]

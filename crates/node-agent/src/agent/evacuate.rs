@@ -243,7 +243,7 @@ fn begin(
         if mode != "restore" && !moved.is_empty() {
             let record = Recorded { host: host.clone(), moved };
             if let (Some(own), Ok(json)) = (agent.ownership.get(), serde_json::to_string(&record)) {
-                let _ = own.log_event(&format!("{EVENT_PREFIX}{json}")).await;
+                let _ = own.log(super::events::kinds::EVACUATE, None, &format!("{EVENT_PREFIX}{json}")).await;
             }
         }
         if let Some(j) = jobs().get_mut(&host) {

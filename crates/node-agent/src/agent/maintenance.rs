@@ -104,7 +104,7 @@ async fn set_once(agent: &Arc<Agent>, req: &MaintenanceRequest) -> Result<failov
         .map_or("the whole cluster (fencing and takeover disarmed everywhere)".to_string(), |h| format!("host {h}"));
     let text = format!("maintenance {} for {what}, asked through {by}", if req.on { "on" } else { "off" });
     tracing::warn!("{text}");
-    let _ = own.log_event(&text).await;
+    let _ = own.log(super::events::kinds::MAINTENANCE, None, &text).await;
     Ok(own.maintenance())
 }
 

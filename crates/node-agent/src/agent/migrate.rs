@@ -231,6 +231,32 @@ pub async fn start(
                 None => tracing::info!(vserver = %name2, target = %m.target, outage_ms = ?m.outage_ms, "migrate done"),
                 Some(e) => tracing::error!(vserver = %name2, target = %m.target, error = %e, "migrate failed"),
             }
+            let phases: Vec<String> = m.phases_ms.iter().map(|(p, ms)| format!("{p} {ms} ms")).collect();
+            let (kind, text) = if m.phase == "done" {
+                let outage =
+                    m.outage_ms.map_or("no outage (it was not running)".to_string(), |o| format!("outage {o} ms"));
+                let warnings = m.error.as_deref().map(|w| format!("; {w}")).unwrap_or_default();
+                (
+                    super::events::kinds::MIGRATE,
+                    format!(
+                        "{name2} migrated from {} to {}: {outage} (phases: {}){warnings}",
+                        m.source,
+                        m.target,
+                        phases.join(", ")
+                    ),
+                )
+            } else {
+                (
+                    super::events::kinds::MIGRATE_FAILED,
+                    format!(
+                        "migrate of {name2} from {} to {} failed: {}",
+                        m.source,
+                        m.target,
+                        m.error.as_deref().unwrap_or("unknown error")
+                    ),
+                )
+            };
+            agent2.log_event_later(kind, Some(name2.as_str()), text);
         }
     });
     Ok(agent.migrations.get(name).expect("just inserted"))
@@ -618,6 +644,7 @@ pub async fn promote(
     match agent.supervisor.start(name).await {
         Ok(st) => {
             times.start_ms = Some(starting.elapsed().as_millis() as u64);
+            agent.announce_after_move(name);
             Ok((st, times))
         }
         Err(e) => {

@@ -2,9 +2,11 @@
 //! their state over HTTP (api, metrics, page, served by serve), and exchanges heartbeats with the other agents
 //! (heartbeat).
 
+pub mod announce;
 pub mod api;
 pub mod config;
 pub mod evacuate;
+pub mod events;
 pub mod heartbeat;
 pub mod maintenance;
 pub mod metrics;
@@ -275,6 +277,12 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let (log, window) = (ownership.clone(), agent.config.failures.window_ms());
     agent.supervisor.set_relocation_lookup(Box::new(move |name| {
         takeover::relocations(&log.events(), name.as_str(), replication::now_ms(), window)
+    }));
+    let weak = Arc::downgrade(&agent);
+    agent.supervisor.set_event_sink(Box::new(move |kind, name, text| {
+        if let Some(agent) = weak.upgrade() {
+            agent.log_event_later(kind, Some(name.as_str()), text);
+        }
     }));
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
     let taking_over = tokio::spawn(takeover::run(Arc::clone(&agent)));

@@ -113,6 +113,8 @@ struct Shared {
     fenced: StdMutex<std::collections::BTreeSet<VserverName>>,
     /// Who the cluster says owns a vserver (this host's view of the ownership table), once the agent has it.
     owner_of: std::sync::OnceLock<OwnerLookup>,
+    /// Where the supervisor reports what it did (a local restart) to the cluster's event log, once set.
+    events: std::sync::OnceLock<EventSink>,
     /// This host's node name.
     node: String,
 }
@@ -141,6 +143,8 @@ pub struct Cleared {
     /// The local error, if there was one.
     pub error: Option<String>,
 }
+/// Reports an event (kind, vserver, text) to the cluster's event log, without waiting for it.
+pub type EventSink = Box<dyn Fn(&str, &VserverName, String) + Send + Sync>;
 
 /// A vserver held by a migrate: no restart by the check loop, no operator operation, until dropped.
 pub struct Hold {
@@ -226,6 +230,7 @@ impl Supervisor {
                 held: StdMutex::default(),
                 fenced: StdMutex::default(),
                 owner_of: std::sync::OnceLock::new(),
+                events: std::sync::OnceLock::new(),
                 node: config.node.clone(),
             }),
         })
@@ -382,6 +387,11 @@ impl Supervisor {
         }
         self.shared.refresh(name).await;
         Ok(Cleared { restarts, error })
+    }
+
+    /// Gives the check loop a way to report its restarts to the cluster's event log. Set once.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        let _ = self.shared.events.set(sink);
     }
 
     /// Lifts the fence of one vserver: the check loop treats it as usual again (and restarts it if it is
@@ -656,6 +666,9 @@ impl Shared {
                         msg.push_str(&format!(" (last restart error: {last})"));
                     }
                     tracing::error!(vserver = %name, "{msg}");
+                    if let Some(sink) = self.events.get() {
+                        sink("restart_gave_up", name, format!("{name} on {}: {msg}", self.node));
+                    }
                     error = Some(why);
                 }
                 Decision::Leave | Decision::Wait | Decision::Adopt | Decision::Restart => {}
@@ -736,6 +749,13 @@ impl Shared {
                     book.running_since = Some(Instant::now());
                     book.last_error = None;
                     tracing::info!(vserver = %name, streak = book.streak, "restarted after it died on its own");
+                    if let Some(sink) = self.events.get() {
+                        let text = format!(
+                            "{name} died on its own on {} and was restarted there (restart {} in a row)",
+                            self.node, book.streak
+                        );
+                        sink("restart", &name, text);
+                    }
                     true
                 }
                 // Started meanwhile by someone else: nothing to count.
@@ -746,6 +766,10 @@ impl Shared {
                 Err(e) => {
                     book.streak += 1;
                     tracing::warn!(vserver = %name, error = %e, attempt = book.streak, "restart failed");
+                    if let Some(sink) = self.events.get() {
+                        let text = format!("{name} died on its own on {} and its restart failed: {e}", self.node);
+                        sink("restart_failed", &name, text);
+                    }
                     book.last_error = Some(e.to_string());
                     true
                 }

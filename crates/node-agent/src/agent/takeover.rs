@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use isolate::VserverName;
 use serde::{Deserialize, Serialize};
 
+use super::events::kinds;
 use super::model::{HeldReplica, PeerState, VserverState};
 use super::Agent;
 
@@ -228,10 +229,23 @@ pub async fn run(agent: Arc<Agent>) {
             said.remove(&peer.name);
             tracing::warn!(host = %peer.name, silence_ms = silence.as_millis() as u64, vservers = owned.len(),
                            "host dead: its lease is over; taking its vservers over");
+            let names: Vec<&str> = owned.iter().map(|(v, _)| v.as_str()).collect();
+            let text = format!(
+                "{} confirmed dead by {} (silent {} ms, its lease over; confirmed in {} ms): taking over {}",
+                peer.name,
+                agent.config.node,
+                silence.as_millis(),
+                confirm.as_millis(),
+                names.join(", ")
+            );
+            if let Err(e) = own.log(kinds::HOST_DEAD, None, &text).await {
+                tracing::warn!(host = %peer.name, error = %e, "the host's death is not in the event log");
+            }
             let hook_started = Instant::now();
             if let Err(why) = fence_hook(&agent, &peer.name).await {
                 tracing::error!(host = %peer.name, "fence hook failed, no takeover: {why}");
-                let _ = own.log_event(&format!("fence hook for {} failed, no takeover: {why}", peer.name)).await;
+                let text = format!("fence hook for {} failed, no takeover: {why}", peer.name);
+                let _ = own.log("fence_hook_failed", None, &text).await;
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
@@ -380,7 +394,8 @@ pub(super) async fn take_over(
                         error until an operator clears it (vserver {name} clear)", failures.max_relocate);
         // Recorded once: the next round finds the error in the event log.
         if own.epoch(name.as_str()) == epoch {
-            if let Err(e) = own.log_event(&error_event(name.as_str(), &why)).await {
+            let text = error_event(name.as_str(), &why);
+            if let Err(e) = own.log(super::events::kinds::RELOCATION_ERROR, Some(name.as_str()), &text).await {
                 tracing::warn!(vserver = %name, error = %e, "the error is not in the event log; retried next round");
             }
         }
@@ -444,7 +459,7 @@ pub(super) async fn take_over(
                 };
                 let text = format!("{RECORD_PREFIX}{}", serde_json::to_string(&record).expect("serializes"));
                 tracing::warn!(vserver = %name, %from, to = %standby, total_ms = record.total_ms(), "taken over: {text}");
-                if let Err(e) = own.log_event(&text).await {
+                if let Err(e) = own.log(kinds::TAKEOVER, Some(name.as_str()), &text).await {
                     tracing::warn!(vserver = %name, error = %e, "the takeover is not in the event log");
                 }
                 return;
@@ -452,7 +467,8 @@ pub(super) async fn take_over(
             Err(why) => {
                 // Refused there (it put its replica back): the next standby, from the new epoch.
                 tracing::error!(vserver = %name, %standby, "takeover refused there: {why}");
-                let _ = own.log_event(&format!("takeover of {name} by {standby} failed: {why}")).await;
+                let text = format!("takeover of {name} by {standby} failed: {why}");
+                let _ = own.log(kinds::TAKEOVER_FAILED, Some(name.as_str()), &text).await;
                 epoch = new_epoch;
                 phases.retain(|(p, _)| p != "commit");
             }
@@ -566,7 +582,7 @@ pub async fn reconcile(agent: &Arc<Agent>) {
                     entry.epoch
                 );
                 tracing::warn!("{text}");
-                let _ = own.log_event(&text).await;
+                let _ = own.log(kinds::ASIDE, Some(name.as_str()), &text).await;
             }
             Ok(Err(e)) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),
             Err(e) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),

@@ -53,10 +53,11 @@ pub async fn run(agent: Arc<Agent>) {
 /// At start, before the check loop runs: if the watchdog fenced this host while no agent ran, the vservers
 /// it killed are fenced here too, so that nothing restarts them before the cluster is asked. Best effort: a
 /// watchdog that does not answer within a second is left to [`run`].
-pub async fn check_at_start(agent: &Agent) {
+pub async fn check_at_start(agent: &Arc<Agent>) {
     if ask_once(agent, "status").await.is_some_and(|status| status.starts_with("fenced")) {
         let names = agent.supervisor.fence();
         tracing::warn!(?names, "the host watchdog fenced this host while no agent ran");
+        log_fence(agent, &names, "was fenced by its host watchdog while no agent ran");
     }
 }
 
@@ -122,6 +123,8 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
         let answer = ask("pet".into()).await?;
         if answer.starts_with("error fenced") {
             tracing::error!("the host watchdog fenced this host (the agent did not pet it in time): {answer}");
+            let names = agent.supervisor.fence();
+            log_fence(agent, &names, "was fenced by its host watchdog (the agent did not pet it in time)");
             recover(agent).await;
             let armed = ask(format!("arm {timeout_ms}")).await?;
             tracing::info!(answer = %armed, "host watchdog armed again");
@@ -284,6 +287,11 @@ pub async fn watch_majority(agent: Arc<Agent>) {
         maintenance_said = false;
         fenced = true;
         let names = agent.supervisor.fence();
+        log_fence(
+            &agent,
+            &names,
+            &format!("lost its lease (no majority acknowledged it for {} ms)", lease_len.as_millis()),
+        );
         tracing::error!(
             ?names,
             lease_ms = lease_len.as_millis() as u64,
@@ -300,4 +308,15 @@ pub async fn watch_majority(agent: Arc<Agent>) {
 
 fn node_agent_fence(place: &isolate::spec::CgroupPlace) {
     crate::fence::fence_all(place, |line| tracing::warn!("fence: {line}"));
+}
+
+/// Logs a fence of this host in the cluster's event log: in the background, committed once this host can
+/// commit again (it usually cannot while fenced), with the time it happened in the text.
+fn log_fence(agent: &Arc<Agent>, names: &[isolate::VserverName], why: &str) {
+    let at = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    let list: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    let what = if list.is_empty() { "no vserver ran here".to_string() } else { format!("fenced {}", list.join(", ")) };
+    let text = format!("{} {why} at {at}: {what}", agent.config.node);
+    let vserver = (list.len() == 1).then(|| list[0]);
+    agent.log_event_later(super::events::kinds::FENCED, vserver, text);
 }

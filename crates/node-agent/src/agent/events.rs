@@ -1,0 +1,114 @@
+//! The cluster's event log as the agent reports to it and shows it (`GET /v1/events`,
+//! `vserver-stat --history`).
+//!
+//! Every event is a line of the replicated log (failover's ownership table): its sequence number, when it
+//! happened (by the reporting host's clock), the host, a kind (a short stable word, listed in [`kinds`]), the
+//! vserver it is about if any, and a sentence. Events written before kinds existed get one derived from their
+//! text (`takeover` or `note`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Agent;
+
+/// The kinds the agent itself logs. Other features log their own with [`Agent::log_event`].
+pub mod kinds {
+    /// The coordinator confirmed a host dead (its lease over), before taking its vservers over.
+    pub const HOST_DEAD: &str = "host_dead";
+    /// A host lost its lease and fenced its vservers; logged once it can commit again.
+    pub const FENCED: &str = "fenced";
+    /// A vserver taken over from a dead host (the text is `takeover {json}`, with each phase's duration).
+    pub const TAKEOVER: &str = "takeover";
+    /// A takeover that failed on one standby.
+    pub const TAKEOVER_FAILED: &str = "takeover_failed";
+    /// A migrate finished (logged by its source, with the outage).
+    pub const MIGRATE: &str = "migrate";
+    /// A migrate that failed (logged by its source).
+    pub const MIGRATE_FAILED: &str = "migrate_failed";
+    /// A vserver that died on its own, restarted on its host by the supervisor.
+    pub const RESTART: &str = "restart";
+    /// A returning host kept its diverged copy of a vserver aside.
+    pub const ASIDE: &str = "aside";
+    /// Maintenance turned on or off, for a host or the cluster.
+    pub const MAINTENANCE: &str = "maintenance";
+    /// An evacuation of a host ended (the text records what moved where).
+    pub const EVACUATE: &str = "evacuate";
+    /// A vserver's relocation limit put it in state error, cluster-wide.
+    pub const RELOCATION_ERROR: &str = "relocation_error";
+}
+
+/// One event as `GET /v1/events` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Its sequence number, from 1, never reused.
+    pub seq: u64,
+    /// When it happened, ms since the Unix epoch, by the reporting host's clock.
+    pub at_ms: u64,
+    /// The host that reported it.
+    pub host: String,
+    /// Its kind.
+    pub kind: String,
+    /// The vserver it is about, if any.
+    pub vserver: Option<String>,
+    /// What happened, in words (for `takeover`: `takeover {json}`).
+    pub text: String,
+}
+
+/// The events after `since` (a sequence number), oldest first, at most `limit` (the oldest ones).
+pub fn list(agent: &Agent, since: u64, limit: Option<usize>) -> Vec<EventView> {
+    let Some(own) = agent.ownership.get() else { return Vec::new() };
+    own.events()
+        .into_iter()
+        .filter(|e| e.seq > since)
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|e| EventView {
+            seq: e.seq,
+            at_ms: e.at_ms,
+            kind: e.kind().to_string(),
+            host: e.host,
+            vserver: e.vserver,
+            text: e.text,
+        })
+        .collect()
+}
+
+impl Agent {
+    /// Appends an event of `kind` (a short word: `a-z`, `0-9`, `_`), about `vserver` if any, to the cluster's
+    /// event log, stamped with this host and the current time; returns its sequence number once a majority
+    /// committed it. For features that report what they did (`maintenance`, `evacuate`, ...).
+    pub async fn log_event(&self, kind: &str, vserver: Option<&str>, text: &str) -> Result<u64, String> {
+        let own = self.ownership.get().ok_or("the ownership table is not open yet")?;
+        own.log(kind, vserver, truncate(text)).await.map_err(|e| e.to_string())
+    }
+
+    /// As [`Agent::log_event`], in the background, retried every second until committed (for an hour at most):
+    /// for what happened while this host could not commit (it lost its majority).
+    pub fn log_event_later(self: &Arc<Self>, kind: &str, vserver: Option<&str>, text: String) {
+        let (agent, kind, vserver) = (Arc::clone(self), kind.to_string(), vserver.map(str::to_string));
+        tokio::spawn(async move {
+            for _ in 0..3600 {
+                match agent.log_event(&kind, vserver.as_deref(), &text).await {
+                    Ok(_) => return,
+                    Err(e) => tracing::debug!(%kind, error = %e, "event not logged yet; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            tracing::warn!(%kind, "event never logged: {text}");
+        });
+    }
+}
+
+/// `text` cut to what the event log takes, at a character boundary, marked with `...`.
+fn truncate(text: &str) -> &str {
+    let max = failover::ownership::types::MAX_EVENT_TEXT;
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
