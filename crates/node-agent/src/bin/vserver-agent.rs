@@ -88,24 +88,37 @@ enum Command {
     },
 }
 
+/// Prints the message, and the exit code to give.
+fn fail(code: i32, message: String) -> ExitCode {
+    eprintln!("vserver-agent: {message}");
+    ExitCode::from(code as u8)
+}
+
+/// The running agent of this host (from the configuration's run directory), after checking that `host`, if
+/// given, is one of the cluster's.
+fn local_agent(
+    config: &std::path::Path,
+    host: Option<&str>,
+) -> Result<node_agent::agent_client::AgentHandle, ExitCode> {
+    let conf = node_agent::agent::config::AgentConfig::load(config).map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    if let Some(h) = host {
+        if h != conf.node && !conf.peers.iter().any(|p| p.name == h) {
+            return Err(fail(exit::USAGE, format!("{h:?} is not a host of this cluster (see {})", config.display())));
+        }
+    }
+    match node_agent::agent_client::for_cli(&conf.run_dir) {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(fail(exit::FAILED, "no agent runs on this host: this is asked of the agents".into())),
+        Err(code) => Err(ExitCode::from(code as u8)),
+    }
+}
+
 /// `vserver-agent evacuate|restore HOST`: starts the job through this host's agent, prints each vserver's
 /// progress, and the outcome.
 fn evacuate(config: &std::path::Path, what: &str, host: &str, parallel: usize, fenced: bool, json: bool) -> ExitCode {
-    let fail = |code: i32, message: String| {
-        eprintln!("vserver-agent: {message}");
-        ExitCode::from(code as u8)
-    };
-    let conf = match node_agent::agent::config::AgentConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => return fail(exit::USAGE, e.to_string()),
-    };
-    if host != conf.node && !conf.peers.iter().any(|p| p.name == host) {
-        return fail(exit::USAGE, format!("{host:?} is not a host of this cluster (see {})", config.display()));
-    }
-    let agent = match node_agent::agent_client::for_cli(&conf.run_dir) {
-        Ok(Some(a)) => a,
-        Ok(None) => return fail(exit::FAILED, "no agent runs on this host".into()),
-        Err(code) => return ExitCode::from(code as u8),
+    let agent = match local_agent(config, Some(host)) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let body = serde_json::json!({ "parallel": parallel, "fenced": fenced });
     let started = match agent.request_json("POST", &format!("/v1/hosts/{host}/{what}"), &body) {
@@ -173,23 +186,9 @@ fn evacuate(config: &std::path::Path, what: &str, host: &str, parallel: usize, f
 
 /// `vserver-agent maintenance ...`: asks the running agent of this host.
 fn maintenance(config: &std::path::Path, state: &str, host: Option<String>, cluster: bool, json: bool) -> ExitCode {
-    let fail = |code: i32, message: String| {
-        eprintln!("vserver-agent: {message}");
-        ExitCode::from(code as u8)
-    };
-    let conf = match node_agent::agent::config::AgentConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => return fail(exit::USAGE, e.to_string()),
-    };
-    if let Some(h) = &host {
-        if *h != conf.node && !conf.peers.iter().any(|p| &p.name == h) {
-            return fail(exit::USAGE, format!("{h:?} is not a host of this cluster (see {})", config.display()));
-        }
-    }
-    let agent = match node_agent::agent_client::for_cli(&conf.run_dir) {
-        Ok(Some(a)) => a,
-        Ok(None) => return fail(exit::FAILED, "no agent runs on this host: maintenance is kept by the agents".into()),
-        Err(code) => return ExitCode::from(code as u8),
+    let agent = match local_agent(config, host.as_deref()) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let reply = if state == "status" {
         agent.request("GET", "/v1/maintenance")
