@@ -397,6 +397,40 @@ fn a_host_in_maintenance_cut_off_is_neither_fenced_nor_taken_over() {
     });
 }
 
+/// The dangerous order: maintenance ends while its host is cut off, so the host cannot hear it and would not
+/// fence itself. Its last heartbeat said it was in maintenance: nobody takes it over until it is heard again.
+#[test]
+fn maintenance_ended_while_its_host_is_cut_off_moves_nothing_until_it_is_back() {
+    if skip_unless_root("maintenance_ended_while_its_host_is_cut_off_moves_nothing_until_it_is_back") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, addr) = synced_on_h0(&lab, "tc", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let out = maintenance(&lab, &agents, 0, &["on"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Its heartbeats say so before the link goes.
+    let said = wait_for(PATIENCE, || agents.peer(1, 0).is_some_and(|p| p["maintenance"] == true));
+    assert!(said.is_some(), "h1 hears h0 say it is in maintenance");
+    let sampler = Sampler::start(&lab, &name);
+    lab.set_link(0, false).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let out = maintenance(&lab, &agents, 1, &["off", "--host", "h0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(lab.hosts[0].runs(&name), "h0, which never heard the end, kept running it");
+    assert!(
+        agents.log(1).contains("its last heartbeat said it is in maintenance")
+            || agents.log(2).contains("its last heartbeat said it is in maintenance"),
+        "the coordinator said why it waits"
+    );
+    lab.set_link(0, true).unwrap();
+    assert!(wait_for(PATIENCE, || agents.peer(1, 0).is_some_and(|p| p["maintenance"] == false)).is_some());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(wait_page(&lab, addr, "unsynced", PATIENCE).is_some(), "h0 still serves its own page");
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
+
 #[test]
 fn maintenance_refuses_bad_input_and_changes_nothing() {
     if skip_unless_root("maintenance_refuses_bad_input_and_changes_nothing") {

@@ -94,6 +94,8 @@ struct Peer {
     promised_until: Option<Instant>,
     /// The state last judged by [`Membership::tick`] or [`Membership::receive`], to log transitions once.
     judged: PeerState,
+    /// Its last heartbeat said it is in maintenance.
+    maintenance: bool,
 }
 
 /// What the lock guards: the peers in configuration order and the refusal counters.
@@ -146,6 +148,8 @@ pub struct Membership {
     lease_len: Duration,
     /// This node's recent beacons (number, when sent), newest last, to date the acks that come back.
     sent: Mutex<std::collections::VecDeque<(u64, Instant)>>,
+    /// This node stands outside fencing (maintenance), as its heartbeats tell the peers.
+    covered: std::sync::atomic::AtomicBool,
 }
 
 /// How many sent beacons are remembered for dating acks (several seconds' worth for a few dozen peers).
@@ -166,6 +170,7 @@ impl Membership {
                 lease_until: None,
                 promised_until: None,
                 judged: PeerState::Unknown,
+                maintenance: false,
             })
             .collect();
         Self {
@@ -180,6 +185,7 @@ impl Membership {
             table: Mutex::new(Table { peers, counters: RejectCounters::default() }),
             lease_len: Duration::from_millis(config.fencing.timeout_ms),
             sent: Mutex::new(std::collections::VecDeque::with_capacity(SENT_KEPT)),
+            covered: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -199,6 +205,7 @@ impl Membership {
                 incarnation: p.heard.as_ref().map(|h| h.incarnation),
                 restarts_seen: p.restarts_seen,
                 vservers: p.heard.as_ref().map(|h| h.vservers.clone()).unwrap_or_default(),
+                maintenance: p.maintenance,
             })
             .collect()
     }
@@ -235,6 +242,11 @@ impl Membership {
         reject
     }
 
+    /// Whether this node stands outside fencing (maintenance): said in its next heartbeats.
+    pub fn set_covered(&self, covered: bool) {
+        self.covered.store(covered, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Accepts signatures made with these secrets too (the further lines of the secret file).
     pub fn also_accept(&mut self, secrets: &[String]) {
         self.also_accepted = secrets.to_vec();
@@ -251,7 +263,12 @@ impl Membership {
         if !self.signed_by_us(&signed.body, &signed.signature) {
             return Err(HeartbeatReject::BadSignature(hb.node));
         }
-        self.heard(&hb.node, hb.incarnation, hb.seq, Some(hb.vservers)).map(drop)
+        let (node, maintenance) = (hb.node.clone(), hb.maintenance);
+        self.heard(&hb.node, hb.incarnation, hb.seq, Some(hb.vservers))?;
+        if let Some(peer) = self.lock().peer_mut(&node) {
+            peer.maintenance = maintenance;
+        }
+        Ok(())
     }
 
     /// Checks and records a beacon received by UDP. A beacon no newer than what was heard already (the HTTP
@@ -385,6 +402,7 @@ impl Membership {
             seq: self.number(),
             sent_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0),
             vservers,
+            maintenance: self.covered.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -717,6 +735,7 @@ url = "http://127.0.0.1:7072"
             seq,
             sent_unix_ms: 0,
             vservers: vec![VserverSummary { name: "web".into(), state: VserverState::Running }],
+            maintenance: false,
         }
     }
 
@@ -967,6 +986,7 @@ url = "http://127.0.0.1:7072"
             lease_until: None,
             promised_until: None,
             judged: PeerState::Unknown,
+            maintenance: false,
         };
         let ms = |n| at + Duration::from_millis(n);
         assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Unknown);

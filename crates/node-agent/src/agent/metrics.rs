@@ -202,6 +202,7 @@ mod tests {
                 incarnation: Some(2),
                 restarts_seen: 1,
                 vservers: vec![],
+                maintenance: false,
             }],
             vservers: vec![VserverStatus {
                 name: "web".into(),

@@ -66,6 +66,11 @@ pub struct Heartbeat {
     pub sent_unix_ms: u64,
     /// The sender's vservers.
     pub vservers: Vec<VserverSummary>,
+    /// The sender stands outside fencing (it, or the whole cluster, is in maintenance, as its copy of the table
+    /// says): the coordinator does not take it over while this is its last word, whatever the table says
+    /// since (it may not have heard that maintenance ended). Sent only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance: bool,
 }
 
 /// The small form of a heartbeat, sent by UDP besides the HTTP heartbeat and more often: a lost datagram
@@ -127,6 +132,9 @@ pub struct PeerStatus {
     pub restarts_seen: u64,
     /// Its vservers as last heard.
     pub vservers: Vec<VserverSummary>,
+    /// Its last heartbeat said it stands outside fencing (maintenance).
+    #[serde(default)]
+    pub maintenance: bool,
 }
 
 /// One vserver of this node as `GET /v1/status` and `GET /v1/vservers/NAME` show it.

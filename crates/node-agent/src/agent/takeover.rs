@@ -202,11 +202,14 @@ pub async fn run(agent: Arc<Agent>) {
                 continue;
             }
             let maintenance = own.maintenance();
-            if maintenance.covers(&peer.name) {
+            if maintenance.covers(&peer.name) || peer.maintenance {
                 let why = if maintenance.cluster.is_some() {
                     "the cluster is in maintenance".to_string()
-                } else {
+                } else if maintenance.covers(&peer.name) {
                     "it is in maintenance".to_string()
+                } else {
+                    // It may not have heard that maintenance ended, and then would not fence itself.
+                    "its last heartbeat said it is in maintenance (it has not been heard since it ended)".to_string()
                 };
                 if said.get(&peer.name) != Some(&why) {
                     tracing::warn!(host = %peer.name, silence_ms = silence.as_millis() as u64, "not taken over: {why}");

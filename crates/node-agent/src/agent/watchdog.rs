@@ -110,6 +110,14 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
             while in_maintenance(agent) {
                 every.tick().await;
             }
+            // As the lease watch does: a lease length to win the lease back before the watchdog guards again.
+            let ended = std::time::Instant::now();
+            let lease_len = Duration::from_millis(agent.config.fencing.timeout_ms);
+            while ended.elapsed() < lease_len
+                && lease_remaining(agent).is_some_and(|left| left < Duration::from_millis(timeout_ms))
+            {
+                every.tick().await;
+            }
             let armed = ask(format!("arm {timeout_ms}")).await?;
             tracing::info!(answer = %armed, "maintenance over: host watchdog armed again");
             continue;
@@ -255,10 +263,21 @@ pub async fn watch_majority(agent: Arc<Agent>) {
     let mut fenced = false;
     let mut held = false;
     let mut maintenance_said = false;
+    // When maintenance last covered this host: for a lease length after it ends, a lost lease is not fenced
+    // yet (the host wins it back as it reconnects). Safe: the coordinator takes it over only once its
+    // heartbeats say it is no longer covered, and then only after the takeover timeout, longer than this.
+    let mut covered_until: Option<std::time::Instant> = None;
     let mut every = tokio::time::interval(Duration::from_millis(50));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        let covered = in_maintenance(&agent);
+        // Said before it acts on it: the peers learn it is covered no later than it stops fencing, and that it
+        // is no longer covered no earlier than it fences again.
+        agent.membership.set_covered(covered);
+        if covered {
+            covered_until = Some(std::time::Instant::now());
+        }
         let left = lease_remaining(&agent);
         if left.is_none_or(|left| !left.is_zero()) {
             // Needing none (no cluster formed yet) is not holding one: a lease is won from the peers.
@@ -275,8 +294,8 @@ pub async fn watch_majority(agent: Arc<Agent>) {
         if !agent.config.quorum_fencing() || fenced || (!held && agent.started.elapsed() < lease_len) {
             continue;
         }
-        if in_maintenance(&agent) {
-            if !maintenance_said {
+        if covered || covered_until.is_some_and(|t| t.elapsed() < lease_len) {
+            if !maintenance_said && covered {
                 tracing::warn!(
                     "no majority acknowledges this host, but it is in maintenance: not fencing (and nobody takes over)"
                 );
