@@ -118,6 +118,13 @@ pub fn evacuate(agent: &Arc<Agent>, host: &str, req: &EvacuateRequest) -> Result
     let mode = match peer_state(agent, host) {
         Some(PeerState::Alive) => "migrate",
         Some(PeerState::Dead) => {
+            let said_covered = agent.membership.peers().iter().any(|p| p.name == host && p.maintenance);
+            if said_covered && !req.fenced {
+                return Err(ApiError::Conflict(format!(
+                    "{host}'s last heartbeat said it is in maintenance: it may not have heard that it ended and then \
+                     does not fence itself; make sure it is down (power it off), then ask again with fenced"
+                )));
+            }
             if !agent.config.quorum_fencing() && !req.fenced && agent.config.takeover.fence_hook.is_none() {
                 return Err(ApiError::Conflict(format!(
                     "{host} is silent, but without lease fencing (or a fence hook) the cluster cannot know it \
