@@ -453,6 +453,13 @@ async fn run(
                 if let Err(e) = own.set_owner(name.as_str(), here, own.epoch(name.as_str())).await {
                     tracing::warn!(vserver = %name, error = %e, "cannot record this host as the owner again");
                 }
+                // While the table named the target, the placement here may have followed it: back at once, so
+                // that nothing (a new migrate) finds it pointing at the target meanwhile.
+                if let Some(p) = agent.replication.placement(name).filter(|p| p.primary != *here) {
+                    if let Err(e) = agent.replication.record_placement(name, p.moved_to(here)) {
+                        tracing::warn!(vserver = %name, error = %e, "cannot record the placement here again");
+                    }
+                }
             }
             return Err(restart_here(format!("start on {target} failed: {why}")).await);
         }
