@@ -1226,6 +1226,8 @@ mod tests {
             nice: None,
             rlimits: vec![],
             nproc: Some(9),
+            limits: Default::default(),
+            relaxed: Default::default(),
             flags: crate::spec::Flags { sched: true, ..Default::default() },
             context_id: None,
             cgroup: CgroupPlace::default(),

@@ -170,12 +170,15 @@ pub fn parse_capability(word: &str) -> Result<Capability, SpecError> {
 }
 
 /// The capabilities a vserver keeps when its conf adds none: enough to run ordinary services as root
-/// (change owners, bind low ports, switch users), and nothing that reaches the host (no CAP_SYS_ADMIN,
-/// CAP_NET_ADMIN, CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_RAWIO, CAP_SYS_BOOT, CAP_NET_RAW, CAP_MAC_*).
+/// (change owners, bind low ports, switch users, `reboot` its own PID namespace), no wider than a container
+/// runtime's default, and nothing that reaches the host (no CAP_DAC_READ_SEARCH, CAP_SYS_ADMIN,
+/// CAP_NET_ADMIN, CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_RAWIO, CAP_SYS_PTRACE, CAP_NET_RAW, CAP_BPF,
+/// CAP_PERFMON, CAP_SYSLOG, CAP_MAC_*). CAP_SYS_BOOT stays for `reboot` and `halt` inside, which in a PID
+/// namespace only end the vserver's init; the default seccomp profile denies `kexec_load` and
+/// `kexec_file_load`, the host-wide calls the same capability would otherwise allow.
 pub const DEFAULT_CAPABILITIES: &[caps::Capability] = &[
     caps::Capability::CAP_CHOWN,
     caps::Capability::CAP_DAC_OVERRIDE,
-    caps::Capability::CAP_DAC_READ_SEARCH,
     caps::Capability::CAP_FOWNER,
     caps::Capability::CAP_FSETID,
     caps::Capability::CAP_KILL,
@@ -187,6 +190,25 @@ pub const DEFAULT_CAPABILITIES: &[caps::Capability] = &[
     caps::Capability::CAP_MKNOD,
     caps::Capability::CAP_AUDIT_WRITE,
     caps::Capability::CAP_SETFCAP,
+    caps::Capability::CAP_SYS_BOOT,
+];
+
+/// Capabilities that are known ways out of a vserver: S_CAPS may add them back, and every start warns.
+pub const ESCAPE_CAPABILITIES: &[caps::Capability] = &[
+    caps::Capability::CAP_DAC_READ_SEARCH,
+    caps::Capability::CAP_SYS_ADMIN,
+    caps::Capability::CAP_SYS_MODULE,
+    caps::Capability::CAP_SYS_RAWIO,
+    caps::Capability::CAP_SYS_PTRACE,
+    caps::Capability::CAP_NET_ADMIN,
+    caps::Capability::CAP_BPF,
+    caps::Capability::CAP_PERFMON,
+    caps::Capability::CAP_SYSLOG,
+    caps::Capability::CAP_MAC_ADMIN,
+    caps::Capability::CAP_MAC_OVERRIDE,
+    caps::Capability::CAP_SYS_TIME,
+    caps::Capability::CAP_LINUX_IMMUTABLE,
+    caps::Capability::CAP_SYS_RESOURCE,
 ];
 
 /// One address of IPROOT with its prefix length, as it will be configured inside the context.
@@ -247,9 +269,10 @@ pub struct Interface {
 /// How the context reaches the network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// Shares the host's network namespace (IPROOT empty or 0.0.0.0).
+    /// Shares the host's network namespace: only with an empty IPROOT and S_UNSAFE `hostnet`.
     Host,
-    /// Its own network namespace holding only these interfaces and the loopback.
+    /// Its own network namespace holding only these interfaces and the loopback (only the loopback when
+    /// IPROOT is empty).
     Private(Vec<Interface>),
 }
 
@@ -400,6 +423,72 @@ pub struct Flags {
     pub fakeinit: bool,
 }
 
+/// Process limit of a vserver whose conf sets none: a fork bomb inside stops here.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
+/// Resource limits of the whole context beyond its process limit. `None` leaves a resource unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most memory its processes may use, in bytes (LIMIT_MEMORY): `memory.max` on v2,
+    /// `memory.limit_in_bytes` on v1.
+    pub memory: Option<u64>,
+    /// Its share of the CPU against other vservers (CPU_WEIGHT, 1 to 10000, 100 being the kernel's default).
+    pub cpu_weight: Option<u32>,
+    /// Its share of block I/O against other vservers (IO_WEIGHT, 1 to 10000, default 100).
+    pub io_weight: Option<u32>,
+    /// Most bytes its tree may hold on disk (LIMIT_DISK), enforced by a project quota.
+    pub disk: Option<u64>,
+}
+
+/// Protections of a default vserver that an operator turned off for one vserver, by name in S_UNSAFE.
+/// Every one is on unless named; each start warns about those that are off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Relaxed {
+    /// `seccomp`: no default system call filter (S_FLAGS lock still installs its own).
+    pub seccomp: bool,
+    /// `userns`: processes inside may create user namespaces (the default filter refuses them).
+    pub userns: bool,
+    /// `devices`: no device allow-list, and the tree is not mounted `nodev`.
+    pub devices: bool,
+    /// `procfs`: `/proc` is not masked (`/proc/sys` writable, `/proc/kcore` and the like readable).
+    pub procfs: bool,
+    /// `hostnet`: a vserver with an empty IPROOT shares the host's network namespace, as the guide's
+    /// vservers did, instead of getting a private one with only a loopback.
+    pub hostnet: bool,
+}
+
+impl Relaxed {
+    /// The words of S_UNSAFE, each with what it turns off.
+    pub const WORDS: &'static [(&'static str, &'static str)] = &[
+        ("seccomp", "the default system call filter"),
+        ("userns", "the ban on user namespaces"),
+        ("devices", "the device allow-list and nodev"),
+        ("procfs", "the masks on /proc"),
+        ("hostnet", "the private network namespace of a vserver without IPROOT"),
+    ];
+
+    /// Turns off the protection named `word`; `false` when no protection has that name.
+    pub fn set(&mut self, word: &str) -> bool {
+        let flag = match word {
+            "seccomp" => &mut self.seccomp,
+            "userns" => &mut self.userns,
+            "devices" => &mut self.devices,
+            "procfs" => &mut self.procfs,
+            "hostnet" => &mut self.hostnet,
+            _ => return false,
+        };
+        *flag = true;
+        true
+    }
+
+    /// The names of the protections turned off, in the order of [`Relaxed::WORDS`].
+    pub fn words(&self) -> Vec<&'static str> {
+        let on = [self.seccomp, self.userns, self.devices, self.procfs, self.hostnet];
+        Self::WORDS.iter().zip(on).filter(|(_, on)| *on).map(|((w, _), _)| *w).collect()
+    }
+}
+
 /// Where the context's cgroups live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupPlace {
@@ -434,8 +523,15 @@ pub struct ContextSpec {
     pub nice: Option<i32>,
     /// Resource limits (ULIMIT).
     pub rlimits: Vec<Rlimit>,
-    /// Process limit for the whole context, enforced by its cgroup (S_FLAGS nproc).
+    /// Process limit for the whole context, enforced by its cgroup (LIMIT_PIDS, or ULIMIT -u with S_FLAGS
+    /// nproc, or [`DEFAULT_PIDS_LIMIT`]); `None` only when the conf asks for no limit.
     pub nproc: Option<u64>,
+    /// The other resource limits (LIMIT_MEMORY, CPU_WEIGHT, IO_WEIGHT, LIMIT_DISK).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Protections its conf turned off (S_UNSAFE); none by default.
+    #[serde(default)]
+    pub relaxed: Relaxed,
     /// S_FLAGS.
     pub flags: Flags,
     /// Fixed context number (S_CONTEXT), shown by `vserver-stat`.
@@ -448,6 +544,33 @@ impl ContextSpec {
     /// The full capability ceiling of the context: the default set plus S_CAPS.
     pub fn capabilities(&self) -> BTreeSet<Capability> {
         DEFAULT_CAPABILITIES.iter().copied().map(Capability).chain(self.extra_caps.iter().copied()).collect()
+    }
+
+    /// The capabilities of S_CAPS that are known ways out of a vserver ([`ESCAPE_CAPABILITIES`]).
+    pub fn escape_capabilities(&self) -> Vec<Capability> {
+        self.extra_caps.iter().copied().filter(|c| ESCAPE_CAPABILITIES.contains(&c.raw())).collect()
+    }
+
+    /// What a start should say about this spec's weakened protections: one sentence per escape capability
+    /// in S_CAPS, per S_UNSAFE word. Empty for a default vserver.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .escape_capabilities()
+            .into_iter()
+            .map(|c| format!("S_CAPS gives {c}, a known way out of a vserver: root inside may reach the host"))
+            .collect();
+        for word in self.relaxed.words() {
+            let what = Relaxed::WORDS.iter().find(|(w, _)| *w == word).map_or("", |(_, what)| what);
+            out.push(format!("S_UNSAFE {word}: {what} is off for this vserver"));
+        }
+        if self.relaxed.hostnet && matches!(self.network, Network::Host) {
+            out.push(
+                "it shares the host's network namespace: the host's loopback services and abstract unix sockets \
+                 are reachable from inside"
+                    .to_string(),
+            );
+        }
+        out
     }
 }
 

@@ -149,6 +149,8 @@ mod tests {
             nice: None,
             rlimits: vec![],
             nproc: None,
+            limits: Default::default(),
+            relaxed: Default::default(),
             flags: Flags::default(),
             context_id: None,
             cgroup: CgroupPlace::default(),

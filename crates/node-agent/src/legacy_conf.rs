@@ -15,8 +15,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use isolate::spec::{
-    self, Address, Capability, CgroupPlace, ContextSpec, Flags, Interface, Network, Resource, Rlimit, SpecError,
-    VserverName,
+    self, Address, Capability, CgroupPlace, ContextSpec, Flags, Interface, Limits, Network, Relaxed, Resource, Rlimit,
+    SpecError, VserverName, DEFAULT_PIDS_LIMIT,
 };
 
 /// The keys this parser knows; any other key is kept in [`LegacyConf::unknown`] and warned about.
@@ -32,7 +32,13 @@ pub const KNOWN_KEYS: &[&str] = &[
     "S_HOSTNAME",
     "S_NICE",
     "S_FLAGS",
+    "S_UNSAFE",
     "ULIMIT",
+    "LIMIT_PIDS",
+    "LIMIT_MEMORY",
+    "LIMIT_DISK",
+    "CPU_WEIGHT",
+    "IO_WEIGHT",
 ];
 
 /// The words S_FLAGS may hold.
@@ -211,6 +217,12 @@ pub struct LegacyConf {
     pub flags: Flags,
     /// S_FLAGS `nproc`: the ulimit on processes counts for the whole vserver.
     pub nproc_flag: bool,
+    /// S_UNSAFE: the protections turned off for this vserver.
+    pub relaxed: Relaxed,
+    /// LIMIT_PIDS: `Some(None)` for `unlimited`; `None` when not set.
+    pub limit_pids: Option<Option<u64>>,
+    /// LIMIT_MEMORY, CPU_WEIGHT, IO_WEIGHT, LIMIT_DISK.
+    pub limits: Limits,
     /// ULIMIT, parsed.
     pub ulimit: Vec<Rlimit>,
     /// ULIMIT as written ([`DEFAULT_ULIMIT`] when absent).
@@ -284,6 +296,9 @@ impl LegacyConf {
             nice: None,
             flags: Flags::default(),
             nproc_flag: false,
+            relaxed: Relaxed::default(),
+            limit_pids: None,
+            limits: Limits::default(),
             ulimit: Vec::new(),
             ulimit_text: DEFAULT_ULIMIT.to_string(),
             unknown,
@@ -367,6 +382,37 @@ impl LegacyConf {
                 }
             }
         }
+        if let Some(v) = set("S_UNSAFE") {
+            for word in v.split_whitespace() {
+                if !conf.relaxed.set(word) {
+                    let known: Vec<&str> = Relaxed::WORDS.iter().map(|(w, _)| *w).collect();
+                    return Err(
+                        at("S_UNSAFE").value(format!("unknown protection {word:?} (known: {})", known.join(" ")))
+                    );
+                }
+            }
+        }
+        if let Some(v) = set("LIMIT_PIDS") {
+            let v = v.trim();
+            conf.limit_pids = Some(match v {
+                "unlimited" => None,
+                n => Some(n.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    at("LIMIT_PIDS").value(format!("{n:?} is not a number of processes (1 or more) or unlimited"))
+                })?),
+            });
+        }
+        if let Some(v) = set("LIMIT_MEMORY") {
+            conf.limits.memory = Some(parse_size(v.trim(), MIN_MEMORY).map_err(|r| at("LIMIT_MEMORY").value(r))?);
+        }
+        if let Some(v) = set("LIMIT_DISK") {
+            conf.limits.disk = Some(parse_size(v.trim(), MIN_DISK).map_err(|r| at("LIMIT_DISK").value(r))?);
+        }
+        if let Some(v) = set("CPU_WEIGHT") {
+            conf.limits.cpu_weight = Some(parse_weight(v.trim()).map_err(|r| at("CPU_WEIGHT").value(r))?);
+        }
+        if let Some(v) = set("IO_WEIGHT") {
+            conf.limits.io_weight = Some(parse_weight(v.trim()).map_err(|r| at("IO_WEIGHT").value(r))?);
+        }
         if let Some(v) = value("ULIMIT") {
             conf.ulimit_text = v.to_string();
         }
@@ -382,12 +428,13 @@ impl LegacyConf {
         self.lines.get(key).copied()
     }
 
-    /// The network the context gets: the host's when IPROOT is empty or `0.0.0.0`, otherwise one interface
-    /// per device (in order of first appearance) carrying its addresses, with IPROOTMASK given to the IPv4
+    /// The network the context gets: when IPROOT is empty or `0.0.0.0`, a private namespace with only its
+    /// loopback (the host's, as the guide had it, only with S_UNSAFE `hostnet`); otherwise one interface per
+    /// device (in order of first appearance) carrying its addresses, with IPROOTMASK given to the IPv4
     /// addresses written without a mask and IPROOTBCAST on every interface with an IPv4 address.
     pub fn network(&self) -> Result<Network, ConfError> {
         if self.iproot.is_empty() {
-            return Ok(Network::Host);
+            return Ok(if self.relaxed.hostnet { Network::Host } else { Network::Private(Vec::new()) });
         }
         let mut interfaces: Vec<Interface> = Vec::new();
         for (dev, address) in &self.iproot {
@@ -417,11 +464,15 @@ impl LegacyConf {
         Ok(Network::Private(interfaces))
     }
 
-    /// Process limit of the whole vserver: with S_FLAGS `nproc`, ULIMIT's `-u` (the hard limit if set, else
-    /// the soft one; `None` = unlimited), or [`DEFAULT_NPROC`] when ULIMIT has no `-u`; without it, `None`.
+    /// Process limit of the whole vserver: LIMIT_PIDS when set (`None` = unlimited); else with S_FLAGS
+    /// `nproc`, ULIMIT's `-u` (the hard limit if set, else the soft one), or [`DEFAULT_NPROC`] when ULIMIT
+    /// has no `-u`; else [`DEFAULT_PIDS_LIMIT`].
     pub fn nproc_limit(&self) -> Option<u64> {
+        if let Some(limit) = self.limit_pids {
+            return limit;
+        }
         if !self.nproc_flag {
-            return None;
+            return Some(DEFAULT_PIDS_LIMIT);
         }
         let nproc = || self.ulimit.iter().rev().filter(|r| r.resource == Resource::NProc);
         nproc().find_map(|r| r.hard).or_else(|| nproc().find_map(|r| r.soft)).unwrap_or(Some(DEFAULT_NPROC))
@@ -439,6 +490,8 @@ impl LegacyConf {
             nice: self.nice,
             rlimits: self.ulimit.clone(),
             nproc: self.nproc_limit(),
+            limits: self.limits,
+            relaxed: self.relaxed,
             flags: self.flags,
             context_id: self.context,
             cgroup,
@@ -464,7 +517,8 @@ pub fn render_starter(name: &VserverName, iproot: Option<&str>, hostname: Option
     line("# One KEY=value per line; quote a value holding spaces (\"...\" or '...'). This file is read, never");
     line("# run by a shell: $VAR, `cmd` and $(cmd) are refused. A key left commented out takes its default.");
     line("");
-    line("# Addresses, space separated, each [dev:]addr[/mask]; empty or 0.0.0.0 shares the host's network.");
+    line("# Addresses, space separated, each [dev:]addr[/mask]; empty or 0.0.0.0: a private network with only");
+    line("# a loopback (S_UNSAFE hostnet shares the host's network instead, as the guide's vservers did).");
     line(&key("IPROOT", iproot, "\"eth0:192.168.1.2\""));
     line("# Device carrying the addresses written without a dev: prefix.");
     line("#IPROOTDEV=eth0");
@@ -489,7 +543,54 @@ pub fn render_starter(name: &VserverName, iproot: Option<&str>, hostname: Option
     line("#S_FLAGS=\"lock nproc\"");
     line("# Arguments of the shell's ulimit applied inside; default \"-H -u 1000\".");
     line(&format!("#ULIMIT={}", double_quote(DEFAULT_ULIMIT)));
+    line(&format!("# Most processes of the whole vserver (a fork bomb stops there); default {DEFAULT_PIDS_LIMIT}."));
+    line("#LIMIT_PIDS=4096");
+    line("# Most memory of the whole vserver (K, M, G, T); default: no limit.");
+    line("#LIMIT_MEMORY=512M");
+    line("# Most disk space of its tree, by a project quota (the file system must have them); default: none.");
+    line("#LIMIT_DISK=10G");
+    line("# Share of CPU and of block I/O against other vservers, 1 to 10000; default 100.");
+    line("#CPU_WEIGHT=100");
+    line("#IO_WEIGHT=100");
+    line("# Protections turned off, each a way for root inside to reach the host: seccomp, userns, devices,");
+    line("# procfs, hostnet. Every start warns about them. Default: none.");
+    line("#S_UNSAFE=\"userns\"");
     out
+}
+
+/// Smallest LIMIT_MEMORY accepted: below it not even a shell starts.
+const MIN_MEMORY: u64 = 4 << 20;
+/// Smallest LIMIT_DISK accepted.
+const MIN_DISK: u64 = 1 << 20;
+
+/// Reads a size in bytes: a whole number with an optional binary unit (`K`, `M`, `G`, `T`, also written
+/// `KiB`... or `KB`..., all powers of 1024), at least `min`.
+fn parse_size(text: &str, min: u64) -> Result<u64, String> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let bad = || format!("{text:?} is not a size (a number with an optional unit K, M, G or T, e.g. 512M)");
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(bad()),
+    };
+    let bytes = n.checked_mul(1u64 << shift).ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes < min {
+        return Err(format!("{text:?} is under the smallest limit accepted, {} MiB", min >> 20));
+    }
+    Ok(bytes)
+}
+
+/// Reads a CPU or I/O weight: 1 to 10000, 100 being what a vserver without one weighs.
+fn parse_weight(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|w| (1..=10_000).contains(w))
+        .ok_or_else(|| format!("{text:?} is not a weight from 1 to 10000 (100 is the default)"))
 }
 
 /// Writes `value` in double quotes, escaping what the parser would otherwise read specially.
@@ -841,9 +942,11 @@ mod tests {
     }
 
     #[test]
-    fn empty_or_unspecified_iproot_shares_the_host_network() {
+    fn empty_or_unspecified_iproot_gives_a_private_loopback_unless_hostnet() {
         for text in ["", "IPROOT=\n", "IPROOT=\"\"\n", "IPROOT=0.0.0.0\n", "IPROOT=\"eth0:0.0.0.0\"\n"] {
-            assert_eq!(ok(text).network().unwrap(), Network::Host, "{text:?}");
+            assert_eq!(ok(text).network().unwrap(), Network::Private(vec![]), "{text:?}");
+            let opted = format!("{text}S_UNSAFE=hostnet\n");
+            assert_eq!(ok(&opted).network().unwrap(), Network::Host, "{opted:?}");
         }
         let msg = refused_at("IPROOT=\"0.0.0.0 10.0.0.1\"\nIPROOTDEV=eth0\n", 1);
         assert!(msg.contains("cannot be combined"), "{msg}");
@@ -1025,7 +1128,7 @@ mod tests {
         let conf = ok("");
         assert_eq!(conf.ulimit_text, DEFAULT_ULIMIT);
         assert_eq!(conf.ulimit, spec::parse_ulimit(DEFAULT_ULIMIT).unwrap());
-        assert_eq!(conf.nproc_limit(), None, "no nproc flag, no whole-vserver limit");
+        assert_eq!(conf.nproc_limit(), Some(DEFAULT_PIDS_LIMIT), "no nproc flag: the default whole-vserver limit");
 
         assert_eq!(ok("S_FLAGS=nproc\n").nproc_limit(), Some(1000));
         assert_eq!(ok("S_FLAGS=nproc\nULIMIT=\"-H -u 200\"\n").nproc_limit(), Some(200));
@@ -1070,10 +1173,47 @@ mod tests {
 
         let spec = ok("").to_spec(&name, PathBuf::from("/vservers/v1"), CgroupPlace::default()).unwrap();
         assert_eq!(spec.hostname, None, "isolate then uses the vserver's name");
-        assert_eq!(spec.network, Network::Host);
-        assert_eq!(spec.nproc, None);
+        assert_eq!(spec.network, Network::Private(vec![]));
+        assert_eq!(spec.nproc, Some(DEFAULT_PIDS_LIMIT), "every vserver has a process limit");
+        assert_eq!(spec.limits, Limits::default());
+        assert_eq!(spec.relaxed, Relaxed::default());
         assert_eq!(spec.context_id, None);
         assert!(spec.extra_caps.is_empty());
+        assert!(spec.warnings().is_empty(), "a default vserver starts without a warning");
+    }
+
+    #[test]
+    fn limits_and_unsafe_words_are_read_and_bad_values_named() {
+        let conf = ok(concat!(
+            "LIMIT_PIDS=200\nLIMIT_MEMORY=512M\nLIMIT_DISK=\"2 GiB\"\nCPU_WEIGHT=300\nIO_WEIGHT=50\n",
+            "S_UNSAFE=\"userns procfs\"\nS_CAPS=\"CAP_SYS_ADMIN CAP_NET_RAW\"\n"
+        ));
+        let name = VserverName::parse("v1").unwrap();
+        let spec = conf.to_spec(&name, PathBuf::from("/vservers/v1"), CgroupPlace::default()).unwrap();
+        assert_eq!(spec.nproc, Some(200));
+        assert_eq!(
+            spec.limits,
+            Limits { memory: Some(512 << 20), cpu_weight: Some(300), io_weight: Some(50), disk: Some(2 << 30) }
+        );
+        assert_eq!(spec.relaxed.words(), vec!["userns", "procfs"]);
+        let warnings = spec.warnings();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("CAP_SYS_ADMIN"), "{warnings:?}");
+        assert_eq!(ok("LIMIT_PIDS=unlimited\n").nproc_limit(), None);
+        assert_eq!(ok("LIMIT_PIDS=9\nS_FLAGS=nproc\nULIMIT=\"-u 40\"\n").nproc_limit(), Some(9), "LIMIT_PIDS wins");
+        for (text, says) in [
+            ("LIMIT_PIDS=0\n", "LIMIT_PIDS"),
+            ("LIMIT_PIDS=many\n", "LIMIT_PIDS"),
+            ("LIMIT_MEMORY=1K\n", "smallest"),
+            ("LIMIT_MEMORY=12X\n", "not a size"),
+            ("LIMIT_DISK=99999999999T\n", "too large"),
+            ("CPU_WEIGHT=0\n", "1 to 10000"),
+            ("IO_WEIGHT=10001\n", "1 to 10000"),
+            ("S_UNSAFE=\"seccomp everything\"\n", "unknown protection \"everything\""),
+        ] {
+            let msg = refused_at(text, 1);
+            assert!(msg.contains(says), "{text:?}: {msg}");
+        }
     }
 
     #[test]

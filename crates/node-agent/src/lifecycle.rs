@@ -175,6 +175,7 @@ impl Host {
             return Err(LifecycleError::AlreadyRunning(name.clone()));
         }
         let mut report = StartReport { warnings, ..Default::default() };
+        report.warnings.extend(spec.warnings());
         let hook = self.dirs.hook(name);
         hooks::run(&hook, HookAction::PreStart, name, &spec.root)
             .map_err(|source| LifecycleError::PreStart { name: name.clone(), source })?;
