@@ -40,4 +40,4 @@ pub mod treecmp;
 pub use lab::{vserver_bin, Client, Host, Lab, CLIENT_ADDR, SUBNET_PREFIX};
 pub use names::unique;
 pub use netns::Netns;
-pub use root::skip_unless_root;
+pub use root::{skip_unless_root, KillOnDrop};

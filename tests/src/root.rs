@@ -22,3 +22,14 @@ pub fn skip_unless_root(test: &str) -> bool {
     }
     false
 }
+
+/// A child process killed (and reaped) when the guard drops, so a test that fails half way leaves no helper
+/// process behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

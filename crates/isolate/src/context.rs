@@ -144,7 +144,11 @@ pub fn start(spec: &ContextSpec, opts: &StartOptions) -> Result<RunState, Contex
     if stray > 0 {
         return Err(ContextError::Stray { name: spec.name.clone(), count: stray });
     }
-    cg.create(&CgroupLimits { pids_max: spec.nproc, cpu_group: spec.flags.sched })?;
+    if let Err(e) = cg.create(&CgroupLimits::from(spec)) {
+        // A limit the host cannot enforce refuses the start: leave no group behind.
+        let _ = cg.remove();
+        return Err(e.into());
+    }
     match launch(spec, &cg, opts) {
         Ok(st) => Ok(st),
         Err(e) => {

@@ -313,7 +313,7 @@ impl AgentHandle {
         match self.lifecycle(name, action) {
             Ok(Ok(reply)) => {
                 let detail = serde_json::from_str::<VserverStatus>(&reply.body).ok().map(|st| {
-                    let addrs = if st.addresses.is_empty() { "host network".into() } else { st.addresses.join(" ") };
+                    let addrs = crate::lifecycle::network_text(&st.addresses, st.host_network);
                     match action {
                         LifecycleAction::Stop => String::new(),
                         _ => format!("; {} process(es); {addrs}", st.processes),

@@ -348,7 +348,7 @@ fn start(host: &Host, name: &VserverName) -> Result<(), LifecycleError> {
         st.init_pid,
         report.scripts.len(),
         if report.scripts.len() == 1 { "" } else { "s" },
-        if addrs.is_empty() { "host network".to_string() } else { addrs.join(" ") }
+        crate::lifecycle::network_text(&addrs, matches!(st.spec.network, isolate::spec::Network::Host))
     );
     Ok(())
 }
@@ -400,7 +400,7 @@ fn print_status(st: &Status, agent: Option<&crate::agent::model::VserverStatus>,
         println!("  context:   {c}");
     }
     println!("  processes: {}", st.processes);
-    let addrs = if st.addresses.is_empty() { "host network".to_string() } else { st.addresses.join(" ") };
+    let addrs = crate::lifecycle::network_text(&st.addresses, st.host_network);
     println!("  addresses: {addrs}");
     if let Some(u) = st.uptime_secs {
         println!("  uptime:    {}", human_duration(u));
@@ -523,7 +523,7 @@ fn all(host: &Host, action: &Action, json: bool) -> i32 {
                 println!("{}", serde_json::to_string_pretty(&all).expect("status serializes"));
             } else {
                 for st in &all {
-                    let addrs = if st.addresses.is_empty() { "host network".into() } else { st.addresses.join(" ") };
+                    let addrs = crate::lifecycle::network_text(&st.addresses, st.host_network);
                     println!("{:<20} {:<8} {:>5} procs  {}", st.name, st.state, st.processes, addrs);
                 }
             }

@@ -98,14 +98,25 @@ pub struct Status {
     pub context: Option<u64>,
     /// Processes in its cgroup.
     pub processes: usize,
-    /// Its addresses (`dev:addr/prefix`), empty when it shares the host's network.
+    /// Its addresses (`dev:addr/prefix`); empty when it has only a loopback or shares the host's network.
     pub addresses: Vec<String>,
+    /// It shares the host's network namespace (empty IPROOT with S_UNSAFE hostnet).
+    pub host_network: bool,
     /// Seconds since start.
     pub uptime_secs: Option<u64>,
     /// Memory charged to its cgroup, when the host accounts it.
     pub memory_bytes: Option<u64>,
     /// ONBOOT=yes.
     pub onboot: bool,
+}
+
+/// How a vserver's network reads in one line: its addresses, `loopback only`, or `host network`.
+pub fn network_text(addresses: &[String], host_network: bool) -> String {
+    match (addresses.is_empty(), host_network) {
+        (false, _) => addresses.join(" "),
+        (true, true) => "host network".to_string(),
+        (true, false) => "loopback only".to_string(),
+    }
 }
 
 /// One host's vservers.
@@ -311,6 +322,7 @@ impl Host {
             context: state.as_ref().map(|s| s.spec.context_id.map_or(s.init_pid as u64, u64::from)),
             processes,
             addresses,
+            host_network: matches!(network, isolate::spec::Network::Host),
             uptime_secs: state.as_ref().map(RunState::uptime_secs),
             memory_bytes: state.as_ref().and_then(|_| cg.memory_bytes()),
             onboot: conf.onboot,

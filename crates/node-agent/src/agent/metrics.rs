@@ -210,6 +210,7 @@ mod tests {
                 intent: Intent::Running,
                 uptime_secs: Some(7),
                 addresses: vec![],
+                host_network: false,
                 processes: 2,
                 restarts: 4,
                 restarted_unix_ms: vec![1, 2, 3, 4],

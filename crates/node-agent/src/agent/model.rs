@@ -150,6 +150,9 @@ pub struct VserverStatus {
     pub uptime_secs: Option<u64>,
     /// Its addresses (`dev:addr/prefix`).
     pub addresses: Vec<String>,
+    /// It shares the host's network namespace (empty IPROOT with S_UNSAFE hostnet).
+    #[serde(default)]
+    pub host_network: bool,
     /// Processes in its cgroup.
     pub processes: usize,
     /// Restarts this host's agent made after it died on its own, within the failure window.

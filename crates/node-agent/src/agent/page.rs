@@ -216,6 +216,7 @@ mod tests {
                 intent: Intent::Running,
                 uptime_secs: None,
                 addresses: vec!["eth0:10.0.0.1/24".into()],
+                host_network: false,
                 processes: 0,
                 restarts: 5,
                 restarted_unix_ms: vec![],

@@ -29,10 +29,19 @@ fn a_pure_cgroup_v2_host_runs_lists_and_kills_vservers() {
     f.add_service("stubborn", 20, "sh -c 'trap \"\" TERM; while true; do sleep 1; done' &", "true");
     let vserver =
         |args: &[&str]| f.command(VSERVER).env("VSERVER_CGROUP_ROOT", &root).arg(&f.name).args(args).output().unwrap();
+    // This machine binds the pids controller to its v1 hierarchy, so this second cgroup2 mount offers none:
+    // the default process limit cannot be enforced, and the start refuses rather than run without it.
+    let out = vserver(&["start"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pids controller"), "{}", text(&out));
+    let group = root.join(&f.host().cgroup_parent).join(&f.name);
+    assert!(!group.exists(), "nothing is left of the refused start");
+    // An explicit opt-out runs it without a process limit.
+    let conf = std::fs::read_to_string(f.conf()).unwrap();
+    std::fs::write(f.conf(), format!("{conf}LIMIT_PIDS=unlimited\n")).unwrap();
     let out = vserver(&["start"]);
     assert!(out.status.success(), "{}", text(&out));
     f.wait_http();
-    let group = root.join(&f.host().cgroup_parent).join(&f.name);
     let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
     assert!(procs.lines().count() >= 3, "vinit, httpd and the loop are in the v2 group: {procs}");
     let status = vserver(&["status"]);

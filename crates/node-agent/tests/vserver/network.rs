@@ -76,13 +76,35 @@ fn a_gratuitous_arp_updates_the_clients_neighbour_table() {
 }
 
 #[test]
-fn empty_iproot_shares_the_host_network() {
-    let Some(f) = Fixture::new("empty_iproot_shares_the_host_network", "") else { return };
+fn empty_iproot_gives_a_private_loopback_and_hostnet_is_an_explicit_opt_in() {
+    let Some(f) = Fixture::new("empty_iproot_gives_a_private_loopback_and_hostnet_is_an_explicit_opt_in", "") else {
+        return;
+    };
     let conf =
         std::fs::read_to_string(f.conf()).unwrap().replace(&format!("IPROOT=\"eth0:{}/24\"", f.addr), "IPROOT=\"\"");
-    std::fs::write(f.conf(), conf).unwrap();
+    std::fs::write(f.conf(), &conf).unwrap();
     let out = f.vserver(&["start"]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("S_UNSAFE"), "no warning by default: {}", text(&out));
+    let links = f.exec(&["ip", "-o", "link"]);
+    assert_eq!(links.lines().count(), 1, "only a loopback: {links}");
+    assert!(links.contains("lo:"), "{links}");
+    let addrs = f.exec(&["ip", "-o", "addr"]);
+    assert!(!addrs.contains(&format!("{}/", f.host().addr)), "the host's address is not the vserver's: {addrs}");
+    // A service on the host's loopback is out of reach (the agent's API would be one).
+    let listener = f.host().command("busybox").args(["nc", "-l", "-p", "18391", "-s", "127.0.0.1"]).spawn().unwrap();
+    let _kill = vserver_lab::KillOnDrop(listener);
+    let reach = f.vserver(&["exec", "sh", "-c", "echo x | nc -w 1 127.0.0.1 18391"]);
+    assert!(!reach.status.success(), "the host's loopback is not reachable: {}", text(&reach));
+    let out = f.vserver(&["stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The guide's meaning, the host's own network, only when asked, and loudly.
+    std::fs::write(f.conf(), format!("{conf}S_UNSAFE=hostnet\n")).unwrap();
+    let out = f.vserver(&["start"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("S_UNSAFE hostnet") && said.contains("host's network namespace"), "warned: {said}");
     let addrs = f.exec(&["ip", "-o", "addr"]);
     assert!(addrs.contains(&format!("{}/", f.host().addr)), "the host's address is the vserver's: {addrs}");
     let status = f.vserver(&["status"]);
