@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
@@ -24,7 +24,7 @@ use nix::unistd::{ForkResult, Pid};
 use crate::cgroup::{CgroupError, CgroupLimits, Cgroups};
 use crate::network::{self, NetworkError};
 use crate::spec::{ContextSpec, Network, Resource, Rlimit, VserverName};
-use crate::state::{self, RunState, StateError};
+use crate::state::{self, Ending, ExitRecord, RunState, StateError};
 use crate::syscall::LinuxSyscall;
 use crate::{capabilities, rootfs, seccomp};
 
@@ -164,6 +164,7 @@ pub fn start(spec: &ContextSpec, opts: &StartOptions) -> Result<RunState, Contex
 fn launch(spec: &ContextSpec, cg: &Cgroups, opts: &StartOptions) -> Result<RunState, ContextError> {
     std::fs::create_dir_all(&opts.run_dir)
         .map_err(|source| ContextError::Console { path: opts.run_dir.clone(), source })?;
+    ExitRecord::remove(&opts.run_dir, &spec.name)?;
     let console_file = console_path(&opts.run_dir, &spec.name);
     let console = std::fs::OpenOptions::new()
         .create(true)
@@ -179,8 +180,14 @@ fn launch(spec: &ContextSpec, cg: &Cgroups, opts: &StartOptions) -> Result<RunSt
             drop(up_r);
             drop(down_w);
             let mut up = File::from(up_w);
-            let code = match launcher(spec, cg, &mut up, File::from(down_r), console) {
-                Ok(()) => 0,
+            // A new session, then the keeper is forked off and this process leaves at once: the keeper belongs
+            // to no command (init adopts it), and the starter's wait below returns right away.
+            let forked = step("setsid", nix::unistd::setsid())
+                // SAFETY: still single-threaded (a fork of a single-threaded process).
+                .and_then(|_| step("fork the keeper", unsafe { nix::unistd::fork() }));
+            let code = match forked {
+                Ok(ForkResult::Child) => keeper(spec, cg, &opts.run_dir, &mut up, File::from(down_r), console),
+                Ok(ForkResult::Parent { .. }) => 0,
                 Err(msg) => {
                     let _ = report(&mut up, &format!("error {msg}"));
                     1
@@ -192,18 +199,19 @@ fn launch(spec: &ContextSpec, cg: &Cgroups, opts: &StartOptions) -> Result<RunSt
         ForkResult::Parent { child } => {
             drop(up_w);
             drop(down_r);
-            let result = supervise(spec, child, up_r, down_w);
             let _ = nix::sys::wait::waitpid(child, None);
-            let init_pid = result?;
+            let started = supervise(spec, up_r, down_w)?;
+            let gone = || ContextError::Setup {
+                name: spec.name.clone(),
+                step: "process 1".into(),
+                reason: format!("exited right after start; see {}", console_file.display()),
+            };
             let st = RunState {
                 spec: spec.clone(),
-                init_pid,
-                init_start_ticks: state::process_start_ticks(init_pid).ok_or_else(|| ContextError::Setup {
-                    name: spec.name.clone(),
-                    step: "process 1".into(),
-                    reason: format!("exited right after start; see {}", console_file.display()),
-                })?,
+                init_pid: started.init,
+                init_start_ticks: state::process_start_ticks(started.init).ok_or_else(gone)?,
                 started_unix_ms: state::now_ms(),
+                keeper: Some((started.keeper, state::process_start_ticks(started.keeper).ok_or_else(gone)?)),
             };
             st.save(&opts.run_dir)?;
             Ok(st)
@@ -211,41 +219,53 @@ fn launch(spec: &ContextSpec, cg: &Cgroups, opts: &StartOptions) -> Result<RunSt
     }
 }
 
-/// Host side of the start: answers the launcher, configures the network, collects process 1's pid.
-fn supervise(spec: &ContextSpec, launcher: Pid, up_r: OwnedFd, down_w: OwnedFd) -> Result<i32, ContextError> {
+/// The processes a start made, by host pid.
+struct Started {
+    keeper: i32,
+    init: i32,
+}
+
+/// Host side of the start: learns the keeper and process 1, configures the network once process 1 has its
+/// namespaces, then waits until process 1 is ready (the pipe closes) or says why it failed.
+fn supervise(spec: &ContextSpec, up_r: OwnedFd, down_w: OwnedFd) -> Result<Started, ContextError> {
     let setup_err =
         |step: &str, reason: String| ContextError::Setup { name: spec.name.clone(), step: step.to_string(), reason };
+    let failed =
+        |l: &str| parse_error(l).map_or_else(|| setup_err("launcher", l.to_string()), |(s, r)| setup_err(&s, r));
     let mut lines = BufReader::new(File::from(up_r)).lines();
-    let mut down = File::from(down_w);
-    match lines.next() {
-        Some(Ok(l)) if l == "unshared" => {}
-        Some(Ok(l)) => {
-            return Err(parse_error(&l).map_or_else(|| setup_err("launcher", l.clone()), |(s, r)| setup_err(&s, r)))
+    let mut down = Some(File::from(down_w));
+    let (mut keeper, mut init, mut unshared) = (None, None, false);
+    // The keeper's lines and process 1's arrive in either order.
+    while keeper.is_none() || init.is_none() || !unshared {
+        match lines.next() {
+            Some(Ok(l)) if l == "unshared" => unshared = true,
+            Some(Ok(l)) if l.starts_with("keeper ") => keeper = l["keeper ".len()..].parse().ok(),
+            Some(Ok(l)) if l.starts_with("pid ") => init = l["pid ".len()..].parse().ok(),
+            Some(Ok(l)) => return Err(failed(&l)),
+            _ => return Err(setup_err("launcher", "ended before process 1 had its namespaces".into())),
         }
-        _ => return Err(setup_err("launcher", "ended before creating the namespaces".into())),
     }
+    let (Some(keeper), Some(init)) = (keeper, init) else { unreachable!("the loop waits for both") };
     if let Network::Private(ifaces) = &spec.network {
-        // Dropping `down` without "go" makes the launcher give up.
-        network::configure(ifaces, launcher.as_raw())?;
+        // Dropping `down` without "go" makes process 1 give up.
+        network::configure(ifaces, init)?;
     }
-    down.write_all(b"go\n").map_err(|e| setup_err("launcher", e.to_string()))?;
-    drop(down);
-    let mut init_pid = None;
+    if let Some(mut d) = down.take() {
+        d.write_all(b"go\n").map_err(|e| setup_err("launcher", e.to_string()))?;
+    }
     let mut failure = None;
     for line in lines.map_while(Result::ok) {
-        if let Some(pid) = line.strip_prefix("pid ") {
-            init_pid = pid.parse().ok();
-        } else if let Some((step, reason)) = parse_error(&line) {
+        if let Some((step, reason)) = parse_error(&line) {
             failure.get_or_insert((step, reason));
         }
     }
     if let Some((step, reason)) = failure {
         return Err(setup_err(&step, reason));
     }
-    init_pid.ok_or_else(|| setup_err("launcher", "ended without starting process 1".into()))
+    Ok(Started { keeper, init })
 }
 
-/// Lines `error STEP: REASON` sent by the launcher or process 1.
+/// Lines `error STEP: REASON` sent by the keeper or process 1.
 fn parse_error(line: &str) -> Option<(String, String)> {
     let rest = line.strip_prefix("error ")?;
     Some(match rest.split_once(": ") {
@@ -254,7 +274,7 @@ fn parse_error(line: &str) -> Option<(String, String)> {
     })
 }
 
-/// Sends one line to the host in a single write(2): the launcher and process 1 share the pipe, and lines
+/// Sends one line to the host in a single write(2): the keeper and process 1 share the pipe, and lines
 /// written in pieces would interleave.
 fn report(up: &mut File, line: &str) -> std::io::Result<()> {
     up.write_all(format!("{line}\n").as_bytes())
@@ -264,12 +284,109 @@ fn step<T, E: std::fmt::Display>(name: &str, r: Result<T, E>) -> Result<T, Strin
     r.map_err(|e| format!("{name}: {e}"))
 }
 
-/// The launcher: first child, still in the host's PID namespace.
-fn launcher(spec: &ContextSpec, cg: &Cgroups, up: &mut File, down: File, console: File) -> Result<(), String> {
-    step("setsid", nix::unistd::setsid())?;
-    step("join cgroup", cg.add_process(std::process::id() as i32))?;
-    let mut flags =
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+/// The name the keeper shows in the host's `ps`.
+pub const KEEPER_NAME: &str = "vkeeper";
+
+/// The keeper: the parent of the context's process 1, in the host's namespaces but the vserver's cgroups
+/// (so stopping or killing the vserver kills it too). Only the parent of a PID namespace's init sees how that
+/// init ended; the keeper waits for it, whoever started the vserver and whatever happened to that command or
+/// to the agent since, and records it in `RUN_DIR/NAME.exit`. Process 1 dies with it (parent-death signal),
+/// so the keeper is never killed apart from the vserver. Nothing inside can see or signal it: it lives in
+/// the host's PID namespace. Returns the exit code of a failed start; otherwise ends the process itself.
+fn keeper(spec: &ContextSpec, cg: &Cgroups, run_dir: &Path, up: &mut File, down: File, console: File) -> i32 {
+    let me = std::process::id() as i32;
+    let forked = (|| {
+        step("join cgroup", cg.add_process(me))?;
+        // The OOM killer of a memory-limited vserver must take the vserver's processes, never its keeper.
+        let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+        step("unshare", nix::sched::unshare(CloneFlags::CLONE_NEWPID))?;
+        step("report", report(up, &format!("keeper {me}")))?;
+        // SAFETY: still single-threaded (a fork of a single-threaded process).
+        step("fork process 1", unsafe { nix::unistd::fork() })
+    })();
+    let init = match forked {
+        Ok(ForkResult::Child) => {
+            let err = match process_one(spec, up, down, console) {
+                Err(msg) => msg,
+                Ok(never) => match never {},
+            };
+            let _ = report(up, &format!("error {err}"));
+            // SAFETY: _exit ends the forked child without running destructors.
+            unsafe { libc::_exit(1) }
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(msg) => {
+            let _ = report(up, &format!("error {msg}"));
+            return 1;
+        }
+    };
+    let init_ticks = state::process_start_ticks(init.as_raw()).unwrap_or(0);
+    if report(up, &format!("pid {init}")).is_err() {
+        return 1;
+    }
+    // The host reads until every writer of the pipe has closed it: the keeper's copy goes now.
+    drop(down);
+    drop(console);
+    undumpable();
+    ignore_signals();
+    // `ps` on the host shows `vkeeper NAME`; its command name is `vkeeper` (for pgrep and the like).
+    set_cmdline(&format!("{KEEPER_NAME} {}", spec.name));
+    let comm = std::ffi::CString::new(KEEPER_NAME).expect("no NUL");
+    // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated buffer.
+    unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) };
+    // Nothing of the starter's is kept: its stdio (an agent reads the starter's output to its end) and every
+    // other descriptor, the pipe to the host included.
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        for fd in 0..=2 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+    // SAFETY: close_range(2) only closes descriptors; none above 2 is used afterwards (`up` is never written
+    // or dropped again: this function ends the process).
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let ending = loop {
+        match nix::sys::wait::waitpid(init, None) {
+            Ok(status) => {
+                if let Some(ending) = Ending::from_wait(status) {
+                    break Some(ending);
+                }
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(_) => break None,
+        }
+    };
+    if let Some(ending) = ending {
+        let record =
+            ExitRecord { init_pid: init.as_raw(), init_start_ticks: init_ticks, ending, at_unix_ms: state::now_ms() };
+        let _ = record.save(run_dir, &spec.name);
+    }
+    // SAFETY: _exit ends the keeper without running destructors of state shared with the starter.
+    unsafe { libc::_exit(0) }
+}
+
+/// The keeper ignores what a stop sends the vserver's cgroup (SIGTERM) and terminal signals; only SIGKILL,
+/// with the rest of the vserver, ends it.
+fn ignore_signals() {
+    use nix::sys::signal::{signal, SigHandler};
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGPIPE, Signal::SIGUSR1] {
+        // SAFETY: ignoring a signal installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+}
+
+/// Process 1 of the new PID namespace before it is the vserver: dies with its keeper, takes its own mount,
+/// IPC, UTS (and network) namespaces, waits for the host to give the network namespace its interfaces, then
+/// builds the context. Returns only on failure.
+fn process_one(
+    spec: &ContextSpec,
+    up: &mut File,
+    down: File,
+    console: File,
+) -> Result<std::convert::Infallible, String> {
+    // SAFETY: plain prctl(2) on the calling process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    step("parent-death signal", nix::errno::Errno::result(rc))?;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
     if matches!(spec.network, Network::Private(_)) {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -282,22 +399,7 @@ fn launcher(spec: &ContextSpec, cg: &Cgroups, up: &mut File, down: File, console
         // SAFETY: _exit ends the forked child without running destructors.
         unsafe { libc::_exit(1) }
     }
-    // SAFETY: still single-threaded (a fork of a single-threaded process).
-    match step("fork process 1", unsafe { nix::unistd::fork() })? {
-        ForkResult::Child => {
-            let err = match init(spec, up, console) {
-                Err(msg) => msg,
-                Ok(never) => match never {},
-            };
-            let _ = report(up, &format!("error {err}"));
-            // SAFETY: _exit ends the forked child without running destructors.
-            unsafe { libc::_exit(1) }
-        }
-        ForkResult::Parent { child } => {
-            step("report", report(up, &format!("pid {child}")))?;
-            Ok(())
-        }
-    }
+    init(spec, up, console)
 }
 
 /// The name process 1 of a context shows in `ps` when the vserver has no init of its own.
@@ -313,7 +415,7 @@ pub(crate) fn undumpable() {
 /// Process 1 of the context. Returns only on failure.
 fn init(spec: &ContextSpec, up: &mut File, console: File) -> Result<std::convert::Infallible, String> {
     undumpable();
-    step("mount", rootfs::enter_root(&LinuxSyscall, &spec.root))?;
+    step("mount", rootfs::enter_root(&LinuxSyscall, spec))?;
     let hostname = spec.hostname.clone().unwrap_or_else(|| spec.name.to_string());
     step("sethostname", nix::unistd::sethostname(&hostname))?;
     if let Some(d) = &spec.domainname {
@@ -433,12 +535,26 @@ pub(crate) fn exec_program(path: &str, argv: &[String], env: &[String]) -> nix::
 
 extern "C" fn noop(_: libc::c_int) {}
 
-/// Process 1 when the vserver has no init of its own: adopts and reaps orphans, exits on SIGTERM.
+/// How long `vinit` lets the vserver's processes end after SIGTERM when the vserver reboots or halts itself.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Process 1 when the vserver has no init of its own: adopts and reaps orphans. It answers what `reboot`,
+/// `halt` and `poweroff` ask of an init (busybox's signals: SIGTERM or SIGINT to reboot, SIGUSR1 to halt,
+/// SIGUSR2 to power off; SIGPWR halts): it asks every process to end, waits a little, and calls `reboot(2)`,
+/// which in a PID namespace ends only this namespace, with the status its keeper reads as reboot or halt.
 fn reaper() -> ! {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
     set_cmdline(INIT_NAME);
     let mut set = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGPWR] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGPWR,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
         set.add(s);
         let act = SigAction::new(SigHandler::Handler(noop), SaFlags::SA_RESTART, SigSet::empty());
         // SAFETY: the handler does nothing; signals are consumed by sigwait below while blocked.
@@ -447,19 +563,45 @@ fn reaper() -> ! {
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     loop {
         match set.wait() {
-            Ok(Signal::SIGCHLD) => loop {
-                match nix::sys::wait::waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                    Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            },
-            Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGPWR) => {
-                // SAFETY: process 1 leaving ends the context, which is what was asked.
-                unsafe { libc::_exit(0) }
+            Ok(Signal::SIGCHLD) => {
+                reap_all();
             }
+            Ok(Signal::SIGTERM | Signal::SIGINT) => shut_down(libc::RB_AUTOBOOT),
+            Ok(Signal::SIGUSR1 | Signal::SIGPWR) => shut_down(libc::RB_HALT_SYSTEM),
+            Ok(Signal::SIGUSR2) => shut_down(libc::RB_POWER_OFF),
             _ => {}
         }
     }
+}
+
+/// Reaps every child that has exited; returns whether children remain.
+fn reap_all() -> bool {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return true,
+            Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The vserver's own shutdown: SIGTERM to every process of the namespace, up to [`SHUTDOWN_GRACE`] for them
+/// to go, SIGKILL to the rest, then `reboot(2)` with `how`.
+fn shut_down(how: libc::c_int) -> ! {
+    // SAFETY: kill(2) of every process of this PID namespace but process 1 itself.
+    unsafe { libc::kill(-1, libc::SIGTERM) };
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while reap_all() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above, with SIGKILL.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    // SAFETY: reboot(2) in a PID namespace other than the host's ends that namespace only.
+    unsafe { libc::reboot(how) };
+    // Refused (no CAP_SYS_BOOT): ending process 1 still ends the vserver.
+    // SAFETY: _exit ends process 1, and with it the context.
+    unsafe { libc::_exit(0) }
 }
 
 /// Rewrites the calling process's argument area so `ps` inside shows `name` rather than the command line
@@ -497,7 +639,9 @@ pub fn stop(spec: &ContextSpec, run_dir: &std::path::Path, opts: &StopOptions) -
     let cg = Cgroups::new(&spec.cgroup, &spec.name)?;
     let state = RunState::load(run_dir, &spec.name)?;
     let reaper_pid = state.as_ref().filter(|s| !s.spec.flags.fakeinit && s.init_alive()).map(|s| s.init_pid);
-    let except: Vec<i32> = reaper_pid.into_iter().collect();
+    // Neither vinit nor the keeper is asked to leave: both go with the final kill.
+    let keeper_pid = state.as_ref().filter(|s| s.keeper_alive()).and_then(|s| s.keeper).map(|(pid, _)| pid);
+    let except: Vec<i32> = reaper_pid.into_iter().chain(keeper_pid).collect();
     let mut report = StopReport::default();
     if cg.exists() {
         report.signalled = cg.signal(Signal::SIGTERM, &except)?;

@@ -1,24 +1,90 @@
 //! The context's file system view: a private mount namespace whose root is the vserver's tree (by
 //! `pivot_root`, so the host's tree is unreachable, not merely hidden as by chroot), with its own `/proc`
-//! and a minimal `/dev`. Runs in the context's process 1 after `unshare`, before capabilities are dropped.
+//! (its kernel-wide parts read-only or masked, as container runtimes do) and a minimal `/dev`; no `/sys`.
+//! Runs in the context's process 1 after `unshare`, before capabilities are dropped.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::spec::ContextSpec;
 use crate::syscall::{SysResult, Syscall};
 
 /// Character devices of the minimal `/dev`: name, major, minor. All are mode 0666 as on a host.
 pub const DEVICES: &[(&str, u64, u64)] =
     &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
 
-/// Builds the file system of the context and enters it. `root` is the vserver's tree as the host sees it.
+/// Parts of `/proc` that reach the whole kernel, not the vserver: made read-only (root inside could otherwise
+/// set `kernel.core_pattern` to a program the host runs as root, or trigger SysRq actions).
+pub const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
+/// Files of `/proc` that show the host's memory, keys or scheduler internals: `/dev/null` is bound over them.
+pub const PROC_MASKED_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "key-users",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "latency_stats",
+    "kallsyms",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+];
+
+/// Directories of `/proc` describing host hardware: an empty read-only tmpfs is mounted over them.
+pub const PROC_MASKED_DIRS: &[&str] = &["acpi", "scsi", "driver"];
+
+/// One mount that hides or freezes part of `/proc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcMask {
+    /// Bind the path on itself, then remount it read-only.
+    ReadOnly(PathBuf),
+    /// Bind the vserver's `/dev/null` over the file.
+    File(PathBuf),
+    /// Mount an empty read-only tmpfs over the directory.
+    Dir(PathBuf),
+}
+
+/// The masks for the `/proc` mounted at `proc_dir`, for the entries that `exists` (a kernel may lack some).
+pub fn proc_masks(proc_dir: &Path, exists: impl Fn(&Path) -> bool) -> Vec<ProcMask> {
+    let under = |names: &'static [&'static str]| names.iter().map(|n| proc_dir.join(n)).filter(|p| exists(p));
+    under(PROC_READ_ONLY)
+        .map(ProcMask::ReadOnly)
+        .chain(under(PROC_MASKED_FILES).map(ProcMask::File))
+        .chain(under(PROC_MASKED_DIRS).map(ProcMask::Dir))
+        .collect()
+}
+
+/// Mounts the masks of [`proc_masks`]; `null` is the vserver's own `/dev/null` as the host sees it.
+fn mask_proc(sys: &dyn Syscall, masks: &[ProcMask], null: &Path) -> SysResult {
+    let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for mask in masks {
+        match mask {
+            ProcMask::ReadOnly(p) => {
+                sys.mount(Some(p), p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+                sys.mount(None, p, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked, None)?;
+            }
+            ProcMask::File(p) => sys.mount(Some(null), p, None, MsFlags::MS_BIND, None)?,
+            ProcMask::Dir(p) => {
+                sys.mount(Some(Path::new("tmpfs")), p, Some("tmpfs"), MsFlags::MS_RDONLY | locked, Some("size=0"))?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the file system of the context and enters it: the vserver's tree, as the host sees it
+/// (`spec.root`), becomes `/`.
 ///
 /// The sequence: make every mount private (nothing we do propagates back to the host); bind the tree on
 /// itself (with the mounts under it, such as those NAME.sh made) so it is a mount point; mount `/proc`, a
-/// tmpfs `/dev` with the device nodes, a private devpts instance and `/dev/shm`; then `pivot_root` to the
-/// tree and detach the old root, which leaves the host's other mounts invisible.
-pub fn enter_root(sys: &dyn Syscall, root: &Path) -> SysResult {
+/// tmpfs `/dev` with the device nodes, a private devpts instance and `/dev/shm`; mask the kernel-wide parts
+/// of `/proc` (unless S_UNSAFE `procfs`); then `pivot_root` to the tree and detach the old root, which leaves
+/// the host's other mounts invisible.
+pub fn enter_root(sys: &dyn Syscall, spec: &ContextSpec) -> SysResult {
+    let root = spec.root.as_path();
     sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
 
@@ -28,6 +94,9 @@ pub fn enter_root(sys: &dyn Syscall, root: &Path) -> SysResult {
     sys.mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nosuid_nodev_noexec, None)?;
 
     mount_dev(sys, &root.join("dev"))?;
+    if !spec.relaxed.procfs {
+        mask_proc(sys, &proc_masks(&proc_dir, |p| p.exists()), &root.join("dev/null"))?;
+    }
 
     sys.chdir(root)?;
     // pivot_root(".", ".") stacks the old root on the new one; detaching it then leaves only the tree.
@@ -83,10 +152,61 @@ mod tests {
     use super::*;
     use crate::syscall::{Call, RecordingSyscall};
 
+    fn spec(relaxed: crate::spec::Relaxed) -> ContextSpec {
+        ContextSpec {
+            name: crate::spec::VserverName::parse("v1").unwrap(),
+            root: "/vservers/v1".into(),
+            hostname: None,
+            domainname: None,
+            network: crate::spec::Network::Private(vec![]),
+            extra_caps: Default::default(),
+            nice: None,
+            rlimits: vec![],
+            nproc: None,
+            limits: Default::default(),
+            relaxed,
+            flags: Default::default(),
+            context_id: None,
+            cgroup: Default::default(),
+        }
+    }
+
+    #[test]
+    fn proc_is_masked_where_it_reaches_the_whole_kernel() {
+        let proc_dir = Path::new("/vservers/v1/proc");
+        let masks = proc_masks(proc_dir, |p| !p.ends_with("timer_stats"));
+        for ro in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
+            assert!(masks.contains(&ProcMask::ReadOnly(proc_dir.join(ro))), "{ro} read-only");
+        }
+        for hidden in ["kcore", "keys", "timer_list", "sched_debug"] {
+            assert!(masks.contains(&ProcMask::File(proc_dir.join(hidden))), "{hidden} masked");
+        }
+        assert!(masks.contains(&ProcMask::Dir(proc_dir.join("acpi"))));
+        assert!(!masks.iter().any(|m| matches!(m, ProcMask::File(p) if p.ends_with("timer_stats"))), "absent: skipped");
+
+        // The real sequence, on a path that exists here: /proc/sys bound on itself, then remounted read-only.
+        let sys = RecordingSyscall::default();
+        let here = Path::new("/proc");
+        mask_proc(&sys, &proc_masks(here, |p| p.exists()), Path::new("/vservers/v1/dev/null")).unwrap();
+        let calls = sys.calls();
+        let sysctl = here.join("sys");
+        let bind = calls.iter().position(|c| {
+            matches!(c, Call::Mount(Some(s), t, None, f, None)
+            if s == &sysctl && t == &sysctl && f.contains(MsFlags::MS_BIND))
+        });
+        let ro = calls.iter().position(|c| {
+            matches!(c, Call::Mount(None, t, None, f, None)
+            if t == &sysctl && f.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_BIND))
+        });
+        assert!(bind.is_some() && bind < ro, "{calls:?}");
+        assert!(calls.iter().any(|c| matches!(c, Call::Mount(Some(s), t, None, _, None)
+            if s == Path::new("/vservers/v1/dev/null") && t == &here.join("keys"))));
+    }
+
     #[test]
     fn pivots_into_the_tree_after_private_proc_and_dev() {
         let sys = RecordingSyscall::default();
-        enter_root(&sys, Path::new("/vservers/v1")).unwrap();
+        enter_root(&sys, &spec(Default::default())).unwrap();
         let calls = sys.calls();
         // Propagation is cut before anything is mounted.
         assert!(matches!(&calls[0], Call::Mount(None, p, None, f, None)

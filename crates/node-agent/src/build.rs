@@ -130,7 +130,7 @@ pub fn build(dirs: &Dirs, name: &VserverName, opts: &BuildOptions) -> Result<Opt
         Source::Copy(from) if !from.is_dir() => return Err(BuildError::From(from.clone())),
         Source::Copy(_) => {}
     }
-    std::fs::create_dir_all(&dirs.vservers_dir).map_err(io("create", &dirs.vservers_dir))?;
+    crate::dirs::barrier(&dirs.vservers_dir).map_err(io("create", &dirs.vservers_dir))?;
     let tmp = dirs.vservers_dir.join(format!(".{name}.building-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let result = match &opts.source {

@@ -71,3 +71,43 @@ impl Dirs {
         Ok((names, bad))
     }
 }
+
+/// Makes `dir` (created if missing) a barrier, as util-vserver's was: reachable by root only (mode 0700 at
+/// most), so no host user can reach into a vserver's tree or a replica, where root inside may have left a
+/// set-uid program or a device node. Inside the barrier, trees and replicas keep their modes exactly.
+/// Returns a sentence for the operator when it had to narrow the mode of an existing directory.
+pub fn barrier(dir: &std::path::Path) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+    Ok(Some(format!(
+        "{} was mode {mode:04o}: made {:04o}, so that no host user can reach into a vserver's tree (a set-uid \
+         program made inside would otherwise run as root for them)",
+        dir.display(),
+        mode & 0o700
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_barrier_shuts_out_everyone_but_root_and_says_so_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("a/vservers");
+        assert_eq!(super::barrier(&fresh).unwrap(), None, "a new directory is made 0700");
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777, 0o700);
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let said = super::barrier(&open).unwrap().expect("narrowed");
+        assert!(said.contains("0755") && said.contains("0700"), "{said}");
+        assert_eq!(std::fs::metadata(&open).unwrap().permissions().mode() & 0o7777, 0o700);
+        assert_eq!(super::barrier(&open).unwrap(), None, "nothing more to say");
+    }
+}

@@ -110,6 +110,17 @@ pub struct Status {
     pub onboot: bool,
 }
 
+/// A vserver as a supervisor observes it ([`Host::observe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// Its process 1 runs.
+    Running,
+    /// Its process 1 has ended and its keeper is recording how.
+    Ending,
+    /// It does not run; how its last run ended, when known.
+    Down(Option<isolate::state::Ending>),
+}
+
 /// How a vserver's network reads in one line: its addresses, `loopback only`, or `host network`.
 pub fn network_text(addresses: &[String], host_network: bool) -> String {
     match (addresses.is_empty(), host_network) {
@@ -153,6 +164,20 @@ impl Host {
         Ok((spec, conf, warnings))
     }
 
+    /// Where a vserver stands for a supervisor: running, ending (process 1 gone, its keeper still recording
+    /// how: look again shortly), or down with how its last run ended when its keeper recorded it (`reboot`
+    /// and `halt` inside are the vserver's own intent, never a crash).
+    pub fn observe(&self, name: &VserverName) -> Result<Observed, LifecycleError> {
+        Ok(match RunState::load(&self.dirs.run_dir, name)? {
+            None => Observed::Down(None),
+            Some(st) => match st.lifecycle(&self.dirs.run_dir) {
+                isolate::state::Lifecycle::Running => Observed::Running,
+                isolate::state::Lifecycle::Ending => Observed::Ending,
+                isolate::state::Lifecycle::Ended(how) => Observed::Down(how),
+            },
+        })
+    }
+
     /// The run state of a vserver that runs, `None` when it does not.
     pub fn running(&self, name: &VserverName) -> Result<Option<RunState>, LifecycleError> {
         Ok(RunState::load(&self.dirs.run_dir, name)?.filter(RunState::init_alive))
@@ -187,6 +212,13 @@ impl Host {
         }
         let mut report = StartReport { warnings, ..Default::default() };
         report.warnings.extend(spec.warnings());
+        match crate::dirs::barrier(&self.dirs.vservers_dir) {
+            Ok(said) => report.warnings.extend(said),
+            Err(e) => report.warnings.push(format!(
+                "cannot make {} reachable by root only: {e}; host users may reach into the vserver's tree",
+                self.dirs.vservers_dir.display()
+            )),
+        }
         let hook = self.dirs.hook(name);
         hooks::run(&hook, HookAction::PreStart, name, &spec.root)
             .map_err(|source| LifecycleError::PreStart { name: name.clone(), source })?;

@@ -180,3 +180,74 @@ fn a_vserver_that_keeps_crashing_ends_in_error_and_clear_brings_it_back() {
     let out = vserver(&lab, &[&name, "stop"], false);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The vserver's history on host 0 (`GET /v1/events`), the kinds about `name` in order.
+fn event_kinds(agents: &Agents, name: &str) -> Vec<String> {
+    let Ok(reply) = agents.get(0, 0, "/v1/events") else { return Vec::new() };
+    let Ok(events) = reply.json() else { return Vec::new() };
+    events
+        .as_array()
+        .map(|a| {
+            a.iter().filter(|e| e["vserver"] == name).filter_map(|e| e["kind"].as_str().map(str::to_string)).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Host pid of process 1 of host 0's vserver `name`, from its run state.
+fn init_pid(lab: &Lab, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(lab.hosts[0].run_dir.join(format!("{name}.json"))).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["init_pid"].as_u64()
+}
+
+#[test]
+fn reboot_inside_restarts_in_place_and_halt_stops_also_after_an_agent_restart() {
+    if skip_unless_root("reboot_inside_restarts_in_place_and_halt_stops_also_after_an_agent_restart") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let name = vserver_lab::unique("rb");
+    let addr = lab.free_addr(0);
+    let out = vserver(&lab, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "rebooting").unwrap();
+    let mut agents = Agents::start(&lab, FAST).unwrap();
+    assert!(wait_for(PATIENCE, || agents.status(0).is_ok()).is_some(), "log:\n{}", agents.log(0));
+    let out = vserver(&lab, &[&name, "start"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
+
+    // The agent restarts and adopts it: only the parent of its process 1 saw how it ends, and that is its
+    // keeper, not this agent.
+    agents.kill9(0);
+    agents.spawn(0).unwrap();
+    assert!(wait_for(PATIENCE, || vserver_json(&agents, &name).is_some_and(|v| v["state"] == "running")).is_some());
+    let pid_before = init_pid(&lab, &name);
+
+    // `reboot` inside: started again here, its own intent, no failure counted.
+    let _ = vserver(&lab, &[&name, "exec", "reboot"], true);
+    let rebooted = wait_for(PATIENCE, || {
+        init_pid(&lab, &name).is_some_and(|p| Some(p) != pid_before)
+            && vserver_json(&agents, &name).is_some_and(|v| v["state"] == "running")
+    });
+    assert!(rebooted.is_some(), "started again: {:?}\nlog:\n{}", vserver_json(&agents, &name), agents.log(0));
+    assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some(), "it serves again");
+    let v = vserver_json(&agents, &name).unwrap();
+    assert_eq!((v["intent"].as_str(), v["restarts"].as_u64()), (Some("running"), Some(0)), "not a failure: {v}");
+    assert!(
+        wait_for(PATIENCE, || event_kinds(&agents, &name).contains(&"reboot".to_string())).is_some(),
+        "a reboot event: {:?}",
+        event_kinds(&agents, &name)
+    );
+    assert!(!event_kinds(&agents, &name).contains(&"restart".to_string()), "not a restart after a crash");
+
+    // `halt` inside: it stays down, by its own intent.
+    let _ = vserver(&lab, &[&name, "exec", "halt"], true);
+    let halted = wait_for(PATIENCE, || {
+        vserver_json(&agents, &name).is_some_and(|v| v["state"] == "stopped" && v["intent"] == "stopped")
+    });
+    assert!(halted.is_some(), "halted: {:?}\nlog:\n{}", vserver_json(&agents, &name), agents.log(0));
+    std::thread::sleep(std::time::Duration::from_millis(FAST.dead_ms * 2));
+    let v = vserver_json(&agents, &name).unwrap();
+    assert_eq!((v["state"].as_str(), v["restarts"].as_u64()), (Some("stopped"), Some(0)), "{v}");
+    assert!(event_kinds(&agents, &name).contains(&"halt".to_string()), "{:?}", event_kinds(&agents, &name));
+}

@@ -29,6 +29,10 @@ pub mod kinds {
     pub const MIGRATE_FAILED: &str = "migrate_failed";
     /// A vserver that died on its own, restarted on its host by the supervisor.
     pub const RESTART: &str = "restart";
+    /// A vserver rebooted itself (`reboot` inside) and was started again where it runs: its own intent.
+    pub const REBOOT: &str = "reboot";
+    /// A vserver halted itself (`halt` or `poweroff` inside): its intent is now stopped.
+    pub const HALT: &str = "halt";
     /// A returning host kept its diverged copy of a vserver aside.
     pub const ASIDE: &str = "aside";
     /// Maintenance turned on or off, for a host or the cluster.

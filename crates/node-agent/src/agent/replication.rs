@@ -229,6 +229,15 @@ impl Replication {
             Err(e) => return Err(e).with_context(|| format!("reading {}", placement_path.display())),
         }
         let replica_dir = config.replica_dir.clone().unwrap_or_else(|| config.vservers_dir.join(".replicas"));
+        // Trees and replicas are reachable by root only (each directory is a barrier on its own, so a
+        // replica directory outside the vservers directory is covered too).
+        for dir in [&config.vservers_dir, &replica_dir] {
+            match crate::dirs::barrier(dir) {
+                Ok(Some(said)) => tracing::warn!("{said}"),
+                Ok(None) => {}
+                Err(e) => return Err(e).with_context(|| format!("making {} reachable by root only", dir.display())),
+            }
+        }
         let beside =
             |bin: &str| std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join(bin))).filter(|p| p.is_file());
         Ok(Self {

@@ -32,7 +32,7 @@ use super::Agent;
 use crate::agent_client::{Announcement, NO_AGENT_ENV};
 use crate::dirs::Dirs;
 use crate::exit;
-use crate::lifecycle::{Host, LifecycleError, Status};
+use crate::lifecycle::{Host, LifecycleError, Observed, Status};
 
 /// A lifecycle request that could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -579,7 +579,7 @@ impl Shared {
                 names
                     .into_iter()
                     .map(|n| {
-                        let r = host.running(&n).map(|s| s.is_some()).map_err(|e| e.to_string());
+                        let r = host.observe(&n).map_err(|e| e.to_string());
                         (n, r)
                     })
                     .collect::<Vec<_>>(),
@@ -608,9 +608,21 @@ impl Shared {
     }
 
     /// Acts on one vserver's observation; returns its state for the cache (`None`: keep the last known).
-    async fn check_one(self: &Arc<Self>, name: &VserverName, running: Result<bool, String>) -> Option<VserverState> {
+    async fn check_one(self: &Arc<Self>, name: &VserverName, seen: Result<Observed, String>) -> Option<VserverState> {
         // An operator's operation or a restart is under way: leave it be this round.
         let Ok(guard) = self.op_lock(name).try_lock_owned() else { return None };
+        let running = match seen {
+            // Its keeper is still writing down how it ended: look again next round.
+            Ok(Observed::Ending) => return None,
+            Ok(Observed::Down(Some(how))) if how.is_intent() && !lock(&self.fenced).contains(name) => {
+                if self.intents.get(name) == Some(Intent::Running) {
+                    return self.own_ending(name, how, guard).await;
+                }
+                Ok(false)
+            }
+            Ok(o) => Ok(o == Observed::Running),
+            Err(e) => Err(e),
+        };
         // Killed by the watchdog: nothing is done until the cluster confirms this host still owns it.
         if lock(&self.fenced).contains(name) {
             return running.ok().map(|r| observed_state(r, false, self.error_of(name).is_some()));
@@ -704,6 +716,60 @@ impl Shared {
             _ => {}
         }
         Some(self.state_of(name, running))
+    }
+
+    /// A vserver that ended itself while meant to run: `reboot` inside starts it again here (its own intent,
+    /// never counted as a failure, never a reason to move it), `halt` makes its intent stopped.
+    async fn own_ending(
+        self: &Arc<Self>,
+        name: &VserverName,
+        how: isolate::state::Ending,
+        guard: OwnedMutexGuard<()>,
+    ) -> Option<VserverState> {
+        if how == isolate::state::Ending::Halt {
+            drop(guard);
+            if let Err(e) = self.intents.set(name, Intent::Stopped).await {
+                tracing::warn!(vserver = %name, error = %e, "cannot record the intent; retried next check");
+                return None;
+            }
+            tracing::info!(vserver = %name, "halted itself (halt or poweroff inside); intent stopped");
+            if let Some(sink) = self.events.get() {
+                sink(
+                    super::events::kinds::HALT,
+                    name,
+                    format!("{name} halted itself on {}; intent stopped", self.node),
+                );
+            }
+            return Some(self.state_of(name, false));
+        }
+        if let Some(owner) = self.owned_elsewhere(name) {
+            tracing::warn!(vserver = %name, %owner, "rebooted itself here, but the cluster gives it to {owner}: not \
+                           started; intent stopped");
+            drop(guard);
+            let _ = self.intents.set(name, Intent::Stopped).await;
+            return Some(self.state_of(name, false));
+        }
+        tracing::info!(vserver = %name, "rebooted itself (reboot inside); starting it again here");
+        let this = Arc::clone(self);
+        let name = name.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let text = match this.command.run(&name, "start").await {
+                Ok(()) | Err(SupervisorError::AlreadyRunning(_)) => format!("{name} rebooted itself on {}", this.node),
+                Err(e) => {
+                    // Forget the reboot: the next check sees a vserver down while meant to run, and restarts it
+                    // with backoff and failure accounting, as any other.
+                    let _ = isolate::state::ExitRecord::remove(&this.host.dirs.run_dir, &name);
+                    tracing::warn!(vserver = %name, error = %e, "start after its reboot failed; retried as a restart");
+                    format!("{name} rebooted itself on {} but did not start again: {e}", this.node)
+                }
+            };
+            if let Some(sink) = this.events.get() {
+                sink(super::events::kinds::REBOOT, &name, text);
+            }
+            this.refresh(&name).await;
+        });
+        None
     }
 
     /// A vserver's state from whether it runs and its accounts.

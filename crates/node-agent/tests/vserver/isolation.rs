@@ -1,6 +1,6 @@
 //! Scenarios: what a process inside a vserver can see and do.
 
-use crate::fixture::Fixture;
+use crate::fixture::{text, Fixture};
 
 #[test]
 fn ps_inside_sees_only_the_vservers_processes() {
@@ -124,4 +124,83 @@ fn lock_forbids_new_contexts_and_private_forbids_entering() {
     // Its own services were started all the same, and it stops cleanly.
     let out = p.vserver(&["stop"]);
     assert!(out.status.success(), "{}", crate::fixture::text(&out));
+}
+
+#[test]
+fn proc_is_read_only_or_masked_where_it_reaches_the_host_kernel() {
+    let Some(f) = Fixture::new("proc_is_read_only_or_masked_where_it_reaches_the_host_kernel", "") else { return };
+    f.start();
+    // Writing back the very value it holds would be harmless; it is refused all the same.
+    let out = f.vserver(&["exec", "sh", "-c", "cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern"]);
+    assert!(!out.status.success(), "core_pattern is read-only: {}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only"), "{}", text(&out));
+    // Reading stays possible (the domain name test relies on it), the host's keys and timers are hidden.
+    assert!(!f.exec(&["cat", "/proc/sys/kernel/ostype"]).trim().is_empty());
+    assert_eq!(f.exec(&["cat", "/proc/keys"]), "", "the host's keys are masked");
+    assert_eq!(f.exec(&["cat", "/proc/timer_list"]), "", "masked");
+    assert_eq!(f.exec(&["ls", "/proc/acpi"]), "", "host hardware is masked");
+    let mounts = f.exec(&["cat", "/proc/mounts"]);
+    let sys_line = mounts.lines().find(|l| l.split_whitespace().nth(1) == Some("/proc/sys")).expect("/proc/sys mount");
+    assert!(sys_line.split_whitespace().nth(3).unwrap().split(',').any(|o| o == "ro"), "{sys_line}");
+    // No /sys at all: nothing of the host's devices, cgroups or firmware.
+    assert!(!mounts.lines().any(|l| l.split_whitespace().nth(1).is_some_and(|t| t.starts_with("/sys"))), "{mounts}");
+    let out = f.vserver(&["stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // S_UNSAFE procfs: the guide's plain /proc, loudly.
+    let conf = std::fs::read_to_string(f.conf()).unwrap();
+    std::fs::write(f.conf(), format!("{conf}S_UNSAFE=procfs\n")).unwrap();
+    let out = f.vserver(&["start"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("S_UNSAFE procfs"), "{}", text(&out));
+    let mounts = f.exec(&["cat", "/proc/mounts"]);
+    assert!(!mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/proc/sys")), "{mounts}");
+}
+
+/// Runs `program args` as the unprivileged host user nobody. (util-linux's `runuser`: `setpriv` execs the
+/// program while it still holds root's capabilities, so a path only root may traverse would not stop it.)
+fn as_nobody(program: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("run runuser (util-linux)")
+}
+
+#[test]
+fn host_users_cannot_reach_into_a_tree_to_run_a_set_uid_program_made_inside() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(f) = Fixture::new("host_users_cannot_reach_into_a_tree_to_run_a_set_uid_program_made_inside", "") else {
+        return;
+    };
+    // Open every directory on the way, as on a host where /vservers sits under /: only the vservers
+    // directory itself may stand between a host user and the trees.
+    let vservers = f.host().vservers_dir.clone();
+    let mut dir = vservers.clone();
+    while dir != std::path::Path::new("/") {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
+        dir = dir.parent().unwrap().to_path_buf();
+    }
+    // Root inside makes a set-uid-root shell; with the vservers directory open, a host user reaches it.
+    let suid = f.root().join("bin/busybox-suid");
+    std::fs::copy(f.root().join("bin/busybox"), &suid).unwrap();
+    f.start();
+    f.exec(&["chmod", "4755", "/bin/busybox-suid"]);
+    std::fs::set_permissions(&vservers, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let reached = as_nobody(&suid, &["true"]);
+    assert!(reached.status.success(), "with the barrier open the tree is reachable: {}", text(&reached));
+    assert_eq!(std::fs::metadata(&suid).unwrap().permissions().mode() & 0o7777, 0o4755, "set-uid kept");
+
+    // Every start (and build, and the agent) puts the barrier back, saying so.
+    let out = f.vserver(&["restart"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no host user can reach"), "{}", text(&out));
+    assert_eq!(std::fs::metadata(&vservers).unwrap().permissions().mode() & 0o777, 0o700);
+    let refused = as_nobody(&suid, &["true"]);
+    assert!(!refused.status.success(), "the barrier holds: {}", text(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Permission denied"), "{}", text(&refused));
+    // Inside, nothing changed: the set-uid program still works for the vserver's own users.
+    assert_eq!(f.exec(&["stat", "-c", "%a", "/bin/busybox-suid"]).trim(), "4755");
 }
