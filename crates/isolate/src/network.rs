@@ -164,10 +164,32 @@ pub fn configure(interfaces: &[Interface], pid: i32) -> Result<(), NetworkError>
     announce_in(pid, &announce, 1)
 }
 
+/// Whether process `pid` lives in the caller's own network namespace (the host's, for the agent).
+fn shares_my_netns(pid: i32) -> Result<bool, NetworkError> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: String| {
+        std::fs::metadata(&p)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| NetworkError::Netns { pid, errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)) })
+    };
+    Ok(inode(format!("/proc/{pid}/ns/net"))? == inode("/proc/self/ns/net".to_string())?)
+}
+
+/// The first of `pids` (a vserver's processes) that lives in a network namespace other than the caller's:
+/// the vserver's own. `None` when the vserver shares the host's network (or none of them can be read), so
+/// nobody ever sets the host's own interfaces down for a vserver (its keeper, for one, stays in the host's).
+pub fn private_netns_member(pids: &[i32]) -> Option<i32> {
+    pids.iter().copied().find(|p| shares_my_netns(*p).is_ok_and(|shared| !shared))
+}
+
 /// Sets every interface but the loopback down inside the network namespace of `pid`, so that the context's
 /// addresses stop answering at once (ARP included), before its processes are killed and its namespace, with
-/// its interfaces, goes away. Returns how many were set down.
+/// its interfaces, goes away. Returns how many were set down: none when `pid` shares the caller's network
+/// namespace, which is never touched.
 pub fn down_all(pid: i32) -> Result<usize, NetworkError> {
+    if shares_my_netns(pid)? {
+        return Ok(0);
+    }
     let ns = open_netns(pid)?;
     let listed = ip(Some(&ns), &["-o", "link", "show"], None)?;
     // `2: eth0@if5: <BROADCAST,...> mtu 1500 ...`: the name is the second field, up to an `@`.
@@ -209,6 +231,13 @@ pub fn announce_in(pid: i32, addrs: &[(String, Ipv4Addr)], count: u32) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_callers_own_network_namespace_is_never_set_down() {
+        let me = std::process::id() as i32;
+        assert_eq!(down_all(me).unwrap(), 0, "nothing touched, no `ip` run");
+        assert_eq!(private_netns_member(&[me]), None);
+    }
 
     #[test]
     fn networks_compare_under_the_prefix() {

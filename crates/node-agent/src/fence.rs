@@ -24,8 +24,8 @@ pub fn fence_all(place: &CgroupPlace, mut say: impl FnMut(String)) -> usize {
                 continue;
             }
         };
-        // Any process of the vserver is in its network namespace.
-        if let Some(pid) = cgroups.procs().ok().and_then(|p| p.first().copied()) {
+        // A process in the vserver's own network namespace (not its keeper, which stays in the host's).
+        if let Some(pid) = cgroups.procs().ok().and_then(|p| isolate::network::private_netns_member(&p)) {
             match isolate::network::down_all(pid) {
                 Ok(n) => say(format!("{name}: {n} interfaces set down")),
                 Err(e) => say(format!("{name}: cannot set its interfaces down: {e}")),
