@@ -126,13 +126,14 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
-    /// Time from a start command to the service answering HTTP, for vserver, LXC and a bare floor.
+    /// Time from a start command to the service answering HTTP, for vserver (hardened, and interleaved with
+    /// the same with its hardening off), LXC and a bare floor.
     Start {
         /// Instances per variant (1..=150).
         #[arg(long, default_value_t = 50)]
         count: usize,
-        /// Variants to measure, in this order.
-        #[arg(long, value_delimiter = ',', default_value = "vserver,lxc,floor")]
+        /// Variants to measure, in this order (vserver and unhardened together, interleaved).
+        #[arg(long, value_delimiter = ',', default_value = "vserver,unhardened,lxc,floor")]
         variants: Vec<Variant>,
         /// Longest wait, in seconds, for one instance to answer.
         #[arg(long, default_value_t = 20)]

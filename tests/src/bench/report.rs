@@ -108,6 +108,10 @@ fn start_figures(r: &StartReport) -> Vec<Figure> {
     if let Some(x) = r.vserver_over_lxc {
         f.push(Figure::new("start", "vserver / lxc", x, "x", Better::Lower, Some(1.0)));
     }
+    if let Some(x) = r.vserver_over_unhardened {
+        let target = Some(super::start::HARDENING_TARGET);
+        f.push(Figure::new("start", "vserver / unhardened (interleaved)", x, "x", Better::Lower, target));
+    }
     if let Some(x) = r.vserver_over_floor {
         f.push(Figure::new("start", "vserver / bare namespaces", x, "x", Better::Lower, None));
     }
@@ -195,7 +199,7 @@ pub fn run_report(opts: &ReportOptions, cancel: &AtomicBool) -> Result<Report> {
             "start" => {
                 let o = StartOptions {
                     count: if quick { 10 } else { 50 },
-                    variants: vec![Variant::Vserver, Variant::Lxc, Variant::Floor],
+                    variants: vec![Variant::Vserver, Variant::Unhardened, Variant::Lxc, Variant::Floor],
                     answer_timeout: Duration::from_secs(20),
                 };
                 run_start(&o, cancel).map(|r| start_figures(&r))

@@ -3,6 +3,10 @@
 //!
 //! Every instance is prepared untimed first; then they are started one after another and left
 //! running (the last starts beside `count - 1` running ones), then stopped one after another.
+//!
+//! `vserver` and `unhardened` (the same vservers with every protection S_UNSAFE can turn off turned off,
+//! and no process limit) are measured interleaved, instance by instance in alternating order, so that the
+//! cost of the hardening is read from one run on one machine state.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -26,6 +30,9 @@ use crate::lab::Lab;
 /// Most instances per variant: one address each from [`Lab::free_addr`].
 pub const MAX_COUNT: usize = 150;
 
+/// Most the hardened start may cost over the unhardened one, as a ratio of medians.
+pub const HARDENING_TARGET: f64 = 1.10;
+
 /// Port of the benchmark's service.
 const PORT: u16 = 80;
 
@@ -41,6 +48,9 @@ const GONE_CHECK: Duration = Duration::from_millis(50);
 pub enum Variant {
     /// The product: `vserver NAME start` / `stop`.
     Vserver,
+    /// The product with its hardening turned off (`S_UNSAFE="seccomp userns devices procfs"`,
+    /// `LIMIT_PIDS=unlimited`): what the hardening costs.
+    Unhardened,
     /// LXC with the busybox template: `lxc-start -d` / `lxc-stop -k`.
     Lxc,
     /// A bare netns + macvlan + `unshare` + `chroot` shell sequence / kill and delete the netns.
@@ -57,6 +67,7 @@ impl Variant {
     pub fn name(self) -> &'static str {
         match self {
             Variant::Vserver => "vserver",
+            Variant::Unhardened => "unhardened",
             Variant::Lxc => "lxc",
             Variant::Floor => "floor",
             Variant::FloorMove => "floor-move",
@@ -107,6 +118,8 @@ pub struct StartReport {
     pub vserver_over_lxc: Option<f64>,
     /// Median start of vserver over median start of floor.
     pub vserver_over_floor: Option<f64>,
+    /// Median start of vserver over median start of unhardened (target: at most [`HARDENING_TARGET`]).
+    pub vserver_over_unhardened: Option<f64>,
     /// Whether vserver's median start beats lxc's; `None` unless both were measured in full.
     pub faster_than_lxc: Option<bool>,
 }
@@ -124,101 +137,149 @@ pub fn run_start(options: &StartOptions, cancel: &AtomicBool) -> Result<StartRep
     // Each variant gets addresses of its own when they fit: a stopped instance's network namespace is
     // dismantled by the kernel in the background, and until it is gone its interface may still answer
     // ARP for the address, which would send the next variant's first requests to a dead MAC.
+    // vserver and unhardened run as one interleaved group; every other variant alone.
+    let mut groups: Vec<Vec<Variant>> = Vec::new();
+    for &v in &options.variants {
+        let paired = matches!(v, Variant::Vserver | Variant::Unhardened);
+        match groups
+            .iter_mut()
+            .find(|g| paired && g.iter().all(|w| matches!(w, Variant::Vserver | Variant::Unhardened)))
+        {
+            Some(g) if !g.contains(&v) => g.push(v),
+            Some(_) => {}
+            None => groups.push(vec![v]),
+        }
+    }
+    let widest = groups.iter().map(Vec::len).max().unwrap_or(1);
+    if options.count * widest > MAX_COUNT {
+        bail!("--count must be at most {} when vserver and unhardened are measured together", MAX_COUNT / widest);
+    }
     let own_addresses = options.count * options.variants.len() <= MAX_COUNT + 5;
-    for (index, &variant) in options.variants.iter().enumerate() {
-        let base = if own_addresses { index * options.count } else { 0 };
-        eprintln!("bench start: {} × {}", variant.name(), options.count);
-        let mut report = VariantReport {
-            variant,
-            runs: 0,
-            start_ms: Vec::new(),
-            stop_ms: Vec::new(),
-            median_start_ms: None,
-            p90_start_ms: None,
-            median_stop_ms: None,
-            error: None,
-        };
-        let outcome = measure_variant(&lab, variant, base, options, cancel, &mut report);
+    let mut next_base = 0;
+    for group in groups {
+        let base = if own_addresses { next_base } else { 0 };
+        next_base += options.count * group.len();
+        let names: Vec<&str> = group.iter().map(|v| v.name()).collect();
+        eprintln!("bench start: {} × {}", names.join(" + "), options.count);
+        let mut group_reports: Vec<VariantReport> = group
+            .iter()
+            .map(|&variant| VariantReport {
+                variant,
+                runs: 0,
+                start_ms: Vec::new(),
+                stop_ms: Vec::new(),
+                median_start_ms: None,
+                p90_start_ms: None,
+                median_stop_ms: None,
+                error: None,
+            })
+            .collect();
+        let outcome = measure_group(&lab, &group, base, options, cancel, &mut group_reports);
         if cancel.load(Ordering::Relaxed) {
             return Err(anyhow!(Interrupted));
         }
-        if let Err(err) = outcome {
-            eprintln!("bench start: {} failed: {err:#}", variant.name());
-            report.error = Some(format!("{err:#}"));
+        for mut report in group_reports {
+            if let Err(err) = &outcome {
+                eprintln!("bench start: {} failed: {err:#}", names.join(" + "));
+                report.error = Some(format!("{err:#}"));
+            }
+            report.runs = report.start_ms.len();
+            report.median_start_ms = median(&report.start_ms);
+            report.p90_start_ms = percentile(&report.start_ms, 90.0);
+            report.median_stop_ms = median(&report.stop_ms);
+            reports.push(report);
         }
-        report.runs = report.start_ms.len();
-        report.median_start_ms = median(&report.start_ms);
-        report.p90_start_ms = percentile(&report.start_ms, 90.0);
-        report.median_stop_ms = median(&report.stop_ms);
-        reports.push(report);
     }
     Ok(StartReport::new(options.count, reports))
 }
 
-/// Prepares, starts and stops `options.count` instances of `variant` at the lab's free addresses from
-/// `base` on, filling `report` as it goes.
-fn measure_variant(
+/// Prepares, starts and stops `options.count` instances of each variant of `group` (variant `k` at the
+/// lab's free addresses from `base + k * count` on), instance by instance, the variants' order alternating
+/// from one instance to the next; fills `reports` (one per variant) as it goes.
+fn measure_group(
     lab: &Lab,
-    variant: Variant,
+    group: &[Variant],
     base: usize,
     options: &StartOptions,
     cancel: &AtomicBool,
-    report: &mut VariantReport,
+    reports: &mut [VariantReport],
 ) -> Result<()> {
     let host = &lab.hosts[0];
-    let mut contender: Box<dyn Contender + '_> = match variant {
-        Variant::Vserver => Box::new(Vservers::new(host)?),
-        Variant::Lxc => Box::new(LxcContainers::new(host)?),
-        Variant::Floor => Box::new(Floor::new(host, false)?),
-        Variant::FloorMove => Box::new(Floor::new(host, true)?),
-    };
+    let mut contenders: Vec<Box<dyn Contender + '_>> = Vec::new();
+    for &variant in group {
+        contenders.push(match variant {
+            Variant::Vserver => Box::new(Vservers::new(host, "vb", "")?),
+            Variant::Unhardened => Box::new(Vservers::new(host, "vu", UNHARDENED_CONF)?),
+            Variant::Lxc => Box::new(LxcContainers::new(host)?),
+            Variant::Floor => Box::new(Floor::new(host, false)?),
+            Variant::FloorMove => Box::new(Floor::new(host, true)?),
+        });
+    }
     let count = options.count;
-    let marker = |i: usize| format!("vserver-lab {} {i}", variant.name());
+    let marker = |k: usize, i: usize| format!("vserver-lab {} {i}", group[k].name());
+    let addr = |k: usize, i: usize| lab.free_addr(base + k * count + i);
+    // Instance `i` of each variant, in an order that alternates with `i`.
+    let order = |i: usize| -> Vec<usize> {
+        let mut ks: Vec<usize> = (0..group.len()).collect();
+        ks.rotate_left(i % group.len());
+        ks
+    };
 
     for i in 0..count {
-        check(cancel)?;
-        contender
-            .prepare(i, lab.free_addr(base + i), &marker(i))
-            .with_context(|| format!("preparing {} instance {i}", variant.name()))?;
-    }
-    eprintln!("bench start: {} × {count} prepared", variant.name());
-
-    for i in 0..count {
-        check(cancel)?;
-        let addr = lab.free_addr(base + i);
-        // Untimed: forget neighbours, so that an address reused from the previous variant is
-        // resolved afresh instead of sent to a MAC address that is gone.
-        lab.client.netns.ip(["neigh", "flush", "dev", &lab.client.dev])?;
-        let launched = Instant::now();
-        let child = contender.launch(i)?;
-        let deadline = launched + options.answer_timeout;
-        let answered = wait_for_answer(lab, addr, &page(&marker(i)), child, deadline, cancel).with_context(|| {
-            format!(
-                "{} instance {i} at {addr}; log {}:\n{}",
-                variant.name(),
-                contender.log_path(i).display(),
-                log_tail(&contender.log_path(i))
-            )
-        })?;
-        let ms = millis(answered.duration_since(launched));
-        report.start_ms.push(ms);
-        eprintln!("[{}] {}/{count} start→answer {ms:.1} ms", variant.name(), i + 1);
-    }
-
-    for i in 0..count {
-        check(cancel)?;
-        let began = Instant::now();
-        contender.stop(i).with_context(|| format!("stopping {} instance {i}", variant.name()))?;
-        let ms = millis(began.elapsed());
-        let addr = lab.free_addr(base + i);
-        if lab.client.tcp_connect_ok(addr, PORT, GONE_CHECK) {
-            bail!("{} instance {i} still accepts connections at {addr} after its stop", variant.name());
+        for (k, contender) in contenders.iter_mut().enumerate() {
+            check(cancel)?;
+            contender
+                .prepare(i, addr(k, i), &marker(k, i))
+                .with_context(|| format!("preparing {} instance {i}", group[k].name()))?;
         }
-        report.stop_ms.push(ms);
-        eprintln!("[{}] {}/{count} stop {ms:.1} ms", variant.name(), i + 1);
+    }
+    eprintln!("bench start: {count} of each prepared");
+
+    for i in 0..count {
+        for k in order(i) {
+            check(cancel)?;
+            let name = group[k].name();
+            let contender = &mut contenders[k];
+            // Untimed: forget neighbours, so that an address reused from the previous variant is
+            // resolved afresh instead of sent to a MAC address that is gone.
+            lab.client.netns.ip(["neigh", "flush", "dev", &lab.client.dev])?;
+            let launched = Instant::now();
+            let child = contender.launch(i)?;
+            let deadline = launched + options.answer_timeout;
+            let answered = wait_for_answer(lab, addr(k, i), &page(&marker(k, i)), child, deadline, cancel)
+                .with_context(|| {
+                    format!(
+                        "{name} instance {i} at {}; log {}:\n{}",
+                        addr(k, i),
+                        contender.log_path(i).display(),
+                        log_tail(&contender.log_path(i))
+                    )
+                })?;
+            let ms = millis(answered.duration_since(launched));
+            reports[k].start_ms.push(ms);
+            eprintln!("[{name}] {}/{count} start→answer {ms:.1} ms", i + 1);
+        }
+    }
+
+    for i in 0..count {
+        for k in order(i) {
+            check(cancel)?;
+            let name = group[k].name();
+            let began = Instant::now();
+            contenders[k].stop(i).with_context(|| format!("stopping {name} instance {i}"))?;
+            let ms = millis(began.elapsed());
+            if lab.client.tcp_connect_ok(addr(k, i), PORT, GONE_CHECK) {
+                bail!("{name} instance {i} still accepts connections at {} after its stop", addr(k, i));
+            }
+            reports[k].stop_ms.push(ms);
+            eprintln!("[{name}] {}/{count} stop {ms:.1} ms", i + 1);
+        }
     }
     Ok(())
 }
+
+/// What `unhardened` vservers add to their conf: every protection S_UNSAFE names, off, and no process limit.
+const UNHARDENED_CONF: &str = "S_UNSAFE=\"seccomp userns devices procfs\"\nLIMIT_PIDS=unlimited\n";
 
 /// Polls until `addr` serves `expected`; the instant it did. Meanwhile the start command must not
 /// fail, and once answered it must finish successfully before the deadline.
@@ -286,11 +347,13 @@ impl StartReport {
         let ours = complete_median(Variant::Vserver);
         let lxc = complete_median(Variant::Lxc);
         let floor = complete_median(Variant::Floor);
+        let open = complete_median(Variant::Unhardened);
         let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
         StartReport {
             count,
             vserver_over_lxc: ratio(ours, lxc),
             vserver_over_floor: ratio(ours, floor),
+            vserver_over_unhardened: ratio(ours, open),
             faster_than_lxc: ours.zip(lxc).map(|(a, b)| a < b),
             variants,
         }
@@ -302,13 +365,13 @@ impl StartReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<10} {:>5} {:>22} {:>8} {:>15}",
+            "{:<11} {:>5} {:>22} {:>8} {:>15}",
             "variant", "runs", "median start→answer ms", "p90 ms", "median stop ms"
         );
         for r in &self.variants {
             let _ = writeln!(
                 out,
-                "{:<10} {:>5} {:>22} {:>8} {:>15}",
+                "{:<11} {:>5} {:>22} {:>8} {:>15}",
                 r.variant.name(),
                 r.runs,
                 ms(r.median_start_ms),
@@ -323,6 +386,11 @@ impl StartReport {
         let ratio = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
         let _ = writeln!(out, "vserver/lxc   (median over median): {}", ratio(self.vserver_over_lxc));
         let _ = writeln!(out, "vserver/floor (median over median): {}", ratio(self.vserver_over_floor));
+        let _ = writeln!(
+            out,
+            "vserver/unhardened (median over median, interleaved): {} (target at most {HARDENING_TARGET:.2})",
+            ratio(self.vserver_over_unhardened)
+        );
         let verdict = match self.faster_than_lxc {
             Some(true) => "yes",
             Some(false) => "no",
