@@ -386,7 +386,10 @@ fn process_one(
     // SAFETY: plain prctl(2) on the calling process.
     let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
     step("parent-death signal", nix::errno::Errno::result(rc))?;
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    // A cgroup namespace too, made here, inside the vserver's cgroups: its own group is its `/`, so nothing
+    // inside learns the host's cgroup paths.
+    let mut flags =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWCGROUP;
     if matches!(spec.network, Network::Private(_)) {
         flags |= CloneFlags::CLONE_NEWNET;
     }

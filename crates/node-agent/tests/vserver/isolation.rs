@@ -204,3 +204,39 @@ fn host_users_cannot_reach_into_a_tree_to_run_a_set_uid_program_made_inside() {
     // Inside, nothing changed: the set-uid program still works for the vserver's own users.
     assert_eq!(f.exec(&["stat", "-c", "%a", "/bin/busybox-suid"]).trim(), "4755");
 }
+
+#[test]
+fn exec_carries_no_descriptor_of_the_caller_and_cgroups_are_private() {
+    use std::os::fd::AsRawFd;
+    let Some(f) = Fixture::new("exec_carries_no_descriptor_of_the_caller_and_cgroups_are_private", "") else {
+        return;
+    };
+    f.start();
+    // A careless caller leaves a host directory open without close-on-exec, as descriptor 3.
+    let dir = std::fs::File::open(f.lab.dir()).unwrap();
+    let raw = dir.as_raw_fd();
+    let mut cmd = f.command(crate::fixture::VSERVER);
+    cmd.args([f.name.as_str(), "exec", "ls", "-l", "/proc/self/fd/"]);
+    // SAFETY: the closure only calls dup2(2) and fcntl(2), async-signal-safe, on descriptors that are open.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            nix::unistd::dup2(raw, 3).map_err(std::io::Error::from)?;
+            nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+                .map_err(std::io::Error::from)?;
+            Ok(())
+        })
+    };
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let fds = String::from_utf8_lossy(&out.stdout);
+    assert!(!fds.contains(" 3 -> "), "descriptor 3 of the caller is not inside: {fds}");
+    assert!(!fds.contains("vserver-lab"), "nothing of the host is open inside: {fds}");
+    // The vserver's own cgroup is its root: the host's cgroup paths stay unknown inside.
+    assert_eq!(
+        f.exec(&["cat", "/proc/self/cgroup"]).lines().filter(|l| !l.ends_with(":/")).count(),
+        0,
+        "{}",
+        f.exec(&["cat", "/proc/self/cgroup"])
+    );
+    assert_eq!(f.exec(&["cat", "/proc/1/cgroup"]).lines().filter(|l| !l.ends_with(":/")).count(), 0);
+}
