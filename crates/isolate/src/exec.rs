@@ -280,7 +280,7 @@ fn command(
     // exec` would reach the host from inside. Marked close-on-exec, so failures before the exec can still
     // be reported on the error pipe.
     // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as u32) };
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     let user = match &opts.user {
         None => None,
