@@ -354,6 +354,24 @@ impl HostCan {
             load_modules: Path::new("/proc/modules").exists(),
         }
     }
+
+    /// What the matrix cannot show on this host, for the notes under the table.
+    fn notes(&self) -> Vec<&'static str> {
+        [
+            (self.shocker, "the tree is not on ext4: the shocker row cannot forge its file system's root handle"),
+            (
+                self.read_disk,
+                "this machine's own root cannot open the disk holding the tree: the disk rows stay denied",
+            ),
+            (self.sysrq, "this kernel has no /proc/sysrq-trigger"),
+            (self.kcore, "this kernel has no /proc/kcore"),
+            (self.load_modules, "this kernel has no loadable modules"),
+        ]
+        .into_iter()
+        .filter(|(can, _)| !can)
+        .map(|(_, note)| note)
+        .collect()
+    }
 }
 
 #[test]
@@ -379,7 +397,11 @@ fn what_each_layer_stops() {
         eprintln!("escape matrix: {column} done");
     }
     let columns: Vec<&str> = configs.iter().map(|(c, _)| *c).collect();
-    let table = markdown(&columns, &results, &order);
+    let host = host.unwrap();
+    let mut table = markdown(&columns, &results, &order);
+    for note in host.notes() {
+        table.push_str(&format!("On this host, {note}.\n"));
+    }
     println!("{table}");
     if let Some(path) = std::env::var_os("VSERVER_ESCAPE_MATRIX") {
         std::fs::write(&path, &table).unwrap();
@@ -393,8 +415,6 @@ fn what_each_layer_stops() {
 
     // With everything off, the known escapes succeed: the probe can tell an escape from a denial. Those the
     // host's own root cannot make here are left out, and said so.
-    let host = host.unwrap();
-    eprintln!("escape matrix: this host offers {host:?}");
     let mut expected: Vec<(&str, &str)> = vec![
         ("procfs: /proc/sys/kernel/core_pattern opened for writing (the same value written back)", "escaped"),
         ("procfs: /proc/timer_list read", "escaped"),
