@@ -6,21 +6,33 @@ use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::spec::ContextSpec;
 use crate::syscall::{SysResult, Syscall};
 
 /// Character devices of the minimal `/dev`: name, major, minor. All are mode 0666 as on a host.
 pub const DEVICES: &[(&str, u64, u64)] =
     &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
 
-/// Builds the file system of the context and enters it. `root` is the vserver's tree as the host sees it.
+/// Builds the file system of the context and enters it: the vserver's tree, as the host sees it
+/// (`spec.root`), becomes `/`.
 ///
 /// The sequence: make every mount private (nothing we do propagates back to the host); bind the tree on
-/// itself (with the mounts under it, such as those NAME.sh made) so it is a mount point; mount `/proc`, a
-/// tmpfs `/dev` with the device nodes, a private devpts instance and `/dev/shm`; then `pivot_root` to the
-/// tree and detach the old root, which leaves the host's other mounts invisible.
-pub fn enter_root(sys: &dyn Syscall, root: &Path) -> SysResult {
+/// itself (with the mounts under it, such as those NAME.sh made) so it is a mount point, and remount that
+/// bind `nodev` (unless S_UNSAFE `devices`); mount `/proc`, a tmpfs `/dev` with the device nodes, a private
+/// devpts instance and `/dev/shm`; then `pivot_root` to the tree and detach the old root, which leaves the
+/// host's other mounts invisible.
+pub fn enter_root(sys: &dyn Syscall, spec: &ContextSpec) -> SysResult {
+    let root = spec.root.as_path();
     sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    if !spec.relaxed.devices {
+        // No device node in the tree opens, whoever made it (the host, a restored backup): only the
+        // vserver's own /dev, mounted below, holds usable ones. A bind remount sets exactly the flags it is
+        // given, so those the mount has (ro, nosuid, noexec, atime) are read and kept; nosuid is not added,
+        // set-uid programs of the tree keep working.
+        let kept = sys.mount_flags(root)?;
+        sys.mount(None, root, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | kept, None)?;
+    }
 
     let proc_dir = root.join("proc");
     sys.mkdir(&proc_dir, 0o555)?;
@@ -83,10 +95,65 @@ mod tests {
     use super::*;
     use crate::syscall::{Call, RecordingSyscall};
 
+    fn spec(relaxed: crate::spec::Relaxed) -> ContextSpec {
+        ContextSpec {
+            name: crate::spec::VserverName::parse("v1").unwrap(),
+            root: "/vservers/v1".into(),
+            hostname: None,
+            domainname: None,
+            network: crate::spec::Network::Private(vec![]),
+            extra_caps: Default::default(),
+            nice: None,
+            rlimits: vec![],
+            nproc: None,
+            limits: Default::default(),
+            relaxed,
+            flags: Default::default(),
+            context_id: None,
+            cgroup: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_tree_is_remounted_nodev_keeping_its_flags_but_not_dev() {
+        let root = Path::new("/vservers/v1");
+        let host_flags = MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME;
+        let sys = RecordingSyscall::with_mount_flags(host_flags);
+        enter_root(&sys, &spec(Default::default())).unwrap();
+        let calls = sys.calls();
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        let bound = calls.iter().position(|c| c == &Call::Mount(Some(root.into()), root.into(), None, bind, None));
+        let read = calls.iter().position(|c| c == &Call::MountFlags(root.into()));
+        let nodev = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | host_flags;
+        let remount = calls.iter().position(|c| c == &Call::Mount(None, root.into(), None, nodev, None));
+        let dev = calls
+            .iter()
+            .position(|c| matches!(c, Call::Mount(_, t, Some(fs), _, _) if fs == "tmpfs" && t == &root.join("dev")));
+        assert!(bound.is_some() && bound < read && read < remount && remount < dev, "{calls:?}");
+        // Set-uid programs keep working, and the vserver's own /dev keeps its devices usable.
+        for call in &calls {
+            if let Call::Mount(_, target, _, flags, _) = call {
+                if target == root {
+                    assert!(!flags.contains(MsFlags::MS_NOSUID), "{call:?}");
+                }
+                if target == &root.join("dev") {
+                    assert!(!flags.contains(MsFlags::MS_NODEV), "{call:?}");
+                }
+            }
+        }
+
+        let relaxed = crate::spec::Relaxed { devices: true, ..Default::default() };
+        let sys = RecordingSyscall::with_mount_flags(host_flags);
+        enter_root(&sys, &spec(relaxed)).unwrap();
+        let calls = sys.calls();
+        assert!(!calls.iter().any(|c| matches!(c, Call::MountFlags(_))), "{calls:?}");
+        assert!(!calls.iter().any(|c| matches!(c, Call::Mount(_, _, _, f, _) if f.contains(MsFlags::MS_REMOUNT))));
+    }
+
     #[test]
     fn pivots_into_the_tree_after_private_proc_and_dev() {
         let sys = RecordingSyscall::default();
-        enter_root(&sys, Path::new("/vservers/v1")).unwrap();
+        enter_root(&sys, &spec(Default::default())).unwrap();
         let calls = sys.calls();
         // Propagation is cut before anything is mounted.
         assert!(matches!(&calls[0], Call::Mount(None, p, None, f, None)
