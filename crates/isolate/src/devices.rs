@@ -199,7 +199,7 @@ pub fn program(rules: &[DeviceRule]) -> Vec<u8> {
 pub enum DevicesError {
     /// The v1 `devices` group could not be made or given its list.
     #[error(
-        "cannot limit the vserver's devices: {source}; S_UNSAFE=\"devices\" in its conf starts it without a \
+        "cannot limit the vserver's devices: {source}; S_UNSAFE=\"devices\" in the vserver's conf starts it without a \
          device allow-list (root inside can then open any device node it makes)"
     )]
     V1Group {

@@ -82,8 +82,8 @@ mod bpf {
     /// Shown by `bpftool prog`: what the program is for.
     pub const PROG_NAME: &[u8] = b"vserver_devices";
 
-    /// The part of `union bpf_attr` that BPF_PROG_LOAD reads up to the program's name; the kernel takes the
-    /// rest as zero.
+    /// The part of `union bpf_attr` that BPF_PROG_LOAD reads up to the program's name (64 bytes, no padding);
+    /// the kernel takes the rest as zero.
     #[repr(C, align(8))]
     pub struct ProgLoad {
         pub prog_type: u32,
@@ -98,8 +98,9 @@ mod bpf {
         pub prog_name: [u8; 16],
     }
 
-    /// The part of `union bpf_attr` that BPF_PROG_ATTACH reads.
-    #[repr(C, align(8))]
+    /// The part of `union bpf_attr` that BPF_PROG_ATTACH reads. No padding: every byte passed is set (the
+    /// kernel reads the word after `replace_bpf_fd` as `relative_fd` when it has one).
+    #[repr(C)]
     pub struct ProgAttach {
         pub target_fd: u32,
         pub attach_bpf_fd: u32,
@@ -107,6 +108,9 @@ mod bpf {
         pub attach_flags: u32,
         pub replace_bpf_fd: u32,
     }
+
+    // Padding would pass uninitialised bytes to the kernel.
+    const _: () = assert!(size_of::<ProgLoad>() == 64 && size_of::<ProgAttach>() == 20);
 }
 
 /// statvfs(2) flags and the mount(2) flags that keep them on a remount.
