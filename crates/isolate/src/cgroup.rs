@@ -4,7 +4,8 @@
 //! controller-less cgroup2 tree at `unified/`), and pure v1. In each, one *authoritative* group holds every
 //! process of the vserver and is the one listed, frozen and killed: `<parent>/<name>` on v2,
 //! `unified/<parent>/<name>` on a hybrid host, `freezer/<parent>/<name>` on v1. On v1 hierarchies further
-//! groups under `pids/`, `cpu/` and `memory/` carry the process limit, the CPU group and memory accounting.
+//! groups under `pids/`, `cpu/` and `memory/` carry the process limit, the CPU group and memory accounting,
+//! and one under `devices/` the device allow-list (see `devices`).
 //! The cgroup root is passed in ([`CgroupPlace`]), so unit tests lay out each shape in a temp dir.
 
 use std::collections::BTreeSet;
@@ -226,6 +227,8 @@ pub struct Cgroups {
     cpu: Option<PathBuf>,
     /// On v1 hierarchies, the vserver's group under `memory/`, if that hierarchy is mounted.
     memory: Option<PathBuf>,
+    /// On v1 hierarchies, the vserver's group under `devices/`, if that hierarchy is mounted.
+    devices: Option<PathBuf>,
 }
 
 impl Cgroups {
@@ -265,6 +268,7 @@ impl Cgroups {
             pids: v1_group("pids"),
             cpu: v1_group("cpu"),
             memory: v1_group("memory"),
+            devices: v1_group("devices"),
             root,
         })
     }
@@ -406,6 +410,36 @@ impl Cgroups {
         }
         if let Some(group) = &self.memory {
             mkdir_p(group)?;
+        }
+        Ok(())
+    }
+
+    /// The vserver's group in the v1 `devices` hierarchy, if the host mounts one (made by
+    /// [`Cgroups::limit_devices_v1`]).
+    pub fn devices_group(&self) -> Option<&Path> {
+        self.devices.as_deref()
+    }
+
+    /// Makes the vserver's group in the v1 `devices` hierarchy and gives it an allow-list: `a` written to
+    /// `devices.deny` (every device denied), then each of `allow` (lines of the `devices.allow` syntax, such
+    /// as `c 1:3 rwm`) to `devices.allow`, one rule a write as the kernel reads them. Done again, it sets the
+    /// same list. Processes join the group with the others ([`Cgroups::add_process`]).
+    pub fn limit_devices_v1(&self, allow: &[String]) -> Result<(), CgroupError> {
+        let Some(group) = &self.devices else {
+            return Err(CgroupError::Controller {
+                controller: "devices",
+                path: self.root.join("devices"),
+                hint: "the v1 devices controller must be mounted there to limit a vserver's devices",
+            });
+        };
+        mkdir_p(group)?;
+        write_control(&group.join("devices.deny"), "a")?;
+        let path = group.join("devices.allow");
+        let fail = |value: &str, source| CgroupError::Write { path: path.clone(), value: value.to_string(), source };
+        let mut file =
+            OpenOptions::new().write(true).truncate(true).open(&path).map_err(|e| fail(&allow.join("\n"), e))?;
+        for rule in allow {
+            file.write_all(rule.as_bytes()).map_err(|e| fail(rule, e))?;
         }
         Ok(())
     }
@@ -601,7 +635,7 @@ impl Cgroups {
 
     /// The v1 per-controller groups the host could hold (none on v2).
     fn v1_groups(&self) -> impl Iterator<Item = &PathBuf> {
-        [&self.pids, &self.cpu, &self.memory].into_iter().flatten()
+        [&self.pids, &self.cpu, &self.memory, &self.devices].into_iter().flatten()
     }
 }
 
@@ -993,6 +1027,60 @@ mod tests {
         assert!(!r.join("cpu/vservers").exists());
         touch(&r.join("memory/vservers/web/memory.usage_in_bytes"), "8192\n");
         assert_eq!(cg.memory_bytes(), Some(8192));
+    }
+
+    /// The control files the kernel shows in a new v1 devices group.
+    fn devices_files(group: &Path) {
+        touch(&group.join("devices.deny"), "");
+        touch(&group.join("devices.allow"), "");
+    }
+
+    #[test]
+    fn the_v1_devices_group_denies_all_then_allows_the_list_and_lives_with_the_others() {
+        let allow = ["c 1:3 rwm".to_string(), "b *:* m".to_string()];
+        for dir in [hybrid_host(&["pids", "devices"]), v1_host(&["devices"])] {
+            let r = dir.path();
+            let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+            let group = r.join("devices/vservers/web");
+            assert_eq!(cg.devices_group(), Some(group.as_path()));
+            assert!(!group.exists(), "new creates nothing");
+            cg.create(&CgroupLimits::default()).unwrap();
+            assert!(!group.exists(), "the devices group is made by limit_devices_v1 only");
+            devices_files(&group);
+            cg.limit_devices_v1(&allow).unwrap();
+            assert_eq!(read(&group.join("devices.deny")), "a");
+            // One write a rule: a plain file shows them end to end, in order.
+            assert_eq!(read(&group.join("devices.allow")), "c 1:3 rwmb *:* m");
+            assert!(cg.paths().contains(&group));
+            touch(&cg.path().join("cgroup.procs"), "");
+            touch(&group.join("cgroup.procs"), "");
+            cg.add_process(4242).unwrap();
+            assert_eq!(read(&group.join("cgroup.procs")), "4242", "processes join the devices group");
+            // Control files go with their group in a real cgroup file system; these are plain files.
+            for file in [cg.path().join("cgroup.procs"), group.join("cgroup.procs")] {
+                fs::remove_file(file).unwrap();
+            }
+            for file in ["devices.deny", "devices.allow"] {
+                fs::remove_file(group.join(file)).unwrap();
+            }
+            cg.remove().unwrap();
+            assert!(!group.exists(), "removed with the others");
+            assert!(r.join("devices/vservers").is_dir(), "the shared parent stays");
+        }
+    }
+
+    #[test]
+    fn a_devices_list_without_a_devices_hierarchy_names_where_it_was_looked_for() {
+        let dir = v1_host(&["pids"]);
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        assert_eq!(cg.devices_group(), None);
+        let err = cg.limit_devices_v1(&["c 1:3 rwm".to_string()]).unwrap_err();
+        assert!(matches!(err, CgroupError::Controller { controller: "devices", .. }), "{err:?}");
+        assert!(err.to_string().contains(&dir.path().join("devices").display().to_string()), "{err}");
+        // On v2 a directory called `devices` is a group, not a hierarchy.
+        let dir = v2_host("pids");
+        fs::create_dir_all(dir.path().join("devices")).unwrap();
+        assert_eq!(Cgroups::new(&place(&dir), &web()).unwrap().devices_group(), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::cgroup::{CgroupError, CgroupLimits, Cgroups};
+use crate::devices::{self, DevicesError};
 use crate::network::{self, NetworkError};
 use crate::spec::{ContextSpec, Network, Resource, Rlimit, VserverName};
 use crate::state::{self, Ending, ExitRecord, RunState, StateError};
@@ -54,6 +55,9 @@ pub enum ContextError {
     /// A cgroup operation failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// The device allow-list could not be put in place.
+    #[error(transparent)]
+    Devices(#[from] DevicesError),
     /// Setting up the addresses failed.
     #[error(transparent)]
     Network(#[from] NetworkError),
@@ -144,10 +148,17 @@ pub fn start(spec: &ContextSpec, opts: &StartOptions) -> Result<RunState, Contex
     if stray > 0 {
         return Err(ContextError::Stray { name: spec.name.clone(), count: stray });
     }
-    if let Err(e) = cg.create(&CgroupLimits::from(spec)) {
+    let prepared = cg.create(&CgroupLimits::from(spec)).map_err(ContextError::from).and_then(|()| {
+        // Before any process of the vserver runs: the launcher joins the groups next.
+        if spec.relaxed.devices {
+            return Ok(());
+        }
+        devices::restrict(&LinuxSyscall, &cg).map_err(ContextError::from)
+    });
+    if let Err(e) = prepared {
         // A limit the host cannot enforce refuses the start: leave no group behind.
         let _ = cg.remove();
-        return Err(e.into());
+        return Err(e);
     }
     match launch(spec, &cg, opts) {
         Ok(st) => Ok(st),

@@ -9,6 +9,7 @@
 pub mod capabilities;
 pub mod cgroup;
 pub mod context;
+pub mod devices;
 pub mod exec;
 pub mod garp;
 pub mod network;

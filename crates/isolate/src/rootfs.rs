@@ -79,14 +79,22 @@ fn mask_proc(sys: &dyn Syscall, masks: &[ProcMask], null: &Path) -> SysResult {
 /// (`spec.root`), becomes `/`.
 ///
 /// The sequence: make every mount private (nothing we do propagates back to the host); bind the tree on
-/// itself (with the mounts under it, such as those NAME.sh made) so it is a mount point; mount `/proc`, a
-/// tmpfs `/dev` with the device nodes, a private devpts instance and `/dev/shm`; mask the kernel-wide parts
-/// of `/proc` (unless S_UNSAFE `procfs`); then `pivot_root` to the tree and detach the old root, which leaves
-/// the host's other mounts invisible.
+/// itself (with the mounts under it, such as those NAME.sh made) so it is a mount point, and remount that
+/// bind `nodev` (unless S_UNSAFE `devices`); mount `/proc`, a tmpfs `/dev` with the device nodes, a private
+/// devpts instance and `/dev/shm`; mask the kernel-wide parts of `/proc` (unless S_UNSAFE `procfs`); then
+/// `pivot_root` to the tree and detach the old root, which leaves the host's other mounts invisible.
 pub fn enter_root(sys: &dyn Syscall, spec: &ContextSpec) -> SysResult {
     let root = spec.root.as_path();
     sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    if !spec.relaxed.devices {
+        // No device node in the tree opens, whoever made it (the host, a restored backup): only the
+        // vserver's own /dev, mounted below, holds usable ones. A bind remount sets exactly the flags it is
+        // given, so those the mount has (ro, nosuid, noexec, atime) are read and kept; nosuid is not added,
+        // set-uid programs of the tree keep working.
+        let kept = sys.mount_flags(root)?;
+        sys.mount(None, root, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | kept, None)?;
+    }
 
     let proc_dir = root.join("proc");
     sys.mkdir(&proc_dir, 0o555)?;
@@ -201,6 +209,42 @@ mod tests {
         assert!(bind.is_some() && bind < ro, "{calls:?}");
         assert!(calls.iter().any(|c| matches!(c, Call::Mount(Some(s), t, None, _, None)
             if s == Path::new("/vservers/v1/dev/null") && t == &here.join("keys"))));
+    }
+
+    #[test]
+    fn the_tree_is_remounted_nodev_keeping_its_flags_but_not_dev() {
+        let root = Path::new("/vservers/v1");
+        let host_flags = MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME;
+        let sys = RecordingSyscall::with_mount_flags(host_flags);
+        enter_root(&sys, &spec(Default::default())).unwrap();
+        let calls = sys.calls();
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        let bound = calls.iter().position(|c| c == &Call::Mount(Some(root.into()), root.into(), None, bind, None));
+        let read = calls.iter().position(|c| c == &Call::MountFlags(root.into()));
+        let nodev = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | host_flags;
+        let remount = calls.iter().position(|c| c == &Call::Mount(None, root.into(), None, nodev, None));
+        let dev = calls
+            .iter()
+            .position(|c| matches!(c, Call::Mount(_, t, Some(fs), _, _) if fs == "tmpfs" && t == &root.join("dev")));
+        assert!(bound.is_some() && bound < read && read < remount && remount < dev, "{calls:?}");
+        // Set-uid programs keep working, and the vserver's own /dev keeps its devices usable.
+        for call in &calls {
+            if let Call::Mount(_, target, _, flags, _) = call {
+                if target == root {
+                    assert!(!flags.contains(MsFlags::MS_NOSUID), "{call:?}");
+                }
+                if target == &root.join("dev") {
+                    assert!(!flags.contains(MsFlags::MS_NODEV), "{call:?}");
+                }
+            }
+        }
+
+        let relaxed = crate::spec::Relaxed { devices: true, ..Default::default() };
+        let sys = RecordingSyscall::with_mount_flags(host_flags);
+        enter_root(&sys, &spec(relaxed)).unwrap();
+        let calls = sys.calls();
+        assert!(!calls.iter().any(|c| matches!(c, Call::MountFlags(_))), "{calls:?}");
+        assert!(!calls.iter().any(|c| matches!(c, Call::Mount(_, _, _, f, _) if f.contains(MsFlags::MS_REMOUNT))));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! without root.
 
 use std::cell::RefCell;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability, CapsHashSet};
@@ -61,7 +62,72 @@ pub trait Syscall {
     fn set_caps(&self, set: CapSet, caps: &CapsHashSet) -> SysResult;
     /// Clears the ambient set.
     fn clear_ambient(&self) -> SysResult;
+    /// statvfs(2): the flags of the mount holding `path`, as mount(2) flags, so it can be remounted keeping
+    /// them (a bind remount sets exactly the flags it is given).
+    fn mount_flags(&self, path: &Path) -> SysResult<MsFlags>;
+    /// bpf(BPF_PROG_LOAD) of a cgroup device program (`BPF_PROG_TYPE_CGROUP_DEVICE`); `insns` are its
+    /// instructions, 8 bytes each. The descriptor keeps the program loaded until it is attached.
+    fn load_device_program(&self, insns: &[u8]) -> SysResult<OwnedFd>;
+    /// bpf(BPF_PROG_ATTACH) of a loaded device program to the cgroup v2 group `cgroup` (`BPF_CGROUP_DEVICE`,
+    /// no flags: it replaces an earlier program of that group, and no group below may attach one of its own).
+    fn attach_device_program(&self, prog: BorrowedFd<'_>, cgroup: &Path) -> SysResult;
 }
+
+/// The bpf(2) commands, program type and attach type used (`include/uapi/linux/bpf.h`).
+mod bpf {
+    pub const PROG_LOAD: libc::c_int = 5;
+    pub const PROG_ATTACH: libc::c_int = 8;
+    pub const PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    pub const CGROUP_DEVICE: u32 = 6;
+    /// Shown by `bpftool prog`: what the program is for.
+    pub const PROG_NAME: &[u8] = b"vserver_devices";
+
+    /// The part of `union bpf_attr` that BPF_PROG_LOAD reads up to the program's name (64 bytes, no padding);
+    /// the kernel takes the rest as zero.
+    #[repr(C, align(8))]
+    pub struct ProgLoad {
+        pub prog_type: u32,
+        pub insn_cnt: u32,
+        pub insns: u64,
+        pub license: u64,
+        pub log_level: u32,
+        pub log_size: u32,
+        pub log_buf: u64,
+        pub kern_version: u32,
+        pub prog_flags: u32,
+        pub prog_name: [u8; 16],
+    }
+
+    /// The part of `union bpf_attr` that BPF_PROG_ATTACH reads. No padding: every byte passed is set (the
+    /// kernel reads the word after `replace_bpf_fd` as `relative_fd` when it has one).
+    #[repr(C)]
+    pub struct ProgAttach {
+        pub target_fd: u32,
+        pub attach_bpf_fd: u32,
+        pub attach_type: u32,
+        pub attach_flags: u32,
+        pub replace_bpf_fd: u32,
+    }
+
+    // Padding would pass uninitialised bytes to the kernel.
+    const _: () = assert!(size_of::<ProgLoad>() == 64 && size_of::<ProgAttach>() == 20);
+}
+
+/// statvfs(2) flags and the mount(2) flags that keep them on a remount.
+const STATVFS_TO_MS: [(nix::sys::statvfs::FsFlags, MsFlags); 9] = {
+    use nix::sys::statvfs::FsFlags as F;
+    [
+        (F::ST_RDONLY, MsFlags::MS_RDONLY),
+        (F::ST_NOSUID, MsFlags::MS_NOSUID),
+        (F::ST_NODEV, MsFlags::MS_NODEV),
+        (F::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (F::ST_SYNCHRONOUS, MsFlags::MS_SYNCHRONOUS),
+        (F::ST_MANDLOCK, MsFlags::MS_MANDLOCK),
+        (F::ST_NOATIME, MsFlags::MS_NOATIME),
+        (F::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (F::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+};
 
 /// The real kernel.
 #[derive(Debug, Default, Clone, Copy)]
@@ -156,6 +222,72 @@ impl Syscall for LinuxSyscall {
             errno: nix::Error::last(),
         })
     }
+
+    fn mount_flags(&self, path: &Path) -> SysResult<MsFlags> {
+        let st = wrap("statvfs", path.display(), nix::sys::statvfs::statvfs(path))?;
+        let flags = st.flags();
+        Ok(STATVFS_TO_MS.iter().filter(|(st, _)| flags.contains(*st)).fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms))
+    }
+
+    fn load_device_program(&self, insns: &[u8]) -> SysResult<OwnedFd> {
+        let target = "cgroup device program";
+        if insns.is_empty() || !insns.len().is_multiple_of(8) {
+            return wrap("bpf(BPF_PROG_LOAD)", target, Err(nix::Error::EINVAL));
+        }
+        let license = c"GPL";
+        let mut prog_name = [0u8; 16];
+        prog_name[..bpf::PROG_NAME.len()].copy_from_slice(bpf::PROG_NAME);
+        let attr = bpf::ProgLoad {
+            prog_type: bpf::PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: (insns.len() / 8) as u32,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: 0,
+            log_size: 0,
+            log_buf: 0,
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name,
+        };
+        // SAFETY: `attr` is a valid prefix of `union bpf_attr` for BPF_PROG_LOAD, its size is passed with it;
+        // the instructions and the license it points to outlive the call, and the kernel only reads them.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_bpf, bpf::PROG_LOAD, &attr as *const bpf::ProgLoad, size_of::<bpf::ProgLoad>())
+        };
+        let fd = wrap("bpf(BPF_PROG_LOAD)", target, nix::errno::Errno::result(rc))?;
+        // SAFETY: on success BPF_PROG_LOAD returns a new descriptor that nothing else owns.
+        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+    }
+
+    fn attach_device_program(&self, prog: BorrowedFd<'_>, cgroup: &Path) -> SysResult {
+        use nix::fcntl::OFlag;
+        let op = "bpf(BPF_PROG_ATTACH)";
+        let dir = wrap(
+            op,
+            cgroup.display(),
+            nix::fcntl::open(cgroup, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()),
+        )?;
+        // SAFETY: `open` just returned this descriptor and nothing else owns it.
+        let dir = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dir) };
+        let attr = bpf::ProgAttach {
+            target_fd: dir.as_raw_fd() as u32,
+            attach_bpf_fd: prog.as_raw_fd() as u32,
+            attach_type: bpf::CGROUP_DEVICE,
+            attach_flags: 0,
+            replace_bpf_fd: 0,
+        };
+        // SAFETY: `attr` is a valid prefix of `union bpf_attr` for BPF_PROG_ATTACH, its size is passed with
+        // it; both descriptors it names stay open for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                bpf::PROG_ATTACH,
+                &attr as *const bpf::ProgAttach,
+                size_of::<bpf::ProgAttach>(),
+            )
+        };
+        wrap(op, cgroup.display(), nix::errno::Errno::result(rc).map(drop))
+    }
 }
 
 /// One recorded call, with its arguments in a form easy to assert on.
@@ -185,18 +317,39 @@ pub enum Call {
     SetCaps(String, Vec<Capability>),
     /// The ambient set cleared.
     ClearAmbient,
+    /// The flags of the mount holding a path read (statvfs).
+    MountFlags(PathBuf),
+    /// A device program loaded: its instructions.
+    LoadDeviceProgram(Vec<u8>),
+    /// A device program attached to a cgroup v2 group.
+    AttachDeviceProgram(PathBuf),
 }
 
-/// A double that records every call and succeeds, for unit tests.
+/// A double that records every call and succeeds (unless told otherwise), for unit tests.
 #[derive(Debug, Default)]
 pub struct RecordingSyscall {
     calls: RefCell<Vec<Call>>,
+    /// What [`Syscall::mount_flags`] answers (none when unset).
+    mount_flags: Option<MsFlags>,
+    /// The error [`Syscall::load_device_program`] answers, as a kernel without device programs would.
+    refuse_device_program: Option<nix::Error>,
 }
 
 impl RecordingSyscall {
     /// The calls made so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.calls.borrow().clone()
+    }
+
+    /// A double whose mounts all carry `flags` (what [`Syscall::mount_flags`] answers).
+    pub fn with_mount_flags(flags: MsFlags) -> Self {
+        Self { mount_flags: Some(flags), ..Self::default() }
+    }
+
+    /// A double whose kernel refuses to load device programs with `errno` (EINVAL: a kernel built without
+    /// cgroup BPF; ENOSYS: without bpf(2)). The load is still recorded.
+    pub fn refusing_device_programs(errno: nix::Error) -> Self {
+        Self { refuse_device_program: Some(errno), ..Self::default() }
     }
 
     fn push(&self, c: Call) -> SysResult {
@@ -256,5 +409,23 @@ impl Syscall for RecordingSyscall {
     }
     fn clear_ambient(&self) -> SysResult {
         self.push(Call::ClearAmbient)
+    }
+    fn mount_flags(&self, path: &Path) -> SysResult<MsFlags> {
+        self.push(Call::MountFlags(path.to_path_buf()))?;
+        Ok(self.mount_flags.unwrap_or(MsFlags::empty()))
+    }
+    fn load_device_program(&self, insns: &[u8]) -> SysResult<OwnedFd> {
+        self.push(Call::LoadDeviceProgram(insns.to_vec()))?;
+        let fail = |errno| SysError { op: "bpf(BPF_PROG_LOAD)", target: "cgroup device program".into(), errno };
+        if let Some(errno) = self.refuse_device_program {
+            return Err(fail(errno));
+        }
+        // Any descriptor stands for the program.
+        std::fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| fail(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))
+    }
+    fn attach_device_program(&self, _prog: BorrowedFd<'_>, cgroup: &Path) -> SysResult {
+        self.push(Call::AttachDeviceProgram(cgroup.to_path_buf()))
     }
 }

@@ -6,6 +6,7 @@ mod fixture;
 
 mod bad_input;
 mod cgroup_v2;
+mod devices;
 mod escape;
 mod isolation;
 mod lifecycle;
