@@ -57,6 +57,9 @@ pub enum ContextError {
     /// Setting up the addresses failed.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The tree's disk quota (LIMIT_DISK) could not be set.
+    #[error(transparent)]
+    Quota(#[from] crate::quota::QuotaError),
     /// The run state could not be kept.
     #[error(transparent)]
     State(#[from] StateError),
@@ -144,6 +147,8 @@ pub fn start(spec: &ContextSpec, opts: &StartOptions) -> Result<RunState, Contex
     if stray > 0 {
         return Err(ContextError::Stray { name: spec.name.clone(), count: stray });
     }
+    // The disk quota first: a tree whose file system cannot have one refuses before any group exists.
+    crate::quota::apply(&spec.root, spec.limits.disk)?;
     if let Err(e) = cg.create(&CgroupLimits::from(spec)) {
         // A limit the host cannot enforce refuses the start: leave no group behind.
         let _ = cg.remove();

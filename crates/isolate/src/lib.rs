@@ -12,6 +12,7 @@ pub mod context;
 pub mod exec;
 pub mod garp;
 pub mod network;
+pub mod quota;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
