@@ -974,13 +974,27 @@ mod tests {
     /// A 64 MiB ext4 image made with `mkfs_args`, mounted at `dir/name` with `options`; `None` when this
     /// kernel cannot mount it so (ext4's quota feature needs CONFIG_QFMT_V2).
     fn ext4(dir: &Path, name: &str, mkfs_args: &[&str], options: &str, mounts: &mut Mounts) -> Option<PathBuf> {
-        let image = dir.join(format!("{name}.img"));
-        fs::File::create(&image).unwrap().set_len(64 << 20).unwrap();
-        let image = image.to_str().unwrap();
         let mut args = vec!["-q", "-F"];
         args.extend_from_slice(mkfs_args);
+        loop_fs(dir, name, "mkfs.ext4", &args, options, mounts)
+    }
+
+    /// A 320 MiB image (xfs's smallest is 300) made by `mkfs` with `args`, mounted at `dir/name` with
+    /// `options`; `None` when the kernel refuses the mount.
+    fn loop_fs(
+        dir: &Path,
+        name: &str,
+        mkfs: &str,
+        args: &[&str],
+        options: &str,
+        mounts: &mut Mounts,
+    ) -> Option<PathBuf> {
+        let image = dir.join(format!("{name}.img"));
+        fs::File::create(&image).unwrap().set_len(320 << 20).unwrap();
+        let image = image.to_str().unwrap();
+        let mut args = args.to_vec();
         args.push(image);
-        assert!(run("mkfs.ext4", &args), "mkfs.ext4 {args:?}");
+        assert!(run(mkfs, &args), "{mkfs} {args:?}");
         let target = dir.join(name);
         fs::create_dir_all(&target).unwrap();
         let target_s = target.to_str().unwrap();
@@ -989,6 +1003,18 @@ mod tests {
         }
         mounts.0.push(target.clone());
         Some(target)
+    }
+
+    /// Writes `len` bytes to `path` from a thread without CAP_SYS_RESOURCE (capabilities are per thread), as
+    /// a vserver's process would.
+    fn write_as_vserver(path: &Path, len: usize) -> io::Result<()> {
+        let path = path.to_path_buf();
+        std::thread::spawn(move || {
+            caps::drop(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE).unwrap();
+            fs::write(path, vec![1u8; len])
+        })
+        .join()
+        .unwrap()
     }
 
     /// Whether a real test may make loop file systems here, saying why not when it may not.
@@ -1045,20 +1071,48 @@ mod tests {
         assert_eq!((used.project, used.limit), (id, Some(1 << 20)));
         assert!(used.bytes >= 200 << 10, "{used:?}");
 
-        // Beyond the limit: EDQUOT. New files inherit the id.
-        let err = fs::write(tree.join("etc/big"), vec![1u8; 2 << 20]).unwrap_err();
+        // Beyond the limit: EDQUOT for a process without CAP_SYS_RESOURCE, as in a vserver (with it, the
+        // kernel lets root past hard limits). New files inherit the id.
+        let err = write_as_vserver(&tree.join("etc/big"), 2 << 20).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{err}");
         assert_eq!(project(&tree.join("etc/big")), (id, false));
         fs::remove_file(tree.join("etc/big")).unwrap();
         // Lifted without LIMIT_DISK.
         apply(&tree, None).unwrap();
         assert_eq!(usage(&tree).unwrap().limit, None);
-        fs::write(tree.join("etc/big"), vec![1u8; 2 << 20]).unwrap();
+        write_as_vserver(&tree.join("etc/big"), 2 << 20).unwrap();
 
         // Project quotas accounted but not enforced (mounted without prjquota).
         let unenforced = ext4(dir.path(), "unenforced", &quota_fs, "rw", &mut mounts).expect("mounts as the first did");
         let err = apply(&unenforced, Some(1 << 20)).unwrap_err();
         assert!(err.to_string().contains("(ext4) accounts project quotas but does not enforce them"), "{err}");
+    }
+
+    #[test]
+    fn real_xfs_project_quota_limits_a_tree() {
+        if !nix::unistd::geteuid().is_root() || !run("mkfs.xfs", &["-V"]) {
+            eprintln!("skipped: needs root and mkfs.xfs (xfsprogs)");
+            return;
+        }
+        let dir = TempDir::new().unwrap();
+        let mut mounts = Mounts(Vec::new());
+        let Some(fs_root) = loop_fs(dir.path(), "xfs", "mkfs.xfs", &["-q", "-f"], "pquota", &mut mounts) else {
+            eprintln!("skipped: this kernel cannot mount xfs with pquota (CONFIG_XFS_QUOTA)");
+            return;
+        };
+        let tree = fs_root.join("tree");
+        fs::create_dir_all(tree.join("etc")).unwrap();
+        fs::write(tree.join("etc/data"), vec![7u8; 200 << 10]).unwrap();
+        apply(&tree, Some(1 << 20)).unwrap();
+        let used = usage(&tree).unwrap();
+        assert_eq!((used.project, used.limit), (id_from_inode(inode(&tree)), Some(1 << 20)));
+        assert!(used.bytes >= 200 << 10, "{used:?}");
+        // xfs says ENOSPC, not EDQUOT, when a project quota is full: the tree looks like a full disk.
+        let err = write_as_vserver(&tree.join("etc/big"), 2 << 20).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        let plain = loop_fs(dir.path(), "plain-xfs", "mkfs.xfs", &["-q", "-f"], "rw", &mut mounts).unwrap();
+        let err = apply(&plain, Some(1 << 20)).unwrap_err();
+        assert!(err.to_string().contains("(xfs) has no project quotas"), "{err}");
     }
 
     #[test]

@@ -260,8 +260,7 @@ fn io_weight_without_a_proportional_io_scheduler_refuses_and_leaves_nothing_behi
 
 #[test]
 fn limit_disk_on_a_tree_without_project_quotas_refuses_and_says_how() {
-    let Some(f) =
-        Fixture::new("limit_disk_on_a_tree_without_project_quotas_refuses_and_says_how", "LIMIT_DISK=64M")
+    let Some(f) = Fixture::new("limit_disk_on_a_tree_without_project_quotas_refuses_and_says_how", "LIMIT_DISK=64M")
     else {
         return;
     };
@@ -332,10 +331,9 @@ impl Drop for QuotaFs<'_> {
 
 #[test]
 fn limit_disk_stops_writes_beyond_the_quota_inside_and_status_shows_usage() {
-    let Some(f) = Fixture::new(
-        "limit_disk_stops_writes_beyond_the_quota_inside_and_status_shows_usage",
-        "LIMIT_DISK=16M",
-    ) else {
+    let Some(f) =
+        Fixture::new("limit_disk_stops_writes_beyond_the_quota_inside_and_status_shows_usage", "LIMIT_DISK=16M")
+    else {
         return;
     };
     let Some(disk) = QuotaFs::new(&f) else {
