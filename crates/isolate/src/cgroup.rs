@@ -4,8 +4,10 @@
 //! controller-less cgroup2 tree at `unified/`), and pure v1. In each, one *authoritative* group holds every
 //! process of the vserver and is the one listed, frozen and killed: `<parent>/<name>` on v2,
 //! `unified/<parent>/<name>` on a hybrid host, `freezer/<parent>/<name>` on v1. On v1 hierarchies further
-//! groups under `pids/`, `cpu/` and `memory/` carry the process limit, the CPU group and memory accounting,
-//! and one under `devices/` the device allow-list (see `devices`).
+//! groups under `pids/`, `cpu/`, `memory/` and `blkio/` carry the process limit, the CPU group and weight,
+//! memory accounting and limit, and the I/O weight, and one under `devices/` the device allow-list (see
+//! `devices`). A limit the conf asks for and the host cannot enforce
+//! refuses the start ([`CgroupError::Controller`], [`CgroupError::Unsupported`]): never silently weaker.
 //! The cgroup root is passed in ([`CgroupPlace`]), so unit tests lay out each shape in a temp dir.
 
 use std::collections::BTreeSet;
@@ -24,11 +26,18 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{CgroupPlace, ContextSpec, VserverName};
 
 /// Controllers a v2 host enables for its vservers, in the order written to `cgroup.subtree_control`.
-const V2_CONTROLLERS: [&str; 3] = ["pids", "cpu", "memory"];
-/// `cpu.weight` of a vserver with its own CPU group on v2 (the kernel's default: vservers weigh the same).
-const CPU_WEIGHT: &str = "100";
-/// `cpu.shares` of a vserver with its own CPU group on v1 (the kernel's default).
-const CPU_SHARES: &str = "1024";
+const V2_CONTROLLERS: [&str; 4] = ["pids", "cpu", "memory", "io"];
+/// CPU and I/O weight of a vserver whose conf sets none (the kernel's default for `cpu.weight`,
+/// `io.weight` and BFQ's weight: vservers weigh the same).
+const DEFAULT_WEIGHT: u32 = 100;
+/// `cpu.shares` on v1 for [`DEFAULT_WEIGHT`] (the kernel's default); other weights scale from it.
+const DEFAULT_CPU_SHARES: u64 = 1024;
+/// `blkio.weight` of the v1 CFQ scheduler for [`DEFAULT_WEIGHT`] (its default); its range is 10..=1000.
+const DEFAULT_CFQ_WEIGHT: u32 = 500;
+/// Highest weight BFQ takes (`io.bfq.weight`, `blkio.bfq.weight`); its range is 1..=1000.
+const MAX_BFQ_WEIGHT: u32 = 1000;
+/// From here up a v1 memory limit is the kernel's "unlimited" (it prints `PAGE_COUNTER_MAX` pages).
+const V1_UNLIMITED: u64 = 1 << 62;
 /// How many times `rmdir` is tried while the kernel still reports the group busy (exiting processes).
 const REMOVE_TRIES: u32 = 50;
 /// Pause between two polls of a cgroup file, and between two `rmdir` tries.
@@ -81,14 +90,47 @@ impl fmt::Display for Layout {
 pub struct CgroupLimits {
     /// Most processes the vserver may hold at once (`pids.max`); `None` leaves it unlimited.
     pub pids_max: Option<u64>,
-    /// The vserver is one group for the CPU scheduler (S_FLAGS `sched`).
+    /// The vserver is one group for the CPU scheduler (S_FLAGS `sched`), with the default weight unless
+    /// `cpu_weight` says otherwise.
     pub cpu_group: bool,
+    /// Most memory (RAM and swap together) its processes may hold, in bytes: v2 `memory.max` (and
+    /// `memory.swap.max` 0), v1 `memory.limit_in_bytes` (and `memory.memsw.limit_in_bytes`, the same).
+    #[serde(default)]
+    pub memory_max: Option<u64>,
+    /// Its CPU weight, 1..=10000 (100 the default): v2 `cpu.weight`, v1 `cpu.shares` scaled (100 is 1024).
+    /// Implies a CPU group of its own.
+    #[serde(default)]
+    pub cpu_weight: Option<u32>,
+    /// Its block I/O weight, 1..=10000 (100 the default): v2 `io.weight` (or `io.bfq.weight`), v1
+    /// `blkio.weight` (CFQ) or `blkio.bfq.weight` (BFQ), whichever the kernel offers.
+    #[serde(default)]
+    pub io_weight: Option<u32>,
 }
 
 impl From<&ContextSpec> for CgroupLimits {
     fn from(spec: &ContextSpec) -> Self {
-        Self { pids_max: spec.nproc, cpu_group: spec.flags.sched }
+        Self {
+            pids_max: spec.nproc,
+            cpu_group: spec.flags.sched,
+            memory_max: spec.limits.memory,
+            cpu_weight: spec.limits.cpu_weight,
+            io_weight: spec.limits.io_weight,
+        }
     }
+}
+
+/// What a vserver's groups hold and may hold, as the kernel reports it; `None` where the host does not
+/// account it, the group does not exist, or (for a limit) there is none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupUsage {
+    /// Tasks (processes and their threads) counted against the process limit (`pids.current`).
+    pub tasks: Option<u64>,
+    /// The process limit in force (`pids.max`).
+    pub tasks_max: Option<u64>,
+    /// Memory charged to the vserver, in bytes (`memory.current`, `memory.usage_in_bytes`).
+    pub memory_bytes: Option<u64>,
+    /// The memory limit in force, in bytes (`memory.max`, `memory.limit_in_bytes`).
+    pub memory_max: Option<u64>,
 }
 
 /// Why a cgroup operation failed; each variant names the operation and carries the path it touched.
@@ -199,6 +241,19 @@ pub enum CgroupError {
         /// What to check.
         hint: &'static str,
     },
+    /// A limit was asked for and its controller is there, but the kernel offers no file to set it (an I/O
+    /// weight without a proportional I/O scheduler).
+    #[error("cannot enforce {limit}: {group} has no {files} file ({hint})")]
+    Unsupported {
+        /// The conf key asking for the limit (`IO_WEIGHT`).
+        limit: &'static str,
+        /// The vserver's group, where the files were looked for.
+        group: PathBuf,
+        /// The files looked for, in words (`blkio.weight nor blkio.bfq.weight`).
+        files: &'static str,
+        /// What the host needs, and how to run without the limit.
+        hint: &'static str,
+    },
     /// The group exists but the kernel offers no freezer for it.
     #[error(
         "cannot freeze cgroup {path}: it has no cgroup.freeze file \
@@ -229,6 +284,9 @@ pub struct Cgroups {
     memory: Option<PathBuf>,
     /// On v1 hierarchies, the vserver's group under `devices/`, if that hierarchy is mounted.
     devices: Option<PathBuf>,
+    /// On v1 hierarchies, the vserver's group under `blkio/`, if that hierarchy is mounted (made only for an
+    /// I/O weight).
+    blkio: Option<PathBuf>,
 }
 
 impl Cgroups {
@@ -269,6 +327,7 @@ impl Cgroups {
             cpu: v1_group("cpu"),
             memory: v1_group("memory"),
             devices: v1_group("devices"),
+            blkio: v1_group("blkio"),
             root,
         })
     }
@@ -310,10 +369,13 @@ impl Cgroups {
     }
 
     /// Makes the vserver's groups (and missing parents), enables the controllers and sets the limits.
-    /// Running it again on existing groups only brings the limits in line.
+    /// Running it again on existing groups brings the limits in line: a limit no longer asked for goes back
+    /// to the kernel's default.
     ///
-    /// A process limit the host cannot enforce is an error ([`CgroupError::Controller`]); a CPU group the
-    /// host cannot make is only logged, the vserver runs without one.
+    /// A limit the host cannot enforce is an error ([`CgroupError::Controller`] when its controller is
+    /// missing, [`CgroupError::Unsupported`] when the controller offers no file for it): the vserver never
+    /// runs without a limit its conf asks for. Only a CPU group of S_FLAGS `sched` without CPU_WEIGHT is
+    /// logged when the host cannot make it, and the vserver runs without one.
     pub fn create(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
         mkdir_p(&self.main)?;
         match self.layout {
@@ -350,45 +412,107 @@ impl Cgroups {
         let parent = self.v2_levels.last().expect("the root is a level");
         let parent_control = parent.join("cgroup.subtree_control");
         let active = read_word_set(&parent_control)?;
-        let pids_max = self.main.join("pids.max");
-        match limits.pids_max {
-            Some(_) if !active.contains("pids") => {
-                return Err(CgroupError::Controller {
-                    controller: "pids",
-                    path: parent_control,
-                    hint: "the pids controller must be listed in the cgroup root's cgroup.controllers \
-                           and be enabled in every cgroup.subtree_control down to here",
-                });
+        let need = |controller: &'static str| -> Result<(), CgroupError> {
+            if active.contains(controller) {
+                Ok(())
+            } else {
+                Err(CgroupError::Controller { controller, path: parent_control.clone(), hint: v2_hint(controller) })
             }
-            Some(max) => write_control(&pids_max, &max.to_string())?,
+        };
+        let group = &self.main;
+
+        let pids_max = group.join("pids.max");
+        match limits.pids_max {
+            Some(max) => {
+                need("pids")?;
+                write_control(&pids_max, &max.to_string())?;
+            }
             None if pids_max.is_file() => write_control(&pids_max, "max")?,
             None => {}
         }
-        if limits.cpu_group {
-            if active.contains("cpu") {
-                write_control(&self.main.join("cpu.weight"), CPU_WEIGHT)?;
-            } else {
-                tracing::warn!(
-                    group = %self.main.display(),
-                    "the cpu controller is not enabled here; the vserver gets no CPU group of its own"
-                );
+
+        let (memory_max, swap_max) = (group.join("memory.max"), group.join("memory.swap.max"));
+        match limits.memory_max {
+            Some(bytes) => {
+                need("memory")?;
+                write_control(&memory_max, &bytes.to_string())?;
+                // memory.max bounds RAM alone; without this the vserver could go on in swap.
+                if swap_max.is_file() {
+                    write_control(&swap_max, "0")?;
+                }
+            }
+            None => {
+                for file in [&memory_max, &swap_max] {
+                    if file.is_file() {
+                        write_control(file, "max")?;
+                    }
+                }
+            }
+        }
+
+        let cpu_weight = group.join("cpu.weight");
+        match (limits.cpu_weight, limits.cpu_group) {
+            (Some(weight), _) => {
+                need("cpu")?;
+                write_control(&cpu_weight, &weight.to_string())?;
+            }
+            (None, true) if active.contains("cpu") => write_control(&cpu_weight, &DEFAULT_WEIGHT.to_string())?,
+            (None, true) => tracing::warn!(
+                group = %group.display(),
+                "the cpu controller is not enabled here; the vserver gets no CPU group of its own"
+            ),
+            (None, false) if cpu_weight.is_file() => write_control(&cpu_weight, &DEFAULT_WEIGHT.to_string())?,
+            (None, false) => {}
+        }
+
+        let (io_weight, bfq_weight) = (group.join("io.weight"), group.join("io.bfq.weight"));
+        match limits.io_weight {
+            Some(weight) => {
+                need("io")?;
+                if io_weight.is_file() {
+                    write_control(&io_weight, &format!("default {weight}"))?;
+                } else if bfq_weight.is_file() {
+                    write_control(&bfq_weight, &weight.min(MAX_BFQ_WEIGHT).to_string())?;
+                } else {
+                    return Err(CgroupError::Unsupported {
+                        limit: "IO_WEIGHT",
+                        group: group.clone(),
+                        files: "io.weight nor io.bfq.weight",
+                        hint: "I/O weights need a kernel with the io.cost controller (CONFIG_BLK_CGROUP_IOCOST) or \
+                               the BFQ scheduler; remove IO_WEIGHT from the conf to run without one",
+                    });
+                }
+            }
+            None => {
+                if io_weight.is_file() {
+                    write_control(&io_weight, &format!("default {DEFAULT_WEIGHT}"))?;
+                }
+                if bfq_weight.is_file() {
+                    write_control(&bfq_weight, &DEFAULT_WEIGHT.to_string())?;
+                }
             }
         }
         Ok(())
     }
 
     fn create_v1(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        let missing = |controller: &'static str, hint: &'static str| CgroupError::Controller {
+            controller,
+            path: self.root.join(controller),
+            hint,
+        };
+
         match (limits.pids_max, &self.pids) {
             (Some(max), Some(group)) => {
                 mkdir_p(group)?;
                 write_control(&group.join("pids.max"), &max.to_string())?;
             }
             (Some(_), None) => {
-                return Err(CgroupError::Controller {
-                    controller: "pids",
-                    path: self.root.join("pids"),
-                    hint: "the v1 pids controller must be mounted there to limit processes",
-                })
+                return Err(missing(
+                    "pids",
+                    "the v1 pids controller must be mounted there to limit processes; LIMIT_PIDS=unlimited \
+                     runs the vserver without a process limit",
+                ))
             }
             // An earlier run may have set a limit that is no longer wanted.
             (None, Some(group)) if group.join("pids.max").is_file() => {
@@ -396,20 +520,89 @@ impl Cgroups {
             }
             (None, _) => {}
         }
-        if limits.cpu_group {
-            match &self.cpu {
-                Some(group) => {
-                    mkdir_p(group)?;
-                    write_control(&group.join("cpu.shares"), CPU_SHARES)?;
-                }
-                None => tracing::warn!(
-                    hierarchy = %self.root.join("cpu").display(),
-                    "no v1 cpu hierarchy is mounted; the vserver gets no CPU group of its own"
-                ),
+
+        match (limits.memory_max, &self.memory) {
+            (Some(_), None) => {
+                return Err(missing(
+                    "memory",
+                    "the v1 memory controller must be mounted there to limit memory; remove LIMIT_MEMORY from \
+                     the conf to run without a memory limit",
+                ))
             }
+            (Some(bytes), Some(group)) => {
+                mkdir_p(group)?;
+                set_v1_memory(group, &bytes.to_string())?;
+            }
+            (None, Some(group)) => {
+                // Made even without a limit: it accounts the vserver's memory for `status`.
+                mkdir_p(group)?;
+                if group.join("memory.limit_in_bytes").is_file() {
+                    set_v1_memory(group, "-1")?;
+                }
+            }
+            (None, None) => {}
         }
-        if let Some(group) = &self.memory {
-            mkdir_p(group)?;
+
+        let shares = limits.cpu_weight.or(limits.cpu_group.then_some(DEFAULT_WEIGHT)).map(cpu_shares);
+        match (shares, &self.cpu) {
+            (Some(shares), Some(group)) => {
+                mkdir_p(group)?;
+                write_control(&group.join("cpu.shares"), &shares.to_string())?;
+            }
+            (Some(_), None) if limits.cpu_weight.is_some() => {
+                return Err(missing(
+                    "cpu",
+                    "the v1 cpu controller must be mounted there to weigh the vserver's CPU time; remove \
+                     CPU_WEIGHT from the conf to run without one",
+                ))
+            }
+            (Some(_), None) => tracing::warn!(
+                hierarchy = %self.root.join("cpu").display(),
+                "no v1 cpu hierarchy is mounted; the vserver gets no CPU group of its own"
+            ),
+            // A group left by an earlier run that had one: back to the default weight.
+            (None, Some(group)) if group.join("cpu.shares").is_file() => {
+                write_control(&group.join("cpu.shares"), &DEFAULT_CPU_SHARES.to_string())?;
+            }
+            (None, _) => {}
+        }
+
+        match (limits.io_weight, &self.blkio) {
+            (Some(_), None) => {
+                return Err(missing(
+                    "blkio",
+                    "the v1 blkio controller must be mounted there to weigh the vserver's I/O; remove \
+                     IO_WEIGHT from the conf to run without one",
+                ))
+            }
+            (Some(weight), Some(group)) => {
+                mkdir_p(group)?;
+                let (cfq, bfq) = (group.join("blkio.weight"), group.join("blkio.bfq.weight"));
+                if cfq.is_file() {
+                    write_control(&cfq, &cfq_weight(weight).to_string())?;
+                } else if bfq.is_file() {
+                    write_control(&bfq, &weight.min(MAX_BFQ_WEIGHT).to_string())?;
+                } else {
+                    return Err(CgroupError::Unsupported {
+                        limit: "IO_WEIGHT",
+                        group: group.clone(),
+                        files: "blkio.weight nor blkio.bfq.weight",
+                        hint: "this kernel's blkio controller only throttles: I/O weights need the BFQ scheduler \
+                               (CONFIG_IOSCHED_BFQ, selected in /sys/block/DEV/queue/scheduler) or cgroup v2's \
+                               io.cost; remove IO_WEIGHT from the conf to run without one",
+                    });
+                }
+            }
+            (None, Some(group)) if group.is_dir() => {
+                let (cfq, bfq) = (group.join("blkio.weight"), group.join("blkio.bfq.weight"));
+                if cfq.is_file() {
+                    write_control(&cfq, &DEFAULT_CFQ_WEIGHT.to_string())?;
+                }
+                if bfq.is_file() {
+                    write_control(&bfq, &DEFAULT_WEIGHT.to_string())?;
+                }
+            }
+            (None, _) => {}
         }
         Ok(())
     }
@@ -592,6 +785,25 @@ impl Cgroups {
         fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
+    /// What the vserver's groups hold and may hold: tasks against the process limit, memory against the
+    /// memory limit (`None` fields where the host does not tell).
+    pub fn usage(&self) -> CgroupUsage {
+        let pids = match self.layout {
+            Layout::V2 => Some(&self.main),
+            Layout::Hybrid | Layout::V1 => self.pids.as_ref(),
+        };
+        let memory = match self.layout {
+            Layout::V2 => Some(self.main.join("memory.max")),
+            Layout::Hybrid | Layout::V1 => self.memory.as_ref().map(|g| g.join("memory.limit_in_bytes")),
+        };
+        CgroupUsage {
+            tasks: pids.and_then(|g| read_limit(&g.join("pids.current"))),
+            tasks_max: pids.and_then(|g| read_limit(&g.join("pids.max"))),
+            memory_bytes: self.memory_bytes(),
+            memory_max: memory.and_then(|f| read_limit(&f)),
+        }
+    }
+
     /// Polls until the vserver has no process left: `true` when empty, `false` if `timeout` passed first.
     pub fn wait_empty(&self, timeout: Duration) -> Result<bool, CgroupError> {
         let deadline = Instant::now() + timeout;
@@ -635,7 +847,7 @@ impl Cgroups {
 
     /// The v1 per-controller groups the host could hold (none on v2).
     fn v1_groups(&self) -> impl Iterator<Item = &PathBuf> {
-        [&self.pids, &self.cpu, &self.memory, &self.devices].into_iter().flatten()
+        [&self.pids, &self.cpu, &self.memory, &self.devices, &self.blkio].into_iter().flatten()
     }
 }
 
@@ -672,6 +884,64 @@ fn write_control(path: &Path, value: &str) -> Result<(), CgroupError> {
         value: value.to_string(),
         source,
     })
+}
+
+/// What a v2 host needs for `controller`, and how to run without the limit that asked for it.
+fn v2_hint(controller: &str) -> &'static str {
+    match controller {
+        "pids" => {
+            "the pids controller must be listed in the cgroup root's cgroup.controllers and be enabled in every \
+             cgroup.subtree_control down to here; LIMIT_PIDS=unlimited runs the vserver without a process limit"
+        }
+        "memory" => {
+            "LIMIT_MEMORY needs the memory controller listed in the cgroup root's cgroup.controllers and enabled \
+             in every cgroup.subtree_control down to here; remove LIMIT_MEMORY from the conf to run without one"
+        }
+        "cpu" => {
+            "CPU_WEIGHT needs the cpu controller listed in the cgroup root's cgroup.controllers and enabled in \
+             every cgroup.subtree_control down to here; remove CPU_WEIGHT from the conf to run without one"
+        }
+        "io" => {
+            "IO_WEIGHT needs the io controller listed in the cgroup root's cgroup.controllers and enabled in \
+             every cgroup.subtree_control down to here; remove IO_WEIGHT from the conf to run without one"
+        }
+        _ => "the controller must be listed in the cgroup root's cgroup.controllers and enabled below it",
+    }
+}
+
+/// v1 `cpu.shares` for a CPU weight: the default weight 100 is the default 1024 shares, others in
+/// proportion (1 is 10, 10000 is 102400; the kernel takes 2 to 262144).
+fn cpu_shares(weight: u32) -> u64 {
+    u64::from(weight) * DEFAULT_CPU_SHARES / u64::from(DEFAULT_WEIGHT)
+}
+
+/// v1 CFQ `blkio.weight` for an I/O weight: 100 is CFQ's default 500, others in proportion, within CFQ's
+/// 10..=1000.
+fn cfq_weight(weight: u32) -> u32 {
+    (weight.saturating_mul(DEFAULT_CFQ_WEIGHT) / DEFAULT_WEIGHT).clamp(10, 1000)
+}
+
+/// Sets a v1 memory group's limit (`-1` for none) on RAM and, where the kernel accounts swap, on RAM and
+/// swap together. The kernel keeps `memsw` at or above the RAM limit at every step, hence the order:
+/// lift `memsw`, set the RAM limit, then bring `memsw` down to it.
+fn set_v1_memory(group: &Path, value: &str) -> Result<(), CgroupError> {
+    let memsw = group.join("memory.memsw.limit_in_bytes");
+    let has_memsw = memsw.is_file();
+    if has_memsw {
+        write_control(&memsw, "-1")?;
+    }
+    write_control(&group.join("memory.limit_in_bytes"), value)?;
+    if has_memsw {
+        write_control(&memsw, value)?;
+    }
+    Ok(())
+}
+
+/// A number read from a control file; `max` (and v1's huge "unlimited") is `None`, as is a missing or
+/// unreadable file.
+fn read_limit(path: &Path) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.trim().parse().ok().filter(|&n| n < V1_UNLIMITED)
 }
 
 /// The words of a control file such as `cgroup.controllers` or `cgroup.subtree_control`, a leading `+`
@@ -902,10 +1172,10 @@ mod tests {
         let cg = Cgroups::new(&place(&dir), &web()).unwrap();
         assert_eq!(cg.layout(), Layout::V2);
         assert_eq!(cg.paths(), vec![r.join("vservers/web")]);
-        cg.create(&CgroupLimits { pids_max: Some(20), cpu_group: true }).unwrap();
+        cg.create(&CgroupLimits { pids_max: Some(20), cpu_group: true, ..Default::default() }).unwrap();
         assert!(cg.exists());
-        assert_eq!(read(&r.join("cgroup.subtree_control")), "+pids +cpu +memory");
-        assert_eq!(read(&r.join("vservers/cgroup.subtree_control")), "+pids +cpu +memory");
+        assert_eq!(read(&r.join("cgroup.subtree_control")), "+pids +cpu +memory +io");
+        assert_eq!(read(&r.join("vservers/cgroup.subtree_control")), "+pids +cpu +memory +io");
         assert_eq!(read(&r.join("vservers/web/pids.max")), "20");
         assert_eq!(read(&r.join("vservers/web/cpu.weight")), "100");
         // Processes never go into the parent.
@@ -918,18 +1188,294 @@ mod tests {
 
     #[test]
     fn v2_create_again_only_brings_limits_in_line() {
-        let dir = v2_host("cpu memory pids");
+        let dir = v2_host("cpu io memory pids");
         let r = dir.path();
+        let g = r.join("vservers/web");
+        v2_limit_files(&g);
         let cg = Cgroups::new(&place(&dir), &web()).unwrap();
-        cg.create(&CgroupLimits { pids_max: Some(20), cpu_group: false }).unwrap();
-        assert_eq!(read(&r.join("vservers/web/cpu.weight")), "1", "no cpu.weight without cpu_group");
+        cg.create(&all_limits()).unwrap();
+        assert_eq!(read(&g.join("pids.max")), "20");
+        assert_eq!(read(&g.join("memory.max")), "67108864");
+        assert_eq!(read(&g.join("cpu.weight")), "500");
+        assert_eq!(read(&g.join("io.weight")), "default 300");
         // What the kernel shows once they are on: nothing is written again.
-        touch(&r.join("cgroup.subtree_control"), "cpu memory pids\n");
-        touch(&r.join("vservers/cgroup.subtree_control"), "cpu memory pids\n");
-        cg.create(&CgroupLimits { pids_max: None, cpu_group: false }).unwrap();
-        assert_eq!(read(&r.join("cgroup.subtree_control")), "cpu memory pids\n");
-        assert_eq!(read(&r.join("vservers/cgroup.subtree_control")), "cpu memory pids\n");
-        assert_eq!(read(&r.join("vservers/web/pids.max")), "max");
+        touch(&r.join("cgroup.subtree_control"), "cpu io memory pids\n");
+        touch(&r.join("vservers/cgroup.subtree_control"), "cpu io memory pids\n");
+        // The conf no longer asks for limits: each goes back to the kernel's default.
+        cg.create(&CgroupLimits::default()).unwrap();
+        assert_eq!(read(&r.join("cgroup.subtree_control")), "cpu io memory pids\n");
+        assert_eq!(read(&r.join("vservers/cgroup.subtree_control")), "cpu io memory pids\n");
+        assert_eq!(read(&g.join("pids.max")), "max");
+        assert_eq!(read(&g.join("memory.max")), "max");
+        assert_eq!(read(&g.join("memory.swap.max")), "max");
+        assert_eq!(read(&g.join("cpu.weight")), "100");
+        assert_eq!(read(&g.join("io.weight")), "default 100");
+    }
+
+    /// Every limit at once: 20 processes, 64 MiB, CPU weight 500, I/O weight 300.
+    fn all_limits() -> CgroupLimits {
+        CgroupLimits {
+            pids_max: Some(20),
+            cpu_group: false,
+            memory_max: Some(64 << 20),
+            cpu_weight: Some(500),
+            io_weight: Some(300),
+        }
+    }
+
+    /// The control files the kernel shows in a v2 group with pids, memory, cpu and io on (and swap
+    /// accounted, and the io.cost controller built in).
+    fn v2_limit_files(group: &Path) {
+        for (file, value) in [
+            ("pids.max", "max"),
+            ("memory.max", "max"),
+            ("memory.swap.max", "max"),
+            ("cpu.weight", "100"),
+            ("io.weight", "default 100"),
+        ] {
+            touch(&group.join(file), value);
+        }
+    }
+
+    #[test]
+    fn v2_memory_limit_is_memory_max_with_no_swap() {
+        let dir = v2_host("memory pids");
+        let g = dir.path().join("vservers/web");
+        v2_limit_files(&g);
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        let limits = CgroupLimits { memory_max: Some(512 << 20), ..Default::default() };
+        cg.create(&limits).unwrap();
+        assert_eq!(read(&g.join("memory.max")), "536870912");
+        assert_eq!(read(&g.join("memory.swap.max")), "0", "RAM and swap together stay under the limit");
+        // A kernel without swap accounting has no memory.swap.max: memory.max alone is the whole limit.
+        fs::remove_file(g.join("memory.swap.max")).unwrap();
+        cg.create(&limits).unwrap();
+        assert!(!g.join("memory.swap.max").exists(), "control files are never created");
+        assert_eq!(read(&g.join("memory.max")), "536870912");
+    }
+
+    #[test]
+    fn v2_cpu_weight_is_written_as_is_and_sched_alone_gets_the_default() {
+        let dir = v2_host("cpu pids");
+        let g = dir.path().join("vservers/web");
+        v2_limit_files(&g);
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        cg.create(&CgroupLimits { cpu_weight: Some(10000), ..Default::default() }).unwrap();
+        assert_eq!(read(&g.join("cpu.weight")), "10000");
+        cg.create(&CgroupLimits { cpu_group: true, cpu_weight: Some(1), ..Default::default() }).unwrap();
+        assert_eq!(read(&g.join("cpu.weight")), "1", "CPU_WEIGHT wins over the default of sched");
+        cg.create(&CgroupLimits { cpu_group: true, ..Default::default() }).unwrap();
+        assert_eq!(read(&g.join("cpu.weight")), "100");
+    }
+
+    #[test]
+    fn v2_io_weight_goes_to_io_weight_or_else_to_bfq() {
+        let dir = v2_host("io pids");
+        let g = dir.path().join("vservers/web");
+        v2_limit_files(&g);
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        cg.create(&CgroupLimits { io_weight: Some(300), ..Default::default() }).unwrap();
+        assert_eq!(read(&g.join("io.weight")), "default 300");
+        // A kernel without io.cost but with BFQ: its own file, whose range ends at 1000.
+        fs::remove_file(g.join("io.weight")).unwrap();
+        touch(&g.join("io.bfq.weight"), "default 100");
+        cg.create(&CgroupLimits { io_weight: Some(300), ..Default::default() }).unwrap();
+        assert_eq!(read(&g.join("io.bfq.weight")), "300");
+        cg.create(&CgroupLimits { io_weight: Some(5000), ..Default::default() }).unwrap();
+        assert_eq!(read(&g.join("io.bfq.weight")), "1000");
+        cg.create(&CgroupLimits::default()).unwrap();
+        assert_eq!(read(&g.join("io.bfq.weight")), "100");
+    }
+
+    #[test]
+    fn v2_an_io_weight_without_a_weight_file_is_refused_naming_the_files() {
+        let dir = v2_host("io pids");
+        let g = dir.path().join("vservers/web");
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        let err = cg.create(&CgroupLimits { io_weight: Some(300), ..Default::default() }).unwrap_err();
+        match &err {
+            CgroupError::Unsupported { limit: "IO_WEIGHT", group, .. } => assert_eq!(group, &g),
+            other => panic!("{other:?}"),
+        }
+        let msg = err.to_string();
+        for part in ["IO_WEIGHT", "io.weight", "io.bfq.weight", &g.display().to_string(), "remove IO_WEIGHT"] {
+            assert!(msg.contains(part), "{part:?} missing from: {msg}");
+        }
+    }
+
+    #[test]
+    fn v2_each_limit_without_its_controller_is_refused() {
+        for (limits, controller, key) in [
+            (CgroupLimits { memory_max: Some(64 << 20), ..Default::default() }, "memory", "LIMIT_MEMORY"),
+            (CgroupLimits { cpu_weight: Some(200), ..Default::default() }, "cpu", "CPU_WEIGHT"),
+            (CgroupLimits { io_weight: Some(200), ..Default::default() }, "io", "IO_WEIGHT"),
+            (CgroupLimits { pids_max: Some(20), ..Default::default() }, "pids", "LIMIT_PIDS=unlimited"),
+        ] {
+            // The host offers every controller but the one the limit needs.
+            let offered: Vec<&str> = V2_CONTROLLERS.into_iter().filter(|c| *c != controller).collect();
+            let dir = v2_host(&offered.join(" "));
+            v2_limit_files(&dir.path().join("vservers/web"));
+            let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+            let err = cg.create(&limits).unwrap_err();
+            match &err {
+                CgroupError::Controller { controller: c, path, .. } => {
+                    assert_eq!(*c, controller);
+                    assert_eq!(path, &dir.path().join("vservers/cgroup.subtree_control"));
+                }
+                other => panic!("{controller}: {other:?}"),
+            }
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("the {controller} controller")) && msg.contains(key), "{msg}");
+        }
+        // S_FLAGS sched alone asks for no limit: without the cpu controller it is only logged.
+        let dir = v2_host("pids");
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        cg.create(&CgroupLimits { cpu_group: true, ..Default::default() }).unwrap();
+    }
+
+    #[test]
+    fn hybrid_memory_limit_bounds_ram_and_swap_together() {
+        let dir = hybrid_host(&["memory"]);
+        let g = dir.path().join("memory/vservers/web");
+        touch(&g.join("memory.limit_in_bytes"), "9223372036854771712");
+        touch(&g.join("memory.memsw.limit_in_bytes"), "9223372036854771712");
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        cg.create(&CgroupLimits { memory_max: Some(64 << 20), ..Default::default() }).unwrap();
+        assert_eq!(read(&g.join("memory.limit_in_bytes")), "67108864");
+        assert_eq!(read(&g.join("memory.memsw.limit_in_bytes")), "67108864");
+        cg.create(&CgroupLimits::default()).unwrap();
+        assert_eq!(read(&g.join("memory.limit_in_bytes")), "-1");
+        assert_eq!(read(&g.join("memory.memsw.limit_in_bytes")), "-1");
+        // Without swap accounting only the RAM limit exists.
+        fs::remove_file(g.join("memory.memsw.limit_in_bytes")).unwrap();
+        cg.create(&CgroupLimits { memory_max: Some(32 << 20), ..Default::default() }).unwrap();
+        assert_eq!(read(&g.join("memory.limit_in_bytes")), "33554432");
+        assert!(!g.join("memory.memsw.limit_in_bytes").exists());
+    }
+
+    #[test]
+    fn hybrid_cpu_weight_becomes_scaled_cpu_shares() {
+        let dir = hybrid_host(&["pids", "cpu", "memory"]);
+        let g = dir.path().join("cpu/vservers/web");
+        touch(&g.join("cpu.shares"), "1024");
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        for (weight, shares) in [(500, "5120"), (100, "1024"), (1, "10"), (10000, "102400")] {
+            cg.create(&CgroupLimits { cpu_weight: Some(weight), ..Default::default() }).unwrap();
+            assert_eq!(read(&g.join("cpu.shares")), shares, "weight {weight}");
+        }
+        cg.create(&CgroupLimits::default()).unwrap();
+        assert_eq!(read(&g.join("cpu.shares")), "1024", "a weight no longer asked for goes back to the default");
+        assert!(cg.paths().contains(&g));
+    }
+
+    #[test]
+    fn v1_io_weight_goes_to_cfq_or_bfq_whichever_exists() {
+        let dir = v1_host(&["blkio"]);
+        let g = dir.path().join("blkio/vservers/web");
+        touch(&g.join("blkio.weight"), "500");
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        // CFQ: 100 is its default 500, within 10..=1000.
+        for (weight, cfq) in [(100, "500"), (300, "1000"), (1, "10"), (50, "250")] {
+            cg.create(&CgroupLimits { io_weight: Some(weight), ..Default::default() }).unwrap();
+            assert_eq!(read(&g.join("blkio.weight")), cfq, "weight {weight}");
+        }
+        cg.create(&CgroupLimits::default()).unwrap();
+        assert_eq!(read(&g.join("blkio.weight")), "500");
+        // BFQ: the same scale as io.weight, up to 1000.
+        fs::remove_file(g.join("blkio.weight")).unwrap();
+        touch(&g.join("blkio.bfq.weight"), "100");
+        cg.create(&CgroupLimits { io_weight: Some(300), ..Default::default() }).unwrap();
+        assert_eq!(read(&g.join("blkio.bfq.weight")), "300");
+        assert_eq!(cg.paths(), vec![dir.path().join("freezer/vservers/web"), g.clone()]);
+        cg.add_process(4242).unwrap_err();
+        touch(&dir.path().join("freezer/vservers/web/cgroup.procs"), "");
+        touch(&g.join("cgroup.procs"), "");
+        cg.add_process(4242).unwrap();
+        assert_eq!(read(&g.join("cgroup.procs")), "4242", "the process joins the blkio group");
+    }
+
+    #[test]
+    fn hybrid_an_io_weight_on_a_throttling_only_blkio_is_refused_and_removable() {
+        // This machine's shape: a blkio hierarchy with only blkio.throttle.* files (no CFQ, no BFQ).
+        let dir = hybrid_host(&["pids", "memory", "blkio"]);
+        let r = dir.path();
+        touch(&r.join("pids/vservers/web/pids.max"), "max");
+        let g = r.join("blkio/vservers/web");
+        touch(&g.join("blkio.throttle.read_bps_device"), "");
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        let limits = CgroupLimits { pids_max: Some(4096), io_weight: Some(200), ..Default::default() };
+        let err = cg.create(&limits).unwrap_err();
+        match &err {
+            CgroupError::Unsupported { limit: "IO_WEIGHT", group, .. } => assert_eq!(group, &g),
+            other => panic!("{other:?}"),
+        }
+        let msg = err.to_string();
+        for part in ["cannot enforce IO_WEIGHT", "blkio.weight", "blkio.bfq.weight", "BFQ", "remove IO_WEIGHT"] {
+            assert!(msg.contains(part), "{part:?} missing from: {msg}");
+        }
+        // What the start does after a refusal: every group goes, the blkio one included.
+        fs::remove_file(g.join("blkio.throttle.read_bps_device")).unwrap();
+        fs::remove_file(r.join("pids/vservers/web/pids.max")).unwrap();
+        cg.remove().unwrap();
+        for h in ["unified", "pids", "memory", "blkio"] {
+            assert!(!r.join(h).join("vservers/web").exists(), "{h} group left behind");
+        }
+    }
+
+    #[test]
+    fn v1_each_limit_without_its_hierarchy_is_refused() {
+        for (limits, controller, key) in [
+            (CgroupLimits { memory_max: Some(64 << 20), ..Default::default() }, "memory", "LIMIT_MEMORY"),
+            (CgroupLimits { cpu_weight: Some(200), ..Default::default() }, "cpu", "CPU_WEIGHT"),
+            (CgroupLimits { io_weight: Some(200), ..Default::default() }, "blkio", "IO_WEIGHT"),
+        ] {
+            let others: Vec<&str> =
+                ["pids", "cpu", "memory", "blkio"].into_iter().filter(|c| *c != controller).collect();
+            let dir = hybrid_host(&others);
+            let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+            let err = cg.create(&limits).unwrap_err();
+            match &err {
+                CgroupError::Controller { controller: c, path, .. } => {
+                    assert_eq!(*c, controller);
+                    assert_eq!(path, &dir.path().join(controller));
+                }
+                other => panic!("{controller}: {other:?}"),
+            }
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn usage_reads_tasks_and_memory_against_their_limits() {
+        let dir = v2_host("memory pids");
+        let g = dir.path().join("vservers/web");
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        assert_eq!(cg.usage(), CgroupUsage::default(), "no group: nothing known");
+        for (file, value) in
+            [("pids.current", "7\n"), ("pids.max", "4096\n"), ("memory.current", "1048576\n"), ("memory.max", "max\n")]
+        {
+            touch(&g.join(file), value);
+        }
+        let usage = cg.usage();
+        assert_eq!(
+            usage,
+            CgroupUsage { tasks: Some(7), tasks_max: Some(4096), memory_bytes: Some(1048576), memory_max: None }
+        );
+
+        let dir = hybrid_host(&["pids", "memory"]);
+        let r = dir.path();
+        touch(&r.join("pids/vservers/web/pids.current"), "3\n");
+        touch(&r.join("pids/vservers/web/pids.max"), "max\n");
+        touch(&r.join("memory/vservers/web/memory.usage_in_bytes"), "8192\n");
+        touch(&r.join("memory/vservers/web/memory.limit_in_bytes"), "33554432\n");
+        let cg = Cgroups::new(&place(&dir), &web()).unwrap();
+        assert_eq!(
+            cg.usage(),
+            CgroupUsage { tasks: Some(3), tasks_max: None, memory_bytes: Some(8192), memory_max: Some(33554432) }
+        );
+        // v1 says "unlimited" with a huge number.
+        touch(&r.join("memory/vservers/web/memory.limit_in_bytes"), "9223372036854771712\n");
+        assert_eq!(cg.usage().memory_max, None);
     }
 
     #[test]
@@ -937,9 +1483,9 @@ mod tests {
         let dir = v2_host("cpu io memory");
         let r = dir.path();
         let cg = Cgroups::new(&place(&dir), &web()).unwrap();
-        cg.create(&CgroupLimits { pids_max: None, cpu_group: true }).unwrap();
-        assert_eq!(read(&r.join("cgroup.subtree_control")), "+cpu +memory");
-        let err = cg.create(&CgroupLimits { pids_max: Some(20), cpu_group: false }).unwrap_err();
+        cg.create(&CgroupLimits { pids_max: None, cpu_group: true, ..Default::default() }).unwrap();
+        assert_eq!(read(&r.join("cgroup.subtree_control")), "+cpu +memory +io");
+        let err = cg.create(&CgroupLimits { pids_max: Some(20), cpu_group: false, ..Default::default() }).unwrap_err();
         assert!(matches!(err, CgroupError::Controller { controller: "pids", .. }), "{err:?}");
         assert!(err.to_string().contains("vservers/cgroup.subtree_control"), "{err}");
     }
@@ -951,7 +1497,7 @@ mod tests {
         // No subtree_control at the root: the write fails, as it would on a root holding processes.
         fs::remove_file(r.join("cgroup.subtree_control")).unwrap();
         let cg = Cgroups::new(&place(&dir), &web()).unwrap();
-        cg.create(&CgroupLimits { pids_max: Some(5), cpu_group: false }).unwrap();
+        cg.create(&CgroupLimits { pids_max: Some(5), cpu_group: false, ..Default::default() }).unwrap();
         assert_eq!(read(&r.join("vservers/web/pids.max")), "5");
         fs::remove_file(r.join("vservers/cgroup.subtree_control")).unwrap();
         let err = cg.create(&CgroupLimits::default()).unwrap_err();
@@ -971,7 +1517,7 @@ mod tests {
         let cg = Cgroups::new(&p, &web()).unwrap();
         assert_eq!(cg.path(), dir.path().join("web"));
         touch(&dir.path().join("web/pids.max"), "max");
-        cg.create(&CgroupLimits { pids_max: Some(7), cpu_group: false }).unwrap();
+        cg.create(&CgroupLimits { pids_max: Some(7), cpu_group: false, ..Default::default() }).unwrap();
         assert_eq!(read(&dir.path().join("cgroup.subtree_control")), "+pids");
         assert_eq!(read(&dir.path().join("web/pids.max")), "7");
     }
@@ -1005,7 +1551,7 @@ mod tests {
         touch(&r.join("cpu/vservers/web/cpu.shares"), "2");
         let cg = Cgroups::new(&place(&dir), &web()).unwrap();
         assert_eq!(cg.layout(), Layout::Hybrid);
-        cg.create(&CgroupLimits { pids_max: Some(20), cpu_group: true }).unwrap();
+        cg.create(&CgroupLimits { pids_max: Some(20), cpu_group: true, ..Default::default() }).unwrap();
         assert_eq!(read(&r.join("pids/vservers/web/pids.max")), "20");
         assert_eq!(read(&r.join("cpu/vservers/web/cpu.shares")), "1024");
         assert!(r.join("memory/vservers/web").is_dir());
@@ -1091,7 +1637,7 @@ mod tests {
         let cg = Cgroups::new(&place(&dir), &web()).unwrap();
         assert_eq!(cg.layout(), Layout::V1);
         assert_eq!(cg.path(), r.join("freezer/vservers/web"));
-        cg.create(&CgroupLimits { pids_max: Some(3), cpu_group: true }).unwrap();
+        cg.create(&CgroupLimits { pids_max: Some(3), cpu_group: true, ..Default::default() }).unwrap();
         assert_eq!(read(&r.join("pids/vservers/web/pids.max")), "3");
         assert!(!r.join("cpu").exists());
         assert_eq!(cg.paths().len(), 3);
@@ -1101,7 +1647,7 @@ mod tests {
     fn v1_a_pids_limit_without_a_pids_hierarchy_is_an_error() {
         let dir = v1_host(&["memory"]);
         let cg = Cgroups::new(&place(&dir), &web()).unwrap();
-        let err = cg.create(&CgroupLimits { pids_max: Some(3), cpu_group: false }).unwrap_err();
+        let err = cg.create(&CgroupLimits { pids_max: Some(3), cpu_group: false, ..Default::default() }).unwrap_err();
         assert!(matches!(err, CgroupError::Controller { controller: "pids", .. }), "{err:?}");
         assert!(err.to_string().contains(&dir.path().join("pids").display().to_string()), "{err}");
     }
@@ -1111,7 +1657,7 @@ mod tests {
         // The kernel makes pids.max; if it is not there the limit cannot be set, and that is said.
         let dir = hybrid_host(&["pids"]);
         let cg = Cgroups::new(&place(&dir), &web()).unwrap();
-        let err = cg.create(&CgroupLimits { pids_max: Some(3), cpu_group: false }).unwrap_err();
+        let err = cg.create(&CgroupLimits { pids_max: Some(3), cpu_group: false, ..Default::default() }).unwrap_err();
         match &err {
             CgroupError::Write { path, value, source } => {
                 assert_eq!(path, &dir.path().join("pids/vservers/web/pids.max"));
@@ -1314,13 +1860,25 @@ mod tests {
             nice: None,
             rlimits: vec![],
             nproc: Some(9),
-            limits: Default::default(),
+            limits: crate::spec::Limits {
+                memory: Some(1 << 30),
+                cpu_weight: Some(50),
+                io_weight: Some(70),
+                disk: None,
+            },
             relaxed: Default::default(),
             flags: crate::spec::Flags { sched: true, ..Default::default() },
             context_id: None,
             cgroup: CgroupPlace::default(),
         };
-        assert_eq!(CgroupLimits::from(&spec), CgroupLimits { pids_max: Some(9), cpu_group: true });
+        let limits = CgroupLimits {
+            pids_max: Some(9),
+            cpu_group: true,
+            memory_max: Some(1 << 30),
+            cpu_weight: Some(50),
+            io_weight: Some(70),
+        };
+        assert_eq!(CgroupLimits::from(&spec), limits);
     }
 
     /// Cleans up what a real test made, even when an assertion failed: the child, the vserver's groups and
@@ -1368,19 +1926,21 @@ mod tests {
             CgroupPlace { root: root.to_path_buf(), parent: format!("isolate-test-{}-{tag}", std::process::id()) };
         let name = VserverName::parse("v1").unwrap();
         let cgroups = Cgroups::new(&place, &name).unwrap();
-        let parents = ["", "unified", "freezer", "pids", "cpu", "memory"]
+        let parents = ["", "unified", "freezer", "pids", "cpu", "memory", "blkio"]
             .iter()
             .map(|h| root.join(h).join(&place.parent))
             .collect();
         let mut guard = RealGuard { cgroups: cgroups.clone(), parents, child: None };
 
-        cgroups.create(&CgroupLimits { pids_max: Some(20), cpu_group: true }).unwrap();
-        cgroups.create(&CgroupLimits { pids_max: Some(20), cpu_group: true }).expect("create is idempotent");
+        let limits = CgroupLimits { pids_max: Some(20), cpu_group: true, ..Default::default() };
+        cgroups.create(&limits).unwrap();
+        cgroups.create(&limits).expect("create is idempotent");
         let pids_max = match cgroups.layout() {
             Layout::V2 => cgroups.path().join("pids.max"),
             Layout::Hybrid | Layout::V1 => root.join("pids").join(&place.parent).join("v1/pids.max"),
         };
         assert_eq!(read(&pids_max).trim(), "20");
+        real_memory_and_cpu_limits(root, &place, &cgroups);
 
         let child = guard.child.insert(sleeper());
         let pid = child.id() as i32;
@@ -1415,6 +1975,35 @@ mod tests {
         for h in ["", "unified", "freezer", "pids", "cpu", "memory"] {
             assert!(!root.join(h).join(&place.parent).exists(), "{h} parent left behind");
         }
+    }
+
+    /// Sets, lowers, raises and lifts the memory limit and the CPU weight on the real kernel, which refuses
+    /// a v1 RAM limit above the RAM+swap one: the order of the writes is checked here.
+    fn real_memory_and_cpu_limits(root: &Path, place: &CgroupPlace, cgroups: &Cgroups) {
+        let (memory_file, cpu_file, cpu_value): (PathBuf, PathBuf, fn(u32) -> String) = match cgroups.layout() {
+            Layout::V2 => (cgroups.path().join("memory.max"), cgroups.path().join("cpu.weight"), |w| w.to_string()),
+            Layout::Hybrid | Layout::V1 => (
+                root.join("memory").join(&place.parent).join("v1/memory.limit_in_bytes"),
+                root.join("cpu").join(&place.parent).join("v1/cpu.shares"),
+                |w| cpu_shares(w).to_string(),
+            ),
+        };
+        let base = CgroupLimits { pids_max: Some(20), cpu_group: true, ..Default::default() };
+        if !memory_file.exists() || !cpu_file.exists() {
+            eprintln!("memory and CPU limits not checked: no {} or {}", memory_file.display(), cpu_file.display());
+            return;
+        }
+        for (memory, weight) in [(64 << 20, 300), (32 << 20, 7), (128 << 20, 10000)] {
+            let limits = CgroupLimits { memory_max: Some(memory), cpu_weight: Some(weight), ..base };
+            cgroups.create(&limits).unwrap_or_else(|e| panic!("{memory} bytes, weight {weight}: {e}"));
+            assert_eq!(read(&memory_file).trim(), memory.to_string());
+            assert_eq!(read(&cpu_file).trim(), cpu_value(weight));
+            assert_eq!(cgroups.usage().memory_max, Some(memory));
+        }
+        cgroups.create(&base).unwrap();
+        assert_eq!(cgroups.usage().memory_max, None, "the memory limit is lifted");
+        assert_eq!(read(&cpu_file).trim(), cpu_value(DEFAULT_WEIGHT));
+        assert_eq!(cgroups.usage().tasks_max, Some(20));
     }
 
     #[test]

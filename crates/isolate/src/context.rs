@@ -61,6 +61,9 @@ pub enum ContextError {
     /// Setting up the addresses failed.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The tree's disk quota (LIMIT_DISK) could not be set.
+    #[error(transparent)]
+    Quota(#[from] crate::quota::QuotaError),
     /// The run state could not be kept.
     #[error(transparent)]
     State(#[from] StateError),
@@ -148,6 +151,8 @@ pub fn start(spec: &ContextSpec, opts: &StartOptions) -> Result<RunState, Contex
     if stray > 0 {
         return Err(ContextError::Stray { name: spec.name.clone(), count: stray });
     }
+    // The disk quota first: a tree whose file system cannot have one refuses before any group exists.
+    crate::quota::apply(&spec.root, spec.limits.disk)?;
     let prepared = cg.create(&CgroupLimits::from(spec)).map_err(ContextError::from).and_then(|()| {
         // Before any process of the vserver runs: the launcher joins the groups next.
         if spec.relaxed.devices {

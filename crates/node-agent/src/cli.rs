@@ -399,14 +399,30 @@ fn print_status(st: &Status, agent: Option<&crate::agent::model::VserverStatus>,
     if let Some(c) = st.context {
         println!("  context:   {c}");
     }
-    println!("  processes: {}", st.processes);
+    let r = &st.resources;
+    let tasks = match (r.tasks, r.pids_limit) {
+        (Some(t), Some(l)) => format!(" ({t} tasks, limit {l})"),
+        (Some(t), None) => format!(" ({t} tasks, no limit)"),
+        (None, Some(l)) => format!(" (limit {l} tasks)"),
+        (None, None) => String::new(),
+    };
+    println!("  processes: {}{tasks}", st.processes);
     let addrs = crate::lifecycle::network_text(&st.addresses, st.host_network);
     println!("  addresses: {addrs}");
     if let Some(u) = st.uptime_secs {
         println!("  uptime:    {}", human_duration(u));
     }
-    if let Some(m) = st.memory_bytes {
-        println!("  memory:    {}", human_bytes(m));
+    if let Some(m) = against_limit(r.memory_bytes, r.memory_limit_bytes) {
+        println!("  memory:    {m}");
+    }
+    if let Some(d) = against_limit(r.disk_bytes, r.disk_limit_bytes) {
+        println!("  disk:      {d}");
+    }
+    if let Some(w) = r.cpu_weight {
+        println!("  cpu weight: {w}");
+    }
+    if let Some(w) = r.io_weight {
+        println!("  io weight: {w}");
     }
     println!("  onboot:    {}", if st.onboot { "yes" } else { "no" });
     if let Some(a) = agent {
@@ -425,6 +441,16 @@ fn print_status(st: &Status, agent: Option<&crate::agent::model::VserverStatus>,
         if let (Some(e), None) = (&a.error, in_error) {
             println!("  error:     {e} (`vserver {} clear` to lift it)", st.name);
         }
+    }
+}
+
+/// `12.0M (limit 64.0M)`, `12.0M`, `limit 64.0M`, or nothing when neither is known.
+fn against_limit(used: Option<u64>, limit: Option<u64>) -> Option<String> {
+    match (used, limit) {
+        (Some(u), Some(l)) => Some(format!("{} (limit {})", human_bytes(u), human_bytes(l))),
+        (Some(u), None) => Some(human_bytes(u)),
+        (None, Some(l)) => Some(format!("limit {}", human_bytes(l))),
+        (None, None) => None,
     }
 }
 
@@ -602,7 +628,7 @@ pub fn stat_main() -> i32 {
             "{:>7} {:>5} {:>8} {:>12}  {}",
             r.context.map_or("-".into(), |c| c.to_string()),
             r.processes,
-            r.memory_bytes.map_or("-".into(), human_bytes),
+            r.resources.memory_bytes.map_or("-".into(), human_bytes),
             r.uptime_secs.map_or("-".into(), human_duration),
             r.name
         );

@@ -104,8 +104,9 @@ pub struct Status {
     pub host_network: bool,
     /// Seconds since start.
     pub uptime_secs: Option<u64>,
-    /// Memory charged to its cgroup, when the host accounts it.
-    pub memory_bytes: Option<u64>,
+    /// What it holds against its limits (flattened: `tasks`, `pids_limit`, `memory_bytes`...).
+    #[serde(flatten)]
+    pub resources: Resources,
     /// ONBOOT=yes.
     pub onboot: bool,
 }
@@ -119,6 +120,57 @@ pub enum Observed {
     Ending,
     /// It does not run; how its last run ended, when known.
     Down(Option<isolate::state::Ending>),
+}
+
+/// What a vserver holds against its limits, as `vserver NAME status` and the agent report it. While it runs
+/// the limits are those in force (read from its cgroups and its tree's quota); while it is stopped, those of
+/// its conf. A field is null where the host does not tell, or (for a limit) there is none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    /// Tasks (processes and their threads) counted against the process limit (`pids.current`).
+    pub tasks: Option<u64>,
+    /// Its process limit (LIMIT_PIDS, default 4096; `pids.max`).
+    pub pids_limit: Option<u64>,
+    /// Memory charged to its cgroup, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Its memory limit (LIMIT_MEMORY: RAM and swap together), in bytes.
+    pub memory_limit_bytes: Option<u64>,
+    /// Bytes its tree holds, by its project quota (when its file system accounts them).
+    pub disk_bytes: Option<u64>,
+    /// Its disk quota (LIMIT_DISK), in bytes.
+    pub disk_limit_bytes: Option<u64>,
+    /// Its CPU weight (CPU_WEIGHT, 1..10000); null for the default (100).
+    pub cpu_weight: Option<u32>,
+    /// Its block I/O weight (IO_WEIGHT, 1..10000); null for the default (100).
+    pub io_weight: Option<u32>,
+}
+
+impl Resources {
+    /// What a vserver with `spec` holds: from `cgroups` and its tree's quota when it runs, its conf's limits
+    /// (and its tree's disk usage) when it does not.
+    pub fn read(spec: &ContextSpec, cgroups: &isolate::cgroup::Cgroups, running: bool) -> Self {
+        let disk = isolate::quota::usage(&spec.root);
+        let mut r = Self {
+            disk_bytes: disk.map(|d| d.bytes),
+            cpu_weight: spec.limits.cpu_weight,
+            io_weight: spec.limits.io_weight,
+            ..Self::default()
+        };
+        if running {
+            let usage = cgroups.usage();
+            r.tasks = usage.tasks;
+            r.pids_limit = usage.tasks_max;
+            r.memory_bytes = usage.memory_bytes;
+            r.memory_limit_bytes = usage.memory_max;
+            r.disk_limit_bytes = disk.and_then(|d| d.limit);
+        } else {
+            r.pids_limit = spec.nproc;
+            r.memory_limit_bytes = spec.limits.memory;
+            r.disk_limit_bytes = spec.limits.disk;
+        }
+        r
+    }
 }
 
 /// How a vserver's network reads in one line: its addresses, `loopback only`, or `host network`.
@@ -332,10 +384,11 @@ impl Host {
         let cgroup_place = state.as_ref().map_or_else(|| self.dirs.cgroup(), |s| s.spec.cgroup.clone());
         let cg = isolate::cgroup::Cgroups::new(&cgroup_place, name)?;
         let processes = cg.procs().map(|p| p.len()).unwrap_or(0);
-        let network = match &state {
-            Some(s) => s.spec.network.clone(),
-            None => conf.to_spec(name, self.dirs.root(name), self.dirs.cgroup())?.network,
+        let spec = match &state {
+            Some(s) => s.spec.clone(),
+            None => conf.to_spec(name, self.dirs.root(name), self.dirs.cgroup())?,
         };
+        let network = spec.network.clone();
         let addresses = match &network {
             isolate::spec::Network::Host => Vec::new(),
             isolate::spec::Network::Private(ifaces) => ifaces
@@ -356,7 +409,7 @@ impl Host {
             addresses,
             host_network: matches!(network, isolate::spec::Network::Host),
             uptime_secs: state.as_ref().map(RunState::uptime_secs),
-            memory_bytes: state.as_ref().and_then(|_| cg.memory_bytes()),
+            resources: Resources::read(&spec, &cg, state.is_some()),
             onboot: conf.onboot,
         })
     }

@@ -9,11 +9,15 @@ use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
 use super::model::{PeerState, StatusReport, VserverState};
+use crate::lifecycle::Resources;
 
 /// The content type of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type Labels = Vec<(&'static str, String)>;
+
+/// One gauge of a vserver's resources: its name, unit and help, and the value it shows.
+type ResourceMetric = (&'static str, Option<Unit>, &'static str, fn(&Resources) -> Option<u64>);
 
 const PEER_STATES: [(PeerState, &str); 4] = [
     (PeerState::Unknown, "unknown"),
@@ -97,6 +101,25 @@ pub fn render(status: &StatusReport) -> String {
     let vs_relocations = Family::<Labels, Gauge>::default();
     let vs_procs = Family::<Labels, Gauge>::default();
     let vs_uptime = Family::<Labels, Gauge>::default();
+    // What each vserver holds against its limits: one family per field of `Resources`, a series only where
+    // the value is known.
+    let resources: [ResourceMetric; 8] = [
+        ("tasks", None, "Tasks (processes and threads) counted against the vserver's process limit", |r| r.tasks),
+        ("pids_limit", None, "The vserver's process limit (LIMIT_PIDS), in tasks", |r| r.pids_limit),
+        ("memory", Some(Unit::Bytes), "Memory charged to the vserver's cgroup", |r| r.memory_bytes),
+        ("memory_limit", Some(Unit::Bytes), "The vserver's memory limit, RAM and swap (LIMIT_MEMORY)", |r| {
+            r.memory_limit_bytes
+        }),
+        ("disk", Some(Unit::Bytes), "Bytes the vserver's tree holds, by its project quota", |r| r.disk_bytes),
+        ("disk_limit", Some(Unit::Bytes), "The vserver's disk quota (LIMIT_DISK)", |r| r.disk_limit_bytes),
+        ("cpu_weight", None, "The vserver's CPU weight (CPU_WEIGHT, 1 to 10000; absent: the default 100)", |r| {
+            r.cpu_weight.map(u64::from)
+        }),
+        ("io_weight", None, "The vserver's block I/O weight (IO_WEIGHT, 1 to 10000; absent: the default 100)", |r| {
+            r.io_weight.map(u64::from)
+        }),
+    ];
+    let resource_families: Vec<Family<Labels, Gauge>> = resources.iter().map(|_| Family::default()).collect();
     for v in &status.vservers {
         let label = || vec![("vserver", v.name.clone())];
         vs_up.get_or_create(&label()).set(i64::from(v.state == VserverState::Running));
@@ -110,6 +133,11 @@ pub fn render(status: &StatusReport) -> String {
         vs_procs.get_or_create(&label()).set(i64::try_from(v.processes).unwrap_or(i64::MAX));
         if let Some(secs) = v.uptime_secs {
             vs_uptime.get_or_create(&label()).set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+        for ((_, _, _, value), family) in resources.iter().zip(&resource_families) {
+            if let Some(n) = value(&v.resources) {
+                family.get_or_create(&label()).set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
     }
     registry.register("up", "1 when the vserver runs, else 0", vs_up);
@@ -126,6 +154,12 @@ pub fn render(status: &StatusReport) -> String {
     );
     registry.register("processes", "Processes in the vserver's cgroup", vs_procs);
     registry.register_with_unit("uptime", "Time since the vserver started", Unit::Seconds, vs_uptime);
+    for ((name, unit, help, _), family) in resources.into_iter().zip(resource_families) {
+        match unit {
+            Some(unit) => registry.register_with_unit(name, help, unit, family),
+            None => registry.register(name, help, family),
+        }
+    }
 
     let lag = Family::<Labels, Gauge>::default();
     let last_complete = Family::<Labels, Gauge>::default();
@@ -212,6 +246,16 @@ mod tests {
                 addresses: vec![],
                 host_network: false,
                 processes: 2,
+                resources: Resources {
+                    tasks: Some(5),
+                    pids_limit: Some(4096),
+                    memory_bytes: Some(12 << 20),
+                    memory_limit_bytes: Some(512 << 20),
+                    disk_bytes: Some(3 << 30),
+                    disk_limit_bytes: Some(10 << 30),
+                    cpu_weight: Some(500),
+                    io_weight: None,
+                },
                 restarts: 4,
                 restarted_unix_ms: vec![1, 2, 3, 4],
                 relocations: 1,
@@ -238,9 +282,20 @@ mod tests {
             "vserver_restarts{vserver=\"web\"} 4",
             "vserver_relocations{vserver=\"web\"} 1",
             "vserver_agent_incarnation 3",
+            "vserver_tasks{vserver=\"web\"} 5",
+            "vserver_pids_limit{vserver=\"web\"} 4096",
+            "vserver_memory_bytes{vserver=\"web\"} 12582912",
+            "vserver_memory_limit_bytes{vserver=\"web\"} 536870912",
+            "vserver_disk_bytes{vserver=\"web\"} 3221225472",
+            "vserver_disk_limit_bytes{vserver=\"web\"} 10737418240",
+            "vserver_cpu_weight{vserver=\"web\"} 500",
+            "# HELP vserver_memory_limit_bytes The vserver's memory limit, RAM and swap (LIMIT_MEMORY).",
+            "# TYPE vserver_disk_bytes gauge",
+            "# UNIT vserver_disk_bytes bytes",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
+        assert!(!text.contains("vserver_io_weight{"), "no series for an unknown value:\n{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -155,6 +155,11 @@ pub struct VserverStatus {
     pub host_network: bool,
     /// Processes in its cgroup.
     pub processes: usize,
+    /// What it holds against its limits (flattened: `tasks`, `pids_limit`, `memory_bytes`,
+    /// `memory_limit_bytes`, `disk_bytes`, `disk_limit_bytes`, `cpu_weight`, `io_weight`; each absent or null
+    /// where unknown, and absent from agents of earlier releases).
+    #[serde(flatten)]
+    pub resources: crate::lifecycle::Resources,
     /// Restarts this host's agent made after it died on its own, within the failure window.
     pub restarts: u32,
     /// When each of those restarts was made, ms since the Unix epoch, oldest first.
@@ -333,4 +338,36 @@ pub struct OwnershipStatus {
 pub struct ErrorBody {
     /// A sentence saying what was wrong.
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::Resources;
+
+    #[test]
+    fn a_vserver_status_of_an_earlier_release_reads_with_its_resources_unknown() {
+        // What an agent of the previous release sends: no resource fields.
+        let old = r#"{"name":"web","state":"running","intent":"running","uptime_secs":7,"addresses":[],
+            "processes":2,"restarts":0,"last_error":null}"#;
+        let status: VserverStatus = serde_json::from_str(old).unwrap();
+        assert_eq!(status.resources, Resources::default());
+        assert_eq!(status.processes, 2);
+
+        let resources = Resources {
+            tasks: Some(5),
+            pids_limit: Some(4096),
+            memory_bytes: Some(1 << 20),
+            memory_limit_bytes: Some(64 << 20),
+            disk_bytes: Some(3 << 20),
+            disk_limit_bytes: Some(10 << 20),
+            cpu_weight: Some(500),
+            io_weight: Some(200),
+        };
+        let new = VserverStatus { resources, ..status };
+        let json = serde_json::to_value(&new).unwrap();
+        assert_eq!(json["pids_limit"], 4096, "the fields sit beside the others: {json}");
+        assert_eq!(json["disk_limit_bytes"], 10 << 20);
+        assert_eq!(serde_json::from_value::<VserverStatus>(json).unwrap(), new);
+    }
 }

@@ -218,6 +218,7 @@ mod tests {
                 addresses: vec!["eth0:10.0.0.1/24".into()],
                 host_network: false,
                 processes: 0,
+                resources: Default::default(),
                 restarts: 5,
                 restarted_unix_ms: vec![],
                 relocations: 0,

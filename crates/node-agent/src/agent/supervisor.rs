@@ -546,9 +546,9 @@ impl Shared {
         let state = self.state_of(name, running);
         let books = lock(&self.books);
         let book = books.get(name);
-        let (uptime_secs, addresses, host_network, processes, error) = match st {
-            Ok(s) => (s.uptime_secs, s.addresses, s.host_network, s.processes, None),
-            Err(e) => (None, Vec::new(), false, 0, Some(format!("cannot read its state: {e}"))),
+        let (uptime_secs, addresses, host_network, processes, resources, error) = match st {
+            Ok(s) => (s.uptime_secs, s.addresses, s.host_network, s.processes, s.resources, None),
+            Err(e) => (None, Vec::new(), false, 0, Default::default(), Some(format!("cannot read its state: {e}"))),
         };
         let intent = self.intents.get(name).unwrap_or(if running { Intent::Running } else { Intent::Stopped });
         VserverStatus {
@@ -559,6 +559,7 @@ impl Shared {
             addresses,
             host_network,
             processes,
+            resources,
             restarts: restarted.len() as u32,
             restarted_unix_ms: restarted,
             relocations: relocated.at_unix_ms.len() as u32,

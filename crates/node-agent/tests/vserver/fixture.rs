@@ -122,6 +122,32 @@ impl Fixture {
             .unwrap_or_default()
     }
 
+    /// The vserver's control file `file` of `controller` (`pids`, `memory`, `cpu`, `blkio`...): in the v1
+    /// hierarchy of that controller on a hybrid or v1 host, in its one group on a pure v2 host.
+    pub fn cgroup_file(&self, controller: &str, file: &str) -> PathBuf {
+        let root = PathBuf::from("/sys/fs/cgroup");
+        let group = if root.join("cgroup.controllers").exists() { root } else { root.join(controller) };
+        group.join(&self.host().cgroup_parent).join(&self.name).join(file)
+    }
+
+    /// Every group the vserver has in any hierarchy of this machine (none once it is stopped or refused).
+    pub fn cgroup_groups(&self) -> Vec<PathBuf> {
+        let root = PathBuf::from("/sys/fs/cgroup");
+        let mut hierarchies = vec![root.clone()];
+        hierarchies.extend(std::fs::read_dir(&root).into_iter().flatten().flatten().map(|e| e.path()));
+        hierarchies
+            .into_iter()
+            .map(|h| h.join(&self.host().cgroup_parent).join(&self.name))
+            .filter(|g| g.is_dir())
+            .collect()
+    }
+
+    /// `vserver NAME status --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.vserver(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&out)))
+    }
+
     /// Waits until the service at the vserver's address answers HTTP, or panics.
     pub fn wait_http(&self) -> Duration {
         self.lab
