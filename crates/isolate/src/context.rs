@@ -3,8 +3,9 @@
 //! Start forks a launcher that joins the vserver's cgroups and unshares the mount, PID, IPC, UTS (and, with
 //! IPROOT, network) namespaces. The host side then lends the launcher's network namespace its interfaces,
 //! and the launcher forks process 1 of the new PID namespace and exits, so the context is re-parented away
-//! from the command that started it. Process 1 builds the file system (`rootfs`), names, limits, the lock
-//! filter and the capability ceiling, then either execs the vserver's `/sbin/init` (`fakeinit`) or stays as
+//! from the command that started it. Before anything is built, `preflight` checks that the kernel offers what
+//! the spec needs. Process 1 builds the file system (`rootfs`), names, limits, the system call filters
+//! (`seccomp`) and the capability ceiling, then either execs the vserver's `/sbin/init` (`fakeinit`) or stays as
 //! a minimal reaper (`vinit`) that adopts orphans. Progress travels back on a pipe as text lines, so every
 //! failure inside reaches the operator as a sentence and nothing is left half built.
 //!
@@ -24,6 +25,7 @@ use nix::unistd::{ForkResult, Pid};
 use crate::cgroup::{CgroupError, CgroupLimits, Cgroups};
 use crate::devices::{self, DevicesError};
 use crate::network::{self, NetworkError};
+use crate::preflight::{self, PreflightError};
 use crate::spec::{ContextSpec, Network, Resource, Rlimit, VserverName};
 use crate::state::{self, Ending, ExitRecord, RunState, StateError};
 use crate::syscall::LinuxSyscall;
@@ -52,6 +54,9 @@ pub enum ContextError {
     /// Contexts are built by forking; that is only safe from a single-threaded process.
     #[error("contexts must be started from a single-threaded process (this one has {0} threads)")]
     MultiThreaded(usize),
+    /// The kernel lacks what the spec needs.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
     /// A cgroup operation failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -140,6 +145,7 @@ pub fn start(spec: &ContextSpec, opts: &StartOptions) -> Result<RunState, Contex
     if threads > 1 {
         return Err(ContextError::MultiThreaded(threads));
     }
+    preflight::check(&LinuxSyscall, spec)?;
     if let Some(st) = RunState::load(&opts.run_dir, &spec.name)? {
         if st.init_alive() {
             return Err(ContextError::AlreadyRunning(spec.name.clone()));
@@ -444,9 +450,7 @@ fn init(spec: &ContextSpec, up: &mut File, console: File) -> Result<std::convert
     set_stdio(&console)?;
     drop(console);
     reset_signals();
-    if spec.flags.lock {
-        step("lock", seccomp::apply_lock())?;
-    }
+    step("system call filter", seccomp::apply(&LinuxSyscall, spec))?;
     step("capabilities", capabilities::restrict_to(&LinuxSyscall, &spec.capabilities()))?;
     let env = [format!("PATH={BASE_PATH}"), "TERM=linux".to_string(), "container=vserver".to_string()];
     if spec.flags.fakeinit {

@@ -2,7 +2,7 @@
 //!
 //! A helper process joins the context's cgroup and namespaces (`setns` on process 1's namespace files),
 //! then forks so the command is born inside the PID namespace; the command gets the very ceiling the
-//! context's own processes have (limits, nice floor, lock filter, capabilities), read from the run state.
+//! context's own processes have (limits, nice floor, system call filters, capabilities), read from the run state.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -301,9 +301,7 @@ fn command(
     }
     apply_limits(spec)?;
     reset_signals();
-    if spec.flags.lock {
-        seccomp::apply_lock().map_err(|e| format!("lock: {e}"))?;
-    }
+    seccomp::apply(&LinuxSyscall, spec).map_err(|e| format!("system call filter: {e}"))?;
     capabilities::restrict_to(&LinuxSyscall, &spec.capabilities()).map_err(|e| format!("capabilities: {e}"))?;
     let mut env =
         vec![format!("PATH={BASE_PATH}"), format!("TERM={}", std::env::var("TERM").unwrap_or_else(|_| "dumb".into()))];

@@ -13,6 +13,7 @@ pub mod devices;
 pub mod exec;
 pub mod garp;
 pub mod network;
+pub mod preflight;
 pub mod quota;
 pub mod rootfs;
 pub mod seccomp;

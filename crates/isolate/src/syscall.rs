@@ -71,6 +71,14 @@ pub trait Syscall {
     /// bpf(BPF_PROG_ATTACH) of a loaded device program to the cgroup v2 group `cgroup` (`BPF_CGROUP_DEVICE`,
     /// no flags: it replaces an earlier program of that group, and no group below may attach one of its own).
     fn attach_device_program(&self, prog: BorrowedFd<'_>, cgroup: &Path) -> SysResult;
+    /// Whether this kernel filters system calls with seccomp programs (`CONFIG_SECCOMP_FILTER`): asks to
+    /// install a filter from a null pointer, which a kernel with filters refuses with EFAULT (it went looking
+    /// for the program) and one without with EINVAL. Nothing is installed either way.
+    fn seccomp_filters_supported(&self) -> SysResult<bool>;
+    /// Installs a seccomp filter on the calling thread (and everything it forks and execs) with
+    /// prctl(PR_SET_SECCOMP). No no_new_privs: the caller must hold CAP_SYS_ADMIN, which keeps set-uid
+    /// programs working under the filter.
+    fn install_seccomp_filter(&self, program: &[seccompiler::sock_filter]) -> SysResult;
 }
 
 /// The bpf(2) commands, program type and attach type used (`include/uapi/linux/bpf.h`).
@@ -112,6 +120,12 @@ mod bpf {
     // Padding would pass uninitialised bytes to the kernel.
     const _: () = assert!(size_of::<ProgLoad>() == 64 && size_of::<ProgAttach>() == 20);
 }
+
+// seccompiler's instruction is passed to the kernel as its own `struct sock_filter`.
+const _: () = assert!(
+    size_of::<seccompiler::sock_filter>() == size_of::<libc::sock_filter>()
+        && align_of::<seccompiler::sock_filter>() == align_of::<libc::sock_filter>()
+);
 
 /// statvfs(2) flags and the mount(2) flags that keep them on a remount.
 const STATVFS_TO_MS: [(nix::sys::statvfs::FsFlags, MsFlags); 9] = {
@@ -288,6 +302,33 @@ impl Syscall for LinuxSyscall {
         };
         wrap(op, cgroup.display(), nix::errno::Errno::result(rc).map(drop))
     }
+
+    fn seccomp_filters_supported(&self) -> SysResult<bool> {
+        // SAFETY: a null program pointer is never dereferenced by the caller; the kernel checks it (EFAULT).
+        let rc = unsafe {
+            libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, std::ptr::null::<libc::sock_fprog>())
+        };
+        match nix::errno::Errno::result(rc) {
+            Err(nix::Error::EFAULT) => Ok(true),
+            Err(nix::Error::EINVAL) => Ok(false),
+            // No kernel installs a filter from nothing; if one did, it would not be filtering.
+            Ok(_) => Ok(false),
+            Err(errno) => Err(SysError { op: "prctl(PR_SET_SECCOMP)", target: "probe".into(), errno }),
+        }
+    }
+
+    fn install_seccomp_filter(&self, program: &[seccompiler::sock_filter]) -> SysResult {
+        let target = format!("program of {} instructions", program.len());
+        let Ok(len) = u16::try_from(program.len()) else {
+            return wrap("prctl(PR_SET_SECCOMP)", target, Err(nix::Error::E2BIG));
+        };
+        // seccompiler's instruction has the kernel's layout (u16 code, u8 jt, u8 jf, u32 k), repr(C).
+        let fprog = libc::sock_fprog { len, filter: program.as_ptr() as *mut libc::sock_filter };
+        // SAFETY: `fprog` points into `program`, which outlives the call; the kernel copies the program.
+        let rc =
+            unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const libc::sock_fprog) };
+        wrap("prctl(PR_SET_SECCOMP)", target, nix::errno::Errno::result(rc).map(drop))
+    }
 }
 
 /// One recorded call, with its arguments in a form easy to assert on.
@@ -323,6 +364,10 @@ pub enum Call {
     LoadDeviceProgram(Vec<u8>),
     /// A device program attached to a cgroup v2 group.
     AttachDeviceProgram(PathBuf),
+    /// The kernel asked whether it has seccomp filters.
+    ProbeSeccompFilters,
+    /// A seccomp filter installed: its instructions.
+    InstallSeccompFilter(Vec<seccompiler::sock_filter>),
 }
 
 /// A double that records every call and succeeds (unless told otherwise), for unit tests.
@@ -333,6 +378,8 @@ pub struct RecordingSyscall {
     mount_flags: Option<MsFlags>,
     /// The error [`Syscall::load_device_program`] answers, as a kernel without device programs would.
     refuse_device_program: Option<nix::Error>,
+    /// [`Syscall::seccomp_filters_supported`] answers no, as a kernel built without seccomp filters would.
+    no_seccomp_filters: bool,
 }
 
 impl RecordingSyscall {
@@ -350,6 +397,11 @@ impl RecordingSyscall {
     /// cgroup BPF; ENOSYS: without bpf(2)). The load is still recorded.
     pub fn refusing_device_programs(errno: nix::Error) -> Self {
         Self { refuse_device_program: Some(errno), ..Self::default() }
+    }
+
+    /// A double whose kernel has no seccomp filters (`CONFIG_SECCOMP_FILTER` off). The probe is still recorded.
+    pub fn without_seccomp_filters() -> Self {
+        Self { no_seccomp_filters: true, ..Self::default() }
     }
 
     fn push(&self, c: Call) -> SysResult {
@@ -427,5 +479,12 @@ impl Syscall for RecordingSyscall {
     }
     fn attach_device_program(&self, _prog: BorrowedFd<'_>, cgroup: &Path) -> SysResult {
         self.push(Call::AttachDeviceProgram(cgroup.to_path_buf()))
+    }
+    fn seccomp_filters_supported(&self) -> SysResult<bool> {
+        self.push(Call::ProbeSeccompFilters)?;
+        Ok(!self.no_seccomp_filters)
+    }
+    fn install_seccomp_filter(&self, program: &[seccompiler::sock_filter]) -> SysResult {
+        self.push(Call::InstallSeccompFilter(program.to_vec()))
     }
 }

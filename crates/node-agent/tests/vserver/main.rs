@@ -13,3 +13,4 @@ mod lifecycle;
 mod limits;
 mod network;
 mod reboot;
+mod seccomp;
