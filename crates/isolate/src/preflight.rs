@@ -32,6 +32,18 @@ pub enum PreflightError {
         /// Why.
         source: SeccompError,
     },
+    /// S_CAPS names capabilities the host's own root does not hold (its bounding set lacks them): the
+    /// vserver's processes could never get them.
+    #[error(
+        "vserver {name}: S_CAPS asks for {caps}, which this host's root does not hold itself (its capability \
+         bounding set lacks them); remove them from S_CAPS"
+    )]
+    CapabilitiesMissing {
+        /// The vserver.
+        name: VserverName,
+        /// The capabilities, space separated.
+        caps: String,
+    },
     /// Asking the kernel whether it has a feature failed.
     #[error("vserver {name}: cannot tell whether this kernel has {feature}: {source}")]
     Probe {
@@ -47,7 +59,18 @@ pub enum PreflightError {
 /// Checks that the kernel behind `sys` offers everything `spec` needs. Nothing is changed either way.
 pub fn check(sys: &dyn Syscall, spec: &ContextSpec) -> Result<(), PreflightError> {
     seccomp_filters(sys, spec)?;
-    Ok(())
+    capabilities(spec, |c| caps::has_cap(None, caps::CapSet::Bounding, c).unwrap_or(false))
+}
+
+/// Every capability of the vserver's ceiling must be one the starting process (the host's root) holds: the
+/// kernel would otherwise refuse them half way through the start with a bare EPERM.
+fn capabilities(spec: &ContextSpec, held: impl Fn(caps::Capability) -> bool) -> Result<(), PreflightError> {
+    let missing: Vec<String> =
+        spec.capabilities().into_iter().filter(|c| !held(c.raw())).map(|c| c.to_string()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(PreflightError::CapabilitiesMissing { name: spec.name.clone(), caps: missing.join(" ") })
 }
 
 /// The default system call profile (unless S_UNSAFE `seccomp`) and `S_FLAGS lock` are seccomp filters: the
@@ -151,5 +174,25 @@ mod tests {
     fn this_kernel_has_seccomp_filters() {
         // The real probe: EFAULT on any kernel this product runs on, whoever asks.
         assert!(crate::syscall::LinuxSyscall.seccomp_filters_supported().unwrap());
+    }
+
+    #[test]
+    fn capabilities_the_host_lacks_are_refused_by_name() {
+        let mut s = spec_for_caps();
+        s.extra_caps.insert(crate::spec::Capability(caps::Capability::CAP_SYS_RESOURCE));
+        let err = capabilities(&s, |c| c != caps::Capability::CAP_SYS_RESOURCE).unwrap_err();
+        let said = err.to_string();
+        assert!(said.contains("CAP_SYS_RESOURCE") && said.contains("remove them from S_CAPS"), "{said}");
+        assert!(capabilities(&s, |_| true).is_ok());
+    }
+
+    fn spec_for_caps() -> ContextSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "v1", "root": "/vservers/v1", "hostname": null, "domainname": null,
+            "network": {"Private": []}, "extra_caps": [], "nice": null, "rlimits": [], "nproc": 4096,
+            "flags": {"lock": false, "sched": false, "private": false, "fakeinit": false},
+            "context_id": null, "cgroup": {"root": "/sys/fs/cgroup", "parent": "vservers"}
+        }))
+        .unwrap()
     }
 }

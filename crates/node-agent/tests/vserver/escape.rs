@@ -51,18 +51,6 @@ const REACHED_IN_DEFAULT: &[(&str, &str, &str)] = &[
          init (the probe's wrong magic number stops it either way)",
     ),
     (
-        "time",
-        "clock_settime to -1 s (refused by the kernel's value check)",
-        "the kernel checks the value before the permission, so only a filter rule could make this `denied`; \
-         without CAP_SYS_TIME no valid time is accepted (the settimeofday and clock_adjtime rows prove it)",
-    ),
-    (
-        "cgroup",
-        "/proc/self/cgroup shows the host's cgroup tree",
-        "information only: the path of the vserver's own cgroup, which it cannot write (no cgroup namespace \
-         hides the host's part of the path)",
-    ),
-    (
         "fs",
         "descriptors, working directories and roots of visible processes lead outside the tree",
         "`reached` means files only, no directory: the console log, which the vserver's services get as their \
