@@ -110,22 +110,7 @@ mod tests {
     use crate::syscall::{Call, RecordingSyscall};
 
     fn spec(conf: impl FnOnce(&mut ContextSpec)) -> ContextSpec {
-        let mut s = ContextSpec {
-            name: VserverName::parse("v1").unwrap(),
-            root: "/vservers/v1".into(),
-            hostname: None,
-            domainname: None,
-            network: crate::spec::Network::Private(vec![]),
-            extra_caps: Default::default(),
-            nice: None,
-            rlimits: vec![],
-            nproc: None,
-            limits: Default::default(),
-            relaxed: Default::default(),
-            flags: Default::default(),
-            context_id: None,
-            cgroup: Default::default(),
-        };
+        let mut s = ContextSpec::sample();
         conf(&mut s);
         s
     }
@@ -178,21 +163,11 @@ mod tests {
 
     #[test]
     fn capabilities_the_host_lacks_are_refused_by_name() {
-        let mut s = spec_for_caps();
+        let mut s = ContextSpec::sample();
         s.extra_caps.insert(crate::spec::Capability(caps::Capability::CAP_SYS_RESOURCE));
         let err = capabilities(&s, |c| c != caps::Capability::CAP_SYS_RESOURCE).unwrap_err();
         let said = err.to_string();
         assert!(said.contains("CAP_SYS_RESOURCE") && said.contains("remove them from S_CAPS"), "{said}");
         assert!(capabilities(&s, |_| true).is_ok());
-    }
-
-    fn spec_for_caps() -> ContextSpec {
-        serde_json::from_value(serde_json::json!({
-            "name": "v1", "root": "/vservers/v1", "hostname": null, "domainname": null,
-            "network": {"Private": []}, "extra_caps": [], "nice": null, "rlimits": [], "nproc": 4096,
-            "flags": {"lock": false, "sched": false, "private": false, "fakeinit": false},
-            "context_id": null, "cgroup": {"root": "/sys/fs/cgroup", "parent": "vservers"}
-        }))
-        .unwrap()
     }
 }

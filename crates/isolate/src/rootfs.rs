@@ -161,22 +161,7 @@ mod tests {
     use crate::syscall::{Call, RecordingSyscall};
 
     fn spec(relaxed: crate::spec::Relaxed) -> ContextSpec {
-        ContextSpec {
-            name: crate::spec::VserverName::parse("v1").unwrap(),
-            root: "/vservers/v1".into(),
-            hostname: None,
-            domainname: None,
-            network: crate::spec::Network::Private(vec![]),
-            extra_caps: Default::default(),
-            nice: None,
-            rlimits: vec![],
-            nproc: None,
-            limits: Default::default(),
-            relaxed,
-            flags: Default::default(),
-            context_id: None,
-            cgroup: Default::default(),
-        }
+        ContextSpec { relaxed, ..ContextSpec::sample() }
     }
 
     #[test]

@@ -486,26 +486,11 @@ pub fn apply(sys: &dyn Syscall, spec: &ContextSpec) -> Result<(), SeccompError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{parse_capability, Relaxed, VserverName};
+    use crate::spec::{parse_capability, Relaxed};
     use crate::syscall::{Call, LinuxSyscall, RecordingSyscall};
 
     fn spec() -> ContextSpec {
-        ContextSpec {
-            name: VserverName::parse("v1").unwrap(),
-            root: "/vservers/v1".into(),
-            hostname: None,
-            domainname: None,
-            network: crate::spec::Network::Private(vec![]),
-            extra_caps: Default::default(),
-            nice: None,
-            rlimits: vec![],
-            nproc: None,
-            limits: Default::default(),
-            relaxed: Default::default(),
-            flags: Default::default(),
-            context_id: None,
-            cgroup: Default::default(),
-        }
+        ContextSpec::sample()
     }
 
     fn with_caps(names: &[&str]) -> ContextSpec {

@@ -546,6 +546,27 @@ impl ContextSpec {
         DEFAULT_CAPABILITIES.iter().copied().map(Capability).chain(self.extra_caps.iter().copied()).collect()
     }
 
+    /// A spec for unit tests: vserver `v1` in `/vservers/v1`, a loopback-only network, nothing else set.
+    #[cfg(test)]
+    pub(crate) fn sample() -> Self {
+        Self {
+            name: VserverName::parse("v1").expect("a valid name"),
+            root: "/vservers/v1".into(),
+            hostname: None,
+            domainname: None,
+            network: Network::Private(vec![]),
+            extra_caps: Default::default(),
+            nice: None,
+            rlimits: vec![],
+            nproc: None,
+            limits: Default::default(),
+            relaxed: Default::default(),
+            flags: Default::default(),
+            context_id: None,
+            cgroup: Default::default(),
+        }
+    }
+
     /// The capabilities of S_CAPS that are known ways out of a vserver ([`ESCAPE_CAPABILITIES`]).
     pub fn escape_capabilities(&self) -> Vec<Capability> {
         self.extra_caps.iter().copied().filter(|c| ESCAPE_CAPABILITIES.contains(&c.raw())).collect()
