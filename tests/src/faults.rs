@@ -53,6 +53,11 @@ impl<'lab> Watchdogs<'lab> {
         Ok(())
     }
 
+    /// Host `i`'s watchdog's process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(Child::id)
+    }
+
     /// `kill -9` of host `i`'s watchdog.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut child) = self.procs[i].take() {

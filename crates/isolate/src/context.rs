@@ -366,17 +366,7 @@ fn keeper(spec: &ContextSpec, cg: &Cgroups, run_dir: &Path, up: &mut File, down:
     // SAFETY: close_range(2) only closes descriptors; none above 2 is used afterwards (`up` is never written
     // or dropped again: this function ends the process).
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    let ending = loop {
-        match nix::sys::wait::waitpid(init, None) {
-            Ok(status) => {
-                if let Some(ending) = Ending::from_wait(status) {
-                    break Some(ending);
-                }
-            }
-            Err(nix::Error::EINTR) => {}
-            Err(_) => break None,
-        }
-    };
+    let ending = guard(init, run_dir);
     if let Some(ending) = ending {
         let record =
             ExitRecord { init_pid: init.as_raw(), init_start_ticks: init_ticks, ending, at_unix_ms: state::now_ms() };
@@ -384,6 +374,58 @@ fn keeper(spec: &ContextSpec, cg: &Cgroups, run_dir: &Path, up: &mut File, down:
     }
     // SAFETY: _exit ends the keeper without running destructors of state shared with the starter.
     unsafe { libc::_exit(0) }
+}
+
+/// Waits for process 1 to end and says how, guarding the host's lease meanwhile (`RUN_DIR/lease`, see
+/// [`crate::lease`]): once the lease written there is over while the vserver still runs (its agent and watchdog
+/// are gone, frozen or hung), it kills process 1, and with it the whole vserver, and says it was fenced.
+/// Sleeps on a pidfd until process 1 ends or the lease may be over, reading the lease file at most about once
+/// a lease length while it keeps moving.
+fn guard(init: Pid, run_dir: &Path) -> Option<Ending> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    const IDLE: Duration = Duration::from_secs(1);
+    // SAFETY: pidfd_open(2) of our own child, no flags; the result is checked.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, init.as_raw(), 0) };
+    let pidfd = (raw >= 0).then(|| {
+        // SAFETY: `raw` is a new descriptor returned by the kernel and owned by nothing else.
+        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) }
+    });
+    let mut fenced = false;
+    loop {
+        match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status) => {
+                if let Some(ending) = Ending::from_wait(status) {
+                    return Some(if fenced { Ending::Fenced } else { ending });
+                }
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return None,
+        }
+        let wait = if fenced {
+            Duration::from_millis(20)
+        } else {
+            match crate::lease::read(run_dir).left() {
+                Some(left) if left.is_zero() => {
+                    let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+                    fenced = true;
+                    continue;
+                }
+                Some(left) => left.min(IDLE),
+                None => IDLE,
+            }
+        };
+        match &pidfd {
+            Some(fd) => {
+                let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+                // SAFETY: one valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, ms) };
+            }
+            // Kernels before 5.3 have no pidfd.
+            None => std::thread::sleep(wait.min(Duration::from_millis(100))),
+        }
+    }
 }
 
 /// The keeper ignores what a stop sends the vserver's cgroup (SIGTERM) and terminal signals; only SIGKILL,

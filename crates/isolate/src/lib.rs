@@ -12,6 +12,7 @@ pub mod context;
 pub mod devices;
 pub mod exec;
 pub mod garp;
+pub mod lease;
 pub mod network;
 pub mod preflight;
 pub mod quota;

@@ -62,6 +62,8 @@ pub enum Ending {
         /// Its exit code.
         code: i32,
     },
+    /// Its keeper killed it: the host's lease ended while it ran (a fence, never a crash).
+    Fenced,
     /// Process 1 was killed by this signal (a stop's or a fence's SIGKILL, a crash).
     Killed {
         /// The signal number.

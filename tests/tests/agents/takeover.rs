@@ -652,3 +652,106 @@ fn a_vserver_relocated_max_relocate_times_is_left_in_error_until_cleared() {
     assert!(wait_for(PATIENCE, || takeovers(&agents, 2).iter().filter(|t| t["vserver"] == name.as_str()).count() == 2)
         .is_some());
 }
+
+/// Half the blip budget (docs/failover.md, "Failure budgets"): a silence this long must stop nothing.
+const HALF_BLIP: Duration = Duration::from_millis(600);
+
+/// Host `i`'s view of host `j` is `alive` again.
+fn sees_alive(agents: &Agents, i: usize, j: usize) -> bool {
+    agents.peer_state(i, j).as_deref() == Some("alive")
+}
+
+/// What is left of host 0's lease, as its status says.
+fn lease_left(agents: &Agents) -> Option<u64> {
+    agents.status(0).ok().and_then(|s| s["failover"]["lease_remaining_ms"].as_u64())
+}
+
+/// What is left of host 0's lease while all is well (the most seen over a moment).
+fn healthy_lease(agents: &Agents) -> u64 {
+    let mut most = 0;
+    let _ = wait_for(Duration::from_secs(1), || {
+        most = most.max(lease_left(agents).unwrap_or(0));
+        false
+    });
+    assert!(most > 0, "h0 holds a lease; log:\n{}", agents.log(0));
+    most
+}
+
+/// Waits until host 0 is back to normal after a blip: the peers see it alive again and its lease is renewed
+/// to nearly what it is while all is well (`healthy`), so the next blip is one blip, not a flapping link.
+fn settle(agents: &Agents, healthy: u64) {
+    let alive = wait_for(PATIENCE, || sees_alive(agents, 1, 0) && sees_alive(agents, 0, 1));
+    assert!(alive.is_some(), "h0 and h1 see each other again; log:\n{}", agents.log(0));
+    let renewed = wait_for(PATIENCE, || lease_left(agents).is_some_and(|left| left + 250 >= healthy));
+    assert!(renewed.is_some(), "h0's lease renewed (healthy: {healthy} ms); log:\n{}", agents.log(0));
+}
+
+#[test]
+fn short_cuts_of_the_owners_link_stop_nothing() {
+    if skip_unless_root("short_cuts_of_the_owners_link_stop_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, _addr) = synced_on_h0(&lab, "tb", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let healthy = healthy_lease(&agents);
+    let sampler = Sampler::start(&lab, &name);
+    for _ in 0..6 {
+        lab.set_link(0, false).unwrap();
+        std::thread::sleep(HALF_BLIP);
+        lab.set_link(0, true).unwrap();
+        settle(&agents, healthy);
+    }
+    // Whatever a cut was going to cause (a fence, a takeover) has happened by the takeover timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
+
+#[test]
+fn short_freezes_of_the_owners_agent_and_watchdog_stop_nothing() {
+    if skip_unless_root("short_freezes_of_the_owners_agent_and_watchdog_stop_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, dogs, name, _addr) = synced_on_h0(&lab, "tz", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let healthy = healthy_lease(&agents);
+    let sampler = Sampler::start(&lab, &name);
+    let watchdog = nix::unistd::Pid::from_raw(dogs.pid(0).expect("h0's watchdog") as i32);
+    for round in 0..6 {
+        // The agent alone, then agent and watchdog together (as a host-wide stall would freeze both).
+        signal(&agents, 0, nix::sys::signal::Signal::SIGSTOP);
+        if round % 2 == 1 {
+            nix::sys::signal::kill(watchdog, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        }
+        std::thread::sleep(HALF_BLIP);
+        let _ = nix::sys::signal::kill(watchdog, nix::sys::signal::Signal::SIGCONT);
+        signal(&agents, 0, nix::sys::signal::Signal::SIGCONT);
+        settle(&agents, healthy);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
+
+#[test]
+fn killing_the_owners_agent_and_watchdog_leaves_the_keeper_to_fence_before_the_takeover() {
+    if skip_unless_root("killing_the_owners_agent_and_watchdog_leaves_the_keeper_to_fence_before_the_takeover") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (mut agents, mut dogs, name, addr) = synced_on_h0(&lab, "tw", "");
+    let sampler = Sampler::start(&lab, &name);
+    // An OOM kill or an operator's mistake: the host's control processes die, the vserver lives on, its link
+    // stays up (so its old address would still answer beside the new owner's).
+    agents.kill9(0);
+    dogs.kill9(0);
+    assert!(lab.hosts[0].runs(&name), "the vserver outlives its agent and watchdog, for now");
+    let back = wait_page(&lab, addr, "synced", Duration::from_secs(30));
+    assert!(back.is_some(), "taken over; h1:\n{}", agents.log(1));
+    let seen = sampler.finish();
+    assert_one_copy(&seen, &agents);
+    assert!(!lab.hosts[0].runs(&name), "its keeper fenced it on h0");
+    let ending = std::fs::read_to_string(lab.hosts[0].run_dir.join(format!("{name}.exit"))).unwrap_or_default();
+    assert!(ending.contains("fenced"), "the keeper recorded a fence: {ending}");
+    assert!(lab.hosts[1].runs(&name));
+}

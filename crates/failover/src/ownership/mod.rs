@@ -188,11 +188,13 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timing {
-    /// Interval between a leader's heartbeats (default 100).
+    /// Interval between a leader's heartbeats (default 500). openraft also cancels an append at this limit,
+    /// so it must exceed the slowest round trip the cluster has (500 ms supports about 450 ms).
     pub heartbeat_ms: u64,
-    /// Shortest time without a leader before a follower stands for election (default 400).
+    /// Shortest time without a leader before a follower stands for election (default 1500); openraft also
+    /// cancels a vote at this limit. Several heartbeats fit in it, so a lossy link does not lose the leader.
     pub election_min_ms: u64,
-    /// Longest such time (default 800).
+    /// Longest such time (default 3000).
     pub election_max_ms: u64,
     /// Limit of one HTTP request to a peer (default 1000).
     pub rpc_timeout_ms: u64,
@@ -207,9 +209,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 100,
-            election_min_ms: 400,
-            election_max_ms: 800,
+            heartbeat_ms: 500,
+            election_min_ms: 1500,
+            election_max_ms: 3000,
             rpc_timeout_ms: 1000,
             propose_timeout_ms: 3000,
             snapshot_every: 1000,

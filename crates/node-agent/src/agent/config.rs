@@ -93,13 +93,16 @@ pub struct FencingConfig {
     /// cluster so stops them before the others may give them to another host. After such a fence, as after
     /// the watchdog's, a vserver restarts only once the cluster confirms this host still owns it.
     pub quorum: Option<bool>,
-    /// The lease: how long an acknowledged beacon vouches for this host (default 1200 ms).
+    /// The lease: how long an acknowledged beacon vouches for this host (default 1800 ms). A silence of this
+    /// host's link or agent shorter than about this minus 600 ms (the blip budget, 1.2 s by default) stops
+    /// nothing; the takeover timeout is this plus `takeover.safety_margin_ms` (docs/failover.md, failure
+    /// budgets).
     pub timeout_ms: u64,
 }
 
 impl Default for FencingConfig {
     fn default() -> Self {
-        Self { watchdog: None, quorum: None, timeout_ms: 1200 }
+        Self { watchdog: None, quorum: None, timeout_ms: 1800 }
     }
 }
 
@@ -110,7 +113,7 @@ pub struct TakeoverConfig {
     /// On by default with 3 hosts or more (witnesses count); a cluster of 2 cannot form a majority once one
     /// is gone, so it needs a witness.
     pub enabled: Option<bool>,
-    /// The takeover timeout is `fencing.timeout_ms` plus this (default 800 ms): the silence after which the
+    /// The takeover timeout is `fencing.timeout_ms` plus this (default 600 ms): the silence after which the
     /// coordinator takes a host's vservers over, when a dead host's lease has been over for this long.
     pub safety_margin_ms: u64,
     /// A command run with the dead host's name before its vservers are taken over (IPMI, a PDU); the
@@ -122,7 +125,7 @@ pub struct TakeoverConfig {
 
 impl Default for TakeoverConfig {
     fn default() -> Self {
-        Self { enabled: None, safety_margin_ms: 800, fence_hook: None, fence_hook_timeout_secs: 60 }
+        Self { enabled: None, safety_margin_ms: 600, fence_hook: None, fence_hook_timeout_secs: 60 }
     }
 }
 
@@ -572,7 +575,7 @@ url = "http://127.0.0.1:7071"
         let three = format!("{GOOD}\n[[peers]]\nname = \"h3\"\nurl = \"http://127.0.0.1:7072\"\n");
         let c = AgentConfig::parse(Path::new("agent.toml"), &three).unwrap();
         assert!(c.takeover_enabled() && c.quorum_fencing() && c.watchdog());
-        assert_eq!(c.takeover_timeout(), Duration::from_millis(2000));
+        assert_eq!(c.takeover_timeout(), Duration::from_millis(2400));
         // Two hosts cannot have it: the message says to add a witness.
         let forced = format!("{GOOD}\n[takeover]\nenabled = true\n");
         assert!(err(&forced).contains("takeover.enabled") && err(&forced).contains("witness"));

@@ -99,6 +99,7 @@ pub fn render(status: &StatusReport) -> String {
     let vs_state = Family::<Labels, Gauge>::default();
     let vs_restarts = Family::<Labels, Gauge>::default();
     let vs_relocations = Family::<Labels, Gauge>::default();
+    let vs_fences = Family::<Labels, Gauge>::default();
     let vs_procs = Family::<Labels, Gauge>::default();
     let vs_uptime = Family::<Labels, Gauge>::default();
     // What each vserver holds against its limits: one family per field of `Resources`, a series only where
@@ -130,6 +131,7 @@ pub fn render(status: &StatusReport) -> String {
         }
         vs_restarts.get_or_create(&label()).set(i64::from(v.restarts));
         vs_relocations.get_or_create(&label()).set(i64::from(v.relocations));
+        vs_fences.get_or_create(&label()).set(i64::from(v.fences));
         vs_procs.get_or_create(&label()).set(i64::try_from(v.processes).unwrap_or(i64::MAX));
         if let Some(secs) = v.uptime_secs {
             vs_uptime.get_or_create(&label()).set(i64::try_from(secs).unwrap_or(i64::MAX));
@@ -151,6 +153,12 @@ pub fn render(status: &StatusReport) -> String {
         "relocations",
         "Relocations (takeovers) of the vserver within the failure window",
         vs_relocations,
+    );
+    registry.register(
+        "fences",
+        "Fences of the vserver on this host within the failure window (a lost lease, the watchdog or its keeper; \
+         not crashes)",
+        vs_fences,
     );
     registry.register("processes", "Processes in the vserver's cgroup", vs_procs);
     registry.register_with_unit("uptime", "Time since the vserver started", Unit::Seconds, vs_uptime);
@@ -259,6 +267,8 @@ mod tests {
                 restarts: 4,
                 restarted_unix_ms: vec![1, 2, 3, 4],
                 relocations: 1,
+                fences: 0,
+                fenced_unix_ms: vec![],
                 relocated_unix_ms: vec![5],
                 error: None,
                 last_error: None,

@@ -165,6 +165,13 @@ pub struct VserverStatus {
     /// When each of those restarts was made, ms since the Unix epoch, oldest first.
     #[serde(default)]
     pub restarted_unix_ms: Vec<u64>,
+    /// Fences of it on this host within the failure window (its host lost its lease, or the watchdog or its
+    /// keeper fired): counted apart from crashes, never a reason for backoff or state error.
+    #[serde(default)]
+    pub fences: u32,
+    /// When each of those fences happened, ms since the Unix epoch, oldest first.
+    #[serde(default)]
+    pub fenced_unix_ms: Vec<u64>,
     /// Its relocations (takeovers) within the failure window, in the whole cluster (from the event log).
     #[serde(default)]
     pub relocations: u32,

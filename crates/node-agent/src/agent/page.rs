@@ -222,6 +222,8 @@ mod tests {
                 restarts: 5,
                 restarted_unix_ms: vec![],
                 relocations: 0,
+                fences: 0,
+                fenced_unix_ms: vec![],
                 relocated_unix_ms: vec![],
                 error: None,
                 last_error: Some("exit <1> & \"x\"".into()),

@@ -111,6 +111,8 @@ struct Shared {
     held: StdMutex<std::collections::HashSet<VserverName>>,
     /// Vservers the watchdog killed: not restarted until the cluster confirms this host still owns them.
     fenced: StdMutex<std::collections::BTreeSet<VserverName>>,
+    /// When each fenced vserver was fenced, ms since the Unix epoch, until its recovery is accounted.
+    fenced_at: StdMutex<HashMap<VserverName, u64>>,
     /// Who the cluster says owns a vserver (this host's view of the ownership table), once the agent has it.
     owner_of: std::sync::OnceLock<OwnerLookup>,
     /// Where the supervisor reports what it did (a local restart) to the cluster's event log, once set.
@@ -229,6 +231,7 @@ impl Supervisor {
                 cache: StdMutex::default(),
                 held: StdMutex::default(),
                 fenced: StdMutex::default(),
+                fenced_at: StdMutex::default(),
                 owner_of: std::sync::OnceLock::new(),
                 events: std::sync::OnceLock::new(),
                 node: config.node.clone(),
@@ -324,13 +327,58 @@ impl Supervisor {
             .filter(|(_, i)| **i == Intent::Running)
             .filter_map(|(n, _)| VserverName::parse(n).ok())
             .collect();
-        lock(&self.shared.fenced).extend(names.iter().cloned());
+        self.fence_only(&names);
         names
     }
 
     /// Fences the given vservers only (see [`fence`](Self::fence)).
     pub fn fence_only(&self, names: &[VserverName]) {
         lock(&self.shared.fenced).extend(names.iter().cloned());
+        let now = super::replication::now_ms();
+        let mut at = lock(&self.shared.fenced_at);
+        for n in names {
+            at.entry(n.clone()).or_insert(now);
+        }
+    }
+
+    /// A fenced vserver the cluster confirmed this host still owns: the fence is lifted, counted (apart from
+    /// crashes), and the vserver started again at once if it is meant to run, with no backoff: a fence is not
+    /// a crash.
+    pub async fn recover_from_fence(&self, name: &VserverName) {
+        lock(&self.shared.fenced).remove(name);
+        let at = lock(&self.shared.fenced_at).remove(name);
+        let shared = Arc::clone(&self.shared);
+        if let Some(at) = at {
+            let since = super::replication::now_ms().saturating_sub(shared.failures.window_ms());
+            let kept = shared
+                .accounts
+                .update(name, |a| {
+                    a.fenced_unix_ms.retain(|t| *t >= since);
+                    a.fenced_unix_ms.push(at);
+                })
+                .await;
+            if let Err(e) = kept {
+                tracing::warn!(vserver = %name, error = %e, "cannot keep its fence count on disk");
+            }
+        }
+        if shared.intents.get(name) != Some(Intent::Running) {
+            return;
+        }
+        let guard = shared.op_lock(name).lock_owned().await;
+        let (host, n) = (shared.host.clone(), name.clone());
+        let running = tokio::task::spawn_blocking(move || matches!(host.running(&n), Ok(Some(_)))).await;
+        if running.unwrap_or(true) {
+            return;
+        }
+        match shared.command.run(name, "start").await {
+            Ok(()) | Err(SupervisorError::AlreadyRunning(_)) => {
+                tracing::info!(vserver = %name, "started again after its fence (not counted as a crash)");
+            }
+            // Left to the check loop, which restarts it as usual.
+            Err(e) => tracing::warn!(vserver = %name, error = %e, "its start after the fence failed"),
+        }
+        drop(guard);
+        shared.refresh(name).await;
     }
 
     /// Gives the check loop this host's view of the ownership table: a vserver the table gives to another
@@ -394,10 +442,10 @@ impl Supervisor {
         let _ = self.shared.events.set(sink);
     }
 
-    /// Lifts the fence of one vserver: the check loop treats it as usual again (and restarts it if it is
-    /// meant to run).
+    /// Lifts the fence of one vserver without starting it: the check loop treats it as usual again.
     pub fn unfence(&self, name: &VserverName) {
         lock(&self.shared.fenced).remove(name);
+        lock(&self.shared.fenced_at).remove(name);
     }
 
     /// The vservers fenced and not yet confirmed.
@@ -541,6 +589,12 @@ impl Shared {
     /// A vserver's status: the observation, its intent and its restart account.
     fn compose(&self, name: &VserverName, st: Result<Status, LifecycleError>, running: bool) -> VserverStatus {
         let restarted = self.restarts_in_window(name);
+        let since = super::replication::now_ms().saturating_sub(self.failures.window_ms());
+        let fenced: Vec<u64> = self
+            .accounts
+            .get(name)
+            .map(|a| a.fenced_unix_ms.into_iter().filter(|t| *t >= since).collect())
+            .unwrap_or_default();
         let relocated = self.relocations_of(name);
         let in_error = self.error_of(name);
         let state = self.state_of(name, running);
@@ -562,6 +616,8 @@ impl Shared {
             resources,
             restarts: restarted.len() as u32,
             restarted_unix_ms: restarted,
+            fences: fenced.len() as u32,
+            fenced_unix_ms: fenced,
             relocations: relocated.at_unix_ms.len() as u32,
             relocated_unix_ms: relocated.at_unix_ms,
             error: in_error,
@@ -615,6 +671,20 @@ impl Shared {
         let running = match seen {
             // Its keeper is still writing down how it ended: look again next round.
             Ok(Observed::Ending) => return None,
+            // Its keeper fenced it (this host's lease ended while the agent was away): as after any fence,
+            // it waits for the cluster to confirm this host still owns it; never a crash.
+            Ok(Observed::Down(Some(isolate::state::Ending::Fenced))) if !lock(&self.fenced).contains(name) => {
+                if self.intents.get(name) == Some(Intent::Running) {
+                    tracing::warn!(vserver = %name, "fenced by its keeper (this host's lease ended)");
+                    lock(&self.fenced).insert(name.clone());
+                    lock(&self.fenced_at).entry(name.clone()).or_insert_with(super::replication::now_ms);
+                    if let Some(sink) = self.events.get() {
+                        let text = format!("{name} was fenced by its keeper on {}: the host's lease ended", self.node);
+                        sink(super::events::kinds::FENCED, name, text);
+                    }
+                }
+                return Some(self.state_of(name, false));
+            }
             Ok(Observed::Down(Some(how))) if how.is_intent() && !lock(&self.fenced).contains(name) => {
                 if self.intents.get(name) == Some(Intent::Running) {
                     return self.own_ending(name, how, guard).await;
@@ -1087,6 +1157,10 @@ struct Account {
     /// Why it is in error (the restart limit), until an operator clears it.
     #[serde(default)]
     error: Option<String>,
+    /// When it was fenced on this host, ms since the Unix epoch (counted apart from restarts; those older
+    /// than the window are dropped at the next fence).
+    #[serde(default)]
+    fenced_unix_ms: Vec<u64>,
 }
 
 /// The failure accounts, in memory and in `STATE_DIR/failures.json`; writes are serialized and land on disk

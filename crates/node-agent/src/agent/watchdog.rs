@@ -7,9 +7,10 @@
 //! heard this host for the takeover timeout (the lease length plus the safety margin), this host's lease
 //! has been over for at least the margin, whatever the network did between them.
 //!
-//! With `fencing.quorum`, the agent fences its vservers as soon as its lease ends. With the watchdog, it arms
-//! it with half the lease length and pets it only while at least that much of the lease is left, so the
-//! watchdog fires before the lease ends even when the agent is frozen or hung.
+//! With `fencing.quorum`, the agent fences its vservers as soon as its lease ends. With the watchdog, each
+//! pet says how long the watchdog may wait for the next one: what is left of the lease, less the time a fence
+//! takes ([`FENCE_LEAD`]). So a frozen or hung agent is fenced when its lease ends, and a silence shorter than
+//! the lease (a network blip, a stall of the host) stops nothing.
 //!
 //! When the watchdog answers that it fenced the host, the agent restarts none of the vservers it killed until
 //! the cluster confirms, by a write through a majority, that this host still owns each one: the ownership
@@ -80,7 +81,27 @@ async fn ask_once(agent: &Agent, request: &str) -> Option<String> {
     asked.ok()?.ok()?
 }
 
-/// One connection: arm, then pet until the connection fails.
+/// How long before the end of this host's lease the watchdog (and each vserver's keeper) kills: the time a
+/// fence takes, so that it is over when the lease is.
+pub const FENCE_LEAD: Duration = Duration::from_millis(150);
+
+/// How long the watchdog may wait before its next pet, following the lease: what is left of it less
+/// [`FENCE_LEAD`]; `None` when nothing may be promised (the lease is over, or too close to its end), and
+/// `Some(fixed)` when this host needs no lease (no quorum fencing, or no cluster formed yet).
+fn pet_budget(agent: &Agent, fixed: Duration) -> Option<Duration> {
+    if !agent.config.quorum_fencing() {
+        return Some(fixed);
+    }
+    match lease_remaining(agent) {
+        None => Some(fixed),
+        Some(left) => left.checked_sub(FENCE_LEAD).filter(|b| !b.is_zero()),
+    }
+}
+
+/// One connection: arm, then pet until the connection fails. Each pet carries the time the watchdog may wait
+/// for the next one: what is left of this host's lease, so that a frozen or hung agent is fenced when its
+/// lease ends and not before (a blip shorter than the lease stops nothing). A watchdog of the previous
+/// release, which only knows `pet` with the armed timeout, is petted as before (half the lease).
 async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) -> std::io::Result<()> {
     let stream = UnixStream::connect(socket).await?;
     let (read, mut write) = stream.into_split();
@@ -94,12 +115,17 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
     if status.starts_with("fenced") {
         recover(agent).await;
     }
-    let armed = ask(format!("arm {timeout_ms}")).await?;
-    if !armed.starts_with("ok") {
-        return Err(std::io::Error::other(format!("the watchdog refused to arm: {armed}")));
+    // Armed already (this agent restarted): its deadline stands until this agent holds a lease of its own.
+    let lease_len = Duration::from_millis(agent.config.fencing.timeout_ms);
+    if !status.starts_with("armed") {
+        let armed = ask(format!("arm {}", lease_len.as_millis())).await?;
+        if !armed.starts_with("ok") {
+            return Err(std::io::Error::other(format!("the watchdog refused to arm: {armed}")));
+        }
     }
-    tracing::info!(timeout_ms, "host watchdog armed");
-    let mut every = tokio::time::interval(Duration::from_millis((timeout_ms / 6).max(10)));
+    tracing::info!(lease_ms = lease_len.as_millis() as u64, "host watchdog armed");
+    let mut legacy = false;
+    let mut every = tokio::time::interval(Duration::from_millis(100));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
@@ -112,32 +138,83 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
             }
             // As the lease watch does: a lease length to win the lease back before the watchdog guards again.
             let ended = std::time::Instant::now();
-            let lease_len = Duration::from_millis(agent.config.fencing.timeout_ms);
-            while ended.elapsed() < lease_len
-                && lease_remaining(agent).is_some_and(|left| left < Duration::from_millis(timeout_ms))
-            {
+            while ended.elapsed() < lease_len && pet_budget(agent, lease_len).is_none() {
                 every.tick().await;
             }
-            let armed = ask(format!("arm {timeout_ms}")).await?;
+            let armed = ask(format!("arm {}", lease_len.as_millis())).await?;
             tracing::info!(answer = %armed, "maintenance over: host watchdog armed again");
             continue;
         }
-        // A pet keeps the watchdog off for `timeout_ms`: only while at least that much of the lease is left.
-        if agent.config.quorum_fencing()
-            && lease_remaining(agent).is_some_and(|left| left < Duration::from_millis(timeout_ms))
-        {
-            continue;
-        }
-        let answer = ask("pet".into()).await?;
+        let answer = if legacy {
+            // The previous release's watchdog: pet with its armed timeout, only while that much lease is left.
+            if agent.config.quorum_fencing()
+                && lease_remaining(agent).is_some_and(|left| left < Duration::from_millis(timeout_ms))
+            {
+                continue;
+            }
+            ask("pet".into()).await?
+        } else {
+            let Some(budget) = pet_budget(agent, lease_len / 2) else { continue };
+            let answer = ask(format!("pet {}", budget.as_millis().max(1))).await?;
+            if answer.starts_with("error unknown request") {
+                tracing::info!("the host watchdog is of an earlier release: petted with its armed timeout");
+                legacy = true;
+                let armed = ask(format!("arm {timeout_ms}")).await?;
+                tracing::info!(answer = %armed, "host watchdog armed again");
+                continue;
+            }
+            answer
+        };
         if answer.starts_with("error fenced") {
             tracing::error!("the host watchdog fenced this host (the agent did not pet it in time): {answer}");
             let names = agent.supervisor.fence();
             log_fence(agent, &names, "was fenced by its host watchdog (the agent did not pet it in time)");
             recover(agent).await;
-            let armed = ask(format!("arm {timeout_ms}")).await?;
+            let armed = ask(format!("arm {}", lease_len.as_millis())).await?;
             tracing::info!(answer = %armed, "host watchdog armed again");
         } else if !answer.starts_with("ok") {
             return Err(std::io::Error::other(format!("the watchdog answered {answer:?}")));
+        }
+    }
+}
+
+/// What this agent last wrote for the vservers' keepers (`RUN_DIR/lease`, see `isolate::lease`).
+#[derive(Default)]
+struct KeepersLease {
+    written: Option<isolate::lease::HostLease>,
+}
+
+impl KeepersLease {
+    /// Tells the keepers where this host's lease stands: its end less [`FENCE_LEAD`] while it holds one,
+    /// `unguarded` where no lease applies (no quorum fencing, no cluster formed yet, maintenance and the lease
+    /// length after it). Nothing while the table is not open yet, nor while the lease is over: what was
+    /// written stands (an agent restarting within its lease keeps its vservers; one that never comes back,
+    /// or is frozen, leaves them to be fenced when the lease it last wrote ends).
+    async fn follow(&mut self, agent: &Agent, left: Option<Duration>, grace: bool) {
+        use isolate::lease::HostLease;
+        if agent.ownership.get().is_none() {
+            return;
+        }
+        let next = match left {
+            _ if !agent.config.quorum_fencing() || grace => HostLease::Unguarded,
+            None => HostLease::Unguarded,
+            Some(left) => match left.checked_sub(FENCE_LEAD).filter(|l| !l.is_zero()) {
+                Some(l) => HostLease::ending_in(l),
+                None => return,
+            },
+        };
+        let worth = match (self.written, next) {
+            (Some(HostLease::Until(was)), HostLease::Until(now)) => now.abs_diff(was) >= 50,
+            (was, now) => was != Some(now),
+        };
+        if !worth {
+            return;
+        }
+        let run_dir = agent.config.run_dir.clone();
+        match tokio::task::spawn_blocking(move || isolate::lease::write(&run_dir, next)).await {
+            Ok(Ok(())) => self.written = Some(next),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot tell the vservers' keepers this host's lease"),
+            Err(e) => tracing::warn!(error = %e, "the lease file's writer failed"),
         }
     }
 }
@@ -198,7 +275,7 @@ pub async fn recover_fenced(agent: &Arc<Agent>) {
             match verdict {
                 Some(true) => {
                     tracing::info!(vserver = %name, "after the fence: the cluster confirms this host owns it");
-                    agent.supervisor.unfence(&name);
+                    agent.supervisor.recover_from_fence(&name).await;
                 }
                 Some(false) => {
                     tracing::warn!(vserver = %name, "after the fence: it belongs to another host now; it stays \
@@ -224,7 +301,7 @@ pub fn in_maintenance(agent: &Agent) -> bool {
     agent.ownership.get().is_some_and(|own| own.maintenance().covers(&agent.config.node))
 }
 
-/// The watchdog's timeout: half the lease length.
+/// The timeout a watchdog of the previous release is armed with: half the lease length.
 fn arm_ms(agent: &Agent) -> u64 {
     (agent.config.fencing.timeout_ms / 2).max(50)
 }
@@ -267,6 +344,8 @@ pub async fn watch_majority(agent: Arc<Agent>) {
     // yet (the host wins it back as it reconnects). Safe: the coordinator takes it over only once its
     // heartbeats say it is no longer covered, and then only after the takeover timeout, longer than this.
     let mut covered_until: Option<std::time::Instant> = None;
+    let mut keepers = KeepersLease::default();
+    let recovering = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut every = tokio::time::interval(Duration::from_millis(50));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -279,6 +358,8 @@ pub async fn watch_majority(agent: Arc<Agent>) {
             covered_until = Some(std::time::Instant::now());
         }
         let left = lease_remaining(&agent);
+        let grace = covered || covered_until.is_some_and(|t| t.elapsed() < lease_len);
+        keepers.follow(&agent, left, grace).await;
         if left.is_none_or(|left| !left.is_zero()) {
             // Needing none (no cluster formed yet) is not holding one: a lease is won from the peers.
             held |= left.is_some();
@@ -288,6 +369,14 @@ pub async fn watch_majority(agent: Arc<Agent>) {
                 tracing::info!("this host holds its lease again: asking the cluster which vservers are still ours");
                 recover(&agent).await;
                 fenced = false;
+            } else if !agent.supervisor.fenced().is_empty() && !recovering.load(std::sync::atomic::Ordering::Relaxed) {
+                // Fenced by their keepers while this agent was away, or held at its start: ask the cluster.
+                recovering.store(true, std::sync::atomic::Ordering::Relaxed);
+                let (agent, recovering) = (Arc::clone(&agent), Arc::clone(&recovering));
+                tokio::spawn(async move {
+                    recover_fenced(&agent).await;
+                    recovering.store(false, std::sync::atomic::Ordering::Relaxed);
+                });
             }
             continue;
         }

@@ -7,9 +7,10 @@
 //! runs itself: should this process hang or die, the machine resets.
 //!
 //! Protocol, one line per request on the Unix socket `RUN_DIR/watchdog.sock` (root only), one line back:
-//! `arm MS` (the deadline is now + MS, and each `pet` moves it again), `pet`, `disarm` (a clean stop of the
-//! agent's guard), `status` (`armed REMAINING_MS`, `disarmed`, or `fenced UNIX_MS VSERVERS`). Closing the
-//! connection changes nothing: an agent that dies leaves the watchdog armed, and a restarted agent that
+//! `arm MS` (the deadline is MS from now, and each `pet` moves it again), `pet`, `pet MS` (the deadline is
+//! MS from now: the agent gives what is left of its lease), `disarm` (a clean stop of the agent's guard),
+//! `status` (`armed REMAINING_MS`, `disarmed`, or `fenced UNIX_MS VSERVERS`). Closing the connection changes
+//! nothing: an agent that dies leaves the watchdog armed, and a restarted agent that
 //! pets in time finds its vservers untouched.
 
 use std::io::{BufRead, BufReader, Write};
@@ -214,6 +215,18 @@ fn answer(request: &str, shared: &Shared) -> String {
                 ARM_RANGE.end()
             ),
         },
+        // `pet MS`: the next pet is due within MS (the agent's lease decides it), armed or not before.
+        (Some("pet"), Some(ms), None) => match (ms.parse::<u64>(), *guard) {
+            (_, Guard::Fenced { at_unix_ms, vservers }) => {
+                format!("error fenced at {at_unix_ms}: {vservers} vservers killed; arm again to guard new ones")
+            }
+            (Ok(ms), _) if ms <= *ARM_RANGE.end() => {
+                let timeout = Duration::from_millis(ms);
+                *guard = Guard::Armed { deadline: Instant::now() + timeout, timeout };
+                "ok".to_string()
+            }
+            _ => format!("error the time to the next pet must be a number of ms up to {}, not {ms:?}", ARM_RANGE.end()),
+        },
         (Some("pet"), None, None) => match *guard {
             Guard::Armed { timeout, .. } => {
                 *guard = Guard::Armed { deadline: Instant::now() + timeout, timeout };
@@ -237,7 +250,7 @@ fn answer(request: &str, shared: &Shared) -> String {
             }
             Guard::Fenced { at_unix_ms, vservers } => format!("fenced {at_unix_ms} {vservers}"),
         },
-        _ => format!("error unknown request {request:?} (arm MS, pet, disarm, status)"),
+        _ => format!("error unknown request {request:?} (arm MS, pet, pet MS, disarm, status)"),
     };
     drop(guard);
     shared.changed.notify_all();
