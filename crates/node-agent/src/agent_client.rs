@@ -204,6 +204,7 @@ pub fn exit_code(action: LifecycleAction, status: u16) -> i32 {
         (400, _) => exit::USAGE,
         (422, _) => exit::CONFIG,
         (403, _) => exit::REFUSED,
+        (503, LifecycleAction::Start | LifecycleAction::Restart) => exit::REFUSED,
         _ => exit::FAILED,
     }
 }

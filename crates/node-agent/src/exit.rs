@@ -31,7 +31,8 @@ pub const ALREADY_RUNNING: i32 = 4;
 pub const UNKNOWN: i32 = 5;
 /// `NAME.conf` is malformed or holds a bad value; the message names file and line.
 pub const CONFIG: i32 = 6;
-/// Refused: the vserver is private (S_FLAGS private), belongs to another host, or the command needs root.
+/// Refused: the vserver is private (S_FLAGS private), belongs to another host, this host's lease is over, or the
+/// command needs root.
 pub const REFUSED: i32 = 7;
 
 /// The exit code for a lifecycle error.
@@ -42,7 +43,7 @@ pub fn for_lifecycle(e: &LifecycleError) -> i32 {
         LifecycleError::Conf(_) => CONFIG,
         LifecycleError::AlreadyRunning(_) => ALREADY_RUNNING,
         LifecycleError::NotRunning(_) | LifecycleError::Exec(ExecError::NotRunning(_)) => NOT_RUNNING,
-        LifecycleError::Exec(ExecError::Private(_)) => REFUSED,
+        LifecycleError::Exec(ExecError::Private(_)) | LifecycleError::LeaseOver { .. } => REFUSED,
         LifecycleError::Context(isolate::context::ContextError::AlreadyRunning(_)) => ALREADY_RUNNING,
         _ => FAILED,
     }

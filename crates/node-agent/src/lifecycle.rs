@@ -37,6 +37,21 @@ pub enum LifecycleError {
     /// `NAME.conf` is malformed or has a bad value.
     #[error(transparent)]
     Conf(#[from] ConfError),
+    /// This host's lease, as its agent last wrote it for the keepers (`RUN_DIR/lease`), is over: the cluster
+    /// may be giving its vservers to other hosts, and the keeper would kill this one at once.
+    #[error(
+        "this host's lease is over (its agent wrote {path}, which ended {ago_ms} ms ago: the agent is down, frozen or \
+         cut off from the majority): starting {name} here could run it twice while another host takes it over; \
+         nothing changed. Start the agent, or, if no other host may run it, remove {path}"
+    )]
+    LeaseOver {
+        /// The vserver.
+        name: VserverName,
+        /// The lease file.
+        path: PathBuf,
+        /// How long ago it ended.
+        ago_ms: u64,
+    },
     /// Start of a vserver that runs: nothing was changed.
     #[error("vserver {0} is already running; nothing changed")]
     AlreadyRunning(VserverName),
@@ -261,6 +276,16 @@ impl Host {
         let (spec, _conf, warnings) = self.spec(name)?;
         if self.running(name)?.is_some() {
             return Err(LifecycleError::AlreadyRunning(name.clone()));
+        }
+        if let isolate::lease::HostLease::Until(end) = isolate::lease::read(&self.dirs.run_dir) {
+            let now = isolate::lease::boottime_ms();
+            if end <= now {
+                return Err(LifecycleError::LeaseOver {
+                    name: name.clone(),
+                    path: isolate::lease::path(&self.dirs.run_dir),
+                    ago_ms: now - end,
+                });
+            }
         }
         let mut report = StartReport { warnings, ..Default::default() };
         report.warnings.extend(spec.warnings());

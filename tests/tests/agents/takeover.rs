@@ -755,3 +755,35 @@ fn killing_the_owners_agent_and_watchdog_leaves_the_keeper_to_fence_before_the_t
     assert!(ending.contains("fenced"), "the keeper recorded a fence: {ending}");
     assert!(lab.hosts[1].runs(&name));
 }
+
+#[test]
+fn fences_are_not_crashes_they_are_counted_apart_and_never_end_in_error() {
+    if skip_unless_root("fences_are_not_crashes_they_are_counted_apart_and_never_end_in_error") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    // Lease fencing without takeover: a cut longer than the lease fences the owner, and nothing moves, so
+    // the same vserver is fenced again and again on the same host (the lab allows 3 restarts).
+    let extra = "[takeover]\nenabled = false\n[fencing]\nquorum = true\nwatchdog = true\n";
+    let (agents, _dogs, name, addr) = synced_on_h0(&lab, "tf", extra);
+    let vs = |agents: &Agents| {
+        agents.status(0).ok().and_then(|s| s["vservers"].as_array()?.iter().find(|v| v["name"] == name).cloned())
+    };
+    for round in 1..=4u64 {
+        lab.set_link(0, false).unwrap();
+        let fenced = wait_for(PATIENCE, || !lab.hosts[0].runs(&name));
+        assert!(fenced.is_some(), "round {round}: fenced; log:\n{}", agents.log(0));
+        lab.set_link(0, true).unwrap();
+        let back = wait_for(PATIENCE, || {
+            lab.hosts[0].runs(&name) && vs(&agents).is_some_and(|v| v["fences"].as_u64() == Some(round))
+        });
+        assert!(back.is_some(), "round {round}: started again and counted: {:?}\nlog:\n{}", vs(&agents), agents.log(0));
+    }
+    assert!(wait_page(&lab, addr, "unsynced", PATIENCE).is_some(), "it serves again, from h0");
+    let v = vs(&agents).unwrap();
+    assert_eq!(v["state"], "running", "never in error: {v}");
+    assert_eq!(v["restarts"], 0, "a fence is not a crash: {v}");
+    assert_eq!(v["fenced_unix_ms"].as_array().map(Vec::len), Some(4), "{v}");
+    let metrics = agents.get(0, 0, "/metrics").unwrap().body;
+    assert!(metrics.contains(&format!("vserver_fences{{vserver=\"{name}\"}} 4")), "{metrics}");
+}

@@ -215,7 +215,9 @@ fn a_host_cut_off_from_the_majority_fences_itself_and_resumes_once_back() {
     let fenced = wait_for(PATIENCE, || !running());
     lab.switch().ip(["link", "set", &port, "up"]).unwrap();
     assert!(fenced.is_some(), "h0 fenced itself; log:\n{}", agents.log(0));
-    assert!(agents.log(0).contains("lease lost"), "{}", agents.log(0));
+    // Its keeper may kill it a moment before the agent, which fences at the lease's very end.
+    let said = wait_for(PATIENCE, || agents.log(0).contains("lease lost"));
+    assert!(said.is_some(), "{}", agents.log(0));
     // Back, and nobody took the vserver meanwhile: the cluster confirms h0, which starts it again.
     assert!(
         lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some(),
@@ -224,4 +226,37 @@ fn a_host_cut_off_from_the_majority_fences_itself_and_resumes_once_back() {
     );
     let confirmed = wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|(o, e)| o == "h0" && e >= 2));
     assert!(confirmed.is_some(), "confirmed at a new epoch: {:?}", owner(&agents, 0, &name));
+}
+
+#[test]
+fn a_host_without_its_lease_refuses_to_start_anything() {
+    if skip_unless_root("a_host_without_its_lease_refuses_to_start_anything") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, name, _addr) =
+        placed_on_h0(&lab, "wn", "[fencing]\nquorum = true\n[takeover]\nenabled = false\n", true);
+    assert!(wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|o| o.0 == "h0")).is_some());
+    let out = vserver(&lab, 0, &[&name, "stop"], false);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Cut off from the majority, h0's lease ends: nothing may start there, through the agent or around it.
+    let port = lab.hosts[0].switch_port.clone();
+    lab.switch().ip(["link", "set", &port, "down"]).unwrap();
+    let lost = wait_for(PATIENCE, || agents.log(0).contains("lease lost"));
+    assert!(lost.is_some(), "{}", agents.log(0));
+    let out = vserver(&lab, 0, &[&name, "start"], false);
+    let said = text(&out);
+    // Without the agent, the lease it last wrote for the keepers (which ends before the lease) is over too.
+    let standalone = vserver(&lab, 0, &[&name, "start"], true);
+    let running = vserver(&lab, 0, &[&name, "running"], true).status.success();
+    lab.switch().ip(["link", "set", &port, "up"]).unwrap();
+    assert_eq!(out.status.code(), Some(7), "refused through the agent: {said}");
+    assert!(said.contains("lease"), "{said}");
+    assert_eq!(standalone.status.code(), Some(7), "refused without the agent: {}", text(&standalone));
+    assert!(text(&standalone).contains("lease is over"), "{}", text(&standalone));
+    assert!(!running, "nothing started");
+    // Back with the majority, it starts as asked.
+    let started = wait_for(PATIENCE, || vserver(&lab, 0, &[&name, "start"], false).status.success());
+    assert!(started.is_some(), "{}", agents.log(0));
 }

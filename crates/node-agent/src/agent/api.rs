@@ -117,6 +117,7 @@ impl ApiError {
             Self::Supervisor(SupervisorError::BadConf { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Supervisor(SupervisorError::Refused { .. }) => StatusCode::FORBIDDEN,
             Self::Supervisor(SupervisorError::Busy(_)) => StatusCode::LOCKED,
+            Self::Supervisor(SupervisorError::NoLease(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Supervisor(SupervisorError::AlreadyRunning(_) | SupervisorError::NotRunning(_)) => {
                 StatusCode::CONFLICT
             }

@@ -279,6 +279,14 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
         takeover::relocations(&log.events(), name.as_str(), replication::now_ms(), window)
     }));
     let weak = Arc::downgrade(&agent);
+    agent.supervisor.set_lease_check(Box::new(move || {
+        weak.upgrade().is_none_or(|agent| {
+            !agent.config.quorum_fencing()
+                || watchdog::in_maintenance(&agent)
+                || watchdog::lease_remaining(&agent).is_none_or(|left| !left.is_zero())
+        })
+    }));
+    let weak = Arc::downgrade(&agent);
     agent.supervisor.set_event_sink(Box::new(move |kind, name, text| {
         if let Some(agent) = weak.upgrade() {
             agent.log_event_later(kind, Some(name.as_str()), text);

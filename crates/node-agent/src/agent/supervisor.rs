@@ -70,6 +70,12 @@ pub enum SupervisorError {
         /// What the command said.
         message: String,
     },
+    /// This host does not hold its lease (HTTP 503): cut off from the majority, it may not start anything.
+    #[error(
+        "this host does not hold its lease (no majority of the cluster acknowledges it): starting {0} here could \
+         run it twice while another host takes it over; nothing changed (retry once the host is back)"
+    )]
+    NoLease(String),
     /// Held by a migrate (HTTP 423): operators' lifecycle requests are refused until it ends.
     #[error("vserver {0} is being migrated; nothing changed (retry when the migrate ends)")]
     Busy(String),
@@ -115,6 +121,8 @@ struct Shared {
     fenced_at: StdMutex<HashMap<VserverName, u64>>,
     /// Who the cluster says owns a vserver (this host's view of the ownership table), once the agent has it.
     owner_of: std::sync::OnceLock<OwnerLookup>,
+    /// Whether this host may start vservers now (its lease), once the agent has it.
+    may_run: std::sync::OnceLock<LeaseCheck>,
     /// Where the supervisor reports what it did (a local restart) to the cluster's event log, once set.
     events: std::sync::OnceLock<EventSink>,
     /// This host's node name.
@@ -123,6 +131,10 @@ struct Shared {
 
 /// Looks up a vserver's owner host in the ownership table, as this host knows it.
 pub type OwnerLookup = Box<dyn Fn(&VserverName) -> Option<String> + Send + Sync>;
+
+/// Whether this host may start vservers now: it holds its lease, or needs none (no quorum fencing, no cluster
+/// formed, maintenance).
+pub type LeaseCheck = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Looks up a vserver's relocations within the failure window, and its relocation error, in the cluster's
 /// event log.
@@ -233,6 +245,7 @@ impl Supervisor {
                 fenced: StdMutex::default(),
                 fenced_at: StdMutex::default(),
                 owner_of: std::sync::OnceLock::new(),
+                may_run: std::sync::OnceLock::new(),
                 events: std::sync::OnceLock::new(),
                 node: config.node.clone(),
             }),
@@ -342,19 +355,31 @@ impl Supervisor {
     }
 
     /// A fenced vserver the cluster confirmed this host still owns: the fence is lifted, counted (apart from
-    /// crashes), and the vserver started again at once if it is meant to run, with no backoff: a fence is not
-    /// a crash.
+    /// crashes, once per run it ended: the agent, the watchdog and the keeper may all report the same fence),
+    /// and the vserver started again at once if it is meant to run, with no backoff: a fence is not a crash.
     pub async fn recover_from_fence(&self, name: &VserverName) {
-        lock(&self.shared.fenced).remove(name);
-        let at = lock(&self.shared.fenced_at).remove(name);
         let shared = Arc::clone(&self.shared);
-        if let Some(at) = at {
+        // Held across the whole recovery, so the check loop never sees it half done.
+        let guard = shared.op_lock(name).lock_owned().await;
+        lock(&shared.fenced).remove(name);
+        let at = lock(&shared.fenced_at).remove(name);
+        let (host, n) = (shared.host.clone(), name.clone());
+        let seen = tokio::task::spawn_blocking(move || {
+            let running = matches!(host.running(&n), Ok(Some(_)));
+            let ended = isolate::RunState::load(&host.dirs.run_dir, &n).ok().flatten().map(|s| s.init_start_ticks);
+            (running, ended)
+        })
+        .await;
+        let Ok((false, ended)) = seen else { return };
+        let counted = shared.accounts.get(name).and_then(|a| a.last_fenced_run);
+        if let Some(at) = at.filter(|_| ended.is_none() || ended != counted) {
             let since = super::replication::now_ms().saturating_sub(shared.failures.window_ms());
             let kept = shared
                 .accounts
                 .update(name, |a| {
                     a.fenced_unix_ms.retain(|t| *t >= since);
                     a.fenced_unix_ms.push(at);
+                    a.last_fenced_run = ended;
                 })
                 .await;
             if let Err(e) = kept {
@@ -364,11 +389,9 @@ impl Supervisor {
         if shared.intents.get(name) != Some(Intent::Running) {
             return;
         }
-        let guard = shared.op_lock(name).lock_owned().await;
-        let (host, n) = (shared.host.clone(), name.clone());
-        let running = tokio::task::spawn_blocking(move || matches!(host.running(&n), Ok(Some(_)))).await;
-        if running.unwrap_or(true) {
-            return;
+        // Confirmed through a majority, but this host starts nothing before it holds its lease again.
+        while !shared.may_run() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         match shared.command.run(name, "start").await {
             Ok(()) | Err(SupervisorError::AlreadyRunning(_)) => {
@@ -379,6 +402,13 @@ impl Supervisor {
         }
         drop(guard);
         shared.refresh(name).await;
+    }
+
+    /// Gives the supervisor the agent's view of this host's lease: no vserver is started (by an operator, a
+    /// restart, a recovery) while this host does not hold it, since another host may be taking them over. Set
+    /// once.
+    pub fn set_lease_check(&self, check: LeaseCheck) {
+        let _ = self.shared.may_run.set(check);
     }
 
     /// Gives the check loop this host's view of the ownership table: a vserver the table gives to another
@@ -509,6 +539,9 @@ impl Shared {
             return Err(SupervisorError::Busy(name.to_string()));
         }
         let _guard = self.op_lock(name).lock_owned().await;
+        if op != Op::Stop && !self.may_run() {
+            return Err(SupervisorError::NoLease(name.to_string()));
+        }
         if op != Op::Stop {
             if let Some(why) = self.error_of(name) {
                 return Err(SupervisorError::Refused {
@@ -779,6 +812,9 @@ impl Shared {
                     tracing::warn!(vserver = %name, error = %e, "cannot record the intent; retried next check");
                 }
             }
+            Decision::Restart if !self.may_run() => {
+                tracing::debug!(vserver = %name, "due a restart, but this host holds no lease now: later");
+            }
             Decision::Restart => {
                 tracing::warn!(vserver = %name, "restarting: it died on its own while meant to run");
                 tokio::spawn(Arc::clone(self).restart_after_death(name.clone(), guard));
@@ -841,6 +877,11 @@ impl Shared {
             this.refresh(&name).await;
         });
         None
+    }
+
+    /// Whether this host may start vservers now (see [`LeaseCheck`]); yes until the agent says.
+    fn may_run(&self) -> bool {
+        self.may_run.get().is_none_or(|check| check())
     }
 
     /// A vserver's state from whether it runs and its accounts.
@@ -1161,6 +1202,10 @@ struct Account {
     /// than the window are dropped at the next fence).
     #[serde(default)]
     fenced_unix_ms: Vec<u64>,
+    /// The run the last counted fence ended (its process 1's start time), so one fence reported by the
+    /// agent, the watchdog and the keeper counts once.
+    #[serde(default)]
+    last_fenced_run: Option<u64>,
 }
 
 /// The failure accounts, in memory and in `STATE_DIR/failures.json`; writes are serialized and land on disk

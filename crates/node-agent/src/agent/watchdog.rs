@@ -81,12 +81,16 @@ async fn ask_once(agent: &Agent, request: &str) -> Option<String> {
     asked.ok()?.ok()?
 }
 
-/// How long before the end of this host's lease the watchdog (and each vserver's keeper) kills: the time a
-/// fence takes, so that it is over when the lease is.
+/// How long before the end of this host's lease each vserver's keeper kills it: the time a fence takes, so
+/// that it is over when the lease is.
 pub const FENCE_LEAD: Duration = Duration::from_millis(150);
 
+/// How long before the end of the lease the watchdog fires: after the keepers (which record the fence as
+/// theirs, so it is never taken for a crash), still before the lease ends.
+const WATCHDOG_LEAD: Duration = Duration::from_millis(75);
+
 /// How long the watchdog may wait before its next pet, following the lease: what is left of it less
-/// [`FENCE_LEAD`]; `None` when nothing may be promised (the lease is over, or too close to its end), and
+/// [`WATCHDOG_LEAD`]; `None` when nothing may be promised (the lease is over, or too close to its end), and
 /// `Some(fixed)` when this host needs no lease (no quorum fencing, or no cluster formed yet).
 fn pet_budget(agent: &Agent, fixed: Duration) -> Option<Duration> {
     if !agent.config.quorum_fencing() {
@@ -94,7 +98,7 @@ fn pet_budget(agent: &Agent, fixed: Duration) -> Option<Duration> {
     }
     match lease_remaining(agent) {
         None => Some(fixed),
-        Some(left) => left.checked_sub(FENCE_LEAD).filter(|b| !b.is_zero()),
+        Some(left) => left.checked_sub(WATCHDOG_LEAD).filter(|b| !b.is_zero()),
     }
 }
 
