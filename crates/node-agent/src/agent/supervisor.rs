@@ -711,10 +711,6 @@ impl Shared {
                     tracing::warn!(vserver = %name, "fenced by its keeper (this host's lease ended)");
                     lock(&self.fenced).insert(name.clone());
                     lock(&self.fenced_at).entry(name.clone()).or_insert_with(super::replication::now_ms);
-                    if let Some(sink) = self.events.get() {
-                        let text = format!("{name} was fenced by its keeper on {}: the host's lease ended", self.node);
-                        sink(super::events::kinds::FENCED, name, text);
-                    }
                 }
                 return Some(self.state_of(name, false));
             }
