@@ -45,6 +45,13 @@ impl Lab {
     /// Holds every frame host `i` sends for `delay` before it reaches the switch, until the returned
     /// [`Delay`] drops.
     pub fn delay(&self, i: usize, delay: Duration) -> Result<Delay<'_>> {
+        self.delay_with_loss(i, delay, 0)
+    }
+
+    /// [`Lab::delay`], and besides `loss_percent` % of the frames dropped at random each way (the loss rules
+    /// of [`Lab::set_loss`] do not apply to a delayed port).
+    pub fn delay_with_loss(&self, i: usize, delay: Duration, loss_percent: u8) -> Result<Delay<'_>> {
+        anyhow::ensure!(loss_percent <= 100, "a loss of {loss_percent} %: at most 100");
         let port = self.hosts[i].switch_port.clone();
         let (on_bridge, relay_end) = (format!("d{port}"), format!("r{port}"));
         let switch = self.switch();
@@ -61,8 +68,9 @@ impl Lab {
             .context("entering the switch namespace")?
             .with_context(|| format!("opening packet sockets on {port} and {relay_end}"))?;
         let (from_host, to_host) = (Arc::new(from_host), Arc::new(to_host));
-        guard.threads.extend(relay(Arc::clone(&from_host), Arc::clone(&to_host), delay, &guard.stop));
-        guard.threads.extend(relay(to_host, from_host, Duration::ZERO, &guard.stop));
+        let seed = 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1);
+        guard.threads.extend(relay(Arc::clone(&from_host), Arc::clone(&to_host), delay, loss_percent, seed, &guard.stop));
+        guard.threads.extend(relay(to_host, from_host, Duration::ZERO, loss_percent, !seed, &guard.stop));
         switch.ip(["link", "set", &port, "nomaster"])?;
         switch.ip(["link", "set", &on_bridge, "master", "br0"])?;
         Ok(guard)
@@ -133,16 +141,34 @@ fn packet_socket(dev: &str) -> io::Result<OwnedFd> {
     }
 }
 
-/// Two threads carrying frames from `src` to `dst`, each sent `delay` after it arrived, in order.
-fn relay(src: Arc<OwnedFd>, dst: Arc<OwnedFd>, delay: Duration, stop: &Arc<AtomicBool>) -> [JoinHandle<()>; 2] {
+/// Two threads carrying frames from `src` to `dst`, each sent `delay` after it arrived, in order, but for
+/// `loss` % of them dropped at random (a xorshift generator started from `seed`).
+fn relay(
+    src: Arc<OwnedFd>,
+    dst: Arc<OwnedFd>,
+    delay: Duration,
+    loss: u8,
+    seed: u64,
+    stop: &Arc<AtomicBool>,
+) -> [JoinHandle<()>; 2] {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     let stop = Arc::clone(stop);
     let reader = thread::spawn(move || {
         let mut buf = vec![0u8; FRAME_BUF];
+        let mut state = seed | 1;
+        let mut lost = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % 100 < u64::from(loss)
+        };
         while !stop.load(Ordering::Relaxed) {
             // SAFETY: reads into a buffer of the length given, on a descriptor kept alive by the Arc.
             let n = unsafe { libc::recv(src.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 && tx.send((Instant::now() + delay, buf[..n as usize].to_vec())).is_err() {
+            if n <= 0 || lost() {
+                continue;
+            }
+            if tx.send((Instant::now() + delay, buf[..n as usize].to_vec())).is_err() {
                 break;
             }
         }

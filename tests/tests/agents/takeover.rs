@@ -787,3 +787,24 @@ fn fences_are_not_crashes_they_are_counted_apart_and_never_end_in_error() {
     let metrics = agents.get(0, 0, "/metrics").unwrap().body;
     assert!(metrics.contains(&format!("vserver_fences{{vserver=\"{name}\"}} 4")), "{metrics}");
 }
+
+#[test]
+fn a_slow_lossy_link_moves_nothing_and_keeps_a_coordinator() {
+    if skip_unless_root("a_slow_lossy_link_moves_nothing_and_keeps_a_coordinator") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, _addr) = synced_on_h0(&lab, "ts", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let sampler = Sampler::start(&lab, &name);
+    {
+        // 200 ms each way (400 ms round trips) and 20% of the frames lost each way, on every host's link.
+        let _links: Vec<_> =
+            (0..3).map(|i| lab.delay_with_loss(i, Duration::from_millis(200), 20).unwrap()).collect();
+        std::thread::sleep(Duration::from_secs(30));
+        // The cluster still has a coordinator, and it can commit (a takeover could happen if one were due).
+        let led = wait_for(PATIENCE, || (0..3).any(|i| leader(&agents, i).is_some()));
+        assert!(led.is_some(), "a coordinator through the slow link; h1:\n{}", agents.log(1));
+    }
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
