@@ -201,6 +201,24 @@ impl<'lab> Agents<'lab> {
         }
     }
 
+    /// A clean stop of host `i`'s agent, as systemd's stop or restart does it: SIGTERM, then the wait for
+    /// its exit (SIGKILL after `patience`, as systemd's stop timeout). Whether it left by itself in time.
+    pub fn stop(&mut self, i: usize, patience: std::time::Duration) -> bool {
+        let Some(mut child) = self.procs[i].take() else { return true };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
     /// The process id of host `i`'s agent, while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.procs[i].as_ref().map(Child::id)

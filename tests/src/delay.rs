@@ -69,7 +69,14 @@ impl Lab {
             .with_context(|| format!("opening packet sockets on {port} and {relay_end}"))?;
         let (from_host, to_host) = (Arc::new(from_host), Arc::new(to_host));
         let seed = 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1);
-        guard.threads.extend(relay(Arc::clone(&from_host), Arc::clone(&to_host), delay, loss_percent, seed, &guard.stop));
+        guard.threads.extend(relay(
+            Arc::clone(&from_host),
+            Arc::clone(&to_host),
+            delay,
+            loss_percent,
+            seed,
+            &guard.stop,
+        ));
         guard.threads.extend(relay(to_host, from_host, Duration::ZERO, loss_percent, !seed, &guard.stop));
         switch.ip(["link", "set", &port, "nomaster"])?;
         switch.ip(["link", "set", &on_bridge, "master", "br0"])?;

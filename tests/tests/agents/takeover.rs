@@ -237,6 +237,27 @@ fn an_agent_restart_moves_nothing() {
 }
 
 #[test]
+fn clean_agent_restarts_in_a_row_move_nothing() {
+    if skip_unless_root("clean_agent_restarts_in_a_row_move_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (mut agents, _dogs, name, _addr) = synced_on_h0(&lab, "tc", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let healthy = healthy_lease(&agents);
+    let sampler = Sampler::start(&lab, &name);
+    for round in 0..10 {
+        // What `systemctl restart vserver-agent` does: SIGTERM, the wait for the exit, a new start.
+        assert!(agents.stop(0, Duration::from_secs(10)), "round {round}: the agent left by itself");
+        agents.spawn(0).unwrap();
+        settle(&agents, healthy);
+        // Restarts a second apart, as an operator's or an upgrade's are (not a crash loop).
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
+
+#[test]
 fn twenty_percent_loss_on_every_link_moves_nothing() {
     if skip_unless_root("twenty_percent_loss_on_every_link_moves_nothing") {
         return;
@@ -799,8 +820,7 @@ fn a_slow_lossy_link_moves_nothing_and_keeps_a_coordinator() {
     let sampler = Sampler::start(&lab, &name);
     {
         // 200 ms each way (400 ms round trips) and 20% of the frames lost each way, on every host's link.
-        let _links: Vec<_> =
-            (0..3).map(|i| lab.delay_with_loss(i, Duration::from_millis(200), 20).unwrap()).collect();
+        let _links: Vec<_> = (0..3).map(|i| lab.delay_with_loss(i, Duration::from_millis(200), 20).unwrap()).collect();
         std::thread::sleep(Duration::from_secs(30));
         // The cluster still has a coordinator, and it can commit (a takeover could happen if one were due).
         let led = wait_for(PATIENCE, || (0..3).any(|i| leader(&agents, i).is_some()));

@@ -244,10 +244,37 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     serve_agent(Arc::new(agent)).await.map_err(RunError::Failed)
 }
 
+/// How long a starting agent waits for its port while another process holds it (the agent it replaces, still
+/// leaving): a restart must fit in the blip budget, but must not fail because the old agent took a moment.
+const PORT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Binds with `bind`, trying again for [`PORT_PATIENCE`] while the address is in use.
+async fn with_port_retries<T, F>(listen: std::net::SocketAddr, bind: impl Fn() -> F) -> std::io::Result<T>
+where
+    F: std::future::Future<Output = std::io::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PORT_PATIENCE;
+    let mut said = false;
+    loop {
+        match bind().await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline => {
+                if !said {
+                    tracing::info!(%listen, "the port is still in use (the agent this one replaces is leaving): waiting");
+                    said = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let listen = agent.config.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = with_port_retries(listen, || tokio::net::TcpListener::bind(listen))
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let socket_path = serve::socket_path(&agent.config.run_dir);
     let socket = serve::bind_socket(&socket_path)
         .with_context(|| format!("cannot listen on the local socket {}", socket_path.display()))?;
@@ -266,7 +293,9 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
                        this host still owns it");
     }
     let heartbeats = tokio::spawn(heartbeat::run_sender(Arc::clone(&agent)));
-    let udp = tokio::net::UdpSocket::bind(listen).await.with_context(|| format!("cannot listen on {listen}/udp"))?;
+    let udp = with_port_retries(listen, || tokio::net::UdpSocket::bind(listen))
+        .await
+        .with_context(|| format!("cannot listen on {listen}/udp"))?;
     let beacons = tokio::spawn(heartbeat::run_beacons(Arc::clone(&agent), udp));
     let supervision = tokio::spawn(supervisor::run(Arc::clone(&agent)));
     let replicating = tokio::spawn(Arc::clone(&agent.replication).run(Arc::clone(&agent)));

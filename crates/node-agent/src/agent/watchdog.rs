@@ -96,6 +96,10 @@ fn pet_budget(agent: &Agent, fixed: Duration) -> Option<Duration> {
     if !agent.config.quorum_fencing() {
         return Some(fixed);
     }
+    // Not ready to tell yet (a starting agent): whatever deadline the watchdog holds stands.
+    if agent.ownership.get().is_none() {
+        return None;
+    }
     match lease_remaining(agent) {
         None => Some(fixed),
         Some(left) => left.checked_sub(WATCHDOG_LEAD).filter(|b| !b.is_zero()),

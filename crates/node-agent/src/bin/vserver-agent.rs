@@ -270,7 +270,11 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILED as u8);
         }
     };
-    match runtime.block_on(node_agent::agent::run(&cli.config)) {
+    let result = runtime.block_on(node_agent::agent::run(&cli.config));
+    // Stopped: leave at once. Dropping the runtime would wait for every blocking task still running (a status
+    // read, a hung file system), keeping the port from the agent that replaces this one.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vserver-agent: {e}");
