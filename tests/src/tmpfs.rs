@@ -16,7 +16,7 @@ impl Tmpfs {
     /// mode 0755 owned by root; whatever `point` held is hidden until the guard drops.
     pub fn mount(point: &Path, size: &str) -> Result<Tmpfs> {
         let options = format!("mode=0755,size={size}");
-        mount(Some("tmpfs"), point, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options.as_str()))
+        mount(Some("tmpfs"), point, Some("tmpfs"), MsFlags::empty(), Some(options.as_str()))
             .with_context(|| format!("mounting a tmpfs on {}", point.display()))?;
         Ok(Tmpfs { point: point.to_path_buf() })
     }

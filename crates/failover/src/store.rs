@@ -148,6 +148,19 @@ pub enum StoreError {
     /// No complete generation to promote.
     #[error("no complete replica of {0} on this host")]
     NoReplica(String),
+    /// A store whose trees cannot move into service by a rename.
+    #[error(
+        "the replica dir {} is not on the file system (and mount) of the vservers dir {}: a replica's tree goes \
+         into service by a rename, which cannot cross; put replica_dir there (the default, VSERVERS_DIR/.replicas, is)",
+        root.display(),
+        vservers_dir.display()
+    )]
+    OtherFileSystem {
+        /// The store's directory.
+        root: PathBuf,
+        /// The vservers dir.
+        vservers_dir: PathBuf,
+    },
     /// A promote or keep that would overwrite something.
     #[error("{} already exists; nothing was moved", .0.display())]
     Exists(PathBuf),
@@ -172,6 +185,28 @@ impl ReplicaStore {
     /// Its directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Checks, at start, that trees move between this store and `vservers_dir` by a rename, as
+    /// [`promote`](Self::promote) and [`keep`](Self::keep) need (same file system, same mount): tried with an
+    /// empty directory, removed again. Creates the store's directory.
+    pub fn check_beside(&self, vservers_dir: &Path) -> Result<(), StoreError> {
+        fs::create_dir_all(&self.root).map_err(io_err("creating", &self.root))?;
+        let probe = format!(".rename-probe-{}", std::process::id());
+        let (here, there) = (self.root.join(&probe), vservers_dir.join(&probe));
+        let _ = fs::remove_dir(&here);
+        let _ = fs::remove_dir(&there);
+        fs::create_dir(&here).map_err(io_err("creating", &here))?;
+        let moved = fs::rename(&here, &there);
+        let _ = fs::remove_dir(&here);
+        let _ = fs::remove_dir(&there);
+        match moved {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                Err(StoreError::OtherFileSystem { root: self.root.clone(), vservers_dir: vservers_dir.to_path_buf() })
+            }
+            Err(e) => Err(io_err("moving a directory to", &there)(e)),
+        }
     }
 
     fn dir(&self, name: &VserverName) -> PathBuf {
@@ -970,6 +1005,22 @@ mod tests {
         assert!(matches!(&err, StoreError::Move { from, .. } if from.ends_with("web.conf")), "{err}");
         assert_eq!(fs::read_to_string(h.vs.join("web").join("file")).unwrap(), "two");
         assert!(h.store.current(&web).unwrap().is_none_or(|c| c.slot != g.slot));
+    }
+
+    #[test]
+    fn a_replica_dir_trees_cannot_be_renamed_from_is_refused() {
+        let (_dir, vs, _conf, store) = service_dirs();
+        store.check_beside(&vs).unwrap();
+        assert_eq!(names(&vs), [".replicas"], "the probe is gone");
+        if !can_mount("a_replica_dir_trees_cannot_be_renamed_from_is_refused") {
+            return;
+        }
+        let _mount = Tmpfs::mount(&vs.join(".replicas"), "1m");
+        let err = store.check_beside(&vs).unwrap_err();
+        assert!(matches!(err, StoreError::OtherFileSystem { .. }), "{err}");
+        assert!(err.to_string().contains("replica_dir"), "{err}");
+        assert_eq!(names(&vs), [".replicas"]);
+        assert!(names(store.root()).is_empty());
     }
 
     #[test]
