@@ -35,9 +35,11 @@ mod names;
 mod netns;
 mod probe;
 mod root;
+mod tmpfs;
 pub mod treecmp;
 
 pub use lab::{vserver_bin, Client, Host, Lab, CLIENT_ADDR, SUBNET_PREFIX};
 pub use names::unique;
 pub use netns::Netns;
 pub use root::{skip_unless_root, KillOnDrop};
+pub use tmpfs::Tmpfs;

@@ -5,6 +5,7 @@
 
 mod announce;
 mod api;
+mod conf_fs;
 mod evacuate;
 mod heartbeats;
 mod history;

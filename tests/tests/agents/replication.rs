@@ -283,15 +283,6 @@ fn consistent_mode_freezes_for_the_last_pass_and_attributes_rsync_cannot_carry_a
     assert!(lab.client.http_get(addr, 80, std::time::Duration::from_secs(5)).is_ok());
 }
 
-/// Unmounts a small file system mounted for a test, also when the test fails.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 #[test]
 fn a_full_disk_on_the_standby_fails_the_sync_and_keeps_the_previous_replica() {
     if skip_unless_root("a_full_disk_on_the_standby_fails_the_sync_and_keeps_the_previous_replica") {
@@ -300,11 +291,8 @@ fn a_full_disk_on_the_standby_fails_the_sync_and_keeps_the_previous_replica() {
     let lab = Lab::new(2).unwrap();
     let name = vserver_lab::unique("rf");
     let tree = build(&lab, &name);
-    // h1's replicas live on a 48 MiB file system.
-    let replicas = lab.hosts[1].vservers_dir.join(".replicas");
-    std::fs::create_dir_all(&replicas).unwrap();
-    nix::mount::mount(Some("tmpfs"), &replicas, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=48m")).unwrap();
-    let _mounted = Mounted(replicas.clone());
+    // h1's vservers dir, and so its replicas, on a 48 MiB file system.
+    let _mounted = vserver_lab::Tmpfs::mount(&lab.hosts[1].vservers_dir, "48m").unwrap();
     let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\"]\ninterval_secs = 3600\n");
     let agents = Agents::start_with(&lab, FAST, Some(&cluster)).unwrap();
     assert!(wait_for(PATIENCE, || all_alive(&agents, 2)).is_some());

@@ -67,7 +67,7 @@ pub(crate) fn synced_on_h0<'lab>(
 
 /// After a takeover by h1: it runs there alone, the client gets the synced page, the takeover is in the
 /// status of every live host with its phases.
-fn check_taken_over_by_h1(lab: &Lab, agents: &Agents, name: &str, addr: std::net::Ipv4Addr, live: &[usize]) {
+pub(crate) fn check_taken_over_by_h1(lab: &Lab, agents: &Agents, name: &str, addr: std::net::Ipv4Addr, live: &[usize]) {
     assert!(lab.hosts[1].runs(name), "h1 runs it; log:\n{}", agents.log(1));
     assert!(!lab.hosts[2].runs(name));
     assert!(wait_page(lab, addr, "synced", PATIENCE).is_some(), "the client gets the synced page from h1");
@@ -88,7 +88,7 @@ fn check_taken_over_by_h1(lab: &Lab, agents: &Agents, name: &str, addr: std::net
 
 /// Once h0 is back: it does not run the vserver, its copy is kept aside (not deleted), and it takes a
 /// replica from h1.
-fn check_h0_came_back_as_standby(lab: &Lab, agents: &Agents, name: &str) {
+pub(crate) fn check_h0_came_back_as_standby(lab: &Lab, agents: &Agents, name: &str) {
     let conf = lab.hosts[0].conf_dir.join(format!("{name}.conf"));
     let aside = wait_for(PATIENCE, || !conf.exists());
     assert!(aside.is_some(), "h0 moved its copy aside; log:\n{}", agents.log(0));

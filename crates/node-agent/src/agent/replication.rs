@@ -238,12 +238,15 @@ impl Replication {
                 Err(e) => return Err(e).with_context(|| format!("making {} reachable by root only", dir.display())),
             }
         }
+        // Trees go into service and back by renames: refused now rather than at the first takeover.
+        let store = ReplicaStore::new(replica_dir);
+        store.check_beside(&config.vservers_dir)?;
         let beside =
             |bin: &str| std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join(bin))).filter(|p| p.is_file());
         Ok(Self {
             node: config.node.clone(),
             dirs,
-            store: ReplicaStore::new(replica_dir),
+            store,
             settings: cluster.replication,
             placements: Mutex::new(placements),
             placement_path,
