@@ -97,9 +97,7 @@ fn pet_budget(agent: &Agent, fixed: Duration) -> Option<Duration> {
         return Some(fixed);
     }
     // Not ready to tell yet (a starting agent): whatever deadline the watchdog holds stands.
-    if agent.ownership.get().is_none() {
-        return None;
-    }
+    agent.ownership.get()?;
     match lease_remaining(agent) {
         None => Some(fixed),
         Some(left) => left.checked_sub(WATCHDOG_LEAD).filter(|b| !b.is_zero()),
