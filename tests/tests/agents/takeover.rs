@@ -828,3 +828,44 @@ fn a_slow_lossy_link_moves_nothing_and_keeps_a_coordinator() {
     }
     assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
 }
+
+#[test]
+fn a_cluster_set_up_in_the_readmes_order_with_a_late_primary_fences_nothing() {
+    if skip_unless_root("a_cluster_set_up_in_the_readmes_order_with_a_late_primary_fences_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let _dogs = Watchdogs::start(&lab).unwrap();
+    // cluster.toml first, then the agents, the primary's last, and only then the vserver is built.
+    let name = vserver_lab::unique("tr");
+    let addr = lab.free_addr(0);
+    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
+    let mut agents = Agents::start_full(&lab, crate::FAST, Some(&cluster), "").unwrap();
+    assert!(agents.stop(0, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_secs(3));
+    agents.spawn(0).unwrap();
+    assert!(wait_for(PATIENCE, || crate::all_alive(&agents, 3)).is_some(), "log h0:\n{}", agents.log(0));
+    assert!(agents.running(0), "the primary's agent runs without the vserver's conf yet:\n{}", agents.log(0));
+    assert!(agents.log(0).contains("is not in"), "it warns that the vserver is not built yet:\n{}", agents.log(0));
+    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "tr").unwrap();
+    let started = wait_for(PATIENCE, || vserver(&lab, 0, &[&name, "start"], false).status.success());
+    assert!(started.is_some(), "started through the agent; log:\n{}", agents.log(0));
+    assert!(lab.client.wait_http(addr, 80, Instant::now() + PATIENCE).is_some());
+    let out = vserver(&lab, 0, &[&name, "sync"], false);
+    assert!(out.status.success(), "replicated once built: {}", text(&out));
+    let sampler = Sampler::start(&lab, &name);
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = sampler.finish();
+    assert_eq!(
+        seen.changes.len(),
+        1,
+        "it never stopped: {:?}\nexit: {:?}\nlease: {:?}\nh0:\n{}",
+        seen.changes,
+        std::fs::read_to_string(lab.hosts[0].run_dir.join(format!("{name}.exit"))),
+        std::fs::read_to_string(lab.hosts[0].run_dir.join("lease")),
+        agents.log(0)
+    );
+    assert!(!agents.log(0).contains("lease lost"), "no fence was needed: {}", agents.log(0));
+}

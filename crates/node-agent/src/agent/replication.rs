@@ -197,7 +197,17 @@ pub fn load_cluster(config: &AgentConfig, config_path: &Path) -> anyhow::Result<
     let path =
         if path.is_relative() { config_path.parent().unwrap_or(Path::new(".")).join(path) } else { path.clone() };
     let conf = |n: &VserverName| config.conf_dir.join(format!("{n}.conf")).is_file();
-    Ok(ClusterConfig::load(&path, &hosts, &config.node, conf)?)
+    let cluster = ClusterConfig::load(&path, &hosts, &config.node, conf)?;
+    for name in &cluster.not_built {
+        tracing::warn!(
+            vserver = %name,
+            "{} places {name} on this host as its primary, but {name}.conf is not in {} yet: build it (vserver \
+             {name} build); it is replicated once it exists",
+            path.display(),
+            config.conf_dir.display()
+        );
+    }
+    Ok(cluster)
 }
 
 impl Replication {

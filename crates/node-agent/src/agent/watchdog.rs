@@ -401,6 +401,19 @@ pub async fn watch_majority(agent: Arc<Agent>) {
         maintenance_said = false;
         fenced = true;
         let names = agent.supervisor.fence();
+        let place = agent.supervisor.host().dirs.cgroup();
+        let nothing_here = names.is_empty()
+            && tokio::task::spawn_blocking({
+                let place = place.clone();
+                move || isolate::cgroup::Cgroups::list(&place).is_ok_and(|l| l.is_empty())
+            })
+            .await
+            .unwrap_or(false);
+        if nothing_here {
+            // A host running nothing (a fresh start, before its lease is won): nothing to fence, nothing to log.
+            tracing::info!("no majority acknowledges this host yet; nothing runs here, so nothing is fenced");
+            continue;
+        }
         log_fence(
             &agent,
             &names,
@@ -412,7 +425,6 @@ pub async fn watch_majority(agent: Arc<Agent>) {
             "lease lost (no majority of the cluster acknowledged this host): fencing this host's vservers \
              (interfaces down, killed)"
         );
-        let place = agent.supervisor.host().dirs.cgroup();
         let _ = tokio::task::spawn_blocking(move || {
             node_agent_fence(&place);
         })
