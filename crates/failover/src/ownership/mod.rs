@@ -959,6 +959,6 @@ mod tests {
         assert!(matches!(c.check(), Err(OwnershipError::InvalidName { what: "host name", .. })));
         c.members.pop();
         c.timing.election_min_ms = 50;
-        assert!(c.check().unwrap_err().to_string().contains("heartbeat_ms (100) < election_min_ms (50)"));
+        assert!(c.check().unwrap_err().to_string().contains("heartbeat_ms (500) < election_min_ms (50)"));
     }
 }
