@@ -869,3 +869,82 @@ fn a_cluster_set_up_in_the_readmes_order_with_a_late_primary_fences_nothing() {
     );
     assert!(!agents.log(0).contains("lease lost"), "no fence was needed: {}", agents.log(0));
 }
+
+/// A fault of the owner's control processes (its agent and its watchdog), the vserver's own processes
+/// untouched and its link up.
+#[derive(Clone, Copy, Debug)]
+enum ControlFault {
+    /// The watchdog killed (-9) alone: nothing may stop or move.
+    WatchdogKilled,
+    /// The agent frozen past the takeover timeout, the watchdog killed: the keeper fences first.
+    AgentFrozenWatchdogKilled,
+    /// Both frozen past the takeover timeout: the keeper fences first.
+    BothFrozen,
+}
+
+fn control_fault(prefix: &str, conf_extra: &str, fault: ControlFault) {
+    let lab = Lab::new(3).unwrap();
+    let (agents, mut dogs, name, addr) = synced_on_h0(&lab, prefix, "");
+    if !conf_extra.is_empty() {
+        // Applies from the next start: restart it with its new conf through the agent.
+        let conf = lab.hosts[0].conf_dir.join(format!("{name}.conf"));
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(&conf, format!("{text}{conf_extra}")).unwrap();
+        let out = vserver(&lab, 0, &[&name, "restart"], false);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let sampler = Sampler::start(&lab, &name);
+    let watchdog = nix::unistd::Pid::from_raw(dogs.pid(0).unwrap() as i32);
+    match fault {
+        ControlFault::WatchdogKilled => {
+            dogs.kill9(0);
+            std::thread::sleep(Duration::from_secs(5));
+            assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+            return;
+        }
+        ControlFault::AgentFrozenWatchdogKilled => {
+            dogs.kill9(0);
+            signal(&agents, 0, nix::sys::signal::Signal::SIGSTOP);
+        }
+        ControlFault::BothFrozen => {
+            nix::sys::signal::kill(watchdog, nix::sys::signal::Signal::SIGSTOP).unwrap();
+            signal(&agents, 0, nix::sys::signal::Signal::SIGSTOP);
+        }
+    }
+    let back = wait_page(&lab, addr, "synced", Duration::from_secs(30));
+    assert!(back.is_some(), "{fault:?}: taken over; h1:\n{}", agents.log(1));
+    let seen = sampler.finish();
+    assert_one_copy(&seen, &agents);
+    assert!(!lab.hosts[0].runs(&name), "{fault:?}: fenced on h0");
+    let ending = std::fs::read_to_string(lab.hosts[0].run_dir.join(format!("{name}.exit"))).unwrap_or_default();
+    assert!(ending.contains("fenced"), "{fault:?}: its keeper fenced it: {ending}");
+    let _ = nix::sys::signal::kill(watchdog, nix::sys::signal::Signal::SIGCONT);
+    signal(&agents, 0, nix::sys::signal::Signal::SIGCONT);
+}
+
+#[test]
+fn the_watchdog_killed_alone_stops_nothing() {
+    if skip_unless_root("the_watchdog_killed_alone_stops_nothing") {
+        return;
+    }
+    control_fault("tq", "", ControlFault::WatchdogKilled);
+}
+
+#[test]
+fn an_agent_frozen_with_its_watchdog_dead_leaves_the_keeper_to_fence() {
+    if skip_unless_root("an_agent_frozen_with_its_watchdog_dead_leaves_the_keeper_to_fence") {
+        return;
+    }
+    control_fault("tj", "", ControlFault::AgentFrozenWatchdogKilled);
+}
+
+#[test]
+fn agent_and_watchdog_frozen_with_the_vservers_own_init_leave_the_keeper_to_fence() {
+    if skip_unless_root("agent_and_watchdog_frozen_with_the_vservers_own_init_leave_the_keeper_to_fence") {
+        return;
+    }
+    // The vserver's own init (fakeinit) as process 1: root inside runs its own process 1, and still cannot
+    // reach the keeper, which lives outside its PID namespace.
+    control_fault("ti", "S_FLAGS=fakeinit\n", ControlFault::BothFrozen);
+}
