@@ -888,8 +888,8 @@ fn control_fault(prefix: &str, conf_extra: &str, fault: ControlFault) {
     if !conf_extra.is_empty() {
         // Applies from the next start: restart it with its new conf through the agent.
         let conf = lab.hosts[0].conf_dir.join(format!("{name}.conf"));
-        let text = std::fs::read_to_string(&conf).unwrap();
-        std::fs::write(&conf, format!("{text}{conf_extra}")).unwrap();
+        let was = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(&conf, format!("{was}{conf_extra}")).unwrap();
         let out = vserver(&lab, 0, &[&name, "restart"], false);
         assert!(out.status.success(), "{}", text(&out));
     }
