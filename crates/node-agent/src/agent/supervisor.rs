@@ -93,6 +93,10 @@ pub enum SupervisorError {
 /// `vserver` child takes `VSERVER_STOP_TIMEOUT` from the agent's environment).
 const GRACE: Duration = Duration::from_secs(10);
 
+/// How long a start waits for the host's lease before it is refused: a host whose agent has just started
+/// holds it after a heartbeat or two; one cut off from its majority does not get it in that time.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+
 /// This host's vservers, their intents and restart accounting.
 pub struct Supervisor {
     shared: Arc<Shared>,
@@ -539,7 +543,7 @@ impl Shared {
             return Err(SupervisorError::Busy(name.to_string()));
         }
         let _guard = self.op_lock(name).lock_owned().await;
-        if op != Op::Stop && !self.may_run() {
+        if op != Op::Stop && !self.lease_within(LEASE_WAIT).await {
             return Err(SupervisorError::NoLease(name.to_string()));
         }
         if op != Op::Stop {
@@ -878,6 +882,21 @@ impl Shared {
     /// Whether this host may start vservers now (see [`LeaseCheck`]); yes until the agent says.
     fn may_run(&self) -> bool {
         self.may_run.get().is_none_or(|check| check())
+    }
+
+    /// Whether this host may start vservers now or comes to within `wait` (a host that has just started, or
+    /// is back from a short blip, gets its lease within a heartbeat or two).
+    async fn lease_within(&self, wait: Duration) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            if self.may_run() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A vserver's state from whether it runs and its accounts.
