@@ -15,6 +15,7 @@ mod page;
 mod replication;
 mod supervision;
 mod takeover;
+mod takeover_decisions;
 mod watchdog;
 
 use std::time::Duration;

@@ -624,6 +624,18 @@ impl Ownership {
     /// committed.
     pub async fn log(&self, kind: &str, vserver: Option<&str>, text: &str) -> Result<u64, OwnershipError> {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.log_at(kind, vserver, text, at_ms).await
+    }
+
+    /// As [`Ownership::log`], stamped with `at_ms` (ms since the Unix epoch, by this host's clock): when it
+    /// happened, for what is logged after the fact (a fence logged once the host can commit again).
+    pub async fn log_at(
+        &self,
+        kind: &str,
+        vserver: Option<&str>,
+        text: &str,
+        at_ms: u64,
+    ) -> Result<u64, OwnershipError> {
         let command = Command::Event {
             at_ms,
             host: self.inner.host.clone(),

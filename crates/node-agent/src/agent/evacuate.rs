@@ -363,7 +363,7 @@ async fn take_over(agent: &Arc<Agent>, vserver: &str, host: &str, epoch: u64) ->
         }
     }
     super::takeover::fence_hook(agent, host).await.map_err(|why| format!("fence hook failed: {why}"))?;
-    super::takeover::take_over(agent, &name, host, epoch, Vec::new(), None).await;
+    super::takeover::take_over(agent, &name, host, epoch, super::takeover::Decided::now(), None).await;
     match own.owner(vserver) {
         Some((owner, _)) if owner != host => Ok((owner, "taken over".into())),
         _ => Err("not taken over (no live standby with a complete replica, the relocation limit, or \

@@ -41,6 +41,11 @@ pub mod kinds {
     pub const EVACUATE: &str = "evacuate";
     /// A vserver's relocation limit put it in state error, cluster-wide.
     pub const RELOCATION_ERROR: &str = "relocation_error";
+    /// A vserver that died too often on its host: not restarted there until an operator clears it.
+    pub const RESTART_GAVE_UP: &str = "restart_gave_up";
+    /// An operator's start, restart or stop of a vserver of the cluster, recorded before it is carried out:
+    /// the text begins with `running` or `stopped` (see `takeover::intent_event`).
+    pub const INTENT: &str = "intent";
 }
 
 /// One event as `GET /v1/events` lists it.
@@ -83,17 +88,28 @@ impl Agent {
     /// event log, stamped with this host and the current time; returns its sequence number once a majority
     /// committed it. For features that report what they did (`maintenance`, `evacuate`, ...).
     pub async fn log_event(&self, kind: &str, vserver: Option<&str>, text: &str) -> Result<u64, String> {
+        self.log_event_at(kind, vserver, text, super::replication::now_ms()).await
+    }
+
+    /// As [`Agent::log_event`], stamped with `at_ms` (ms since the Unix epoch): when it happened.
+    pub async fn log_event_at(&self, kind: &str, vserver: Option<&str>, text: &str, at_ms: u64) -> Result<u64, String> {
         let own = self.ownership.get().ok_or("the ownership table is not open yet")?;
-        own.log(kind, vserver, truncate(text)).await.map_err(|e| e.to_string())
+        own.log_at(kind, vserver, truncate(text), at_ms).await.map_err(|e| e.to_string())
     }
 
     /// As [`Agent::log_event`], in the background, retried every second until committed (for an hour at most):
-    /// for what happened while this host could not commit (it lost its majority).
+    /// for what happened while this host could not commit (it lost its majority). Stamped with the time it
+    /// is called.
     pub fn log_event_later(self: &Arc<Self>, kind: &str, vserver: Option<&str>, text: String) {
+        self.log_event_later_at(kind, vserver, text, super::replication::now_ms());
+    }
+
+    /// As [`Agent::log_event_later`], stamped with `at_ms` (ms since the Unix epoch): when it happened.
+    pub fn log_event_later_at(self: &Arc<Self>, kind: &str, vserver: Option<&str>, text: String, at_ms: u64) {
         let (agent, kind, vserver) = (Arc::clone(self), kind.to_string(), vserver.map(str::to_string));
         tokio::spawn(async move {
             for _ in 0..3600 {
-                match agent.log_event(&kind, vserver.as_deref(), &text).await {
+                match agent.log_event_at(&kind, vserver.as_deref(), &text, at_ms).await {
                     Ok(_) => return,
                     Err(e) => tracing::debug!(%kind, error = %e, "event not logged yet; retrying"),
                 }

@@ -31,6 +31,8 @@ use super::Agent;
 const MAX_PRECOPY_PASSES: u32 = 5;
 /// Longest wait for the target to promote and start (its start scripts may take minutes).
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(6 * 60);
+/// How long a migrate asks the target again what it runs when the answer to its promote was lost.
+const ASK_AGAIN: Duration = Duration::from_secs(15);
 /// A pre-copy pass that moved less than this ends the pre-copy.
 const SMALL_PASS_BYTES: u64 = 16 << 20;
 
@@ -445,8 +447,9 @@ async fn run(
             }
         }
     }
-    match promote_on_target(agent, &base, name, target, was_running, epoch).await {
-        PromoteOutcome::Running => {}
+    let source = agent.config.node.clone();
+    match promote_on_target(agent, &base, name, target, &source, (was_running, epoch), ASK_AGAIN).await {
+        PromoteOutcome::Running(_) => {}
         PromoteOutcome::Refused(why) => {
             if let Some(own) = own {
                 let here = &agent.config.node;
@@ -531,26 +534,30 @@ pub async fn spread_placement(agent: &Agent, name: &VserverName, moved: &Placeme
 }
 
 /// What became of the start on the target.
-enum PromoteOutcome {
-    /// It runs there (or was not to be started, and is in place there).
-    Running,
+pub(super) enum PromoteOutcome {
+    /// It runs there (or was not to be started, and is in place there), with the target's timings when its
+    /// answer came.
+    Running(PromoteTimes),
     /// The target said no, and put things back as they were: start it here again.
     Refused(String),
     /// No answer: it may or may not run there.
     Unknown(String),
 }
 
-/// Asks the target to promote its replica and start it; when the answer is lost, asks again what it runs.
-async fn promote_on_target(
+/// Asks the target (at `base`) to promote its replica and start it (if `start`, at `epoch`), taking it from
+/// `source`; when the answer is lost, asks again what it runs, for `ask_for`. Never takes a lost answer for a
+/// refusal.
+pub(super) async fn promote_on_target(
     agent: &Agent,
     base: &str,
     name: &VserverName,
     target: &str,
-    start: bool,
-    epoch: Option<u64>,
+    source: &str,
+    (start, epoch): (bool, Option<u64>),
+    ask_for: Duration,
 ) -> PromoteOutcome {
     let client = &agent.peer_client;
-    let req = PromoteRequest { source: agent.config.node.clone(), start, epoch };
+    let req = PromoteRequest { source: source.to_string(), start, epoch };
     // A start runs the vserver's start scripts: as long as they may take, and a margin.
     let sent = client
         .post(format!("{base}/v1/vservers/{name}/promote"))
@@ -560,11 +567,15 @@ async fn promote_on_target(
         .send()
         .await;
     let lost = match sent {
-        Ok(r) if r.status().is_success() => match r.json::<VserverStatus>().await {
-            Ok(st) if !start || st.state == VserverState::Running => return PromoteOutcome::Running,
-            Ok(st) => return PromoteOutcome::Unknown(format!("it answered that {name} is {:?}", st.state)),
-            Err(e) => super::replication::chain(&e),
-        },
+        Ok(r) if r.status().is_success() => {
+            let header = |h: &str| r.headers().get(h).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            let times = PromoteTimes { promote_ms: header("x-promote-ms"), start_ms: header("x-start-ms") };
+            match r.json::<VserverStatus>().await {
+                Ok(st) if !start || st.state == VserverState::Running => return PromoteOutcome::Running(times),
+                Ok(st) => return PromoteOutcome::Unknown(format!("it answered that {name} is {:?}", st.state)),
+                Err(e) => super::replication::chain(&e),
+            }
+        }
         Ok(r) => {
             let status = r.status();
             let body = r.text().await.unwrap_or_default();
@@ -574,7 +585,7 @@ async fn promote_on_target(
         Err(e) => super::replication::chain(&e),
     };
     // Ask what it has, for a while.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + ask_for;
     while Instant::now() < deadline {
         let asked = client
             .get(format!("{base}/v1/vservers/{name}"))
@@ -589,7 +600,7 @@ async fn promote_on_target(
             Ok(r) if r.status().is_success() => {
                 if let Ok(st) = r.json::<VserverStatus>().await {
                     if st.state == VserverState::Running || !start {
-                        return PromoteOutcome::Running;
+                        return PromoteOutcome::Running(PromoteTimes::default());
                     }
                 }
             }

@@ -105,6 +105,37 @@ impl Agent {
         })
     }
 
+    /// Records an operator's `what` (start, restart, stop) of `name` in the cluster's event log before it is
+    /// carried out, for a vserver of the cluster (the ownership table names its owner): a takeover starts a
+    /// vserver or not by the last intent recorded, which no heartbeat may have carried yet. A start or restart
+    /// that cannot be recorded (no majority) is refused with nothing done; a stop is always carried out,
+    /// recorded if the cluster answers within a few seconds.
+    pub async fn record_intent_in_cluster(
+        &self,
+        name: &isolate::VserverName,
+        running: bool,
+        what: &str,
+    ) -> Result<(), supervisor::SupervisorError> {
+        let Some(own) = self.ownership.get().filter(|o| o.owner(name.as_str()).is_some()) else { return Ok(()) };
+        let text = takeover::intent_event(name.as_str(), running, &format!("{what} on {}", self.config.node));
+        let logged = own.log(events::kinds::INTENT, Some(name.as_str()), &text);
+        if running {
+            logged.await.map(|_| ()).map_err(|e| {
+                tracing::warn!(vserver = %name, error = %e, "{what} refused: its intent is not recorded in the cluster");
+                supervisor::SupervisorError::NoLease(name.to_string())
+            })
+        } else {
+            match tokio::time::timeout(std::time::Duration::from_secs(3), logged).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(vserver = %name, error = %e, "stopped; its intent is not recorded in the \
+                                             cluster (no majority answered)"),
+                Err(_) => tracing::warn!(vserver = %name, "stopped; its intent is not recorded in the cluster (no \
+                                          majority answered in 3 s)"),
+            }
+            Ok(())
+        }
+    }
+
     /// `POST /v1/vservers/NAME/clear`: forgets a vserver's failures and lifts its error. Its relocations are
     /// forgotten cluster-wide (a clear event in the cluster's event log, recorded first: if that fails,
     /// nothing changed), its restarts on this host. It needs the vserver configured here or in the cluster.
@@ -124,7 +155,10 @@ impl Agent {
                 takeover::relocations(&o.events(), name.as_str(), replication::now_ms(), window)
             })
             .unwrap_or_default();
-        if relocated != supervisor::Relocations::default() {
+        // Recorded for every vserver of the cluster: a clear makes it meant to run again (see
+        // `record_intent_in_cluster`), and forgets its relocations.
+        let owned = self.ownership.get().is_some_and(|o| o.owner(name.as_str()).is_some());
+        if owned || relocated != supervisor::Relocations::default() {
             let own = self.ownership.get().expect("relocations come from the table");
             own.log_event(&takeover::clear_event(name.as_str(), &self.config.node)).await.map_err(|e| {
                 supervisor::SupervisorError::Failed {

@@ -784,7 +784,7 @@ impl Shared {
                     }
                     tracing::error!(vserver = %name, "{msg}");
                     if let Some(sink) = self.events.get() {
-                        sink("restart_gave_up", name, format!("{name} on {}: {msg}", self.node));
+                        sink(super::events::kinds::RESTART_GAVE_UP, name, format!("{name} on {}: {msg}", self.node));
                     }
                     error = Some(why);
                 }

@@ -38,6 +38,9 @@ const RECORD_PREFIX: &str = "takeover ";
 const ERROR_PREFIX: &str = "error ";
 /// The event log's text prefix of an operator's clear of a vserver's failure accounting.
 const CLEAR_PREFIX: &str = "clear ";
+/// How long the coordinator waits before it tries again a dead host whose vservers it could not all take
+/// over (no standby with a replica, a refused promote); its death is logged once.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A vserver put in error, or cleared, as the event log keeps it (after [`ERROR_PREFIX`] or [`CLEAR_PREFIX`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +151,11 @@ pub fn records(agent: &Agent) -> Vec<TakeoverRecord> {
     let Some(own) = agent.ownership.get() else { return Vec::new() };
     own.events()
         .iter()
-        .filter_map(|e| TakeoverRecord::parse(&e.text).map(|r| TakeoverRecord { at_unix_ms: e.at_ms, ..r }))
+        .filter_map(|e| {
+            let r = TakeoverRecord::parse(&e.text)?;
+            // Records written before they carried their time: the event's.
+            Some(TakeoverRecord { at_unix_ms: if r.at_unix_ms == 0 { e.at_ms } else { r.at_unix_ms }, ..r })
+        })
         .collect()
 }
 
@@ -178,6 +185,8 @@ pub async fn run(agent: Arc<Agent>) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Why each host was not taken over yet, logged when it changes.
     let mut said: std::collections::BTreeMap<String, String> = Default::default();
+    // Each silent host found dead: the vservers the table gave it then, and when it was last tried.
+    let mut tried: std::collections::BTreeMap<String, (Vec<(String, u64)>, Instant)> = Default::default();
     loop {
         every.tick().await;
         let Some(own) = agent.ownership.get() else { continue };
@@ -191,6 +200,7 @@ pub async fn run(agent: Arc<Agent>) {
                 Duration::from_millis(peer.last_heard_ms.unwrap_or(agent.started.elapsed().as_millis() as u64));
             if silence < timeout {
                 said.remove(&peer.name);
+                tried.remove(&peer.name);
                 continue;
             }
             let owned: Vec<(String, u64)> = table
@@ -201,6 +211,11 @@ pub async fn run(agent: Arc<Agent>) {
             if owned.is_empty() {
                 continue;
             }
+            let again = tried.get(&peer.name).filter(|(was, _)| *was == owned);
+            if again.is_some_and(|(_, at)| at.elapsed() < RETRY_AFTER) {
+                continue;
+            }
+            let again = again.is_some();
             let maintenance = own.maintenance();
             if maintenance.covers(&peer.name) || peer.maintenance {
                 let why = if maintenance.cluster.is_some() {
@@ -229,20 +244,27 @@ pub async fn run(agent: Arc<Agent>) {
                 }
             }
             let confirm = started.elapsed();
+            let decided_unix_ms = super::replication::now_ms();
             said.remove(&peer.name);
-            tracing::warn!(host = %peer.name, silence_ms = silence.as_millis() as u64, vservers = owned.len(),
-                           "host dead: its lease is over; taking its vservers over");
+            tried.insert(peer.name.clone(), (owned.clone(), Instant::now()));
             let names: Vec<&str> = owned.iter().map(|(v, _)| v.as_str()).collect();
-            let text = format!(
-                "{} confirmed dead by {} (silent {} ms, its lease over; confirmed in {} ms): taking over {}",
-                peer.name,
-                agent.config.node,
-                silence.as_millis(),
-                confirm.as_millis(),
-                names.join(", ")
-            );
-            if let Err(e) = own.log(kinds::HOST_DEAD, None, &text).await {
-                tracing::warn!(host = %peer.name, error = %e, "the host's death is not in the event log");
+            if again {
+                // Its death is in the log already: tried again, quietly.
+                tracing::info!(host = %peer.name, vservers = owned.len(), "still dead: trying its vservers again");
+            } else {
+                tracing::warn!(host = %peer.name, silence_ms = silence.as_millis() as u64, vservers = owned.len(),
+                               "host dead: its lease is over; taking its vservers over");
+                let text = format!(
+                    "{} confirmed dead by {} (silent {} ms, its lease over; confirmed in {} ms): taking over {}",
+                    peer.name,
+                    agent.config.node,
+                    silence.as_millis(),
+                    confirm.as_millis(),
+                    names.join(", ")
+                );
+                if let Err(e) = own.log_at(kinds::HOST_DEAD, None, &text, decided_unix_ms).await {
+                    tracing::warn!(host = %peer.name, error = %e, "the host's death is not in the event log");
+                }
             }
             let hook_started = Instant::now();
             if let Err(why) = fence_hook(&agent, &peer.name).await {
@@ -263,7 +285,9 @@ pub async fn run(agent: Arc<Agent>) {
                     ("fence_hook".to_string(), hook.as_millis() as u64),
                 ];
                 let (agent, from, was) = (Arc::clone(&agent), peer.name.clone(), last_state(&peer.vservers, &name));
-                tasks.spawn(async move { take_over(&agent, &name, &from, epoch, phases, was).await });
+                tasks.spawn(async move {
+                    take_over(&agent, &name, &from, epoch, Decided { phases, at_unix_ms: decided_unix_ms }, was).await
+                });
             }
             while tasks.join_next().await.is_some() {}
         }
@@ -336,9 +360,8 @@ pub(super) async fn confirm_dead(agent: &Arc<Agent>, host: &str, silent: Duratio
             }
         });
     }
-    let promised = answers.join_all().await.into_iter().filter(|p| *p).count();
     let others = voters.iter().filter(|v| *v != host).count();
-    let vouching = others - promised + usize::from(voters.iter().any(|v| v == host));
+    let (promised, vouching) = tally(answers, others, voters.iter().any(|v| v == host), majority).await;
     if asked.elapsed() >= PROMISE / 2 {
         return Err("the voters answered too slowly".into());
     }
@@ -350,6 +373,29 @@ pub(super) async fn confirm_dead(agent: &Arc<Agent>, host: &str, silent: Duratio
         ));
     }
     Ok(())
+}
+
+/// Counts the voters' answers (`true`: promised) as they come, and stops waiting as soon as those that may
+/// still vouch for the host (the `others` that have not promised, and the host itself if `host_votes`) are
+/// fewer than `majority`: an unreachable or slow minority is not waited for. The answers left are dropped.
+/// Returns (promised, still vouching).
+async fn tally(
+    mut answers: tokio::task::JoinSet<bool>,
+    others: usize,
+    host_votes: bool,
+    majority: usize,
+) -> (usize, usize) {
+    let mut promised = 0;
+    let vouching = |promised: usize| others - promised + usize::from(host_votes);
+    while vouching(promised) >= majority {
+        match answers.join_next().await {
+            Some(Ok(true)) => promised += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    answers.abort_all();
+    (promised, vouching(promised))
 }
 
 /// Runs the fence hook, if one is configured, with the dead host's name.
@@ -369,15 +415,34 @@ pub(super) async fn fence_hook(agent: &Agent, host: &str) -> Result<(), String> 
     }
 }
 
-/// Takes one vserver of a dead host over: to the first live standby with a complete replica.
+/// What the coordinator decided a takeover on: the phases so far (`detect`, `confirm`, `fence_hook`) and
+/// when (ms since the Unix epoch).
+pub(super) struct Decided {
+    /// The phases so far, named, in ms.
+    pub phases: Vec<(String, u64)>,
+    /// When the host was confirmed dead.
+    pub at_unix_ms: u64,
+}
+
+impl Decided {
+    /// Decided now, with no phase timed yet.
+    pub fn now() -> Self {
+        Self { phases: Vec::new(), at_unix_ms: super::replication::now_ms() }
+    }
+}
+
+/// Takes one vserver of a dead host over: to the first live standby with a complete replica. Started there
+/// if it was meant to run: by the last intent the cluster's event log records for it (an operator's start,
+/// stop or clear is logged before it is carried out), else by what the dead host said last (`was`).
 pub(super) async fn take_over(
     agent: &Arc<Agent>,
     name: &VserverName,
     from: &str,
     epoch: u64,
-    mut phases: Vec<(String, u64)>,
+    decided: Decided,
     was: Option<VserverState>,
 ) {
+    let Decided { mut phases, at_unix_ms } = decided;
     let mut epoch = epoch;
     let own = agent.ownership.get().expect("only run with a table");
     let Some(placement) = agent.replication.placement(name) else {
@@ -385,7 +450,8 @@ pub(super) async fn take_over(
         return;
     };
     let failures = &agent.config.failures;
-    let counted = relocations(&own.events(), name.as_str(), super::replication::now_ms(), failures.window_ms());
+    let events = own.events();
+    let counted = relocations(&events, name.as_str(), super::replication::now_ms(), failures.window_ms());
     if let Some(why) = &counted.error {
         tracing::debug!(vserver = %name, %from, "in state error ({why}): not taken over until an operator clears it");
         return;
@@ -404,8 +470,7 @@ pub(super) async fn take_over(
         }
         return;
     }
-    // Stopped there by intent, or in error there (its restart limit): taken over without being started.
-    let start = !matches!(was, Some(VserverState::Stopped | VserverState::Error));
+    let start = meant_to_run(&events, name.as_str(), was);
     let alive: Vec<String> =
         agent.membership.peers().into_iter().filter(|p| p.state == PeerState::Alive).map(|p| p.name).collect();
     let me = agent.config.node.clone();
@@ -442,42 +507,94 @@ pub(super) async fn take_over(
             }
         };
         phases.push(("commit".into(), committing.elapsed().as_millis() as u64));
-        tracing::warn!(vserver = %name, %from, to = %standby, epoch = new_epoch, "taking over");
+        tracing::warn!(vserver = %name, %from, to = %standby, epoch = new_epoch, start, "taking over");
         match promote_on(agent, standby, name, from, start, new_epoch).await {
-            Ok(times) => {
-                phases.extend(times);
-                let moved = placement.moved_to(standby);
-                let warnings = super::migrate::spread_placement(agent, name, &moved).await;
-                if !warnings.is_empty() {
-                    tracing::warn!(vserver = %name, "after the takeover: {}", warnings.join("; "));
-                }
+            super::migrate::PromoteOutcome::Running(times) => {
+                phases.extend(times.phases());
                 let record = TakeoverRecord {
                     vserver: name.to_string(),
                     from: from.to_string(),
                     to: standby.clone(),
                     epoch: new_epoch,
-                    at_unix_ms: 0,
+                    at_unix_ms,
                     phases_ms: phases,
                     started: start,
                 };
                 let text = format!("{RECORD_PREFIX}{}", serde_json::to_string(&record).expect("serializes"));
                 tracing::warn!(vserver = %name, %from, to = %standby, total_ms = record.total_ms(), "taken over: {text}");
-                if let Err(e) = own.log(kinds::TAKEOVER, Some(name.as_str()), &text).await {
+                // Logged before the placement is sent around: a dead host's share of that waits for a timeout.
+                if let Err(e) = own.log_at(kinds::TAKEOVER, Some(name.as_str()), &text, at_unix_ms).await {
                     tracing::warn!(vserver = %name, error = %e, "the takeover is not in the event log");
+                }
+                let moved = placement.moved_to(standby);
+                let warnings = super::migrate::spread_placement(agent, name, &moved).await;
+                if !warnings.is_empty() {
+                    tracing::warn!(vserver = %name, "after the takeover: {}", warnings.join("; "));
                 }
                 return;
             }
-            Err(why) => {
-                // Refused there (it put its replica back): the next standby, from the new epoch.
+            super::migrate::PromoteOutcome::Refused(why) => {
+                // It said no and put its replica back: the next standby, from the new epoch.
                 tracing::error!(vserver = %name, %standby, "takeover refused there: {why}");
                 let text = format!("takeover of {name} by {standby} failed: {why}");
                 let _ = own.log(kinds::TAKEOVER_FAILED, Some(name.as_str()), &text).await;
                 epoch = new_epoch;
                 phases.retain(|(p, _)| p != "commit");
             }
+            super::migrate::PromoteOutcome::Unknown(why) => {
+                // No answer: it may run there. Never a second copy: no other standby is tried. The table gives
+                // it to that standby now; if that host is dead, it is taken over from it in turn, once its own
+                // lease is over.
+                tracing::error!(vserver = %name, %standby, "no answer about the takeover there ({why}): it may run \
+                                there; it is left to {standby} (taken over from it if it is dead)");
+                let text = format!(
+                    "takeover of {name} by {standby}: no answer ({why}); {standby} owns it at epoch {new_epoch} and \
+                     may run it; if {standby} is dead it is taken over from it in turn"
+                );
+                let _ = own.log(kinds::TAKEOVER_FAILED, Some(name.as_str()), &text).await;
+                return;
+            }
         }
     }
     tracing::error!(vserver = %name, %from, "no live standby holds a complete replica: it cannot be taken over");
+}
+
+/// Whether a vserver taken over is to be started: by the last intent the event log records for it (an
+/// operator's start, restart, stop or clear, a halt inside, a restart limit reached, an earlier takeover),
+/// else (nothing recorded, or only before the log's oldest line) by the state its host said last.
+fn meant_to_run(events: &[failover::ownership::Event], vserver: &str, was: Option<VserverState>) -> bool {
+    let about = |e: &failover::ownership::Event| e.vserver.as_deref() == Some(vserver);
+    let logged = events.iter().fold(None, |last, e| match e.kind() {
+        kinds::INTENT if about(e) => intent_of(&e.text).or(last),
+        kinds::HALT | kinds::RESTART_GAVE_UP if about(e) => Some(false),
+        _ => {
+            if let Some(r) = TakeoverRecord::parse(&e.text).filter(|r| r.vserver == vserver) {
+                Some(r.started)
+            } else if e.text.starts_with(CLEAR_PREFIX)
+                && serde_json::from_str::<FailureRecord>(&e.text[CLEAR_PREFIX.len()..])
+                    .is_ok_and(|r| r.vserver == vserver)
+            {
+                Some(true)
+            } else {
+                last
+            }
+        }
+    });
+    logged.unwrap_or(!matches!(was, Some(VserverState::Stopped | VserverState::Error)))
+}
+
+/// The event text recording an operator's intent for `vserver`: `running` or `stopped`, and what asked it.
+pub fn intent_event(vserver: &str, running: bool, what: &str) -> String {
+    format!("{}: {what} of {vserver}", if running { "running" } else { "stopped" })
+}
+
+/// The intent an `intent` event's text records.
+fn intent_of(text: &str) -> Option<bool> {
+    match text.split(':').next()? {
+        "running" => Some(true),
+        "stopped" => Some(false),
+        _ => None,
+    }
 }
 
 /// Whether `host` (this one or a peer) holds a complete replica of `name`.
@@ -502,7 +619,8 @@ async fn holds_replica(agent: &Agent, host: &str, name: &VserverName) -> Result<
     Ok(held.iter().any(|h| h.vserver == name.as_str()))
 }
 
-/// Asks `host` to promote its replica of `name` (and start it) at `epoch`; the phases it reports.
+/// Asks `host` to promote its replica of `name` (and start it) at `epoch`. A lost answer is asked again, and
+/// if still lost is `Unknown`, never taken for a refusal.
 async fn promote_on(
     agent: &Arc<Agent>,
     host: &str,
@@ -510,30 +628,23 @@ async fn promote_on(
     from: &str,
     start: bool,
     epoch: u64,
-) -> Result<Vec<(String, u64)>, String> {
-    let req = super::migrate::PromoteRequest { source: from.to_string(), start, epoch: Some(epoch) };
+) -> super::migrate::PromoteOutcome {
+    use super::migrate::PromoteOutcome;
     if host == agent.config.node {
-        let (_, times) = super::migrate::promote(agent, name, req).await.map_err(|e| e.to_string())?;
-        return Ok(times.phases());
+        let req = super::migrate::PromoteRequest { source: from.to_string(), start, epoch: Some(epoch) };
+        return match super::migrate::promote(agent, name, req).await {
+            Ok((_, times)) => PromoteOutcome::Running(times),
+            Err(e) => PromoteOutcome::Refused(e.to_string()),
+        };
     }
-    let p = agent.config.peers.iter().find(|p| p.name == host).ok_or("not a peer")?;
-    let reply = agent
-        .peer_client
-        .post(format!("{}/v1/vservers/{name}/promote", p.url.trim_end_matches('/')))
-        .bearer_auth(&agent.secret)
-        .json(&req)
-        .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .map_err(|e| super::replication::chain(&e))?;
-    let header = |h: &str| reply.headers().get(h).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let times = super::migrate::PromoteTimes { promote_ms: header("x-promote-ms"), start_ms: header("x-start-ms") };
-    if !reply.status().is_success() {
-        let status = reply.status();
-        let body = reply.text().await.unwrap_or_default();
-        return Err(format!("{status}: {body}"));
-    }
-    Ok(times.phases())
+    let Some(p) = agent.config.peers.iter().find(|p| p.name == host) else {
+        return PromoteOutcome::Refused(format!("{host} is not a peer"));
+    };
+    let base = p.url.trim_end_matches('/');
+    // Asked again while a live host would answer: past the takeover timeout, a silent standby is itself
+    // taken over once its lease is over.
+    let ask_for = agent.config.takeover_timeout();
+    super::migrate::promote_on_target(agent, base, name, host, from, (start, Some(epoch)), ask_for).await
 }
 
 /// On every host, every second: a vserver the table gives to another host is not run here, its copy here is
@@ -612,6 +723,68 @@ mod tests {
             started: true,
         };
         format!("{RECORD_PREFIX}{}", serde_json::to_string(&r).unwrap())
+    }
+
+    fn about(seq: u64, kind: &str, vserver: &str, text: String) -> failover::ownership::Event {
+        serde_json::from_value(serde_json::json!({
+            "seq": seq, "at_ms": seq, "host": "h0", "text": text, "kind": kind, "vserver": vserver
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_last_recorded_intent_decides_whether_a_takeover_starts_it() {
+        let running = Some(VserverState::Running);
+        let stopped = Some(VserverState::Stopped);
+        // Nothing recorded: what the host said last.
+        assert!(meant_to_run(&[], "web", running));
+        assert!(!meant_to_run(&[], "web", stopped));
+        assert!(!meant_to_run(&[], "web", Some(VserverState::Error)));
+        assert!(meant_to_run(&[], "web", None));
+        // An operator's start just before the host died, which no heartbeat carried: started.
+        let started = vec![about(1, kinds::INTENT, "web", intent_event("web", true, "start on h0"))];
+        assert!(meant_to_run(&started, "web", stopped));
+        // And a stop: not started, whatever the last heartbeat said.
+        let mut stop = started.clone();
+        stop.push(about(2, kinds::INTENT, "web", intent_event("web", false, "stop on h0")));
+        assert!(!meant_to_run(&stop, "web", running));
+        assert!(meant_to_run(&stop, "db", running), "another vserver's intent");
+        // A restart limit reached, then an operator's clear (an event that names no vserver).
+        let mut failed = started.clone();
+        failed.push(about(2, kinds::RESTART_GAVE_UP, "web", "web died too often".into()));
+        assert!(!meant_to_run(&failed, "web", running));
+        failed.push(event(3, 3, clear_event("web", "h0")));
+        assert!(meant_to_run(&failed, "web", Some(VserverState::Error)));
+        // A halt inside, then an earlier takeover that did not start it, then one that did.
+        let mut halted = vec![about(1, kinds::HALT, "web", "web halted itself".into())];
+        assert!(!meant_to_run(&halted, "web", running));
+        halted.push(event(2, 2, takeover("web")));
+        assert!(meant_to_run(&halted, "web", stopped), "the last takeover started it");
+        assert_eq!(intent_of("garbage"), None);
+    }
+
+    /// The coordinator's probe stops waiting once a majority has promised: a minority voter that never
+    /// answers (frozen, or its link cut) costs nothing. Virtual time: the wait for it would show.
+    #[tokio::test(start_paused = true)]
+    async fn the_probe_does_not_wait_for_a_minority_that_does_not_answer() {
+        // Five voters, the dead host among them: three others promise at once, one never answers.
+        let mut answers = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            answers.spawn(async { true });
+        }
+        answers.spawn(async {
+            tokio::time::sleep(PROBE_TIMEOUT).await;
+            false
+        });
+        let asked = tokio::time::Instant::now();
+        let (promised, vouching) = tally(answers, 4, true, 3).await;
+        assert_eq!((promised, vouching), (3, 2));
+        assert!(asked.elapsed() < PROBE_TIMEOUT, "waited {:?} for the silent voter", asked.elapsed());
+        // Too few promise: every answer is waited for, and the host may still be vouched for.
+        let mut answers = tokio::task::JoinSet::new();
+        answers.spawn(async { true });
+        answers.spawn(async { false });
+        assert_eq!(tally(answers, 2, true, 2).await, (1, 2));
     }
 
     #[test]

@@ -55,10 +55,10 @@ pub async fn run(agent: Arc<Agent>) {
 /// it killed are fenced here too, so that nothing restarts them before the cluster is asked. Best effort: a
 /// watchdog that does not answer within a second is left to [`run`].
 pub async fn check_at_start(agent: &Arc<Agent>) {
-    if ask_once(agent, "status").await.is_some_and(|status| status.starts_with("fenced")) {
+    if let Some(status) = ask_once(agent, "status").await.filter(|status| status.starts_with("fenced")) {
         let names = agent.supervisor.fence();
         tracing::warn!(?names, "the host watchdog fenced this host while no agent ran");
-        log_fence(agent, &names, "was fenced by its host watchdog while no agent ran");
+        log_fence(agent, &names, "was fenced by its host watchdog while no agent ran", fenced_at(&status));
     }
 }
 
@@ -174,7 +174,8 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
         if answer.starts_with("error fenced") {
             tracing::error!("the host watchdog fenced this host (the agent did not pet it in time): {answer}");
             let names = agent.supervisor.fence();
-            log_fence(agent, &names, "was fenced by its host watchdog (the agent did not pet it in time)");
+            let why = "was fenced by its host watchdog (the agent did not pet it in time)";
+            log_fence(agent, &names, why, fenced_at(&answer));
             recover(agent).await;
             let armed = ask(format!("arm {}", lease_len.as_millis())).await?;
             tracing::info!(answer = %armed, "host watchdog armed again");
@@ -418,6 +419,7 @@ pub async fn watch_majority(agent: Arc<Agent>) {
             &agent,
             &names,
             &format!("lost its lease (no majority acknowledged it for {} ms)", lease_len.as_millis()),
+            None,
         );
         tracing::error!(
             ?names,
@@ -436,13 +438,35 @@ fn node_agent_fence(place: &isolate::spec::CgroupPlace) {
     crate::fence::fence_all(place, |line| tracing::warn!("fence: {line}"));
 }
 
+/// When the watchdog fenced, from its answer (`fenced UNIX_MS N` to `status`, `error fenced at UNIX_MS: ...`
+/// to a pet).
+fn fenced_at(answer: &str) -> Option<u64> {
+    let rest = answer.strip_prefix("error fenced at ").or_else(|| answer.strip_prefix("fenced "))?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 /// Logs a fence of this host in the cluster's event log: in the background, committed once this host can
-/// commit again (it usually cannot while fenced), with the time it happened in the text.
-fn log_fence(agent: &Arc<Agent>, names: &[isolate::VserverName], why: &str) {
-    let at = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+/// commit again (it usually cannot while fenced), stamped with the time it happened (`at_unix_ms`, the
+/// watchdog's word, else now), which the text says too.
+fn log_fence(agent: &Arc<Agent>, names: &[isolate::VserverName], why: &str, at_unix_ms: Option<u64>) {
+    let at_unix_ms = at_unix_ms.filter(|t| *t > 0).unwrap_or_else(super::replication::now_ms);
+    let at = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(at_unix_ms));
     let list: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
     let what = if list.is_empty() { "no vserver ran here".to_string() } else { format!("fenced {}", list.join(", ")) };
     let text = format!("{} {why} at {at}: {what}", agent.config.node);
     let vserver = (list.len() == 1).then(|| list[0]);
-    agent.log_event_later(super::events::kinds::FENCED, vserver, text);
+    agent.log_event_later_at(super::events::kinds::FENCED, vserver, text, at_unix_ms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fenced_at;
+
+    #[test]
+    fn the_fence_time_is_the_watchdogs() {
+        assert_eq!(fenced_at("fenced 1764900000123 2"), Some(1_764_900_000_123));
+        assert_eq!(fenced_at("error fenced at 1764900000123: 2 vservers killed; arm again"), Some(1_764_900_000_123));
+        assert_eq!(fenced_at("armed 900"), None);
+        assert_eq!(fenced_at("fenced soon"), None);
+    }
 }
