@@ -8,6 +8,7 @@
 
 pub mod capabilities;
 pub mod cgroup;
+pub mod closed_output;
 pub mod context;
 pub mod devices;
 pub mod exec;
