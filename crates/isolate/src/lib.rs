@@ -15,6 +15,7 @@ pub mod exec;
 pub mod garp;
 pub mod lease;
 pub mod network;
+mod packet;
 pub mod preflight;
 pub mod quota;
 pub mod rootfs;
@@ -22,6 +23,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod syscall;
+pub mod unsolicited_na;
 
 pub use context::{start, stop, StartOptions, StopOptions};
 pub use spec::{ContextSpec, VserverName};
