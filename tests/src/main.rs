@@ -3,5 +3,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    vserver_lab::bench::cli::run(vserver_lab::bench::cli::Cli::parse())
+    // A closed output (`vserver-lab bench ... | head`) ends it quietly, once its lab is removed.
+    isolate::closed_output::run(|| vserver_lab::bench::cli::run(vserver_lab::bench::cli::Cli::parse()))
 }

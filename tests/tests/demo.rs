@@ -109,6 +109,34 @@ fn ctrl_c_half_way_removes_everything_and_says_so() {
 }
 
 #[test]
+fn a_demo_whose_reader_goes_away_ends_quietly_and_removes_everything() {
+    if skip_unless_root("a_demo_whose_reader_goes_away_ends_quietly_and_removes_everything") {
+        return;
+    }
+    let mut child = demo().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut transcript = String::new();
+    // `vserver-lab demo | head`: the reader stops once the agents run and the vserver is being started.
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        transcript.push_str(&line);
+        transcript.push('\n');
+        if line.starts_with("=== Start it on h0") {
+            break;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(!errors.contains("panicked"), "no panic: {errors}\n{transcript}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGPIPE),
+        "ended by SIGPIPE, as any Unix tool: {:?} {errors}\n{transcript}",
+        out.status
+    );
+    assert_removed(&transcript);
+}
+
+#[test]
 fn a_kept_demo_stays_up_for_the_real_commands_and_its_script_removes_it() {
     if skip_unless_root("a_kept_demo_stays_up_for_the_real_commands_and_its_script_removes_it") {
         return;

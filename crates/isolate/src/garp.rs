@@ -4,6 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use crate::packet;
+
 /// Sending the announcement failed.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot announce {addr} on {dev}: {op}: {errno}")]
@@ -38,61 +40,12 @@ pub fn frame(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 42] {
     f
 }
 
-fn mac_of(dev: &str) -> Option<[u8; 6]> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for ifa in addrs {
-        if ifa.interface_name != dev {
-            continue;
-        }
-        if let Some(link) = ifa.address.as_ref().and_then(|a| a.as_link_addr()) {
-            if let Some(mac) = link.addr() {
-                return Some(mac);
-            }
-        }
-    }
-    None
-}
-
 /// Sends `count` gratuitous ARP requests for `addr` on `dev` of the calling thread's network namespace.
 pub fn announce(dev: &str, addr: Ipv4Addr, count: u32) -> Result<(), GarpError> {
     let err = |op, errno| GarpError { dev: dev.to_string(), addr, op, errno };
     let ifindex = nix::net::if_::if_nametoindex(dev).map_err(|e| err("find interface", e))?;
-    let mac = mac_of(dev).ok_or_else(|| err("read hardware address", nix::Error::ENODEV))?;
-    let f = frame(mac, addr);
-    // SAFETY: plain socket(2) call with constant arguments; the result is checked below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_ARP.to_be())) };
-    if fd < 0 {
-        return Err(err("open packet socket", nix::Error::last()));
-    }
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nothing else.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value that we fill in below.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = ETH_P_ARP.to_be();
-    sa.sll_ifindex = ifindex as i32;
-    sa.sll_halen = 6;
-    sa.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    for i in 0..count {
-        if i > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        // SAFETY: the buffer and address point to live, correctly sized values for the whole call.
-        let rc = unsafe {
-            libc::sendto(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                f.as_ptr().cast(),
-                f.len(),
-                0,
-                (&sa as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(err("send", nix::Error::last()));
-        }
-    }
-    Ok(())
+    let mac = packet::mac_of(dev).ok_or_else(|| err("read hardware address", nix::Error::ENODEV))?;
+    packet::send(ifindex, ETH_P_ARP, [0xff; 6], &frame(mac, addr), count).map_err(|(op, errno)| err(op, errno))
 }
 
 #[cfg(test)]

@@ -8,12 +8,14 @@
 
 pub mod capabilities;
 pub mod cgroup;
+pub mod closed_output;
 pub mod context;
 pub mod devices;
 pub mod exec;
 pub mod garp;
 pub mod lease;
 pub mod network;
+mod packet;
 pub mod preflight;
 pub mod quota;
 pub mod rootfs;
@@ -21,6 +23,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod syscall;
+pub mod unsolicited_na;
 
 pub use context::{start, stop, StartOptions, StopOptions};
 pub use spec::{ContextSpec, VserverName};

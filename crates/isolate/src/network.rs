@@ -1,18 +1,18 @@
 //! The context's addresses (IPROOT). Each host device named by IPROOT lends the context a macvlan in bridge
 //! mode, moved into the context's own network namespace under the device's name and carrying its addresses,
 //! so a service inside that binds 0.0.0.0 is reachable at IPROOT only. A gratuitous ARP follows each IPv4
-//! address. Interfaces are configured with iproute2's `ip` (overridable with `VSERVER_IP_BIN`).
+//! address, an unsolicited neighbour advertisement each IPv6 one. Interfaces are configured with iproute2's `ip` (overridable with `VSERVER_IP_BIN`).
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use nix::sched::CloneFlags;
 
-use crate::garp;
 use crate::spec::Interface;
+use crate::{garp, unsolicited_na};
 
 /// Configuring the context's network failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,9 @@ pub enum NetworkError {
     /// The gratuitous ARP could not be sent.
     #[error(transparent)]
     Garp(#[from] garp::GarpError),
+    /// The unsolicited neighbour advertisement could not be sent.
+    #[error(transparent)]
+    Na(#[from] unsolicited_na::NaError),
 }
 
 fn ip_program() -> String {
@@ -122,7 +125,7 @@ fn same_network(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
 }
 
 /// Gives the context whose launcher is `pid` (already in its own network namespace) its interfaces and
-/// addresses, brings them and the loopback up, and announces each IPv4 address.
+/// addresses, brings them and the loopback up, and announces each address.
 ///
 /// Each macvlan is created directly inside the context's namespace under the device's name: moving an
 /// interface between namespaces afterwards waits for the kernel to quiesce the device (tens of
@@ -154,9 +157,7 @@ pub fn configure(interfaces: &[Interface], pid: i32) -> Result<(), NetworkError>
                 (_, false) => String::new(),
             };
             batch.push_str(&format!("addr add {}/{prefix}{broadcast} dev {dev}\n", a.addr));
-            if let IpAddr::V4(v4) = a.addr {
-                announce.push((dev.to_string(), v4));
-            }
+            announce.push((dev.to_string(), a.addr));
         }
         batch.push_str(&format!("link set {dev} up\n"));
     }
@@ -207,8 +208,9 @@ pub fn down_all(pid: i32) -> Result<usize, NetworkError> {
     Ok(names.len())
 }
 
-/// Sends `count` gratuitous ARPs for each (device, address) from inside the network namespace of `pid`.
-pub fn announce_in(pid: i32, addrs: &[(String, Ipv4Addr)], count: u32) -> Result<(), NetworkError> {
+/// Sends `count` announcements for each (device, address) from inside the network namespace of `pid`:
+/// gratuitous ARPs for an IPv4 address, unsolicited neighbour advertisements for an IPv6 one.
+pub fn announce_in(pid: i32, addrs: &[(String, IpAddr)], count: u32) -> Result<(), NetworkError> {
     if addrs.is_empty() {
         return Ok(());
     }
@@ -219,7 +221,10 @@ pub fn announce_in(pid: i32, addrs: &[(String, Ipv4Addr)], count: u32) -> Result
             nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
                 .map_err(|errno| NetworkError::Netns { pid, errno })?;
             for (dev, addr) in addrs {
-                garp::announce(dev, *addr, count)?;
+                match addr {
+                    IpAddr::V4(v4) => garp::announce(dev, *v4, count)?,
+                    IpAddr::V6(v6) => unsolicited_na::announce(dev, *v6, count)?,
+                }
             }
             Ok(())
         })

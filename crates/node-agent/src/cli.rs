@@ -124,8 +124,9 @@ enum Action {
         /// The host to move it to (a peer of this host's agent).
         host: String,
     },
-    /// Send a gratuitous ARP for each of its IPv4 addresses now, so that neighbours point at this host
-    /// (through this host's agent when one runs); exit 3 when it does not run here.
+    /// Announce each of its addresses now (gratuitous ARP for IPv4, unsolicited neighbour advertisement for
+    /// IPv6), so that neighbours point at this host (through this host's agent when one runs); exit 3 when it
+    /// does not run here.
     Announce,
     /// Make a runnable vserver: its tree and a starter NAME.conf.
     Build {
@@ -729,7 +730,7 @@ fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
 /// The line `vserver NAME announce` prints.
 pub fn print_announced(name: &VserverName, addrs: &[String]) {
     if addrs.is_empty() {
-        println!("vserver {name}: no IPv4 address to announce");
+        println!("vserver {name}: no address to announce");
     } else {
         println!("vserver {name}: announced {}", addrs.join(", "));
     }

@@ -1,6 +1,7 @@
 //! The exit codes of the `vserver`, `vserver-stat` and `vserver-agent` commands, one table for scripts (and
 //! the service manager) to rely on; the README has the full table. `exec`, `suexec`, `enter` and `service`
-//! pass on the exit code of the command they ran.
+//! pass on the exit code of the command they ran. A command whose output loses its reader ends by SIGPIPE
+//! (`isolate::closed_output`).
 //!
 //! | code | `vserver` | `vserver-stat` | `vserver-agent` |
 //! |---|---|---|---|

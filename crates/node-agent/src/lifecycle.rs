@@ -250,21 +250,16 @@ impl Host {
         Ok(RunState::load(&self.dirs.run_dir, name)?.filter(RunState::init_alive))
     }
 
-    /// Sends one gratuitous ARP for each IPv4 address of a running vserver, from inside its network namespace;
-    /// the addresses announced (`dev:addr`). [`LifecycleError::NotRunning`] when it does not run here.
+    /// Announces each address of a running vserver once, from inside its network namespace (a gratuitous ARP
+    /// for IPv4, an unsolicited neighbour advertisement for IPv6); the addresses announced (`dev:addr`).
+    /// [`LifecycleError::NotRunning`] when it does not run here.
     pub fn announce(&self, name: &VserverName) -> Result<Vec<String>, LifecycleError> {
         let state = self.running(name)?.ok_or_else(|| LifecycleError::NotRunning(name.clone()))?;
-        let addrs: Vec<(String, std::net::Ipv4Addr)> = match &state.spec.network {
+        let addrs: Vec<(String, std::net::IpAddr)> = match &state.spec.network {
             isolate::spec::Network::Host => Vec::new(),
-            isolate::spec::Network::Private(ifaces) => ifaces
-                .iter()
-                .flat_map(|i| {
-                    i.addresses.iter().filter_map(|a| match a.addr {
-                        std::net::IpAddr::V4(v4) => Some((i.host_dev.clone(), v4)),
-                        std::net::IpAddr::V6(_) => None,
-                    })
-                })
-                .collect(),
+            isolate::spec::Network::Private(ifaces) => {
+                ifaces.iter().flat_map(|i| i.addresses.iter().map(|a| (i.host_dev.clone(), a.addr))).collect()
+            }
         };
         isolate::network::announce_in(state.init_pid, &addrs, 1)
             .map_err(|e| LifecycleError::Announce { name: name.clone(), message: e.to_string() })?;

@@ -1,6 +1,6 @@
-//! Gratuitous ARPs for a vserver's IPv4 addresses, so that the neighbours on its segment point at the host
-//! that runs it: one as it starts (`vserver NAME start` sends it), then, after a takeover or a migrate moved
-//! it here, `[announce] count - 1` more, `[announce] interval_ms` apart (one lost frame, or a switch that
+//! Announcements of a vserver's addresses (gratuitous ARP for IPv4, unsolicited neighbour advertisement for
+//! IPv6), so that the neighbours on its segment point at the host that runs it: one as it starts (`vserver
+//! NAME start` sends it), then, after a takeover or a migrate moved it here, `[announce] count - 1` more, `[announce] interval_ms` apart (one lost frame, or a switch that
 //! learns late, is not left pointing at the old host); and one on command (`vserver NAME announce`,
 //! `POST /v1/vservers/NAME/announce`).
 
@@ -15,8 +15,8 @@ use super::Agent;
 use crate::lifecycle::LifecycleError;
 
 impl Agent {
-    /// Sends one gratuitous ARP for each IPv4 address of `name`, which must run here (and, with an ownership
-    /// table, belong to this host); the addresses announced, as `dev:addr`.
+    /// Announces each address of `name` once; it must run here (and, with an ownership table, belong to this
+    /// host). The addresses announced, as `dev:addr`.
     pub async fn announce_now(&self, name: &VserverName) -> Result<Vec<String>, MigrateError> {
         let host = self.supervisor.host().clone();
         if let Some((owner, epoch)) = self.ownership.get().and_then(|o| o.owner(name.as_str())) {

@@ -163,12 +163,13 @@ const REPLACED_KEYS: &[(&str, &str, &str)] = &[
     ("takeover", "max_relocations_per_hour", "failures.max_relocate (relocations within failures.window_secs)"),
 ];
 
-/// `[announce]`: how a new owner (after a takeover or a migrate) announces the vserver's IPv4 addresses by
-/// gratuitous ARP, so that every neighbour's table points at it even if one announcement is lost.
+/// `[announce]`: how a new owner (after a takeover or a migrate) announces the vserver's addresses (gratuitous
+/// ARP for IPv4, unsolicited neighbour advertisement for IPv6), so that every neighbour's table points at it
+/// even if one announcement is lost.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnounceConfig {
-    /// Gratuitous ARPs per address in all, the first one as the vserver starts (default 5).
+    /// Announcements per address in all, the first one as the vserver starts (default 5).
     pub count: u32,
     /// Time between two of them (default 1000 ms).
     pub interval_ms: u64,
@@ -258,7 +259,7 @@ pub struct AgentConfig {
     /// `[takeover]`.
     #[serde(default)]
     pub takeover: TakeoverConfig,
-    /// `[announce]`: gratuitous ARPs after a takeover or a migrate.
+    /// `[announce]`: announcements of the addresses after a takeover or a migrate.
     #[serde(default)]
     pub announce: AnnounceConfig,
     /// A witness runs no vservers and holds no replicas: it votes in the ownership table so that two hosts

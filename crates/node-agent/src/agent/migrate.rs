@@ -6,7 +6,7 @@
 //! 3. stops it; a final pass of the tree in which any rsync error aborts; the commit (carrying the conf) makes
 //!    the copy the target's current replica;
 //! 4. the target promotes that replica to its running tree and starts the vserver (its addresses come up
-//!    there, announced by gratuitous ARP) and confirms it runs;
+//!    there, announced by gratuitous ARP and neighbour advertisement) and confirms it runs;
 //! 5. the new placement is recorded (the target primary, this host its first standby), and this host keeps its
 //!    tree as its replica, so replication runs the other way from the next interval.
 //!

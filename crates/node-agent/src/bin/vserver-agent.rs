@@ -234,6 +234,21 @@ fn maintenance(config: &std::path::Path, state: &str, host: Option<String>, clus
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.completions.is_none() && cli.command.is_none() && !cli.check {
+        return serve(&cli.config);
+    }
+    // The one-shot modes print and end: a closed output (`--check | head`) ends them quietly. Not the daemon.
+    isolate::closed_output::run(|| once(cli))
+}
+
+/// Starts logging to stderr at the level VSERVER_LOG gives (default info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VSERVER_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// The one-shot modes: `--completions`, `--check` and the subcommands.
+fn once(cli: Cli) -> ExitCode {
     if let Some(shell) = cli.completions {
         return ExitCode::from(node_agent::cli::print_completions::<Cli>(shell) as u8);
     }
@@ -249,20 +264,22 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VSERVER_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    if cli.check {
-        return match node_agent::agent::check(&cli.config) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("vserver-agent: {e:#}");
-                ExitCode::from(exit::USAGE as u8)
-            }
-        };
+    init_logging();
+    match node_agent::agent::check(&cli.config) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vserver-agent: {e:#}");
+            ExitCode::from(exit::USAGE as u8)
+        }
     }
+}
+
+/// The daemon: serves until SIGTERM or SIGINT.
+fn serve(config: &std::path::Path) -> ExitCode {
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -270,7 +287,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILED as u8);
         }
     };
-    let result = runtime.block_on(node_agent::agent::run(&cli.config));
+    let result = runtime.block_on(node_agent::agent::run(config));
     // Stopped: leave at once. Dropping the runtime would wait for every blocking task still running (a status
     // read, a hung file system), keeping the port from the agent that replaces this one.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));

@@ -1,4 +1,4 @@
 //! `vserver-stat`: the running vservers of this host.
 fn main() {
-    std::process::exit(node_agent::cli::stat_main());
+    std::process::exit(isolate::closed_output::run(node_agent::cli::stat_main));
 }

@@ -1,4 +1,4 @@
 //! `vserver NAME start|stop|...`: see `vserver --help`.
 fn main() {
-    std::process::exit(node_agent::cli::vserver_main());
+    std::process::exit(isolate::closed_output::run(node_agent::cli::vserver_main));
 }

@@ -75,6 +75,55 @@ fn a_gratuitous_arp_updates_the_clients_neighbour_table() {
     }
 }
 
+/// Makes the client believe the IPv6 address `addr` lives at some old MAC (as after a takeover): a stale
+/// entry, which only an advertisement with the override flag replaces while the client sends nothing.
+fn stale_ipv6_neighbour(f: &Fixture, addr: &str) {
+    let old = "02:00:00:00:00:01";
+    let args = ["-6", "neigh", "replace", addr, "lladdr", old, "dev", "eth0", "nud", "stale"];
+    assert!(f.lab.client.command("ip").args(args).status().unwrap().success());
+}
+
+/// Waits until the client's neighbour entry for the IPv6 address `addr` holds `mac`; panics after a generous
+/// deadline.
+fn wait_ipv6_neighbour(f: &Fixture, addr: &str, mac: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = f.lab.client.command("ip").args(["-6", "neigh", "show", addr, "dev", "eth0"]).output().unwrap();
+        let neigh = String::from_utf8_lossy(&out.stdout).to_string();
+        if neigh.contains(mac) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "client still has {neigh:?} for {addr}, expected {mac}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_unsolicited_neighbour_advertisement_updates_the_clients_ipv6_neighbour_table() {
+    let Some(f) = Fixture::new("an_unsolicited_neighbour_advertisement_updates_the_clients_ipv6_neighbour_table", "")
+    else {
+        return;
+    };
+    let v6 = format!("fd00:198:18::{}", f.addr.octets()[3]);
+    let conf = std::fs::read_to_string(f.conf())
+        .unwrap()
+        .replace(&format!("IPROOT=\"eth0:{}/24\"", f.addr), &format!("IPROOT=\"eth0:{}/24 eth0:{v6}/64\"", f.addr));
+    std::fs::write(f.conf(), conf).unwrap();
+    stale_ipv6_neighbour(&f, &v6);
+    f.start();
+    let addrs = f.exec(&["ip", "-o", "addr", "show", "eth0"]);
+    assert!(addrs.contains(&format!("{v6}/64")), "the vserver holds {v6}: {addrs}");
+    let links = f.exec(&["ip", "-o", "link", "show", "eth0"]);
+    let mac = links.split("link/ether ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    wait_ipv6_neighbour(&f, &v6, &mac);
+    // Once more on command.
+    stale_ipv6_neighbour(&f, &v6);
+    let out = f.vserver(&["announce"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("eth0:{v6}")), "{}", text(&out));
+    wait_ipv6_neighbour(&f, &v6, &mac);
+}
+
 #[test]
 fn empty_iproot_gives_a_private_loopback_and_hostnet_is_an_explicit_opt_in() {
     let Some(f) = Fixture::new("empty_iproot_gives_a_private_loopback_and_hostnet_is_an_explicit_opt_in", "") else {
