@@ -94,6 +94,19 @@ impl Host {
         any_process(&procs_files(self, name))
     }
 
+    /// The process ids in vserver `name`'s cgroup on this host (empty when it does not run here): a stop and
+    /// a start in between leave none of an earlier list.
+    pub fn pids(&self, name: &str) -> Vec<u32> {
+        let mut pids: Vec<u32> = procs_files(self, name)
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| t.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// Kills every process of every vserver of this host at once (`cgroup.kill` of the host's parent group).
     pub fn kill_vservers(&self) {
         let root = PathBuf::from("/sys/fs/cgroup");

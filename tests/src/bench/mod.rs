@@ -13,13 +13,22 @@ mod service;
 mod start;
 mod stats;
 mod takeover;
+mod takeover_blip;
+mod takeover_cluster;
+mod takeover_crash;
+mod takeover_restart;
+mod takeover_slow;
 mod vserver;
 
 pub use agent::{run_agent_bench, AgentBenchOptions, AgentBenchReport};
 pub use replicate::{run_replicate_bench, ReplicateOptions, ReplicateReport};
 pub use service::install_httpd_service;
 pub use start::{run_start, StartOptions, StartReport, Variant, VariantReport};
-pub use takeover::{run_takeover_bench, TakeoverOptions, TakeoverReport};
+pub use takeover::{run_takeover_bench, TakeoverOptions, TakeoverReport, TakeoverRun, BLIP_BUDGET_MS};
+pub use takeover_blip::{Blip, BlipKind, BlipReport, BlipSums};
+pub use takeover_crash::{CrashReport, Trial};
+pub use takeover_restart::RestartReport;
+pub use takeover_slow::SlowReport;
 
 /// Why a benchmark stopped early: Ctrl-C. Everything it made has been released by then.
 #[derive(Debug)]

@@ -22,8 +22,8 @@ pub const BENCHES: [&str; 4] = ["start", "agent", "replicate", "takeover"];
 /// How the report runs.
 #[derive(Debug, Clone, Default)]
 pub struct ReportOptions {
-    /// Smaller runs (about 5 minutes instead of about 25): fewer instances, trials and files, a shorter loss
-    /// run. Its figures are noisier and not comparable with a full report's.
+    /// Smaller runs (about 7 minutes instead of about 25): fewer instances, trials, blips and files, shorter
+    /// slow-link and agent-restart runs. Its figures are noisier and not comparable with a full report's.
     pub quick: bool,
     /// Only these benchmarks (names from [`BENCHES`]); all when empty.
     pub only: Vec<String>,
@@ -156,24 +156,46 @@ fn replicate_figures(r: &ReplicateReport) -> Vec<Figure> {
 
 fn takeover_figures(r: &TakeoverReport) -> Vec<Figure> {
     let t = "takeover";
-    let mut f = vec![
-        Figure::new(
-            t,
-            &format!("recovery p50 ({} crashes)", r.trials.len()),
-            r.p50_ms,
-            "ms",
-            Better::Lower,
-            Some(3000.0),
-        ),
-        Figure::new(t, "recovery p90", r.p90_ms, "ms", Better::Lower, None),
-        Figure::new(t, "recovery max", r.max_ms, "ms", Better::Lower, Some(5000.0)),
-        Figure::new(t, "most copies running at once", r.most_copies_at_once as f64, "", Better::Lower, Some(1.0)),
-    ];
-    if r.loss_secs > 0 {
-        let name = format!("false takeovers, {} s of {}% loss", r.loss_secs, r.loss_pct);
-        f.push(Figure::new(t, &name, r.loss_takeovers as f64, "", Better::Lower, Some(0.0)));
-        f.push(Figure::new(t, "self-fences in that run", r.loss_fences as f64, "", Better::Lower, Some(0.0)));
+    let mut f = Vec::new();
+    for c in &r.crash {
+        let (h, n) = (c.hosts, c.trials.len());
+        let p50 = format!("recovery p50, {h} hosts ({n} crashes)");
+        f.push(Figure::new(t, &p50, c.p50_ms, "ms", Better::Lower, Some(super::takeover_crash::P50_TARGET_MS)));
+        f.push(Figure::new(t, &format!("recovery p90, {h} hosts"), c.p90_ms, "ms", Better::Lower, None));
+        let max = format!("recovery max, {h} hosts");
+        f.push(Figure::new(t, &max, c.max_ms, "ms", Better::Lower, Some(super::takeover_crash::MAX_TARGET_MS)));
     }
+    if let Some(b) = &r.blip {
+        let budget = b.budget_ms as f64 / 1000.0;
+        let within = b.sums(true);
+        if within.blips > 0 {
+            let name = format!("stops+restarts+moves, {} blips <= {budget:.1} s", within.blips);
+            let value = (within.stops + within.restarts + within.moves) as f64;
+            f.push(Figure::new(t, &name, value, "", Better::Lower, Some(0.0)));
+            f.push(Figure::new(t, "fences in those blips", within.fences as f64, "", Better::Lower, None));
+            let gap = b.longest_gap_within_ms();
+            f.push(Figure::new(t, "client's longest gap in those blips", gap, "ms", Better::Lower, None));
+        }
+        let over = b.sums(false);
+        if over.blips > 0 {
+            let name = format!("stops, {} blips > {budget:.1} s", over.blips);
+            f.push(Figure::new(t, &name, over.stops as f64, "", Better::Lower, None));
+            f.push(Figure::new(t, "moves in those blips", over.moves as f64, "", Better::Lower, None));
+        }
+    }
+    if let Some(s) = &r.slow {
+        let name = format!("fences, {} s of {} ms delay + {}% loss", s.secs, s.delay_ms, s.loss_pct);
+        f.push(Figure::new(t, &name, s.fences as f64, "", Better::Lower, Some(0.0)));
+        f.push(Figure::new(t, "takeovers in that run", s.takeovers as f64, "", Better::Lower, Some(0.0)));
+        let failed = s.failed_requests as f64;
+        f.push(Figure::new(t, "client requests failed in that run", failed, "", Better::Lower, None));
+    }
+    if let Some(x) = &r.restarts {
+        let name = format!("fences in {} clean agent restarts", x.count);
+        f.push(Figure::new(t, &name, x.fences as f64, "", Better::Lower, Some(0.0)));
+        f.push(Figure::new(t, "vserver stops in those restarts", x.stops as f64, "", Better::Lower, None));
+    }
+    f.push(Figure::new(t, "most copies running at once", r.most_copies_at_once as f64, "", Better::Lower, Some(1.0)));
     f
 }
 
@@ -222,11 +244,7 @@ pub fn run_report(opts: &ReportOptions, cancel: &AtomicBool) -> Result<Report> {
                 run_replicate_bench(&o, cancel).map(|r| replicate_figures(&r))
             }
             _ => {
-                let o = if quick {
-                    TakeoverOptions { trials: 5, loss_secs: 60, loss_pct: 20 }
-                } else {
-                    TakeoverOptions { trials: 20, loss_secs: 600, loss_pct: 20 }
-                };
+                let o = if quick { TakeoverOptions::quick() } else { TakeoverOptions::default() };
                 run_takeover_bench(&o, cancel).map(|r| takeover_figures(&r))
             }
         };

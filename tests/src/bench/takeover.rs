@@ -1,122 +1,176 @@
-//! `vserver-lab bench takeover`: the time from a host crash to the service answering at its address again,
-//! over many crashes, and the number of false takeovers over a long run with lossy links.
+//! `vserver-lab bench takeover`: automatic takeover, and what must not cause one. Four runs, each selectable
+//! (`--only`), all with the product's default timing and a watchdog on every host, on a busybox vserver
+//! serving HTTP at its own address, placed on h0 with every other host a standby:
 //!
-//! Three hosts with the product's default timing and a watchdog each; a busybox vserver serving HTTP, placed
-//! on h0 with standbys h1 and h2. Each trial crashes the host that runs it (its agent, its watchdog and every
-//! process of its vservers killed at once, its link set down) and measures, from the kill, until the client
-//! gets an answer at the vserver's address (probed every 10 ms); then the crashed host comes back, becomes a
-//! standby and takes a replica. A sampler checks every 5 ms that the vserver never runs on two hosts.
-//! The loss run drops 20% of the frames of every host's link, each way, and counts takeovers and fences.
+//! - **crash** ([`super::takeover_crash`]): host crashes in a lab of 3 and of 5 hosts, each timed from the
+//!   kill to the client's first answer at the vserver's address; p50/p90/max per size;
+//! - **blip** ([`super::takeover_blip`]): cuts of the owner's link and freezes of its agent of 0.2 to 1.5 s,
+//!   counting stops, restarts, moves and fences, and the client's longest gap; none of the first three is
+//!   allowed at or under the blip budget;
+//! - **slow** ([`super::takeover_slow`]): 200 ms each way and 20% loss on every host's link for 5 minutes,
+//!   counting fences, takeovers and the client's failed requests;
+//! - **restarts** ([`super::takeover_restart`]): clean restarts of the owner's agent in a row (SIGTERM, the
+//!   wait for its exit, a new start, as systemd does), counting fences and the vserver's stops.
+//!
+//! The blip, slow and restart runs share the 3-host lab (after its crash trials). A sampler checks every 5 ms
+//! during each run that the vserver never runs on two hosts. The lab lifts the limits on restarts and
+//! relocations (`[failures]`), so that a run goes on whatever happens; what happened is counted instead.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use serde::Serialize;
 
-use super::stats::percentile;
+use super::takeover_blip::BlipReport;
+use super::takeover_cluster::{Cluster, DEFAULT_TAKEOVER_TIMEOUT_MS};
+use super::takeover_crash::CrashReport;
+use super::takeover_restart::RestartReport;
+use super::takeover_slow::SlowReport;
 use super::Interrupted;
-use crate::agents::{wait_for, Agents, Timing};
-use crate::faults::{Sampler, Watchdogs};
 use crate::Lab;
+
+/// The blip budget of the default timing (docs/failover.md, "Failure budgets"): a cut of the owner's link or
+/// a freeze of its agent at most this long must stop, restart and move nothing.
+pub const BLIP_BUDGET_MS: u64 = 1200;
+
+/// One run of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TakeoverRun {
+    /// Host crashes, with each cluster size of `--hosts`.
+    Crash,
+    /// Cuts of the owner's link and freezes of its agent.
+    Blip,
+    /// Delay and loss on every host's link.
+    Slow,
+    /// Clean restarts of the owner's agent.
+    Restarts,
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct TakeoverOptions {
-    /// Host-crash trials.
+    /// The runs (all when empty).
+    pub only: Vec<TakeoverRun>,
+    /// Cluster sizes of the crash trials (3 or more hosts each).
+    pub hosts: Vec<usize>,
+    /// Host-crash trials per cluster size.
     pub trials: usize,
-    /// Seconds of the run with 20% loss (0: none).
-    pub loss_secs: u64,
-    /// The loss, percent of frames each way on every host's link.
+    /// Lengths of the blips, ms.
+    pub blips_ms: Vec<u64>,
+    /// Times each blip (each length, cut and freeze) runs.
+    pub blip_repeats: usize,
+    /// Seconds of the slow-link run (0: none).
+    pub slow_secs: u64,
+    /// The delay of every frame a host sends during that run, ms.
+    pub slow_delay_ms: u64,
+    /// The loss during that run, percent of frames each way on every host's link.
     pub loss_pct: u8,
+    /// Clean restarts of the owner's agent in a row (0: none).
+    pub restarts: usize,
 }
 
-/// One crash.
-#[derive(Debug, Clone, Serialize)]
-pub struct Trial {
-    /// The host crashed.
-    pub crashed: String,
-    /// The host that took over.
-    pub to: String,
-    /// From the kill to the client's first answer, ms.
-    pub recovery_ms: f64,
-    /// The takeover's phases as the coordinator recorded them, ms.
-    pub phases_ms: Vec<(String, u64)>,
+impl Default for TakeoverOptions {
+    /// The full benchmark (`vserver-lab bench takeover` without flags).
+    fn default() -> Self {
+        TakeoverOptions {
+            only: Vec::new(),
+            hosts: vec![3, 5],
+            trials: 20,
+            blips_ms: vec![200, 400, 600, 800, 1000, 1200, 1500],
+            blip_repeats: 3,
+            slow_secs: 300,
+            slow_delay_ms: 200,
+            loss_pct: 20,
+            restarts: 50,
+        }
+    }
+}
+
+impl TakeoverOptions {
+    /// The short form of `bench report --quick`: 5 crashes per size, blips of 0.4 and 1.0 s once, 60 s of slow
+    /// link, 10 restarts.
+    pub fn quick() -> Self {
+        TakeoverOptions {
+            trials: 5,
+            blips_ms: vec![400, 1000],
+            blip_repeats: 1,
+            slow_secs: 60,
+            restarts: 10,
+            ..TakeoverOptions::default()
+        }
+    }
+
+    /// Whether `run` is selected and has something to do.
+    pub fn runs(&self, run: TakeoverRun) -> bool {
+        let selected = self.only.is_empty() || self.only.contains(&run);
+        selected
+            && match run {
+                TakeoverRun::Crash => self.trials > 0 && !self.hosts.is_empty(),
+                TakeoverRun::Blip => self.blip_repeats > 0 && !self.blips_ms.is_empty(),
+                TakeoverRun::Slow => self.slow_secs > 0,
+                TakeoverRun::Restarts => self.restarts > 0,
+            }
+    }
 }
 
 /// The figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct TakeoverReport {
-    /// Every crash.
-    pub trials: Vec<Trial>,
-    /// Recovery p50, ms.
-    pub p50_ms: f64,
-    /// Recovery p90, ms.
-    pub p90_ms: f64,
-    /// Recovery max, ms.
-    pub max_ms: f64,
-    /// The most hosts seen running the vserver at one instant over all trials (must be 1).
+    /// The takeover timeout the agents reported, ms.
+    pub takeover_timeout_ms: u64,
+    /// The blip budget the blip run holds the product to, ms.
+    pub blip_budget_ms: u64,
+    /// The crash trials, one entry per cluster size.
+    pub crash: Vec<CrashReport>,
+    /// The blip run.
+    pub blip: Option<BlipReport>,
+    /// The slow-link run.
+    pub slow: Option<SlowReport>,
+    /// The agent restarts.
+    pub restarts: Option<RestartReport>,
+    /// The most hosts seen running the vserver at one instant over every run (must be 1).
     pub most_copies_at_once: usize,
-    /// The loss run's length, s.
-    pub loss_secs: u64,
-    /// The loss, percent each way.
-    pub loss_pct: u8,
-    /// Takeovers during the loss run (false ones: no host failed).
-    pub loss_takeovers: usize,
-    /// Self-fences during the loss run.
-    pub loss_fences: usize,
-    /// Times the vserver stopped or moved during the loss run.
-    pub loss_moves: usize,
 }
 
 impl TakeoverReport {
     /// The report as a table.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "automatic takeover, 3 hosts, default timing (takeover timeout 2.0 s)");
-        let _ = writeln!(out, "  host-crash trials            {}", self.trials.len());
         let _ = writeln!(
             out,
-            "  recovery (kill -> answer)    p50 {:.0} ms   p90 {:.0} ms   max {:.0} ms   (targets: p50 <= 3000, max <= 5000)",
-            self.p50_ms, self.p90_ms, self.max_ms
+            "automatic takeover, default timing (takeover timeout {:.1} s, blip budget {:.1} s), a watchdog per host",
+            self.takeover_timeout_ms as f64 / 1000.0,
+            self.blip_budget_ms as f64 / 1000.0
         );
-        let mut names: Vec<String> = Vec::new();
-        for t in &self.trials {
-            for (p, _) in &t.phases_ms {
-                if !names.contains(p) {
-                    names.push(p.clone());
-                }
-            }
+        for c in &self.crash {
+            c.table(&mut out);
         }
-        let medians: Vec<String> = names
-            .iter()
-            .map(|n| {
-                let v: Vec<f64> = self
-                    .trials
-                    .iter()
-                    .filter_map(|t| t.phases_ms.iter().find(|(p, _)| p == n).map(|(_, ms)| *ms as f64))
-                    .collect();
-                format!("{n} {:.0}", percentile(&v, 50.0).unwrap_or(0.0))
-            })
-            .collect();
-        let _ = writeln!(out, "  phases, median ms            {}", medians.join(", "));
-        let _ = writeln!(out, "  most hosts running it at once {} (must be 1)", self.most_copies_at_once);
-        if self.loss_secs > 0 {
-            let _ = writeln!(
-                out,
-                "  {}% loss on every link, {} s: false takeovers {}, fences {}, stops or moves {}   (target: 0 false takeovers)",
-                self.loss_pct, self.loss_secs, self.loss_takeovers, self.loss_fences, self.loss_moves
-            );
+        if let Some(b) = &self.blip {
+            b.table(&mut out);
         }
+        if let Some(s) = &self.slow {
+            s.table(&mut out);
+        }
+        if let Some(r) = &self.restarts {
+            r.table(&mut out);
+        }
+        let _ = writeln!(out, "most hosts running it at once, every run: {} (must be 1)", self.most_copies_at_once);
         out
     }
 }
 
 /// Runs the benchmark; Ctrl-C ends it early with [`Interrupted`] after cleaning up.
 pub fn run_takeover_bench(opts: &TakeoverOptions, cancel: &AtomicBool) -> Result<TakeoverReport> {
-    if opts.trials == 0 && opts.loss_secs == 0 {
-        bail!("nothing to run: --trials and --loss-secs are both 0");
+    let any = [TakeoverRun::Crash, TakeoverRun::Blip, TakeoverRun::Slow, TakeoverRun::Restarts]
+        .into_iter()
+        .any(|r| opts.runs(r));
+    if !any {
+        bail!("nothing to run: the selected runs have no trials, blips, seconds or restarts");
+    }
+    for &n in &opts.hosts {
+        ensure!((3..=15).contains(&n), "a crash trial needs 3 to 15 hosts, not {n}");
     }
     let result = measure(opts, cancel);
     if cancel.load(Ordering::Relaxed) {
@@ -125,170 +179,84 @@ pub fn run_takeover_bench(opts: &TakeoverOptions, cancel: &AtomicBool) -> Result
     result
 }
 
-fn check(cancel: &AtomicBool) -> Result<()> {
+/// Fails with [`Interrupted`] once Ctrl-C was pressed.
+pub(super) fn check(cancel: &AtomicBool) -> Result<()> {
     if cancel.load(Ordering::Relaxed) {
         return Err(anyhow!(Interrupted));
     }
     Ok(())
 }
 
-fn vserver(lab: &Lab, host: usize, args: &[&str], local: bool) -> Result<()> {
-    let bin = crate::vserver_bin().context("no vserver command beside this executable")?;
-    let mut cmd = lab.hosts[host].command(bin);
-    cmd.args(args);
-    if local {
-        cmd.env("VSERVER_NO_AGENT", "1");
-    }
-    let out = cmd.output()?;
-    if !out.status.success() {
-        bail!("vserver {} on h{host}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-fn owner(agents: &Agents, i: usize, name: &str) -> Option<String> {
-    let status = agents.status(i).ok()?;
-    status["ownership"]["owners"][name]["owner"].as_str().map(str::to_string)
-}
-
-fn takeovers(agents: &Agents, i: usize) -> Vec<serde_json::Value> {
-    agents.status(i).ok().and_then(|s| s["takeovers"].as_array().cloned()).unwrap_or_default()
-}
-
-fn all_alive(agents: &Agents, n: usize) -> bool {
-    (0..n).all(|o| (0..n).filter(|p| *p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive")))
-}
-
 fn measure(opts: &TakeoverOptions, cancel: &AtomicBool) -> Result<TakeoverReport> {
-    let lab = Lab::new(3)?;
-    let mut dogs = Watchdogs::start(&lab)?;
-    let name = "web";
-    let addr = lab.free_addr(0);
-    eprintln!("bench takeover: building {name} on h0, agents with the default timing");
-    vserver(&lab, 0, &[name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true)?;
-    crate::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(name), "bench")?;
-    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
-    // The same vserver moves many times on purpose: the ping-pong limit is lifted.
-    let extra = "[failures]\nmax_relocate = 100000\n";
-    let mut agents = Agents::start_full(&lab, Timing::default(), Some(&cluster), extra)?;
-    if wait_for(Duration::from_secs(20), || all_alive(&agents, 3)).is_none() {
-        bail!("the agents did not see each other alive; log of h0:\n{}", agents.log(0));
-    }
-    vserver(&lab, 0, &[name, "start"], false)?;
-    if lab.client.wait_http(addr, 80, Instant::now() + Duration::from_secs(20)).is_none() {
-        bail!("{name} does not answer at {addr}");
-    }
-    if wait_for(Duration::from_secs(20), || owner(&agents, 0, name).as_deref() == Some("h0")).is_none() {
-        bail!("the cluster did not record h0 as the owner; log:\n{}", agents.log(0));
-    }
-    vserver(&lab, 0, &[name, "sync"], false)?;
-
-    let sampler = Sampler::start(&lab, name);
-    let mut trials = Vec::new();
-    let mut on = 0usize;
-    for trial in 0..opts.trials {
-        check(cancel)?;
-        let before = takeovers(&agents, (on + 1) % 3).len();
-        // The crash.
-        let killed = Instant::now();
-        agents.kill9(on);
-        dogs.kill9(on);
-        lab.hosts[on].kill_vservers();
-        lab.set_link(on, false)?;
-        let mut answered = None;
-        while killed.elapsed() < Duration::from_secs(30) {
-            if lab.client.http_get(addr, 80, Duration::from_millis(100)).is_ok() {
-                answered = Some(killed.elapsed());
-                break;
+    let others = opts.runs(TakeoverRun::Blip) || opts.runs(TakeoverRun::Slow) || opts.runs(TakeoverRun::Restarts);
+    let mut sizes: Vec<usize> = Vec::new();
+    if opts.runs(TakeoverRun::Crash) {
+        for &n in &opts.hosts {
+            if !sizes.contains(&n) {
+                sizes.push(n);
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
-        let recovery = answered.ok_or_else(|| {
-            anyhow!(
-                "trial {}: no answer 30 s after the crash of h{on}; log of h{}:\n{}",
-                trial + 1,
-                (on + 1) % 3,
-                agents.log((on + 1) % 3)
-            )
-        })?;
-        let to = (0..3).find(|&i| i != on && lab.hosts[i].runs(name)).context("nobody runs it")?;
-        let record = wait_for(Duration::from_secs(10), || takeovers(&agents, to).len() > before)
-            .and_then(|_| takeovers(&agents, to).last().cloned());
-        let phases_ms: Vec<(String, u64)> =
-            record.and_then(|r| serde_json::from_value(r["phases_ms"].clone()).ok()).unwrap_or_default();
-        eprintln!(
-            "  trial {:>2}/{}: h{on} crashed, h{to} answers after {} ms ({})",
-            trial + 1,
-            opts.trials,
-            recovery.as_millis(),
-            phases_ms.iter().map(|(p, ms)| format!("{p} {ms}")).collect::<Vec<_>>().join(", ")
+    }
+    // The other runs go in the 3-host lab, after its crash trials; in a lab of their own without them.
+    if others && !sizes.contains(&3) {
+        sizes.push(3);
+    }
+    let mut report = TakeoverReport {
+        takeover_timeout_ms: DEFAULT_TAKEOVER_TIMEOUT_MS,
+        blip_budget_ms: BLIP_BUDGET_MS,
+        crash: Vec::new(),
+        blip: None,
+        slow: None,
+        restarts: None,
+        most_copies_at_once: 0,
+    };
+    for n in sizes {
+        check(cancel)?;
+        let lab = Lab::new(n)?;
+        let mut c = Cluster::build(&lab)?;
+        report.takeover_timeout_ms = c.takeover_timeout_ms;
+        if opts.runs(TakeoverRun::Crash) && opts.hosts.contains(&n) {
+            let r = super::takeover_crash::run(&mut c, opts.trials, cancel)?;
+            report.most_copies_at_once = report.most_copies_at_once.max(r.most_copies_at_once);
+            report.crash.push(r);
+        }
+        if n != 3 {
+            continue;
+        }
+        if opts.runs(TakeoverRun::Blip) {
+            let r = super::takeover_blip::run(&c, &opts.blips_ms, opts.blip_repeats, cancel)?;
+            report.most_copies_at_once = report.most_copies_at_once.max(r.most_copies_at_once);
+            report.blip = Some(r);
+        }
+        if opts.runs(TakeoverRun::Slow) {
+            let r = super::takeover_slow::run(&c, opts, cancel)?;
+            report.most_copies_at_once = report.most_copies_at_once.max(r.most_copies_at_once);
+            report.slow = Some(r);
+        }
+        if opts.runs(TakeoverRun::Restarts) {
+            let r = super::takeover_restart::run(&mut c, opts.restarts, cancel)?;
+            report.most_copies_at_once = report.most_copies_at_once.max(r.most_copies_at_once);
+            report.restarts = Some(r);
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quick_form_is_the_short_one_and_selection_skips_empty_runs() {
+        let q = TakeoverOptions::quick();
+        assert_eq!(
+            (q.trials, q.blips_ms.clone(), q.blip_repeats, q.slow_secs, q.restarts),
+            (5, vec![400, 1000], 1, 60, 10)
         );
-        trials.push(Trial {
-            crashed: format!("h{on}"),
-            to: format!("h{to}"),
-            recovery_ms: recovery.as_secs_f64() * 1000.0,
-            phases_ms,
-        });
-        // The crashed host comes back, keeps its copy aside and takes a replica from the new owner.
-        lab.set_link(on, true)?;
-        dogs.spawn(on)?;
-        agents.spawn(on)?;
-        let conf = lab.hosts[on].conf_dir.join(format!("{name}.conf"));
-        if wait_for(Duration::from_secs(20), || all_alive(&agents, 3) && !conf.exists()).is_none() {
-            bail!("h{on} did not come back as a standby; log:\n{}", agents.log(on));
-        }
-        vserver(&lab, to, &[name, "sync"], false)?;
-        on = to;
+        assert_eq!(q.hosts, vec![3, 5]);
+        let only = TakeoverOptions { only: vec![TakeoverRun::Blip], ..TakeoverOptions::default() };
+        assert!(only.runs(TakeoverRun::Blip) && !only.runs(TakeoverRun::Crash));
+        let none = TakeoverOptions { slow_secs: 0, ..TakeoverOptions::default() };
+        assert!(!none.runs(TakeoverRun::Slow) && none.runs(TakeoverRun::Restarts));
     }
-    let seen = sampler.finish();
-    if seen.most_at_once > 1 {
-        eprintln!("bench takeover: RAN TWICE at (ms since the first trial, hosts): {:?}", seen.overlaps);
-    }
-
-    // The loss run.
-    let (mut loss_takeovers, mut loss_fences, mut loss_moves) = (0, 0, 0);
-    if opts.loss_secs > 0 {
-        check(cancel)?;
-        eprintln!("bench takeover: {}% loss on every link for {} s", opts.loss_pct, opts.loss_secs);
-        let before: usize = takeovers(&agents, on).len();
-        let fences_before: usize = (0..3).map(|i| agents.log(i).matches("lease lost").count()).sum();
-        let sampler = Sampler::start(&lab, name);
-        for i in 0..3 {
-            lab.set_loss(i, opts.loss_pct)?;
-        }
-        let began = Instant::now();
-        let mut result = Ok(());
-        while began.elapsed() < Duration::from_secs(opts.loss_secs) {
-            if let Err(e) = check(cancel) {
-                result = Err(e);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        for i in 0..3 {
-            lab.set_loss(i, 0)?;
-        }
-        result?;
-        let loss_seen = sampler.finish();
-        std::thread::sleep(Duration::from_secs(2));
-        loss_takeovers = (0..3).map(|i| takeovers(&agents, i).len()).max().unwrap_or(0).saturating_sub(before);
-        loss_fences = (0..3).map(|i| agents.log(i).matches("lease lost").count()).sum::<usize>() - fences_before;
-        loss_moves = loss_seen.changes.len().saturating_sub(1);
-        if loss_seen.most_at_once > 1 {
-            bail!("during the loss run the vserver ran on two hosts at once: {:?}", loss_seen.overlaps);
-        }
-    }
-    let ms: Vec<f64> = trials.iter().map(|t| t.recovery_ms).collect();
-    Ok(TakeoverReport {
-        p50_ms: percentile(&ms, 50.0).unwrap_or(0.0),
-        p90_ms: percentile(&ms, 90.0).unwrap_or(0.0),
-        max_ms: ms.iter().cloned().fold(0.0, f64::max),
-        trials,
-        most_copies_at_once: seen.most_at_once,
-        loss_secs: opts.loss_secs,
-        loss_pct: opts.loss_pct,
-        loss_takeovers,
-        loss_fences,
-        loss_moves,
-    })
 }
