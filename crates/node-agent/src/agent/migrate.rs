@@ -439,7 +439,15 @@ async fn run(
     let own = agent.ownership.get();
     let mut epoch = None;
     if let Some(own) = own {
-        match own.set_owner(name.as_str(), target, own.epoch(name.as_str())).await {
+        let mut recorded = own.set_owner(name.as_str(), target, own.epoch(name.as_str())).await;
+        // This host's copy of the table may lag the leader's by a Raft heartbeat: when the cluster says this
+        // host owns it still, at a newer epoch, asked again from that epoch.
+        if let Err(failover::ownership::OwnershipError::StaleEpoch { current, owner: Some(owner), .. }) = &recorded {
+            if *owner == agent.config.node {
+                recorded = own.set_owner(name.as_str(), target, *current).await;
+            }
+        }
+        match recorded {
             Ok((_, e)) => epoch = Some(e),
             Err(e) => {
                 abort().await;
