@@ -107,9 +107,10 @@ impl Agent {
 
     /// Records an operator's `what` (start, restart, stop) of `name` in the cluster's event log before it is
     /// carried out, for a vserver of the cluster (the ownership table names its owner): a takeover starts a
-    /// vserver or not by the last intent recorded, which no heartbeat may have carried yet. A start or restart
-    /// that cannot be recorded (no majority) is refused with nothing done; a stop is always carried out,
-    /// recorded if the cluster answers within a few seconds.
+    /// vserver or not by the last intent recorded, which no heartbeat may have carried yet. With automatic
+    /// takeover on, a start or restart that cannot be recorded (no majority, after 10 s of trying) is refused
+    /// with nothing done; otherwise, and for a stop, it is carried out, recorded if the cluster answers
+    /// within a few seconds.
     pub async fn record_intent_in_cluster(
         &self,
         name: &isolate::VserverName,
@@ -119,11 +120,21 @@ impl Agent {
         let Some(own) = self.ownership.get().filter(|o| o.owner(name.as_str()).is_some()) else { return Ok(()) };
         let text = takeover::intent_event(name.as_str(), running, &format!("{what} on {}", self.config.node));
         let logged = own.log(events::kinds::INTENT, Some(name.as_str()), &text);
-        if running {
-            logged.await.map(|_| ()).map_err(|e| {
-                tracing::warn!(vserver = %name, error = %e, "{what} refused: its intent is not recorded in the cluster");
-                supervisor::SupervisorError::NoLease(name.to_string())
-            })
+        // Only automatic takeover reads it: without it (two hosts, or turned off), a start never waits for it.
+        if running && self.config.takeover_enabled() {
+            // Through a leader election (the old leader just died) as well: tried again for a while.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut tried = logged.await;
+            while let Err(e) = &tried {
+                if std::time::Instant::now() >= until {
+                    tracing::warn!(vserver = %name, error = %e, "{what} refused: its intent is not recorded in the \
+                                   cluster");
+                    return Err(supervisor::SupervisorError::NoLease(name.to_string()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tried = own.log(events::kinds::INTENT, Some(name.as_str()), &text).await;
+            }
+            Ok(())
         } else {
             match tokio::time::timeout(std::time::Duration::from_secs(3), logged).await {
                 Ok(Ok(_)) => {}
