@@ -355,15 +355,9 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let weak = Arc::downgrade(&agent);
     agent.supervisor.set_lease_check(Box::new(move || {
         weak.upgrade().is_none_or(|agent| {
-            let held = !agent.config.quorum_fencing()
+            !agent.config.quorum_fencing()
                 || watchdog::in_maintenance(&agent)
-                || watchdog::lease_remaining(&agent).is_none_or(|left| !left.is_zero());
-            // And the file the vservers' keepers (and the `vserver` command) read says so too: just after the
-            // lease is won back, until it is rewritten, a start would be refused under the agent.
-            held && match isolate::lease::read(&agent.config.run_dir) {
-                isolate::lease::HostLease::Until(end) => end > isolate::lease::boottime_ms(),
-                isolate::lease::HostLease::Unguarded => true,
-            }
+                || watchdog::lease_remaining(&agent).is_none_or(|left| !left.is_zero())
         })
     }));
     let weak = Arc::downgrade(&agent);

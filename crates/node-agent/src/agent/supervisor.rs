@@ -365,8 +365,30 @@ impl Supervisor {
         let shared = Arc::clone(&self.shared);
         // Held across the whole recovery, so the check loop never sees it half done.
         let guard = shared.op_lock(name).lock_owned().await;
-        if !shared.lift_fence(name).await {
-            return;
+        lock(&shared.fenced).remove(name);
+        let at = lock(&shared.fenced_at).remove(name);
+        let (host, n) = (shared.host.clone(), name.clone());
+        let seen = tokio::task::spawn_blocking(move || {
+            let running = matches!(host.running(&n), Ok(Some(_)));
+            let ended = isolate::RunState::load(&host.dirs.run_dir, &n).ok().flatten().map(|s| s.init_start_ticks);
+            (running, ended)
+        })
+        .await;
+        let Ok((false, ended)) = seen else { return };
+        let counted = shared.accounts.get(name).and_then(|a| a.last_fenced_run);
+        if let Some(at) = at.filter(|_| ended.is_none() || ended != counted) {
+            let since = super::replication::now_ms().saturating_sub(shared.failures.window_ms());
+            let kept = shared
+                .accounts
+                .update(name, |a| {
+                    a.fenced_unix_ms.retain(|t| *t >= since);
+                    a.fenced_unix_ms.push(at);
+                    a.last_fenced_run = ended;
+                })
+                .await;
+            if let Err(e) = kept {
+                tracing::warn!(vserver = %name, error = %e, "cannot keep its fence count on disk");
+            }
         }
         if shared.intents.get(name) != Some(Intent::Running) {
             return;
@@ -384,16 +406,6 @@ impl Supervisor {
         }
         drop(guard);
         shared.refresh(name).await;
-    }
-
-    /// A fenced vserver the cluster gives to another host now: the fence is lifted and counted (it was one,
-    /// as for [`recover_from_fence`](Self::recover_from_fence)), and its intent here becomes `stopped`.
-    pub async fn give_up_after_fence(&self, name: &VserverName) -> Result<(), SupervisorError> {
-        {
-            let _guard = self.shared.op_lock(name).lock_owned().await;
-            self.shared.lift_fence(name).await;
-        }
-        self.record_intent(name, Intent::Stopped).await
     }
 
     /// Gives the supervisor the agent's view of this host's lease: no vserver is started (by an operator, a
@@ -870,37 +882,6 @@ impl Shared {
     /// Whether this host may start vservers now (see [`LeaseCheck`]); yes until the agent says.
     fn may_run(&self) -> bool {
         self.may_run.get().is_none_or(|check| check())
-    }
-
-    /// Lifts `name`'s fence and counts it (once per run it ended; the caller holds its operation lock).
-    /// Whether it is down (a recovery may start it).
-    async fn lift_fence(&self, name: &VserverName) -> bool {
-        lock(&self.fenced).remove(name);
-        let at = lock(&self.fenced_at).remove(name);
-        let (host, n) = (self.host.clone(), name.clone());
-        let seen = tokio::task::spawn_blocking(move || {
-            let running = matches!(host.running(&n), Ok(Some(_)));
-            let ended = isolate::RunState::load(&host.dirs.run_dir, &n).ok().flatten().map(|s| s.init_start_ticks);
-            (running, ended)
-        })
-        .await;
-        let Ok((false, ended)) = seen else { return false };
-        let counted = self.accounts.get(name).and_then(|a| a.last_fenced_run);
-        if let Some(at) = at.filter(|_| ended.is_none() || ended != counted) {
-            let since = super::replication::now_ms().saturating_sub(self.failures.window_ms());
-            let kept = self
-                .accounts
-                .update(name, |a| {
-                    a.fenced_unix_ms.retain(|t| *t >= since);
-                    a.fenced_unix_ms.push(at);
-                    a.last_fenced_run = ended;
-                })
-                .await;
-            if let Err(e) = kept {
-                tracing::warn!(vserver = %name, error = %e, "cannot keep its fence count on disk");
-            }
-        }
-        true
     }
 
     /// Whether this host may start vservers now or comes to within `wait` (a host that has just started, or

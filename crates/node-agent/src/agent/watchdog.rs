@@ -287,9 +287,10 @@ pub async fn recover_fenced(agent: &Arc<Agent>) {
                 Some(false) => {
                     tracing::warn!(vserver = %name, "after the fence: it belongs to another host now; it stays \
                                    stopped here");
-                    if let Err(e) = agent.supervisor.give_up_after_fence(&name).await {
+                    if let Err(e) = agent.supervisor.record_intent(&name, Intent::Stopped).await {
                         tracing::warn!(vserver = %name, error = %e, "cannot record the intent");
                     }
+                    agent.supervisor.unfence(&name);
                 }
                 None => still.push(name),
             }
