@@ -35,7 +35,7 @@ fn takeovers(agents: &Agents, i: usize) -> Vec<serde_json::Value> {
 }
 
 /// Never two at once.
-fn assert_one_copy(seen: &Sampled, agents: &Agents) {
+pub(crate) fn assert_one_copy(seen: &Sampled, agents: &Agents) {
     assert!(seen.rounds > 100, "the sampler ran ({} rounds)", seen.rounds);
     assert!(
         seen.most_at_once <= 1,

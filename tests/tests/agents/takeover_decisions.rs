@@ -150,15 +150,7 @@ fn a_takeover_whose_answer_is_lost_never_starts_a_second_copy() {
     assert!(!agents.running(1), "the hook killed h1's agent");
     assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
     std::thread::sleep(Duration::from_secs(2));
-    let seen = sampler.finish();
-    assert!(seen.rounds > 100, "the sampler ran ({} rounds)", seen.rounds);
-    assert!(
-        seen.most_at_once <= 1,
-        "two copies at once: {:?}\nchanges: {:?}\nh2:\n{}",
-        seen.overlaps.iter().take(5).collect::<Vec<_>>(),
-        seen.changes,
-        agents.log(2)
-    );
+    crate::takeover::assert_one_copy(&sampler.finish(), &agents);
     let lost = (2..5)
         .flat_map(|i| events(&agents, i))
         .any(|e| e["kind"] == "takeover_failed" && e["text"].as_str().is_some_and(|t| t.contains("no answer")));
