@@ -411,8 +411,17 @@ pub async fn watch_majority(agent: Arc<Agent>) {
             .await
             .unwrap_or(false);
         if nothing_here {
-            // A host running nothing (a fresh start, before its lease is won): nothing to fence, nothing to log.
-            tracing::info!("no majority acknowledges this host yet; nothing runs here, so nothing is fenced");
+            // A host running nothing: nothing to fence, nothing to log in the cluster. A lease it held and lost
+            // is still worth a line (the operator learns why starts are refused); a fresh start's is not.
+            if held {
+                tracing::warn!(
+                    lease_ms = lease_len.as_millis() as u64,
+                    "lease lost (no majority of the cluster acknowledged this host): nothing runs here, so \
+                     nothing is fenced; starts are refused until it is back"
+                );
+            } else {
+                tracing::info!("no majority acknowledges this host yet; nothing runs here, so nothing is fenced");
+            }
             continue;
         }
         log_fence(
