@@ -62,7 +62,10 @@ pub fn write(run_dir: &Path, lease: HostLease) -> std::io::Result<()> {
     };
     std::fs::create_dir_all(run_dir)?;
     let file = path(run_dir);
-    let tmp = file.with_extension("tmp");
+    // One temporary file per writer: two writers never write into the same file, nor rename the other's half.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = file.with_extension(format!("tmp.{}.{n}", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, &file)
 }

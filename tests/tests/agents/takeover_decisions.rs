@@ -183,3 +183,29 @@ fn a_dead_host_that_cannot_be_taken_over_is_logged_dead_once() {
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(dead(&agents), 1, "{:?}", events(&agents, 0));
 }
+
+/// The agent's start and the keepers' lease file agree: an agent that holds its lease but has not yet
+/// rewritten the file its vservers' keepers read (just back from a blip, when a takeover asks it to start)
+/// waits for the file instead of having the start refused under it. The file is made stale by hand here,
+/// then a start asked at once.
+#[test]
+fn a_start_waits_for_the_keepers_lease_file_to_catch_up() {
+    if skip_unless_root("a_start_waits_for_the_keepers_lease_file_to_catch_up") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let _dogs = vserver_lab::faults::Watchdogs::start(&lab).unwrap();
+    let (agents, name, addr) = placed_on_h0_timed(&lab, "tk", "", true, crate::FAST);
+    let run_dir = &lab.hosts[0].run_dir;
+    let held = || matches!(isolate::lease::read(run_dir), isolate::lease::HostLease::Until(_));
+    assert!(wait_for(PATIENCE, held).is_some(), "h0 tells its keepers its lease");
+    for round in 0..5 {
+        let out = vserver(&lab, 0, &[&name, "stop"], false);
+        assert!(out.status.success(), "{}", text(&out));
+        let ended = isolate::lease::boottime_ms().saturating_sub(5_000);
+        isolate::lease::write(run_dir, isolate::lease::HostLease::Until(ended)).unwrap();
+        let out = vserver(&lab, 0, &[&name, "start"], false);
+        assert!(out.status.success(), "round {round}: {}\nlog:\n{}", text(&out), agents.log(0));
+    }
+    assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
+}

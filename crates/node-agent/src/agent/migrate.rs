@@ -149,7 +149,16 @@ pub struct Preflight {
     /// Bytes already held by the replica generation a migrate's copy fills (its basis; room it needs no more).
     #[serde(default)]
     pub staging_bytes: u64,
+    /// What is left of the host's lease, ms: zero while it may start nothing (just back, not yet acknowledged
+    /// by a majority); absent where it needs none (and from a host of an earlier release).
+    #[serde(default)]
+    pub lease_left_ms: Option<u64>,
 }
+
+/// How long a migrate waits, before it copies or stops anything, for a target that does not hold its lease
+/// yet (a host just back wins it within a second or two; after a takeover of its vservers, once the voters'
+/// promise not to acknowledge it has run out).
+const TARGET_LEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Starts a migrate in the background after the checks that need no wait; its progress is in
 /// [`Migrations`]. Refused (with nothing changed) if the vserver is unknown here, not primary here, already
@@ -314,12 +323,32 @@ async fn run(
         tokio::task::spawn_blocking(move || failover::store::disk_usage(&t)).await.map_err(|e| e.to_string())?
     };
     migrations.update(name, |m| m.tree_bytes = tree_bytes);
-    let pre: Preflight = control(
-        client.get(format!("{base}/v1/replicas/{name}/preflight")).bearer_auth(&agent.secret),
-        target,
-        "preflight",
-    )
-    .await?;
+    let ask = || {
+        control::<Preflight>(
+            client.get(format!("{base}/v1/replicas/{name}/preflight")).bearer_auth(&agent.secret),
+            target,
+            "preflight",
+        )
+    };
+    let mut pre = ask().await?;
+    // A target without its lease would refuse the start after this host stopped the vserver: wait for it
+    // before anything is stopped.
+    let (waiting, mut said) = (Instant::now(), false);
+    while pre.lease_left_ms == Some(0) {
+        if waiting.elapsed() >= TARGET_LEASE_WAIT {
+            return Err(format!(
+                "{target} does not hold its lease (no majority of the cluster acknowledges it) after {} s; it \
+                 could start nothing; nothing was stopped",
+                TARGET_LEASE_WAIT.as_secs()
+            ));
+        }
+        if !said {
+            said = true;
+            enter("waiting for the target's lease");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        pre = ask().await?;
+    }
     if pre.present {
         return Err(format!("{target} already has {name} (configured or running); nothing was stopped"));
     }
@@ -740,5 +769,8 @@ pub async fn preflight(agent: &Arc<Agent>, name: &VserverName) -> Preflight {
         Ok(v) => (Some(v), None),
         Err(e) => (None, Some(e)),
     };
-    Preflight { free_bytes, rsync, rsync_error, present, staging_bytes }
+    let lease_left_ms = (agent.config.quorum_fencing() && !super::watchdog::in_maintenance(agent))
+        .then(|| super::watchdog::lease_remaining(agent).map(|d| d.as_millis() as u64))
+        .flatten();
+    Preflight { free_bytes, rsync, rsync_error, present, staging_bytes, lease_left_ms }
 }

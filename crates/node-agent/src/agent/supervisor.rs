@@ -137,7 +137,7 @@ struct Shared {
 pub type OwnerLookup = Box<dyn Fn(&VserverName) -> Option<String> + Send + Sync>;
 
 /// Whether this host may start vservers now: it holds its lease, or needs none (no quorum fencing, no cluster
-/// formed, maintenance).
+/// formed, maintenance). The agent's check also brings the keepers' lease file up to date when it says yes.
 pub type LeaseCheck = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Looks up a vserver's relocations within the failure window, and its relocation error, in the cluster's

@@ -199,17 +199,7 @@ impl KeepersLease {
     /// or is frozen, leaves them to be fenced when the lease it last wrote ends).
     async fn follow(&mut self, agent: &Agent, left: Option<Duration>, grace: bool) {
         use isolate::lease::HostLease;
-        if agent.ownership.get().is_none() {
-            return;
-        }
-        let next = match left {
-            _ if !agent.config.quorum_fencing() || grace => HostLease::Unguarded,
-            None => HostLease::Unguarded,
-            Some(left) => match left.checked_sub(FENCE_LEAD).filter(|l| !l.is_zero()) {
-                Some(l) => HostLease::ending_in(l),
-                None => return,
-            },
-        };
+        let Some(next) = keepers_lease(agent, left, grace) else { return };
         let worth = match (self.written, next) {
             (Some(HostLease::Until(was)), HostLease::Until(now)) => now.abs_diff(was) >= 50,
             (was, now) => was != Some(now),
@@ -223,6 +213,32 @@ impl KeepersLease {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot tell the vservers' keepers this host's lease"),
             Err(e) => tracing::warn!(error = %e, "the lease file's writer failed"),
         }
+    }
+}
+
+/// What the keepers' file should say, from the lease left (see [`lease_remaining`]) and whether maintenance
+/// covers this host: nothing while the table is not open yet, nor while the lease is over or about to be.
+fn keepers_lease(agent: &Agent, left: Option<Duration>, grace: bool) -> Option<isolate::lease::HostLease> {
+    use isolate::lease::HostLease;
+    agent.ownership.get()?;
+    Some(match left {
+        _ if !agent.config.quorum_fencing() || grace => HostLease::Unguarded,
+        None => HostLease::Unguarded,
+        Some(left) => HostLease::ending_in(left.checked_sub(FENCE_LEAD).filter(|l| !l.is_zero())?),
+    })
+}
+
+/// Before a start: where the keepers' file says the lease is over while this host holds it again (back from
+/// a blip, within the 50 ms before [`watch_majority`] rewrites it), brings the file up to date, so the start
+/// is not refused under the agent. It writes only what the watch would write next, never a longer lease.
+pub fn keepers_catch_up(agent: &Agent) {
+    let run_dir = &agent.config.run_dir;
+    if isolate::lease::read(run_dir).left() != Some(Duration::ZERO) {
+        return;
+    }
+    let Some(next) = keepers_lease(agent, lease_remaining(agent), in_maintenance(agent)) else { return };
+    if let Err(e) = isolate::lease::write(run_dir, next) {
+        tracing::warn!(error = %e, "cannot tell the vservers' keepers this host's lease");
     }
 }
 
