@@ -92,7 +92,7 @@ enum Bench {
     /// crashes with 3 and 5 hosts (recovery from the kill to the service answering at its address, seen from
     /// the client: p50/p90/max); blips of the owner (its link cut, its agent frozen, 0.2 to 1.5 s: stops,
     /// restarts, moves, fences and the client's longest gap; no stop, restart or move at or under the blip
-    /// budget, 1.2 s); a slow link (200 ms each way and 20% loss on every host's link for 5 minutes: fences
+    /// budget, 1.0 s); a slow link (200 ms each way and 20% loss on every host's link for 5 minutes: fences
     /// and takeovers, target 0); clean restarts of the owner's agent in a row (fences, target 0). A sampler
     /// checks all along that the vserver never runs on two hosts. About 17 minutes.
     Takeover {

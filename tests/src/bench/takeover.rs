@@ -32,7 +32,7 @@ use crate::Lab;
 
 /// The blip budget of the default timing (docs/failover.md, "Failure budgets"): a cut of the owner's link or
 /// a freeze of its agent at most this long must stop, restart and move nothing.
-pub const BLIP_BUDGET_MS: u64 = 1200;
+pub const BLIP_BUDGET_MS: u64 = 1000;
 
 /// One run of the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]

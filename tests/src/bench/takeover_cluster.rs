@@ -106,6 +106,12 @@ impl<'lab> Cluster<'lab> {
         self.agents.status(i).ok().and_then(|s| s["failover"]["lease_remaining_ms"].as_u64())
     }
 
+    /// Every host holds its lease (a host back from a crash wins it once the voters' promise not to
+    /// acknowledge it, made for the takeover of its vservers, has run out: up to 5 s).
+    pub fn leases_held(&self) -> bool {
+        (0..self.n).all(|i| self.lease_left(i).is_some_and(|ms| ms > 0))
+    }
+
     /// Every host sees every other alive.
     pub fn all_alive(&self) -> bool {
         let n = self.n;

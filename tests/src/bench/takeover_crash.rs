@@ -153,6 +153,10 @@ pub(super) fn run(c: &mut Cluster, trials: usize, cancel: &AtomicBool) -> Result
             bail!("h{on} did not come back as a standby; log:\n{}", c.log_tail(on));
         }
         c.sync_from(to)?;
+        // Each trial is one crash in a healthy cluster: the host back from the last one holds its lease again.
+        if wait_for(Duration::from_secs(30), || c.leases_held()).is_none() {
+            bail!("h{on} did not win its lease back; log:\n{}", c.log_tail(on));
+        }
         on = to;
     }
     let seen = sampler.finish();

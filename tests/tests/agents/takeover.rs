@@ -675,7 +675,7 @@ fn a_vserver_relocated_max_relocate_times_is_left_in_error_until_cleared() {
 }
 
 /// Half the blip budget (docs/failover.md, "Failure budgets"): a silence this long must stop nothing.
-const HALF_BLIP: Duration = Duration::from_millis(600);
+const HALF_BLIP: Duration = Duration::from_millis(500);
 
 /// Host `i`'s view of host `j` is `alive` again.
 fn sees_alive(agents: &Agents, i: usize, j: usize) -> bool {

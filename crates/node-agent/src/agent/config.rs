@@ -94,7 +94,7 @@ pub struct FencingConfig {
     /// the watchdog's, a vserver restarts only once the cluster confirms this host still owns it.
     pub quorum: Option<bool>,
     /// The lease: how long an acknowledged beacon vouches for this host (default 1800 ms). A silence of this
-    /// host's link or agent shorter than about this minus 600 ms (the blip budget, 1.2 s by default) stops
+    /// host's link or agent shorter than about this minus 800 ms (the blip budget, 1.0 s by default) stops
     /// nothing; the takeover timeout is this plus `takeover.safety_margin_ms` (docs/failover.md, failure
     /// budgets).
     pub timeout_ms: u64,

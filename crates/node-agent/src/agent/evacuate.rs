@@ -346,6 +346,9 @@ fn outcome(m: &super::migrate::MigrationStatus) -> Result<String, String> {
     }
 }
 
+/// How long an evacuation tries again a takeover that failed for want of an answer.
+const TAKEOVER_RETRIES: Duration = Duration::from_secs(30);
+
 /// Takes `vserver` over from the dead `host` as the coordinator would, and says where it went.
 async fn take_over(agent: &Arc<Agent>, vserver: &str, host: &str, epoch: u64) -> Result<(String, String), String> {
     let name = VserverName::parse(vserver).map_err(|e| e.to_string())?;
@@ -363,11 +366,24 @@ async fn take_over(agent: &Arc<Agent>, vserver: &str, host: &str, epoch: u64) ->
         }
     }
     super::takeover::fence_hook(agent, host).await.map_err(|why| format!("fence hook failed: {why}"))?;
-    super::takeover::take_over(agent, &name, host, epoch, super::takeover::Decided::now(), None).await;
-    match own.owner(vserver) {
-        Some((owner, _)) if owner != host => Ok((owner, "taken over".into())),
-        _ => Err("not taken over (no live standby with a complete replica, the relocation limit, or \
-                  maintenance: see the agent's log)"
-            .into()),
+    // A peer or the cluster that does not answer in time (a busy host) is tried again, for a while, as long as
+    // the table still gives the vserver to the dead host at the same epoch.
+    let tried = std::time::Instant::now();
+    loop {
+        let taken = super::takeover::take_over(agent, &name, host, epoch, super::takeover::Decided::now(), None).await;
+        match taken {
+            super::takeover::Taken::Running(to) => return Ok((to, "taken over".into())),
+            super::takeover::Taken::Unknown(to) => {
+                return Ok((to.clone(), format!("taken over: {to} owns it, its answer was lost (it may run there)")))
+            }
+            super::takeover::Taken::No(why, again) => {
+                let same = own.owner(vserver).is_some_and(|(owner, e)| owner == host && e == epoch);
+                if !again || !same || tried.elapsed() > TAKEOVER_RETRIES {
+                    return Err(format!("not taken over: {why} (see the agent's log)"));
+                }
+                tracing::warn!(vserver, host, "not taken over yet ({why}); trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }

@@ -286,7 +286,7 @@ pub async fn run(agent: Arc<Agent>) {
                 ];
                 let (agent, from, was) = (Arc::clone(&agent), peer.name.clone(), last_state(&peer.vservers, &name));
                 tasks.spawn(async move {
-                    take_over(&agent, &name, &from, epoch, Decided { phases, at_unix_ms: decided_unix_ms }, was).await
+                    take_over(&agent, &name, &from, epoch, Decided { phases, at_unix_ms: decided_unix_ms }, was).await;
                 });
             }
             while tasks.join_next().await.is_some() {}
@@ -441,20 +441,20 @@ pub(super) async fn take_over(
     epoch: u64,
     decided: Decided,
     was: Option<VserverState>,
-) {
+) -> Taken {
     let Decided { mut phases, at_unix_ms } = decided;
     let mut epoch = epoch;
     let own = agent.ownership.get().expect("only run with a table");
     let Some(placement) = agent.replication.placement(name) else {
         tracing::error!(vserver = %name, host = %from, "no placement: it has no standby to be taken over by");
-        return;
+        return Taken::No("no placement: it has no standby".into(), false);
     };
     let failures = &agent.config.failures;
     let events = own.events();
     let counted = relocations(&events, name.as_str(), super::replication::now_ms(), failures.window_ms());
     if let Some(why) = &counted.error {
         tracing::debug!(vserver = %name, %from, "in state error ({why}): not taken over until an operator clears it");
-        return;
+        return Taken::No(format!("in state error ({why}) until an operator clears it"), false);
     }
     let recent = counted.at_unix_ms.len();
     if recent >= failures.max_relocate as usize {
@@ -468,12 +468,14 @@ pub(super) async fn take_over(
                 tracing::warn!(vserver = %name, error = %e, "the error is not in the event log; retried next round");
             }
         }
-        return;
+        return Taken::No(format!("{why} (failures.max_relocate): state error until an operator clears it"), false);
     }
     let start = meant_to_run(&events, name.as_str(), was);
     let alive: Vec<String> =
         agent.membership.peers().into_iter().filter(|p| p.state == PeerState::Alive).map(|p| p.name).collect();
     let me = agent.config.node.clone();
+    // Why the last standby tried did not take it, and whether trying again may help.
+    let mut last = ("no live standby holds a complete replica".to_string(), true);
     for standby in placement.standbys.iter().filter(|s| *s != from) {
         if *standby != me && !alive.contains(standby) {
             continue;
@@ -482,28 +484,30 @@ pub(super) async fn take_over(
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(vserver = %name, %standby, "no complete replica there; trying the next standby");
+                last = (format!("{standby} holds no complete replica"), true);
                 continue;
             }
             Err(e) => {
                 tracing::warn!(vserver = %name, %standby, "cannot ask for its replicas ({e}); trying the next");
+                last = (format!("cannot ask {standby} for its replicas ({e})"), true);
                 continue;
             }
         }
         let current = own.epoch(name.as_str());
         if current != epoch {
             tracing::info!(vserver = %name, epoch, current, "its ownership changed meanwhile; no takeover");
-            return;
+            return Taken::No(format!("its ownership changed meanwhile (epoch {current}, not {epoch})"), false);
         }
         let committing = Instant::now();
         let new_epoch = match own.take_over(name.as_str(), standby, epoch, from).await {
             Ok((_, e)) => e,
             Err(e @ failover::ownership::OwnershipError::InMaintenance { .. }) => {
                 tracing::warn!(vserver = %name, %standby, "no takeover: {e}");
-                return;
+                return Taken::No(e.to_string(), false);
             }
             Err(e) => {
                 tracing::warn!(vserver = %name, %standby, "the cluster did not record the new owner: {e}");
-                return;
+                return Taken::No(format!("the cluster did not record the new owner: {e}"), true);
             }
         };
         phases.push(("commit".into(), committing.elapsed().as_millis() as u64));
@@ -531,7 +535,7 @@ pub(super) async fn take_over(
                 if !warnings.is_empty() {
                     tracing::warn!(vserver = %name, "after the takeover: {}", warnings.join("; "));
                 }
-                return;
+                return Taken::Running(standby.clone());
             }
             super::migrate::PromoteOutcome::Refused(why) => {
                 // It said no and put its replica back: the next standby, from the new epoch.
@@ -539,6 +543,7 @@ pub(super) async fn take_over(
                 let text = format!("takeover of {name} by {standby} failed: {why}");
                 let _ = own.log(kinds::TAKEOVER_FAILED, Some(name.as_str()), &text).await;
                 epoch = new_epoch;
+                last = (format!("refused by {standby}: {why}"), false);
                 phases.retain(|(p, _)| p != "commit");
             }
             super::migrate::PromoteOutcome::Unknown(why) => {
@@ -552,11 +557,23 @@ pub(super) async fn take_over(
                      may run it; if {standby} is dead it is taken over from it in turn"
                 );
                 let _ = own.log(kinds::TAKEOVER_FAILED, Some(name.as_str()), &text).await;
-                return;
+                return Taken::Unknown(standby.clone());
             }
         }
     }
-    tracing::error!(vserver = %name, %from, "no live standby holds a complete replica: it cannot be taken over");
+    tracing::error!(vserver = %name, %from, "not taken over: {}", last.0);
+    Taken::No(last.0, last.1)
+}
+
+/// What a takeover did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// It runs (or was meant to stay stopped and is owned) on this standby now.
+    Running(String),
+    /// This standby owns it and may run it: its answer was lost.
+    Unknown(String),
+    /// Not taken over: why, and whether trying again may help (a peer or the cluster did not answer in time).
+    No(String, bool),
 }
 
 /// Whether a vserver taken over is to be started: by the last intent the event log records for it (an
