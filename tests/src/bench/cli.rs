@@ -94,7 +94,10 @@ enum Bench {
     /// restarts, moves, fences and the client's longest gap; no stop, restart or move at or under the blip
     /// budget, 1.0 s); a slow link (200 ms each way and 20% loss on every host's link for 5 minutes: fences
     /// and takeovers, target 0); clean restarts of the owner's agent in a row (fences, target 0). A sampler
-    /// checks all along that the vserver never runs on two hosts. About 17 minutes.
+    /// checks all along that the vserver never runs on two hosts. The crash run's baseline, in the same run:
+    /// keepalived (VRRP, advert_int 1 s, its default) moving an address between two hosts running busybox
+    /// httpd, crashed alike; each size's p50 over keepalived's (needs `apt-get install keepalived`, else
+    /// skipped). About 20 minutes.
     Takeover {
         /// Only these runs, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "crash,blip,slow,restarts")]
@@ -123,6 +126,9 @@ enum Bench {
         /// Clean restarts of the owner's agent in a row (0: none).
         #[arg(long, default_value_t = 50)]
         restarts: usize,
+        /// Skip the crash run's keepalived baseline.
+        #[arg(long)]
+        no_baseline: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -235,6 +241,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             slow_delay_ms,
             loss_pct,
             restarts,
+            no_baseline,
             json,
         } => {
             anyhow::ensure!(loss_pct <= 100, "--loss-pct is a percentage: at most 100");
@@ -257,6 +264,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 slow_delay_ms,
                 loss_pct,
                 restarts,
+                baseline: !no_baseline,
             };
             let report = crate::bench::run_takeover_bench(&opts, &cancel)?;
             if json {

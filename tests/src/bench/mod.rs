@@ -16,6 +16,7 @@ mod takeover;
 mod takeover_blip;
 mod takeover_cluster;
 mod takeover_crash;
+mod takeover_keepalived;
 mod takeover_restart;
 mod takeover_slow;
 mod vserver;
@@ -27,6 +28,7 @@ pub use start::{run_start, StartOptions, StartReport, Variant, VariantReport};
 pub use takeover::{run_takeover_bench, TakeoverOptions, TakeoverReport, TakeoverRun, BLIP_BUDGET_MS};
 pub use takeover_blip::{Blip, BlipKind, BlipReport, BlipSums};
 pub use takeover_crash::{CrashReport, Trial};
+pub use takeover_keepalived::{Baseline, KeepalivedReport, KeepalivedTrial};
 pub use takeover_restart::RestartReport;
 pub use takeover_slow::SlowReport;
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    run_agent_bench, run_replicate_bench, run_start, run_takeover_bench, AgentBenchOptions, AgentBenchReport,
+    run_agent_bench, run_replicate_bench, run_start, run_takeover_bench, AgentBenchOptions, AgentBenchReport, Baseline,
     Interrupted, ReplicateOptions, ReplicateReport, StartOptions, StartReport, TakeoverOptions, TakeoverReport,
     Variant,
 };
@@ -164,6 +164,13 @@ fn takeover_figures(r: &TakeoverReport) -> Vec<Figure> {
         f.push(Figure::new(t, &format!("recovery p90, {h} hosts"), c.p90_ms, "ms", Better::Lower, None));
         let max = format!("recovery max, {h} hosts");
         f.push(Figure::new(t, &max, c.max_ms, "ms", Better::Lower, Some(super::takeover_crash::MAX_TARGET_MS)));
+        if let Some(x) = c.keepalived_ratio {
+            f.push(Figure::new(t, &format!("recovery p50 / keepalived p50, {h} hosts"), x, "x", Better::Lower, None));
+        }
+    }
+    if let Some(Baseline::Measured(k)) = &r.keepalived {
+        let name = format!("keepalived recovery p50, advert_int {} s ({} crashes)", k.advert_int_secs, k.trials.len());
+        f.push(Figure::new(t, &name, k.p50_ms, "ms", Better::Lower, None));
     }
     if let Some(b) = &r.blip {
         let budget = b.budget_ms as f64 / 1000.0;
@@ -374,6 +381,47 @@ mod tests {
         let f = Figure::new("replicate", "ratio", 19.0, "x", Better::Higher, Some(20.0));
         assert_eq!(f.meets(), Some(false));
         assert_eq!(Figure::new("a", "b", 1.0, "", Better::Lower, None).meets(), None);
+    }
+
+    #[test]
+    fn the_takeover_figures_carry_the_keepalived_baseline_and_the_ratio() {
+        let crash = super::super::CrashReport {
+            hosts: 3,
+            trials: vec![],
+            p50_ms: 2500.0,
+            p90_ms: 2600.0,
+            max_ms: 2700.0,
+            most_copies_at_once: 1,
+            keepalived_ratio: Some(0.8),
+        };
+        let keepalived = super::super::KeepalivedReport {
+            hosts: 2,
+            advert_int_secs: 1,
+            nopreempt: true,
+            version: "v2.2.7".into(),
+            trials: vec![],
+            p50_ms: 3125.0,
+            p90_ms: 3500.0,
+            max_ms: 3600.0,
+        };
+        let r = TakeoverReport {
+            takeover_timeout_ms: 2400,
+            blip_budget_ms: 1200,
+            crash: vec![crash],
+            keepalived: Some(Baseline::Measured(keepalived)),
+            blip: None,
+            slow: None,
+            restarts: None,
+            most_copies_at_once: 1,
+        };
+        let f = takeover_figures(&r);
+        let ratio = f.iter().find(|f| f.name == "recovery p50 / keepalived p50, 3 hosts").unwrap();
+        assert_eq!((ratio.value, ratio.unit.as_str(), ratio.better), (0.8, "x", Better::Lower));
+        assert!(f.iter().any(|f| f.name.starts_with("keepalived recovery p50") && f.value == 3125.0), "{f:?}");
+        let mut skipped =
+            TakeoverReport { keepalived: Some(Baseline::Skipped { reason: "--no-baseline".into() }), ..r };
+        skipped.crash[0].keepalived_ratio = None;
+        assert!(!takeover_figures(&skipped).iter().any(|f| f.name.contains("keepalived")));
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! - **restarts** ([`super::takeover_restart`]): clean restarts of the owner's agent in a row (SIGTERM, the
 //!   wait for its exit, a new start, as systemd does), counting fences and the vserver's stops.
 //!
+//! The crash run has a baseline, measured in the same run before the product's trials when keepalived is
+//! installed (`--no-baseline` skips it): keepalived (VRRP, its default timing, `advert_int` 1 s) moving a floating
+//! address between two hosts of a lab of its own, each running a plain busybox httpd, crashed as the product's
+//! owner is ([`super::takeover_keepalived`]); each cluster size's p50 is printed over keepalived's p50.
+//!
 //! The blip, slow and restart runs share the 3-host lab (after its crash trials). A sampler checks every 5 ms
 //! during each run that the vserver never runs on two hosts. The lab lifts the limits on restarts and
 //! relocations (`[failures]`), so that a run goes on whatever happens; what happened is counted instead.
@@ -25,6 +30,7 @@ use serde::Serialize;
 use super::takeover_blip::BlipReport;
 use super::takeover_cluster::{Cluster, DEFAULT_TAKEOVER_TIMEOUT_MS};
 use super::takeover_crash::CrashReport;
+use super::takeover_keepalived::Baseline;
 use super::takeover_restart::RestartReport;
 use super::takeover_slow::SlowReport;
 use super::Interrupted;
@@ -69,6 +75,8 @@ pub struct TakeoverOptions {
     pub loss_pct: u8,
     /// Clean restarts of the owner's agent in a row (0: none).
     pub restarts: usize,
+    /// Whether the crash run measures its keepalived baseline (when keepalived is installed).
+    pub baseline: bool,
 }
 
 impl Default for TakeoverOptions {
@@ -84,6 +92,7 @@ impl Default for TakeoverOptions {
             slow_delay_ms: 200,
             loss_pct: 20,
             restarts: 50,
+            baseline: true,
         }
     }
 }
@@ -124,6 +133,8 @@ pub struct TakeoverReport {
     pub blip_budget_ms: u64,
     /// The crash trials, one entry per cluster size.
     pub crash: Vec<CrashReport>,
+    /// The crash run's baseline, keepalived (none without a crash run).
+    pub keepalived: Option<Baseline>,
     /// The blip run.
     pub blip: Option<BlipReport>,
     /// The slow-link run.
@@ -146,6 +157,12 @@ impl TakeoverReport {
         );
         for c in &self.crash {
             c.table(&mut out);
+            if let Some(k) = &self.keepalived {
+                let _ = writeln!(out, "{}", k.vs_line(c.p50_ms));
+            }
+        }
+        if let Some(k) = &self.keepalived {
+            k.table(&mut out);
         }
         if let Some(b) = &self.blip {
             b.table(&mut out);
@@ -205,18 +222,29 @@ fn measure(opts: &TakeoverOptions, cancel: &AtomicBool) -> Result<TakeoverReport
         takeover_timeout_ms: DEFAULT_TAKEOVER_TIMEOUT_MS,
         blip_budget_ms: BLIP_BUDGET_MS,
         crash: Vec::new(),
+        keepalived: None,
         blip: None,
         slow: None,
         restarts: None,
         most_copies_at_once: 0,
     };
+    // The baseline first, in a lab of its own (dropped before the product's labs are built).
+    if opts.runs(TakeoverRun::Crash) {
+        report.keepalived = Some(if opts.baseline {
+            super::takeover_keepalived::baseline(opts.trials, cancel)?
+        } else {
+            Baseline::Skipped { reason: "--no-baseline".to_string() }
+        });
+    }
     for n in sizes {
         check(cancel)?;
         let lab = Lab::new(n)?;
         let mut c = Cluster::build(&lab)?;
         report.takeover_timeout_ms = c.takeover_timeout_ms;
         if opts.runs(TakeoverRun::Crash) && opts.hosts.contains(&n) {
-            let r = super::takeover_crash::run(&mut c, opts.trials, cancel)?;
+            let mut r = super::takeover_crash::run(&mut c, opts.trials, cancel)?;
+            let theirs = report.keepalived.as_ref().and_then(Baseline::p50_ms);
+            r.keepalived_ratio = theirs.and_then(|k| super::takeover_keepalived::ratio(r.p50_ms, k));
             report.most_copies_at_once = report.most_copies_at_once.max(r.most_copies_at_once);
             report.crash.push(r);
         }
@@ -254,6 +282,7 @@ mod tests {
             (5, vec![400, 1000], 1, 60, 10)
         );
         assert_eq!(q.hosts, vec![3, 5]);
+        assert!(q.baseline, "the crash run measures its keepalived baseline unless told not to");
         let only = TakeoverOptions { only: vec![TakeoverRun::Blip], ..TakeoverOptions::default() };
         assert!(only.runs(TakeoverRun::Blip) && !only.runs(TakeoverRun::Crash));
         let none = TakeoverOptions { slow_secs: 0, ..TakeoverOptions::default() };

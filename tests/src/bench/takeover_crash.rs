@@ -49,6 +49,8 @@ pub struct CrashReport {
     pub max_ms: f64,
     /// The most hosts seen running the vserver at one instant over the trials (must be 1).
     pub most_copies_at_once: usize,
+    /// Recovery p50 over the keepalived baseline's, measured in the same run (none without it).
+    pub keepalived_ratio: Option<f64>,
 }
 
 impl CrashReport {
@@ -173,5 +175,6 @@ pub(super) fn run(c: &mut Cluster, trials: usize, cancel: &AtomicBool) -> Result
         max_ms: ms.iter().copied().fold(0.0, f64::max),
         trials: done,
         most_copies_at_once: seen.most_at_once,
+        keepalived_ratio: None,
     })
 }
