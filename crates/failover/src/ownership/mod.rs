@@ -191,10 +191,13 @@ pub struct Timing {
     /// Interval between a leader's heartbeats (default 500). openraft also cancels an append at this limit,
     /// so it must exceed the slowest round trip the cluster has (500 ms supports about 450 ms).
     pub heartbeat_ms: u64,
-    /// Shortest time without a leader before a follower stands for election (default 1500); openraft also
+    /// Shortest time without a leader before a follower stands for election (default 1000); openraft also
     /// cancels a vote at this limit. Several heartbeats fit in it, so a lossy link does not lose the leader.
+    /// A follower stands only once `election_max_ms` (the leader's lease) and then its own random timeout
+    /// have passed since it last heard the leader: so a crashed coordinator is replaced 2.4 to 2.8 s after
+    /// its last heartbeat by default, about the takeover timeout, and the takeovers it was due start at once.
     pub election_min_ms: u64,
-    /// Longest such time (default 3000).
+    /// Longest such time (default 1400), also the leader's lease.
     pub election_max_ms: u64,
     /// Limit of one HTTP request to a peer (default 1000).
     pub rpc_timeout_ms: u64,
@@ -210,8 +213,8 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             heartbeat_ms: 500,
-            election_min_ms: 1500,
-            election_max_ms: 3000,
+            election_min_ms: 1000,
+            election_max_ms: 1400,
             rpc_timeout_ms: 1000,
             propose_timeout_ms: 3000,
             snapshot_every: 1000,
