@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::api::ApiError;
+use super::model::PeerState;
 use super::Agent;
 
 /// How long turning maintenance on waits for takeovers in progress.
@@ -133,15 +134,32 @@ async fn forward(
         cluster: host.is_none(),
         asked_through: Some(req.asked_through.clone().unwrap_or_else(|| agent.config.node.clone())),
     };
-    let answer = agent
+    let sent = agent
         .peer_client
         .post(&url)
         .bearer_auth(&agent.secret)
         .json(&body)
         .timeout(WAIT_FOR_TAKEOVERS + WAIT_FOR_COORDINATOR + Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot reach the coordinator {leader}: {e}")))?;
+        .send();
+    // The coordinator may hold the request while its takeovers end, but one that dies or is cut off (its link
+    // down: the connection hangs) is given up as soon as it is no longer heard or no longer the coordinator,
+    // and the caller asks the next one (setting maintenance again is harmless).
+    let gone = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let heard = agent.membership.peers().iter().any(|p| p.name == leader && p.state == PeerState::Alive);
+            if !heard || own.leader().as_deref() != Some(leader.as_str()) {
+                return;
+            }
+        }
+    };
+    let answer = tokio::select! {
+        answer = sent => answer
+            .map_err(|e| ApiError::Unavailable(format!("cannot reach the coordinator {leader}: {e}")))?,
+        () = gone => {
+            return Err(ApiError::Unavailable(format!("the coordinator {leader} is no longer heard or no longer leads")))
+        }
+    };
     let status = answer.status();
     let text = answer.text().await.unwrap_or_default();
     if status.is_success() {

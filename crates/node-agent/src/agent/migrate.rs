@@ -769,8 +769,6 @@ pub async fn preflight(agent: &Arc<Agent>, name: &VserverName) -> Preflight {
         Ok(v) => (Some(v), None),
         Err(e) => (None, Some(e)),
     };
-    let lease_left_ms = (agent.config.quorum_fencing() && !super::watchdog::in_maintenance(agent))
-        .then(|| super::watchdog::lease_remaining(agent).map(|d| d.as_millis() as u64))
-        .flatten();
+    let lease_left_ms = super::watchdog::start_lease(agent).map(|d| d.as_millis() as u64);
     Preflight { free_bytes, rsync, rsync_error, present, staging_bytes, lease_left_ms }
 }

@@ -355,9 +355,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let weak = Arc::downgrade(&agent);
     agent.supervisor.set_lease_check(Box::new(move || {
         weak.upgrade().is_none_or(|agent| {
-            let may = !agent.config.quorum_fencing()
-                || watchdog::in_maintenance(&agent)
-                || watchdog::lease_remaining(&agent).is_none_or(|left| !left.is_zero());
+            let may = watchdog::start_lease(&agent).is_none_or(|left| !left.is_zero());
             if may {
                 // The keepers (and the `vserver start` the supervisor runs) read the lease from a file.
                 watchdog::keepers_catch_up(&agent);

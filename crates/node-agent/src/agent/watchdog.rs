@@ -329,6 +329,12 @@ fn arm_ms(agent: &Agent) -> u64 {
     (agent.config.fencing.timeout_ms / 2).max(50)
 }
 
+/// What is left of the lease this host's starts need now: `None` where they need none (no quorum fencing,
+/// maintenance, or see [`lease_remaining`]), zero while it may start nothing.
+pub fn start_lease(agent: &Agent) -> Option<Duration> {
+    (agent.config.quorum_fencing() && !in_maintenance(agent)).then(|| lease_remaining(agent)).flatten()
+}
+
 /// What is left of this host's lease now: `None` when it needs none (no cluster formed yet, a single voter),
 /// zero when it is over.
 pub fn lease_remaining(agent: &Agent) -> Option<Duration> {
