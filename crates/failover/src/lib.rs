@@ -4,8 +4,16 @@
 #![warn(missing_docs)]
 
 pub mod changes;
+pub mod events;
 pub mod fileflags;
+pub mod lease;
+pub mod membership;
 pub mod ownership;
+pub mod peer;
 pub mod placement;
+pub mod promote;
 pub mod rsync;
 pub mod store;
+pub mod table;
+pub mod takeover;
+pub mod wire;

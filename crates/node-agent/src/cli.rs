@@ -693,7 +693,7 @@ fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let records: Vec<crate::agent::takeover::TakeoverRecord> = serde_json::from_str::<serde_json::Value>(&status)
+    let records: Vec<failover::events::TakeoverRecord> = serde_json::from_str::<serde_json::Value>(&status)
         .ok()
         .and_then(|v| serde_json::from_value(v["takeovers"].clone()).ok())
         .unwrap_or_default();
@@ -765,7 +765,7 @@ fn history_table(events: &[crate::agent::events::EventView]) -> String {
     let mut out = format!("{:<23}  {:<10} {:<16} {:<16} WHAT\n", "WHEN (UTC)", "HOST", "KIND", "VSERVER");
     for e in events {
         let when = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(e.at_ms));
-        let what = match crate::agent::takeover::TakeoverRecord::parse(&e.text) {
+        let what = match failover::events::TakeoverRecord::parse(&e.text) {
             Some(r) => {
                 let phases: Vec<String> = r.phases_ms.iter().map(|(p, ms)| format!("{p} {ms}")).collect();
                 format!(

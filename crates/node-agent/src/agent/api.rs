@@ -18,14 +18,18 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use failover::wire::{
+    AbortReply, BeginRequest, CommitRequest, ErrorBody, MaintenanceRequest, MigrateRequest, ProbeRequest,
+    PromoteRequest, PromoteTimes,
+};
 use isolate::VserverName;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::heartbeat::HeartbeatReject;
-use super::migrate::{MigrateError, MigrateRequest, PromoteRequest};
-use super::model::{ErrorBody, SignedHeartbeat, VserverStatus};
-use super::replication::{BeginRequest, CommitRequest, ReplicationError};
+use super::migrate::MigrateError;
+use super::model::{SignedHeartbeat, VserverStatus};
+use super::replication::ReplicationError;
 use super::serve::Connection;
 use super::supervisor::SupervisorError;
 use super::tunnel;
@@ -417,7 +421,7 @@ async fn replica_abort(
     let name = parse_name(&name)?;
     let req: CommitRequest = json_body(body)?;
     let receiver_errors = agent.replication.abort(&name, &req.session).await;
-    Ok(Json(super::replication::AbortReply { receiver_errors }).into_response())
+    Ok(Json(AbortReply { receiver_errors }).into_response())
 }
 
 /// The same error again, for its status (the supervisor's errors hold no clonable OS error but `State`).
@@ -522,7 +526,7 @@ async fn maintenance_set(
     State(agent): State<Arc<Agent>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: super::maintenance::MaintenanceRequest = json_body(body)?;
+    let req: MaintenanceRequest = json_body(body)?;
     Ok(Json(super::maintenance::set(&agent, &req).await?).into_response())
 }
 
@@ -530,7 +534,7 @@ async fn takeover_probe(
     State(agent): State<Arc<Agent>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: super::takeover::ProbeRequest = json_body(body)?;
+    let req: ProbeRequest = json_body(body)?;
     match super::takeover::probe(&agent, &req) {
         Some(reply) => Ok(Json(reply).into_response()),
         None => Err(ApiError::BadRequest(format!("{:?} is not a peer of this host", req.host))),
@@ -547,7 +551,9 @@ async fn promote(
     let task = tokio::spawn(async move { super::migrate::promote(&agent, &name, req).await });
     let (status, times) = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
     let mut response = Json(status).into_response();
-    for (header, value) in [("x-promote-ms", times.promote_ms), ("x-start-ms", times.start_ms)] {
+    for (header, value) in
+        [(PromoteTimes::PROMOTE_HEADER, times.promote_ms), (PromoteTimes::START_HEADER, times.start_ms)]
+    {
         if let Some(v) = value {
             response.headers_mut().insert(header, v.into());
         }

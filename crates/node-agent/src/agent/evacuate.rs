@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use failover::wire::{MigrateRequest, MigrationStatus};
 use isolate::VserverName;
 use serde::{Deserialize, Serialize};
 
@@ -277,7 +278,7 @@ fn target(agent: &Agent, vserver: &str, host: &str) -> Result<String, String> {
 async fn move_live(agent: &Arc<Agent>, vserver: &str, from: &str, to: &str) -> Result<String, String> {
     let name = VserverName::parse(vserver).map_err(|e| e.to_string())?;
     if from == agent.config.node {
-        super::migrate::start(agent, &name, super::migrate::MigrateRequest { target: to.to_string() })
+        super::migrate::start(agent, &name, MigrateRequest { target: to.to_string() })
             .await
             .map_err(|e| e.to_string())?;
         loop {
@@ -287,45 +288,20 @@ async fn move_live(agent: &Arc<Agent>, vserver: &str, from: &str, to: &str) -> R
             }
         }
     }
-    let base = agent
-        .config
-        .peers
-        .iter()
-        .find(|p| p.name == from)
-        .map(|p| p.url.trim_end_matches('/').to_string())
-        .ok_or_else(|| format!("{from} is not a peer of this host"))?;
-    let started = agent
-        .peer_client
-        .post(format!("{base}/v1/vservers/{vserver}/migrate"))
-        .bearer_auth(&agent.secret)
-        .json(&super::migrate::MigrateRequest { target: to.to_string() })
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| format!("cannot ask {from} to migrate it: {e}"))?;
-    if !started.status().is_success() {
-        let status = started.status();
-        let body = started.text().await.unwrap_or_default();
-        let said = serde_json::from_str::<super::model::ErrorBody>(&body).map_or(body, |b| b.error);
-        return Err(format!("{from} refused the migrate ({status}): {said}"));
+    let req = MigrateRequest { target: to.to_string() };
+    match agent.peers.migrate(from, vserver, &req, Duration::from_secs(30)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(refused)) => return Err(format!("{from} refused the migrate ({}): {}", refused.status, refused.reason)),
+        Err(e) => return Err(format!("cannot ask {from} to migrate it: {e}")),
     }
     let mut unanswered = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let asked = agent
-            .peer_client
-            .get(format!("{base}/v1/vservers/{vserver}/migration"))
-            .bearer_auth(&agent.secret)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        match asked {
-            Ok(r) if r.status().is_success() => {
+        match agent.peers.migration(from, vserver, Duration::from_secs(5)).await {
+            Ok(Ok(m)) => {
                 unanswered = 0;
-                if let Ok(m) = r.json::<super::migrate::MigrationStatus>().await {
-                    if m.finished {
-                        return outcome(&m);
-                    }
+                if m.finished {
+                    return outcome(&m);
                 }
             }
             _ => {
@@ -338,7 +314,7 @@ async fn move_live(agent: &Arc<Agent>, vserver: &str, from: &str, to: &str) -> R
     }
 }
 
-fn outcome(m: &super::migrate::MigrationStatus) -> Result<String, String> {
+fn outcome(m: &MigrationStatus) -> Result<String, String> {
     match (&m.error, m.outage_ms) {
         (Some(e), _) => Err(e.clone()),
         (None, Some(ms)) => Ok(format!("migrated, outage {ms} ms")),
@@ -351,13 +327,15 @@ const TAKEOVER_RETRIES: Duration = Duration::from_secs(30);
 
 /// Takes `vserver` over from the dead `host` as the coordinator would, and says where it went.
 async fn take_over(agent: &Arc<Agent>, vserver: &str, host: &str, epoch: u64) -> Result<(String, String), String> {
-    let name = VserverName::parse(vserver).map_err(|e| e.to_string())?;
+    use failover::takeover::{confirm_dead, take_over, Decided, Host, Taken};
+    let coordinator = super::takeover::AgentHost(Arc::clone(agent));
+    VserverName::parse(vserver).map_err(|e| e.to_string())?;
     let own = agent.ownership.get().ok_or("no ownership table")?;
     // A host just found dead may not have been silent for the takeover timeout yet: wait for that, a while.
     let timeout = agent.config.takeover_timeout();
     let waited = std::time::Instant::now();
     loop {
-        match super::takeover::confirm_dead(agent, host, timeout).await {
+        match confirm_dead(&coordinator, host, timeout).await {
             Ok(()) => break,
             Err(why) if waited.elapsed() > timeout * 2 + Duration::from_secs(5) => {
                 return Err(format!("{host} is not confirmed dead: {why}"))
@@ -365,18 +343,19 @@ async fn take_over(agent: &Arc<Agent>, vserver: &str, host: &str, epoch: u64) ->
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
-    super::takeover::fence_hook(agent, host).await.map_err(|why| format!("fence hook failed: {why}"))?;
+    coordinator.fence_hook(host).await.map_err(|why| format!("fence hook failed: {why}"))?;
     // A peer or the cluster that does not answer in time (a busy host) is tried again, for a while, as long as
     // the table still gives the vserver to the dead host at the same epoch.
     let tried = std::time::Instant::now();
     loop {
-        let taken = super::takeover::take_over(agent, &name, host, epoch, super::takeover::Decided::now(), None).await;
+        let decided = Decided { phases: Vec::new(), at_unix_ms: coordinator.now_unix_ms() };
+        let taken = take_over(&coordinator, vserver, host, epoch, decided, None).await;
         match taken {
-            super::takeover::Taken::Running(to) => return Ok((to, "taken over".into())),
-            super::takeover::Taken::Unknown(to) => {
+            Taken::Running(to) => return Ok((to, "taken over".into())),
+            Taken::Unknown(to) => {
                 return Ok((to.clone(), format!("taken over: {to} owns it, its answer was lost (it may run there)")))
             }
-            super::takeover::Taken::No(why, again) => {
+            Taken::No(why, again) => {
                 let same = own.owner(vserver).is_some_and(|(owner, e)| owner == host && e == epoch);
                 if !again || !same || tried.elapsed() > TAKEOVER_RETRIES {
                     return Err(format!("not taken over: {why} (see the agent's log)"));

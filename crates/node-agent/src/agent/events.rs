@@ -13,40 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Agent;
 
-/// The kinds the agent itself logs. Other features log their own with [`Agent::log_event`].
-pub mod kinds {
-    /// The coordinator confirmed a host dead (its lease over), before taking its vservers over.
-    pub const HOST_DEAD: &str = "host_dead";
-    /// A host lost its lease and fenced its vservers; logged once it can commit again.
-    pub const FENCED: &str = "fenced";
-    /// A vserver taken over from a dead host (the text is `takeover {json}`, with each phase's duration).
-    pub const TAKEOVER: &str = "takeover";
-    /// A takeover that failed on one standby.
-    pub const TAKEOVER_FAILED: &str = "takeover_failed";
-    /// A migrate finished (logged by its source, with the outage).
-    pub const MIGRATE: &str = "migrate";
-    /// A migrate that failed (logged by its source).
-    pub const MIGRATE_FAILED: &str = "migrate_failed";
-    /// A vserver that died on its own, restarted on its host by the supervisor.
-    pub const RESTART: &str = "restart";
-    /// A vserver rebooted itself (`reboot` inside) and was started again where it runs: its own intent.
-    pub const REBOOT: &str = "reboot";
-    /// A vserver halted itself (`halt` or `poweroff` inside): its intent is now stopped.
-    pub const HALT: &str = "halt";
-    /// A returning host kept its diverged copy of a vserver aside.
-    pub const ASIDE: &str = "aside";
-    /// Maintenance turned on or off, for a host or the cluster.
-    pub const MAINTENANCE: &str = "maintenance";
-    /// An evacuation of a host ended (the text records what moved where).
-    pub const EVACUATE: &str = "evacuate";
-    /// A vserver's relocation limit put it in state error, cluster-wide.
-    pub const RELOCATION_ERROR: &str = "relocation_error";
-    /// A vserver that died too often on its host: not restarted there until an operator clears it.
-    pub const RESTART_GAVE_UP: &str = "restart_gave_up";
-    /// An operator's start, restart or stop of a vserver of the cluster, recorded before it is carried out:
-    /// the text begins with `running` or `stopped` (see `takeover::intent_event`).
-    pub const INTENT: &str = "intent";
-}
+pub use failover::events::kinds;
 
 /// One event as `GET /v1/events` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

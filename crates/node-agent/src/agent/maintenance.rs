@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+pub use failover::wire::MaintenanceRequest;
 
 use super::api::ApiError;
 use super::model::PeerState;
@@ -22,23 +22,6 @@ const WAIT_FOR_TAKEOVERS: Duration = Duration::from_secs(10);
 
 /// How often every agent repeats in its log that the cluster is in maintenance.
 const NAG_EVERY: Duration = Duration::from_secs(30);
-
-/// The body of `POST /v1/maintenance`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaintenanceRequest {
-    /// On or off.
-    pub on: bool,
-    /// The host (default: the agent asked); not with `cluster`.
-    #[serde(default)]
-    pub host: Option<String>,
-    /// The whole cluster instead of one host.
-    #[serde(default)]
-    pub cluster: bool,
-    /// The host an operator asked, when another forwards the request to the coordinator (default: this one).
-    #[serde(default)]
-    pub asked_through: Option<String>,
-}
 
 /// How long a request keeps trying while the cluster has no coordinator (an election after a host came back).
 const WAIT_FOR_COORDINATOR: Duration = Duration::from_secs(10);
@@ -79,7 +62,9 @@ async fn set_once(agent: &Arc<Agent>, req: &MaintenanceRequest) -> Result<failov
     if req.on {
         let waited = Instant::now();
         loop {
-            let busy: Vec<(String, String)> = super::takeover::in_progress()
+            let busy: Vec<(String, String)> = agent
+                .takeovers
+                .list()
                 .into_iter()
                 .filter(|(_, from)| host.as_deref().is_none_or(|h| h == from))
                 .collect();
@@ -121,26 +106,17 @@ async fn forward(
             "the cluster has no coordinator now (no majority): maintenance needs one to be recorded".into(),
         ));
     };
-    let url = agent
-        .config
-        .peers
-        .iter()
-        .find(|p| p.name == leader)
-        .map(|p| format!("{}/v1/maintenance", p.url.trim_end_matches('/')))
-        .ok_or_else(|| ApiError::Unavailable(format!("the coordinator {leader} is not among this host's peers")))?;
+    if !agent.peers.knows(&leader) {
+        return Err(ApiError::Unavailable(format!("the coordinator {leader} is not among this host's peers")));
+    }
     let body = MaintenanceRequest {
         on: req.on,
         host: host.map(str::to_string),
         cluster: host.is_none(),
         asked_through: Some(req.asked_through.clone().unwrap_or_else(|| agent.config.node.clone())),
     };
-    let sent = agent
-        .peer_client
-        .post(&url)
-        .bearer_auth(&agent.secret)
-        .json(&body)
-        .timeout(WAIT_FOR_TAKEOVERS + WAIT_FOR_COORDINATOR + Duration::from_secs(10))
-        .send();
+    let sent =
+        agent.peers.maintenance(&leader, &body, WAIT_FOR_TAKEOVERS + WAIT_FOR_COORDINATOR + Duration::from_secs(10));
     // The coordinator may hold the request while its takeovers end, but one that dies or is cut off (its link
     // down: the connection hangs) is given up as soon as it is no longer heard or no longer the coordinator,
     // and the caller asks the next one (setting maintenance again is harmless).
@@ -160,18 +136,15 @@ async fn forward(
             return Err(ApiError::Unavailable(format!("the coordinator {leader} is no longer heard or no longer leads")))
         }
     };
-    let status = answer.status();
-    let text = answer.text().await.unwrap_or_default();
-    if status.is_success() {
-        return serde_json::from_str(&text)
-            .map_err(|e| ApiError::Internal(format!("the coordinator's answer is not understood: {e}")));
+    match answer {
+        Ok(value) => serde_json::from_value(value)
+            .map_err(|e| ApiError::Internal(format!("the coordinator's answer is not understood: {e}"))),
+        Err(refused) => Err(match refused.status.as_u16() {
+            400 => ApiError::BadRequest(refused.reason),
+            409 => ApiError::Conflict(refused.reason),
+            _ => ApiError::Unavailable(format!("the coordinator {leader} answered {refused}")),
+        }),
     }
-    let said = serde_json::from_str::<super::model::ErrorBody>(&text).map_or(text, |b| b.error);
-    Err(match status.as_u16() {
-        400 => ApiError::BadRequest(said),
-        409 => ApiError::Conflict(said),
-        _ => ApiError::Unavailable(format!("the coordinator {leader} answered {status}: {said}")),
-    })
 }
 
 /// Says in the log, every [`NAG_EVERY`], that the cluster (or this host) is in maintenance, and when it

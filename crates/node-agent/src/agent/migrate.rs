@@ -17,20 +17,21 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use failover::peer::describe;
 use failover::placement::Placement;
+use failover::promote::PromoteOutcome;
 use failover::store::GenerationMeta;
+use failover::wire::{BeginRequest, CommitRequest, Preflight, PromoteRequest, PromoteTimes};
+pub use failover::wire::{MigrateRequest, MigrationStatus};
 use isolate::VserverName;
-use serde::{Deserialize, Serialize};
 
 use super::model::{PeerState, VserverState, VserverStatus};
-use super::replication::{now_ms, BeginReply, BeginRequest, CommitRequest};
+use super::replication::now_ms;
 use super::supervisor::SupervisorError;
 use super::Agent;
 
 /// Pre-copy passes at most, before the stop.
 const MAX_PRECOPY_PASSES: u32 = 5;
-/// Longest wait for the target to promote and start (its start scripts may take minutes).
-const PROMOTE_TIMEOUT: Duration = Duration::from_secs(6 * 60);
 /// How long a migrate asks the target again what it runs when the answer to its promote was lost.
 const ASK_AGAIN: Duration = Duration::from_secs(15);
 /// A pre-copy pass that moved less than this ends the pre-copy.
@@ -38,49 +39,6 @@ const SMALL_PASS_BYTES: u64 = 16 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The body of `POST /v1/vservers/NAME/migrate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MigrateRequest {
-    /// The host to move to.
-    pub target: String,
-}
-
-/// Where a migrate is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MigrationStatus {
-    /// The vserver.
-    pub vserver: String,
-    /// Where it moves from.
-    pub source: String,
-    /// Where it moves to.
-    pub target: String,
-    /// `checking`, `precopy`, `stopping`, `final`, `starting`, `recording`, `done`, `failed`.
-    pub phase: String,
-    /// The pre-copy pass under way (1-based), or the number made.
-    pub pass: u32,
-    /// Bytes of the tree transferred so far in the current pass.
-    pub pass_bytes: u64,
-    /// Size of the tree (bytes in its files).
-    pub tree_bytes: u64,
-    /// Bytes sent by all passes so far.
-    pub bytes_sent: u64,
-    /// When it started, ms since the epoch.
-    pub started_unix_ms: u64,
-    /// The outage it caused (stop to confirmed start), ms, once done.
-    pub outage_ms: Option<u64>,
-    /// Each phase's duration, ms, in order.
-    pub phases_ms: Vec<(String, u64)>,
-    /// What the final pass copied: only what changed since the last pre-copy pass started (how many paths),
-    /// or the whole tree and why. Set when the final pass ends.
-    #[serde(default)]
-    pub final_pass: Option<String>,
-    /// Why it failed, and what was done about it.
-    pub error: Option<String>,
-    /// Whether it has ended (done or failed).
-    pub finished: bool,
 }
 
 /// The migrates of this host (as source), the running one and the last of each vserver.
@@ -100,59 +58,6 @@ impl Migrations {
             f(m);
         }
     }
-}
-
-/// The body of `POST /v1/vservers/NAME/promote` (target side).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromoteRequest {
-    /// The host the vserver comes from.
-    pub source: String,
-    /// Start it once promoted (it ran on the source).
-    pub start: bool,
-    /// The ownership epoch that gives it to this host: refused if the table is at a newer one, and waited
-    /// for (a few seconds) while this host's copy of the table has not reached it.
-    #[serde(default)]
-    pub epoch: Option<u64>,
-}
-
-/// How long a promote's phases took on the target (answered in the `x-promote-ms` and `x-start-ms` headers).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PromoteTimes {
-    /// The replica made the running tree.
-    pub promote_ms: Option<u64>,
-    /// The vserver started.
-    pub start_ms: Option<u64>,
-}
-
-impl PromoteTimes {
-    /// The phases known, named.
-    pub fn phases(&self) -> Vec<(String, u64)> {
-        [("promote", self.promote_ms), ("start", self.start_ms)]
-            .into_iter()
-            .filter_map(|(n, v)| v.map(|v| (n.to_string(), v)))
-            .collect()
-    }
-}
-
-/// What `GET /v1/replicas/NAME/preflight` tells a migrating source.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Preflight {
-    /// Free bytes on the replica store's file system.
-    pub free_bytes: u64,
-    /// The receiving rsync's version (`rsync 3.2.7`), when usable.
-    pub rsync: Option<String>,
-    /// Why rsync cannot be used there (missing, too old).
-    pub rsync_error: Option<String>,
-    /// The vserver runs or is configured on this host already.
-    pub present: bool,
-    /// Bytes already held by the replica generation a migrate's copy fills (its basis; room it needs no more).
-    #[serde(default)]
-    pub staging_bytes: u64,
-    /// What is left of the host's lease, ms: zero while it may start nothing (just back, not yet acknowledged
-    /// by a majority); absent where it needs none (and from a host of an earlier release).
-    #[serde(default)]
-    pub lease_left_ms: Option<u64>,
 }
 
 /// How long a migrate waits, before it copies or stops anything, for a target that does not hold its lease
@@ -312,8 +217,7 @@ async fn run(
         });
     };
     let peer = agent.config.peers.iter().find(|p| p.name == target).expect("checked a peer");
-    let base = peer.url.trim_end_matches('/').to_string();
-    let client = &agent.peer_client;
+    let peers = &agent.peers;
 
     // 1. Checks on the target, and room for the tree.
     let dirs = agent.supervisor.host().dirs.clone();
@@ -323,12 +227,8 @@ async fn run(
         tokio::task::spawn_blocking(move || failover::store::disk_usage(&t)).await.map_err(|e| e.to_string())?
     };
     migrations.update(name, |m| m.tree_bytes = tree_bytes);
-    let ask = || {
-        control::<Preflight>(
-            client.get(format!("{base}/v1/replicas/{name}/preflight")).bearer_auth(&agent.secret),
-            target,
-            "preflight",
-        )
+    let ask = async || -> Result<Preflight, String> {
+        describe(peers.preflight(target, name.as_str()).await, "preflight", target)
     };
     let mut pre = ask().await?;
     // A target without its lease would refuse the start after this host stopped the vserver: wait for it
@@ -371,21 +271,13 @@ async fn run(
 
     // 2. Pre-copy while it runs.
     enter("precopy");
-    let begin: BeginReply = control(
-        client
-            .post(format!("{base}/v1/replicas/{name}/begin"))
-            .bearer_auth(&agent.secret)
-            .json(&BeginRequest { source: agent.config.node.clone() }),
-        target,
-        "begin",
-    )
-    .await?;
+    let begin_req = BeginRequest { source: agent.config.node.clone() };
+    let begin = describe(peers.begin(target, name.as_str(), &begin_req).await, "begin", target)?;
     let session = begin.session.clone();
     let abort = || async {
         let req =
             CommitRequest { session: session.clone(), started_unix_ms: 0, consistent: false, kind: None, conf: None };
-        let _ =
-            client.post(format!("{base}/v1/replicas/{name}/abort")).bearer_auth(&agent.secret).json(&req).send().await;
+        let _ = peers.abort(target, name.as_str(), &req, failover::peer::CONTROL_TIMEOUT).await;
     };
     let progress = |bytes: u64| migrations.update(name, |m| m.pass_bytes = bytes);
     let mut pass = 0;
@@ -446,12 +338,7 @@ async fn run(
             kind: Some("migrate".into()),
             conf,
         };
-        let _: GenerationMeta = control(
-            client.post(format!("{base}/v1/replicas/{name}/commit")).bearer_auth(&agent.secret).json(&commit),
-            target,
-            "commit",
-        )
-        .await?;
+        let _: GenerationMeta = describe(peers.commit(target, name.as_str(), &commit).await, "commit", target)?;
         Ok::<_, String>(moved)
     };
     match final_pass.await {
@@ -485,7 +372,8 @@ async fn run(
         }
     }
     let source = agent.config.node.clone();
-    match promote_on_target(agent, &base, name, target, &source, (was_running, epoch), ASK_AGAIN).await {
+    let req = PromoteRequest { source, start: was_running, epoch };
+    match failover::promote::promote_on(peers, target, name.as_str(), &req, ASK_AGAIN).await {
         PromoteOutcome::Running(_) => {}
         PromoteOutcome::Refused(why) => {
             if let Some(own) = own {
@@ -554,11 +442,14 @@ pub async fn spread_placement(agent: &Agent, name: &VserverName, moved: &Placeme
     }
     let mut sends = tokio::task::JoinSet::new();
     for host in moved.standbys.iter().chain([&moved.primary]).filter(|h| **h != agent.config.node) {
-        let Some(p) = agent.config.peers.iter().find(|p| &p.name == host) else { continue };
-        let url = format!("{}/v1/placements/{name}", p.url.trim_end_matches('/'));
-        let sent = agent.peer_client.post(url).bearer_auth(&agent.secret).json(moved).timeout(Duration::from_secs(5));
-        let host = host.clone();
-        sends.spawn(async move { (host, sent.send().await.is_ok_and(|r| r.status().is_success())) });
+        if !agent.peers.knows(host) {
+            continue;
+        }
+        let (peers, host, name, moved) = (agent.peers.clone(), host.clone(), name.to_string(), moved.clone());
+        sends.spawn(async move {
+            let sent = peers.placement(&host, &name, &moved, Duration::from_secs(5)).await;
+            (host, matches!(sent, Ok(Ok(()))))
+        });
     }
     for (host, ok) in sends.join_all().await {
         if !ok {
@@ -568,93 +459,6 @@ pub async fn spread_placement(agent: &Agent, name: &VserverName, moved: &Placeme
         }
     }
     warnings
-}
-
-/// What became of the start on the target.
-pub(super) enum PromoteOutcome {
-    /// It runs there (or was not to be started, and is in place there), with the target's timings when its
-    /// answer came.
-    Running(PromoteTimes),
-    /// The target said no, and put things back as they were: start it here again.
-    Refused(String),
-    /// No answer: it may or may not run there.
-    Unknown(String),
-}
-
-/// Asks the target (at `base`) to promote its replica and start it (if `start`, at `epoch`), taking it from
-/// `source`; when the answer is lost, asks again what it runs, for `ask_for`. Never takes a lost answer for a
-/// refusal.
-pub(super) async fn promote_on_target(
-    agent: &Agent,
-    base: &str,
-    name: &VserverName,
-    target: &str,
-    source: &str,
-    (start, epoch): (bool, Option<u64>),
-    ask_for: Duration,
-) -> PromoteOutcome {
-    let client = &agent.peer_client;
-    let req = PromoteRequest { source: source.to_string(), start, epoch };
-    // A start runs the vserver's start scripts: as long as they may take, and a margin.
-    let sent = client
-        .post(format!("{base}/v1/vservers/{name}/promote"))
-        .bearer_auth(&agent.secret)
-        .json(&req)
-        .timeout(PROMOTE_TIMEOUT)
-        .send()
-        .await;
-    let lost = match sent {
-        Ok(r) if r.status().is_success() => {
-            let header = |h: &str| r.headers().get(h).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            let times = PromoteTimes { promote_ms: header("x-promote-ms"), start_ms: header("x-start-ms") };
-            match r.json::<VserverStatus>().await {
-                Ok(st) if !start || st.state == VserverState::Running => return PromoteOutcome::Running(times),
-                Ok(st) => return PromoteOutcome::Unknown(format!("it answered that {name} is {:?}", st.state)),
-                Err(e) => super::replication::chain(&e),
-            }
-        }
-        Ok(r) => {
-            let status = r.status();
-            let body = r.text().await.unwrap_or_default();
-            let why = serde_json::from_str::<super::model::ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
-            return PromoteOutcome::Refused(format!("{status}: {why}"));
-        }
-        Err(e) => super::replication::chain(&e),
-    };
-    // Ask what it has, for a while.
-    let deadline = Instant::now() + ask_for;
-    while Instant::now() < deadline {
-        let asked = client
-            .get(format!("{base}/v1/vservers/{name}"))
-            .bearer_auth(&agent.secret)
-            .timeout(Duration::from_secs(3))
-            .send()
-            .await;
-        match asked {
-            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
-                return PromoteOutcome::Refused(format!("{lost}; {target} does not have it"))
-            }
-            Ok(r) if r.status().is_success() => {
-                if let Ok(st) = r.json::<VserverStatus>().await {
-                    if st.state == VserverState::Running || !start {
-                        return PromoteOutcome::Running(PromoteTimes::default());
-                    }
-                }
-            }
-            _ => {}
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    PromoteOutcome::Unknown(lost)
-}
-
-/// A control request to a peer (as in replication).
-async fn control<T: serde::de::DeserializeOwned>(
-    req: reqwest::RequestBuilder,
-    peer: &str,
-    what: &str,
-) -> Result<T, String> {
-    super::replication::control(req, peer, what).await
 }
 
 /// The target's side: promote the current replica to the running tree and start it (if asked). A failed start

@@ -50,12 +50,14 @@ pub struct Agent {
     pub tls: Option<serve::Tls>,
     /// Replication: syncs out as primary, sessions in as standby.
     pub replication: Arc<replication::Replication>,
-    /// The client for control requests to peers (sync sessions, migrate).
-    pub peer_client: reqwest::Client,
+    /// The client of the agent-to-agent routes (probes, replica sessions, promotes, migrates).
+    pub peers: failover::peer::PeerClient,
     /// Migrates this host runs as source.
     pub migrations: migrate::Migrations,
     /// This host's member of the ownership table (set once at start, before the API serves).
     pub ownership: std::sync::OnceLock<failover::ownership::Ownership>,
+    /// The takeovers this host runs as the coordinator.
+    pub takeovers: failover::takeover::Busy,
     /// When this host last heard from a majority of the voters, ms since [`Agent::started`].
     pub last_majority_ms: std::sync::atomic::AtomicU64,
 }
@@ -69,7 +71,7 @@ impl Agent {
         let tls = config.tls.as_ref().map(|t| serve::Tls::load(t, config_path)).transpose()?;
         let incarnation = supervisor::next_incarnation(&config.state_dir)
             .with_context(|| format!("keeping the incarnation in {}", config.state_dir.display()))?;
-        let mut membership = heartbeat::Membership::new(&config, &secret, incarnation);
+        let mut membership = heartbeat::Membership::new(heartbeat::membership_config(&config, &secret, incarnation));
         membership.also_accept(&accepted_secrets[1..]);
         let supervisor = supervisor::Supervisor::new(&config)?;
         let replication = Arc::new(replication::Replication::new(&config, config_path)?);
@@ -86,8 +88,10 @@ impl Agent {
                 );
             }
         }
-        let peer_client = heartbeat::peer_client(std::time::Duration::from_secs(30), tls.as_ref())
+        let http = heartbeat::peer_client(std::time::Duration::from_secs(30), tls.as_ref())
             .context("building the HTTP client for peers")?;
+        let urls = config.peers.iter().map(|p| (p.name.clone(), p.url.clone()));
+        let peers = failover::peer::PeerClient::new(http, &secret, urls);
         Ok(Self {
             config,
             secret,
@@ -98,9 +102,10 @@ impl Agent {
             supervisor,
             tls,
             replication,
-            peer_client,
+            peers,
             migrations: migrate::Migrations::default(),
             ownership: std::sync::OnceLock::new(),
+            takeovers: Default::default(),
             last_majority_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -118,7 +123,7 @@ impl Agent {
         what: &str,
     ) -> Result<(), supervisor::SupervisorError> {
         let Some(own) = self.ownership.get().filter(|o| o.owner(name.as_str()).is_some()) else { return Ok(()) };
-        let text = takeover::intent_event(name.as_str(), running, &format!("{what} on {}", self.config.node));
+        let text = failover::events::intent_event(name.as_str(), running, &format!("{what} on {}", self.config.node));
         let logged = own.log(events::kinds::INTENT, Some(name.as_str()), &text);
         // Only automatic takeover reads it: without it (two hosts, or turned off), a start never waits for it.
         if running && self.config.takeover_enabled() {
@@ -163,15 +168,15 @@ impl Agent {
             .get()
             .map(|o| {
                 let window = self.config.failures.window_ms();
-                takeover::relocations(&o.events(), name.as_str(), replication::now_ms(), window)
+                failover::events::relocations(&o.events(), name.as_str(), replication::now_ms(), window)
             })
             .unwrap_or_default();
         // Recorded for every vserver of the cluster: a clear makes it meant to run again (see
         // `record_intent_in_cluster`), and forgets its relocations.
         let owned = self.ownership.get().is_some_and(|o| o.owner(name.as_str()).is_some());
-        if owned || relocated != supervisor::Relocations::default() {
+        if owned || relocated != failover::events::Relocations::default() {
             let own = self.ownership.get().expect("relocations come from the table");
-            own.log_event(&takeover::clear_event(name.as_str(), &self.config.node)).await.map_err(|e| {
+            own.log_event(&failover::events::clear_event(name.as_str(), &self.config.node)).await.map_err(|e| {
                 supervisor::SupervisorError::Failed {
                     name: name.to_string(),
                     message: format!("cannot record the clear in the cluster's event log ({e}); nothing changed"),
@@ -195,7 +200,7 @@ impl Agent {
         let (events, now, window) = (own.events(), replication::now_ms(), self.config.failures.window_ms());
         own.table()
             .into_keys()
-            .filter_map(|v| takeover::relocations(&events, &v, now, window).error.map(|e| (v, e)))
+            .filter_map(|v| failover::events::relocations(&events, &v, now, window).error.map(|e| (v, e)))
             .collect()
     }
 
@@ -222,7 +227,7 @@ impl Agent {
                 watchdog: self.config.watchdog(),
                 lease_remaining_ms: watchdog::lease_remaining(self).map(|d| d.as_millis() as u64),
                 maintenance: self.ownership.get().map(|o| o.maintenance()).unwrap_or_default(),
-                takeovers_in_progress: takeover::in_progress(),
+                takeovers_in_progress: self.takeovers.list(),
             },
             takeovers: takeover::records(self),
             relocation_errors: self.relocation_errors(),
@@ -350,7 +355,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     agent.supervisor.set_owner_lookup(Box::new(move |name| table.owner(name.as_str()).map(|(owner, _)| owner)));
     let (log, window) = (ownership.clone(), agent.config.failures.window_ms());
     agent.supervisor.set_relocation_lookup(Box::new(move |name| {
-        takeover::relocations(&log.events(), name.as_str(), replication::now_ms(), window)
+        failover::events::relocations(&log.events(), name.as_str(), replication::now_ms(), window)
     }));
     let weak = Arc::downgrade(&agent);
     agent.supervisor.set_lease_check(Box::new(move || {
@@ -370,7 +375,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
         }
     }));
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
-    let taking_over = tokio::spawn(takeover::run(Arc::clone(&agent)));
+    let taking_over = tokio::spawn(failover::takeover::run(takeover::AgentHost(Arc::clone(&agent))));
     let nagging = tokio::spawn(maintenance::nag(Arc::clone(&agent)));
     if !held.is_empty() {
         tokio::spawn({
@@ -446,7 +451,7 @@ async fn open_ownership(agent: &Agent) -> anyhow::Result<failover::ownership::Ow
     }));
     let mut own =
         OwnershipConfig::new(raft_node_id(&config.node), config.state_dir.join("raft"), members, agent.secret.clone());
-    own.client = agent.peer_client.clone();
+    own.client = agent.peers.http().clone();
     own.also_accepted = agent.accepted_secrets[1..].to_vec();
     Ownership::open(own).await.context("opening the ownership table")
 }

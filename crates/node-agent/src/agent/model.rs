@@ -3,19 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How this node judges a peer from the heartbeats it hears.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PeerState {
-    /// Never heard since this agent started.
-    Unknown,
-    /// Heard within the suspicion threshold.
-    Alive,
-    /// Silent past the suspicion threshold.
-    Suspect,
-    /// Silent past the dead threshold.
-    Dead,
-}
+pub use failover::wire::{
+    Ack, Beacon, ErrorBody, Heartbeat, HeldReplica, PeerState, PeerStatus, RejectCounters, SignedHeartbeat,
+    VserverState, VserverSummary,
+};
 
 /// What a vserver is meant to be, by the operator's last word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,116 +16,6 @@ pub enum Intent {
     Running,
     /// Stopped by intent (or never started): the agent leaves it stopped.
     Stopped,
-}
-
-/// What a vserver is, observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VserverState {
-    /// Its process 1 runs.
-    Running,
-    /// Not running.
-    Stopped,
-    /// Not running, and an operator's start or restart failed; left alone until an operator starts it.
-    Failed,
-    /// Not running, and its failure limit was reached (`failures.max_restart` restarts or
-    /// `failures.max_relocate` relocations within `failures.window_secs`): never restarted nor taken over
-    /// until an operator clears it (`vserver NAME clear`).
-    Error,
-}
-
-/// One vserver in a heartbeat: enough for peers to know what runs where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VserverSummary {
-    /// Its name.
-    pub name: String,
-    /// Observed state.
-    pub state: VserverState,
-}
-
-/// The body of `POST /v1/heartbeat`, signed by [`SignedHeartbeat`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    /// Sender's node name.
-    pub node: String,
-    /// Grows at every start of the sender's agent, so a restarted peer is recognised.
-    pub incarnation: u64,
-    /// Grows at every heartbeat of one incarnation.
-    pub seq: u64,
-    /// Sender's wall clock, milliseconds since the Unix epoch (informational only: never used for timing).
-    pub sent_unix_ms: u64,
-    /// The sender's vservers.
-    pub vservers: Vec<VserverSummary>,
-    /// The sender stands outside fencing (it, or the whole cluster, is in maintenance, as its copy of the table
-    /// says): the coordinator does not take it over while this is its last word, whatever the table says
-    /// since (it may not have heard that maintenance ended). Sent only when true.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub maintenance: bool,
-}
-
-/// The small form of a heartbeat, sent by UDP besides the HTTP heartbeat and more often: a lost datagram
-/// is not retried, and the next one is not held up behind it the way a TCP stream is behind a lost segment.
-/// It proves the sender alive; the vservers travel with the HTTP heartbeat alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Beacon {
-    /// Sender's node name.
-    pub node: String,
-    /// Its incarnation (as in [`Heartbeat`]).
-    pub incarnation: u64,
-    /// The number of the sender's newest heartbeat or beacon (one count for both).
-    pub seq: u64,
-    /// The newest beacon the sender heard from each peer lately: each peer learns from it that the sender
-    /// hears it (its lease, see `heartbeat.rs`).
-    #[serde(default)]
-    pub acks: Vec<Ack>,
-}
-
-/// In a beacon: "I heard `node`'s beacon (`incarnation`, `seq`)".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ack {
-    /// The peer heard.
-    pub node: String,
-    /// Its incarnation.
-    pub incarnation: u64,
-    /// The number of its newest beacon heard.
-    pub seq: u64,
-}
-
-/// A heartbeat with an HMAC-SHA256 of its JSON under the cluster secret, hex encoded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedHeartbeat {
-    /// The heartbeat, as the exact JSON text that was signed.
-    pub body: String,
-    /// Hex HMAC-SHA256 of `body`.
-    pub signature: String,
-}
-
-/// One peer as `GET /v1/status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PeerStatus {
-    /// Its node name.
-    pub name: String,
-    /// Its URL.
-    pub url: String,
-    /// Alive, suspect, dead or unknown.
-    pub state: PeerState,
-    /// Milliseconds since its last accepted heartbeat.
-    pub last_heard_ms: Option<u64>,
-    /// Round-trip time of our last heartbeat to it, in milliseconds.
-    pub rtt_ms: Option<f64>,
-    /// Its incarnation as last heard.
-    pub incarnation: Option<u64>,
-    /// Times it was seen to restart (a new incarnation).
-    pub restarts_seen: u64,
-    /// Its vservers as last heard.
-    pub vservers: Vec<VserverSummary>,
-    /// Its last heartbeat said it stands outside fencing (maintenance).
-    #[serde(default)]
-    pub maintenance: bool,
 }
 
 /// One vserver of this node as `GET /v1/status` and `GET /v1/vservers/NAME` show it.
@@ -201,17 +82,6 @@ pub struct ClearReport {
     pub status: Option<VserverStatus>,
 }
 
-/// Counters of heartbeats refused, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RejectCounters {
-    /// From a node not in the configuration.
-    pub unknown_node: u64,
-    /// With a signature that does not match.
-    pub bad_signature: u64,
-    /// Malformed, or older than what was already heard.
-    pub malformed_or_stale: u64,
-}
-
 /// This node in `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -254,27 +124,6 @@ pub struct ReplicationStatus {
     pub warning: Option<String>,
 }
 
-/// A replica this host holds as a standby: its current (complete) generation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldReplica {
-    /// The vserver.
-    pub vserver: String,
-    /// The host it came from.
-    pub source: String,
-    /// Which generation (`a` or `b`).
-    pub generation: String,
-    /// When its sync started on the source, ms since the epoch.
-    pub started_unix_ms: u64,
-    /// When it finished.
-    pub finished_unix_ms: u64,
-    /// Seconds since it started.
-    pub age_secs: u64,
-    /// Its last pass ran with the vserver frozen.
-    pub consistent: bool,
-    /// `sync`, `migrate` or `kept`.
-    pub kind: String,
-}
-
 /// The body of `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -300,7 +149,7 @@ pub struct StatusReport {
     pub failover: FailoverStatus,
     /// The takeovers in the cluster's event log, oldest first.
     #[serde(default)]
-    pub takeovers: Vec<super::takeover::TakeoverRecord>,
+    pub takeovers: Vec<failover::events::TakeoverRecord>,
     /// The vservers the cluster's event log puts in state error (the relocation limit), with the reason, until
     /// an operator clears them: shown by every host, also those that do not run them.
     #[serde(default)]
@@ -338,13 +187,6 @@ pub struct OwnershipStatus {
     pub raft: failover::ownership::MetricsSummary,
     /// Each vserver's owner (none once cleared) and the epoch of that decision.
     pub owners: std::collections::BTreeMap<String, failover::ownership::OwnerEntry>,
-}
-
-/// The body of every 4xx/5xx answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// A sentence saying what was wrong.
-    pub error: String,
 }
 
 #[cfg(test)]

@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use failover::peer::describe;
 use failover::placement::{ClusterConfig, Placement, Replication as ReplicationSettings};
 use failover::rsync;
 use failover::store::{GenerationMeta, ReplicaStore, Staging};
+pub use failover::wire::{AbortReply, BeginReply, BeginRequest, CommitRequest, ConfFile};
 use isolate::VserverName;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
@@ -29,8 +31,6 @@ use crate::dirs::Dirs;
 /// Longest wait, at commit, for the receiving rsyncs of a session to end: well under the sender's wait for
 /// the commit's answer, so that a commit never lands after the sender gave up on it.
 const COMMIT_WAIT: Duration = Duration::from_secs(15);
-/// Longest time one control request between agents (begin, commit) may take.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for an abort (the standby may be what failed).
 pub(crate) const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,56 +58,6 @@ pub enum ReplicationError {
     /// The sync failed (HTTP 500); the message says where and why.
     #[error("{0}")]
     Failed(String),
-}
-
-/// The body of `POST /v1/replicas/NAME/begin`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BeginRequest {
-    /// The sending (primary) host.
-    pub source: String,
-}
-
-/// The answer to `begin`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BeginReply {
-    /// The session the tunnel and the commit must name.
-    pub session: String,
-    /// The generation being filled (`a` or `b`).
-    pub generation: String,
-}
-
-/// The body of `POST /v1/replicas/NAME/commit` and `/abort`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommitRequest {
-    /// The session.
-    pub session: String,
-    /// When the sync started on the source (ms since the Unix epoch).
-    #[serde(default)]
-    pub started_unix_ms: u64,
-    /// Whether its last pass ran frozen.
-    #[serde(default)]
-    pub consistent: bool,
-    /// `sync` or `migrate`.
-    #[serde(default)]
-    pub kind: Option<String>,
-    /// `NAME.conf` and `NAME.sh`, carried in the commit when small (else sent by rsync before it): the standby
-    /// writes them into the generation before it becomes current.
-    #[serde(default)]
-    pub conf: Option<Vec<ConfFile>>,
-}
-
-/// A conf file carried in a commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfFile {
-    /// `NAME.conf` or `NAME.sh`.
-    pub name: String,
-    /// Its permission bits.
-    pub mode: u32,
-    /// Its content, base64.
-    pub content: String,
 }
 
 /// Conf files carried in a commit at most this large (base64 included), well under the API's body limit.
@@ -634,18 +584,10 @@ impl Replication {
         if agent.membership.peers().iter().any(|p| p.name == standby && p.state == PeerState::Dead) {
             return Err(format!("standby {standby} is dead (no heartbeat); not tried"));
         }
-        let client = &agent.peer_client;
-        let base = peer.url.trim_end_matches('/');
+        let peers = &agent.peers;
         let begun = Instant::now();
-        let begin: BeginReply = control(
-            client
-                .post(format!("{base}/v1/replicas/{name}/begin"))
-                .bearer_auth(&agent.secret)
-                .json(&BeginRequest { source: self.node.clone() }),
-            standby,
-            "begin",
-        )
-        .await?;
+        let begin_req = BeginRequest { source: self.node.clone() };
+        let begin = describe(peers.begin(standby, name.as_str(), &begin_req).await, "begin", standby)?;
         let begin_ms = begun.elapsed().as_millis() as u64;
         let result = match self.passes(agent, name, standby, &peer.url, &begin.session).await {
             Ok(mut passes) => {
@@ -658,13 +600,7 @@ impl Replication {
                     kind: Some(kind.to_string()),
                     conf: passes.conf.take(),
                 };
-                control::<GenerationMeta>(
-                    client.post(format!("{base}/v1/replicas/{name}/commit")).bearer_auth(&agent.secret).json(&commit),
-                    standby,
-                    "commit",
-                )
-                .await
-                .map(|_| {
+                describe(peers.commit(standby, name.as_str(), &commit).await, "commit", standby).map(|_| {
                     passes.phases_ms.push(("commit".into(), committing.elapsed().as_millis() as u64));
                     passes
                 })
@@ -683,14 +619,8 @@ impl Replication {
                     conf: None,
                 };
                 // Short: the standby may be what failed.
-                let said: Result<AbortReply, String> = control_within(
-                    client.post(format!("{base}/v1/replicas/{name}/abort")).bearer_auth(&agent.secret).json(&abort),
-                    standby,
-                    "abort",
-                    ABORT_TIMEOUT,
-                )
-                .await;
-                match said.ok().and_then(|r| r.receiver_errors) {
+                let said = peers.abort(standby, name.as_str(), &abort, ABORT_TIMEOUT).await;
+                match said.ok().and_then(Result::ok).and_then(|r| r.receiver_errors) {
                     Some(receiver) => Err(format!("{e}; {standby} said: {receiver}")),
                     None => Err(e),
                 }
@@ -1031,13 +961,6 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// The answer to `abort`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AbortReply {
-    /// What the standby's receiving rsyncs said when they failed.
-    pub receiver_errors: Option<String>,
-}
-
 #[derive(Debug, Default)]
 struct Passes {
     bytes_sent: u64,
@@ -1133,47 +1056,6 @@ impl RsyncPass {
             io_timeout: Some(io_timeout),
         }
     }
-}
-
-/// A control request to a peer: its JSON answer, or a sentence saying what failed.
-pub(crate) async fn control<T: serde::de::DeserializeOwned>(
-    req: reqwest::RequestBuilder,
-    peer: &str,
-    what: &str,
-) -> Result<T, String> {
-    control_within(req, peer, what, CONTROL_TIMEOUT).await
-}
-
-/// [`control`] with its own time limit.
-pub(crate) async fn control_within<T: serde::de::DeserializeOwned>(
-    req: reqwest::RequestBuilder,
-    peer: &str,
-    what: &str,
-    timeout: Duration,
-) -> Result<T, String> {
-    let response = req.timeout(timeout).send().await.map_err(|e| format!("{what} on {peer}: {}", chain(&e)))?;
-    let status = response.status();
-    let body = response.text().await.map_err(|e| format!("{what} on {peer}: {}", chain(&e)))?;
-    if !status.is_success() {
-        let reason = serde_json::from_str::<super::model::ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
-        return Err(format!("{what} refused by {peer} ({status}): {reason}"));
-    }
-    serde_json::from_str(&body).map_err(|e| format!("{what} on {peer}: bad answer: {e}"))
-}
-
-/// An error with its causes ("error sending request: connection refused").
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// Quotes one argument of rsync's `-e` command (rsync splits it on spaces and honours single quotes).

@@ -144,14 +144,7 @@ pub type LeaseCheck = Box<dyn Fn() -> bool + Send + Sync>;
 /// event log.
 pub type RelocationLookup = Box<dyn Fn(&VserverName) -> Relocations + Send + Sync>;
 
-/// A vserver's relocations (takeovers) within the failure window since it was last cleared, cluster-wide.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Relocations {
-    /// When each was decided, ms since the Unix epoch, oldest first.
-    pub at_unix_ms: Vec<u64>,
-    /// Why it is in error, when the relocation limit put it there.
-    pub error: Option<String>,
-}
+pub use failover::events::Relocations;
 
 /// What [`Supervisor::clear`] forgot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

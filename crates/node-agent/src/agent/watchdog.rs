@@ -281,20 +281,7 @@ pub async fn recover_fenced(agent: &Arc<Agent>) {
                 agent.supervisor.unfence(&name);
                 continue;
             };
-            let verdict = match own.owner(name.as_str()) {
-                // Not in the table: it is this host's alone.
-                None => Some(true),
-                Some((owner, _)) if owner != me => Some(false),
-                Some((_, epoch)) => match own.set_owner(name.as_str(), &me, epoch).await {
-                    Ok(_) => Some(true),
-                    // The epoch moved on since this host read it: read again (the owner decides) next round.
-                    Err(failover::ownership::OwnershipError::StaleEpoch { .. }) => None,
-                    Err(e) => {
-                        tracing::warn!(vserver = %name, error = %e, "after the fence: ownership not confirmed yet");
-                        None
-                    }
-                },
-            };
+            let verdict = failover::lease::still_ours(own, &me, name.as_str()).await;
             match verdict {
                 Some(true) => {
                     tracing::info!(vserver = %name, "after the fence: the cluster confirms this host owns it");
@@ -339,26 +326,8 @@ pub fn start_lease(agent: &Agent) -> Option<Duration> {
 /// zero when it is over.
 pub fn lease_remaining(agent: &Agent) -> Option<Duration> {
     let own = agent.ownership.get()?;
-    let voters = own.metrics().voters;
-    if voters.len() <= 1 {
-        return None;
-    }
-    let me = &agent.config.node;
-    let majority = voters.len() / 2 + 1;
-    let need = majority - usize::from(voters.contains(me));
-    let now = std::time::Instant::now();
-    let mut ends: Vec<std::time::Instant> = agent
-        .membership
-        .lease(now)
-        .into_iter()
-        .filter(|(peer, _)| voters.contains(peer) && peer != me)
-        .map(|(_, until)| until)
-        .collect();
-    if ends.len() < need {
-        return Some(Duration::ZERO);
-    }
-    ends.sort_unstable_by(|a, b| b.cmp(a));
-    Some(ends[need - 1].saturating_duration_since(now))
+    let now = tokio::time::Instant::now();
+    failover::lease::remaining(&own.metrics().voters, &agent.config.node, &agent.membership.lease(now), now)
 }
 
 /// Follows this host's lease (every 50 ms): records when it last held it, and with `fencing.quorum` fences

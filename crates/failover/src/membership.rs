@@ -1,0 +1,866 @@
+//! The failure detector and the lease: what each peer last said (its signed heartbeats and beacons), judged
+//! alive, suspect or dead from its silence, and the acknowledgements that vouch for this host.
+//!
+//! A heartbeat or beacon is JSON signed with HMAC-SHA256 under the cluster secret. The signature covers the
+//! exact text that travels (`SignedHeartbeat::body`), so nothing is re-serialized before checking. Our view of
+//! a peer comes only from what it sends us; failing to reach it is logged, never judged.
+//!
+//! A peer that hears this host's beacon acknowledges it in its own beacons, and so vouches for this host until
+//! that beacon's sending plus the lease length ([`Membership::lease`]; [`crate::lease`] adds it up). Time is
+//! tokio's clock, so the simulator runs it on virtual time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::time::Instant;
+
+use crate::wire::{Ack, Beacon, Heartbeat, PeerState, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a received heartbeat was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeartbeatReject {
+    /// From a node not in the configuration (HTTP 403).
+    #[error("heartbeat from unknown node {0:?}")]
+    UnknownNode(String),
+    /// The signature does not match the body under the cluster secret (HTTP 403).
+    #[error("heartbeat with a bad signature (claims to be from {0:?})")]
+    BadSignature(String),
+    /// The body is not a heartbeat (HTTP 400).
+    #[error("malformed heartbeat: {0}")]
+    Malformed(String),
+    /// Older than one already accepted from that node (HTTP 409).
+    #[error("stale heartbeat from {node:?}: incarnation {incarnation} seq {seq}")]
+    Stale {
+        /// Sender.
+        node: String,
+        /// Its incarnation.
+        incarnation: u64,
+        /// Its sequence number.
+        seq: u64,
+    },
+}
+
+/// The hex HMAC-SHA256 of `body` under `secret`: the signature of a heartbeat whose JSON text is `body`.
+pub fn sign_body(secret: &str, body: &str) -> String {
+    hex::encode(mac(secret, body).finalize().into_bytes())
+}
+
+/// Whether `signature_hex` is the HMAC-SHA256 of `body` under `secret`, compared in constant time.
+pub fn verify_body(secret: &str, body: &str, signature_hex: &str) -> bool {
+    match hex::decode(signature_hex) {
+        Ok(signature) => mac(secret, body).verify_slice(&signature).is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn mac(secret: &str, body: &str) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(body.as_bytes());
+    mac
+}
+
+/// What a [`Membership`] is made from.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// This host's name.
+    pub node: String,
+    /// The peers: name and base URL, in configuration order.
+    pub peers: Vec<(String, String)>,
+    /// The cluster secret, which signs heartbeats and beacons.
+    pub secret: String,
+    /// This agent's incarnation (grows at every start).
+    pub incarnation: u64,
+    /// Silence after which a peer is suspect.
+    pub suspect_after: Duration,
+    /// Silence after which a peer is dead.
+    pub dead_after: Duration,
+    /// How long an ack vouches for this host, from the sending of the beacon it acknowledges.
+    pub lease_len: Duration,
+}
+
+/// What was last heard from a peer: its newest heartbeat or beacon, and the vservers of its newest
+/// heartbeat.
+struct Heard {
+    at: Instant,
+    incarnation: u64,
+    seq: u64,
+    /// The number of the heartbeat `vservers` came with (0: none yet in this incarnation).
+    full_seq: u64,
+    vservers: Vec<VserverSummary>,
+}
+
+/// One configured peer as this node knows it.
+struct Peer {
+    name: String,
+    url: String,
+    heard: Option<Heard>,
+    rtt: Option<Duration>,
+    restarts_seen: u64,
+    /// Until when this peer's acks vouch for this host (see [`Membership::lease`]).
+    lease_until: Option<Instant>,
+    /// Until when this host sends no ack of this peer's beacons (promised to a coordinator about to take
+    /// the peer's vservers over, see [`Membership::probe`]).
+    promised_until: Option<Instant>,
+    /// The state last judged by [`Membership::tick`] or [`Membership::receive`], to log transitions once.
+    judged: PeerState,
+    /// Its last heartbeat said it is in maintenance.
+    maintenance: bool,
+}
+
+/// What the lock guards: the peers in configuration order and the refusal counters.
+struct Table {
+    peers: Vec<Peer>,
+    counters: RejectCounters,
+}
+
+impl Table {
+    fn peer_mut(&mut self, name: &str) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| p.name == name)
+    }
+}
+
+/// A change of a peer's judged state, logged once the lock is released.
+struct Transition {
+    peer: String,
+    to: PeerState,
+    silence: Duration,
+}
+
+impl Transition {
+    fn log(&self) {
+        let silence_ms = millis(self.silence);
+        match self.to {
+            PeerState::Alive => tracing::info!(peer = %self.peer, silence_ms, "peer alive"),
+            PeerState::Suspect => tracing::warn!(peer = %self.peer, silence_ms, "peer suspect"),
+            PeerState::Dead => tracing::warn!(peer = %self.peer, silence_ms, "peer dead"),
+            PeerState::Unknown => tracing::info!(peer = %self.peer, silence_ms, "peer unknown"),
+        }
+    }
+}
+
+/// What this agent knows of its peers, and the numbering of its own heartbeats.
+///
+/// Shared by the sender task and the API handlers; the lock is never held across an `.await`.
+pub struct Membership {
+    node: String,
+    secret: String,
+    /// Further secrets whose signatures are accepted (a rotation under way); this node signs with `secret`.
+    also_accepted: Vec<String>,
+    incarnation: u64,
+    seq: AtomicU64,
+    suspect_after: Duration,
+    dead_after: Duration,
+    /// When this table was made: a peer never heard is unknown until `dead_after` has passed since.
+    born: Instant,
+    table: Mutex<Table>,
+    /// How long an ack vouches for this host, from the sending of the beacon it acknowledges.
+    lease_len: Duration,
+    /// This node's recent beacons (number, when sent), newest last, to date the acks that come back.
+    sent: Mutex<std::collections::VecDeque<(u64, Instant)>>,
+    /// This node stands outside fencing (maintenance), as its heartbeats tell the peers.
+    covered: std::sync::atomic::AtomicBool,
+}
+
+/// How many sent beacons are remembered for dating acks (several seconds' worth for a few dozen peers).
+const SENT_KEPT: usize = 2048;
+
+impl Membership {
+    /// A table of the configured peers, none heard yet.
+    pub fn new(config: MembershipConfig) -> Self {
+        let peers = config
+            .peers
+            .into_iter()
+            .map(|(name, url)| Peer {
+                name,
+                url,
+                heard: None,
+                rtt: None,
+                restarts_seen: 0,
+                lease_until: None,
+                promised_until: None,
+                judged: PeerState::Unknown,
+                maintenance: false,
+            })
+            .collect();
+        Self {
+            node: config.node,
+            secret: config.secret,
+            also_accepted: Vec::new(),
+            incarnation: config.incarnation,
+            seq: AtomicU64::new(0),
+            suspect_after: config.suspect_after,
+            dead_after: config.dead_after,
+            born: Instant::now(),
+            table: Mutex::new(Table { peers, counters: RejectCounters::default() }),
+            lease_len: config.lease_len,
+            sent: Mutex::new(std::collections::VecDeque::with_capacity(SENT_KEPT)),
+            covered: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Every configured peer, with its state judged now, in configuration order.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let now = Instant::now();
+        let table = self.lock();
+        table
+            .peers
+            .iter()
+            .map(|p| PeerStatus {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                state: self.judge(p, now).0,
+                last_heard_ms: p.heard.as_ref().map(|h| millis(now.saturating_duration_since(h.at))),
+                rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                incarnation: p.heard.as_ref().map(|h| h.incarnation),
+                restarts_seen: p.restarts_seen,
+                vservers: p.heard.as_ref().map(|h| h.vservers.clone()).unwrap_or_default(),
+                maintenance: p.maintenance,
+            })
+            .collect()
+    }
+
+    /// Counters of refused heartbeats.
+    pub fn counters(&self) -> RejectCounters {
+        self.lock().counters
+    }
+
+    /// Checks and records a received heartbeat: parsed, then its signature checked, then its sender looked up,
+    /// then its freshness. Every refusal is counted and logged.
+    pub fn receive(&self, signed: &SignedHeartbeat) -> Result<(), HeartbeatReject> {
+        let result = self.accept(signed);
+        if let Err(reject) = &result {
+            {
+                let mut table = self.lock();
+                let counters = &mut table.counters;
+                match reject {
+                    HeartbeatReject::UnknownNode(_) => counters.unknown_node += 1,
+                    HeartbeatReject::BadSignature(_) => counters.bad_signature += 1,
+                    HeartbeatReject::Malformed(_) | HeartbeatReject::Stale { .. } => counters.malformed_or_stale += 1,
+                }
+            }
+            tracing::warn!(error = %reject, "heartbeat refused");
+        }
+        result
+    }
+
+    /// Counts and logs a request to the heartbeat endpoint whose body is not even a signed heartbeat.
+    pub fn refuse_malformed(&self, reason: String) -> HeartbeatReject {
+        self.lock().counters.malformed_or_stale += 1;
+        let reject = HeartbeatReject::Malformed(reason);
+        tracing::warn!(error = %reject, "heartbeat refused");
+        reject
+    }
+
+    /// Whether this node stands outside fencing (maintenance): said in its next heartbeats.
+    pub fn set_covered(&self, covered: bool) {
+        self.covered.store(covered, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Accepts signatures made with these secrets too (the further lines of the secret file).
+    pub fn also_accept(&mut self, secrets: &[String]) {
+        self.also_accepted = secrets.to_vec();
+    }
+
+    /// Whether `signature` signs `body` under the cluster secret or one still accepted.
+    fn signed_by_us(&self, body: &str, signature: &str) -> bool {
+        std::iter::once(&self.secret).chain(&self.also_accepted).any(|s| verify_body(s, body, signature))
+    }
+
+    fn accept(&self, signed: &SignedHeartbeat) -> Result<(), HeartbeatReject> {
+        let hb: Heartbeat =
+            serde_json::from_str(&signed.body).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
+        if !self.signed_by_us(&signed.body, &signed.signature) {
+            return Err(HeartbeatReject::BadSignature(hb.node));
+        }
+        let (node, maintenance) = (hb.node.clone(), hb.maintenance);
+        self.heard(&hb.node, hb.incarnation, hb.seq, Some(hb.vservers))?;
+        if let Some(peer) = self.lock().peer_mut(&node) {
+            peer.maintenance = maintenance;
+        }
+        Ok(())
+    }
+
+    /// Checks and records a beacon received by UDP. A beacon no newer than what was heard already (the HTTP
+    /// heartbeat of the same number came first, or a datagram came twice) is ignored: `Ok(false)`.
+    /// Refusals are counted; they are logged at debug level only, since anyone can send a datagram.
+    pub fn receive_beacon(&self, datagram: &[u8]) -> Result<bool, HeartbeatReject> {
+        let result = (|| {
+            let signed: SignedHeartbeat =
+                serde_json::from_slice(datagram).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
+            let b: Beacon =
+                serde_json::from_str(&signed.body).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
+            if !self.signed_by_us(&signed.body, &signed.signature) {
+                return Err(HeartbeatReject::BadSignature(b.node));
+            }
+            let newer = self.heard(&b.node, b.incarnation, b.seq, None);
+            if newer.is_ok() || matches!(newer, Err(HeartbeatReject::Stale { .. })) {
+                self.take_acks(&b.node, &b.acks);
+            }
+            newer
+        })();
+        match result {
+            Err(HeartbeatReject::Stale { .. }) => Ok(false),
+            Err(reject) => {
+                let mut table = self.lock();
+                match &reject {
+                    HeartbeatReject::UnknownNode(_) => table.counters.unknown_node += 1,
+                    HeartbeatReject::BadSignature(_) => table.counters.bad_signature += 1,
+                    _ => table.counters.malformed_or_stale += 1,
+                }
+                drop(table);
+                tracing::debug!(error = %reject, "beacon refused");
+                Err(reject)
+            }
+            Ok(newer) => Ok(newer),
+        }
+    }
+
+    /// Records that `node` said (`incarnation`, `seq`), with its vservers for a heartbeat (`None` for a
+    /// beacon). A heartbeat is stale when not newer than the last heartbeat (a beacon of the same number
+    /// may have come first: the heartbeat still brings the vservers); a beacon when not newer than
+    /// anything heard. Returns whether it was newer than anything heard (it then counts as liveness).
+    fn heard(
+        &self,
+        node: &str,
+        incarnation: u64,
+        seq: u64,
+        vservers: Option<Vec<VserverSummary>>,
+    ) -> Result<bool, HeartbeatReject> {
+        let now = Instant::now();
+        let mut restarted = false;
+        let (newer, transition) = {
+            let mut table = self.lock();
+            let Some(peer) = table.peer_mut(node) else {
+                return Err(HeartbeatReject::UnknownNode(node.to_string()));
+            };
+            let stale = match &peer.heard {
+                None => false,
+                Some(known) => {
+                    let against =
+                        if vservers.is_some() && incarnation == known.incarnation { known.full_seq } else { known.seq };
+                    incarnation < known.incarnation || (incarnation == known.incarnation && seq <= against)
+                }
+            };
+            if stale {
+                return Err(HeartbeatReject::Stale { node: node.to_string(), incarnation, seq });
+            }
+            let newer = peer.heard.as_ref().is_none_or(|k| (incarnation, seq) > (k.incarnation, k.seq));
+            if let Some(known) = &peer.heard {
+                if incarnation > known.incarnation {
+                    peer.restarts_seen += 1;
+                    restarted = true;
+                }
+            }
+            let silence = peer
+                .heard
+                .as_ref()
+                .map_or(now.saturating_duration_since(self.born), |h| now.saturating_duration_since(h.at));
+            let heard =
+                peer.heard.get_or_insert(Heard { at: now, incarnation, seq, full_seq: 0, vservers: Vec::new() });
+            if restarted {
+                heard.full_seq = 0;
+            }
+            if newer {
+                heard.at = now;
+                heard.incarnation = incarnation;
+                heard.seq = seq;
+            }
+            if let Some(v) = vservers {
+                heard.full_seq = seq;
+                heard.vservers = v;
+            }
+            let changed = newer && peer.judged != PeerState::Alive;
+            if newer {
+                peer.judged = PeerState::Alive;
+            }
+            (newer, changed.then(|| Transition { peer: peer.name.clone(), to: PeerState::Alive, silence }))
+        };
+        if restarted {
+            tracing::info!(peer = %node, incarnation, "peer restarted");
+        }
+        if let Some(t) = transition {
+            t.log();
+        }
+        Ok(newer)
+    }
+
+    /// Judges every peer now and logs the ones whose state changed since the last judgment (info when a peer
+    /// comes alive, warn when it turns suspect or dead). The sender calls it at every interval.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let transitions: Vec<Transition> = {
+            let mut table = self.lock();
+            let mut transitions = Vec::new();
+            for peer in &mut table.peers {
+                let (state, silence) = self.judge(peer, now);
+                if state != peer.judged {
+                    peer.judged = state;
+                    transitions.push(Transition { peer: peer.name.clone(), to: state, silence });
+                }
+            }
+            transitions
+        };
+        transitions.iter().for_each(Transition::log);
+    }
+
+    /// This node's next heartbeat (the sequence number grows).
+    pub fn next_heartbeat(&self, vservers: Vec<VserverSummary>) -> Heartbeat {
+        Heartbeat {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            seq: self.number(),
+            sent_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0),
+            vservers,
+            maintenance: self.covered.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// This node's next beacon, signed (the same numbering as its heartbeats), as the datagram to send. It
+    /// acknowledges every peer heard within the lease length, except those this node promised not to.
+    pub fn next_beacon(&self) -> Vec<u8> {
+        let now = Instant::now();
+        let acks = {
+            let table = self.lock();
+            table
+                .peers
+                .iter()
+                .filter(|p| p.promised_until.is_none_or(|t| now >= t))
+                .filter_map(|p| p.heard.as_ref().map(|h| (p, h)))
+                .filter(|(_, h)| now.saturating_duration_since(h.at) < self.lease_len)
+                .map(|(p, h)| Ack { node: p.name.clone(), incarnation: h.incarnation, seq: h.seq })
+                .collect()
+        };
+        let seq = self.number();
+        let b = Beacon { node: self.node.clone(), incarnation: self.incarnation, seq, acks };
+        let body = serde_json::to_string(&b).expect("a beacon always serializes to JSON");
+        let signature = sign_body(&self.secret, &body);
+        serde_json::to_vec(&SignedHeartbeat { body, signature }).expect("a signed beacon serializes")
+    }
+
+    /// Signs a heartbeat with the cluster secret: the JSON is written once and the signature covers that text.
+    pub fn sign(&self, hb: &Heartbeat) -> SignedHeartbeat {
+        let body = serde_json::to_string(hb).expect("a heartbeat always serializes to JSON");
+        let signature = sign_body(&self.secret, &body);
+        SignedHeartbeat { body, signature }
+    }
+
+    /// The next number of a heartbeat or beacon, remembered with the time (numbers enter the queue in order).
+    fn number(&self) -> u64 {
+        let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if sent.len() == SENT_KEPT {
+            sent.pop_front();
+        }
+        sent.push_back((seq, Instant::now()));
+        seq
+    }
+
+    /// Takes the acks of a beacon from `from`: an ack of one of this node's beacons (this incarnation) makes
+    /// `from` vouch for this node until that beacon's sending plus the lease length.
+    fn take_acks(&self, from: &str, acks: &[Ack]) {
+        let Some(ack) = acks.iter().find(|a| a.node == self.node && a.incarnation == self.incarnation) else {
+            return;
+        };
+        let sent_at = {
+            let sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+            // Numbers grow along the queue (heartbeats take numbers too, so there are gaps).
+            match sent.binary_search_by_key(&ack.seq, |(seq, _)| *seq) {
+                Ok(i) => Some(sent[i].1),
+                Err(_) => None,
+            }
+        };
+        let Some(sent_at) = sent_at else { return };
+        let until = sent_at + self.lease_len;
+        if let Some(peer) = self.lock().peer_mut(from) {
+            if peer.lease_until.is_none_or(|t| t < until) {
+                peer.lease_until = Some(until);
+            }
+        }
+    }
+
+    /// The peers that vouch for this node at `now` (they acknowledged a beacon sent less than the lease
+    /// length ago), each with when its word runs out. A peer's vouching ends, at the latest, a lease length
+    /// after it last heard this node: by then this node has counted it out, whatever the network did.
+    pub fn lease(&self, now: Instant) -> Vec<(String, Instant)> {
+        self.lock()
+            .peers
+            .iter()
+            .filter_map(|p| p.lease_until.filter(|t| *t > now).map(|t| (p.name.clone(), t)))
+            .collect()
+    }
+
+    /// A coordinator's question before taking `host`'s vservers over: how long has this node not heard it?
+    /// If at least `silent`, this node also stops acknowledging `host`'s beacons for `promise`, so that
+    /// `host` cannot win its lease back from this node while the coordinator decides. `None`: not a peer.
+    pub fn probe(&self, host: &str, silent: Duration, promise: Duration) -> Option<(Duration, bool)> {
+        let now = Instant::now();
+        let mut table = self.lock();
+        let peer = table.peer_mut(host)?;
+        let silence = now.saturating_duration_since(peer.heard.as_ref().map_or(self.born, |h| h.at));
+        let promised = silence >= silent;
+        if promised {
+            let until = now + promise;
+            if peer.promised_until.is_none_or(|t| t < until) {
+                peer.promised_until = Some(until);
+            }
+        }
+        Some((silence, promised))
+    }
+
+    /// Records the round-trip time of a heartbeat to `peer` (shown in the status; not used for judging).
+    pub fn record_rtt(&self, peer: &str, rtt: Duration) {
+        if let Some(p) = self.lock().peer_mut(peer) {
+            p.rtt = Some(rtt);
+        }
+    }
+
+    /// A peer's state and its silence at `now`: since its last heartbeat, or since this table was made when
+    /// it was never heard.
+    fn judge(&self, peer: &Peer, now: Instant) -> (PeerState, Duration) {
+        match &peer.heard {
+            None => {
+                let silence = now.saturating_duration_since(self.born);
+                let state = if silence < self.dead_after { PeerState::Unknown } else { PeerState::Dead };
+                (state, silence)
+            }
+            Some(heard) => {
+                let silence = now.saturating_duration_since(heard.at);
+                let state = if silence < self.suspect_after {
+                    PeerState::Alive
+                } else if silence < self.dead_after {
+                    PeerState::Suspect
+                } else {
+                    PeerState::Dead
+                };
+                (state, silence)
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Every update leaves the table consistent, so a panic elsewhere does not spoil it.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::VserverState;
+
+    const SECRET: &str = "0123456789abcdef-cluster";
+
+    /// h1, with peers h2 and h3: default thresholds (suspect 750, dead 1500 ms) and a lease of `lease_ms`.
+    fn config(lease_ms: u64) -> MembershipConfig {
+        MembershipConfig {
+            node: "h1".into(),
+            peers: vec![("h2".into(), "http://127.0.0.1:7071".into()), ("h3".into(), "http://127.0.0.1:7072".into())],
+            secret: SECRET.into(),
+            incarnation: 1,
+            suspect_after: Duration::from_millis(750),
+            dead_after: Duration::from_millis(1500),
+            lease_len: Duration::from_millis(lease_ms),
+        }
+    }
+
+    /// Small thresholds for tests that wait: suspect 50, dead 150 ms.
+    fn fast() -> MembershipConfig {
+        MembershipConfig {
+            suspect_after: Duration::from_millis(50),
+            dead_after: Duration::from_millis(150),
+            ..config(1800)
+        }
+    }
+
+    fn membership() -> Membership {
+        Membership::new(config(1800))
+    }
+
+    fn heartbeat(node: &str, incarnation: u64, seq: u64) -> Heartbeat {
+        Heartbeat {
+            node: node.into(),
+            incarnation,
+            seq,
+            sent_unix_ms: 0,
+            vservers: vec![VserverSummary { name: "web".into(), state: VserverState::Running }],
+            maintenance: false,
+        }
+    }
+
+    fn signed(hb: &Heartbeat) -> SignedHeartbeat {
+        let body = serde_json::to_string(hb).unwrap();
+        SignedHeartbeat { signature: sign_body(SECRET, &body), body }
+    }
+
+    fn state_of(m: &Membership, name: &str) -> PeerStatus {
+        m.peers().into_iter().find(|p| p.name == name).unwrap()
+    }
+
+    #[test]
+    fn a_signature_verifies_and_a_flipped_byte_does_not() {
+        let body = r#"{"node":"h2"}"#;
+        let sig = sign_body(SECRET, body);
+        assert_eq!(sig.len(), 64);
+        assert!(verify_body(SECRET, body, &sig));
+        assert!(!verify_body(SECRET, &body.replace("h2", "h3"), &sig));
+        assert!(!verify_body("another-secret-of-16+", body, &sig));
+        let mut flipped = hex::decode(&sig).unwrap();
+        flipped[7] ^= 0x01;
+        assert!(!verify_body(SECRET, body, &hex::encode(flipped)));
+        assert!(!verify_body(SECRET, body, "not hex"));
+        assert!(!verify_body(SECRET, body, &sig[..62]));
+    }
+
+    #[test]
+    fn our_heartbeats_count_up_and_are_signed_over_their_exact_text() {
+        let m = membership();
+        let first = m.next_heartbeat(vec![]);
+        let second = m.next_heartbeat(vec![]);
+        assert_eq!((first.node.as_str(), first.incarnation, first.seq, second.seq), ("h1", 1, 1, 2));
+        assert!(second.sent_unix_ms > 0);
+        let s = m.sign(&second);
+        assert!(verify_body(SECRET, &s.body, &s.signature));
+        assert_eq!(serde_json::from_str::<Heartbeat>(&s.body).unwrap(), second);
+    }
+
+    fn beacon(node: &str, incarnation: u64, seq: u64, secret: &str) -> Vec<u8> {
+        let body = serde_json::to_string(&Beacon { node: node.into(), incarnation, seq, acks: vec![] }).unwrap();
+        serde_json::to_vec(&SignedHeartbeat { signature: sign_body(secret, &body), body }).unwrap()
+    }
+
+    /// A beacon from `node` acknowledging `acks` (peer, incarnation, seq).
+    fn acking(node: &str, seq: u64, acks: &[(&str, u64, u64)]) -> Vec<u8> {
+        let acks = acks.iter().map(|(n, i, s)| Ack { node: n.to_string(), incarnation: *i, seq: *s }).collect();
+        let body = serde_json::to_string(&Beacon { node: node.into(), incarnation: 1, seq, acks }).unwrap();
+        serde_json::to_vec(&SignedHeartbeat { signature: sign_body(SECRET, &body), body }).unwrap()
+    }
+
+    /// The acks in the beacon this node sends next.
+    fn acks_sent(m: &Membership) -> Vec<Ack> {
+        let signed: SignedHeartbeat = serde_json::from_slice(&m.next_beacon()).unwrap();
+        serde_json::from_str::<Beacon>(&signed.body).unwrap().acks
+    }
+
+    #[test]
+    fn an_ack_of_our_beacon_vouches_for_us_from_its_sending_for_the_lease_length() {
+        let m = Membership::new(MembershipConfig { incarnation: 3, ..config(400) });
+        assert!(m.lease(Instant::now()).is_empty(), "no lease before any ack");
+        let sent_at = Instant::now();
+        let ours: SignedHeartbeat = serde_json::from_slice(&m.next_beacon()).unwrap();
+        let seq = serde_json::from_str::<Beacon>(&ours.body).unwrap().seq;
+        // An ack of another incarnation, or of a number we never sent, vouches for nothing.
+        m.receive_beacon(&acking("h2", 1, &[("h1", 2, seq)])).unwrap();
+        m.receive_beacon(&acking("h2", 2, &[("h1", 3, seq + 1000)])).unwrap();
+        assert!(m.lease(Instant::now()).is_empty());
+        m.receive_beacon(&acking("h2", 3, &[("h1", 3, seq)])).unwrap();
+        let lease = m.lease(Instant::now());
+        assert_eq!(lease.len(), 1);
+        assert_eq!(lease[0].0, "h2");
+        let until = lease[0].1;
+        assert!(until >= sent_at + Duration::from_millis(400) && until <= Instant::now() + Duration::from_millis(400));
+        assert!(m.lease(until).is_empty(), "over at the sending plus the lease length");
+    }
+
+    #[test]
+    fn we_ack_peers_heard_lately_but_not_one_we_promised_a_coordinator_about() {
+        let m = Membership::new(config(400));
+        m.receive_beacon(&acking("h2", 9, &[])).unwrap();
+        let acks = acks_sent(&m);
+        assert_eq!(acks, vec![Ack { node: "h2".into(), incarnation: 1, seq: 9 }]);
+        // A probe about h2, heard just now: no promise. About h3, never heard: silent long enough, promised.
+        let (silence, promised) = m.probe("h2", Duration::from_millis(200), Duration::from_secs(5)).unwrap();
+        assert!(!promised && silence < Duration::from_millis(200));
+        assert!(m.probe("h3", Duration::ZERO, Duration::from_secs(5)).unwrap().1);
+        assert!(m.probe("h9", Duration::ZERO, Duration::from_secs(5)).is_none(), "not a peer");
+        // Promised about h2: heard again, still not acknowledged while the promise lasts.
+        assert!(m.probe("h2", Duration::ZERO, Duration::from_millis(300)).unwrap().1);
+        m.receive_beacon(&acking("h2", 10, &[])).unwrap();
+        assert!(acks_sent(&m).is_empty());
+        std::thread::sleep(Duration::from_millis(350));
+        m.receive_beacon(&acking("h2", 11, &[])).unwrap();
+        assert_eq!(acks_sent(&m).len(), 1, "acknowledged again once the promise is over");
+    }
+
+    #[test]
+    fn a_beacon_proves_a_peer_alive_and_its_heartbeat_still_brings_the_vservers() {
+        let m = membership();
+        assert_eq!(m.receive_beacon(&beacon("h2", 7, 5, SECRET)), Ok(true));
+        let h2 = state_of(&m, "h2");
+        assert_eq!((h2.state, h2.incarnation), (PeerState::Alive, Some(7)));
+        assert!(h2.vservers.is_empty(), "a beacon carries no vservers");
+        // The same datagram twice, or an older one: ignored, not counted as a refusal.
+        assert_eq!(m.receive_beacon(&beacon("h2", 7, 5, SECRET)), Ok(false));
+        assert_eq!(m.receive_beacon(&beacon("h2", 7, 4, SECRET)), Ok(false));
+        // The HTTP heartbeat of the number the beacon already told: not news, but its vservers are kept.
+        m.receive(&signed(&heartbeat("h2", 7, 5))).unwrap();
+        assert_eq!(state_of(&m, "h2").vservers[0].name, "web");
+        // A replay of that heartbeat is stale, as before.
+        assert!(matches!(m.receive(&signed(&heartbeat("h2", 7, 5))), Err(HeartbeatReject::Stale { .. })));
+        // A newer incarnation by beacon is a restart.
+        assert_eq!(m.receive_beacon(&beacon("h2", 8, 1, SECRET)), Ok(true));
+        assert_eq!(state_of(&m, "h2").restarts_seen, 1);
+        m.receive(&signed(&heartbeat("h2", 8, 1))).unwrap();
+        assert_eq!(m.counters().malformed_or_stale, 1, "only the replayed heartbeat counted");
+    }
+
+    #[test]
+    fn bad_beacons_are_refused_and_counted() {
+        let m = membership();
+        assert!(matches!(
+            m.receive_beacon(&beacon("h2", 1, 1, "not the secret")),
+            Err(HeartbeatReject::BadSignature(_))
+        ));
+        assert!(matches!(m.receive_beacon(&beacon("h9", 1, 1, SECRET)), Err(HeartbeatReject::UnknownNode(_))));
+        assert!(matches!(m.receive_beacon(b"\x00garbage"), Err(HeartbeatReject::Malformed(_))));
+        // A heartbeat's body is not a beacon.
+        let hb = serde_json::to_vec(&signed(&heartbeat("h2", 1, 1))).unwrap();
+        assert!(matches!(m.receive_beacon(&hb), Err(HeartbeatReject::Malformed(_))));
+        let c = m.counters();
+        assert_eq!((c.bad_signature, c.unknown_node, c.malformed_or_stale), (1, 1, 2));
+        assert_eq!(state_of(&m, "h2").state, PeerState::Unknown);
+    }
+
+    #[test]
+    fn our_beacons_and_heartbeats_share_one_numbering() {
+        let m = membership();
+        let first = m.next_heartbeat(Vec::new()).seq;
+        let signed: SignedHeartbeat = serde_json::from_slice(&m.next_beacon()).unwrap();
+        assert!(verify_body(SECRET, &signed.body, &signed.signature));
+        let b: Beacon = serde_json::from_str(&signed.body).unwrap();
+        assert_eq!((b.node.as_str(), b.incarnation, b.seq), ("h1", 1, first + 1));
+        assert_eq!(m.next_heartbeat(Vec::new()).seq, first + 2);
+    }
+
+    #[test]
+    fn a_good_heartbeat_marks_its_peer_alive_and_keeps_what_it_said() {
+        let m = membership();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Unknown);
+        m.receive(&signed(&heartbeat("h2", 7, 1))).unwrap();
+        let h2 = state_of(&m, "h2");
+        assert_eq!(h2.state, PeerState::Alive);
+        assert_eq!(h2.incarnation, Some(7));
+        assert_eq!(h2.vservers[0].name, "web");
+        assert!(h2.last_heard_ms.is_some());
+        assert_eq!(h2.restarts_seen, 0);
+        assert_eq!(state_of(&m, "h3").state, PeerState::Unknown);
+        let names: Vec<_> = m.peers().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["h2", "h3"], "configuration order");
+        assert_eq!(m.counters(), RejectCounters::default());
+    }
+
+    #[test]
+    fn each_bad_heartbeat_is_refused_and_counted() {
+        let m = membership();
+        m.receive(&signed(&heartbeat("h2", 5, 10))).unwrap();
+
+        let stranger = m.receive(&signed(&heartbeat("h9", 1, 1)));
+        assert_eq!(stranger, Err(HeartbeatReject::UnknownNode("h9".into())));
+
+        let mut forged = signed(&heartbeat("h2", 5, 11));
+        forged.signature = sign_body("a-guessed-secret-16chars", &forged.body);
+        assert_eq!(m.receive(&forged), Err(HeartbeatReject::BadSignature("h2".into())));
+        // A forger from an unknown node is refused for its signature, so names cannot be probed.
+        let mut forged_stranger = signed(&heartbeat("h9", 1, 1));
+        forged_stranger.signature = "00".repeat(32);
+        assert_eq!(m.receive(&forged_stranger), Err(HeartbeatReject::BadSignature("h9".into())));
+
+        let junk = SignedHeartbeat { body: "{\"node\":".into(), signature: sign_body(SECRET, "{\"node\":") };
+        assert!(matches!(m.receive(&junk), Err(HeartbeatReject::Malformed(_))));
+
+        let same_seq = m.receive(&signed(&heartbeat("h2", 5, 10)));
+        assert_eq!(same_seq, Err(HeartbeatReject::Stale { node: "h2".into(), incarnation: 5, seq: 10 }));
+        let older_seq = m.receive(&signed(&heartbeat("h2", 5, 3)));
+        assert!(matches!(older_seq, Err(HeartbeatReject::Stale { .. })));
+        let old_incarnation = m.receive(&signed(&heartbeat("h2", 4, 99)));
+        assert_eq!(old_incarnation, Err(HeartbeatReject::Stale { node: "h2".into(), incarnation: 4, seq: 99 }));
+
+        assert_eq!(m.counters(), RejectCounters { unknown_node: 1, bad_signature: 2, malformed_or_stale: 4 });
+        let h2 = state_of(&m, "h2");
+        assert_eq!((h2.incarnation, h2.restarts_seen), (Some(5), 0), "refusals change nothing");
+    }
+
+    #[test]
+    fn a_new_incarnation_is_a_restart_and_starts_its_numbering_afresh() {
+        let m = membership();
+        m.receive(&signed(&heartbeat("h2", 1, 40))).unwrap();
+        m.receive(&signed(&heartbeat("h2", 2, 1))).unwrap();
+        m.receive(&signed(&heartbeat("h2", 2, 2))).unwrap();
+        m.receive(&signed(&heartbeat("h2", 5, 1))).unwrap();
+        let h2 = state_of(&m, "h2");
+        assert_eq!((h2.incarnation, h2.restarts_seen), (Some(5), 2));
+        assert_eq!(m.counters(), RejectCounters::default());
+    }
+
+    #[test]
+    fn a_silent_peer_goes_alive_then_suspect_then_dead_and_comes_back() {
+        let m = Membership::new(fast());
+        m.receive(&signed(&heartbeat("h2", 1, 1))).unwrap();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Alive);
+        std::thread::sleep(Duration::from_millis(80));
+        m.tick();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Suspect);
+        assert_eq!(m.lock().peers[0].judged, PeerState::Suspect, "tick keeps the judged state");
+        std::thread::sleep(Duration::from_millis(100));
+        m.tick();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Dead);
+        assert!(state_of(&m, "h2").last_heard_ms.unwrap() >= 150);
+        m.receive(&signed(&heartbeat("h2", 1, 2))).unwrap();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Alive);
+        assert_eq!(m.lock().peers[0].judged, PeerState::Alive);
+    }
+
+    #[test]
+    fn a_peer_never_heard_is_unknown_then_dead() {
+        let m = Membership::new(fast());
+        m.tick();
+        let h3 = state_of(&m, "h3");
+        assert_eq!((h3.state, h3.last_heard_ms, h3.incarnation), (PeerState::Unknown, None, None));
+        std::thread::sleep(Duration::from_millis(170));
+        m.tick();
+        assert_eq!(state_of(&m, "h3").state, PeerState::Dead);
+        assert_eq!(m.lock().peers[1].judged, PeerState::Dead);
+    }
+
+    #[test]
+    fn judging_follows_the_thresholds_exactly() {
+        let m = Membership::new(fast());
+        let at = m.born;
+        let mut peer = Peer {
+            name: "h2".into(),
+            url: String::new(),
+            heard: None,
+            rtt: None,
+            restarts_seen: 0,
+            lease_until: None,
+            promised_until: None,
+            judged: PeerState::Unknown,
+            maintenance: false,
+        };
+        let ms = |n| at + Duration::from_millis(n);
+        assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Unknown);
+        assert_eq!(m.judge(&peer, ms(150)).0, PeerState::Dead);
+        peer.heard = Some(Heard { at, incarnation: 1, seq: 1, full_seq: 1, vservers: vec![] });
+        assert_eq!(m.judge(&peer, ms(49)), (PeerState::Alive, Duration::from_millis(49)));
+        assert_eq!(m.judge(&peer, ms(50)).0, PeerState::Suspect);
+        assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Suspect);
+        assert_eq!(m.judge(&peer, ms(150)).0, PeerState::Dead);
+    }
+
+    #[test]
+    fn rtt_is_recorded_for_known_peers_only() {
+        let m = membership();
+        m.record_rtt("h3", Duration::from_micros(1500));
+        m.record_rtt("h9", Duration::from_millis(1));
+        assert_eq!(state_of(&m, "h3").rtt_ms, Some(1.5));
+        assert_eq!(state_of(&m, "h2").rtt_ms, None);
+    }
+}

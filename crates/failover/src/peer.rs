@@ -1,0 +1,382 @@
+//! The typed client of the agent-to-agent routes: one method per route, each answering
+//! [`Answer<T>`]`= Result<Result<T, Refused>, Unreachable>`, so that a peer that said no ([`Refused`]) is never
+//! confused with one that did not answer ([`Unreachable`]): after a lost answer, the request may have been
+//! carried out. The cluster's bearer secret is added here, once; each call has its own time limit.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::placement::Placement;
+use crate::store::GenerationMeta;
+use crate::wire::{
+    AbortReply, BeginReply, BeginRequest, CommitRequest, ErrorBody, HeldReplica, MaintenanceRequest, MigrateRequest,
+    MigrationStatus, Preflight, ProbeReply, ProbeRequest, PromoteRequest, PromoteTimes, StateAnswer, VserverState,
+};
+
+/// The peer answered, and said no: the request was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {reason}")]
+pub struct Refused {
+    /// Its HTTP status.
+    pub status: reqwest::StatusCode,
+    /// What it said (the `error` of its JSON body, else the body).
+    pub reason: String,
+}
+
+/// No answer (no connection, a time limit, a reset, an answer that cannot be read): the request may or may not
+/// have been carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+/// What a call to a peer gives.
+pub type Answer<T> = Result<Result<T, Refused>, Unreachable>;
+
+/// The time limit of a control call (a replica session's begin, a preflight, a placement).
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The calls the cluster's decisions make to other hosts, as a trait: [`PeerClient`] sends them over HTTP; a
+/// simulated network can carry them instead.
+pub trait Peers: Send + Sync + 'static {
+    /// Whether `host` is one of the peers.
+    fn knows(&self, host: &str) -> bool;
+    /// See [`PeerClient::probe`].
+    fn probe(
+        &self,
+        voter: &str,
+        req: &ProbeRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<ProbeReply>> + Send;
+    /// See [`PeerClient::replicas`].
+    fn replicas(&self, host: &str, timeout: Duration) -> impl Future<Output = Answer<Vec<HeldReplica>>> + Send;
+    /// See [`PeerClient::promote`].
+    fn promote(
+        &self,
+        host: &str,
+        name: &str,
+        req: &PromoteRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<(VserverState, PromoteTimes)>> + Send;
+    /// See [`PeerClient::vserver_state`].
+    fn vserver_state(
+        &self,
+        host: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<VserverState>> + Send;
+}
+
+impl Peers for PeerClient {
+    fn knows(&self, host: &str) -> bool {
+        PeerClient::knows(self, host)
+    }
+    fn probe(
+        &self,
+        voter: &str,
+        req: &ProbeRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<ProbeReply>> + Send {
+        PeerClient::probe(self, voter, req, timeout)
+    }
+    fn replicas(&self, host: &str, timeout: Duration) -> impl Future<Output = Answer<Vec<HeldReplica>>> + Send {
+        PeerClient::replicas(self, host, timeout)
+    }
+    fn promote(
+        &self,
+        host: &str,
+        name: &str,
+        req: &PromoteRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<(VserverState, PromoteTimes)>> + Send {
+        PeerClient::promote(self, host, name, req, timeout)
+    }
+    fn vserver_state(
+        &self,
+        host: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<VserverState>> + Send {
+        PeerClient::vserver_state(self, host, name, timeout)
+    }
+}
+
+/// Calls this host's peers. Cheap to clone.
+#[derive(Clone)]
+pub struct PeerClient {
+    client: reqwest::Client,
+    secret: Arc<str>,
+    /// Each peer's base URL (no trailing slash), by name.
+    urls: Arc<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient").field("peers", &self.urls.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl PeerClient {
+    /// A client sending with `client` (its TLS settings and pool), authenticated with `secret`, to the peers
+    /// `urls` (name, base URL).
+    pub fn new(client: reqwest::Client, secret: &str, urls: impl IntoIterator<Item = (String, String)>) -> Self {
+        let urls = urls.into_iter().map(|(name, url)| (name, url.trim_end_matches('/').to_string())).collect();
+        Self { client, secret: secret.into(), urls: Arc::new(urls) }
+    }
+
+    /// The underlying HTTP client (shared with the ownership table's transport).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Whether `host` is one of the peers.
+    pub fn knows(&self, host: &str) -> bool {
+        self.urls.contains_key(host)
+    }
+
+    /// `host`'s base URL.
+    pub fn url(&self, host: &str) -> Option<&str> {
+        self.urls.get(host).map(String::as_str)
+    }
+
+    fn request(&self, method: reqwest::Method, host: &str, path: &str) -> Result<reqwest::RequestBuilder, Unreachable> {
+        let base = self.url(host).ok_or_else(|| Unreachable(format!("{host} is not a peer of this host")))?;
+        Ok(self.client.request(method, format!("{base}{path}")).bearer_auth(&*self.secret))
+    }
+
+    /// Sends and reads the answer's status and body.
+    async fn exchange(&self, req: reqwest::RequestBuilder, timeout: Duration) -> Result<Reply, Unreachable> {
+        let response = req.timeout(timeout).send().await.map_err(|e| Unreachable(chain(&e)))?;
+        let status = response.status();
+        let header = |h: &str| response.headers().get(h).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let times = PromoteTimes {
+            promote_ms: header(PromoteTimes::PROMOTE_HEADER),
+            start_ms: header(PromoteTimes::START_HEADER),
+        };
+        let body = response.text().await.map_err(|e| Unreachable(chain(&e)))?;
+        Ok(Reply { status, body, times })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        host: &str,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        timeout: Duration,
+    ) -> Answer<(T, PromoteTimes)> {
+        let mut req = self.request(method, host, path)?;
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let reply = self.exchange(req, timeout).await?;
+        if !reply.status.is_success() {
+            let reason = serde_json::from_str::<ErrorBody>(&reply.body).map(|b| b.error).unwrap_or(reply.body);
+            return Ok(Err(Refused { status: reply.status, reason }));
+        }
+        // An answer that cannot be read says nothing of what was done.
+        let value = serde_json::from_str(&reply.body).map_err(|e| Unreachable(format!("bad answer: {e}")))?;
+        Ok(Ok((value, reply.times)))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, host: &str, path: &str, timeout: Duration) -> Answer<T> {
+        Ok(self.call(reqwest::Method::GET, host, path, None::<&()>, timeout).await?.map(|(v, _)| v))
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        host: &str,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Answer<T> {
+        Ok(self.call(reqwest::Method::POST, host, path, Some(body), timeout).await?.map(|(v, _)| v))
+    }
+
+    /// `POST /v1/takeover/probe`: asks a voter to promise to acknowledge none of `req.host`'s beacons.
+    pub async fn probe(&self, voter: &str, req: &ProbeRequest, timeout: Duration) -> Answer<ProbeReply> {
+        self.post(voter, "/v1/takeover/probe", req, timeout).await
+    }
+
+    /// `GET /v1/replicas`: the complete replicas `host` holds.
+    pub async fn replicas(&self, host: &str, timeout: Duration) -> Answer<Vec<HeldReplica>> {
+        self.get(host, "/v1/replicas", timeout).await
+    }
+
+    /// `POST /v1/vservers/NAME/promote`: `host` makes its replica of `name` its running tree (and starts it).
+    /// The answer: its state, and how long the promote and the start took there.
+    pub async fn promote(
+        &self,
+        host: &str,
+        name: &str,
+        req: &PromoteRequest,
+        timeout: Duration,
+    ) -> Answer<(VserverState, PromoteTimes)> {
+        let path = format!("/v1/vservers/{name}/promote");
+        let answer = self.call::<StateAnswer>(reqwest::Method::POST, host, &path, Some(req), timeout).await?;
+        Ok(answer.map(|(a, times)| (a.state, times)))
+    }
+
+    /// `GET /v1/vservers/NAME`: what `name` is on `host` (refused with 404 where it has no such vserver).
+    pub async fn vserver_state(&self, host: &str, name: &str, timeout: Duration) -> Answer<VserverState> {
+        Ok(self.get::<StateAnswer>(host, &format!("/v1/vservers/{name}"), timeout).await?.map(|a| a.state))
+    }
+
+    /// `GET /v1/replicas/NAME/preflight`: whether `host` can receive `name` by a migrate.
+    pub async fn preflight(&self, host: &str, name: &str) -> Answer<Preflight> {
+        self.get(host, &format!("/v1/replicas/{name}/preflight"), CONTROL_TIMEOUT).await
+    }
+
+    /// `POST /v1/replicas/NAME/begin`: opens a replica session on the standby `host`.
+    pub async fn begin(&self, host: &str, name: &str, req: &BeginRequest) -> Answer<BeginReply> {
+        self.post(host, &format!("/v1/replicas/{name}/begin"), req, CONTROL_TIMEOUT).await
+    }
+
+    /// `POST /v1/replicas/NAME/commit`: makes the session's copy the standby's current replica.
+    pub async fn commit(&self, host: &str, name: &str, req: &CommitRequest) -> Answer<GenerationMeta> {
+        self.post(host, &format!("/v1/replicas/{name}/commit"), req, CONTROL_TIMEOUT).await
+    }
+
+    /// `POST /v1/replicas/NAME/abort`: closes the session; the standby keeps its previous replica.
+    pub async fn abort(&self, host: &str, name: &str, req: &CommitRequest, timeout: Duration) -> Answer<AbortReply> {
+        self.post(host, &format!("/v1/replicas/{name}/abort"), req, timeout).await
+    }
+
+    /// `POST /v1/placements/NAME`: `host` records `name`'s new placement.
+    pub async fn placement(&self, host: &str, name: &str, placement: &Placement, timeout: Duration) -> Answer<()> {
+        let path = format!("/v1/placements/{name}");
+        Ok(self.post::<serde_json::Value>(host, &path, placement, timeout).await?.map(drop))
+    }
+
+    /// `POST /v1/vservers/NAME/migrate`: asks `host` (where `name` runs) to move it to `req.target`.
+    pub async fn migrate(&self, host: &str, name: &str, req: &MigrateRequest, timeout: Duration) -> Answer<()> {
+        let path = format!("/v1/vservers/{name}/migrate");
+        Ok(self.post::<serde_json::Value>(host, &path, req, timeout).await?.map(drop))
+    }
+
+    /// `GET /v1/vservers/NAME/migration`: where `host`'s migrate of `name` is.
+    pub async fn migration(&self, host: &str, name: &str, timeout: Duration) -> Answer<MigrationStatus> {
+        self.get(host, &format!("/v1/vservers/{name}/migration"), timeout).await
+    }
+
+    /// `POST /v1/maintenance`: forwards an operator's maintenance request to the coordinator `host`; its answer
+    /// as it gave it.
+    pub async fn maintenance(
+        &self,
+        host: &str,
+        req: &MaintenanceRequest,
+        timeout: Duration,
+    ) -> Answer<serde_json::Value> {
+        self.post(host, "/v1/maintenance", req, timeout).await
+    }
+}
+
+/// A raw answer.
+struct Reply {
+    status: reqwest::StatusCode,
+    body: String,
+    times: PromoteTimes,
+}
+
+/// One sentence for an answer that is not `Ok(Ok(_))`, in the words the agent logs: `"{what} on {peer}:
+/// {why}"` for no answer, `"{what} refused by {peer} ({status}): {reason}"` for a refusal.
+pub fn describe<T>(answer: Answer<T>, what: &str, peer: &str) -> Result<T, String> {
+    match answer {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(r)) => Err(format!("{what} refused by {peer} ({}): {}", r.status, r.reason)),
+        Err(u) => Err(format!("{what} on {peer}: {u}")),
+    }
+}
+
+/// An error with its causes ("error sending request: connection refused").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An HTTP answer with `status`, extra `headers` (each ending in CRLF) and `body`.
+    fn reply_with(status: &str, headers: &str, body: &str) -> &'static str {
+        let text = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        Box::leak(text.into_boxed_str())
+    }
+
+    /// A server answering each connection with `reply` (raw HTTP), or closing it unanswered when `None`.
+    async fn server(reply: Option<&'static str>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                if let Some(reply) = reply {
+                    let _ = s.write_all(reply.as_bytes()).await;
+                }
+            }
+        });
+        url
+    }
+
+    fn client(url: String) -> PeerClient {
+        PeerClient::new(reqwest::Client::new(), "s3cret", [("h1".to_string(), format!("{url}/"))])
+    }
+
+    const PROBE: ProbeRequest = ProbeRequest { host: String::new(), silent_ms: 1, promise_ms: 1 };
+
+    #[tokio::test]
+    async fn a_refusal_is_told_apart_from_no_answer() {
+        let said_no = reply_with("409 Conflict", "", r#"{"error":"not the owner"}"#);
+        let peers = client(server(Some(said_no)).await);
+        let answer = peers.probe("h1", &PROBE, Duration::from_secs(5)).await;
+        let refused = answer.expect("it answered").expect_err("it said no");
+        assert_eq!((refused.status.as_u16(), refused.reason.as_str()), (409, "not the owner"));
+        assert_eq!(
+            describe(Ok(Err::<(), _>(refused)), "probe", "h1").unwrap_err(),
+            "probe refused by h1 (409 Conflict): not the owner"
+        );
+
+        // A connection closed without an answer, an unknown peer, and an answer that cannot be read: no answer.
+        let peers = client(server(None).await);
+        assert!(peers.probe("h1", &PROBE, Duration::from_secs(5)).await.is_err());
+        assert!(peers.probe("h9", &PROBE, Duration::from_secs(5)).await.unwrap_err().0.contains("not a peer"));
+        let garbage = reply_with("200 OK", "", "hello");
+        let peers = client(server(Some(garbage)).await);
+        assert!(peers.probe("h1", &PROBE, Duration::from_secs(5)).await.unwrap_err().0.starts_with("bad answer"));
+    }
+
+    #[tokio::test]
+    async fn a_promote_answer_carries_the_state_and_the_timings() {
+        let ok = reply_with(
+            "200 OK",
+            "x-promote-ms: 12\r\nx-start-ms: 340\r\n",
+            r#"{"name":"web","state":"running","more":1}"#,
+        );
+        let peers = client(server(Some(ok)).await);
+        let req = PromoteRequest { source: "h0".into(), start: true, epoch: Some(3) };
+        let (state, times) = peers.promote("h1", "web", &req, Duration::from_secs(5)).await.unwrap().unwrap();
+        assert_eq!(state, VserverState::Running);
+        assert_eq!(times, PromoteTimes { promote_ms: Some(12), start_ms: Some(340) });
+    }
+}
