@@ -20,8 +20,8 @@ use isolate::VserverName;
 use serde::{Deserialize, Serialize};
 
 use super::api::ApiError;
-use super::model::PeerState;
 use super::Agent;
+use crate::model::PeerState;
 
 /// How many vservers move at once by default.
 pub const DEFAULT_PARALLEL: usize = 2;
@@ -306,7 +306,7 @@ async fn move_live(agent: &Arc<Agent>, vserver: &str, from: &str, to: &str) -> R
     if !started.status().is_success() {
         let status = started.status();
         let body = started.text().await.unwrap_or_default();
-        let said = serde_json::from_str::<super::model::ErrorBody>(&body).map_or(body, |b| b.error);
+        let said = serde_json::from_str::<crate::model::ErrorBody>(&body).map_or(body, |b| b.error);
         return Err(format!("{from} refused the migrate ({status}): {said}"));
     }
     let mut unanswered = 0;
@@ -322,7 +322,7 @@ async fn move_live(agent: &Arc<Agent>, vserver: &str, from: &str, to: &str) -> R
         match asked {
             Ok(r) if r.status().is_success() => {
                 unanswered = 0;
-                if let Ok(m) = r.json::<super::migrate::MigrationStatus>().await {
+                if let Ok(m) = r.json::<crate::model::MigrationStatus>().await {
                     if m.finished {
                         return outcome(&m);
                     }
@@ -338,7 +338,7 @@ async fn move_live(agent: &Arc<Agent>, vserver: &str, from: &str, to: &str) -> R
     }
 }
 
-fn outcome(m: &super::migrate::MigrationStatus) -> Result<String, String> {
+fn outcome(m: &crate::model::MigrationStatus) -> Result<String, String> {
     match (&m.error, m.outage_ms) {
         (Some(e), _) => Err(e.clone()),
         (None, Some(ms)) => Ok(format!("migrated, outage {ms} ms")),

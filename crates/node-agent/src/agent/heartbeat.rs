@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use super::config::AgentConfig;
-use super::model::{Ack, Beacon, Heartbeat, PeerState, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
 use super::serve::Tls;
 use super::Agent;
+use crate::model::{Ack, Beacon, Heartbeat, PeerState, PeerStatus, RejectCounters, SignedHeartbeat, VserverSummary};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -698,7 +698,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::agent::model::VserverState;
+    use crate::model::VserverState;
 
     const SECRET: &str = "0123456789abcdef-cluster";
 

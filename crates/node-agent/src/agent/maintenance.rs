@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::api::ApiError;
-use super::model::PeerState;
 use super::Agent;
+use crate::model::PeerState;
 
 /// How long turning maintenance on waits for takeovers in progress.
 const WAIT_FOR_TAKEOVERS: Duration = Duration::from_secs(10);
@@ -166,7 +166,7 @@ async fn forward(
         return serde_json::from_str(&text)
             .map_err(|e| ApiError::Internal(format!("the coordinator's answer is not understood: {e}")));
     }
-    let said = serde_json::from_str::<super::model::ErrorBody>(&text).map_or(text, |b| b.error);
+    let said = serde_json::from_str::<crate::model::ErrorBody>(&text).map_or(text, |b| b.error);
     Err(match status.as_u16() {
         400 => ApiError::BadRequest(said),
         409 => ApiError::Conflict(said),

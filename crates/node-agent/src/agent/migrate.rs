@@ -22,10 +22,10 @@ use failover::store::GenerationMeta;
 use isolate::VserverName;
 use serde::{Deserialize, Serialize};
 
-use super::model::{PeerState, VserverState, VserverStatus};
 use super::replication::{now_ms, BeginReply, BeginRequest, CommitRequest};
 use super::supervisor::SupervisorError;
 use super::Agent;
+use crate::model::{MigrationStatus, PeerState, VserverState, VserverStatus};
 
 /// Pre-copy passes at most, before the stop.
 const MAX_PRECOPY_PASSES: u32 = 5;
@@ -46,41 +46,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct MigrateRequest {
     /// The host to move to.
     pub target: String,
-}
-
-/// Where a migrate is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MigrationStatus {
-    /// The vserver.
-    pub vserver: String,
-    /// Where it moves from.
-    pub source: String,
-    /// Where it moves to.
-    pub target: String,
-    /// `checking`, `precopy`, `stopping`, `final`, `starting`, `recording`, `done`, `failed`.
-    pub phase: String,
-    /// The pre-copy pass under way (1-based), or the number made.
-    pub pass: u32,
-    /// Bytes of the tree transferred so far in the current pass.
-    pub pass_bytes: u64,
-    /// Size of the tree (bytes in its files).
-    pub tree_bytes: u64,
-    /// Bytes sent by all passes so far.
-    pub bytes_sent: u64,
-    /// When it started, ms since the epoch.
-    pub started_unix_ms: u64,
-    /// The outage it caused (stop to confirmed start), ms, once done.
-    pub outage_ms: Option<u64>,
-    /// Each phase's duration, ms, in order.
-    pub phases_ms: Vec<(String, u64)>,
-    /// What the final pass copied: only what changed since the last pre-copy pass started (how many paths),
-    /// or the whole tree and why. Set when the final pass ends.
-    #[serde(default)]
-    pub final_pass: Option<String>,
-    /// Why it failed, and what was done about it.
-    pub error: Option<String>,
-    /// Whether it has ended (done or failed).
-    pub finished: bool,
 }
 
 /// The migrates of this host (as source), the running one and the last of each vserver.
@@ -506,7 +471,7 @@ async fn run(
         PromoteOutcome::Unknown(why) => {
             // Never two copies: whether it started there is not known, so it is not started here, and its
             // intent here becomes "stopped" so that the agent does not restart it either.
-            let _ = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await;
+            let _ = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await;
             return Err(format!(
                 "no answer from {target} about the start ({why}); {name} is stopped here and may be running on \
                  {target}: check there (vserver-stat, GET /v1/status) before starting it anywhere"
@@ -534,7 +499,7 @@ async fn run(
         Ok(Err(e)) => warnings.push(format!("cannot keep this host's copy as a replica: {e}")),
         Err(e) => warnings.push(e.to_string()),
     }
-    if let Err(e) = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await {
+    if let Err(e) = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await {
         warnings.push(e.to_string());
     }
     drop(hold);
@@ -616,7 +581,7 @@ pub(super) async fn promote_on_target(
         Ok(r) => {
             let status = r.status();
             let body = r.text().await.unwrap_or_default();
-            let why = serde_json::from_str::<super::model::ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
+            let why = serde_json::from_str::<crate::model::ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
             return PromoteOutcome::Refused(format!("{status}: {why}"));
         }
         Err(e) => super::replication::chain(&e),
@@ -704,7 +669,7 @@ pub async fn promote(
         }
         Err(e) => {
             tracing::warn!(vserver = %name, error = %e, "start after promote failed; the replica is put back");
-            let _ = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await;
+            let _ = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await;
             let (store, vdir, cdir, n) =
                 (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
             let back = tokio::task::spawn_blocking(move || store.keep(&n, &vdir, &cdir, meta)).await;

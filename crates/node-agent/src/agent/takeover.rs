@@ -23,8 +23,8 @@ use isolate::VserverName;
 use serde::{Deserialize, Serialize};
 
 use super::events::kinds;
-use super::model::{HeldReplica, PeerState, VserverState};
 use super::Agent;
+use crate::model::{HeldReplica, PeerState, VserverState};
 
 /// How often the coordinator looks for dead hosts.
 const EVERY: Duration = Duration::from_millis(100);
@@ -320,7 +320,7 @@ pub fn in_progress() -> Vec<(String, String)> {
 }
 
 /// What the dead host said last about `name` (from its last heartbeat).
-fn last_state(vservers: &[super::model::VserverSummary], name: &VserverName) -> Option<VserverState> {
+fn last_state(vservers: &[crate::model::VserverSummary], name: &VserverName) -> Option<VserverState> {
     vservers.iter().find(|v| v.name == name.as_str()).map(|v| v.state)
 }
 
@@ -695,13 +695,13 @@ pub async fn reconcile(agent: &Arc<Agent>) {
         if running {
             tracing::error!(vserver = %name, %owner, epoch = entry.epoch, "runs here, but the cluster gives it to \
                             another host: stopping it here");
-            let _ = agent.supervisor.record_intent(&name, super::model::Intent::Stopped).await;
+            let _ = agent.supervisor.record_intent(&name, crate::model::Intent::Stopped).await;
             if let Err(e) = agent.supervisor.stop(&name).await {
                 tracing::error!(vserver = %name, error = %e, "cannot stop it");
             }
             continue;
         }
-        let _ = agent.supervisor.record_intent(&name, super::model::Intent::Stopped).await;
+        let _ = agent.supervisor.record_intent(&name, crate::model::Intent::Stopped).await;
         let (store, vdir, cdir, n) =
             (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
         let label = format!("epoch{}-{}", entry.epoch, super::replication::now_ms());

@@ -1,7 +1,11 @@
-//! The agent's shared vocabulary: what travels in a heartbeat and what `GET /v1/status` reports. Every
-//! other agent module speaks these types; they serialize to the JSON of the HTTP API (docs/api.md).
+//! The HTTP API's JSON types, used by the daemon and the CLI: what travels in a heartbeat, what
+//! `GET /v1/status` reports, and the bodies of the routes the `vserver` and `vserver-stat` commands call
+//! (a vserver's status, `clear`, `sync`, a migrate's progress, the event log). They serialize to the JSON of
+//! the HTTP API (docs/api.md).
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::agent::takeover::TakeoverRecord;
 
 /// How this node judges a peer from the heartbeats it hears.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,7 +304,7 @@ pub struct StatusReport {
     pub failover: FailoverStatus,
     /// The takeovers in the cluster's event log, oldest first.
     #[serde(default)]
-    pub takeovers: Vec<super::takeover::TakeoverRecord>,
+    pub takeovers: Vec<TakeoverRecord>,
     /// The vservers the cluster's event log puts in state error (the relocation limit), with the reason, until
     /// an operator clears them: shown by every host, also those that do not run them.
     #[serde(default)]
@@ -338,6 +342,82 @@ pub struct OwnershipStatus {
     pub raft: failover::ownership::MetricsSummary,
     /// Each vserver's owner (none once cleared) and the epoch of that decision.
     pub owners: std::collections::BTreeMap<String, failover::ownership::OwnerEntry>,
+}
+
+/// What one sync to one standby did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncOutcome {
+    /// The standby.
+    pub standby: String,
+    /// Whether the copy became the standby's current generation.
+    pub ok: bool,
+    /// Bytes rsync sent (all passes).
+    pub bytes_sent: u64,
+    /// Files transferred (all passes).
+    pub files_transferred: u64,
+    /// Its duration, ms.
+    pub duration_ms: u64,
+    /// How long the vserver was frozen (consistent mode), ms.
+    pub freeze_ms: Option<u64>,
+    /// Why it failed, in words.
+    pub error: Option<String>,
+    /// File attributes the copy could not carry.
+    pub warning: Option<String>,
+    /// Each step's duration, ms, in order (begin, tree, frozen tree, conf, commit).
+    #[serde(default)]
+    pub phases_ms: Vec<(String, u64)>,
+}
+
+/// Where a migrate is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationStatus {
+    /// The vserver.
+    pub vserver: String,
+    /// Where it moves from.
+    pub source: String,
+    /// Where it moves to.
+    pub target: String,
+    /// `checking`, `precopy`, `stopping`, `final`, `starting`, `recording`, `done`, `failed`.
+    pub phase: String,
+    /// The pre-copy pass under way (1-based), or the number made.
+    pub pass: u32,
+    /// Bytes of the tree transferred so far in the current pass.
+    pub pass_bytes: u64,
+    /// Size of the tree (bytes in its files).
+    pub tree_bytes: u64,
+    /// Bytes sent by all passes so far.
+    pub bytes_sent: u64,
+    /// When it started, ms since the epoch.
+    pub started_unix_ms: u64,
+    /// The outage it caused (stop to confirmed start), ms, once done.
+    pub outage_ms: Option<u64>,
+    /// Each phase's duration, ms, in order.
+    pub phases_ms: Vec<(String, u64)>,
+    /// What the final pass copied: only what changed since the last pre-copy pass started (how many paths),
+    /// or the whole tree and why. Set when the final pass ends.
+    #[serde(default)]
+    pub final_pass: Option<String>,
+    /// Why it failed, and what was done about it.
+    pub error: Option<String>,
+    /// Whether it has ended (done or failed).
+    pub finished: bool,
+}
+
+/// One event as `GET /v1/events` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Its sequence number, from 1, never reused.
+    pub seq: u64,
+    /// When it happened, ms since the Unix epoch, by the reporting host's clock.
+    pub at_ms: u64,
+    /// The host that reported it.
+    pub host: String,
+    /// Its kind.
+    pub kind: String,
+    /// The vserver it is about, if any.
+    pub vserver: Option<String>,
+    /// What happened, in words (for `takeover`: `takeover {json}`).
+    pub text: String,
 }
 
 /// The body of every 4xx/5xx answer.
