@@ -1,78 +1,34 @@
-//! The `vserver` command's side of the agent: finds the agent of this host (`RUN_DIR/agent.json`, written by
-//! the agent at start) and asks it to start, stop or restart a vserver, so that the operator's word is
-//! recorded as intent and never taken for a crash. The agent is reached on its local Unix socket
-//! (`RUN_DIR/agent.sock`, plain HTTP even when its network port speaks HTTPS), else on its URL. A tiny
-//! HTTP/1.1 client (one request, `Connection: close`) is enough, and the command stays synchronous.
+//! The `vserver` command's side of the agent: finds the agent of this host (`RUN_DIR/agent.json`, see
+//! [`crate::announcement`]) and asks it to start, stop or restart a vserver, so that the operator's word is
+//! recorded as intent and never taken for a crash; also `sync`, `clear`, `announce`, `migrate` and the
+//! agent's view of a vserver. The agent is reached on its local Unix socket (`RUN_DIR/agent.sock`, plain HTTP
+//! even when its network port speaks HTTPS), else on its `http://` URL, with reqwest's blocking client: the
+//! command stays synchronous. The answers are the HTTP API's JSON types ([`crate::model`]).
 //!
 //! Set `VSERVER_NO_AGENT=1` to act locally without the agent (the agent itself does so when it runs the
 //! command).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use isolate::VserverName;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::agent::model::{ErrorBody, VserverStatus};
+use crate::announcement::{Announcement, NO_AGENT_ENV};
 use crate::exit;
-
-/// Environment variable that makes the `vserver` command act locally, without the agent.
-pub const NO_AGENT_ENV: &str = "VSERVER_NO_AGENT";
+use crate::model::{ClearReport, ErrorBody, MigrationStatus, SyncOutcome, VserverStatus};
 
 /// Longest wait to connect to the agent.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Longest silence while the agent works on a request: a start runs every start script, each bounded by the
-/// start timeout, so this is generous.
+/// Longest wait for the agent's whole answer: a start runs every start script, each bounded by the start
+/// timeout, so this is generous.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Largest answer read from the agent.
 const MAX_REPLY: usize = 4 << 20;
-
-/// What `RUN_DIR/agent.json` holds: where this host's agent listens and how to authenticate to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Announcement {
-    /// Base URL of its HTTP API, e.g. `http://127.0.0.1:7070`.
-    pub url: String,
-    /// Its process id: the file is trusted only while this process lives.
-    pub pid: i32,
-    /// Its node name.
-    pub node: String,
-    /// The file holding the cluster secret (the bearer token).
-    pub secret_file: PathBuf,
-    /// The process's start time (clock ticks since boot), so a recycled pid is not taken for the agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_ticks: Option<u64>,
-    /// Its local Unix socket (plain HTTP, root only), preferred over `url`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket: Option<PathBuf>,
-}
-
-impl Announcement {
-    /// Where the agent of a host announces itself.
-    pub fn path(run_dir: &Path) -> PathBuf {
-        run_dir.join("agent.json")
-    }
-
-    /// Whether the announcing process still runs (same pid and, when recorded, same start time).
-    pub fn alive(&self) -> bool {
-        if self.pid <= 0 {
-            return false;
-        }
-        let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), None) {
-            Ok(()) | Err(nix::errno::Errno::EPERM) => true,
-            Err(_) => false,
-        };
-        // A process whose start time cannot be read is given the benefit of the doubt (kill said it exists).
-        let same_process = match (self.start_ticks, isolate::state::process_start_ticks(self.pid)) {
-            (Some(recorded), Some(now)) => recorded == now,
-            _ => true,
-        };
-        exists && same_process
-    }
-}
 
 /// Why the agent of this host could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +69,8 @@ pub struct AgentHandle {
     /// Its local Unix socket, when it announced one.
     pub socket: Option<PathBuf>,
     secret: String,
+    /// The HTTP client, made at the first request.
+    client: OnceLock<reqwest::blocking::Client>,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -146,7 +104,7 @@ pub fn locate(run_dir: &Path) -> Result<Option<AgentHandle>, FindError> {
         path: ann.secret_file.clone(),
         reason,
     })?;
-    Ok(Some(AgentHandle { url: ann.url, node: ann.node, pid: ann.pid, socket: ann.socket, secret }))
+    Ok(Some(AgentHandle::new(ann.url, ann.node, ann.pid, ann.socket, secret)))
 }
 
 /// The secret as the agent reads it: the file's first line, trimmed.
@@ -230,65 +188,160 @@ pub struct RemoteError {
 /// The request did not get an answer: never to be confused with an answer that says no.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// The URL is not `http://HOST:PORT[/...]`.
+    /// The URL is not `http://HOST[:PORT][/...]`.
     #[error("{url} is not an http:// URL with a host")]
     Url {
         /// The URL.
         url: String,
     },
-    /// The host name did not resolve.
-    #[error("cannot resolve {authority}: {source}")]
-    Resolve {
-        /// `host:port`.
-        authority: String,
-        /// The resolver's error.
-        source: std::io::Error,
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client: {reason}")]
+    Client {
+        /// What was wrong.
+        reason: String,
     },
-    /// No connection could be made.
-    #[error("cannot connect to {authority}: {source}")]
+    /// No connection could be made (the name did not resolve, nothing listens, the connection timed out).
+    #[error("cannot connect to {authority}: {reason}")]
     Connect {
-        /// `host:port`.
+        /// `host:port`, or the socket's path.
         authority: String,
-        /// The OS error.
-        source: std::io::Error,
+        /// What was wrong.
+        reason: String,
     },
     /// The connection broke or timed out.
-    #[error("no answer from {authority}: {source}")]
+    #[error("no answer from {authority}: {reason}")]
     Io {
-        /// `host:port`.
+        /// `host:port`, or the socket's path.
         authority: String,
-        /// The OS error.
-        source: std::io::Error,
+        /// What was wrong.
+        reason: String,
     },
-    /// What came back is not an HTTP answer.
+    /// What came back is not an HTTP answer, or it is too long.
     #[error("bad answer from {authority}: {reason}")]
     Malformed {
-        /// `host:port`.
+        /// `host:port`, or the socket's path.
         authority: String,
         /// What was wrong.
         reason: String,
     },
 }
 
+impl TransportError {
+    /// Sorts reqwest's error: no connection, a broken or silent one, or an answer that is not HTTP.
+    fn from_reqwest(authority: String, e: &reqwest::Error) -> Self {
+        let reason = cause(e);
+        if e.is_connect() {
+            return Self::Connect { authority, reason };
+        }
+        if e.is_timeout() {
+            return Self::Io {
+                authority,
+                reason: format!("{reason} (waited at most {} s)", RESPONSE_TIMEOUT.as_secs()),
+            };
+        }
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse) {
+                return Self::Malformed { authority, reason };
+            }
+            source = s.source();
+        }
+        Self::Io { authority, reason }
+    }
+}
+
+/// What went wrong, in words: the error's deepest causes (reqwest's own sentence only names the URL).
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !words.contains(&text) {
+            words.push(text);
+        }
+        source = s.source();
+    }
+    match words.len() {
+        0 => e.to_string(),
+        n => words[n.saturating_sub(2)..].join(": "),
+    }
+}
+
 impl AgentHandle {
+    fn new(url: String, node: String, pid: i32, socket: Option<PathBuf>, secret: String) -> Self {
+        AgentHandle { url, node, pid, socket, secret, client: OnceLock::new() }
+    }
+
     /// Sends one request with a JSON body and the cluster secret.
     pub fn request_json(&self, method: &str, path: &str, body: &serde_json::Value) -> Result<Reply, TransportError> {
-        self.send(method, path, &body.to_string())
+        self.send(method, path, Some(body.to_string()))
     }
 
     /// Sends one request with the cluster secret.
     pub fn request(&self, method: &str, path: &str) -> Result<Reply, TransportError> {
-        self.send(method, path, "")
+        self.send(method, path, None)
     }
 
-    fn send(&self, method: &str, path: &str, body: &str) -> Result<Reply, TransportError> {
-        let req = Request { method, path, token: Some(&self.secret), body };
+    /// The client: on the local socket when the agent announced one, else on its URL.
+    fn client(&self) -> Result<&reqwest::blocking::Client, TransportError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let mut builder = reqwest::blocking::Client::builder()
+            .user_agent(concat!("vserver/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(RESPONSE_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        if let Some(socket) = &self.socket {
+            builder = builder.unix_socket(socket.as_path());
+        }
+        let client = builder.build().map_err(|e| TransportError::Client { reason: cause(&e) })?;
+        Ok(self.client.get_or_init(|| client))
+    }
+
+    /// Where a request goes (`http://localhost` on the socket), and how errors name the agent.
+    fn target(&self) -> Result<(String, String), TransportError> {
         match &self.socket {
-            Some(socket) => unix_request(socket, &req, RESPONSE_TIMEOUT),
-            None => http_request(&self.url, &req, CONNECT_TIMEOUT, RESPONSE_TIMEOUT),
+            Some(socket) => Ok(("http://localhost".into(), socket.display().to_string())),
+            None => {
+                let authority = authority(&self.url).ok_or_else(|| TransportError::Url { url: self.url.clone() })?;
+                Ok((self.url.trim_end_matches('/').to_string(), authority))
+            }
         }
     }
 
+    fn send(&self, method: &str, path: &str, body: Option<String>) -> Result<Reply, TransportError> {
+        let (base, authority) = self.target()?;
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| TransportError::Client { reason: format!("method {method:?}: {e}") })?;
+        let mut req = self
+            .client()?
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&self.secret)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        }
+        let response = req.send().map_err(|e| TransportError::from_reqwest(authority.clone(), &e))?;
+        let status = response.status().as_u16();
+        let too_long = || TransportError::Malformed {
+            authority: authority.clone(),
+            reason: format!("answer over {MAX_REPLY} bytes"),
+        };
+        if response.content_length().is_some_and(|len| len > MAX_REPLY as u64) {
+            return Err(too_long());
+        }
+        let mut body = Vec::new();
+        response.take(MAX_REPLY as u64 + 1).read_to_end(&mut body).map_err(|e| TransportError::Io {
+            authority: authority.clone(),
+            reason: e.get_ref().map_or_else(|| e.to_string(), |inner| cause(inner)),
+        })?;
+        if body.len() > MAX_REPLY {
+            return Err(too_long());
+        }
+        Ok(Reply { status, body: String::from_utf8_lossy(&body).into_owned() })
+    }
     /// Asks the agent to start, stop or restart a vserver.
     pub fn lifecycle(
         &self,
@@ -370,38 +423,38 @@ pub fn route(run_dir: &Path, name: &VserverName, action: LifecycleAction) -> Opt
     }
 }
 
-/// `vserver NAME announce` through this host's agent: `None` when no agent runs (the command acts alone),
-/// else the exit code (3 when the vserver does not run here).
-pub fn announce(run_dir: &Path, name: &VserverName) -> Option<i32> {
+/// `vserver NAME announce` through this host's agent: `None` when no agent runs (the command acts alone), else
+/// the addresses the agent announced, or the exit code once the error is printed (3 when the vserver does not
+/// run here).
+pub fn announce(run_dir: &Path, name: &VserverName) -> Option<Result<Vec<String>, i32>> {
     let agent = match for_cli(run_dir) {
         Ok(Some(a)) => a,
         Ok(None) => return None,
-        Err(code) => return Some(code),
+        Err(code) => return Some(Err(code)),
     };
     let reply = match agent.request("POST", &format!("/v1/vservers/{name}/announce")) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vserver: error: {}", unreachable_message(&agent.url, &e));
-            return Some(exit::FAILED);
+            return Some(Err(exit::FAILED));
         }
     };
     if !(200..300).contains(&reply.status) {
         let message = serde_json::from_str::<ErrorBody>(&reply.body).map(|b| b.error).unwrap_or(reply.body);
         eprintln!("vserver: error: {message}");
-        return Some(match reply.status {
+        return Some(Err(match reply.status {
             404 => exit::UNKNOWN,
             409 => exit::NOT_RUNNING,
             400 => exit::USAGE,
             403 => exit::REFUSED,
             _ => exit::FAILED,
-        });
+        }));
     }
     let addrs: Vec<String> = serde_json::from_str::<serde_json::Value>(&reply.body)
         .ok()
         .and_then(|v| serde_json::from_value(v["announced"].clone()).ok())
         .unwrap_or_default();
-    crate::cli::print_announced(name, &addrs);
-    Some(exit::OK)
+    Some(Ok(addrs))
 }
 
 /// `vserver NAME sync`: asks this host's agent to copy the vserver to its standbys now, prints one line per
@@ -435,7 +488,7 @@ pub fn sync(run_dir: &Path, name: &VserverName, json: bool) -> i32 {
             _ => exit::FAILED,
         };
     }
-    let outcomes: Vec<crate::agent::replication::SyncOutcome> = match serde_json::from_str(&reply.body) {
+    let outcomes: Vec<SyncOutcome> = match serde_json::from_str(&reply.body) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("vserver: error: the agent's answer is not understood: {e}");
@@ -507,7 +560,7 @@ pub fn clear(run_dir: &Path, name: &VserverName, json: bool) -> i32 {
             _ => exit::FAILED,
         };
     }
-    let report: crate::agent::model::ClearReport = match serde_json::from_str(&reply.body) {
+    let report: ClearReport = match serde_json::from_str(&reply.body) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vserver: error: the agent's answer is not understood: {e}");
@@ -591,7 +644,7 @@ pub fn migrate(run_dir: &Path, name: &VserverName, target: &str, json: bool) -> 
         None
     };
     let mut last_phase = String::new();
-    let status: crate::agent::migrate::MigrationStatus = loop {
+    let status: MigrationStatus = loop {
         std::thread::sleep(Duration::from_millis(200));
         let reply = match agent.request("GET", &format!("/v1/vservers/{name}/migration")) {
             Ok(r) if r.status == 200 => r,
@@ -604,7 +657,7 @@ pub fn migrate(run_dir: &Path, name: &VserverName, target: &str, json: bool) -> 
                 return exit::FAILED;
             }
         };
-        let Ok(m) = serde_json::from_str::<crate::agent::migrate::MigrationStatus>(&reply.body) else {
+        let Ok(m) = serde_json::from_str::<MigrationStatus>(&reply.body) else {
             eprintln!("vserver: error: the agent's answer is not understood: {}", reply.body);
             return exit::FAILED;
         };
@@ -655,192 +708,36 @@ pub fn migrate(run_dir: &Path, name: &VserverName, target: &str, json: bool) -> 
     }
 }
 
-/// Splits `http://HOST:PORT/...` into `HOST:PORT` (port 80 when absent).
+/// `HOST:PORT` of an `http://` URL (port 80 when absent), to name the agent in errors; `None` for another
+/// scheme or no host.
 fn authority(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://")?;
-    let auth = rest.split(['/', '?', '#']).next()?;
-    if auth.is_empty() || auth.contains('@') {
+    let url = reqwest::Url::parse(url).ok()?;
+    if url.scheme() != "http" {
         return None;
     }
-    let has_port = match auth.rfind(']') {
-        Some(close) => auth[close..].contains(':'),
-        None => auth.contains(':'),
-    };
-    Some(if has_port { auth.to_string() } else { format!("{auth}:80") })
-}
-
-/// One request of the client.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    /// `GET`, `POST`...
-    pub method: &'a str,
-    /// Path and query.
-    pub path: &'a str,
-    /// The bearer token.
-    pub token: Option<&'a str>,
-    /// A JSON body (empty: none).
-    pub body: &'a str,
-}
-
-/// One HTTP/1.1 request (`Connection: close`) to `base_url` + `req.path`; returns the status and body.
-pub fn http_request(
-    base_url: &str,
-    req: &Request<'_>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-) -> Result<Reply, TransportError> {
-    let authority = authority(base_url).ok_or_else(|| TransportError::Url { url: base_url.to_string() })?;
-    let addrs: Vec<_> = authority
-        .to_socket_addrs()
-        .map_err(|source| TransportError::Resolve { authority: authority.clone(), source })?
-        .collect();
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-    let mut stream = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, connect_timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = e,
-        }
-    }
-    let stream = stream.ok_or(TransportError::Connect { authority: authority.clone(), source: last })?;
-    let io = |source| TransportError::Io { authority: authority.clone(), source };
-    stream.set_read_timeout(Some(response_timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(connect_timeout)).map_err(io)?;
-    exchange(stream, &authority, authority.clone(), req)
-}
-
-/// One HTTP/1.1 request, as [`http_request`], to an agent's local Unix socket.
-pub fn unix_request(socket: &Path, req: &Request<'_>, response_timeout: Duration) -> Result<Reply, TransportError> {
-    let authority = socket.display().to_string();
-    let stream = std::os::unix::net::UnixStream::connect(socket)
-        .map_err(|source| TransportError::Connect { authority: authority.clone(), source })?;
-    let io = |source| TransportError::Io { authority: authority.clone(), source };
-    stream.set_read_timeout(Some(response_timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(io)?;
-    exchange(stream, "localhost", authority, req)
-}
-
-/// Writes one request (with `Host: host`) on a connected stream and reads the whole answer; errors name
-/// `authority`.
-fn exchange(
-    mut stream: impl Read + Write,
-    host: &str,
-    authority: String,
-    req: &Request<'_>,
-) -> Result<Reply, TransportError> {
-    let Request { method, path, token, body } = *req;
-    let io = |source| TransportError::Io { authority: authority.clone(), source };
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: vserver/{}\r\nAccept: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n",
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
-    if !body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.push_str(body);
-    stream.write_all(head.as_bytes()).map_err(io)?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io(e)),
-        };
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_REPLY {
-            return Err(TransportError::Malformed { authority, reason: format!("answer over {MAX_REPLY} bytes") });
-        }
-        if complete(&buf) {
-            break;
-        }
-    }
-    parse_response(&buf).map_err(|reason| TransportError::Malformed { authority, reason })
-}
-
-/// Whether `buf` holds a whole answer with a `Content-Length` (else the answer ends with the connection).
-fn complete(buf: &[u8]) -> bool {
-    let Some(end) = position(buf, b"\r\n\r\n") else { return false };
-    let head = String::from_utf8_lossy(&buf[..end]);
-    header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()).is_some_and(|len| buf.len() >= end + 4 + len)
-}
-
-fn position(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// Parses a whole HTTP/1.x answer: status line, headers, then a body sized by `Content-Length`, chunked, or
-/// running to the end.
-fn parse_response(buf: &[u8]) -> Result<Reply, String> {
-    let end = position(buf, b"\r\n\r\n").ok_or("the answer ended before its headers did")?;
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "headers are not text")?;
-    let status_line = head.lines().next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    let code = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") || code.len() != 3 {
-        return Err(format!("not an HTTP/1 status line: {status_line:?}"));
-    }
-    let status: u16 = code.parse().map_err(|_| format!("bad status code in {status_line:?}"))?;
-    let raw = &buf[end + 4..];
-    let body = if header(head, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        dechunk(raw)?
-    } else if let Some(len) = header(head, "content-length") {
-        let len: usize = len.parse().map_err(|_| format!("bad Content-Length {len:?}"))?;
-        if raw.len() < len {
-            return Err(format!("the body ended after {} of {len} bytes", raw.len()));
-        }
-        raw[..len].to_vec()
-    } else {
-        raw.to_vec()
-    };
-    Ok(Reply { status, body: String::from_utf8_lossy(&body).into_owned() })
-}
-
-fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = position(raw, b"\r\n").ok_or("a chunk size line is cut")?;
-        let line = std::str::from_utf8(&raw[..line_end]).map_err(|_| "a chunk size is not text")?;
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| format!("bad chunk size {line:?}"))?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if raw.len() < size + 2 {
-            return Err("a chunk is cut".into());
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
+    let host = url.host()?;
+    Some(format!("{host}:{}", url.port_or_known_default()?))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::net::TcpListener;
     use std::thread::JoinHandle;
 
     use super::*;
+
+    /// Reads a request's head (up to the blank line) from a test server's connection.
+    fn read_head(conn: &mut impl Read) -> String {
+        let mut req = Vec::new();
+        let mut b = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut b).unwrap();
+            assert!(n > 0, "request cut");
+            req.extend_from_slice(&b[..n]);
+        }
+        String::from_utf8(req).unwrap()
+    }
 
     /// A one-shot server: accepts one connection, returns the request head it read, answers `answer`.
     fn serve_once(answer: &'static [u8]) -> (String, JoinHandle<String>) {
@@ -848,70 +745,71 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let handle = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let mut req = Vec::new();
-            let mut b = [0u8; 1024];
-            while position(&req, b"\r\n\r\n").is_none() {
-                let n = s.read(&mut b).unwrap();
-                assert!(n > 0, "request cut");
-                req.extend_from_slice(&b[..n]);
-            }
+            let req = read_head(&mut s);
             s.write_all(answer).unwrap();
-            String::from_utf8(req).unwrap()
+            req
         });
         (url, handle)
     }
 
-    fn get(url: &str, path: &str, token: Option<&str>) -> Result<Reply, TransportError> {
-        http_request(
-            url,
-            &Request { method: "POST", path, token, body: "" },
-            Duration::from_secs(2),
-            Duration::from_secs(5),
-        )
+    fn handle(url: &str, socket: Option<PathBuf>) -> AgentHandle {
+        AgentHandle::new(url.into(), "h1".into(), 1, socket, "0123456789abcdef".into())
+    }
+
+    fn post(url: &str, path: &str) -> Result<Reply, TransportError> {
+        handle(url, None).request("POST", path)
     }
 
     #[test]
-    fn the_client_sends_the_token_and_reads_status_and_body() {
+    fn the_client_sends_the_secret_and_reads_status_and_body() {
         let (url, server) = serve_once(
             b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: 16\r\n\r\n{\"error\":\"busy\"}",
         );
-        let reply = get(&url, "/v1/vservers/v1/start", Some("s3cret")).unwrap();
+        let reply = post(&url, "/v1/vservers/v1/start").unwrap();
         assert_eq!(reply, Reply { status: 409, body: "{\"error\":\"busy\"}".into() });
-        let req = server.join().unwrap();
-        assert!(req.starts_with("POST /v1/vservers/v1/start HTTP/1.1\r\n"), "{req}");
-        assert!(req.contains("\r\nAuthorization: Bearer s3cret\r\n"), "{req}");
-        assert!(req.contains("\r\nConnection: close\r\n"), "{req}");
-        assert!(req.contains(&format!("\r\nHost: {}\r\n", url.trim_start_matches("http://"))), "{req}");
+        let req = server.join().unwrap().to_ascii_lowercase();
+        assert!(req.starts_with("post /v1/vservers/v1/start http/1.1\r\n"), "{req}");
+        assert!(req.contains("\r\nauthorization: bearer 0123456789abcdef\r\n"), "{req}");
+        assert!(req.contains(&format!("\r\nhost: {}\r\n", url.trim_start_matches("http://"))), "{req}");
+        assert!(req.contains("\r\nuser-agent: vserver/"), "{req}");
     }
 
     #[test]
-    fn a_body_without_length_runs_to_the_end_and_chunks_are_joined() {
-        let (url, server) = serve_once(b"HTTP/1.1 200 OK\r\n\r\nall of it");
-        assert_eq!(get(&url, "/", None).unwrap(), Reply { status: 200, body: "all of it".into() });
-        assert!(!server.join().unwrap().contains("Authorization"));
-        let (url, server) = serve_once(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n",
-        );
-        assert_eq!(get(&url, "/", None).unwrap().body, "{\"a\":1}");
-        server.join().unwrap();
+    fn a_json_body_goes_with_its_content_type() {
+        let (url, server) = serve_once(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}");
+        let reply = handle(&url, None).request_json("POST", "/v1/maintenance", &serde_json::json!({"on": true}));
+        assert_eq!(reply.unwrap().status, 202);
+        let req = server.join().unwrap().to_ascii_lowercase();
+        assert!(req.contains("\r\ncontent-type: application/json\r\n"), "{req}");
+        assert!(req.contains("\r\ncontent-length: 11\r\n"), "{req}");
     }
 
     #[test]
     fn garbage_and_silence_are_transport_errors_not_answers() {
         let (url, server) = serve_once(b"SSH-2.0-OpenSSH\r\n\r\n");
-        assert!(matches!(get(&url, "/", None), Err(TransportError::Malformed { .. })));
+        let err = post(&url, "/").unwrap_err();
+        assert!(matches!(err, TransportError::Malformed { .. }), "{err:?}");
         server.join().unwrap();
+        // An answer cut short.
         let (url, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort");
-        let err = get(&url, "/", None).unwrap_err();
-        assert!(err.to_string().contains("5 of 10"), "{err}");
+        let err = post(&url, "/").unwrap_err();
+        assert!(matches!(err, TransportError::Io { .. }), "{err:?}");
         server.join().unwrap();
+        // An answer over the limit.
+        let (url, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n{");
+        let err = post(&url, "/").unwrap_err();
+        assert!(matches!(err, TransportError::Malformed { .. }) && err.to_string().contains("bytes"), "{err:?}");
+        server.join().unwrap();
+        // Nothing listens.
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", closed.local_addr().unwrap());
         drop(closed);
-        assert!(matches!(get(&url, "/", None), Err(TransportError::Connect { .. })));
-        assert!(matches!(get("https://h:1", "/", None), Err(TransportError::Url { .. })));
-        let msg = unreachable_message(&url, &get(&url, "/", None).unwrap_err());
-        assert!(msg.contains(&url) && msg.contains("VSERVER_NO_AGENT=1"), "{msg}");
+        let err = post(&url, "/").unwrap_err();
+        assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().starts_with(&format!("cannot connect to {}: ", url.trim_start_matches("http://"))));
+        let msg = unreachable_message(&url, &err);
+        assert!(msg.contains(&url) && msg.contains("VSERVER_NO_AGENT=1") && msg.contains("nothing was done"), "{msg}");
+        assert!(matches!(post("https://h:1", "/"), Err(TransportError::Url { .. })));
     }
 
     #[test]
@@ -946,27 +844,27 @@ mod tests {
         let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = conn.read(&mut buf).unwrap();
-                req.extend_from_slice(&buf[..n]);
-            }
+            let req = read_head(&mut conn);
             conn.write_all(b"HTTP/1.1 409 Conflict\r\nContent-Length: 20\r\n\r\n{\"error\":\"not so\"}  ").unwrap();
-            String::from_utf8(req).unwrap()
+            req
         });
-        let handle = AgentHandle {
-            url: "http://192.0.2.1:1".into(),
-            node: "h1".into(),
-            pid: 1,
-            socket: Some(socket),
-            secret: "0123456789abcdef".into(),
-        };
-        let reply = handle.request("POST", "/v1/vservers/a/stop").unwrap();
-        assert_eq!(reply.status, 409);
-        let req = server.join().unwrap();
-        assert!(req.starts_with("POST /v1/vservers/a/stop HTTP/1.1\r\n"), "{req}");
-        assert!(req.contains("Authorization: Bearer 0123456789abcdef\r\n"), "{req}");
+        // The URL leads nowhere: only the socket answers.
+        let agent = handle("http://192.0.2.1:1", Some(socket));
+        let reply = agent.lifecycle(&"a".parse::<VserverName>().unwrap(), LifecycleAction::Stop).unwrap();
+        assert_eq!(reply, Err(RemoteError { status: 409, message: "not so".into() }));
+        let req = server.join().unwrap().to_ascii_lowercase();
+        assert!(req.starts_with("post /v1/vservers/a/stop http/1.1\r\n"), "{req}");
+        assert!(req.contains("\r\nauthorization: bearer 0123456789abcdef\r\n"), "{req}");
+        assert!(req.contains("\r\nhost: localhost\r\n"), "{req}");
+    }
+
+    #[test]
+    fn a_missing_socket_is_no_answer_and_names_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let err = handle("http://127.0.0.1:1", Some(socket.clone())).request("GET", "/v1/status").unwrap_err();
+        assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains(&socket.display().to_string()), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::build::{self, BuildOptions, Source};
 use crate::dirs::Dirs;
 use crate::exit;
 use crate::lifecycle::{Host, LifecycleError, Status};
+use crate::model::{EventView, StatusReport, TakeoverRecord, VserverState, VserverStatus};
 use crate::services;
 
 const EXIT_CODES: &str = "\
@@ -302,14 +303,18 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
         }),
         Action::Clear => needs_root().unwrap_or_else(|| agent_client::clear(&host.dirs.run_dir, name, json)),
         Action::Sync => needs_root().unwrap_or_else(|| agent_client::sync(&host.dirs.run_dir, name, json)),
+        // Through this host's agent when one runs (it announces again after a takeover or a migrate), else here.
         Action::Announce => needs_root().unwrap_or_else(|| {
-            agent_client::announce(&host.dirs.run_dir, name).unwrap_or_else(|| match host.announce(name) {
-                Ok(addrs) => {
-                    print_announced(name, &addrs);
-                    exit::OK
-                }
-                Err(e) => code(e),
-            })
+            let announced = match agent_client::announce(&host.dirs.run_dir, name) {
+                Some(Ok(addrs)) => addrs,
+                Some(Err(c)) => return c,
+                None => match host.announce(name) {
+                    Ok(addrs) => addrs,
+                    Err(e) => return code(e),
+                },
+            };
+            print_announced(name, &announced);
+            exit::OK
         }),
         Action::Migrate { host: target } => {
             needs_root().unwrap_or_else(|| agent_client::migrate(&host.dirs.run_dir, name, &target, json))
@@ -374,9 +379,8 @@ fn word<T: serde::Serialize>(value: &T) -> String {
 
 /// The status as this host sees it, with the agent's view when one answers: its state (`error` when its
 /// failure limit put it there), intent and failure accounting.
-fn print_status(st: &Status, agent: Option<&crate::agent::model::VserverStatus>, json: bool) {
-    let in_error =
-        agent.and_then(|a| a.error.as_deref().filter(|_| a.state == crate::agent::model::VserverState::Error));
+fn print_status(st: &Status, agent: Option<&VserverStatus>, json: bool) {
+    let in_error = agent.and_then(|a| a.error.as_deref().filter(|_| a.state == VserverState::Error));
     if json {
         let mut value = serde_json::to_value(st).expect("status serializes");
         if let (Some(a), Some(map)) = (agent, value.as_object_mut()) {
@@ -427,7 +431,7 @@ fn print_status(st: &Status, agent: Option<&crate::agent::model::VserverStatus>,
     }
     println!("  onboot:    {}", if st.onboot { "yes" } else { "no" });
     if let Some(a) = agent {
-        let now = crate::agent::replication::now_ms();
+        let now = isolate::state::now_ms();
         let ago = |times: &[u64]| {
             let t: Vec<String> = times.iter().map(|t| format!("{} s ago", now.saturating_sub(*t) / 1000)).collect();
             if t.is_empty() {
@@ -671,7 +675,7 @@ fn print_cluster(run_dir: &std::path::Path, json: bool) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let report: crate::agent::model::StatusReport = match serde_json::from_str(&status) {
+    let report: StatusReport = match serde_json::from_str(&status) {
         Ok(r) => r,
         Err(e) => {
             error(format!("the agent's status is not what this command understands ({e}): agent of another version?"));
@@ -693,7 +697,7 @@ fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let records: Vec<failover::events::TakeoverRecord> = serde_json::from_str::<serde_json::Value>(&status)
+    let records: Vec<TakeoverRecord> = serde_json::from_str::<serde_json::Value>(&status)
         .ok()
         .and_then(|v| serde_json::from_value(v["takeovers"].clone()).ok())
         .unwrap_or_default();
@@ -728,7 +732,7 @@ fn print_takeovers(run_dir: &std::path::Path, json: bool) -> i32 {
 }
 
 /// The line `vserver NAME announce` prints.
-pub fn print_announced(name: &VserverName, addrs: &[String]) {
+fn print_announced(name: &VserverName, addrs: &[String]) {
     if addrs.is_empty() {
         println!("vserver {name}: no address to announce");
     } else {
@@ -742,7 +746,7 @@ fn print_history(run_dir: &std::path::Path, json: bool) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let events: Vec<crate::agent::events::EventView> = match serde_json::from_str(&body) {
+    let events: Vec<EventView> = match serde_json::from_str(&body) {
         Ok(e) => e,
         Err(e) => {
             error(format!("the agent's events are not what this command understands ({e}): agent of another version?"));
@@ -758,14 +762,14 @@ fn print_history(run_dir: &std::path::Path, json: bool) -> i32 {
 }
 
 /// The table `vserver-stat --history` prints.
-fn history_table(events: &[crate::agent::events::EventView]) -> String {
+fn history_table(events: &[EventView]) -> String {
     if events.is_empty() {
         return "no event in the cluster's event log\n".into();
     }
     let mut out = format!("{:<23}  {:<10} {:<16} {:<16} WHAT\n", "WHEN (UTC)", "HOST", "KIND", "VSERVER");
     for e in events {
         let when = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(e.at_ms));
-        let what = match failover::events::TakeoverRecord::parse(&e.text) {
+        let what = match TakeoverRecord::parse(&e.text) {
             Some(r) => {
                 let phases: Vec<String> = r.phases_ms.iter().map(|(p, ms)| format!("{p} {ms}")).collect();
                 format!(
@@ -833,7 +837,6 @@ mod tests {
 
     #[test]
     fn the_history_table_has_a_line_per_event_and_spells_out_takeovers() {
-        use crate::agent::events::EventView;
         assert_eq!(history_table(&[]), "no event in the cluster's event log\n");
         let takeover = r#"takeover {"vserver":"web","from":"h0","to":"h1","epoch":3,"phases_ms":[["detect",2000],["commit",2]],"started":true}"#;
         let events = [

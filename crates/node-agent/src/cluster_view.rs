@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::agent::model::{PeerState, StatusReport, VserverState};
+use crate::model::{PeerState, StatusReport, VserverState};
 
 /// One host of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

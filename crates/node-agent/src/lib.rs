@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod agent_client;
+pub mod announcement;
 pub mod build;
 pub mod cli;
 pub mod cluster_view;
@@ -13,4 +14,5 @@ pub mod fence;
 pub mod hooks;
 pub mod legacy_conf;
 pub mod lifecycle;
+pub mod model;
 pub mod services;

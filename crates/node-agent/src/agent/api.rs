@@ -28,12 +28,12 @@ use subtle::ConstantTimeEq;
 
 use super::heartbeat::HeartbeatReject;
 use super::migrate::MigrateError;
-use super::model::{SignedHeartbeat, VserverStatus};
 use super::replication::ReplicationError;
 use super::serve::Connection;
 use super::supervisor::SupervisorError;
 use super::tunnel;
 use super::{metrics, page, Agent};
+use crate::model::{SignedHeartbeat, VserverStatus};
 
 /// Largest request body read.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -275,7 +275,7 @@ async fn vserver(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> R
 async fn events(
     State(agent): State<Arc<Agent>>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Vec<super::events::EventView>>, ApiError> {
+) -> Result<Json<Vec<crate::model::EventView>>, ApiError> {
     let (since, limit) = events_query(query.as_deref().unwrap_or(""))?;
     Ok(Json(super::events::list(&agent, since, limit)))
 }

@@ -21,8 +21,8 @@ use isolate::VserverName;
 use serde::{Deserialize, Serialize};
 
 use super::api::ApiError;
-use super::model::PeerState;
 use super::Agent;
+use crate::model::PeerState;
 
 /// How many vservers move at once by default.
 pub const DEFAULT_PARALLEL: usize = 2;

@@ -9,28 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::Agent;
+use crate::model::EventView;
 
 pub use failover::events::kinds;
-
-/// One event as `GET /v1/events` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventView {
-    /// Its sequence number, from 1, never reused.
-    pub seq: u64,
-    /// When it happened, ms since the Unix epoch, by the reporting host's clock.
-    pub at_ms: u64,
-    /// The host that reported it.
-    pub host: String,
-    /// Its kind.
-    pub kind: String,
-    /// The vserver it is about, if any.
-    pub vserver: Option<String>,
-    /// What happened, in words (for `takeover`: `takeover {json}`).
-    pub text: String,
-}
 
 /// The events after `since` (a sequence number), oldest first, at most `limit` (the oldest ones).
 pub fn list(agent: &Agent, since: u64, limit: Option<usize>) -> Vec<EventView> {

@@ -10,9 +10,9 @@ use tokio::time::MissedTickBehavior;
 pub use failover::membership::{HeartbeatReject, Membership, MembershipConfig};
 
 use super::config::AgentConfig;
-use super::model::SignedHeartbeat;
 use super::serve::Tls;
 use super::Agent;
+use crate::model::SignedHeartbeat;
 
 /// How long an idle connection to a peer is kept for the next heartbeat.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

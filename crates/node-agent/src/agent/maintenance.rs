@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 pub use failover::wire::MaintenanceRequest;
 
 use super::api::ApiError;
-use super::model::PeerState;
 use super::Agent;
+use crate::model::PeerState;
 
 /// How long turning maintenance on waits for takeovers in progress.
 const WAIT_FOR_TAKEOVERS: Duration = Duration::from_secs(10);

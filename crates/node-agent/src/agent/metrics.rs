@@ -8,8 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
-use super::model::{PeerState, StatusReport, VserverState};
 use crate::lifecycle::Resources;
+use crate::model::{PeerState, StatusReport, VserverState};
 
 /// The content type of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -229,7 +229,7 @@ pub fn render(status: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::model::{Intent, NodeStatus, PeerStatus, RejectCounters, VserverStatus};
+    use crate::model::{Intent, NodeStatus, PeerStatus, RejectCounters, VserverStatus};
 
     #[test]
     fn peers_and_vservers_become_labelled_series() {

@@ -25,10 +25,10 @@ use failover::wire::{BeginRequest, CommitRequest, Preflight, PromoteRequest, Pro
 pub use failover::wire::{MigrateRequest, MigrationStatus};
 use isolate::VserverName;
 
-use super::model::{PeerState, VserverState, VserverStatus};
 use super::replication::now_ms;
 use super::supervisor::SupervisorError;
 use super::Agent;
+use crate::model::{PeerState, VserverState, VserverStatus};
 
 /// Pre-copy passes at most, before the stop.
 const MAX_PRECOPY_PASSES: u32 = 5;
@@ -394,7 +394,7 @@ async fn run(
         PromoteOutcome::Unknown(why) => {
             // Never two copies: whether it started there is not known, so it is not started here, and its
             // intent here becomes "stopped" so that the agent does not restart it either.
-            let _ = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await;
+            let _ = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await;
             return Err(format!(
                 "no answer from {target} about the start ({why}); {name} is stopped here and may be running on \
                  {target}: check there (vserver-stat, GET /v1/status) before starting it anywhere"
@@ -422,7 +422,7 @@ async fn run(
         Ok(Err(e)) => warnings.push(format!("cannot keep this host's copy as a replica: {e}")),
         Err(e) => warnings.push(e.to_string()),
     }
-    if let Err(e) = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await {
+    if let Err(e) = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await {
         warnings.push(e.to_string());
     }
     drop(hold);
@@ -508,7 +508,7 @@ pub async fn promote(
         }
         Err(e) => {
             tracing::warn!(vserver = %name, error = %e, "start after promote failed; the replica is put back");
-            let _ = agent.supervisor.record_intent(name, super::model::Intent::Stopped).await;
+            let _ = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await;
             let (store, vdir, cdir, n) =
                 (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
             let back = tokio::task::spawn_blocking(move || store.keep(&n, &vdir, &cdir, meta)).await;

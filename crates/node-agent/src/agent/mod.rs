@@ -11,7 +11,6 @@ pub mod heartbeat;
 pub mod maintenance;
 pub mod metrics;
 pub mod migrate;
-pub mod model;
 pub mod page;
 pub mod replication;
 pub mod serve;
@@ -26,8 +25,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::model::{ClearReport, FailoverStatus, NodeStatus, OwnershipStatus, StatusReport};
 use config::AgentConfig;
-use model::{NodeStatus, StatusReport};
 
 /// One running agent: its configuration and the state its tasks share.
 pub struct Agent {
@@ -155,7 +154,7 @@ impl Agent {
     /// `POST /v1/vservers/NAME/clear`: forgets a vserver's failures and lifts its error. Its relocations are
     /// forgotten cluster-wide (a clear event in the cluster's event log, recorded first: if that fails,
     /// nothing changed), its restarts on this host. It needs the vserver configured here or in the cluster.
-    pub async fn clear(&self, name: &isolate::VserverName) -> Result<model::ClearReport, supervisor::SupervisorError> {
+    pub async fn clear(&self, name: &isolate::VserverName) -> Result<ClearReport, supervisor::SupervisorError> {
         let in_cluster = self.replication.placement(name).is_some()
             || self.ownership.get().is_some_and(|o| o.owner(name.as_str()).is_some());
         let here = match self.supervisor.get(name).await {
@@ -185,7 +184,7 @@ impl Agent {
         }
         let cleared = if here { self.supervisor.clear(name).await? } else { Default::default() };
         let status = if here { Some(self.supervisor.get(name).await?) } else { None };
-        Ok(model::ClearReport {
+        Ok(ClearReport {
             vserver: name.to_string(),
             restarts: cleared.restarts,
             relocations: relocated.at_unix_ms.len() as u32,
@@ -218,8 +217,8 @@ impl Agent {
             rejected_heartbeats: self.membership.counters(),
             replication: self.replication.status(),
             replicas: self.replication.held(),
-            ownership: self.ownership.get().map(|o| model::OwnershipStatus { raft: o.metrics(), owners: o.table() }),
-            failover: model::FailoverStatus {
+            ownership: self.ownership.get().map(|o| OwnershipStatus { raft: o.metrics(), owners: o.table() }),
+            failover: FailoverStatus {
                 takeover: self.config.takeover_enabled(),
                 takeover_timeout_ms: self.config.takeover_timeout().as_millis() as u64,
                 witness: self.config.witness,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::model::{PeerState, StatusReport, VserverState};
+use crate::model::{PeerState, StatusReport, VserverState};
 
 /// Seconds between the browser's reloads.
 const REFRESH_SECS: u32 = 2;
@@ -203,7 +203,7 @@ pub fn render(status: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::model::{Intent, NodeStatus, RejectCounters, VserverStatus};
+    use crate::model::{Intent, NodeStatus, RejectCounters, VserverStatus};
 
     #[test]
     fn names_are_escaped_and_states_shown() {

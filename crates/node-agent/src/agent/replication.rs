@@ -20,13 +20,12 @@ use failover::rsync;
 use failover::store::{GenerationMeta, ReplicaStore, Staging};
 pub use failover::wire::{AbortReply, BeginReply, BeginRequest, CommitRequest, ConfFile};
 use isolate::VserverName;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::config::AgentConfig;
-use super::model::{HeldReplica, PeerState, ReplicationStatus};
 use super::Agent;
 use crate::dirs::Dirs;
+use crate::model::{HeldReplica, PeerState, ReplicationStatus, SyncOutcome};
 
 /// Longest wait, at commit, for the receiving rsyncs of a session to end: well under the sender's wait for
 /// the commit's answer, so that a commit never lands after the sender gave up on it.
@@ -93,30 +92,6 @@ struct SyncOk {
     files_transferred: u64,
     freeze: Option<Duration>,
     flags_warning: Option<String>,
-}
-
-/// What one sync to one standby did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SyncOutcome {
-    /// The standby.
-    pub standby: String,
-    /// Whether the copy became the standby's current generation.
-    pub ok: bool,
-    /// Bytes rsync sent (all passes).
-    pub bytes_sent: u64,
-    /// Files transferred (all passes).
-    pub files_transferred: u64,
-    /// Its duration, ms.
-    pub duration_ms: u64,
-    /// How long the vserver was frozen (consistent mode), ms.
-    pub freeze_ms: Option<u64>,
-    /// Why it failed, in words.
-    pub error: Option<String>,
-    /// File attributes the copy could not carry.
-    pub warning: Option<String>,
-    /// Each step's duration, ms, in order (begin, tree, frozen tree, conf, commit).
-    #[serde(default)]
-    pub phases_ms: Vec<(String, u64)>,
 }
 
 /// Replication on this host: as primary (syncs out) and as standby (sessions in, the replica store).
@@ -334,7 +309,7 @@ impl Replication {
             )));
         }
         let running_here =
-            agent.supervisor.get(name).await.is_ok_and(|v| v.state == super::model::VserverState::Running);
+            agent.supervisor.get(name).await.is_ok_and(|v| v.state == crate::model::VserverState::Running);
         if running_here {
             return Err(ReplicationError::Conflict(format!(
                 "{name} runs on this host ({}); it takes no replica of it from {}",
@@ -648,7 +623,7 @@ impl Replication {
         let live = self.copy_tree(agent, name, standby, url, session, true, &|_| {}).await?;
         passes.add(&live);
         passes.phases_ms.push(("tree".into(), step.elapsed().as_millis() as u64));
-        let running = agent.supervisor.get(name).await.is_ok_and(|v| v.state == super::model::VserverState::Running);
+        let running = agent.supervisor.get(name).await.is_ok_and(|v| v.state == crate::model::VserverState::Running);
         if settings.consistent && running {
             let cgroups = isolate::cgroup::Cgroups::new(&self.dirs.cgroup(), name).map_err(|e| e.to_string())?;
             let frozen_at = Instant::now();

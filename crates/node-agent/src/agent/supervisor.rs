@@ -27,12 +27,12 @@ use isolate::VserverName;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::config::{AgentConfig, FailuresConfig, RestartConfig};
-use super::model::{Intent, VserverState, VserverStatus, VserverSummary};
 use super::Agent;
-use crate::agent_client::{Announcement, NO_AGENT_ENV};
+use crate::announcement::{Announcement, NO_AGENT_ENV};
 use crate::dirs::Dirs;
 use crate::exit;
 use crate::lifecycle::{Host, LifecycleError, Observed, Status};
+use crate::model::{Intent, VserverState, VserverStatus, VserverSummary};
 
 /// A lifecycle request that could not be carried out.
 #[derive(Debug, thiserror::Error)]

@@ -14,8 +14,8 @@ use failover::takeover::{Busy, Limits, PeerView};
 use failover::wire::{HeldReplica, ProbeReply, ProbeRequest, PromoteRequest, PromoteTimes};
 use isolate::VserverName;
 
-use super::model::{PeerState, VserverState};
 use super::Agent;
+use crate::model::{PeerState, VserverState};
 
 /// The takeovers in the cluster's event log, oldest first.
 pub fn records(agent: &Agent) -> Vec<TakeoverRecord> {
@@ -153,13 +153,13 @@ pub async fn reconcile(agent: &Arc<Agent>) {
         if running {
             tracing::error!(vserver = %name, %owner, epoch = entry.epoch, "runs here, but the cluster gives it to \
                             another host: stopping it here");
-            let _ = agent.supervisor.record_intent(&name, super::model::Intent::Stopped).await;
+            let _ = agent.supervisor.record_intent(&name, crate::model::Intent::Stopped).await;
             if let Err(e) = agent.supervisor.stop(&name).await {
                 tracing::error!(vserver = %name, error = %e, "cannot stop it");
             }
             continue;
         }
-        let _ = agent.supervisor.record_intent(&name, super::model::Intent::Stopped).await;
+        let _ = agent.supervisor.record_intent(&name, crate::model::Intent::Stopped).await;
         let (store, vdir, cdir, n) =
             (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
         let label = format!("epoch{}-{}", entry.epoch, super::replication::now_ms());

@@ -25,8 +25,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::model::Intent;
 use super::Agent;
+use crate::model::Intent;
 
 /// Keeps the watchdog armed and petted, until aborted.
 pub async fn run(agent: Arc<Agent>) {
@@ -259,7 +259,7 @@ pub async fn hold_at_start(agent: &Agent) -> Vec<isolate::VserverName> {
         .list()
         .await
         .into_iter()
-        .filter(|v| v.intent == Intent::Running && v.state != super::model::VserverState::Running)
+        .filter(|v| v.intent == Intent::Running && v.state != crate::model::VserverState::Running)
         .filter_map(|v| isolate::VserverName::parse(&v.name).ok())
         .collect();
     agent.supervisor.fence_only(&down);

@@ -1,11 +1,14 @@
-//! The agent's shared vocabulary: what travels in a heartbeat and what `GET /v1/status` reports. Every
-//! other agent module speaks these types; they serialize to the JSON of the HTTP API (docs/api.md).
+//! The HTTP API's JSON types, used by the daemon and the CLI: what travels in a heartbeat, what
+//! `GET /v1/status` reports, and the bodies of the routes the `vserver` and `vserver-stat` commands call
+//! (a vserver's status, `clear`, `sync`, a migrate's progress, the event log). They serialize to the JSON of
+//! the HTTP API (docs/api.md).
 
 use serde::{Deserialize, Serialize};
 
+pub use failover::events::TakeoverRecord;
 pub use failover::wire::{
-    Ack, Beacon, ErrorBody, Heartbeat, HeldReplica, PeerState, PeerStatus, RejectCounters, SignedHeartbeat,
-    VserverState, VserverSummary,
+    Ack, Beacon, ErrorBody, Heartbeat, HeldReplica, MigrationStatus, PeerState, PeerStatus, RejectCounters,
+    SignedHeartbeat, VserverState, VserverSummary,
 };
 
 /// What a vserver is meant to be, by the operator's last word.
@@ -149,7 +152,7 @@ pub struct StatusReport {
     pub failover: FailoverStatus,
     /// The takeovers in the cluster's event log, oldest first.
     #[serde(default)]
-    pub takeovers: Vec<failover::events::TakeoverRecord>,
+    pub takeovers: Vec<TakeoverRecord>,
     /// The vservers the cluster's event log puts in state error (the relocation limit), with the reason, until
     /// an operator clears them: shown by every host, also those that do not run them.
     #[serde(default)]
@@ -187,6 +190,47 @@ pub struct OwnershipStatus {
     pub raft: failover::ownership::MetricsSummary,
     /// Each vserver's owner (none once cleared) and the epoch of that decision.
     pub owners: std::collections::BTreeMap<String, failover::ownership::OwnerEntry>,
+}
+
+/// What one sync to one standby did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncOutcome {
+    /// The standby.
+    pub standby: String,
+    /// Whether the copy became the standby's current generation.
+    pub ok: bool,
+    /// Bytes rsync sent (all passes).
+    pub bytes_sent: u64,
+    /// Files transferred (all passes).
+    pub files_transferred: u64,
+    /// Its duration, ms.
+    pub duration_ms: u64,
+    /// How long the vserver was frozen (consistent mode), ms.
+    pub freeze_ms: Option<u64>,
+    /// Why it failed, in words.
+    pub error: Option<String>,
+    /// File attributes the copy could not carry.
+    pub warning: Option<String>,
+    /// Each step's duration, ms, in order (begin, tree, frozen tree, conf, commit).
+    #[serde(default)]
+    pub phases_ms: Vec<(String, u64)>,
+}
+
+/// One event as `GET /v1/events` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Its sequence number, from 1, never reused.
+    pub seq: u64,
+    /// When it happened, ms since the Unix epoch, by the reporting host's clock.
+    pub at_ms: u64,
+    /// The host that reported it.
+    pub host: String,
+    /// Its kind.
+    pub kind: String,
+    /// The vserver it is about, if any.
+    pub vserver: Option<String>,
+    /// What happened, in words (for `takeover`: `takeover {json}`).
+    pub text: String,
 }
 
 #[cfg(test)]
