@@ -876,6 +876,30 @@ pub fn check_version(bin: &Path) -> Result<(u32, u32, u32), RsyncError> {
     Ok(found)
 }
 
+/// What one rsync pass moved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Moved {
+    /// Bytes rsync sent over the wire.
+    pub bytes_sent: u64,
+    /// Files it transferred.
+    pub files_transferred: u64,
+    /// Size of the files it transferred (what changed).
+    pub transferred_bytes: u64,
+}
+
+impl From<&Outcome> for Moved {
+    fn from(o: &Outcome) -> Self {
+        match &o.stats {
+            Some(s) => Moved {
+                bytes_sent: s.total_bytes_sent,
+                files_transferred: s.regular_files_transferred,
+                transferred_bytes: s.total_transferred_file_size,
+            },
+            None => Moved::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

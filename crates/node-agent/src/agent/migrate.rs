@@ -1,27 +1,15 @@
-//! `vserver NAME migrate HOST` (`POST /v1/vservers/NAME/migrate`), run by the source agent:
-//!
-//! 1. checks, before anything stops: the target is a live peer, has no such vserver, has room and a usable
-//!    rsync; the vserver is held (no restart, no operator operation) and its syncs are locked out;
-//! 2. pre-copies while it runs, pass after pass, until a pass moves little or the pass limit is reached;
-//! 3. stops it; a final pass of the tree in which any rsync error aborts; the commit (carrying the conf) makes
-//!    the copy the target's current replica;
-//! 4. the target promotes that replica to its running tree and starts the vserver (its addresses come up
-//!    there, announced by gratuitous ARP and neighbour advertisement) and confirms it runs;
-//! 5. the new placement is recorded (the target primary, this host its first standby), and this host keeps its
-//!    tree as its replica, so replication runs the other way from the next interval.
-//!
-//! If a step before the target's start fails, the vserver runs again here and nothing is lost: this host's tree
-//! and conf were never touched. The outage is the time from the stop to the target confirming the start.
+//! `vserver NAME migrate HOST` (`POST /v1/vservers/NAME/migrate`) on this host: the checks that need no wait,
+//! the migrate's status (`GET .../migration`) and its event, and this host's side of the phases that
+//! [`failover::migrate::run`] drives (the source); the target's side (`preflight`, `promote`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use failover::peer::describe;
 use failover::placement::Placement;
-use failover::promote::PromoteOutcome;
+use failover::rsync::Moved;
 use failover::store::GenerationMeta;
-use failover::wire::{BeginRequest, CommitRequest, Preflight, PromoteRequest, PromoteTimes};
+use failover::wire::{ConfFile, Preflight, PromoteRequest, PromoteTimes};
 pub use failover::wire::{MigrateRequest, MigrationStatus};
 use isolate::VserverName;
 
@@ -29,13 +17,6 @@ use super::replication::now_ms;
 use super::supervisor::SupervisorError;
 use super::Agent;
 use crate::model::{PeerState, VserverState, VserverStatus};
-
-/// Pre-copy passes at most, before the stop.
-const MAX_PRECOPY_PASSES: u32 = 5;
-/// How long a migrate asks the target again what it runs when the answer to its promote was lost.
-const ASK_AGAIN: Duration = Duration::from_secs(15);
-/// A pre-copy pass that moved less than this ends the pre-copy.
-const SMALL_PASS_BYTES: u64 = 16 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -59,11 +40,6 @@ impl Migrations {
         }
     }
 }
-
-/// How long a migrate waits, before it copies or stops anything, for a target that does not hold its lease
-/// yet (a host just back wins it within a second or two; after a takeover of its vservers, once the voters'
-/// promise not to acknowledge it has run out).
-const TARGET_LEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Starts a migrate in the background after the checks that need no wait; its progress is in
 /// [`Migrations`]. Refused (with nothing changed) if the vserver is unknown here, not primary here, already
@@ -128,7 +104,10 @@ pub async fn start(
     let (agent2, name2) = (Arc::clone(agent), name.clone());
     let was_running = status.state == VserverState::Running;
     tokio::spawn(async move {
-        let result = run(&agent2, &name2, &req.target, placement, was_running, hold).await;
+        let url = agent2.config.peers.iter().find(|p| p.name == req.target).map(|p| p.url.clone()).unwrap_or_default();
+        let source = AgentSource { agent: Arc::clone(&agent2), name: name2.clone(), url, placement, hold };
+        let result = failover::migrate::run(&source, &req.target, was_running).await;
+        drop(source);
         agent2.migrations.update(&name2, |m| {
             m.finished = true;
             match result {
@@ -195,243 +174,111 @@ pub enum MigrateError {
     Supervisor(SupervisorError),
 }
 
-/// The migrate itself; `Ok(outage)` (none if the vserver was not running), or what failed and what was done.
-async fn run(
-    agent: &Arc<Agent>,
-    name: &VserverName,
-    target: &str,
+/// The source's side of one migrate, for [`failover::migrate::run`]: the vserver held (no restart by the
+/// check loop, operators told it is moving) until it is dropped.
+struct AgentSource {
+    agent: Arc<Agent>,
+    name: VserverName,
+    url: String,
     placement: Placement,
-    was_running: bool,
     hold: super::supervisor::Hold,
-) -> Result<Option<Duration>, String> {
-    let replication = Arc::clone(&agent.replication);
-    let migrations = &agent.migrations;
-    let phase_start = Mutex::new(Instant::now());
-    let enter = |phase: &str| {
-        let elapsed = std::mem::replace(&mut *lock(&phase_start), Instant::now()).elapsed();
-        migrations.update(name, |m| {
-            if !m.phase.is_empty() {
-                m.phases_ms.push((m.phase.clone(), elapsed.as_millis() as u64));
-            }
-            m.phase = phase.to_string();
-        });
-    };
-    let peer = agent.config.peers.iter().find(|p| p.name == target).expect("checked a peer");
-    let peers = &agent.peers;
+}
 
-    // 1. Checks on the target, and room for the tree.
-    let dirs = agent.supervisor.host().dirs.clone();
-    let tree = dirs.root(name);
-    let tree_bytes = {
-        let t = tree.clone();
-        tokio::task::spawn_blocking(move || failover::store::disk_usage(&t)).await.map_err(|e| e.to_string())?
-    };
-    migrations.update(name, |m| m.tree_bytes = tree_bytes);
-    let ask = async || -> Result<Preflight, String> {
-        describe(peers.preflight(target, name.as_str()).await, "preflight", target)
-    };
-    let mut pre = ask().await?;
-    // A target without its lease would refuse the start after this host stopped the vserver: wait for it
-    // before anything is stopped.
-    let (waiting, mut said) = (Instant::now(), false);
-    while pre.lease_left_ms == Some(0) {
-        if waiting.elapsed() >= TARGET_LEASE_WAIT {
-            return Err(format!(
-                "{target} does not hold its lease (no majority of the cluster acknowledges it) after {} s; it \
-                 could start nothing; nothing was stopped",
-                TARGET_LEASE_WAIT.as_secs()
-            ));
-        }
-        if !said {
-            said = true;
-            enter("waiting for the target's lease");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        pre = ask().await?;
-    }
-    if pre.present {
-        return Err(format!("{target} already has {name} (configured or running); nothing was stopped"));
-    }
-    if let Some(e) = &pre.rsync_error {
-        return Err(format!("{target} has no usable rsync ({e}); nothing was stopped"));
-    }
-    // The copy goes into the target's generation that is not current: what it holds already is mostly
-    // rewritten in place, file by file (rsync's temporary copy of a file needs that file's size again).
-    let needed = (tree_bytes + tree_bytes / 10).saturating_sub(pre.staging_bytes);
-    if pre.free_bytes < needed {
-        return Err(format!(
-            "{target} has {} MiB free for replicas, {name} needs about {} MiB; nothing was stopped",
-            pre.free_bytes >> 20,
-            needed >> 20
-        ));
-    }
-    // Keep syncs out (waiting for one under way).
-    let vlock = replication.vserver_lock(name);
-    let _sync_guard = vlock.lock().await;
+impl failover::migrate::Source for AgentSource {
+    type Peers = failover::peer::PeerClient;
+    type Table = failover::ownership::Ownership;
+    type SyncGuard = tokio::sync::OwnedMutexGuard<()>;
 
-    // 2. Pre-copy while it runs.
-    enter("precopy");
-    let begin_req = BeginRequest { source: agent.config.node.clone() };
-    let begin = describe(peers.begin(target, name.as_str(), &begin_req).await, "begin", target)?;
-    let session = begin.session.clone();
-    let abort = || async {
-        let req =
-            CommitRequest { session: session.clone(), started_unix_ms: 0, consistent: false, kind: None, conf: None };
-        let _ = peers.abort(target, name.as_str(), &req, failover::peer::CONTROL_TIMEOUT).await;
-    };
-    let progress = |bytes: u64| migrations.update(name, |m| m.pass_bytes = bytes);
-    let mut pass = 0;
-    let mut mark;
-    loop {
-        pass += 1;
-        // Whatever changes from here on has a newer inode change time: the final pass looks for that alone.
-        mark = failover::changes::ClockMark::now();
-        migrations.update(name, |m| {
-            m.pass = pass;
-            m.pass_bytes = 0;
-        });
-        let moved = match replication.copy_tree(agent, name, target, &peer.url, &session, true, &progress).await {
-            Ok(stats) => stats,
-            Err(e) => {
-                abort().await;
-                return Err(format!("pre-copy pass {pass} failed: {e}; {name} kept running here"));
+    fn node(&self) -> &str {
+        &self.agent.config.node
+    }
+    fn vserver(&self) -> &str {
+        self.name.as_str()
+    }
+    fn peers(&self) -> &Self::Peers {
+        &self.agent.peers
+    }
+    fn table(&self) -> Option<&Self::Table> {
+        self.agent.ownership.get()
+    }
+    fn update(&self, f: impl FnOnce(&mut MigrationStatus)) {
+        self.agent.migrations.update(&self.name, f);
+    }
+    async fn tree_bytes(&self) -> Result<u64, String> {
+        let tree = self.agent.supervisor.host().dirs.root(&self.name);
+        tokio::task::spawn_blocking(move || failover::store::disk_usage(&tree)).await.map_err(|e| e.to_string())
+    }
+    async fn lock_out_syncs(&self) -> Self::SyncGuard {
+        self.agent.replication.vserver_lock(&self.name).lock_owned().await
+    }
+    async fn copy_tree(
+        &self,
+        target: &str,
+        session: &str,
+        live: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Moved, String> {
+        self.agent.replication.copy_tree(&self.agent, &self.name, target, &self.url, session, live, progress).await
+    }
+    async fn copy_changes(
+        &self,
+        target: &str,
+        session: &str,
+        mark: failover::changes::ClockMark,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(Moved, String), String> {
+        let agent = &self.agent;
+        let moved = agent.replication.copy_changes(agent, &self.name, target, &self.url, session, mark, progress).await;
+        if let Ok((_, how)) = &moved {
+            tracing::info!(vserver = %self.name, target, "final pass: {how}");
+        }
+        moved
+    }
+    async fn conf_for_commit(&self, target: &str, session: &str) -> Result<Option<Vec<ConfFile>>, String> {
+        self.agent.replication.conf_for_commit(&self.agent, &self.name, target, &self.url, session).await
+    }
+    async fn stop(&self) -> Result<(), String> {
+        self.agent.supervisor.run_held(&self.hold, "stop").await.map_err(|e| e.to_string())
+    }
+    async fn start(&self) -> Result<(), String> {
+        self.agent.supervisor.run_held(&self.hold, "start").await.map_err(|e| e.to_string())
+    }
+    async fn stay_stopped(&self) {
+        let _ = self.agent.supervisor.record_intent(&self.name, crate::model::Intent::Stopped).await;
+    }
+    fn placement_back(&self) {
+        let (agent, here) = (&self.agent, &self.agent.config.node);
+        if let Some(p) = agent.replication.placement(&self.name).filter(|p| p.primary != *here) {
+            if let Err(e) = agent.replication.record_placement(&self.name, p.moved_to(here)) {
+                tracing::warn!(vserver = %self.name, error = %e, "cannot record the placement here again");
             }
-        };
-        migrations.update(name, |m| m.bytes_sent += moved.bytes_sent);
-        if moved.transferred_bytes < SMALL_PASS_BYTES.max(tree_bytes / 100) || pass >= MAX_PRECOPY_PASSES {
-            break;
         }
     }
-
-    // 3. Stop, final pass.
-    enter("stopping");
-    let stopped_at = Instant::now();
-    let started_unix_ms = now_ms();
-    let restart_here = |why: String| {
-        let hold = &hold;
-        async move {
-            if !was_running {
-                return format!("{why}; {name} was not running, and stays here");
-            }
-            match agent.supervisor.run_held(hold, "start").await {
-                Ok(()) => format!("{why}; {name} runs here again"),
-                Err(e) => format!("{why}; and {name} could not be started here again: {e}"),
-            }
-        }
-    };
-    if was_running {
-        if let Err(e) = agent.supervisor.run_held(&hold, "stop").await {
-            abort().await;
-            return Err(restart_here(format!("cannot stop {name} here: {e}")).await);
-        }
-    }
-    enter("final");
-    let final_pass = async {
-        let (moved, how) = replication.copy_changes(agent, name, target, &peer.url, &session, mark, &progress).await?;
-        tracing::info!(vserver = %name, target, "final pass: {how}");
-        migrations.update(name, |m| m.final_pass = Some(how));
-        let conf = replication.conf_for_commit(agent, name, target, &peer.url, &session).await?;
-        let commit = CommitRequest {
-            session: session.clone(),
+    async fn hand_over(&self, target: &str, started_unix_ms: u64) -> Vec<String> {
+        let (agent, name) = (&self.agent, &self.name);
+        let moved = self.placement.moved_to(target);
+        let mut warnings = spread_placement(agent, name, &moved).await;
+        let meta = GenerationMeta {
+            source: agent.config.node.clone(),
             started_unix_ms,
+            finished_unix_ms: now_ms(),
+            conf_sha256: String::new(),
             consistent: true,
-            kind: Some("migrate".into()),
-            conf,
+            kind: "kept".into(),
         };
-        let _: GenerationMeta = describe(peers.commit(target, name.as_str(), &commit).await, "commit", target)?;
-        Ok::<_, String>(moved)
-    };
-    match final_pass.await {
-        Ok(moved) => migrations.update(name, |m| m.bytes_sent += moved.bytes_sent),
-        Err(e) => {
-            abort().await;
-            return Err(restart_here(format!("final pass failed: {e}")).await);
+        let dirs = agent.supervisor.host().dirs.clone();
+        let (store, vdir, cdir, n) =
+            (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
+        match tokio::task::spawn_blocking(move || store.keep(&n, &vdir, &cdir, meta)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warnings.push(format!("cannot keep this host's copy as a replica: {e}")),
+            Err(e) => warnings.push(e.to_string()),
         }
-    }
-
-    // 4. Promote and start on the target.
-    enter("starting");
-    // The cluster records the new owner before anything starts there; without a majority, nothing moves.
-    let own = agent.ownership.get();
-    let mut epoch = None;
-    if let Some(own) = own {
-        let mut recorded = own.set_owner(name.as_str(), target, own.epoch(name.as_str())).await;
-        // This host's copy of the table may lag the leader's by a Raft heartbeat: when the cluster says this
-        // host owns it still, at a newer epoch, asked again from that epoch.
-        if let Err(failover::ownership::OwnershipError::StaleEpoch { current, owner: Some(owner), .. }) = &recorded {
-            if *owner == agent.config.node {
-                recorded = own.set_owner(name.as_str(), target, *current).await;
-            }
+        if let Err(e) = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await {
+            warnings.push(e.to_string());
         }
-        match recorded {
-            Ok((_, e)) => epoch = Some(e),
-            Err(e) => {
-                abort().await;
-                return Err(restart_here(format!("the cluster did not record {target} as the owner: {e}")).await);
-            }
-        }
+        warnings
     }
-    let source = agent.config.node.clone();
-    let req = PromoteRequest { source, start: was_running, epoch };
-    match failover::promote::promote_on(peers, target, name.as_str(), &req, ASK_AGAIN).await {
-        PromoteOutcome::Running(_) => {}
-        PromoteOutcome::Refused(why) => {
-            if let Some(own) = own {
-                let here = &agent.config.node;
-                if let Err(e) = own.set_owner(name.as_str(), here, own.epoch(name.as_str())).await {
-                    tracing::warn!(vserver = %name, error = %e, "cannot record this host as the owner again");
-                }
-                // While the table named the target, the placement here may have followed it: back at once, so
-                // that nothing (a new migrate) finds it pointing at the target meanwhile.
-                if let Some(p) = agent.replication.placement(name).filter(|p| p.primary != *here) {
-                    if let Err(e) = agent.replication.record_placement(name, p.moved_to(here)) {
-                        tracing::warn!(vserver = %name, error = %e, "cannot record the placement here again");
-                    }
-                }
-            }
-            return Err(restart_here(format!("start on {target} failed: {why}")).await);
-        }
-        PromoteOutcome::Unknown(why) => {
-            // Never two copies: whether it started there is not known, so it is not started here, and its
-            // intent here becomes "stopped" so that the agent does not restart it either.
-            let _ = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await;
-            return Err(format!(
-                "no answer from {target} about the start ({why}); {name} is stopped here and may be running on \
-                 {target}: check there (vserver-stat, GET /v1/status) before starting it anywhere"
-            ));
-        }
-    }
-    let outage = was_running.then(|| stopped_at.elapsed());
-
-    // 5. Record the new placement; keep this host's tree as its replica.
-    enter("recording");
-    let moved = placement.moved_to(target);
-    let mut warnings = spread_placement(agent, name, &moved).await;
-    let meta = GenerationMeta {
-        source: agent.config.node.clone(),
-        started_unix_ms,
-        finished_unix_ms: now_ms(),
-        conf_sha256: String::new(),
-        consistent: true,
-        kind: "kept".into(),
-    };
-    let (store, vdir, cdir, n) =
-        (replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
-    match tokio::task::spawn_blocking(move || store.keep(&n, &vdir, &cdir, meta)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => warnings.push(format!("cannot keep this host's copy as a replica: {e}")),
-        Err(e) => warnings.push(e.to_string()),
-    }
-    if let Err(e) = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await {
-        warnings.push(e.to_string());
-    }
-    drop(hold);
-    enter("done");
-    if !warnings.is_empty() {
-        tracing::warn!(vserver = %name, "migrate done with warnings: {}", warnings.join("; "));
-        migrations.update(name, |m| m.error = Some(format!("done, with warnings: {}", warnings.join("; "))));
-    }
-    Ok(outage)
 }
 
 /// Records a new placement here and sends it to every other host it names; what did not work.
@@ -472,7 +319,9 @@ pub async fn promote(
         return Err(MigrateError::Conflict("this host is a witness: it runs no vservers".into()));
     }
     if let (Some(epoch), Some(own)) = (req.epoch, agent.ownership.get()) {
-        wait_for_epoch(own, &agent.config.node, name, epoch).await?;
+        failover::migrate::wait_for_epoch(own, &agent.config.node, name.as_str(), epoch)
+            .await
+            .map_err(MigrateError::Conflict)?;
     }
     let mut times = PromoteTimes::default();
     let promoting = Instant::now();
@@ -517,36 +366,6 @@ pub async fn promote(
             }
             Err(MigrateError::Supervisor(e))
         }
-    }
-}
-
-/// Waits (up to 5 s) until this host's copy of the ownership table gives `name` to `me` at `epoch`; refused
-/// when the table is past that epoch, or gives that epoch to another host.
-async fn wait_for_epoch(
-    own: &failover::ownership::Ownership,
-    me: &str,
-    name: &VserverName,
-    epoch: u64,
-) -> Result<(), MigrateError> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match own.owner(name.as_str()) {
-            Some((owner, e)) if e == epoch && owner == me => return Ok(()),
-            Some((owner, e)) if e >= epoch => {
-                return Err(MigrateError::Conflict(format!(
-                    "stale ownership epoch {epoch}: the cluster gives {name} to {owner} at epoch {e}; nothing was \
-                     changed"
-                )))
-            }
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            return Err(MigrateError::Conflict(format!(
-                "this host's ownership table has not reached epoch {epoch} of {name} (at {}); nothing was changed",
-                own.epoch(name.as_str())
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use failover::peer::describe;
 use failover::placement::{ClusterConfig, Placement, Replication as ReplicationSettings};
 use failover::rsync;
+use failover::rsync::Moved;
+use failover::session::{self, Commit};
 use failover::store::{GenerationMeta, ReplicaStore, Staging};
 pub use failover::wire::{AbortReply, BeginReply, BeginRequest, CommitRequest, ConfFile};
 use isolate::VserverName;
@@ -30,8 +31,6 @@ use crate::model::{HeldReplica, PeerState, ReplicationStatus, SyncOutcome};
 /// Longest wait, at commit, for the receiving rsyncs of a session to end: well under the sender's wait for
 /// the commit's answer, so that a commit never lands after the sender gave up on it.
 const COMMIT_WAIT: Duration = Duration::from_secs(15);
-/// Longest wait for an abort (the standby may be what failed).
-pub(crate) const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -559,48 +558,24 @@ impl Replication {
         if agent.membership.peers().iter().any(|p| p.name == standby && p.state == PeerState::Dead) {
             return Err(format!("standby {standby} is dead (no heartbeat); not tried"));
         }
-        let peers = &agent.peers;
         let begun = Instant::now();
-        let begin_req = BeginRequest { source: self.node.clone() };
-        let begin = describe(peers.begin(standby, name.as_str(), &begin_req).await, "begin", standby)?;
+        let session = session::Session::begin(&agent.peers, standby, name.as_str(), &self.node).await?;
         let begin_ms = begun.elapsed().as_millis() as u64;
-        let result = match self.passes(agent, name, standby, &peer.url, &begin.session).await {
-            Ok(mut passes) => {
-                passes.phases_ms.insert(0, ("begin".into(), begin_ms));
-                let committing = Instant::now();
-                let commit = CommitRequest {
-                    session: begin.session.clone(),
-                    started_unix_ms,
-                    consistent: passes.freeze.is_some(),
-                    kind: Some(kind.to_string()),
-                    conf: passes.conf.take(),
-                };
-                describe(peers.commit(standby, name.as_str(), &commit).await, "commit", standby).map(|_| {
-                    passes.phases_ms.push(("commit".into(), committing.elapsed().as_millis() as u64));
-                    passes
-                })
-            }
-            Err(e) => Err(e),
+        let mut passes = match self.passes(agent, name, standby, &peer.url, session.id()).await {
+            Ok(passes) => passes,
+            Err(e) => return Err(session.abort(e).await),
         };
-        match result {
-            Ok(passes) => Ok(passes),
-            // Whatever failed, the session is closed (a failed commit included), so nothing is left open.
-            Err(e) => {
-                let abort = CommitRequest {
-                    session: begin.session,
-                    started_unix_ms,
-                    consistent: false,
-                    kind: None,
-                    conf: None,
-                };
-                // Short: the standby may be what failed.
-                let said = peers.abort(standby, name.as_str(), &abort, ABORT_TIMEOUT).await;
-                match said.ok().and_then(Result::ok).and_then(|r| r.receiver_errors) {
-                    Some(receiver) => Err(format!("{e}; {standby} said: {receiver}")),
-                    None => Err(e),
-                }
-            }
-        }
+        passes.phases_ms.insert(0, ("begin".into(), begin_ms));
+        let committing = Instant::now();
+        let commit = Commit {
+            started_unix_ms,
+            consistent: passes.freeze.is_some(),
+            kind: kind.to_string(),
+            conf: passes.conf.take(),
+        };
+        session.commit(commit).await?;
+        passes.phases_ms.push(("commit".into(), committing.elapsed().as_millis() as u64));
+        Ok(passes)
     }
 
     /// The rsync passes of one sync: tree (live), tree again frozen in consistent mode, conf.
@@ -952,30 +927,6 @@ impl Passes {
     fn add(&mut self, m: &Moved) {
         self.bytes_sent += m.bytes_sent;
         self.files_transferred += m.files_transferred;
-    }
-}
-
-/// What one rsync pass moved.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Moved {
-    /// Bytes rsync sent over the wire.
-    pub bytes_sent: u64,
-    /// Files it transferred.
-    pub files_transferred: u64,
-    /// Size of the files it transferred (what changed).
-    pub transferred_bytes: u64,
-}
-
-impl From<&rsync::Outcome> for Moved {
-    fn from(o: &rsync::Outcome) -> Self {
-        match &o.stats {
-            Some(s) => Moved {
-                bytes_sent: s.total_bytes_sent,
-                files_transferred: s.regular_files_transferred,
-                transferred_bytes: s.total_transferred_file_size,
-            },
-            None => Moved::default(),
-        }
     }
 }
 

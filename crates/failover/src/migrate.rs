@@ -1,0 +1,384 @@
+//! A migrate's phases, run by the source host (the vserver's primary), over the [`Source`] trait that the agent
+//! implements:
+//!
+//! 1. checks, before anything stops: the target holds its lease (waited for a while), has no such vserver, has
+//!    a usable rsync and room for the tree; then syncs are locked out;
+//! 2. pre-copies into a replica session while the vserver runs, pass after pass, until a pass moves little or
+//!    the pass limit is reached;
+//! 3. stops it; a final pass of what changed since the last pre-copy pass started, in which any rsync error
+//!    aborts; the commit (carrying the conf) makes the copy the target's current replica;
+//! 4. records the target as the owner in the ownership table (without a majority nothing moves), and asks the
+//!    target to promote that replica and start it ([`crate::promote::promote_on`]);
+//! 5. hands over: the new placement is recorded and spread, and the source keeps its tree as its replica.
+//!
+//! If a step before the target's start fails, the vserver runs again on the source and nothing is lost: the
+//! source's tree and conf were never touched. When the target's answer to the promote stays lost, the vserver
+//! is started nowhere by this migrate: it may run there, and two copies are worse than an outage.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::changes::ClockMark;
+use crate::ownership::OwnershipError;
+use crate::peer::{describe, Peers};
+use crate::promote::{promote_on, PromoteOutcome};
+use crate::rsync::Moved;
+use crate::session::{Commit, Session, SessionPeers};
+use crate::table::Table;
+use crate::wire::{ConfFile, MigrationStatus, Preflight, PromoteRequest};
+
+/// Pre-copy passes at most, before the stop.
+pub const MAX_PRECOPY_PASSES: u32 = 5;
+/// A pre-copy pass that moved less than this (or a hundredth of the tree) ends the pre-copy.
+pub const SMALL_PASS_BYTES: u64 = 16 << 20;
+/// How long a migrate asks the target again what it runs when the answer to its promote was lost.
+pub const ASK_AGAIN: Duration = Duration::from_secs(15);
+/// How long a migrate waits, before it copies or stops anything, for a target that does not hold its lease
+/// yet (a host just back wins it within a second or two; after a takeover of its vservers, once the voters'
+/// promise not to acknowledge it has run out).
+pub const TARGET_LEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// The source host of one migrate of one vserver, as the phases need it.
+pub trait Source: Send + Sync {
+    /// The agent-to-agent routes.
+    type Peers: Peers + SessionPeers;
+    /// The ownership table.
+    type Table: Table;
+    /// What keeps the vserver's syncs out while it is held.
+    type SyncGuard: Send;
+
+    /// This host's name.
+    fn node(&self) -> &str;
+    /// The vserver's name.
+    fn vserver(&self) -> &str;
+    /// The routes to the target.
+    fn peers(&self) -> &Self::Peers;
+    /// The ownership table, when the cluster has one.
+    fn table(&self) -> Option<&Self::Table>;
+    /// The migrate's status changed (shown by `GET .../migration`).
+    fn update(&self, f: impl FnOnce(&mut MigrationStatus));
+    /// The size of the vserver's tree, bytes.
+    fn tree_bytes(&self) -> impl Future<Output = Result<u64, String>> + Send;
+    /// Waits for the syncs under way and keeps new ones out until the guard is dropped.
+    fn lock_out_syncs(&self) -> impl Future<Output = Self::SyncGuard> + Send;
+    /// One rsync pass of the whole tree into the session's generation on `target` (`live`: it may run).
+    fn copy_tree(
+        &self,
+        target: &str,
+        session: &str,
+        live: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> impl Future<Output = Result<Moved, String>> + Send;
+    /// A pass of what changed since `mark` (or of the whole tree, and why), the vserver stopped.
+    fn copy_changes(
+        &self,
+        target: &str,
+        session: &str,
+        mark: ClockMark,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> impl Future<Output = Result<(Moved, String), String>> + Send;
+    /// The conf files for the commit, or `None` once copied by rsync into the session.
+    fn conf_for_commit(
+        &self,
+        target: &str,
+        session: &str,
+    ) -> impl Future<Output = Result<Option<Vec<ConfFile>>, String>> + Send;
+    /// Stops the vserver here (held: nothing restarts it).
+    fn stop(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Starts it here again.
+    fn start(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Records that it is not to run here (its intent), so that nothing here restarts it.
+    fn stay_stopped(&self) -> impl Future<Output = ()> + Send;
+    /// The placement names this host as primary again (after a refused start on the target).
+    fn placement_back(&self);
+    /// The target runs it: record and spread the placement that names it primary, keep this host's tree as
+    /// its replica, and record that it is not to run here; what did not work.
+    fn hand_over(&self, target: &str, started_unix_ms: u64) -> impl Future<Output = Vec<String>> + Send;
+}
+
+/// Bytes the target needs free for a tree of `tree_bytes`, given what its staging generation already holds:
+/// the tree is mostly rewritten in place, file by file (rsync's temporary copy of a file needs that file's size
+/// again), with a tenth as margin.
+pub fn room_needed(tree_bytes: u64, staging_bytes: u64) -> u64 {
+    (tree_bytes + tree_bytes / 10).saturating_sub(staging_bytes)
+}
+
+/// Whether the pre-copy ends after pass `pass`, which transferred `transferred` bytes of a tree of
+/// `tree_bytes`.
+pub fn precopy_done(pass: u32, transferred: u64, tree_bytes: u64) -> bool {
+    transferred < SMALL_PASS_BYTES.max(tree_bytes / 100) || pass >= MAX_PRECOPY_PASSES
+}
+
+/// Why the target's preflight answer forbids the migrate, if it does.
+pub fn refuse(pre: &Preflight, target: &str, name: &str, tree_bytes: u64) -> Option<String> {
+    if pre.present {
+        return Some(format!("{target} already has {name} (configured or running); nothing was stopped"));
+    }
+    if let Some(e) = &pre.rsync_error {
+        return Some(format!("{target} has no usable rsync ({e}); nothing was stopped"));
+    }
+    let needed = room_needed(tree_bytes, pre.staging_bytes);
+    if pre.free_bytes < needed {
+        return Some(format!(
+            "{target} has {} MiB free for replicas, {name} needs about {} MiB; nothing was stopped",
+            pre.free_bytes >> 20,
+            needed >> 20
+        ));
+    }
+    None
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The migrate of `host.vserver()` to `target`; `Ok(outage)` (none if it was not running), or what failed and
+/// what was done about it.
+pub async fn run<S: Source>(host: &S, target: &str, was_running: bool) -> Result<Option<Duration>, String> {
+    let name = host.vserver();
+    let peers = host.peers();
+    let phase_start = Mutex::new(Instant::now());
+    let enter = |phase: &str| {
+        let elapsed =
+            std::mem::replace(&mut *phase_start.lock().unwrap_or_else(|e| e.into_inner()), Instant::now()).elapsed();
+        host.update(|m| {
+            if !m.phase.is_empty() {
+                m.phases_ms.push((m.phase.clone(), elapsed.as_millis() as u64));
+            }
+            m.phase = phase.to_string();
+        });
+    };
+
+    // 1. Checks on the target, and room for the tree.
+    let tree_bytes = host.tree_bytes().await?;
+    host.update(|m| m.tree_bytes = tree_bytes);
+    let ask = async || describe(peers.preflight(target, name).await, "preflight", target);
+    let mut pre = ask().await?;
+    // A target without its lease would refuse the start after this host stopped the vserver: wait for it
+    // before anything is stopped.
+    let (waiting, mut said) = (Instant::now(), false);
+    while pre.lease_left_ms == Some(0) {
+        if waiting.elapsed() >= TARGET_LEASE_WAIT {
+            return Err(format!(
+                "{target} does not hold its lease (no majority of the cluster acknowledges it) after {} s; it \
+                 could start nothing; nothing was stopped",
+                TARGET_LEASE_WAIT.as_secs()
+            ));
+        }
+        if !said {
+            said = true;
+            enter("waiting for the target's lease");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        pre = ask().await?;
+    }
+    if let Some(why) = refuse(&pre, target, name, tree_bytes) {
+        return Err(why);
+    }
+    let _syncs_out = host.lock_out_syncs().await;
+
+    // 2. Pre-copy while it runs.
+    enter("precopy");
+    let session = Session::begin(peers, target, name, host.node()).await?;
+    let progress = |bytes: u64| host.update(|m| m.pass_bytes = bytes);
+    let mut pass = 0;
+    let mut mark;
+    loop {
+        pass += 1;
+        // Whatever changes from here on has a newer inode change time: the final pass looks for that alone.
+        mark = ClockMark::now();
+        host.update(|m| {
+            m.pass = pass;
+            m.pass_bytes = 0;
+        });
+        let moved = match host.copy_tree(target, session.id(), true, &progress).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                let why = session.abort(format!("pre-copy pass {pass} failed: {e}")).await;
+                return Err(format!("{why}; {name} kept running here"));
+            }
+        };
+        host.update(|m| m.bytes_sent += moved.bytes_sent);
+        if precopy_done(pass, moved.transferred_bytes, tree_bytes) {
+            break;
+        }
+    }
+
+    // 3. Stop, final pass.
+    enter("stopping");
+    let stopped_at = Instant::now();
+    let started_unix_ms = now_ms();
+    let restart_here = async |why: String| {
+        if !was_running {
+            return format!("{why}; {name} was not running, and stays here");
+        }
+        match host.start().await {
+            Ok(()) => format!("{why}; {name} runs here again"),
+            Err(e) => format!("{why}; and {name} could not be started here again: {e}"),
+        }
+    };
+    if was_running {
+        if let Err(e) = host.stop().await {
+            let why = session.abort(format!("cannot stop {name} here: {e}")).await;
+            return Err(restart_here(why).await);
+        }
+    }
+    enter("final");
+    let final_pass = async {
+        let (moved, how) = host.copy_changes(target, session.id(), mark, &progress).await?;
+        host.update(|m| m.final_pass = Some(how));
+        let conf = host.conf_for_commit(target, session.id()).await?;
+        Ok::<_, String>((moved, conf))
+    };
+    let conf = match final_pass.await {
+        Ok((moved, conf)) => {
+            host.update(|m| m.bytes_sent += moved.bytes_sent);
+            conf
+        }
+        Err(e) => {
+            let why = session.abort(format!("final pass failed: {e}")).await;
+            return Err(restart_here(why).await);
+        }
+    };
+    let commit = Commit { started_unix_ms, consistent: true, kind: "migrate".into(), conf };
+    if let Err(e) = session.commit(commit).await {
+        return Err(restart_here(format!("final pass failed: {e}")).await);
+    }
+
+    // 4. Record the new owner, then promote and start on the target.
+    enter("starting");
+    let mut epoch = None;
+    if let Some(table) = host.table() {
+        match record_owner(table, host.node(), name, target).await {
+            Ok(e) => epoch = Some(e),
+            Err(e) => return Err(restart_here(format!("the cluster did not record {target} as the owner: {e}")).await),
+        }
+    }
+    let req = PromoteRequest { source: host.node().to_string(), start: was_running, epoch };
+    match promote_on(peers, target, name, &req, ASK_AGAIN).await {
+        PromoteOutcome::Running(_) => {}
+        PromoteOutcome::Refused(why) => {
+            if let Some(table) = host.table() {
+                if let Err(e) = table.set_owner(name, host.node(), table.epoch(name)).await {
+                    tracing::warn!(vserver = %name, error = %e, "cannot record this host as the owner again");
+                }
+                // While the table named the target, the placement here may have followed it: back at once, so
+                // that nothing (a new migrate) finds it pointing at the target meanwhile.
+                host.placement_back();
+            }
+            return Err(restart_here(format!("start on {target} failed: {why}")).await);
+        }
+        PromoteOutcome::Unknown(why) => {
+            // Never two copies: whether it started there is not known, so it is not started here, and its
+            // intent here becomes "stopped" so that nothing here restarts it either.
+            host.stay_stopped().await;
+            return Err(format!(
+                "no answer from {target} about the start ({why}); {name} is stopped here and may be running on \
+                 {target}: check there (vserver-stat, GET /v1/status) before starting it anywhere"
+            ));
+        }
+    }
+    let outage = was_running.then(|| stopped_at.elapsed());
+
+    // 5. Hand over.
+    enter("recording");
+    let warnings = host.hand_over(target, started_unix_ms).await;
+    enter("done");
+    if !warnings.is_empty() {
+        tracing::warn!(vserver = %name, "migrate done with warnings: {}", warnings.join("; "));
+        host.update(|m| m.error = Some(format!("done, with warnings: {}", warnings.join("; "))));
+    }
+    Ok(outage)
+}
+
+/// Records `target` as the owner of `name` (from `me`); the new epoch. This host's copy of the table may lag
+/// the leader's by a Raft heartbeat: when the cluster says this host owns it still, at a newer epoch, asked
+/// again from that epoch.
+async fn record_owner(table: &impl Table, me: &str, name: &str, target: &str) -> Result<u64, OwnershipError> {
+    let mut recorded = table.set_owner(name, target, table.epoch(name)).await;
+    if let Err(OwnershipError::StaleEpoch { current, owner: Some(owner), .. }) = &recorded {
+        if owner == me {
+            recorded = table.set_owner(name, target, *current).await;
+        }
+    }
+    recorded.map(|(_, epoch)| epoch)
+}
+
+/// The target's check before it promotes a replica at `epoch`: waits (up to 5 s) until its copy of the
+/// ownership table gives `name` to `me` at that epoch; refused when the table is past it, or gives it to
+/// another host.
+pub async fn wait_for_epoch(table: &impl Table, me: &str, name: &str, epoch: u64) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match table.owner(name) {
+            Some((owner, e)) if e == epoch && owner == me => return Ok(()),
+            Some((owner, e)) if e >= epoch => {
+                return Err(format!(
+                    "stale ownership epoch {epoch}: the cluster gives {name} to {owner} at epoch {e}; nothing was \
+                     changed"
+                ))
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "this host's ownership table has not reached epoch {epoch} of {name} (at {}); nothing was changed",
+                table.epoch(name)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preflight() -> Preflight {
+        Preflight {
+            free_bytes: 10 << 30,
+            rsync: Some("rsync 3.2.7".into()),
+            rsync_error: None,
+            present: false,
+            staging_bytes: 0,
+            lease_left_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_precopy_ends_on_a_small_pass_or_at_the_pass_limit() {
+        let tree = 10u64 << 30;
+        // A hundredth of a 10 GiB tree is over the 16 MiB floor.
+        assert!(!precopy_done(1, tree / 50, tree));
+        assert!(precopy_done(1, tree / 200, tree));
+        assert!(precopy_done(MAX_PRECOPY_PASSES, tree, tree));
+        // A small tree: the floor decides.
+        assert!(precopy_done(1, 1 << 20, 100 << 20));
+        assert!(!precopy_done(1, 32 << 20, 100 << 20));
+    }
+
+    #[test]
+    fn the_target_needs_room_for_the_tree_less_what_its_staging_copy_holds() {
+        assert_eq!(room_needed(1000, 0), 1100);
+        assert_eq!(room_needed(1000, 600), 500);
+        assert_eq!(room_needed(1000, 5000), 0);
+        let mut pre = preflight();
+        pre.free_bytes = 100 << 20;
+        let why = refuse(&pre, "h1", "web", 200 << 20).unwrap();
+        assert_eq!(why, "h1 has 100 MiB free for replicas, web needs about 220 MiB; nothing was stopped");
+        pre.staging_bytes = 190 << 20;
+        assert_eq!(refuse(&pre, "h1", "web", 200 << 20), None);
+    }
+
+    #[test]
+    fn a_target_that_has_it_or_no_rsync_is_refused_before_anything_stops() {
+        let mut pre = preflight();
+        pre.present = true;
+        assert!(refuse(&pre, "h1", "web", 1).unwrap().contains("already has web"));
+        let mut pre = preflight();
+        pre.rsync_error = Some("rsync 3.1.0 is too old".into());
+        assert!(refuse(&pre, "h1", "web", 1).unwrap().contains("no usable rsync (rsync 3.1.0 is too old)"));
+        assert_eq!(refuse(&preflight(), "h1", "web", 1), None);
+    }
+}
