@@ -4,9 +4,11 @@
 #![warn(missing_docs)]
 
 pub mod changes;
+pub mod evacuate;
 pub mod events;
 pub mod fileflags;
 pub mod lease;
+pub mod maintenance;
 pub mod membership;
 pub mod migrate;
 pub mod ownership;

@@ -18,6 +18,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use failover::evacuate::{EvacuateError, EvacuateRequest};
+use failover::maintenance::MaintenanceError;
 use failover::wire::{
     AbortReply, BeginRequest, CommitRequest, ErrorBody, MaintenanceRequest, MigrateRequest, ProbeRequest,
     PromoteRequest, PromoteTimes,
@@ -79,6 +81,12 @@ pub enum ApiError {
     /// A migrate that could not start.
     #[error(transparent)]
     Migrate(#[from] MigrateError),
+    /// An evacuation or a restore that could not start.
+    #[error(transparent)]
+    Evacuate(#[from] EvacuateError),
+    /// A maintenance request not carried out.
+    #[error(transparent)]
+    Maintenance(#[from] MaintenanceError),
     /// A request that is malformed for its endpoint (400).
     #[error("{0}")]
     BadRequest(String),
@@ -103,6 +111,19 @@ impl ApiError {
             Self::Migrate(MigrateError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Migrate(MigrateError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Migrate(MigrateError::Supervisor(e)) => ApiError::Supervisor(clone_supervisor_error(e)).status(),
+            Self::Evacuate(EvacuateError::NoTable) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Evacuate(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
+            Self::Evacuate(_) => StatusCode::CONFLICT,
+            Self::Maintenance(
+                MaintenanceError::HostAndCluster
+                | MaintenanceError::UnknownHost(_)
+                | MaintenanceError::RefusedThere { malformed: true, .. },
+            ) => StatusCode::BAD_REQUEST,
+            Self::Maintenance(
+                MaintenanceError::TakeoverInProgress(_) | MaintenanceError::RefusedThere { malformed: false, .. },
+            ) => StatusCode::CONFLICT,
+            Self::Maintenance(MaintenanceError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Maintenance(MaintenanceError::BadAnswer(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Replication(ReplicationError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Replication(ReplicationError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Replication(ReplicationError::BadRequest(_)) => StatusCode::BAD_REQUEST,
@@ -494,7 +515,7 @@ async fn evacuate_start(
     Path(host): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: super::evacuate::EvacuateRequest = json_body(body)?;
+    let req: EvacuateRequest = json_body(body)?;
     let job = super::evacuate::evacuate(&agent, &host, &req)?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
@@ -504,13 +525,13 @@ async fn restore_start(
     Path(host): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: super::evacuate::EvacuateRequest = json_body(body)?;
+    let req: EvacuateRequest = json_body(body)?;
     let job = super::evacuate::restore(&agent, &host, &req)?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
-async fn evacuation_status(State(_agent): State<Arc<Agent>>, Path(host): Path<String>) -> Result<Response, ApiError> {
-    match super::evacuate::job(&host) {
+async fn evacuation_status(State(agent): State<Arc<Agent>>, Path(host): Path<String>) -> Result<Response, ApiError> {
+    match agent.evacuations.get(&host) {
         Some(job) => Ok(Json(job).into_response()),
         None => Err(ApiError::NoRoute(format!("no evacuation or restore of {host:?} through this agent"))),
     }

@@ -53,6 +53,8 @@ pub struct Agent {
     pub peers: failover::peer::PeerClient,
     /// Migrates this host runs as source.
     pub migrations: migrate::Migrations,
+    /// The last evacuation or restore of each host run through this agent.
+    pub evacuations: failover::evacuate::Jobs,
     /// This host's member of the ownership table (set once at start, before the API serves).
     pub ownership: std::sync::OnceLock<failover::ownership::Ownership>,
     /// The takeovers this host runs as the coordinator.
@@ -103,6 +105,7 @@ impl Agent {
             replication,
             peers,
             migrations: migrate::Migrations::default(),
+            evacuations: failover::evacuate::Jobs::default(),
             ownership: std::sync::OnceLock::new(),
             takeovers: Default::default(),
             last_majority_ms: std::sync::atomic::AtomicU64::new(0),
