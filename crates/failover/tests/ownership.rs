@@ -109,7 +109,7 @@ impl Cluster {
         let mut config = OwnershipConfig::new(id as u64, self.data_dir(id), self.members.clone(), SECRET);
         config.timing = self.timing.clone();
         let ownership = Ownership::open(config).await.expect("open");
-        let app = failover::ownership::router(ownership.clone());
+        let app = failover::ownership::http::router(ownership.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app)

@@ -17,23 +17,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use super::network::TARGET_HEADER;
-use super::types::{Command, NodeId, Response};
+use super::types::{Command, NodeId, ProposeReply};
 use super::Ownership;
 
 /// Largest request body accepted (snapshot chunks are 256 KiB before JSON).
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
-
-/// The answer to a forwarded proposal.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ProposeReply {
-    /// Committed and applied; the state machine's answer.
-    Applied(Response),
-    /// This node is not (or no longer) the leader; the proposer looks for the leader again.
-    NotLeader,
-}
 
 /// An error answer: a status and a message for the operator; internals stay in the logs.
 struct ApiError {

@@ -11,7 +11,7 @@
 //! Writes made on a follower are forwarded to the leader over HTTP (`POST /v1/raft/propose`), so the
 //! caller never has to find the leader itself.
 
-mod http;
+pub mod http;
 mod log_store;
 mod network;
 mod state_machine;
@@ -29,7 +29,6 @@ use openraft::{ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-pub use http::router;
 pub use types::{
     Command, Event, HostNode, Maintenance, MaintenanceMark, NodeId, OwnerEntry, Response, TableState, TypeConfig,
 };
@@ -724,9 +723,9 @@ impl Ownership {
                 return Attempt::Retry;
             }
         };
-        match response.json::<http::ProposeReply>().await {
-            Ok(http::ProposeReply::Applied(r)) => Attempt::Done(r),
-            Ok(http::ProposeReply::NotLeader) => Attempt::Retry,
+        match response.json::<types::ProposeReply>().await {
+            Ok(types::ProposeReply::Applied(r)) => Attempt::Done(r),
+            Ok(types::ProposeReply::NotLeader) => Attempt::Retry,
             Err(e) => {
                 tracing::warn!(leader = %leader.name, error = %e, "unreadable answer from the leader");
                 Attempt::Retry

@@ -413,3 +413,12 @@ mod tests {
         assert_eq!(back, new);
     }
 }
+
+/// The answer to a forwarded proposal (`POST /v1/raft/propose` on the leader).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ProposeReply {
+    /// Committed and applied; the state machine's answer.
+    Applied(Response),
+    /// This node is not (or no longer) the leader; the proposer looks for the leader again.
+    NotLeader,
+}

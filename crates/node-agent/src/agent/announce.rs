@@ -10,8 +10,8 @@ use std::time::Duration;
 use isolate::VserverName;
 
 use super::migrate::MigrateError;
+use super::node::Agent;
 use super::supervisor::SupervisorError;
-use super::Agent;
 use crate::lifecycle::LifecycleError;
 
 impl Agent {
@@ -19,7 +19,7 @@ impl Agent {
     /// host). The addresses announced, as `dev:addr`.
     pub async fn announce_now(&self, name: &VserverName) -> Result<Vec<String>, MigrateError> {
         let host = self.supervisor.host().clone();
-        if let Some((owner, epoch)) = self.ownership.get().and_then(|o| o.owner(name.as_str())) {
+        if let Some((owner, epoch)) = self.ownership.owner(name.as_str()) {
             if owner != self.config.node {
                 return Err(MigrateError::Conflict(format!(
                     "{name} does not run on {}: it belongs to {owner} (ownership epoch {epoch}), which announces it",

@@ -30,11 +30,12 @@ use subtle::ConstantTimeEq;
 
 use super::heartbeat::HeartbeatReject;
 use super::migrate::MigrateError;
+use super::node::Agent;
 use super::replication::ReplicationError;
 use super::serve::Connection;
 use super::supervisor::SupervisorError;
 use super::tunnel;
-use super::{metrics, page, Agent};
+use super::{metrics, page};
 use crate::model::{SignedHeartbeat, VserverStatus};
 
 /// Largest request body read.
@@ -298,7 +299,7 @@ async fn events(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<crate::model::EventView>>, ApiError> {
     let (since, limit) = events_query(query.as_deref().unwrap_or(""))?;
-    Ok(Json(super::events::list(&agent, since, limit)))
+    Ok(Json(agent.events.list(since, limit)))
 }
 
 /// `since` and `limit` from the query of `GET /v1/events`, or a sentence saying what is wrong.
@@ -348,8 +349,8 @@ async fn lifecycle(
             message: format!("{} is a witness: it runs no vservers", agent.config.node),
         }));
     }
-    if let (Some(epoch), Some(own)) = (query.epoch, agent.ownership.get()) {
-        let current = own.epoch(name.as_str());
+    if let Some(epoch) = query.epoch {
+        let current = agent.ownership.epoch(name.as_str());
         if epoch < current {
             return Err(ApiError::Migrate(MigrateError::Conflict(format!(
                 "stale ownership epoch {epoch}: {name} is at epoch {current}; nothing was done"
@@ -363,7 +364,7 @@ async fn lifecycle(
     }
     if action == "sync" {
         let replication = Arc::clone(&agent.replication);
-        let task = tokio::spawn(async move { replication.sync_now(&agent, &name).await });
+        let task = tokio::spawn(async move { replication.sync_now(&name).await });
         let outcomes = task.await.map_err(|e| ApiError::Internal(e.to_string()))??;
         return Ok(Json(outcomes).into_response());
     }
@@ -379,7 +380,7 @@ async fn lifecycle(
     // The cluster decides where a vserver runs: a start here of one the ownership table gives to another host
     // is refused (a stop is always allowed).
     if action != "stop" {
-        if let Some((owner, epoch)) = agent.ownership.get().and_then(|o| o.owner(name.as_str())) {
+        if let Some((owner, epoch)) = agent.ownership.owner(name.as_str()) {
             if owner != agent.config.node {
                 return Err(ApiError::Supervisor(SupervisorError::Refused {
                     name: name.to_string(),
@@ -421,7 +422,7 @@ async fn replica_begin(
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let req: BeginRequest = json_body(body)?;
-    Ok(Json(agent.replication.begin(&agent, &name, req).await?).into_response())
+    Ok(Json(agent.replication.begin(&name, req).await?).into_response())
 }
 
 async fn replica_commit(
@@ -538,9 +539,7 @@ async fn evacuation_status(State(agent): State<Arc<Agent>>, Path(host): Path<Str
 }
 
 async fn maintenance_get(State(agent): State<Arc<Agent>>) -> Result<Response, ApiError> {
-    let own =
-        agent.ownership.get().ok_or_else(|| ApiError::Unavailable("the ownership table is not open yet".into()))?;
-    Ok(Json(own.maintenance()).into_response())
+    Ok(Json(agent.ownership.maintenance()).into_response())
 }
 
 async fn maintenance_set(

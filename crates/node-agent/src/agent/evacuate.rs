@@ -10,7 +10,7 @@ use failover::evacuate::{EvacuateError, EvacuateRequest, Job, Mode};
 use failover::wire::MigrateRequest;
 use isolate::VserverName;
 
-use super::Agent;
+use super::node::Agent;
 use crate::model::PeerState;
 
 fn known_host(agent: &Agent, host: &str) -> Result<(), EvacuateError> {
@@ -32,7 +32,7 @@ fn peer_state(agent: &Agent, host: &str) -> Option<PeerState> {
 pub fn evacuate(agent: &Arc<Agent>, host: &str, req: &EvacuateRequest) -> Result<Job, EvacuateError> {
     known_host(agent, host)?;
     let parallel = failover::evacuate::parallel(req)?;
-    let own = agent.ownership.get().ok_or(EvacuateError::NoTable)?;
+    let own = &agent.ownership;
     let said_maintenance = agent.membership.peers().iter().any(|p| p.name == host && p.maintenance);
     let fencing_known = agent.config.quorum_fencing() || agent.config.takeover.fence_hook.is_some();
     let mode = failover::evacuate::mode(host, peer_state(agent, host), said_maintenance, req.fenced, fencing_known)?;
@@ -44,7 +44,7 @@ pub fn evacuate(agent: &Arc<Agent>, host: &str, req: &EvacuateRequest) -> Result
 pub fn restore(agent: &Arc<Agent>, host: &str, req: &EvacuateRequest) -> Result<Job, EvacuateError> {
     known_host(agent, host)?;
     let parallel = failover::evacuate::parallel(req)?;
-    let own = agent.ownership.get().ok_or(EvacuateError::NoTable)?;
+    let own = &agent.ownership;
     if peer_state(agent, host) != Some(PeerState::Alive) {
         return Err(EvacuateError::NotAlive(host.to_string()));
     }
@@ -108,10 +108,8 @@ fn begin(
             }
         }
         if mode != Mode::Restore && !moved.is_empty() {
-            if let Some(own) = agent.ownership.get() {
-                let text = failover::evacuate::record(&host, moved);
-                let _ = own.log(super::events::kinds::EVACUATE, None, &text).await;
-            }
+            let text = failover::evacuate::record(&host, moved);
+            let _ = agent.ownership.log(super::events::kinds::EVACUATE, None, &text).await;
         }
         agent.evacuations.finish(&host);
         tracing::warn!(host, mode = mode.as_str(), "evacuation ended");

@@ -6,59 +6,74 @@
 //! vserver it is about if any, and a sentence. Events written before kinds existed get one derived from their
 //! text (`takeover` or `note`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::Agent;
-use crate::model::EventView;
+use failover::ownership::Ownership;
+
+use crate::model::{EventView, TakeoverRecord};
 
 pub use failover::events::kinds;
 
-/// The events after `since` (a sequence number), oldest first, at most `limit` (the oldest ones).
-pub fn list(agent: &Agent, since: u64, limit: Option<usize>) -> Vec<EventView> {
-    let Some(own) = agent.ownership.get() else { return Vec::new() };
-    own.events()
-        .into_iter()
-        .filter(|e| e.seq > since)
-        .take(limit.unwrap_or(usize::MAX))
-        .map(|e| EventView {
-            seq: e.seq,
-            at_ms: e.at_ms,
-            kind: e.kind().to_string(),
-            host: e.host,
-            vserver: e.vserver,
-            text: e.text,
-        })
-        .collect()
+/// The cluster's event log, through this host's member of the ownership table.
+#[derive(Clone)]
+pub struct EventLog {
+    ownership: Ownership,
 }
 
-impl Agent {
+impl EventLog {
+    /// The log kept in `ownership`.
+    pub fn new(ownership: Ownership) -> Self {
+        Self { ownership }
+    }
+
+    /// The events after `since` (a sequence number), oldest first, at most `limit` (the oldest ones).
+    pub fn list(&self, since: u64, limit: Option<usize>) -> Vec<EventView> {
+        self.ownership
+            .events()
+            .into_iter()
+            .filter(|e| e.seq > since)
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|e| EventView {
+                seq: e.seq,
+                at_ms: e.at_ms,
+                kind: e.kind().to_string(),
+                host: e.host,
+                vserver: e.vserver,
+                text: e.text,
+            })
+            .collect()
+    }
+
+    /// The takeovers the log records, oldest first.
+    pub fn takeovers(&self) -> Vec<TakeoverRecord> {
+        failover::events::takeovers(&self.ownership.events())
+    }
+
     /// Appends an event of `kind` (a short word: `a-z`, `0-9`, `_`), about `vserver` if any, to the cluster's
     /// event log, stamped with this host and the current time; returns its sequence number once a majority
     /// committed it. For features that report what they did (`maintenance`, `evacuate`, ...).
-    pub async fn log_event(&self, kind: &str, vserver: Option<&str>, text: &str) -> Result<u64, String> {
-        self.log_event_at(kind, vserver, text, super::replication::now_ms()).await
+    pub async fn log(&self, kind: &str, vserver: Option<&str>, text: &str) -> Result<u64, String> {
+        self.log_at(kind, vserver, text, isolate::state::now_ms()).await
     }
 
-    /// As [`Agent::log_event`], stamped with `at_ms` (ms since the Unix epoch): when it happened.
-    pub async fn log_event_at(&self, kind: &str, vserver: Option<&str>, text: &str, at_ms: u64) -> Result<u64, String> {
-        let own = self.ownership.get().ok_or("the ownership table is not open yet")?;
-        own.log_at(kind, vserver, truncate(text), at_ms).await.map_err(|e| e.to_string())
+    /// As [`EventLog::log`], stamped with `at_ms` (ms since the Unix epoch): when it happened.
+    pub async fn log_at(&self, kind: &str, vserver: Option<&str>, text: &str, at_ms: u64) -> Result<u64, String> {
+        self.ownership.log_at(kind, vserver, truncate(text), at_ms).await.map_err(|e| e.to_string())
     }
 
-    /// As [`Agent::log_event`], in the background, retried every second until committed (for an hour at most):
+    /// As [`EventLog::log`], in the background, retried every second until committed (for an hour at most):
     /// for what happened while this host could not commit (it lost its majority). Stamped with the time it
     /// is called.
-    pub fn log_event_later(self: &Arc<Self>, kind: &str, vserver: Option<&str>, text: String) {
-        self.log_event_later_at(kind, vserver, text, super::replication::now_ms());
+    pub fn log_later(&self, kind: &str, vserver: Option<&str>, text: String) {
+        self.log_later_at(kind, vserver, text, isolate::state::now_ms());
     }
 
-    /// As [`Agent::log_event_later`], stamped with `at_ms` (ms since the Unix epoch): when it happened.
-    pub fn log_event_later_at(self: &Arc<Self>, kind: &str, vserver: Option<&str>, text: String, at_ms: u64) {
-        let (agent, kind, vserver) = (Arc::clone(self), kind.to_string(), vserver.map(str::to_string));
+    /// As [`EventLog::log_later`], stamped with `at_ms` (ms since the Unix epoch): when it happened.
+    pub fn log_later_at(&self, kind: &str, vserver: Option<&str>, text: String, at_ms: u64) {
+        let (log, kind, vserver) = (self.clone(), kind.to_string(), vserver.map(str::to_string));
         tokio::spawn(async move {
             for _ in 0..3600 {
-                match agent.log_event_at(&kind, vserver.as_deref(), &text, at_ms).await {
+                match log.log_at(&kind, vserver.as_deref(), &text, at_ms).await {
                     Ok(_) => return,
                     Err(e) => tracing::debug!(%kind, error = %e, "event not logged yet; retrying"),
                 }

@@ -11,7 +11,7 @@ pub use failover::membership::{HeartbeatReject, Membership, MembershipConfig};
 
 use super::config::AgentConfig;
 use super::serve::Tls;
-use super::Agent;
+use super::supervisor::Supervisor;
 use crate::model::SignedHeartbeat;
 
 /// How long an idle connection to a peer is kept for the next heartbeat.
@@ -46,7 +46,7 @@ enum SendError {
 /// The one HTTP client of the sender: connections are kept and reused, no heartbeat waits longer than
 /// `timeout`, and `HTTP_PROXY`-style variables are ignored. With `[tls]`, it presents this agent's
 /// certificate, and with a cluster CA it trusts that CA alone.
-fn heartbeat_client(timeout: Duration, tls: Option<&Tls>) -> reqwest::Result<reqwest::Client> {
+pub fn heartbeat_client(timeout: Duration, tls: Option<&Tls>) -> reqwest::Result<reqwest::Client> {
     peer_client(timeout, tls)
 }
 
@@ -95,34 +95,35 @@ async fn send_heartbeat(
     }
 }
 
-/// Sends a heartbeat to every peer at every interval, until aborted. Each peer gets its own task, so a slow
-/// or unreachable peer never delays the others; the tasks end with this one.
-pub async fn run_sender(agent: Arc<Agent>) {
-    let hb_config = &agent.config.heartbeat;
-    let client = match heartbeat_client(Duration::from_millis(hb_config.timeout_ms), agent.tls.as_ref()) {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the heartbeat HTTP client; no heartbeats will be sent");
-            return;
-        }
-    };
-    let mut interval = tokio::time::interval(hb_config.interval());
+/// Sends a heartbeat (signed with `membership`'s key, carrying `supervisor`'s summaries) to every peer of
+/// `config` at every interval through `client` (see [`heartbeat_client`]), until aborted. Each peer gets its
+/// own task, so a slow or unreachable peer never delays the others; the tasks end with this one.
+pub async fn run_sender(
+    client: reqwest::Client,
+    config: AgentConfig,
+    secret: String,
+    membership: Arc<Membership>,
+    supervisor: Supervisor,
+) {
+    let secret: Arc<str> = secret.into();
+    let mut interval = tokio::time::interval(config.heartbeat.interval());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Dropped (and so aborted) with this future, so no send outlives the sender.
     let mut in_flight = JoinSet::new();
     loop {
         interval.tick().await;
         while in_flight.try_join_next().is_some() {}
-        agent.membership.tick();
-        let hb = agent.membership.next_heartbeat(agent.supervisor.summaries());
-        let signed = Arc::new(agent.membership.sign(&hb));
-        for peer in &agent.config.peers {
-            let (agent, client, signed) = (Arc::clone(&agent), client.clone(), Arc::clone(&signed));
+        membership.tick();
+        let hb = membership.next_heartbeat(supervisor.summaries());
+        let signed = Arc::new(membership.sign(&hb));
+        for peer in &config.peers {
+            let (membership, client, signed) = (Arc::clone(&membership), client.clone(), Arc::clone(&signed));
+            let secret = Arc::clone(&secret);
             let (name, url) = (peer.name.clone(), peer.url.clone());
             let seq = hb.seq;
             in_flight.spawn(async move {
-                match send_heartbeat(&client, &url, &agent.secret, &signed).await {
-                    Ok(rtt) => agent.membership.record_rtt(&name, rtt),
+                match send_heartbeat(&client, &url, &secret, &signed).await {
+                    Ok(rtt) => membership.record_rtt(&name, rtt),
                     Err(e) => tracing::debug!(peer = %name, seq, error = %e, "heartbeat not delivered"),
                 }
             });
@@ -133,14 +134,14 @@ pub async fn run_sender(agent: Arc<Agent>) {
 /// Sends a beacon to every peer at every beacon interval on `socket` (bound to the API's address and port,
 /// UDP), and takes in the peers' beacons arriving on it, until aborted. Peers are reached at the host and
 /// port of their URL, looked up again every 30 s (and after a send fails).
-pub async fn run_beacons(agent: Arc<Agent>, socket: tokio::net::UdpSocket) {
-    let every = Duration::from_millis(agent.config.heartbeat.beacon_interval_ms);
+pub async fn run_beacons(config: AgentConfig, membership: Arc<Membership>, socket: tokio::net::UdpSocket) {
+    let every = Duration::from_millis(config.heartbeat.beacon_interval_ms);
     let receiving = async {
         let mut buf = vec![0u8; 4096];
         loop {
             match socket.recv_from(&mut buf).await {
                 Ok((n, _from)) => {
-                    let _ = agent.membership.receive_beacon(&buf[..n]);
+                    let _ = membership.receive_beacon(&buf[..n]);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "beacon receive failed");
@@ -154,7 +155,7 @@ pub async fn run_beacons(agent: Arc<Agent>, socket: tokio::net::UdpSocket) {
             return std::future::pending::<()>().await;
         }
         let mut addrs: Vec<(String, Option<std::net::SocketAddr>, Instant)> =
-            agent.config.peers.iter().map(|p| (p.url.clone(), None, Instant::now())).collect();
+            config.peers.iter().map(|p| (p.url.clone(), None, Instant::now())).collect();
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -165,7 +166,7 @@ pub async fn run_beacons(agent: Arc<Agent>, socket: tokio::net::UdpSocket) {
                     *looked_up = Instant::now();
                 }
                 let Some(to) = *addr else { continue };
-                let datagram = agent.membership.next_beacon();
+                let datagram = membership.next_beacon();
                 if let Err(e) = socket.send_to(&datagram, to).await {
                     tracing::debug!(peer = %url, error = %e, "beacon not sent");
                     *addr = None;

@@ -12,7 +12,7 @@ use failover::ownership::{Maintenance, Ownership};
 use failover::peer::Answer;
 pub use failover::wire::MaintenanceRequest;
 
-use super::Agent;
+use super::node::Agent;
 use crate::model::PeerState;
 
 /// How often every agent repeats in its log that the cluster is in maintenance.
@@ -28,7 +28,7 @@ impl Cluster for Agent {
         self.config.peers.iter().any(|p| p.name == host)
     }
     fn table(&self) -> Option<&Ownership> {
-        self.ownership.get()
+        Some(&self.ownership)
     }
     fn takeovers(&self) -> Vec<(String, String)> {
         self.takeovers.list()
@@ -40,13 +40,10 @@ impl Cluster for Agent {
         self.membership.peers().iter().any(|p| p.name == host && p.state == PeerState::Alive)
     }
     async fn record(&self, host: Option<&str>, on: bool, by: &str) -> Result<(), String> {
-        let own = self.ownership.get().ok_or("the ownership table is not open yet")?;
-        own.set_maintenance(host, on, by).await.map_err(|e| e.to_string())
+        self.ownership.set_maintenance(host, on, by).await.map_err(|e| e.to_string())
     }
     async fn log(&self, text: &str) {
-        if let Some(own) = self.ownership.get() {
-            let _ = own.log(super::events::kinds::MAINTENANCE, None, text).await;
-        }
+        let _ = self.ownership.log(super::events::kinds::MAINTENANCE, None, text).await;
     }
     async fn forward(&self, leader: &str, req: &MaintenanceRequest, timeout: Duration) -> Answer<serde_json::Value> {
         self.peers.maintenance(leader, req, timeout).await
@@ -65,7 +62,7 @@ pub async fn nag(agent: Arc<Agent>) {
     let mut said: Option<(bool, Instant)> = None;
     loop {
         every.tick().await;
-        let Some(own) = agent.ownership.get() else { continue };
+        let own = &agent.ownership;
         let m = own.maintenance();
         let cluster = m.cluster.is_some();
         let covered = m.covers(&agent.config.node);

@@ -2,8 +2,7 @@
 //! the migrate's status (`GET .../migration`) and its event, and this host's side of the phases that
 //! [`failover::migrate::run`] drives (the source); the target's side (`preflight`, `promote`).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use failover::placement::Placement;
@@ -13,33 +12,10 @@ use failover::wire::{ConfFile, Preflight, PromoteRequest, PromoteTimes};
 pub use failover::wire::{MigrateRequest, MigrationStatus};
 use isolate::VserverName;
 
+use super::node::Agent;
 use super::replication::now_ms;
 use super::supervisor::SupervisorError;
-use super::Agent;
 use crate::model::{PeerState, VserverState, VserverStatus};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The migrates of this host (as source), the running one and the last of each vserver.
-#[derive(Default)]
-pub struct Migrations {
-    table: Mutex<BTreeMap<VserverName, MigrationStatus>>,
-}
-
-impl Migrations {
-    /// The last (or running) migrate of `name`.
-    pub fn get(&self, name: &VserverName) -> Option<MigrationStatus> {
-        lock(&self.table).get(name).cloned()
-    }
-
-    fn update(&self, name: &VserverName, f: impl FnOnce(&mut MigrationStatus)) {
-        if let Some(m) = lock(&self.table).get_mut(name) {
-            f(m);
-        }
-    }
-}
 
 /// Starts a migrate in the background after the checks that need no wait; its progress is in
 /// [`Migrations`]. Refused (with nothing changed) if the vserver is unknown here, not primary here, already
@@ -84,22 +60,16 @@ pub async fn start(
         }
         Err(e) => return Err(MigrateError::Supervisor(e)),
     };
-    {
-        let mut table = lock(&agent.migrations.table);
-        if table.get(name).is_some_and(|m| !m.finished) {
-            return Err(MigrateError::Conflict(format!("a migrate of {name} is already running")));
-        }
-        table.insert(
-            name.clone(),
-            MigrationStatus {
-                vserver: name.to_string(),
-                source: node.clone(),
-                target: req.target.clone(),
-                phase: "checking".into(),
-                started_unix_ms: now_ms(),
-                ..Default::default()
-            },
-        );
+    let status_now = MigrationStatus {
+        vserver: name.to_string(),
+        source: node.clone(),
+        target: req.target.clone(),
+        phase: "checking".into(),
+        started_unix_ms: now_ms(),
+        ..Default::default()
+    };
+    if !agent.migrations.begin(name, status_now) {
+        return Err(MigrateError::Conflict(format!("a migrate of {name} is already running")));
     }
     let (agent2, name2) = (Arc::clone(agent), name.clone());
     let was_running = status.state == VserverState::Running;
@@ -151,7 +121,7 @@ pub async fn start(
                     ),
                 )
             };
-            agent2.log_event_later(kind, Some(name2.as_str()), text);
+            agent2.events.log_later(kind, Some(name2.as_str()), text);
         }
     });
     Ok(agent.migrations.get(name).expect("just inserted"))
@@ -199,7 +169,7 @@ impl failover::migrate::Source for AgentSource {
         &self.agent.peers
     }
     fn table(&self) -> Option<&Self::Table> {
-        self.agent.ownership.get()
+        Some(&self.agent.ownership)
     }
     fn update(&self, f: impl FnOnce(&mut MigrationStatus)) {
         self.agent.migrations.update(&self.name, f);
@@ -218,7 +188,7 @@ impl failover::migrate::Source for AgentSource {
         live: bool,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Moved, String> {
-        self.agent.replication.copy_tree(&self.agent, &self.name, target, &self.url, session, live, progress).await
+        self.agent.replication.copy_tree(&self.name, target, &self.url, session, live, progress).await
     }
     async fn copy_changes(
         &self,
@@ -228,14 +198,14 @@ impl failover::migrate::Source for AgentSource {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(Moved, String), String> {
         let agent = &self.agent;
-        let moved = agent.replication.copy_changes(agent, &self.name, target, &self.url, session, mark, progress).await;
+        let moved = agent.replication.copy_changes(&self.name, target, &self.url, session, mark, progress).await;
         if let Ok((_, how)) = &moved {
             tracing::info!(vserver = %self.name, target, "final pass: {how}");
         }
         moved
     }
     async fn conf_for_commit(&self, target: &str, session: &str) -> Result<Option<Vec<ConfFile>>, String> {
-        self.agent.replication.conf_for_commit(&self.agent, &self.name, target, &self.url, session).await
+        self.agent.replication.conf_for_commit(&self.name, target, &self.url, session).await
     }
     async fn stop(&self) -> Result<(), String> {
         self.agent.supervisor.run_held(&self.hold, "stop").await.map_err(|e| e.to_string())
@@ -318,8 +288,8 @@ pub async fn promote(
     if agent.config.witness {
         return Err(MigrateError::Conflict("this host is a witness: it runs no vservers".into()));
     }
-    if let (Some(epoch), Some(own)) = (req.epoch, agent.ownership.get()) {
-        failover::migrate::wait_for_epoch(own, &agent.config.node, name.as_str(), epoch)
+    if let Some(epoch) = req.epoch {
+        failover::migrate::wait_for_epoch(&agent.ownership, &agent.config.node, name.as_str(), epoch)
             .await
             .map_err(MigrateError::Conflict)?;
     }
@@ -392,6 +362,6 @@ pub async fn preflight(agent: &Arc<Agent>, name: &VserverName) -> Preflight {
         Ok(v) => (Some(v), None),
         Err(e) => (None, Some(e)),
     };
-    let lease_left_ms = super::watchdog::start_lease(agent).map(|d| d.as_millis() as u64);
+    let lease_left_ms = agent.lease.for_starts().map(|d| d.as_millis() as u64);
     Preflight { free_bytes, rsync, rsync_error, present, staging_bytes, lease_left_ms }
 }

@@ -23,8 +23,9 @@ pub use failover::wire::{AbortReply, BeginReply, BeginRequest, CommitRequest, Co
 use isolate::VserverName;
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::config::AgentConfig;
-use super::Agent;
+use super::config::{AgentConfig, PeerConfig, TlsConfig};
+use super::heartbeat::Membership;
+use super::supervisor::Supervisor;
 use crate::dirs::Dirs;
 use crate::model::{HeldReplica, PeerState, ReplicationStatus, SyncOutcome};
 
@@ -111,6 +112,26 @@ pub struct Replication {
     tunnel_bin: PathBuf,
     io_timeout: Duration,
     whole_file: bool,
+    /// This host's peers, as configured.
+    peers_conf: Vec<PeerConfig>,
+    /// A witness holds no replicas.
+    witness: bool,
+    /// What the tunnel is given to reach a standby: the secret file, the TLS files.
+    secret_file: PathBuf,
+    tls: Option<TlsConfig>,
+    links: Links,
+}
+
+/// The agent's parts replication works with.
+pub struct Links {
+    /// This host's vservers (whether one runs here).
+    pub supervisor: Supervisor,
+    /// Which peers are alive.
+    pub membership: Arc<Membership>,
+    /// The replica sessions' routes on the standbys.
+    pub peers: failover::peer::PeerClient,
+    /// Who owns each vserver.
+    pub ownership: failover::ownership::Ownership,
 }
 
 /// Reads and checks the agent's cluster file (`cluster_file`, a relative path taken from the directory of
@@ -136,7 +157,7 @@ pub fn load_cluster(config: &AgentConfig, config_path: &Path) -> anyhow::Result<
 
 impl Replication {
     /// Loads the cluster file (if configured) and the placements kept in the state directory.
-    pub fn new(config: &AgentConfig, config_path: &Path) -> anyhow::Result<Self> {
+    pub fn new(config: &AgentConfig, config_path: &Path, links: Links) -> anyhow::Result<Self> {
         use anyhow::Context;
         let dirs = Dirs {
             vservers_dir: config.vservers_dir.clone(),
@@ -192,6 +213,11 @@ impl Replication {
             tunnel_bin: beside("vserver-tunnel").unwrap_or_else(|| "vserver-tunnel".into()),
             io_timeout: Duration::from_secs(config.rsync_timeout_secs),
             whole_file: config.rsync_whole_file,
+            peers_conf: config.peers.clone(),
+            witness: config.witness,
+            secret_file: config.secret_file.clone(),
+            tls: config.tls.clone(),
+            links,
         })
     }
 
@@ -292,23 +318,18 @@ impl Replication {
 
     /// Opens a sync session for `name` from `source`: prepares the generation that is not current. A session
     /// already open for it (a sync that died on the way) is cancelled and replaced.
-    pub async fn begin(
-        &self,
-        agent: &Agent,
-        name: &VserverName,
-        req: BeginRequest,
-    ) -> Result<BeginReply, ReplicationError> {
-        if !agent.config.peers.iter().any(|p| p.name == req.source) {
+    pub async fn begin(&self, name: &VserverName, req: BeginRequest) -> Result<BeginReply, ReplicationError> {
+        if !self.peers_conf.iter().any(|p| p.name == req.source) {
             return Err(ReplicationError::BadRequest(format!("{:?} is not a peer of this host", req.source)));
         }
-        if agent.config.witness {
+        if self.witness {
             return Err(ReplicationError::Conflict(format!(
                 "{} is a witness: it holds no replicas (take it out of {name}'s standbys)",
                 self.node
             )));
         }
         let running_here =
-            agent.supervisor.get(name).await.is_ok_and(|v| v.state == crate::model::VserverState::Running);
+            self.links.supervisor.get(name).await.is_ok_and(|v| v.state == crate::model::VserverState::Running);
         if running_here {
             return Err(ReplicationError::Conflict(format!(
                 "{name} runs on this host ({}); it takes no replica of it from {}",
@@ -437,11 +458,7 @@ impl Replication {
 
     /// Syncs `name` to each of its standbys in order, now; waits for a sync already running. Every standby is
     /// tried (a dead or failing one does not stop the others).
-    pub async fn sync_now(
-        self: &Arc<Self>,
-        agent: &Arc<Agent>,
-        name: &VserverName,
-    ) -> Result<Vec<SyncOutcome>, ReplicationError> {
+    pub async fn sync_now(self: &Arc<Self>, name: &VserverName) -> Result<Vec<SyncOutcome>, ReplicationError> {
         let placement = self
             .placement(name)
             .ok_or_else(|| ReplicationError::NotFound(format!("{name} is not in the cluster configuration")))?;
@@ -454,7 +471,7 @@ impl Replication {
         if !self.dirs.conf(name).is_file() {
             return Err(ReplicationError::NotFound(format!("{name} has no conf on this host")));
         }
-        if let Some((owner, epoch)) = foreign_owner(agent, name) {
+        if let Some((owner, epoch)) = foreign_owner(&self.links, &self.node, name) {
             return Err(ReplicationError::Conflict(format!(
                 "the cluster gives {name} to {owner} (ownership epoch {epoch}): this host's copy is not synced out"
             )));
@@ -469,19 +486,13 @@ impl Replication {
         lock(&self.last_run).insert(name.clone(), Instant::now());
         let mut outcomes = Vec::new();
         for standby in &placement.standbys {
-            outcomes.push(self.sync_to(agent, name, standby, "sync").await);
+            outcomes.push(self.sync_to(name, standby, "sync").await);
         }
         Ok(outcomes)
     }
 
     /// One sync of `name` to `standby` (the vserver's lock is held by the caller).
-    pub async fn sync_to(
-        self: &Arc<Self>,
-        agent: &Arc<Agent>,
-        name: &VserverName,
-        standby: &str,
-        kind: &str,
-    ) -> SyncOutcome {
+    pub async fn sync_to(self: &Arc<Self>, name: &VserverName, standby: &str, kind: &str) -> SyncOutcome {
         let key = (name.clone(), standby.to_string());
         let started_unix_ms = now_ms();
         {
@@ -491,7 +502,7 @@ impl Replication {
             r.last_attempt_unix_ms = Some(started_unix_ms);
         }
         let started = Instant::now();
-        let result = self.sync_steps(agent, name, standby, started_unix_ms, kind).await;
+        let result = self.sync_steps(name, standby, started_unix_ms, kind).await;
         let duration = started.elapsed();
         let mut reports = lock(&self.reports);
         let r = reports.entry(key).or_default();
@@ -543,25 +554,23 @@ impl Replication {
 
     async fn sync_steps(
         self: &Arc<Self>,
-        agent: &Arc<Agent>,
         name: &VserverName,
         standby: &str,
         started_unix_ms: u64,
         kind: &str,
     ) -> Result<Passes, String> {
-        let peer = agent
-            .config
-            .peers
+        let peer = self
+            .peers_conf
             .iter()
             .find(|p| p.name == standby)
             .ok_or_else(|| format!("standby {standby} is not a peer of this host"))?;
-        if agent.membership.peers().iter().any(|p| p.name == standby && p.state == PeerState::Dead) {
+        if self.links.membership.peers().iter().any(|p| p.name == standby && p.state == PeerState::Dead) {
             return Err(format!("standby {standby} is dead (no heartbeat); not tried"));
         }
         let begun = Instant::now();
-        let session = session::Session::begin(&agent.peers, standby, name.as_str(), &self.node).await?;
+        let session = session::Session::begin(&self.links.peers, standby, name.as_str(), &self.node).await?;
         let begin_ms = begun.elapsed().as_millis() as u64;
-        let mut passes = match self.passes(agent, name, standby, &peer.url, session.id()).await {
+        let mut passes = match self.passes(name, standby, &peer.url, session.id()).await {
             Ok(passes) => passes,
             Err(e) => return Err(session.abort(e).await),
         };
@@ -581,7 +590,6 @@ impl Replication {
     /// The rsync passes of one sync: tree (live), tree again frozen in consistent mode, conf.
     async fn passes(
         self: &Arc<Self>,
-        agent: &Arc<Agent>,
         name: &VserverName,
         standby: &str,
         url: &str,
@@ -595,15 +603,16 @@ impl Replication {
         let step = Instant::now();
         // What changes from here on, the frozen pass of consistent mode copies alone.
         let mark = failover::changes::ClockMark::now();
-        let live = self.copy_tree(agent, name, standby, url, session, true, &|_| {}).await?;
+        let live = self.copy_tree(name, standby, url, session, true, &|_| {}).await?;
         passes.add(&live);
         passes.phases_ms.push(("tree".into(), step.elapsed().as_millis() as u64));
-        let running = agent.supervisor.get(name).await.is_ok_and(|v| v.state == crate::model::VserverState::Running);
+        let running =
+            self.links.supervisor.get(name).await.is_ok_and(|v| v.state == crate::model::VserverState::Running);
         if settings.consistent && running {
             let cgroups = isolate::cgroup::Cgroups::new(&self.dirs.cgroup(), name).map_err(|e| e.to_string())?;
             let frozen_at = Instant::now();
             cgroups.freeze().map_err(|e| format!("cannot freeze {name}: {e}"))?;
-            let frozen = self.copy_changes(agent, name, standby, url, session, mark, &|_| {}).await.map(|(m, how)| {
+            let frozen = self.copy_changes(name, standby, url, session, mark, &|_| {}).await.map(|(m, how)| {
                 tracing::debug!(vserver = %name, standby, "frozen pass: {how}");
                 m
             });
@@ -614,7 +623,7 @@ impl Replication {
             passes.phases_ms.push(("frozen tree".into(), frozen_at.elapsed().as_millis() as u64));
         }
         let step = Instant::now();
-        passes.conf = self.conf_for_commit(agent, name, standby, url, session).await?;
+        passes.conf = self.conf_for_commit(name, standby, url, session).await?;
         passes.phases_ms.push(("conf".into(), step.elapsed().as_millis() as u64));
         passes.warning = match scan {
             Ok(handle) => match tokio::task::spawn_blocking(move || handle.join()).await {
@@ -631,7 +640,6 @@ impl Replication {
     #[allow(clippy::too_many_arguments)]
     pub async fn copy_tree(
         &self,
-        agent: &Agent,
         name: &VserverName,
         standby: &str,
         url: &str,
@@ -639,7 +647,7 @@ impl Replication {
         live: bool,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Moved, String> {
-        let shell = self.remote_shell(agent, url, name, session);
+        let shell = self.remote_shell(url, name, session);
         self.rsync(RsyncPass::tree(&self.dirs.root(name), standby, &shell, live), progress).await
     }
 
@@ -651,7 +659,6 @@ impl Replication {
     #[allow(clippy::too_many_arguments)]
     pub async fn copy_changes(
         &self,
-        agent: &Agent,
         name: &VserverName,
         standby: &str,
         url: &str,
@@ -677,7 +684,7 @@ impl Replication {
                     c.scanned
                 );
                 write_private(&list, &c.files_from()).map_err(|e| format!("writing {}: {e}", list.display()))?;
-                let shell = self.remote_shell(agent, url, name, session);
+                let shell = self.remote_shell(url, name, session);
                 let mut pass = RsyncPass::tree(&root, standby, &shell, false);
                 pass.what = "tree (changes since the pre-copy)".into();
                 // With a list, -a no longer implies -r: it is asked for, so that a listed directory is copied
@@ -691,7 +698,7 @@ impl Replication {
             Err(e) => e.to_string(),
         };
         tracing::info!(vserver = %name, reason = %why_whole, "the last pass compares the whole tree");
-        let moved = self.copy_tree(agent, name, standby, url, session, false, progress).await?;
+        let moved = self.copy_tree(name, standby, url, session, false, progress).await?;
         Ok((moved, format!("whole tree: {why_whole}")))
     }
 
@@ -699,7 +706,6 @@ impl Replication {
     /// session's generation now (`None`).
     pub async fn conf_for_commit(
         &self,
-        agent: &Agent,
         name: &VserverName,
         standby: &str,
         url: &str,
@@ -707,30 +713,29 @@ impl Replication {
     ) -> Result<Option<Vec<ConfFile>>, String> {
         match read_conf(&self.dirs.conf_dir, name)? {
             Some(files) => Ok(Some(files)),
-            None => self.copy_conf(agent, name, standby, url, session).await.map(|_| None),
+            None => self.copy_conf(name, standby, url, session).await.map(|_| None),
         }
     }
 
     /// The rsync pass of `NAME.conf` and `NAME.sh` into the session's generation on `standby`.
     pub async fn copy_conf(
         &self,
-        agent: &Agent,
         name: &VserverName,
         standby: &str,
         url: &str,
         session: &str,
     ) -> Result<Moved, String> {
-        let shell = self.remote_shell(agent, url, name, session);
+        let shell = self.remote_shell(url, name, session);
         self.rsync(RsyncPass::conf(&self.dirs.conf_dir, name, standby, &shell), &|_| {}).await
     }
 
-    fn remote_shell(&self, agent: &Agent, url: &str, name: &VserverName, session: &str) -> String {
+    fn remote_shell(&self, url: &str, name: &VserverName, session: &str) -> String {
         let mut parts = vec![
             quote(&self.tunnel_bin.to_string_lossy()),
             "--url".into(),
             quote(url),
             "--secret-file".into(),
-            quote(&agent.config.secret_file.to_string_lossy()),
+            quote(&self.secret_file.to_string_lossy()),
             "--vserver".into(),
             name.to_string(),
             "--session".into(),
@@ -738,7 +743,7 @@ impl Replication {
             "--io-timeout".into(),
             self.io_timeout.as_secs().to_string(),
         ];
-        if let Some(tls) = &agent.config.tls {
+        if let Some(tls) = &self.tls {
             if let Some(ca) = &tls.ca_file {
                 parts.extend(["--ca-file".into(), quote(&ca.to_string_lossy())]);
             }
@@ -783,7 +788,7 @@ impl Replication {
     }
 
     /// Runs due syncs: every vserver this host is primary of, at its interval. Runs until aborted.
-    pub async fn run(self: Arc<Self>, agent: Arc<Agent>) {
+    pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // At most two vservers sync at once.
@@ -800,11 +805,17 @@ impl Replication {
                     .map(|(n, _)| n.clone())
                     .collect()
             };
-            let alive: BTreeSet<String> =
-                agent.membership.peers().into_iter().filter(|p| p.state == PeerState::Alive).map(|p| p.name).collect();
+            let alive: BTreeSet<String> = self
+                .links
+                .membership
+                .peers()
+                .into_iter()
+                .filter(|p| p.state == PeerState::Alive)
+                .map(|p| p.name)
+                .collect();
             for name in due {
                 // Never from a host the cluster no longer gives it to: its copy is not the vserver's.
-                if foreign_owner(&agent, &name).is_some() {
+                if foreign_owner(&self.links, &self.node, &name).is_some() {
                     continue;
                 }
                 // Only to standbys heard from: one not yet heard (at start) or silent is tried at a later tick.
@@ -817,12 +828,12 @@ impl Replication {
                 // Not now if a sync or a migrate of it runs.
                 let Ok(held) = self.vserver_lock(&name).try_lock_owned() else { continue };
                 lock(&self.last_run).insert(name.clone(), Instant::now());
-                let (me, agent) = (Arc::clone(&self), Arc::clone(&agent));
+                let me = Arc::clone(&self);
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _held = held;
                     for standby in &standbys {
-                        me.sync_to(&agent, &name, standby, "sync").await;
+                        me.sync_to(&name, standby, "sync").await;
                     }
                 });
             }
@@ -831,8 +842,8 @@ impl Replication {
 }
 
 /// The owner and epoch of `name` when the ownership table gives it to another host than this one.
-fn foreign_owner(agent: &Agent, name: &VserverName) -> Option<(String, u64)> {
-    agent.ownership.get()?.owner(name.as_str()).filter(|(owner, _)| *owner != agent.config.node)
+fn foreign_owner(links: &Links, node: &str, name: &VserverName) -> Option<(String, u64)> {
+    links.ownership.owner(name.as_str()).filter(|(owner, _)| owner != node)
 }
 
 /// Reads `NAME.conf` and `NAME.sh` from `conf_dir` for a commit; `None` when they are too large to carry.

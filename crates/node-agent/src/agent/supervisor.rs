@@ -27,7 +27,6 @@ use isolate::VserverName;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::config::{AgentConfig, FailuresConfig, RestartConfig};
-use super::Agent;
 use crate::announcement::{Announcement, NO_AGENT_ENV};
 use crate::dirs::Dirs;
 use crate::exit;
@@ -97,7 +96,8 @@ const GRACE: Duration = Duration::from_secs(10);
 /// holds it after a heartbeat or two; one cut off from its majority does not get it in that time.
 const LEASE_WAIT: Duration = Duration::from_secs(5);
 
-/// This host's vservers, their intents and restart accounting.
+/// This host's vservers, their intents and restart accounting (a handle: clones share them).
+#[derive(Clone)]
 pub struct Supervisor {
     shared: Arc<Shared>,
 }
@@ -112,8 +112,6 @@ struct Shared {
     intents: Intents,
     /// Restart times and errors, also on disk.
     accounts: Accounts,
-    /// The vservers' relocations as the cluster's event log tells them, once the agent has it.
-    relocations: std::sync::OnceLock<RelocationLookup>,
     books: StdMutex<HashMap<VserverName, Book>>,
     locks: StdMutex<HashMap<VserverName, Arc<AsyncMutex<()>>>>,
     cache: StdMutex<BTreeMap<VserverName, VserverState>>,
@@ -123,26 +121,44 @@ struct Shared {
     fenced: StdMutex<std::collections::BTreeSet<VserverName>>,
     /// When each fenced vserver was fenced, ms since the Unix epoch, until its recovery is accounted.
     fenced_at: StdMutex<HashMap<VserverName, u64>>,
-    /// Who the cluster says owns a vserver (this host's view of the ownership table), once the agent has it.
-    owner_of: std::sync::OnceLock<OwnerLookup>,
-    /// Whether this host may start vservers now (its lease), once the agent has it.
-    may_run: std::sync::OnceLock<LeaseCheck>,
-    /// Where the supervisor reports what it did (a local restart) to the cluster's event log, once set.
-    events: std::sync::OnceLock<EventSink>,
+    /// What the supervisor asks of the cluster: owners, lease, relocations, and where it reports.
+    cluster: Arc<dyn Cluster>,
     /// This host's node name.
     node: String,
 }
 
-/// Looks up a vserver's owner host in the ownership table, as this host knows it.
-pub type OwnerLookup = Box<dyn Fn(&VserverName) -> Option<String> + Send + Sync>;
+/// What the supervisor asks of the cluster. The agent answers it from its parts (the ownership table, the
+/// lease, the event log); a host without a cluster answers [`Standalone`].
+pub trait Cluster: Send + Sync {
+    /// The host the ownership table gives `name` to, as this host knows it: a vserver the table gives to
+    /// another host is not restarted here when it dies (its intent becomes `stopped`).
+    fn owner(&self, name: &VserverName) -> Option<String>;
+    /// Whether this host may start vservers now: it holds its lease, or needs none (no quorum fencing, no
+    /// cluster formed, maintenance). No vserver is started (by an operator, a restart, a recovery) while it
+    /// may not, since another host may be taking them over.
+    fn may_run(&self) -> bool;
+    /// `name`'s relocations within the failure window, and its relocation error, as the cluster's event log
+    /// tells them: a vserver it puts in error is shown so and never restarted.
+    fn relocations(&self, name: &VserverName) -> Relocations;
+    /// Reports an event (kind, vserver, text) to the cluster's event log, without waiting for it.
+    fn report(&self, kind: &str, name: &VserverName, text: String);
+}
 
-/// Whether this host may start vservers now: it holds its lease, or needs none (no quorum fencing, no cluster
-/// formed, maintenance). The agent's check also brings the keepers' lease file up to date when it says yes.
-pub type LeaseCheck = Box<dyn Fn() -> bool + Send + Sync>;
+/// A host outside any cluster: it owns what it runs, may always start, and reports to nobody.
+pub struct Standalone;
 
-/// Looks up a vserver's relocations within the failure window, and its relocation error, in the cluster's
-/// event log.
-pub type RelocationLookup = Box<dyn Fn(&VserverName) -> Relocations + Send + Sync>;
+impl Cluster for Standalone {
+    fn owner(&self, _: &VserverName) -> Option<String> {
+        None
+    }
+    fn may_run(&self) -> bool {
+        true
+    }
+    fn relocations(&self, _: &VserverName) -> Relocations {
+        Relocations::default()
+    }
+    fn report(&self, _: &str, _: &VserverName, _: String) {}
+}
 
 pub use failover::events::Relocations;
 
@@ -154,8 +170,6 @@ pub struct Cleared {
     /// The local error, if there was one.
     pub error: Option<String>,
 }
-/// Reports an event (kind, vserver, text) to the cluster's event log, without waiting for it.
-pub type EventSink = Box<dyn Fn(&str, &VserverName, String) + Send + Sync>;
 
 /// A vserver held by a migrate: no restart by the check loop, no operator operation, until dropped.
 pub struct Hold {
@@ -205,8 +219,8 @@ fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Supervisor {
-    /// Loads the intents kept on disk.
-    pub fn new(config: &AgentConfig) -> Result<Self, SupervisorError> {
+    /// Loads the intents kept on disk; `cluster` answers what the supervisor asks of the cluster.
+    pub fn new(config: &AgentConfig, cluster: Arc<dyn Cluster>) -> Result<Self, SupervisorError> {
         let path = intents_path(&config.state_dir);
         let state = |source| SupervisorError::State { path: path.clone(), source };
         std::fs::create_dir_all(&config.state_dir).map_err(state)?;
@@ -234,19 +248,28 @@ impl Supervisor {
                 failures: config.failures.clone(),
                 intents: Intents { path, map: StdMutex::new(map), write: AsyncMutex::new(()) },
                 accounts: Accounts { path: accounts_path, map: StdMutex::new(accounts), write: AsyncMutex::new(()) },
-                relocations: std::sync::OnceLock::new(),
                 books: StdMutex::default(),
                 locks: StdMutex::default(),
                 cache: StdMutex::default(),
                 held: StdMutex::default(),
                 fenced: StdMutex::default(),
                 fenced_at: StdMutex::default(),
-                owner_of: std::sync::OnceLock::new(),
-                may_run: std::sync::OnceLock::new(),
-                events: std::sync::OnceLock::new(),
+                cluster,
                 node: config.node.clone(),
             }),
         })
+    }
+
+    /// Checks the vservers every `every` (`restart.check_interval_ms`): adopts running ones, restarts those
+    /// meant to run that died, with backoff, up to `failures.max_restart` times within the window. Runs until
+    /// aborted.
+    pub async fn run(&self, every: Duration) {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            self.check().await;
+        }
     }
 
     /// Every vserver with a conf file on this host.
@@ -344,7 +367,7 @@ impl Supervisor {
     /// Fences the given vservers only (see [`fence`](Self::fence)).
     pub fn fence_only(&self, names: &[VserverName]) {
         lock(&self.shared.fenced).extend(names.iter().cloned());
-        let now = super::replication::now_ms();
+        let now = isolate::state::now_ms();
         let mut at = lock(&self.shared.fenced_at);
         for n in names {
             at.entry(n.clone()).or_insert(now);
@@ -370,7 +393,7 @@ impl Supervisor {
         let Ok((false, ended)) = seen else { return };
         let counted = shared.accounts.get(name).and_then(|a| a.last_fenced_run);
         if let Some(at) = at.filter(|_| ended.is_none() || ended != counted) {
-            let since = super::replication::now_ms().saturating_sub(shared.failures.window_ms());
+            let since = isolate::state::now_ms().saturating_sub(shared.failures.window_ms());
             let kept = shared
                 .accounts
                 .update(name, |a| {
@@ -399,25 +422,6 @@ impl Supervisor {
         }
         drop(guard);
         shared.refresh(name).await;
-    }
-
-    /// Gives the supervisor the agent's view of this host's lease: no vserver is started (by an operator, a
-    /// restart, a recovery) while this host does not hold it, since another host may be taking them over. Set
-    /// once.
-    pub fn set_lease_check(&self, check: LeaseCheck) {
-        let _ = self.shared.may_run.set(check);
-    }
-
-    /// Gives the check loop this host's view of the ownership table: a vserver the table gives to another
-    /// host is not restarted here when it dies (its intent becomes `stopped`). Set once.
-    pub fn set_owner_lookup(&self, lookup: OwnerLookup) {
-        let _ = self.shared.owner_of.set(lookup);
-    }
-
-    /// Gives the supervisor the cluster's relocation accounting (from the event log): a vserver it puts in
-    /// error is shown so and never restarted. Set once.
-    pub fn set_relocation_lookup(&self, lookup: RelocationLookup) {
-        let _ = self.shared.relocations.set(lookup);
     }
 
     /// Clears a vserver's failure accounting on this host: its restarts are forgotten, its error lifted,
@@ -462,11 +466,6 @@ impl Supervisor {
         }
         self.shared.refresh(name).await;
         Ok(Cleared { restarts, error })
-    }
-
-    /// Gives the check loop a way to report its restarts to the cluster's event log. Set once.
-    pub fn set_event_sink(&self, sink: EventSink) {
-        let _ = self.shared.events.set(sink);
     }
 
     /// Lifts the fence of one vserver without starting it: the check loop treats it as usual again.
@@ -619,7 +618,7 @@ impl Shared {
     /// A vserver's status: the observation, its intent and its restart account.
     fn compose(&self, name: &VserverName, st: Result<Status, LifecycleError>, running: bool) -> VserverStatus {
         let restarted = self.restarts_in_window(name);
-        let since = super::replication::now_ms().saturating_sub(self.failures.window_ms());
+        let since = isolate::state::now_ms().saturating_sub(self.failures.window_ms());
         let fenced: Vec<u64> = self
             .accounts
             .get(name)
@@ -707,7 +706,7 @@ impl Shared {
                 if self.intents.get(name) == Some(Intent::Running) {
                     tracing::warn!(vserver = %name, "fenced by its keeper (this host's lease ended)");
                     lock(&self.fenced).insert(name.clone());
-                    lock(&self.fenced_at).entry(name.clone()).or_insert_with(super::replication::now_ms);
+                    lock(&self.fenced_at).entry(name.clone()).or_insert_with(isolate::state::now_ms);
                 }
                 return Some(self.state_of(name, false));
             }
@@ -776,9 +775,8 @@ impl Shared {
                         msg.push_str(&format!(" (last restart error: {last})"));
                     }
                     tracing::error!(vserver = %name, "{msg}");
-                    if let Some(sink) = self.events.get() {
-                        sink(super::events::kinds::RESTART_GAVE_UP, name, format!("{name} on {}: {msg}", self.node));
-                    }
+                    let text = format!("{name} on {}: {msg}", self.node);
+                    self.cluster.report(super::events::kinds::RESTART_GAVE_UP, name, text);
                     error = Some(why);
                 }
                 Decision::Leave | Decision::Wait | Decision::Adopt | Decision::Restart => {}
@@ -833,13 +831,8 @@ impl Shared {
                 return None;
             }
             tracing::info!(vserver = %name, "halted itself (halt or poweroff inside); intent stopped");
-            if let Some(sink) = self.events.get() {
-                sink(
-                    super::events::kinds::HALT,
-                    name,
-                    format!("{name} halted itself on {}; intent stopped", self.node),
-                );
-            }
+            let text = format!("{name} halted itself on {}; intent stopped", self.node);
+            self.cluster.report(super::events::kinds::HALT, name, text);
             return Some(self.state_of(name, false));
         }
         if let Some(owner) = self.owned_elsewhere(name) {
@@ -864,17 +857,15 @@ impl Shared {
                     format!("{name} rebooted itself on {} but did not start again: {e}", this.node)
                 }
             };
-            if let Some(sink) = this.events.get() {
-                sink(super::events::kinds::REBOOT, &name, text);
-            }
+            this.cluster.report(super::events::kinds::REBOOT, &name, text);
             this.refresh(&name).await;
         });
         None
     }
 
-    /// Whether this host may start vservers now (see [`LeaseCheck`]); yes until the agent says.
+    /// Whether this host may start vservers now (see [`Cluster::may_run`]).
     fn may_run(&self) -> bool {
-        self.may_run.get().is_none_or(|check| check())
+        self.cluster.may_run()
     }
 
     /// Whether this host may start vservers now or comes to within `wait` (a host that has just started, or
@@ -905,7 +896,7 @@ impl Shared {
 
     /// The times of its restarts within the failure window, oldest first.
     fn restarts_in_window(&self, name: &VserverName) -> Vec<u64> {
-        let since = super::replication::now_ms().saturating_sub(self.failures.window_ms());
+        let since = isolate::state::now_ms().saturating_sub(self.failures.window_ms());
         self.accounts
             .get(name)
             .map(|a| a.restarted_unix_ms.into_iter().filter(|t| *t >= since).collect())
@@ -914,12 +905,12 @@ impl Shared {
 
     /// Its relocations, as the cluster's event log tells them.
     fn relocations_of(&self, name: &VserverName) -> Relocations {
-        self.relocations.get().map(|f| f(name)).unwrap_or_default()
+        self.cluster.relocations(name)
     }
 
     /// The host the ownership table gives `name` to, when that is not this host.
     fn owned_elsewhere(&self, name: &VserverName) -> Option<String> {
-        let owner = (self.owner_of.get()?)(name)?;
+        let owner = self.cluster.owner(name)?;
         (owner != self.node).then_some(owner)
     }
 
@@ -936,13 +927,11 @@ impl Shared {
                     book.running_since = Some(Instant::now());
                     book.last_error = None;
                     tracing::info!(vserver = %name, streak = book.streak, "restarted after it died on its own");
-                    if let Some(sink) = self.events.get() {
-                        let text = format!(
-                            "{name} died on its own on {} and was restarted there (restart {} in a row)",
-                            self.node, book.streak
-                        );
-                        sink("restart", &name, text);
-                    }
+                    let text = format!(
+                        "{name} died on its own on {} and was restarted there (restart {} in a row)",
+                        self.node, book.streak
+                    );
+                    self.cluster.report("restart", &name, text);
                     true
                 }
                 // Started meanwhile by someone else: nothing to count.
@@ -953,10 +942,8 @@ impl Shared {
                 Err(e) => {
                     book.streak += 1;
                     tracing::warn!(vserver = %name, error = %e, attempt = book.streak, "restart failed");
-                    if let Some(sink) = self.events.get() {
-                        let text = format!("{name} died on its own on {} and its restart failed: {e}", self.node);
-                        sink("restart_failed", &name, text);
-                    }
+                    let text = format!("{name} died on its own on {} and its restart failed: {e}", self.node);
+                    self.cluster.report("restart_failed", &name, text);
                     book.last_error = Some(e.to_string());
                     true
                 }
@@ -964,7 +951,7 @@ impl Shared {
         };
         if counted {
             let (now, since) = {
-                let now = super::replication::now_ms();
+                let now = isolate::state::now_ms();
                 (now, now.saturating_sub(self.failures.window_ms()))
             };
             let kept = self
@@ -1355,10 +1342,10 @@ fn announcement(config: &AgentConfig, pid: u32) -> Announcement {
 }
 
 /// Writes where the agent listens, for the `vserver` command (`RUN_DIR/agent.json`).
-pub fn announce(agent: &Agent) -> std::io::Result<()> {
-    let ann = announcement(&agent.config, std::process::id());
-    std::fs::create_dir_all(&agent.config.run_dir)?;
-    let path = Announcement::path(&agent.config.run_dir);
+pub fn announce(config: &AgentConfig) -> std::io::Result<()> {
+    let ann = announcement(config, std::process::id());
+    std::fs::create_dir_all(&config.run_dir)?;
+    let path = Announcement::path(&config.run_dir);
     let text = serde_json::to_string_pretty(&ann).map_err(std::io::Error::other)?;
     write_atomic(&path, text.as_bytes(), 0o600)?;
     tracing::info!(path = %path.display(), url = %ann.url, "announced to the vserver command");
@@ -1366,8 +1353,8 @@ pub fn announce(agent: &Agent) -> std::io::Result<()> {
 }
 
 /// Removes what [`announce`] wrote.
-pub fn withdraw(agent: &Agent) {
-    let path = Announcement::path(&agent.config.run_dir);
+pub fn withdraw(config: &AgentConfig) {
+    let path = Announcement::path(&config.run_dir);
     let ours = std::fs::read_to_string(&path)
         .ok()
         .and_then(|t| serde_json::from_str::<Announcement>(&t).ok())
@@ -1376,17 +1363,6 @@ pub fn withdraw(agent: &Agent) {
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot withdraw the announcement");
         }
-    }
-}
-
-/// Checks the vservers at every `restart.check_interval_ms`: adopts running ones, restarts those meant to
-/// run that died, with backoff, up to `failures.max_restart` times within the window. Runs until aborted.
-pub async fn run(agent: Arc<Agent>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(agent.config.restart.check_interval_ms));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        agent.supervisor.check().await;
     }
 }
 

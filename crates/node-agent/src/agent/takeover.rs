@@ -9,18 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::events::{kinds, TakeoverRecord};
+use failover::events::kinds;
 use failover::takeover::{Busy, Limits, PeerView};
 use failover::wire::{HeldReplica, ProbeReply, ProbeRequest, PromoteRequest, PromoteTimes};
 use isolate::VserverName;
 
-use super::Agent;
+use super::node::Agent;
 use crate::model::{PeerState, VserverState};
-
-/// The takeovers in the cluster's event log, oldest first.
-pub fn records(agent: &Agent) -> Vec<TakeoverRecord> {
-    agent.ownership.get().map(|own| failover::events::takeovers(&own.events())).unwrap_or_default()
-}
 
 /// The agent, as the coordinator and a takeover reach this host.
 #[derive(Clone)]
@@ -34,7 +29,7 @@ impl failover::takeover::Host for AgentHost {
         &self.0.config.node
     }
     fn table(&self) -> Option<&Self::Table> {
-        self.0.ownership.get()
+        Some(&self.0.ownership)
     }
     fn peers(&self) -> &Self::Peers {
         &self.0.peers
@@ -125,7 +120,7 @@ async fn fence_hook(agent: &Agent, host: &str) -> Result<(), String> {
 /// On every host, every second: a vserver the table gives to another host is not run here, its copy here is
 /// kept aside, and this host takes the new placement (as a standby of the new owner).
 pub async fn reconcile(agent: &Arc<Agent>) {
-    let Some(own) = agent.ownership.get() else { return };
+    let own = &agent.ownership;
     let me = &agent.config.node;
     for (name, entry) in own.table() {
         let Some(owner) = entry.owner else { continue };

@@ -9,7 +9,7 @@
 //!
 //! With `fencing.quorum`, the agent fences its vservers as soon as its lease ends. With the watchdog, each
 //! pet says how long the watchdog may wait for the next one: what is left of the lease, less the time a fence
-//! takes ([`FENCE_LEAD`]). So a frozen or hung agent is fenced when its lease ends, and a silence shorter than
+//! takes ([`super::lease::FENCE_LEAD`]). So a frozen or hung agent is fenced when its lease ends, and a silence shorter than
 //! the lease (a network blip, a stall of the host) stops nothing.
 //!
 //! When the watchdog answers that it fenced the host, the agent restarts none of the vservers it killed until
@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::Agent;
+use super::node::Agent;
 use crate::model::Intent;
 
 /// Keeps the watchdog armed and petted, until aborted.
@@ -81,10 +81,6 @@ async fn ask_once(agent: &Agent, request: &str) -> Option<String> {
     asked.ok()?.ok()?
 }
 
-/// How long before the end of this host's lease each vserver's keeper kills it: the time a fence takes, so
-/// that it is over when the lease is.
-pub const FENCE_LEAD: Duration = Duration::from_millis(150);
-
 /// How long before the end of the lease the watchdog fires: after the keepers (which record the fence as
 /// theirs, so it is never taken for a crash), still before the lease ends.
 const WATCHDOG_LEAD: Duration = Duration::from_millis(75);
@@ -96,9 +92,7 @@ fn pet_budget(agent: &Agent, fixed: Duration) -> Option<Duration> {
     if !agent.config.quorum_fencing() {
         return Some(fixed);
     }
-    // Not ready to tell yet (a starting agent): whatever deadline the watchdog holds stands.
-    agent.ownership.get()?;
-    match lease_remaining(agent) {
+    match agent.lease.remaining() {
         None => Some(fixed),
         Some(left) => left.checked_sub(WATCHDOG_LEAD).filter(|b| !b.is_zero()),
     }
@@ -135,11 +129,11 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if in_maintenance(agent) {
+        if agent.lease.in_maintenance() {
             // Nobody takes this host's vservers over meanwhile: a fence would only be an outage.
             let answer = ask("disarm".into()).await?;
             tracing::warn!(answer = %answer, "maintenance: the host watchdog stands down until it ends");
-            while in_maintenance(agent) {
+            while agent.lease.in_maintenance() {
                 every.tick().await;
             }
             // As the lease watch does: a lease length to win the lease back before the watchdog guards again.
@@ -154,7 +148,7 @@ async fn guard(agent: &Arc<Agent>, socket: &std::path::Path, timeout_ms: u64) ->
         let answer = if legacy {
             // The previous release's watchdog: pet with its armed timeout, only while that much lease is left.
             if agent.config.quorum_fencing()
-                && lease_remaining(agent).is_some_and(|left| left < Duration::from_millis(timeout_ms))
+                && agent.lease.remaining().is_some_and(|left| left < Duration::from_millis(timeout_ms))
             {
                 continue;
             }
@@ -192,14 +186,14 @@ struct KeepersLease {
 }
 
 impl KeepersLease {
-    /// Tells the keepers where this host's lease stands: its end less [`FENCE_LEAD`] while it holds one,
+    /// Tells the keepers where this host's lease stands: its end less [`super::lease::FENCE_LEAD`] while it holds one,
     /// `unguarded` where no lease applies (no quorum fencing, no cluster formed yet, maintenance and the lease
     /// length after it). Nothing while the table is not open yet, nor while the lease is over: what was
     /// written stands (an agent restarting within its lease keeps its vservers; one that never comes back,
     /// or is frozen, leaves them to be fenced when the lease it last wrote ends).
     async fn follow(&mut self, agent: &Agent, left: Option<Duration>, grace: bool) {
         use isolate::lease::HostLease;
-        let Some(next) = keepers_lease(agent, left, grace) else { return };
+        let Some(next) = agent.lease.keepers(left, grace) else { return };
         let worth = match (self.written, next) {
             (Some(HostLease::Until(was)), HostLease::Until(now)) => now.abs_diff(was) >= 50,
             (was, now) => was != Some(now),
@@ -213,32 +207,6 @@ impl KeepersLease {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot tell the vservers' keepers this host's lease"),
             Err(e) => tracing::warn!(error = %e, "the lease file's writer failed"),
         }
-    }
-}
-
-/// What the keepers' file should say, from the lease left (see [`lease_remaining`]) and whether maintenance
-/// covers this host: nothing while the table is not open yet, nor while the lease is over or about to be.
-fn keepers_lease(agent: &Agent, left: Option<Duration>, grace: bool) -> Option<isolate::lease::HostLease> {
-    use isolate::lease::HostLease;
-    agent.ownership.get()?;
-    Some(match left {
-        _ if !agent.config.quorum_fencing() || grace => HostLease::Unguarded,
-        None => HostLease::Unguarded,
-        Some(left) => HostLease::ending_in(left.checked_sub(FENCE_LEAD).filter(|l| !l.is_zero())?),
-    })
-}
-
-/// Before a start: where the keepers' file says the lease is over while this host holds it again (back from
-/// a blip, within the 50 ms before [`watch_majority`] rewrites it), brings the file up to date, so the start
-/// is not refused under the agent. It writes only what the watch would write next, never a longer lease.
-pub fn keepers_catch_up(agent: &Agent) {
-    let run_dir = &agent.config.run_dir;
-    if isolate::lease::read(run_dir).left() != Some(Duration::ZERO) {
-        return;
-    }
-    let Some(next) = keepers_lease(agent, lease_remaining(agent), in_maintenance(agent)) else { return };
-    if let Err(e) = isolate::lease::write(run_dir, next) {
-        tracing::warn!(error = %e, "cannot tell the vservers' keepers this host's lease");
     }
 }
 
@@ -277,10 +245,7 @@ pub async fn recover_fenced(agent: &Arc<Agent>) {
     while !open.is_empty() {
         let mut still = Vec::new();
         for name in open {
-            let Some(own) = agent.ownership.get() else {
-                agent.supervisor.unfence(&name);
-                continue;
-            };
+            let own = &agent.ownership;
             let verdict = failover::lease::still_ours(own, &me, name.as_str()).await;
             match verdict {
                 Some(true) => {
@@ -305,29 +270,9 @@ pub async fn recover_fenced(agent: &Arc<Agent>) {
     }
 }
 
-/// Whether this host stands outside fencing now: it, or the whole cluster, is in maintenance (as this host's
-/// copy of the table says).
-pub fn in_maintenance(agent: &Agent) -> bool {
-    agent.ownership.get().is_some_and(|own| own.maintenance().covers(&agent.config.node))
-}
-
 /// The timeout a watchdog of the previous release is armed with: half the lease length.
 fn arm_ms(agent: &Agent) -> u64 {
     (agent.config.fencing.timeout_ms / 2).max(50)
-}
-
-/// What is left of the lease this host's starts need now: `None` where they need none (no quorum fencing,
-/// maintenance, or see [`lease_remaining`]), zero while it may start nothing.
-pub fn start_lease(agent: &Agent) -> Option<Duration> {
-    (agent.config.quorum_fencing() && !in_maintenance(agent)).then(|| lease_remaining(agent)).flatten()
-}
-
-/// What is left of this host's lease now: `None` when it needs none (no cluster formed yet, a single voter),
-/// zero when it is over.
-pub fn lease_remaining(agent: &Agent) -> Option<Duration> {
-    let own = agent.ownership.get()?;
-    let now = tokio::time::Instant::now();
-    failover::lease::remaining(&own.metrics().voters, &agent.config.node, &agent.membership.lease(now), now)
 }
 
 /// Follows this host's lease (every 50 ms): records when it last held it, and with `fencing.quorum` fences
@@ -348,14 +293,14 @@ pub async fn watch_majority(agent: Arc<Agent>) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let covered = in_maintenance(&agent);
+        let covered = agent.lease.in_maintenance();
         // Said before it acts on it: the peers learn it is covered no later than it stops fencing, and that it
         // is no longer covered no earlier than it fences again.
         agent.membership.set_covered(covered);
         if covered {
             covered_until = Some(std::time::Instant::now());
         }
-        let left = lease_remaining(&agent);
+        let left = agent.lease.remaining();
         let grace = covered || covered_until.is_some_and(|t| t.elapsed() < lease_len);
         keepers.follow(&agent, left, grace).await;
         if left.is_none_or(|left| !left.is_zero()) {
@@ -455,7 +400,7 @@ fn log_fence(agent: &Arc<Agent>, names: &[isolate::VserverName], why: &str, at_u
     let what = if list.is_empty() { "no vserver ran here".to_string() } else { format!("fenced {}", list.join(", ")) };
     let text = format!("{} {why} at {at}: {what}", agent.config.node);
     let vserver = (list.len() == 1).then(|| list[0]);
-    agent.log_event_later_at(super::events::kinds::FENCED, vserver, text, at_unix_ms);
+    agent.events.log_later_at(super::events::kinds::FENCED, vserver, text, at_unix_ms);
 }
 
 #[cfg(test)]
