@@ -53,6 +53,9 @@ pub struct Agent {
     pub takeovers: failover::takeover::Busy,
     /// When this host last heard from a majority of the voters, ms since [`Agent::started`].
     pub last_majority_ms: std::sync::atomic::AtomicU64,
+    /// Held while the vservers fenced here are confirmed or given up, one recovery at a time (the watchdog's
+    /// report and the majority's return may both ask for one).
+    pub recovery: tokio::sync::Mutex<()>,
 }
 
 impl Agent {
@@ -119,6 +122,7 @@ impl Agent {
             events,
             takeovers: Default::default(),
             last_majority_ms: std::sync::atomic::AtomicU64::new(0),
+            recovery: tokio::sync::Mutex::new(()),
         })
     }
 

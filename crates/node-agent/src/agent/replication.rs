@@ -45,18 +45,113 @@ pub fn now_ms() -> u64 {
 /// Why a replication step failed, in words.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
-    /// Not a vserver this host may act on (HTTP 404).
+    /// A sync session asked by a host that is not a peer of this one.
+    #[error("{from:?} is not a peer of this host")]
+    NotAPeer {
+        /// The host that asked.
+        from: String,
+    },
+    /// A replica asked of a witness, which holds none.
+    #[error("{node} is a witness: it holds no replicas (take it out of {name}'s standbys)")]
+    Witness {
+        /// This host.
+        node: String,
+        /// The vserver.
+        name: VserverName,
+    },
+    /// A replica asked of the host where the vserver runs.
+    #[error("{name} runs on this host ({node}); it takes no replica of it from {from}")]
+    RunsHere {
+        /// The vserver.
+        name: VserverName,
+        /// This host.
+        node: String,
+        /// The host that asked.
+        from: String,
+    },
+    /// No sync session of that id is open (it ended, or never began).
+    #[error("no sync session {session} open for {name}")]
+    NoSession {
+        /// The vserver.
+        name: VserverName,
+        /// The session asked for.
+        session: String,
+    },
+    /// The session was replaced by a newer sync of the same vserver.
+    #[error("session {session} of {name} was replaced")]
+    Replaced {
+        /// The vserver.
+        name: VserverName,
+        /// The session asked for.
+        session: String,
+    },
+    /// A commit while the session's rsyncs still write into the replica.
+    #[error("rsync still writing into {name}'s replica")]
+    StillWriting {
+        /// The vserver.
+        name: VserverName,
+    },
+    /// A sync of a vserver the cluster configuration does not place.
+    #[error("{name} is not in the cluster configuration")]
+    NotPlaced {
+        /// The vserver.
+        name: VserverName,
+    },
+    /// A sync asked of a host that is not the vserver's primary.
+    #[error("{name} is replicated by its primary {primary}, not by this host ({node})")]
+    NotPrimary {
+        /// The vserver.
+        name: VserverName,
+        /// Its primary.
+        primary: String,
+        /// This host.
+        node: String,
+    },
+    /// A sync of a vserver whose conf is not on this host.
+    #[error("{name} has no conf on this host")]
+    NoConf {
+        /// The vserver.
+        name: VserverName,
+    },
+    /// A sync from a host the ownership table no longer gives the vserver to.
+    #[error("the cluster gives {name} to {owner} (ownership epoch {epoch}): this host's copy is not synced out")]
+    OwnedElsewhere {
+        /// The vserver.
+        name: VserverName,
+        /// Its owner.
+        owner: String,
+        /// The ownership epoch.
+        epoch: u64,
+    },
+    /// The vserver moved off this host while the sync waited for its lock.
+    #[error("{name} moved off this host meanwhile; not synced")]
+    MovedAway {
+        /// The vserver.
+        name: VserverName,
+    },
+    /// The conf files a commit carries are not acceptable; the message says which and why.
     #[error("{0}")]
-    NotFound(String),
-    /// A request that conflicts with the state (HTTP 409): a sync already running, a session replaced.
-    #[error("{0}")]
-    Conflict(String),
-    /// Bad input (HTTP 400).
-    #[error("{0}")]
-    BadRequest(String),
-    /// The sync failed (HTTP 500); the message says where and why.
+    BadConf(String),
+    /// A step failed on this host; the message says where and why.
     #[error("{0}")]
     Failed(String),
+}
+
+impl ReplicationError {
+    /// Whether the request itself is at fault (rather than the state it met, or a failure here).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, Self::NotAPeer { .. } | Self::BadConf(_))
+    }
+
+    /// Whether the request names what this host does not have (no session, not placed, no conf).
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Self::NoSession { .. } | Self::NotPlaced { .. } | Self::NoConf { .. })
+    }
+
+    /// Whether it failed here, rather than being refused.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Self::Failed(_))
+    }
 }
 
 /// Conf files carried in a commit at most this large (base64 included), well under the API's body limit.
@@ -320,21 +415,15 @@ impl Replication {
     /// already open for it (a sync that died on the way) is cancelled and replaced.
     pub async fn begin(&self, name: &VserverName, req: BeginRequest) -> Result<BeginReply, ReplicationError> {
         if !self.peers_conf.iter().any(|p| p.name == req.source) {
-            return Err(ReplicationError::BadRequest(format!("{:?} is not a peer of this host", req.source)));
+            return Err(ReplicationError::NotAPeer { from: req.source });
         }
         if self.witness {
-            return Err(ReplicationError::Conflict(format!(
-                "{} is a witness: it holds no replicas (take it out of {name}'s standbys)",
-                self.node
-            )));
+            return Err(ReplicationError::Witness { node: self.node.clone(), name: name.clone() });
         }
         let running_here =
             self.links.supervisor.get(name).await.is_ok_and(|v| v.state == crate::model::VserverState::Running);
         if running_here {
-            return Err(ReplicationError::Conflict(format!(
-                "{name} runs on this host ({}); it takes no replica of it from {}",
-                self.node, req.source
-            )));
+            return Err(ReplicationError::RunsHere { name: name.clone(), node: self.node.clone(), from: req.source });
         }
         if let Some(old) = lock(&self.sessions).remove(name) {
             tracing::warn!(vserver = %name, session = %old.id, "a new sync replaces an unfinished one");
@@ -378,8 +467,8 @@ impl Replication {
                 let guard = ActiveGuard { active: Arc::clone(&s.active), errors: Arc::clone(&s.errors) };
                 Ok((s.staging.dir.clone(), guard, s.cancel.subscribe()))
             }
-            Some(_) => Err(ReplicationError::Conflict(format!("session {session} of {name} was replaced"))),
-            None => Err(ReplicationError::NotFound(format!("no sync session {session} open for {name}"))),
+            Some(_) => Err(ReplicationError::Replaced { name: name.clone(), session: session.to_string() }),
+            None => Err(ReplicationError::NoSession { name: name.clone(), session: session.to_string() }),
         }
     }
 
@@ -389,16 +478,12 @@ impl Replication {
             let sessions = lock(&self.sessions);
             match sessions.get(name) {
                 Some(s) if s.id == req.session => (s.staging.clone(), s.source.clone(), Arc::clone(&s.active)),
-                Some(_) => {
-                    return Err(ReplicationError::Conflict(format!("session {} of {name} was replaced", req.session)))
-                }
-                None => {
-                    return Err(ReplicationError::NotFound(format!("no sync session {} open for {name}", req.session)))
-                }
+                Some(_) => return Err(ReplicationError::Replaced { name: name.clone(), session: req.session }),
+                None => return Err(ReplicationError::NoSession { name: name.clone(), session: req.session }),
             }
         };
         if !idle_within(&active, COMMIT_WAIT).await {
-            return Err(ReplicationError::Conflict(format!("rsync still writing into {name}'s replica")));
+            return Err(ReplicationError::StillWriting { name: name.clone() });
         }
         if let Some(files) = &req.conf {
             let dir = staging.dir.join("conf");
@@ -459,22 +544,19 @@ impl Replication {
     /// Syncs `name` to each of its standbys in order, now; waits for a sync already running. Every standby is
     /// tried (a dead or failing one does not stop the others).
     pub async fn sync_now(self: &Arc<Self>, name: &VserverName) -> Result<Vec<SyncOutcome>, ReplicationError> {
-        let placement = self
-            .placement(name)
-            .ok_or_else(|| ReplicationError::NotFound(format!("{name} is not in the cluster configuration")))?;
+        let placement = self.placement(name).ok_or_else(|| ReplicationError::NotPlaced { name: name.clone() })?;
         if placement.primary != self.node {
-            return Err(ReplicationError::Conflict(format!(
-                "{name} is replicated by its primary {}, not by this host ({})",
-                placement.primary, self.node
-            )));
+            return Err(ReplicationError::NotPrimary {
+                name: name.clone(),
+                primary: placement.primary,
+                node: self.node.clone(),
+            });
         }
         if !self.dirs.conf(name).is_file() {
-            return Err(ReplicationError::NotFound(format!("{name} has no conf on this host")));
+            return Err(ReplicationError::NoConf { name: name.clone() });
         }
         if let Some((owner, epoch)) = foreign_owner(&self.links, &self.node, name) {
-            return Err(ReplicationError::Conflict(format!(
-                "the cluster gives {name} to {owner} (ownership epoch {epoch}): this host's copy is not synced out"
-            )));
+            return Err(ReplicationError::OwnedElsewhere { name: name.clone(), owner, epoch });
         }
         let guard = self.vserver_lock(name);
         let _held = guard.lock().await;
@@ -482,7 +564,7 @@ impl Replication {
         let placement = self
             .placement(name)
             .filter(|p| p.primary == self.node && self.dirs.conf(name).is_file())
-            .ok_or_else(|| ReplicationError::Conflict(format!("{name} moved off this host meanwhile; not synced")))?;
+            .ok_or_else(|| ReplicationError::MovedAway { name: name.clone() })?;
         lock(&self.last_run).insert(name.clone(), Instant::now());
         let mut outcomes = Vec::new();
         for standby in &placement.standbys {
@@ -872,7 +954,7 @@ fn write_conf(dir: &Path, name: &VserverName, files: &[ConfFile]) -> Result<(), 
     use base64::Engine;
     use std::os::unix::fs::PermissionsExt;
     let allowed = [format!("{name}.conf"), format!("{name}.sh")];
-    let bad = |m: String| ReplicationError::BadRequest(m);
+    let bad = ReplicationError::BadConf;
     if let Some(f) = files.iter().find(|f| !allowed.contains(&f.name)) {
         return Err(bad(format!("a commit of {name} may carry only {name}.conf and {name}.sh, not {:?}", f.name)));
     }
@@ -1050,7 +1132,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dst.join("web.conf")).unwrap(), "IPROOT=\"\"\n");
         assert!(!dst.join("web.sh").exists(), "a hook removed on the source is removed from the copy");
         let evil = vec![ConfFile { name: "../../etc/passwd".into(), mode: 0o644, content: String::new() }];
-        assert!(matches!(write_conf(&dst, &web, &evil), Err(ReplicationError::BadRequest(_))));
+        assert!(matches!(write_conf(&dst, &web, &evil), Err(ReplicationError::BadConf(_))));
         // Too large to carry: sent by rsync instead.
         std::fs::write(src.join("web.sh"), vec![b'#'; 64 * 1024]).unwrap();
         assert!(read_conf(&src, &web).unwrap().is_none());

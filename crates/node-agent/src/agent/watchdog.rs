@@ -237,8 +237,7 @@ pub async fn hold_at_start(agent: &Agent) -> Vec<isolate::VserverName> {
 /// Confirms (or gives up) every fenced vserver, one at a time, as after a fence.
 pub async fn recover_fenced(agent: &Arc<Agent>) {
     // One at a time (the watchdog's report and the majority's return may both ask).
-    static RECOVERING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _one = RECOVERING.lock().await;
+    let _one = agent.recovery.lock().await;
     let fenced = agent.supervisor.fenced();
     let me = agent.config.node.clone();
     let mut open: Vec<_> = fenced;
