@@ -15,6 +15,7 @@ pub mod ownership;
 pub mod peer;
 pub mod placement;
 pub mod promote;
+pub mod reconcile;
 pub mod rsync;
 pub mod session;
 pub mod store;

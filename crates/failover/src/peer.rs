@@ -252,6 +252,28 @@ impl PeerClient {
         Ok(self.post::<serde_json::Value>(host, &path, placement, timeout).await?.map(drop))
     }
 
+    /// Sends `name`'s new placement to every host it names but `me`, at once (5 s each); a sentence for each
+    /// host that did not take it (it keeps the old one until it is sent the new one again).
+    pub async fn spread_placement(&self, me: &str, name: &str, moved: &Placement) -> Vec<String> {
+        let mut sends = tokio::task::JoinSet::new();
+        for host in moved.standbys.iter().chain([&moved.primary]).filter(|h| *h != me && self.knows(h)) {
+            let (peers, host, name, moved) = (self.clone(), host.clone(), name.to_string(), moved.clone());
+            sends.spawn(async move {
+                let sent = peers.placement(&host, &name, &moved, Duration::from_secs(5)).await;
+                (host, matches!(sent, Ok(Ok(()))))
+            });
+        }
+        let mut warnings = Vec::new();
+        for (host, ok) in sends.join_all().await {
+            if !ok {
+                warnings.push(format!(
+                    "{host} did not take the new placement; it keeps the old one until it is sent the new one again"
+                ));
+            }
+        }
+        warnings
+    }
+
     /// `POST /v1/vservers/NAME/migrate`: asks `host` (where `name` runs) to move it to `req.target`.
     pub async fn migrate(&self, host: &str, name: &str, req: &MigrateRequest, timeout: Duration) -> Answer<()> {
         let path = format!("/v1/vservers/{name}/migrate");

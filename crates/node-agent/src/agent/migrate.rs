@@ -3,7 +3,7 @@
 //! [`failover::migrate::run`] drives (the source); the target's side (`preflight`, `promote`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use failover::placement::Placement;
 use failover::rsync::Moved;
@@ -257,24 +257,7 @@ pub async fn spread_placement(agent: &Agent, name: &VserverName, moved: &Placeme
     if let Err(e) = agent.replication.record_placement(name, moved.clone()) {
         warnings.push(format!("cannot record the placement here: {e}"));
     }
-    let mut sends = tokio::task::JoinSet::new();
-    for host in moved.standbys.iter().chain([&moved.primary]).filter(|h| **h != agent.config.node) {
-        if !agent.peers.knows(host) {
-            continue;
-        }
-        let (peers, host, name, moved) = (agent.peers.clone(), host.clone(), name.to_string(), moved.clone());
-        sends.spawn(async move {
-            let sent = peers.placement(&host, &name, &moved, Duration::from_secs(5)).await;
-            (host, matches!(sent, Ok(Ok(()))))
-        });
-    }
-    for (host, ok) in sends.join_all().await {
-        if !ok {
-            warnings.push(format!(
-                "{host} did not take the new placement; it keeps the old one until it is sent the new one again"
-            ));
-        }
-    }
+    warnings.extend(agent.peers.spread_placement(&agent.config.node, name.as_str(), moved).await);
     warnings
 }
 

@@ -230,20 +230,10 @@ async fn keep_ownership(agent: Arc<Agent>, ownership: failover::ownership::Owner
             }
         }
         if formed {
-            takeover::reconcile(&agent).await;
+            failover::reconcile::reconcile(&takeover::AgentHost(Arc::clone(&agent))).await;
         }
-        if !ownership.is_leader() {
-            continue;
-        }
-        for (name, placement) in agent.replication.placements() {
-            if ownership.epoch(name.as_str()) != 0 {
-                continue;
-            }
-            match ownership.set_owner(name.as_str(), &placement.primary, 0).await {
-                Ok((owner, epoch)) => tracing::info!(vserver = %name, %owner, epoch, "ownership recorded"),
-                Err(e) => tracing::warn!(vserver = %name, error = %e, "cannot record the ownership"),
-            }
-        }
+        let placements = agent.replication.placements().into_iter().map(|(name, p)| (name.to_string(), p));
+        failover::reconcile::record_primaries(&ownership, placements).await;
     }
 }
 

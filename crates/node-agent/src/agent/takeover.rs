@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::events::kinds;
 use failover::takeover::{Busy, Limits, PeerView};
 use failover::wire::{HeldReplica, ProbeReply, ProbeRequest, PromoteRequest, PromoteTimes};
 use isolate::VserverName;
@@ -117,59 +116,54 @@ async fn fence_hook(agent: &Agent, host: &str) -> Result<(), String> {
     }
 }
 
-/// On every host, every second: a vserver the table gives to another host is not run here, its copy here is
-/// kept aside, and this host takes the new placement (as a standby of the new owner).
-pub async fn reconcile(agent: &Arc<Agent>) {
-    let own = &agent.ownership;
-    let me = &agent.config.node;
-    for (name, entry) in own.table() {
-        let Some(owner) = entry.owner else { continue };
-        if owner == *me {
-            continue;
+impl failover::reconcile::Local for AgentHost {
+    type Table = failover::ownership::Ownership;
+    type Held = tokio::sync::OwnedMutexGuard<()>;
+
+    fn node(&self) -> &str {
+        &self.0.config.node
+    }
+    fn table(&self) -> &Self::Table {
+        &self.0.ownership
+    }
+    fn placement(&self, name: &str) -> Option<failover::placement::Placement> {
+        self.0.replication.placement(&VserverName::parse(name).ok()?)
+    }
+    fn record_placement(&self, name: &str, placement: failover::placement::Placement) -> Result<(), String> {
+        let name = VserverName::parse(name).map_err(|e| e.to_string())?;
+        self.0.replication.record_placement(&name, placement).map(drop).map_err(|e| e.to_string())
+    }
+    fn has_copy(&self, name: &str) -> bool {
+        let Ok(name) = VserverName::parse(name) else { return false };
+        let dirs = &self.0.supervisor.host().dirs;
+        dirs.conf(&name).exists() || dirs.root(&name).exists()
+    }
+    fn try_hold(&self, name: &str) -> Option<Self::Held> {
+        self.0.replication.vserver_lock(&VserverName::parse(name).ok()?).try_lock_owned().ok()
+    }
+    async fn running(&self, name: &str) -> bool {
+        let Ok(name) = VserverName::parse(name) else { return false };
+        self.0.supervisor.get(&name).await.is_ok_and(|v| v.state == VserverState::Running)
+    }
+    async fn stop_here(&self, name: &str) -> Result<(), String> {
+        let name = VserverName::parse(name).map_err(|e| e.to_string())?;
+        let _ = self.0.supervisor.record_intent(&name, crate::model::Intent::Stopped).await;
+        self.0.supervisor.stop(&name).await.map(drop).map_err(|e| e.to_string())
+    }
+    async fn keep_aside(&self, name: &str, label: &str) -> Result<String, String> {
+        let name = VserverName::parse(name).map_err(|e| e.to_string())?;
+        let _ = self.0.supervisor.record_intent(&name, crate::model::Intent::Stopped).await;
+        let dirs = self.0.supervisor.host().dirs.clone();
+        let (store, label) = (self.0.replication.store().clone(), label.to_string());
+        let aside =
+            tokio::task::spawn_blocking(move || store.set_aside(&name, &dirs.vservers_dir, &dirs.conf_dir, &label));
+        match aside.await {
+            Ok(Ok(path)) => Ok(path.display().to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        let Ok(name) = VserverName::parse(&name) else { continue };
-        // The placement follows the table.
-        if let Some(p) = agent.replication.placement(&name) {
-            if p.primary != owner && (p.standbys.contains(&owner)) {
-                let moved = p.moved_to(&owner);
-                match agent.replication.record_placement(&name, moved) {
-                    Ok(_) => tracing::info!(vserver = %name, %owner, "placement follows the ownership table"),
-                    Err(e) => tracing::warn!(vserver = %name, error = %e, "cannot record the placement"),
-                }
-            }
-        }
-        let dirs = agent.supervisor.host().dirs.clone();
-        if !dirs.conf(&name).exists() && !dirs.root(&name).exists() {
-            continue;
-        }
-        // Not while a migrate or a sync of it runs here (a migrate's source gives it up itself).
-        let Ok(_held) = agent.replication.vserver_lock(&name).try_lock_owned() else { continue };
-        let running = agent.supervisor.get(&name).await.is_ok_and(|v| v.state == VserverState::Running);
-        if running {
-            tracing::error!(vserver = %name, %owner, epoch = entry.epoch, "runs here, but the cluster gives it to \
-                            another host: stopping it here");
-            let _ = agent.supervisor.record_intent(&name, crate::model::Intent::Stopped).await;
-            if let Err(e) = agent.supervisor.stop(&name).await {
-                tracing::error!(vserver = %name, error = %e, "cannot stop it");
-            }
-            continue;
-        }
-        let _ = agent.supervisor.record_intent(&name, crate::model::Intent::Stopped).await;
-        let (store, vdir, cdir, n) =
-            (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
-        let label = format!("epoch{}-{}", entry.epoch, super::replication::now_ms());
-        match tokio::task::spawn_blocking(move || store.set_aside(&n, &vdir, &cdir, &label)).await {
-            Ok(Ok(path)) => {
-                let text = format!(
-                    "{me} kept its copy of {name} aside at {} ({owner} owns it since epoch {})",
-                    path.display(),
-                    entry.epoch
-                );
-                tracing::warn!("{text}");
-                let _ = own.log(kinds::ASIDE, Some(name.as_str()), &text).await;
-            }
-            Ok(Err(e)) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),
-            Err(e) => tracing::error!(vserver = %name, error = %e, "cannot keep this host's copy aside"),
-        }
+    }
+    fn now_unix_ms(&self) -> u64 {
+        super::replication::now_ms()
     }
 }
