@@ -255,7 +255,7 @@ pub async fn run<S: Source>(host: &S, target: &str, was_running: bool) -> Result
             Err(e) => return Err(restart_here(format!("the cluster did not record {target} as the owner: {e}")).await),
         }
     }
-    let req = PromoteRequest { source: host.node().to_string(), start: was_running, epoch };
+    let req = PromoteRequest { source: host.node().to_string(), start: was_running, epoch, again: false };
     match promote_on(peers, target, name, &req, ASK_AGAIN).await {
         PromoteOutcome::Running(_) => {}
         PromoteOutcome::Refused(why) => {

@@ -396,7 +396,7 @@ mod tests {
             r#"{"name":"web","state":"running","more":1}"#,
         );
         let peers = client(server(Some(ok)).await);
-        let req = PromoteRequest { source: "h0".into(), start: true, epoch: Some(3) };
+        let req = PromoteRequest { source: "h0".into(), start: true, epoch: Some(3), again: false };
         let (state, times) = peers.promote("h1", "web", &req, Duration::from_secs(5)).await.unwrap().unwrap();
         assert_eq!(state, VserverState::Running);
         assert_eq!(times, PromoteTimes { promote_ms: Some(12), start_ms: Some(340) });

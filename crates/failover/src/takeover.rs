@@ -37,7 +37,9 @@ pub const PROMISE: Duration = Duration::from_secs(5);
 /// Longest wait for one voter's answer to a probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// How long the coordinator waits before it tries again a dead host whose vservers it could not all take
-/// over (no standby with a replica, a refused promote); its death is logged once.
+/// over (no standby with a replica, a refused promote); its death is logged once. Also how long a vserver
+/// may be owned by a live host that does not run it, although it is meant to run, before its promote is asked
+/// again (see [`ask_again`]).
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How long the fence hook may fail before the coordinator tries the host again.
 const HOOK_RETRY: Duration = Duration::from_secs(5);
@@ -91,6 +93,8 @@ pub trait Host: Send + Sync + 'static {
     fn held(&self) -> Vec<HeldReplica>;
     /// `name`'s placement, as this host has it.
     fn placement(&self, name: &str) -> Option<Placement>;
+    /// What `name` is on this host, `None` when it has no such vserver (it may hold a replica of it).
+    fn vserver_state(&self, name: &str) -> Option<VserverState>;
     /// Promotes this host's replica of `name` and starts it if asked (the receiving side of a takeover).
     fn promote(&self, name: &str, req: PromoteRequest) -> impl Future<Output = Result<PromoteTimes, String>> + Send;
     /// Runs the fence hook, if one is configured, against `host`.
@@ -142,14 +146,19 @@ pub async fn run<H: Host + Clone>(host: H) {
     let mut said: BTreeMap<String, String> = BTreeMap::new();
     // Each silent host found dead: the vservers the table gave it then, and when it was last tried.
     let mut tried: BTreeMap<String, (Vec<(String, u64)>, Instant)> = BTreeMap::new();
+    // The vservers owned by a live host that does not run them, and their promotes asked again.
+    let mut owed = Owed::default();
     loop {
         every.tick().await;
         let Some(own) = host.table() else { continue };
         if !own.is_leader() {
+            owed = Owed::default();
             continue;
         }
         let table = own.table();
-        for peer in host.membership() {
+        let peers = host.membership();
+        ask_again(&host, &table, &peers, &mut owed);
+        for peer in peers {
             let silence = peer.silence;
             if silence < timeout {
                 said.remove(&peer.name);
@@ -398,6 +407,11 @@ pub async fn take_over<H: Host>(
             tracing::info!(vserver = %name, epoch, current, "its ownership changed meanwhile; no takeover");
             return Taken::No(format!("its ownership changed meanwhile (epoch {current}, not {epoch})"), false);
         }
+        // A coordinator deposed while it decided records nothing: the new one decides again.
+        if !own.is_leader() {
+            tracing::info!(vserver = %name, "no longer the coordinator; no takeover");
+            return Taken::No("this host is no longer the coordinator".into(), true);
+        }
         let committing = Instant::now();
         let new_epoch = match own.take_over(name, standby, epoch, from).await {
             Ok((_, e)) => e,
@@ -493,7 +507,12 @@ async fn promote_on<H: Host>(
     start: bool,
     epoch: u64,
 ) -> PromoteOutcome {
-    let req = PromoteRequest { source: from.to_string(), start, epoch: Some(epoch) };
+    let req = PromoteRequest { source: from.to_string(), start, epoch: Some(epoch), again: false };
+    send_promote(host, standby, name, req).await
+}
+
+/// Sends `req` to `standby` (this host or a peer); a lost answer is asked again (see [`promote_on`]).
+async fn send_promote<H: Host>(host: &H, standby: &str, name: &str, req: PromoteRequest) -> PromoteOutcome {
     if standby == host.node() {
         return match host.promote(name, req).await {
             Ok(times) => PromoteOutcome::Running(times),
@@ -502,6 +521,152 @@ async fn promote_on<H: Host>(
     }
     let ask_for = host.takeover_timeout().unwrap_or(PROMISE);
     crate::promote::promote_on(host.peers(), standby, name, &req, ask_for).await
+}
+
+/// The vservers a coordinator finds owned by a live host that does not run them: since when, at which epoch,
+/// and the promotes it asks again (aborted with it).
+#[derive(Default)]
+struct Owed {
+    /// Each such vserver: its epoch, and since when it is seen so (or its promote was last asked again).
+    seen: BTreeMap<String, (u64, Instant)>,
+    /// The promotes asked again, under way.
+    asking: tokio::task::JoinSet<()>,
+}
+
+/// A takeover's promote that never ran (the new owner restarted before it acted on it, the request or the
+/// owner's lease was lost after the table recorded the new owner) leaves the vserver to a live host that does
+/// not run it. Every round, the coordinator notes the vservers the table gives to a live host (itself or a
+/// peer heard, not in maintenance) that does not run them (as it says: its heartbeat, or this host's
+/// supervisor) and that no takeover of this coordinator handles now; one seen so for [`RETRY_AFTER`] at the
+/// same epoch has its promote asked again, at that epoch (see [`promote_owed`]).
+fn ask_again<H: Host + Clone>(
+    host: &H,
+    table: &BTreeMap<String, crate::ownership::OwnerEntry>,
+    peers: &[PeerView],
+    owed: &mut Owed,
+) {
+    while owed.asking.try_join_next().is_some() {}
+    let Some(own) = host.table() else { return };
+    let maintenance = own.maintenance();
+    let busy = host.busy().list();
+    let me = host.node();
+    let down_there = |name: &str, owner: &str| -> bool {
+        let state = if owner == me {
+            host.vserver_state(name)
+        } else {
+            match peers.iter().find(|p| p.name == owner) {
+                Some(p) if p.alive && !p.maintenance => p.vservers.get(name).copied(),
+                _ => return false,
+            }
+        };
+        !matches!(state, Some(VserverState::Running | VserverState::Error | VserverState::Failed))
+    };
+    let now = Instant::now();
+    let mut due = Vec::new();
+    let mut seen = BTreeMap::new();
+    for (name, entry) in table {
+        let Some(owner) = entry.owner.as_deref() else { continue };
+        if maintenance.covers(owner) || busy.iter().any(|(v, _)| v == name) || !down_there(name, owner) {
+            continue;
+        }
+        let since = match owed.seen.get(name) {
+            Some((epoch, since)) if *epoch == entry.epoch => *since,
+            _ => now,
+        };
+        if now.duration_since(since) >= RETRY_AFTER {
+            due.push((name.clone(), owner.to_string(), entry.epoch));
+            seen.insert(name.clone(), (entry.epoch, now));
+        } else {
+            seen.insert(name.clone(), (entry.epoch, since));
+        }
+    }
+    owed.seen = seen;
+    if due.is_empty() {
+        return;
+    }
+    // Meant to run, by the cluster's event log: no operator's stop, halt or error since.
+    let events = own.events();
+    let now_ms = host.now_unix_ms();
+    let window_ms = host.limits().window_secs * 1000;
+    due.retain(|(name, _, _)| {
+        relocations(&events, name, now_ms, window_ms).error.is_none() && meant_to_run(&events, name, None)
+    });
+    for (name, owner, epoch) in due {
+        let host = host.clone();
+        owed.asking.spawn(async move {
+            promote_owed(&host, &name, &owner, epoch).await;
+        });
+    }
+}
+
+/// Asks `owner` again to promote its replica of `name` and start it, at `epoch`, when it still holds the
+/// epoch, holds a complete replica and does not run it (the vserver is meant to run: [`ask_again`] checked).
+/// The owner refuses it if an operator's stop is recorded before it acts on it. Once it runs, the takeover is
+/// logged and the placement follows, as after a first promote.
+async fn promote_owed<H: Host>(host: &H, name: &str, owner: &str, epoch: u64) {
+    let Some(own) = host.table() else { return };
+    if own.owner(name) != Some((owner.to_string(), epoch)) {
+        return;
+    }
+    match holds_replica(host, owner, name).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::debug!(vserver = %name, %owner, "cannot ask for its replicas ({e}); asked again later");
+            return;
+        }
+    }
+    if owner != host.node() {
+        // Its heartbeat may be late: asked.
+        match host.peers().vserver_state(owner, name, Duration::from_secs(3)).await {
+            Ok(Ok(VserverState::Stopped)) => {}
+            Ok(Err(refused)) if refused.status == reqwest::StatusCode::NOT_FOUND => {}
+            _ => return,
+        }
+    }
+    let busy = host.busy();
+    if busy.list().iter().any(|(v, _)| v == name)
+        || !own.is_leader()
+        || own.owner(name) != Some((owner.to_string(), epoch))
+    {
+        return;
+    }
+    let from = host.placement(name).map(|p| p.primary).filter(|p| p != owner).unwrap_or_else(|| owner.to_string());
+    let _busy = busy.mark(&from, std::iter::once(name.to_string()));
+    tracing::warn!(vserver = %name, %owner, epoch, "owned by a live host that does not run it although it is meant \
+                   to: its promote asked again");
+    let at_unix_ms = host.now_unix_ms();
+    let req = PromoteRequest { source: from.clone(), start: true, epoch: Some(epoch), again: true };
+    match send_promote(host, owner, name, req).await {
+        PromoteOutcome::Running(times) => {
+            let record = TakeoverRecord {
+                vserver: name.to_string(),
+                from: from.clone(),
+                to: owner.to_string(),
+                epoch,
+                at_unix_ms,
+                phases_ms: times.phases(),
+                started: true,
+            };
+            let text = record.event_text();
+            tracing::warn!(vserver = %name, %owner, "runs after its promote was asked again: {text}");
+            if let Err(e) = own.log_at(kinds::TAKEOVER, Some(name), &text, at_unix_ms).await {
+                tracing::warn!(vserver = %name, error = %e, "the takeover is not in the event log");
+            }
+            if let Some(placement) = host.placement(name).filter(|p| p.primary != owner) {
+                let warnings = host.spread_placement(name, &placement.moved_to(owner)).await;
+                if !warnings.is_empty() {
+                    tracing::warn!(vserver = %name, "after the takeover: {}", warnings.join("; "));
+                }
+            }
+        }
+        PromoteOutcome::Refused(why) => {
+            tracing::warn!(vserver = %name, %owner, "its promote asked again was refused: {why}");
+        }
+        PromoteOutcome::Unknown(why) => {
+            tracing::warn!(vserver = %name, %owner, "no answer to its promote asked again: {why}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -89,6 +89,12 @@ pub struct PromoteRequest {
     /// for (a few seconds) while this host's copy of the table has not reached it.
     #[serde(default)]
     pub epoch: Option<u64>,
+    /// Asked again, at the same epoch, by a coordinator that finds this host owning the vserver without running
+    /// it (the first promote never ran: this host restarted, or the request was lost): already running at that
+    /// epoch is a success, and it is refused once the cluster's event log no longer means the vserver to run (an
+    /// operator's stop recorded since). Sent only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub again: bool,
 }
 
 /// How long a promote's phases took on the target (answered in the `x-promote-ms` and `x-start-ms` headers).
@@ -371,4 +377,21 @@ pub struct RejectCounters {
     pub bad_signature: u64,
     /// Malformed, or older than what was already heard.
     pub malformed_or_stale: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `again` crosses releases: a sender leaves it out when false, and a body without it reads as false.
+    #[test]
+    fn a_promote_asked_once_reads_and_writes_as_before() {
+        let once = PromoteRequest { source: "h0".into(), start: true, epoch: Some(4), again: false };
+        assert_eq!(serde_json::to_string(&once).unwrap(), r#"{"source":"h0","start":true,"epoch":4}"#);
+        let read: PromoteRequest = serde_json::from_str(r#"{"source":"h0","start":true,"epoch":4}"#).unwrap();
+        assert!(!read.again);
+        let again = PromoteRequest { again: true, ..once };
+        let text = serde_json::to_string(&again).unwrap();
+        assert!(serde_json::from_str::<PromoteRequest>(&text).unwrap().again, "{text}");
+    }
 }

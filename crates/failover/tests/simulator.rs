@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use failover::events::{intent_event, kinds};
+use failover::events::{intent_event, kinds, meant_to_run};
 use failover::membership::{Membership, MembershipConfig};
 use failover::ownership::{Event, Maintenance, OwnerEntry, OwnershipError};
 use failover::peer::{Answer, Peers, Refused, Unreachable};
@@ -32,6 +32,9 @@ use failover::table::Table;
 use failover::takeover::{Busy, Host, Limits, PeerView};
 use failover::wire::{HeldReplica, PeerState, ProbeReply, ProbeRequest, PromoteRequest, PromoteTimes, VserverState};
 use tokio::time::Instant;
+
+/// Seeds that ended with the vserver down everywhere before a takeover's promote was asked again.
+const ONCE_DOWN: [u64; 6] = [14, 389, 391, 733, 843, 853];
 
 /// The vserver every simulated cluster protects.
 const VS: &str = "web";
@@ -50,6 +53,11 @@ const COMMIT_PATIENCE: Duration = Duration::from_secs(3);
 const FAULTS_FROM: Duration = Duration::from_secs(3);
 const FAULTS_UNTIL: Duration = Duration::from_secs(14);
 const RUN_FOR: Duration = Duration::from_secs(24);
+/// How long the cluster may take to settle once the last fault has healed, before the liveness check: an
+/// election, a takeover, and a promote asked again fit in it. A run ends at [`RUN_FOR`], or later once the
+/// faults healed and the vserver runs on its owner (or an operator's stop is the last word), or this long after
+/// they healed.
+const SETTLE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------------------
 // Randomness: one seeded generator (splitmix64), drawn in a fixed order, so a seed is a history.
@@ -126,10 +134,35 @@ enum Fault {
     /// The agent of this host dies right after it carries out its next promote, before answering, and is
     /// started again after the duration.
     KillAfterPromote(usize, Duration),
+    /// The agent of this host dies when its next promote arrives, before it acts on it, and is started again
+    /// after the duration.
+    KillBeforePromote(usize, Duration),
+    /// An operator's stop is recorded just before the next promote asked again arrives.
+    StopBeforeAskedAgain,
     /// The next coordinator elected is this host, when it can be.
     PreferLeader(usize),
     /// An operator stops the vserver where it runs (recorded first as intent), or starts it again.
     Operator(bool),
+}
+
+impl Fault {
+    /// How long it lasts once injected (a trap or a preference: nothing).
+    fn lasts(&self) -> Duration {
+        match *self {
+            Fault::Crash(_, d)
+            | Fault::AgentRestart(_, d)
+            | Fault::Freeze(_, d)
+            | Fault::Isolate(_, d)
+            | Fault::Loss(_, d)
+            | Fault::Delay(_, d)
+            | Fault::LostCommits(d) => d,
+            Fault::KillAfterPromote(..)
+            | Fault::KillBeforePromote(..)
+            | Fault::StopBeforeAskedAgain
+            | Fault::PreferLeader(_)
+            | Fault::Operator(_) => Duration::ZERO,
+        }
+    }
 }
 
 struct World {
@@ -149,6 +182,11 @@ struct World {
     /// A trap for a scenario: this host's agent dies right after it carried out a promote, before its answer
     /// leaves, and is back after the duration.
     kill_after_promote: Option<(usize, Duration)>,
+    /// A trap for a scenario: this host's agent dies when a promote arrives, before it acts on it, and is back
+    /// after the duration.
+    kill_before_promote: Option<(usize, Duration)>,
+    /// A trap for a scenario: an operator's stop is recorded just before the next promote asked again arrives.
+    stop_before_asked_again: bool,
     /// A scenario's choice of the next coordinator, when it can be.
     preferred_leader: Option<usize>,
     placement: Placement,
@@ -218,6 +256,11 @@ impl World {
     fn intent_stopped(&self) -> bool {
         let last = self.events.iter().rev().find(|e| e.kind == kinds::INTENT && e.vserver.as_deref() == Some(VS));
         last.is_some_and(|e| e.text.starts_with("stopped"))
+    }
+    /// The vserver runs on the host the table names, or an operator's stop is the last word.
+    fn settled(&self) -> bool {
+        let owner = self.owner().map(|(o, _)| o);
+        self.intent_stopped() || self.hosts.iter().any(|h| h.running && Some(&h.name) == owner.as_ref())
     }
     fn owner(&self) -> Option<(String, u64)> {
         self.owners.get(VS).and_then(|e| Some((e.owner.clone()?, e.epoch)))
@@ -602,6 +645,26 @@ fn held(w: &World, at: usize) -> Vec<HeldReplica> {
 fn promote_here(sim: &Sim, at: usize, name: &str, req: &PromoteRequest) -> Result<PromoteTimes, Refused> {
     let mut w = sim.w();
     let me = w.hosts[at].name.clone();
+    if w.kill_before_promote.is_some_and(|(h, _)| h == at) {
+        let (_, back) = w.kill_before_promote.take().expect("armed");
+        w.note(format!("{me}: agent killed as the promote arrived, before it acted on it"));
+        stop_agent(&mut w, at);
+        restart_agent_after(sim, at, back);
+        return Err(refused(503, "the agent died"));
+    }
+    if req.again && std::mem::take(&mut w.stop_before_asked_again) {
+        let text = intent_event(VS, false, &format!("stop on {me}"));
+        let (seq, at_ms) = (w.events.len() as u64 + 1, w.unix_ms());
+        w.note(format!("event {seq} ({}): {text}", kinds::INTENT));
+        w.events.push(Event {
+            seq,
+            at_ms,
+            host: me.clone(),
+            text,
+            kind: kinds::INTENT.into(),
+            vserver: Some(VS.into()),
+        });
+    }
     let (owner, epoch) = w.owner().unwrap_or_default();
     if req.epoch.is_some_and(|e| e < epoch) || owner != me {
         return Err(refused(409, format!("the table gives {name} to {owner} at epoch {epoch}")));
@@ -609,8 +672,17 @@ fn promote_here(sim: &Sim, at: usize, name: &str, req: &PromoteRequest) -> Resul
     if w.lease_left(at).is_some_and(|l| l.is_zero()) {
         return Err(refused(403, "this host holds no lease"));
     }
+    // Asked again at the epoch it runs at here: done (the agent's promote, under the vserver's lock).
+    if w.hosts[at].running && req.epoch == Some(epoch) {
+        return Ok(PromoteTimes::default());
+    }
     if w.hosts[at].running || w.hosts[at].tree {
         return Err(refused(409, format!("{name} already exists on this host")));
+    }
+    if req.again && !meant_to_run(&w.events, VS, None) {
+        let text = format!("the cluster no longer means {name} to run");
+        w.note(format!("{me}: promote asked again refused: {text}"));
+        return Err(refused(409, text));
     }
     if !w.hosts[at].replica {
         return Err(refused(404, "no complete replica"));
@@ -625,15 +697,20 @@ fn promote_here(sim: &Sim, at: usize, name: &str, req: &PromoteRequest) -> Resul
         let name = w.hosts[at].name.clone();
         w.note(format!("{name}: agent killed right after the promote, before its answer"));
         stop_agent(&mut w, at);
-        let sim = sim.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(back).await;
-            if sim.w().agent_down(at) {
-                start_agent(&sim, at);
-            }
-        });
+        restart_agent_after(sim, at, back);
     }
     Ok(PromoteTimes::default())
+}
+
+/// Starts `h`'s agent again after `back`, if it is still down then.
+fn restart_agent_after(sim: &Sim, h: usize, back: Duration) {
+    let sim = sim.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(back).await;
+        if sim.w().agent_down(h) {
+            start_agent(&sim, h);
+        }
+    });
 }
 
 /// One host as the coordinator sees it.
@@ -692,6 +769,15 @@ impl Host for SimHost {
     }
     fn placement(&self, _name: &str) -> Option<Placement> {
         Some(self.sim.w().placement.clone())
+    }
+    fn vserver_state(&self, _name: &str) -> Option<VserverState> {
+        let w = self.sim.w();
+        let h = &w.hosts[self.me];
+        match (h.running, h.tree) {
+            (true, _) => Some(VserverState::Running),
+            (false, true) => Some(VserverState::Stopped),
+            (false, false) => None,
+        }
     }
     fn promote(&self, name: &str, req: PromoteRequest) -> impl Future<Output = Result<PromoteTimes, String>> + Send {
         let r = promote_here(&self.sim, self.me, name, &req).map_err(|e| e.to_string());
@@ -931,6 +1017,14 @@ struct Outcome {
     operator_stopped: bool,
 }
 
+impl Outcome {
+    /// Meant to run (no operator's stop is the last word), yet it runs nowhere at the end, once the faults
+    /// healed and the cluster had [`SETTLE`] to act.
+    fn down(&self) -> bool {
+        self.running_on.is_empty() && !self.operator_stopped
+    }
+}
+
 fn schedule(rng: &mut Rng) -> Vec<(Duration, Fault)> {
     let mut at = FAULTS_FROM;
     let mut out = Vec::new();
@@ -958,6 +1052,9 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
     rt.block_on(async move {
         let mut rng = Rng(seed);
         let faults = faults.unwrap_or_else(|| schedule(&mut rng));
+        // The liveness check waits until every fault has healed, then until the vserver runs on its owner (or
+        // an operator's stop is the last word), for at most SETTLE.
+        let healed = faults.iter().map(|(at, f)| *at + f.lasts()).max().unwrap_or_default();
         let hosts = (0..3)
             .map(|i| HostState {
                 name: format!("h{i}"),
@@ -999,6 +1096,8 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
             leaderless_since: None,
             election_after: Duration::ZERO,
             kill_after_promote: None,
+            kill_before_promote: None,
+            stop_before_asked_again: false,
             preferred_leader: None,
             placement: Placement { primary: "h0".into(), standbys: STANDBYS.map(String::from).to_vec(), epoch: 0 },
             started: Instant::now(),
@@ -1026,7 +1125,10 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
             inject(&sim, fault);
         }
         let started = sim.w().started;
-        tokio::time::sleep_until(started + RUN_FOR).await;
+        tokio::time::sleep_until(started + RUN_FOR.max(healed)).await;
+        while started.elapsed() < healed + SETTLE && !sim.w().settled() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let mut w = sim.w();
         for h in 0..3 {
             stop_agent(&mut w, h);
@@ -1117,6 +1219,8 @@ fn inject(sim: &Sim, fault: Fault) {
             after(d, Box::new(|sim| sim.w().lost_commits = false));
         }
         Fault::KillAfterPromote(h, d) => w.kill_after_promote = Some((h, d)),
+        Fault::KillBeforePromote(h, d) => w.kill_before_promote = Some((h, d)),
+        Fault::StopBeforeAskedAgain => w.stop_before_asked_again = true,
         Fault::PreferLeader(h) => w.preferred_leader = Some(h),
         Fault::Operator(stop) => {
             drop(w);
@@ -1188,8 +1292,8 @@ fn the_invariants_hold_under_seeded_faults() {
                         totals.starts += o.stats.starts;
                         totals.takeovers += o.stats.takeovers;
                         totals.fences += o.stats.fences;
-                        running_at_end += u64::from(!o.running_on.is_empty() || o.operator_stopped);
-                        if o.running_on.is_empty() && !o.operator_stopped && std::env::var_os("SIM_DOWN").is_some() {
+                        running_at_end += u64::from(!o.down());
+                        if o.down() && std::env::var_os("SIM_DOWN").is_some() {
                             eprintln!("seed {seed}: down at the end");
                         }
                     }
@@ -1229,6 +1333,7 @@ fn replay() {
     let o = run(seed, None);
     println!("{}", report(seed, &o));
     assert!(o.violations.is_empty(), "seed {seed} broke an invariant (history above)");
+    assert!(!o.down(), "seed {seed}: meant to run, it runs nowhere at the end (history above)");
 }
 
 /// A seed is a history: the same seed twice, the same events at the same virtual times.
@@ -1278,4 +1383,49 @@ fn a_lost_promote_answer_never_makes_a_second_copy() {
     assert!(o.violations.is_empty(), "{}", report(11, &o));
     assert!(o.history.iter().any(|l| l.contains("agent killed right after the promote")), "{}", report(11, &o));
     assert_eq!(o.running_on, ["h1"], "{}", report(11, &o));
+}
+
+/// A takeover whose promote never ran: the coordinator (h1, the first standby) records itself as the new owner,
+/// then its agent dies as the promote arrives, before it acts on it, and is back 1 s later (within the lease:
+/// nobody takes it over from h1). h1 owns the vserver, is alive, holds its replica and runs nothing: the
+/// coordinator elected next asks the promote again, at the same epoch, and it runs on h1.
+#[test]
+fn a_takeover_whose_promote_never_ran_ends_running_on_the_new_owner() {
+    let faults = vec![
+        (Duration::from_secs(3), Fault::KillBeforePromote(1, Duration::from_secs(1))),
+        (Duration::from_secs(3), Fault::PreferLeader(1)),
+        (Duration::from_secs(4), Fault::Crash(0, Duration::from_secs(30))),
+    ];
+    let o = run(5, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(5, &o));
+    assert!(o.history.iter().any(|l| l.contains("before it acted on it")), "{}", report(5, &o));
+    assert_eq!(o.running_on, ["h1"], "{}", report(5, &o));
+}
+
+/// Seeds that ended with the vserver down everywhere (a takeover's promote refused or lost, the new owner
+/// alive and idle) end with it running once the promote is asked again.
+#[test]
+fn seeds_once_down_end_running() {
+    for seed in ONCE_DOWN {
+        let o = run(seed, None);
+        assert!(o.violations.is_empty(), "{}", report(seed, &o));
+        assert!(!o.down(), "{}", report(seed, &o));
+    }
+}
+
+/// An operator's stop recorded after the coordinator found the vserver owed, before the promote asked again
+/// arrives: the owner refuses it, and the vserver stays stopped.
+#[test]
+fn an_operators_stop_outweighs_the_promote_asked_again() {
+    let faults = vec![
+        (Duration::from_secs(3), Fault::KillBeforePromote(1, Duration::from_secs(1))),
+        (Duration::from_secs(3), Fault::PreferLeader(1)),
+        (Duration::from_secs(3), Fault::StopBeforeAskedAgain),
+        (Duration::from_secs(4), Fault::Crash(0, Duration::from_secs(30))),
+    ];
+    let o = run(5, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(5, &o));
+    assert!(o.history.iter().any(|l| l.contains("promote asked again refused")), "{}", report(5, &o));
+    assert!(o.running_on.is_empty(), "{}", report(5, &o));
+    assert!(o.operator_stopped, "{}", report(5, &o));
 }

@@ -263,6 +263,11 @@ pub async fn spread_placement(agent: &Agent, name: &VserverName, moved: &Placeme
 
 /// The target's side: promote the current replica to the running tree and start it (if asked). A failed start
 /// puts the tree back as the current replica, so the target is as before.
+///
+/// One promote of a vserver at a time, never during a sync or a migrate of it here (its replication lock). A
+/// promote at the epoch the vserver already runs at here is a success (asked twice: its answer was lost, or
+/// the coordinator asked again). A promote asked again (`again`) is refused once the cluster's event log no
+/// longer means the vserver to run: an operator's stop recorded since outweighs it.
 pub async fn promote(
     agent: &Arc<Agent>,
     name: &VserverName,
@@ -271,6 +276,7 @@ pub async fn promote(
     if agent.config.witness {
         return Err(MigrateError::Conflict("this host is a witness: it runs no vservers".into()));
     }
+    let _serial = agent.replication.vserver_lock(name).lock_owned().await;
     if let Some(epoch) = req.epoch {
         failover::migrate::wait_for_epoch(&agent.ownership, &agent.config.node, name.as_str(), epoch)
             .await
@@ -280,7 +286,23 @@ pub async fn promote(
     let promoting = Instant::now();
     let dirs = agent.supervisor.host().dirs.clone();
     if dirs.conf(name).exists() || dirs.root(name).exists() {
+        if req.epoch.is_some() {
+            // The table gives it to this host at that epoch (checked above): running already is what was asked.
+            if let Some(st) = agent.supervisor.get(name).await.ok().filter(|st| st.state == VserverState::Running) {
+                tracing::info!(vserver = %name, epoch = req.epoch, "promote asked again: it runs here already");
+                return Ok((st, times));
+            }
+        }
         return Err(MigrateError::Conflict(format!("{name} already exists on this host; nothing was changed")));
+    }
+    if req.again {
+        let events = agent.ownership.events();
+        if !failover::events::meant_to_run(&events, name.as_str(), None) {
+            return Err(MigrateError::Conflict(format!(
+                "the cluster no longer means {name} to run (an operator's stop, a halt or a failure limit is \
+                 recorded since it was given to this host); nothing was changed"
+            )));
+        }
     }
     let (store, vdir, cdir, n) =
         (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());

@@ -64,6 +64,9 @@ impl failover::takeover::Host for AgentHost {
     fn placement(&self, name: &str) -> Option<failover::placement::Placement> {
         self.0.replication.placement(&VserverName::parse(name).ok()?)
     }
+    fn vserver_state(&self, name: &str) -> Option<failover::wire::VserverState> {
+        self.0.supervisor.summaries().into_iter().find(|v| v.name == name).map(|v| v.state)
+    }
     async fn promote(&self, name: &str, req: PromoteRequest) -> Result<PromoteTimes, String> {
         let name = VserverName::parse(name).map_err(|e| e.to_string())?;
         super::migrate::promote(&self.0, &name, req).await.map(|(_, times)| times).map_err(|e| e.to_string())
