@@ -256,7 +256,7 @@ pub async fn take_over_dead<H: Host>(
     coordinator.fence_hook(host).await.map_err(|why| format!("fence hook failed: {why}"))?;
     let tried = Instant::now();
     loop {
-        let decided = Decided { phases: Vec::new(), at_unix_ms: coordinator.now_unix_ms() };
+        let decided = Decided { phases: Vec::new(), at_unix_ms: coordinator.now_unix_ms(), by_coordinator: false };
         match take_over(coordinator, vserver, host, epoch, decided, None).await {
             Taken::Running(to) => return Ok((to, "taken over".into())),
             Taken::Unknown(to) => {

@@ -244,7 +244,15 @@ pub async fn run<H: Host + Clone>(host: H) {
                 ];
                 let (host, from, was) = (host.clone(), peer.name.clone(), peer.vservers.get(&name).copied());
                 tasks.spawn(async move {
-                    take_over(&host, &name, &from, epoch, Decided { phases, at_unix_ms: decided_unix_ms }, was).await;
+                    take_over(
+                        &host,
+                        &name,
+                        &from,
+                        epoch,
+                        Decided { phases, at_unix_ms: decided_unix_ms, by_coordinator: true },
+                        was,
+                    )
+                    .await;
                 });
             }
             while tasks.join_next().await.is_some() {}
@@ -329,6 +337,9 @@ pub struct Decided {
     pub phases: Vec<(String, u64)>,
     /// When the host was confirmed dead.
     pub at_unix_ms: u64,
+    /// Decided by the coordinator's own watch: once deposed it records nothing (the new coordinator decides
+    /// again). An operator's evacuation, run from any host, is not.
+    pub by_coordinator: bool,
 }
 
 /// What a takeover did.
@@ -353,7 +364,7 @@ pub async fn take_over<H: Host>(
     decided: Decided,
     was: Option<VserverState>,
 ) -> Taken {
-    let Decided { mut phases, at_unix_ms } = decided;
+    let Decided { mut phases, at_unix_ms, by_coordinator } = decided;
     let mut epoch = epoch;
     let Some(own) = host.table() else { return Taken::No("no ownership table".into(), true) };
     let Some(placement) = host.placement(name) else {
@@ -408,7 +419,7 @@ pub async fn take_over<H: Host>(
             return Taken::No(format!("its ownership changed meanwhile (epoch {current}, not {epoch})"), false);
         }
         // A coordinator deposed while it decided records nothing: the new one decides again.
-        if !own.is_leader() {
+        if by_coordinator && !own.is_leader() {
             tracing::info!(vserver = %name, "no longer the coordinator; no takeover");
             return Taken::No("this host is no longer the coordinator".into(), true);
         }
