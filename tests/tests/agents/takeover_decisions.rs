@@ -123,14 +123,18 @@ fn a_takeover_whose_answer_is_lost_never_starts_a_second_copy() {
     assert!(out.status.success(), "{}", text(&out));
     let out = vserver(&lab, 0, &[&name, "sync"], false);
     assert!(out.status.success(), "{}", text(&out));
-    // The coordinator must survive h0's crash and h1's agent: h0 and h1 do not lead (a clean restart of a
-    // leader moves the leadership).
-    for _ in 0..10 {
+    // The coordinator must survive h0's crash and h1's agent: h0 and h1 do not lead. A leader among them is
+    // stopped until the others elect another (restarted at once, it may take the leadership back), then
+    // started again.
+    let deadline = std::time::Instant::now() + PATIENCE * 4;
+    while std::time::Instant::now() < deadline {
         match leader(&agents, 2) {
             Some(l) if l >= 2 => break,
             Some(l) => {
                 assert!(agents.stop(l, PATIENCE), "h{l}'s agent stops");
+                let moved = wait_for(PATIENCE * 2, || leader(&agents, 2).is_some_and(|n| n != l));
                 agents.spawn(l).unwrap();
+                assert!(moved.is_some(), "the others elect a leader while h{l} is down");
                 assert!(wait_for(PATIENCE, || all_alive(&agents, 5) && leader(&agents, 2).is_some()).is_some());
             }
             None => std::thread::sleep(Duration::from_millis(200)),
