@@ -103,9 +103,6 @@ pub enum EvacuateError {
     /// `parallel` out of its bounds.
     #[error("parallel must be from 1 to {MAX_PARALLEL}, not {0}")]
     Parallel(usize),
-    /// The ownership table is not open yet on this host.
-    #[error("the ownership table is not open yet")]
-    NoTable,
     /// A job of that host runs.
     #[error("an evacuation or restore of {0} is already running")]
     Running(String),
@@ -133,8 +130,7 @@ pub enum EvacuateError {
 }
 
 impl EvacuateError {
-    /// Whether the request itself is wrong (a 400), rather than the cluster's state (a 409, or a 503 for
-    /// [`EvacuateError::NoTable`]).
+    /// Whether the request itself is wrong (a 400), rather than the cluster's state (a 409).
     pub fn is_bad_request(&self) -> bool {
         matches!(self, EvacuateError::UnknownHost(_) | EvacuateError::Parallel(_))
     }

@@ -112,7 +112,6 @@ impl ApiError {
             Self::Migrate(MigrateError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Migrate(MigrateError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Migrate(MigrateError::Supervisor(e)) => ApiError::Supervisor(clone_supervisor_error(e)).status(),
-            Self::Evacuate(EvacuateError::NoTable) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Evacuate(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
             Self::Evacuate(_) => StatusCode::CONFLICT,
             Self::Maintenance(

@@ -9,8 +9,8 @@
 //!
 //! With `fencing.quorum`, the agent fences its vservers as soon as its lease ends. With the watchdog, each
 //! pet says how long the watchdog may wait for the next one: what is left of the lease, less the time a fence
-//! takes ([`super::lease::FENCE_LEAD`]). So a frozen or hung agent is fenced when its lease ends, and a silence shorter than
-//! the lease (a network blip, a stall of the host) stops nothing.
+//! takes ([`super::lease::FENCE_LEAD`]). So a frozen or hung agent is fenced when its lease ends, and a
+//! silence shorter than the lease (a network blip, a stall of the host) stops nothing.
 //!
 //! When the watchdog answers that it fenced the host, the agent restarts none of the vservers it killed until
 //! the cluster confirms, by a write through a majority, that this host still owns each one: the ownership
@@ -186,9 +186,9 @@ struct KeepersLease {
 }
 
 impl KeepersLease {
-    /// Tells the keepers where this host's lease stands: its end less [`super::lease::FENCE_LEAD`] while it holds one,
-    /// `unguarded` where no lease applies (no quorum fencing, no cluster formed yet, maintenance and the lease
-    /// length after it). Nothing while the table is not open yet, nor while the lease is over: what was
+    /// Tells the keepers where this host's lease stands: its end less [`super::lease::FENCE_LEAD`] while it
+    /// holds one, `unguarded` where no lease applies (no quorum fencing, no cluster formed yet, maintenance and
+    /// the lease length after it). Nothing while the lease is over: what was
     /// written stands (an agent restarting within its lease keeps its vservers; one that never comes back,
     /// or is frozen, leaves them to be fenced when the lease it last wrote ends).
     async fn follow(&mut self, agent: &Agent, left: Option<Duration>, grace: bool) {

@@ -80,7 +80,7 @@ struct Shared {
 }
 
 /// What the supervisor asks of the cluster. The agent answers it from its parts (the ownership table, the
-/// lease, the event log); a host without a cluster answers [`Standalone`].
+/// lease, the event log: `super::cluster::ClusterLink`).
 pub trait Cluster: Send + Sync {
     /// The host the ownership table gives `name` to, as this host knows it: a vserver the table gives to
     /// another host is not restarted here when it dies (its intent becomes `stopped`).
@@ -94,22 +94,6 @@ pub trait Cluster: Send + Sync {
     fn relocations(&self, name: &VserverName) -> Relocations;
     /// Reports an event (kind, vserver, text) to the cluster's event log, without waiting for it.
     fn report(&self, kind: &str, name: &VserverName, text: String);
-}
-
-/// A host outside any cluster: it owns what it runs, may always start, and reports to nobody.
-pub struct Standalone;
-
-impl Cluster for Standalone {
-    fn owner(&self, _: &VserverName) -> Option<String> {
-        None
-    }
-    fn may_run(&self) -> bool {
-        true
-    }
-    fn relocations(&self, _: &VserverName) -> Relocations {
-        Relocations::default()
-    }
-    fn report(&self, _: &str, _: &VserverName, _: String) {}
 }
 
 pub use failover::events::Relocations;
