@@ -98,6 +98,21 @@ impl<'lab> Agents<'lab> {
         cluster: Option<&str>,
         extra: impl Fn(usize) -> String,
     ) -> Result<Self> {
+        let mut agents = Self::prepare_each(lab, timing, cluster, extra)?;
+        for i in 0..lab.hosts.len() {
+            agents.spawn(i)?;
+        }
+        Ok(agents)
+    }
+
+    /// Like [`start_each`](Self::start_each), but starts no agent: each host's configuration is written, and
+    /// the test spawns the agents it wants, when it wants (e.g. a host that joins late).
+    pub fn prepare_each(
+        lab: &'lab Lab,
+        timing: Timing,
+        cluster: Option<&str>,
+        extra: impl Fn(usize) -> String,
+    ) -> Result<Self> {
         let cluster_line = match cluster {
             Some(text) => {
                 let path = lab.dir().join("cluster.toml");
@@ -150,9 +165,6 @@ impl<'lab> Agents<'lab> {
             agents.configs.push(path);
             agents.logs.push(host.dir.join("agent.log"));
             agents.procs.push(None);
-        }
-        for i in 0..lab.hosts.len() {
-            agents.spawn(i)?;
         }
         Ok(agents)
     }

@@ -822,6 +822,19 @@ impl Ownership {
         }
     }
 
+    /// The voters a host's lease is counted against: the table's, or, before this node has learnt the
+    /// membership (a host that joins late, or comes back without its log), the voters the configured hosts form
+    /// the cluster with ([`voters_for`]). A host configured with peers is never "outside any cluster": treating
+    /// an unknown membership as none would let it start vservers with no lease at all.
+    pub fn lease_voters(&self) -> Vec<String> {
+        let known = self.metrics().voters;
+        if !known.is_empty() {
+            return known;
+        }
+        let names: Vec<String> = self.inner.members.iter().map(|m| m.name.clone()).collect();
+        voters_for(&names).0
+    }
+
     /// Whether this node is the leader right now (by its own view).
     pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().state == ServerState::Leader

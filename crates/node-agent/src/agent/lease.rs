@@ -37,11 +37,12 @@ impl Lease {
         }
     }
 
-    /// What is left of this host's lease now: `None` when it needs none (no cluster formed yet, a single
-    /// voter), zero when it is over.
+    /// What is left of this host's lease now: `None` when it needs none (a single voter), zero when it is
+    /// over. Until this host has learnt the table's membership, the voters are those the configured hosts
+    /// form the cluster with (see [`Ownership::lease_voters`]).
     pub fn remaining(&self) -> Option<Duration> {
         let now = tokio::time::Instant::now();
-        failover::lease::remaining(&self.ownership.metrics().voters, &self.node, &self.membership.lease(now), now)
+        failover::lease::remaining(&self.ownership.lease_voters(), &self.node, &self.membership.lease(now), now)
     }
 
     /// What is left of the lease this host's starts need now: `None` where they need none (no quorum fencing,
@@ -88,5 +89,41 @@ impl Lease {
         if let Err(e) = isolate::lease::write(&self.run_dir, next) {
             tracing::warn!(error = %e, "cannot tell the vservers' keepers this host's lease");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use failover::ownership::{Member, OwnershipConfig};
+
+    use super::*;
+    use crate::agent::heartbeat::membership_config;
+
+    /// A host of a three-host cluster that has not learnt the table's membership yet (it joins late, or
+    /// comes back without its log) holds no lease until a majority acknowledges it: it must not take "no
+    /// membership known" for "no cluster", which let it start vservers with no lease at all.
+    #[tokio::test]
+    async fn a_host_that_has_not_learnt_the_membership_holds_no_lease_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "node = \"h1\"\nlisten = \"127.0.0.1:9\"\nsecret_file = \"/nonexistent\"\nstate_dir = \"{state}\"\n\
+             run_dir = \"{state}/run\"\n[[peers]]\nname = \"h2\"\nurl = \"http://127.0.0.1:9\"\n\
+             [[peers]]\nname = \"h3\"\nurl = \"http://127.0.0.1:9\"\n",
+            state = dir.path().display()
+        );
+        let config = AgentConfig::parse(Path::new("agent.toml"), &text).unwrap();
+        assert!(config.quorum_fencing(), "three hosts: takeover, so quorum fencing, by default");
+        let members =
+            (1..=3).map(|i| Member { id: i, name: format!("h{i}"), url: "http://127.0.0.1:9".into() }).collect();
+        let own = OwnershipConfig::new(1, dir.path().join("raft"), members, "s");
+        let ownership = Ownership::open(own).await.unwrap();
+        assert!(ownership.metrics().voters.is_empty(), "never joined: no membership known");
+        let membership = Arc::new(Membership::new(membership_config(&config, "s", 1)));
+        let lease = Lease::new(&config, ownership.clone(), membership);
+        assert_eq!(ownership.lease_voters(), ["h1", "h2", "h3"]);
+        assert_eq!(lease.remaining(), Some(Duration::ZERO), "no peer vouches for it yet");
+        assert!(!lease.may_start());
     }
 }

@@ -87,7 +87,7 @@ const WATCHDOG_LEAD: Duration = Duration::from_millis(75);
 
 /// How long the watchdog may wait before its next pet, following the lease: what is left of it less
 /// [`WATCHDOG_LEAD`]; `None` when nothing may be promised (the lease is over, or too close to its end), and
-/// `Some(fixed)` when this host needs no lease (no quorum fencing, or no cluster formed yet).
+/// `Some(fixed)` when this host needs no lease (no quorum fencing, or a single voter).
 fn pet_budget(agent: &Agent, fixed: Duration) -> Option<Duration> {
     if !agent.config.quorum_fencing() {
         return Some(fixed);
@@ -187,7 +187,7 @@ struct KeepersLease {
 
 impl KeepersLease {
     /// Tells the keepers where this host's lease stands: its end less [`super::lease::FENCE_LEAD`] while it
-    /// holds one, `unguarded` where no lease applies (no quorum fencing, no cluster formed yet, maintenance and
+    /// holds one, `unguarded` where no lease applies (no quorum fencing, a single voter, maintenance and
     /// the lease length after it). Nothing while the lease is over: what was
     /// written stands (an agent restarting within its lease keeps its vservers; one that never comes back,
     /// or is frozen, leaves them to be fenced when the lease it last wrote ends).
@@ -303,7 +303,7 @@ pub async fn watch_majority(agent: Arc<Agent>) {
         let grace = covered || covered_until.is_some_and(|t| t.elapsed() < lease_len);
         keepers.follow(&agent, left, grace).await;
         if left.is_none_or(|left| !left.is_zero()) {
-            // Needing none (no cluster formed yet) is not holding one: a lease is won from the peers.
+            // Needing none (a single voter) is not holding one: a lease is won from the peers.
             held |= left.is_some();
             let now = agent.started.elapsed().as_millis() as u64;
             agent.last_majority_ms.store(now, std::sync::atomic::Ordering::Relaxed);
