@@ -305,32 +305,6 @@ async fn record_owner(table: &impl Table, me: &str, name: &str, target: &str) ->
     recorded.map(|(_, epoch)| epoch)
 }
 
-/// The target's check before it promotes a replica at `epoch`: waits (up to 5 s) until its copy of the
-/// ownership table gives `name` to `me` at that epoch; refused when the table is past it, or gives it to
-/// another host.
-pub async fn wait_for_epoch(table: &impl Table, me: &str, name: &str, epoch: u64) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match table.owner(name) {
-            Some((owner, e)) if e == epoch && owner == me => return Ok(()),
-            Some((owner, e)) if e >= epoch => {
-                return Err(format!(
-                    "stale ownership epoch {epoch}: the cluster gives {name} to {owner} at epoch {e}; nothing was \
-                     changed"
-                ))
-            }
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "this host's ownership table has not reached epoch {epoch} of {name} (at {}); nothing was changed",
-                table.epoch(name)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

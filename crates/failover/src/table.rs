@@ -104,3 +104,74 @@ impl Table for Ownership {
         Ownership::log_at(self, kind, vserver, text, at_ms)
     }
 }
+
+/// A table in memory for unit tests: a compare-and-set that asserts it is asked from the epoch it holds.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::Table;
+    use crate::ownership::{Event, Maintenance, OwnerEntry, OwnershipError};
+
+    #[derive(Default)]
+    pub struct FakeTable {
+        /// Every vserver's owner and epoch.
+        pub owners: Mutex<BTreeMap<String, OwnerEntry>>,
+        /// The texts logged.
+        pub log: Mutex<Vec<String>>,
+        /// The event log [`Table::events`] answers.
+        pub events: Mutex<Vec<Event>>,
+        /// Whether it leads.
+        pub leader: bool,
+    }
+
+    impl Table for FakeTable {
+        fn is_leader(&self) -> bool {
+            self.leader
+        }
+        fn leader(&self) -> Option<String> {
+            None
+        }
+        fn table(&self) -> BTreeMap<String, OwnerEntry> {
+            self.owners.lock().unwrap().clone()
+        }
+        fn epoch(&self, vserver: &str) -> u64 {
+            self.owners.lock().unwrap().get(vserver).map_or(0, |e| e.epoch)
+        }
+        fn owner(&self, vserver: &str) -> Option<(String, u64)> {
+            let owners = self.owners.lock().unwrap();
+            owners.get(vserver).and_then(|e| Some((e.owner.clone()?, e.epoch)))
+        }
+        fn events(&self) -> Vec<Event> {
+            self.events.lock().unwrap().clone()
+        }
+        fn maintenance(&self) -> Maintenance {
+            Maintenance::default()
+        }
+        fn voters(&self) -> Vec<String> {
+            Vec::new()
+        }
+        async fn set_owner(&self, vserver: &str, owner: &str, expected: u64) -> Result<(String, u64), OwnershipError> {
+            let mut owners = self.owners.lock().unwrap();
+            let entry = owners.entry(vserver.to_string()).or_insert(OwnerEntry { owner: None, epoch: 0 });
+            assert_eq!(entry.epoch, expected, "a compare-and-set from the epoch it read");
+            *entry = OwnerEntry { owner: Some(owner.to_string()), epoch: expected + 1 };
+            Ok((owner.to_string(), expected + 1))
+        }
+        async fn take_over(
+            &self,
+            vserver: &str,
+            owner: &str,
+            expected: u64,
+            _: &str,
+        ) -> Result<(String, u64), OwnershipError> {
+            self.set_owner(vserver, owner, expected).await
+        }
+        async fn log_at(&self, _: &str, _: Option<&str>, text: &str, _: u64) -> Result<u64, OwnershipError> {
+            let mut log = self.log.lock().unwrap();
+            log.push(text.to_string());
+            Ok(log.len() as u64)
+        }
+    }
+}

@@ -3,11 +3,11 @@
 //! [`failover::migrate::run`] drives (the source); the target's side (`preflight`, `promote`).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use failover::placement::Placement;
+use failover::promote::{Present, PromoteError};
 use failover::rsync::Moved;
-use failover::store::GenerationMeta;
+use failover::store::{GenerationMeta, StoreError};
 use failover::wire::{ConfFile, Preflight, PromoteRequest, PromoteTimes};
 pub use failover::wire::{MigrateRequest, MigrationStatus};
 use isolate::VserverName;
@@ -261,85 +261,94 @@ pub async fn spread_placement(agent: &Agent, name: &VserverName, moved: &Placeme
     warnings
 }
 
-/// The target's side: promote the current replica to the running tree and start it (if asked). A failed start
-/// puts the tree back as the current replica, so the target is as before.
-///
-/// One promote of a vserver at a time, never during a sync or a migrate of it here (its replication lock). A
-/// promote at the epoch the vserver already runs at here is a success (asked twice: its answer was lost, or
-/// the coordinator asked again). A promote asked again (`again`) is refused once the cluster's event log no
-/// longer means the vserver to run: an operator's stop recorded since outweighs it.
+/// The target's side: promote the current replica to the running tree and start it (if asked), by the rules
+/// of [`failover::promote::accept`] (this host's side of them is [`Target`]); its status after.
 pub async fn promote(
     agent: &Arc<Agent>,
     name: &VserverName,
     req: PromoteRequest,
 ) -> Result<(VserverStatus, PromoteTimes), MigrateError> {
-    if agent.config.witness {
-        return Err(MigrateError::Conflict("this host is a witness: it runs no vservers".into()));
-    }
-    let _serial = agent.replication.vserver_lock(name).lock_owned().await;
-    if let Some(epoch) = req.epoch {
-        failover::migrate::wait_for_epoch(&agent.ownership, &agent.config.node, name.as_str(), epoch)
+    use failover::promote::Refusal;
+    let times =
+        failover::promote::accept(&Target { agent: Arc::clone(agent), name: name.clone() }, name.as_str(), &req)
             .await
-            .map_err(MigrateError::Conflict)?;
+            .map_err(|e| match e {
+                Refusal::NoReplica(_) => MigrateError::NotFound(e.to_string()),
+                Refusal::Failed(message) => {
+                    MigrateError::Supervisor(SupervisorError::Failed { name: name.to_string(), message })
+                }
+                Refusal::Start(e) => MigrateError::Supervisor(e),
+                Refusal::Witness | Refusal::Epoch(_) | Refusal::Exists(_) | Refusal::NotMeant(_) => {
+                    MigrateError::Conflict(e.to_string())
+                }
+            })?;
+    if times.start_ms.is_some() {
+        agent.announce_after_move(name);
     }
-    let mut times = PromoteTimes::default();
-    let promoting = Instant::now();
-    let dirs = agent.supervisor.host().dirs.clone();
-    if dirs.conf(name).exists() || dirs.root(name).exists() {
-        if req.epoch.is_some() {
-            // The table gives it to this host at that epoch (checked above): running already is what was asked.
-            if let Some(st) = agent.supervisor.get(name).await.ok().filter(|st| st.state == VserverState::Running) {
-                tracing::info!(vserver = %name, epoch = req.epoch, "promote asked again: it runs here already");
-                return Ok((st, times));
-            }
+    let st = agent.supervisor.get(name).await.map_err(MigrateError::Supervisor)?;
+    Ok((st, times))
+}
+
+/// This host as the target of a promote of one vserver ([`failover::promote::accept`]): the `name` the
+/// trait's methods are given is that vserver's.
+struct Target {
+    agent: Arc<Agent>,
+    name: VserverName,
+}
+
+impl failover::promote::Target for Target {
+    type Table = failover::ownership::Ownership;
+    type Serial = tokio::sync::OwnedMutexGuard<()>;
+    type Promoted = GenerationMeta;
+    type StartError = SupervisorError;
+
+    fn node(&self) -> &str {
+        &self.agent.config.node
+    }
+    fn witness(&self) -> bool {
+        self.agent.config.witness
+    }
+    fn table(&self) -> &Self::Table {
+        &self.agent.ownership
+    }
+    async fn serialize(&self, _: &str) -> Self::Serial {
+        self.agent.replication.vserver_lock(&self.name).lock_owned().await
+    }
+    async fn present(&self, _: &str) -> Present {
+        let name = &self.name;
+        let dirs = &self.agent.supervisor.host().dirs;
+        if !dirs.conf(name).exists() && !dirs.root(name).exists() {
+            return Present::Absent;
         }
-        return Err(MigrateError::Conflict(format!("{name} already exists on this host; nothing was changed")));
-    }
-    if req.again {
-        let events = agent.ownership.events();
-        if !failover::events::meant_to_run(&events, name.as_str(), None) {
-            return Err(MigrateError::Conflict(format!(
-                "the cluster no longer means {name} to run (an operator's stop, a halt or a failure limit is \
-                 recorded since it was given to this host); nothing was changed"
-            )));
+        match self.agent.supervisor.get(name).await {
+            Ok(st) if st.state == VserverState::Running => Present::Running,
+            _ => Present::Stopped,
         }
     }
-    let (store, vdir, cdir, n) =
-        (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
-    let meta = tokio::task::spawn_blocking(move || store.promote(&n, &vdir, &cdir))
-        .await
-        .map_err(|e| {
-            MigrateError::Supervisor(SupervisorError::Failed { name: name.to_string(), message: e.to_string() })
-        })?
-        .map_err(|e| match e {
-            failover::store::StoreError::NoReplica(_) => MigrateError::NotFound(e.to_string()),
-            failover::store::StoreError::Exists(_) => MigrateError::Conflict(e.to_string()),
-            other => {
-                MigrateError::Supervisor(SupervisorError::Failed { name: name.to_string(), message: other.to_string() })
-            }
-        })?;
-    tracing::info!(vserver = %name, source = %req.source, "replica promoted to the running tree");
-    times.promote_ms = Some(promoting.elapsed().as_millis() as u64);
-    if !req.start {
-        return agent.supervisor.get(name).await.map(|st| (st, times)).map_err(MigrateError::Supervisor);
+    async fn promote_replica(&self, _: &str) -> Result<GenerationMeta, PromoteError> {
+        let dirs = self.agent.supervisor.host().dirs.clone();
+        let (store, n) = (self.agent.replication.store().clone(), self.name.clone());
+        tokio::task::spawn_blocking(move || store.promote(&n, &dirs.vservers_dir, &dirs.conf_dir))
+            .await
+            .map_err(|e| PromoteError::Failed(e.to_string()))?
+            .map_err(|e| match e {
+                StoreError::NoReplica(_) => PromoteError::NoReplica(e.to_string()),
+                StoreError::Exists(_) => PromoteError::Exists(e.to_string()),
+                other => PromoteError::Failed(other.to_string()),
+            })
     }
-    let starting = Instant::now();
-    match agent.supervisor.start(name).await {
-        Ok(st) => {
-            times.start_ms = Some(starting.elapsed().as_millis() as u64);
-            agent.announce_after_move(name);
-            Ok((st, times))
-        }
-        Err(e) => {
-            tracing::warn!(vserver = %name, error = %e, "start after promote failed; the replica is put back");
-            let _ = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await;
-            let (store, vdir, cdir, n) =
-                (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
-            let back = tokio::task::spawn_blocking(move || store.keep(&n, &vdir, &cdir, meta)).await;
-            if !matches!(back, Ok(Ok(_))) {
-                tracing::error!(vserver = %name, "cannot put the replica back after a failed start: {back:?}");
-            }
-            Err(MigrateError::Supervisor(e))
+    async fn start(&self, _: &str) -> Result<(), SupervisorError> {
+        self.agent.supervisor.start(&self.name).await.map(|_| ())
+    }
+    async fn put_back(&self, _: &str, promoted: GenerationMeta) {
+        let name = &self.name;
+        let _ = self.agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await;
+        let dirs = self.agent.supervisor.host().dirs.clone();
+        let (store, n) = (self.agent.replication.store().clone(), name.clone());
+        let back =
+            tokio::task::spawn_blocking(move || store.keep(&n, &dirs.vservers_dir, &dirs.conf_dir, promoted)).await;
+        if !matches!(back, Ok(Ok(_))) {
+            tracing::error!(vserver = %name, "cannot put the replica back after a failed start: {back:?}");
         }
     }
 }
