@@ -12,16 +12,19 @@
 //! One failure does not stop the others; each vserver's outcome is kept in [`Jobs`].
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::kinds;
 use crate::ownership::{Event, OwnerEntry};
+use crate::peer::{Answer, PeerClient};
 use crate::placement::Placement;
 use crate::table::Table;
 use crate::takeover::{confirm_dead, take_over, Decided, Host, Taken};
-use crate::wire::{MigrationStatus, PeerState};
+use crate::wire::{MigrateRequest, MigrationStatus, PeerState};
 
 /// How many vservers move at once by default.
 pub const DEFAULT_PARALLEL: usize = 2;
@@ -270,7 +273,173 @@ pub async fn take_over_dead<H: Host>(
     }
 }
 
-/// The last job of each host run through this agent.
+/// The host an evacuation or a restore runs on: the coordinator's view of the cluster ([`Host`]: the table,
+/// the placements, the peers as heard, a takeover), its jobs, and its migrates. The agent implements it.
+pub trait Runner: Host + Clone {
+    /// The routes that ask another host to migrate one of its vservers, and where that migrate is.
+    type Migrates: MigratePeers;
+    /// The jobs of this host.
+    fn jobs(&self) -> &Jobs;
+    /// The routes to the other hosts' migrates.
+    fn migrates(&self) -> &Self::Migrates;
+    /// The silence after which a dead host's vservers may be taken over (the lease length plus the margin),
+    /// also when automatic takeover is off.
+    fn dead_after(&self) -> Duration;
+    /// Starts a migrate of `vserver` from this host to `to` (refused with nothing changed, in words).
+    fn migrate_here(&self, vserver: &str, to: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Where this host's migrate of `vserver` is.
+    fn migration_here(&self, vserver: &str) -> Option<MigrationStatus>;
+}
+
+/// The routes that ask another host to migrate one of its vservers (`POST /v1/vservers/NAME/migrate`) and
+/// where that migrate is (`GET .../migration`).
+pub trait MigratePeers: Send + Sync {
+    /// Asks `host` to migrate `name` to `req.target`.
+    fn migrate(
+        &self,
+        host: &str,
+        name: &str,
+        req: &MigrateRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<()>> + Send;
+    /// Where `host`'s migrate of `name` is.
+    fn migration(
+        &self,
+        host: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<MigrationStatus>> + Send;
+}
+
+impl MigratePeers for PeerClient {
+    fn migrate(
+        &self,
+        host: &str,
+        name: &str,
+        req: &MigrateRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<()>> + Send {
+        PeerClient::migrate(self, host, name, req, timeout)
+    }
+    fn migration(
+        &self,
+        host: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<MigrationStatus>> + Send {
+        PeerClient::migration(self, host, name, timeout)
+    }
+}
+
+/// Whether `host` is alive as `runner` hears it (itself always is).
+fn alive<R: Runner>(runner: &R, host: &str) -> bool {
+    host == runner.node() || runner.membership().iter().any(|p| p.name == host && p.alive)
+}
+
+/// Runs `host`'s job, begun in [`Jobs::begin`] with `items` (each vserver, where it is for a restore, and its
+/// epoch): at most `parallel` at a time, each migrated or taken over by `mode`; an evacuation's moves go to the
+/// cluster's event log (where a restore finds them). Returns once every item has ended.
+pub async fn run<R: Runner>(
+    runner: R,
+    host: String,
+    mode: Mode,
+    parallel: usize,
+    items: Vec<(String, Option<String>, u64)>,
+) {
+    tracing::warn!(host, mode = mode.as_str(), vservers = items.len(), parallel, "evacuation begins");
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (vserver, from, epoch) in items {
+        let (runner, host, gate) = (runner.clone(), host.clone(), std::sync::Arc::clone(&gate));
+        tasks.spawn(async move {
+            let _turn = gate.acquire_owned().await;
+            let jobs = runner.jobs();
+            jobs.update(&host, &vserver, |i| i.state = "moving".into());
+            let result = match (mode, from) {
+                (Mode::Restore, Some(from)) => {
+                    move_live(&runner, &vserver, &from, &host).await.map(|d| (host.clone(), d))
+                }
+                (Mode::Restore, None) => Err("where it is now is not known".to_string()),
+                (Mode::Takeover, _) => take_over_dead(&runner, &vserver, &host, epoch, runner.dead_after()).await,
+                (Mode::Migrate, _) => match runner.placement(&vserver) {
+                    None => Err("not in the cluster configuration".to_string()),
+                    Some(placement) => match target(&placement, &host, |h| alive(&runner, h)) {
+                        Ok(to) => move_live(&runner, &vserver, &host, &to).await.map(|d| (to, d)),
+                        Err(e) => Err(e),
+                    },
+                },
+            };
+            match &result {
+                Ok((to, detail)) => jobs.update(&host, &vserver, |i| {
+                    i.state = "done".into();
+                    i.to = Some(to.clone());
+                    i.detail = Some(detail.clone());
+                }),
+                Err(e) => jobs.update(&host, &vserver, |i| {
+                    i.state = "failed".into();
+                    i.detail = Some(e.clone());
+                }),
+            }
+            result.ok().map(|(to, _)| (vserver, to))
+        });
+    }
+    let mut moved = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Some(m)) = done {
+            moved.push(m);
+        }
+    }
+    if mode != Mode::Restore && !moved.is_empty() {
+        if let Some(table) = runner.table() {
+            let text = record(&host, moved);
+            if let Err(e) = table.log_at(kinds::EVACUATE, None, &text, runner.now_unix_ms()).await {
+                tracing::warn!(host, error = %e, "the evacuation's moves are not in the event log");
+            }
+        }
+    }
+    runner.jobs().finish(&host);
+    tracing::warn!(host, mode = mode.as_str(), "evacuation ended");
+}
+
+/// Migrates `vserver` from `from` to `to` through `from`'s agent (this one's, or a peer's), and waits for the
+/// end; the outage in words.
+async fn move_live<R: Runner>(runner: &R, vserver: &str, from: &str, to: &str) -> Result<String, String> {
+    if from == runner.node() {
+        runner.migrate_here(vserver, to).await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(m) = runner.migration_here(vserver).filter(|m| m.finished) {
+                return outcome(&m);
+            }
+        }
+    }
+    let req = MigrateRequest { target: to.to_string() };
+    match runner.migrates().migrate(from, vserver, &req, Duration::from_secs(30)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(refused)) => return Err(format!("{from} refused the migrate ({}): {}", refused.status, refused.reason)),
+        Err(e) => return Err(format!("cannot ask {from} to migrate it: {e}")),
+    }
+    let mut unanswered = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match runner.migrates().migration(from, vserver, Duration::from_secs(5)).await {
+            Ok(Ok(m)) => {
+                unanswered = 0;
+                if m.finished {
+                    return outcome(&m);
+                }
+            }
+            _ => {
+                unanswered += 1;
+                if unanswered > 100 {
+                    return Err(format!("{from} stopped answering about the migrate"));
+                }
+            }
+        }
+    }
+}
+
+/// The last job of each host run through this host.
 #[derive(Debug, Default)]
 pub struct Jobs(Mutex<BTreeMap<String, Job>>);
 
