@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod rsync;
 pub mod session;
 pub mod store;
+pub mod sync;
 pub mod table;
 pub mod takeover;
 pub mod wire;

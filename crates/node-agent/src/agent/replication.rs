@@ -877,16 +877,6 @@ impl Replication {
         let slots = Arc::new(tokio::sync::Semaphore::new(2));
         loop {
             tick.tick().await;
-            let due: Vec<VserverName> = {
-                let placements = lock(&self.placements);
-                let last = lock(&self.last_run);
-                placements
-                    .iter()
-                    .filter(|(n, p)| p.primary == self.node && !p.standbys.is_empty() && self.dirs.conf(n).is_file())
-                    .filter(|(n, _)| last.get(*n).is_none_or(|t| t.elapsed() >= self.settings(n).interval))
-                    .map(|(n, _)| n.clone())
-                    .collect()
-            };
             let alive: BTreeSet<String> = self
                 .links
                 .membership
@@ -895,17 +885,26 @@ impl Replication {
                 .filter(|p| p.state == PeerState::Alive)
                 .map(|p| p.name)
                 .collect();
-            for name in due {
-                // Never from a host the cluster no longer gives it to: its copy is not the vserver's.
-                if foreign_owner(&self.links, &self.node, &name).is_some() {
-                    continue;
-                }
-                // Only to standbys heard from: one not yet heard (at start) or silent is tried at a later tick.
-                let Some(p) = self.placement(&name) else { continue };
-                let standbys: Vec<String> = p.standbys.iter().filter(|s| alive.contains(*s)).cloned().collect();
-                if standbys.is_empty() {
-                    continue;
-                }
+            let due = {
+                let placements = lock(&self.placements);
+                let last = lock(&self.last_run);
+                let owners: BTreeMap<&VserverName, Option<String>> =
+                    placements.keys().map(|n| (n, self.links.ownership.owner(n.as_str()).map(|(o, _)| o))).collect();
+                let candidates: Vec<failover::sync::Candidate<'_>> = placements
+                    .iter()
+                    .map(|(n, p)| failover::sync::Candidate {
+                        name: n.as_str(),
+                        placement: p,
+                        built: self.dirs.conf(n).is_file(),
+                        since_last: last.get(n).map(Instant::elapsed),
+                        interval: self.settings(n).interval,
+                        owner: owners[n].as_deref(),
+                    })
+                    .collect();
+                failover::sync::due(&self.node, &candidates, &alive)
+            };
+            for (name, standbys) in due {
+                let Ok(name) = VserverName::parse(&name) else { continue };
                 let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else { break };
                 // Not now if a sync or a migrate of it runs.
                 let Ok(held) = self.vserver_lock(&name).try_lock_owned() else { continue };
