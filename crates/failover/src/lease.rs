@@ -53,6 +53,82 @@ pub async fn still_ours<T: Table>(table: &T, me: &str, vserver: &str) -> Option<
     }
 }
 
+/// What a host does about its lease at one look ([`Watch::look`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It holds its lease (or needs none): its vservers run.
+    Holds,
+    /// It holds its lease again after it fenced: before it runs anything it fenced, it asks the cluster which
+    /// vservers are still its own ([`still_ours`]).
+    Recover,
+    /// The lease is over but nothing is to be done: lease fencing is off, this host fenced already, or it has
+    /// just started and has one lease length to win its lease.
+    Wait,
+    /// The lease is over, but maintenance covers this host (or did within a lease length): not fenced, and
+    /// nobody takes it over.
+    Covered,
+    /// The lease is over: fence this host's vservers now.
+    Fence,
+}
+
+/// A host's watch over its own lease, looked at often (every 50 ms in the agent): when it fences, when it
+/// recovers. The agent and the simulator drive this same state.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    lease_len: Duration,
+    quorum_fencing: bool,
+    started: Instant,
+    held: bool,
+    fenced: bool,
+    covered_until: Option<Instant>,
+}
+
+impl Watch {
+    /// A watch started at `now` over a lease of `lease_len`; with `quorum_fencing` off, it never fences.
+    pub fn new(lease_len: Duration, quorum_fencing: bool, now: Instant) -> Self {
+        Self { lease_len, quorum_fencing, started: now, held: false, fenced: false, covered_until: None }
+    }
+
+    /// Whether maintenance covers this host now or did within the last lease length (`covered`: now): while it
+    /// does, a lost lease is not fenced (the host wins it back as it reconnects). Safe: the coordinator takes a
+    /// host over only once its heartbeats say it is no longer covered, and then only after the takeover
+    /// timeout, longer than this.
+    pub fn grace(&mut self, covered: bool, now: Instant) -> bool {
+        if covered {
+            self.covered_until = Some(now);
+        }
+        covered || self.covered_until.is_some_and(|t| now.saturating_duration_since(t) < self.lease_len)
+    }
+
+    /// Whether this host has held a lease since it started (a lease needed and won, not one needed by none).
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
+    /// One look, at `now`, with `left` as [`remaining`] says (`None`: no lease needed) and whether maintenance
+    /// covers this host now.
+    pub fn look(&mut self, left: Option<Duration>, covered: bool, now: Instant) -> Verdict {
+        let grace = self.grace(covered, now);
+        if left.is_none_or(|left| !left.is_zero()) {
+            // Needing none (a single voter) is not holding one: a lease is won from the peers.
+            self.held |= left.is_some();
+            if std::mem::take(&mut self.fenced) {
+                return Verdict::Recover;
+            }
+            return Verdict::Holds;
+        }
+        let fresh = !self.held && now.saturating_duration_since(self.started) < self.lease_len;
+        if !self.quorum_fencing || self.fenced || fresh {
+            return Verdict::Wait;
+        }
+        if grace {
+            return Verdict::Covered;
+        }
+        self.fenced = true;
+        Verdict::Fence
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +154,55 @@ mod tests {
         // No cluster to speak of: no lease needed.
         assert_eq!(remaining(&[s("h1")], "h1", &[], now), None);
         assert_eq!(remaining(&[], "h1", &[], now), None);
+    }
+
+    const LEN: Duration = Duration::from_millis(1800);
+
+    #[test]
+    fn a_lease_lost_is_fenced_once_and_recovered_once_back() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut w = Watch::new(LEN, true, t0);
+        assert_eq!(w.look(Some(LEN), false, at(0)), Verdict::Holds);
+        assert!(w.held());
+        assert_eq!(w.look(Some(Duration::ZERO), false, at(100)), Verdict::Fence);
+        assert_eq!(w.look(Some(Duration::ZERO), false, at(150)), Verdict::Wait, "fenced once");
+        assert_eq!(w.look(Some(LEN), false, at(900)), Verdict::Recover);
+        assert_eq!(w.look(Some(LEN), false, at(950)), Verdict::Holds, "recovered once");
+    }
+
+    #[test]
+    fn a_fresh_start_has_one_lease_length_to_win_its_lease() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut w = Watch::new(LEN, true, t0);
+        assert_eq!(w.look(Some(Duration::ZERO), false, at(0)), Verdict::Wait);
+        assert_eq!(w.look(Some(Duration::ZERO), false, at(1799)), Verdict::Wait);
+        assert_eq!(w.look(Some(Duration::ZERO), false, at(1800)), Verdict::Fence, "never won: fenced");
+        // Needing none is not holding one: the grace is not spent on it either.
+        let mut w = Watch::new(LEN, true, t0);
+        assert_eq!(w.look(None, false, at(0)), Verdict::Holds);
+        assert!(!w.held());
+        assert_eq!(w.look(Some(Duration::ZERO), false, at(100)), Verdict::Wait);
+        // Won once, lost: fenced at once, however fresh.
+        let mut w = Watch::new(LEN, true, t0);
+        assert_eq!(w.look(Some(LEN), false, at(0)), Verdict::Holds);
+        assert_eq!(w.look(Some(Duration::ZERO), false, at(100)), Verdict::Fence);
+    }
+
+    #[test]
+    fn maintenance_and_its_last_lease_length_are_never_fenced() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut w = Watch::new(LEN, true, t0);
+        assert_eq!(w.look(Some(LEN), true, at(0)), Verdict::Holds);
+        assert_eq!(w.look(Some(Duration::ZERO), true, at(2000)), Verdict::Covered);
+        // Maintenance ended at 2000 ms: covered for a lease length more, then fenced.
+        assert_eq!(w.look(Some(Duration::ZERO), false, at(3799)), Verdict::Covered);
+        assert_eq!(w.look(Some(Duration::ZERO), false, at(3800)), Verdict::Fence);
+        // Without lease fencing, nothing is ever fenced.
+        let mut off = Watch::new(LEN, false, t0);
+        assert_eq!(off.look(Some(LEN), false, at(0)), Verdict::Holds);
+        assert_eq!(off.look(Some(Duration::ZERO), false, at(5000)), Verdict::Wait);
     }
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::time::Instant;
 
 use super::node::Agent;
 use crate::model::Intent;
@@ -276,16 +277,13 @@ fn arm_ms(agent: &Agent) -> u64 {
 
 /// Follows this host's lease (every 50 ms): records when it last held it, and with `fencing.quorum` fences
 /// this host's vservers as soon as it is over (a freshly started agent first has one lease length to win
-/// it); once it is back, each vserver restarts only if the cluster confirms this host still owns it.
+/// it); once it is back, each vserver restarts only if the cluster confirms this host still owns it. The
+/// decisions are [`failover::lease::Watch`]'s; this carries them out.
 pub async fn watch_majority(agent: Arc<Agent>) {
+    use failover::lease::Verdict;
     let lease_len = Duration::from_millis(agent.config.fencing.timeout_ms);
-    let mut fenced = false;
-    let mut held = false;
+    let mut watch = failover::lease::Watch::new(lease_len, agent.config.quorum_fencing(), Instant::now());
     let mut maintenance_said = false;
-    // When maintenance last covered this host: for a lease length after it ends, a lost lease is not fenced
-    // yet (the host wins it back as it reconnects). Safe: the coordinator takes it over only once its
-    // heartbeats say it is no longer covered, and then only after the takeover timeout, longer than this.
-    let mut covered_until: Option<std::time::Instant> = None;
     let mut keepers = KeepersLease::default();
     let recovering = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut every = tokio::time::interval(Duration::from_millis(50));
@@ -296,86 +294,90 @@ pub async fn watch_majority(agent: Arc<Agent>) {
         // Said before it acts on it: the peers learn it is covered no later than it stops fencing, and that it
         // is no longer covered no earlier than it fences again.
         agent.membership.set_covered(covered);
-        if covered {
-            covered_until = Some(std::time::Instant::now());
-        }
         let left = agent.lease.remaining();
-        let grace = covered || covered_until.is_some_and(|t| t.elapsed() < lease_len);
+        let now = Instant::now();
+        let grace = watch.grace(covered, now);
         keepers.follow(&agent, left, grace).await;
-        if left.is_none_or(|left| !left.is_zero()) {
-            // Needing none (a single voter) is not holding one: a lease is won from the peers.
-            held |= left.is_some();
-            let now = agent.started.elapsed().as_millis() as u64;
-            agent.last_majority_ms.store(now, std::sync::atomic::Ordering::Relaxed);
-            if fenced {
+        let verdict = watch.look(left, covered, now);
+        if matches!(verdict, Verdict::Holds | Verdict::Recover) {
+            let since_start = agent.started.elapsed().as_millis() as u64;
+            agent.last_majority_ms.store(since_start, std::sync::atomic::Ordering::Relaxed);
+        }
+        if verdict != Verdict::Covered {
+            maintenance_said = false;
+        }
+        match verdict {
+            Verdict::Recover => {
                 tracing::info!("this host holds its lease again: asking the cluster which vservers are still ours");
                 recover(&agent).await;
-                fenced = false;
-            } else if !agent.supervisor.fenced().is_empty() && !recovering.load(std::sync::atomic::Ordering::Relaxed) {
-                // Fenced by their keepers while this agent was away, or held at its start: ask the cluster.
-                recovering.store(true, std::sync::atomic::Ordering::Relaxed);
-                let (agent, recovering) = (Arc::clone(&agent), Arc::clone(&recovering));
-                tokio::spawn(async move {
-                    recover_fenced(&agent).await;
-                    recovering.store(false, std::sync::atomic::Ordering::Relaxed);
-                });
             }
-            continue;
-        }
-        if !agent.config.quorum_fencing() || fenced || (!held && agent.started.elapsed() < lease_len) {
-            continue;
-        }
-        if covered || covered_until.is_some_and(|t| t.elapsed() < lease_len) {
-            if !maintenance_said && covered {
-                tracing::warn!(
-                    "no majority acknowledges this host, but it is in maintenance: not fencing (and nobody takes over)"
-                );
-                maintenance_said = true;
+            Verdict::Holds => {
+                if !agent.supervisor.fenced().is_empty() && !recovering.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Fenced by their keepers while this agent was away, or held at its start: ask the cluster.
+                    recovering.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let (agent, recovering) = (Arc::clone(&agent), Arc::clone(&recovering));
+                    tokio::spawn(async move {
+                        recover_fenced(&agent).await;
+                        recovering.store(false, std::sync::atomic::Ordering::Relaxed);
+                    });
+                }
             }
-            continue;
-        }
-        maintenance_said = false;
-        fenced = true;
-        let names = agent.supervisor.fence();
-        let place = agent.supervisor.host().dirs.cgroup();
-        let nothing_here = names.is_empty()
-            && tokio::task::spawn_blocking({
-                let place = place.clone();
-                move || isolate::cgroup::Cgroups::list(&place).is_ok_and(|l| l.is_empty())
-            })
-            .await
-            .unwrap_or(false);
-        if nothing_here {
-            // A host running nothing: nothing to fence, nothing to log in the cluster. A lease it held and lost
-            // is still worth a line (the operator learns why starts are refused); a fresh start's is not.
-            if held {
-                tracing::warn!(
-                    lease_ms = lease_len.as_millis() as u64,
-                    "lease lost (no majority of the cluster acknowledged this host): nothing runs here, so \
-                     nothing is fenced; starts are refused until it is back"
-                );
-            } else {
-                tracing::info!("no majority acknowledges this host yet; nothing runs here, so nothing is fenced");
+            Verdict::Wait => {}
+            Verdict::Covered => {
+                if !maintenance_said && covered {
+                    tracing::warn!(
+                        "no majority acknowledges this host, but it is in maintenance: not fencing (and nobody takes \
+                         over)"
+                    );
+                    maintenance_said = true;
+                }
             }
-            continue;
+            Verdict::Fence => fence(&agent, lease_len, watch.held()).await,
         }
-        log_fence(
-            &agent,
-            &names,
-            &format!("lost its lease (no majority acknowledged it for {} ms)", lease_len.as_millis()),
-            None,
-        );
-        tracing::error!(
-            ?names,
-            lease_ms = lease_len.as_millis() as u64,
-            "lease lost (no majority of the cluster acknowledged this host): fencing this host's vservers \
-             (interfaces down, killed)"
-        );
-        let _ = tokio::task::spawn_blocking(move || {
-            node_agent_fence(&place);
-        })
-        .await;
     }
+}
+
+/// Fences this host's vservers after its lease of `lease_len` was lost (`held`: it had won one since it started).
+async fn fence(agent: &Arc<Agent>, lease_len: Duration, held: bool) {
+    let names = agent.supervisor.fence();
+    let place = agent.supervisor.host().dirs.cgroup();
+    let nothing_here = names.is_empty()
+        && tokio::task::spawn_blocking({
+            let place = place.clone();
+            move || isolate::cgroup::Cgroups::list(&place).is_ok_and(|l| l.is_empty())
+        })
+        .await
+        .unwrap_or(false);
+    if nothing_here {
+        // A host running nothing: nothing to fence, nothing to log in the cluster. A lease it held and lost
+        // is still worth a line (the operator learns why starts are refused); a fresh start's is not.
+        if held {
+            tracing::warn!(
+                lease_ms = lease_len.as_millis() as u64,
+                "lease lost (no majority of the cluster acknowledged this host): nothing runs here, so nothing is \
+                 fenced; starts are refused until it is back"
+            );
+        } else {
+            tracing::info!("no majority acknowledges this host yet; nothing runs here, so nothing is fenced");
+        }
+        return;
+    }
+    log_fence(
+        agent,
+        &names,
+        &format!("lost its lease (no majority acknowledged it for {} ms)", lease_len.as_millis()),
+        None,
+    );
+    tracing::error!(
+        ?names,
+        lease_ms = lease_len.as_millis() as u64,
+        "lease lost (no majority of the cluster acknowledged this host): fencing this host's vservers (interfaces \
+         down, killed)"
+    );
+    let _ = tokio::task::spawn_blocking(move || {
+        node_agent_fence(&place);
+    })
+    .await;
 }
 
 fn node_agent_fence(place: &isolate::spec::CgroupPlace) {
