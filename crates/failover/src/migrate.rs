@@ -22,11 +22,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::changes::ClockMark;
 use crate::ownership::OwnershipError;
 use crate::peer::{describe, Peers};
+use crate::placement::Placement;
 use crate::promote::{promote_on, PromoteOutcome};
 use crate::rsync::Moved;
 use crate::session::{Commit, Session, SessionPeers};
 use crate::table::Table;
-use crate::wire::{ConfFile, MigrationStatus, Preflight, PromoteRequest};
+use crate::wire::{ConfFile, MigrationStatus, PeerState, PeerStatus, Preflight, PromoteRequest};
 
 /// Pre-copy passes at most, before the stop.
 pub const MAX_PRECOPY_PASSES: u32 = 5;
@@ -131,6 +132,90 @@ pub fn refuse(pre: &Preflight, target: &str, name: &str, tree_bytes: u64) -> Opt
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why a migrate is refused before anything is done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Inadmissible {
+    /// The target is this host.
+    #[error("{name} already runs on {node}")]
+    SameHost {
+        /// The vserver.
+        name: String,
+        /// This host.
+        node: String,
+    },
+    /// The target is not a peer of this host.
+    #[error("unknown host {target:?} (the peers of {node}: {})", known.join(", "))]
+    UnknownHost {
+        /// The target asked for.
+        target: String,
+        /// This host.
+        node: String,
+        /// This host's peers.
+        known: Vec<String>,
+    },
+    /// The target is not heard from.
+    #[error("target {target} is {state} (no recent heartbeat); nothing was stopped")]
+    NotAlive {
+        /// The target.
+        target: String,
+        /// What this host makes of it.
+        state: String,
+    },
+    /// The vserver is not in the cluster configuration.
+    #[error("{name} is not in the cluster configuration")]
+    NotPlaced {
+        /// The vserver.
+        name: String,
+    },
+    /// This host is not the vserver's primary.
+    #[error("{name}'s primary is {primary}, not this host")]
+    NotPrimary {
+        /// The vserver.
+        name: String,
+        /// Its primary.
+        primary: String,
+    },
+}
+
+impl Inadmissible {
+    /// Whether the request itself is wrong (a 400), rather than the cluster's state (a 404 or 409).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, Self::SameHost { .. } | Self::UnknownHost { .. })
+    }
+    /// Whether the vserver is unknown to the cluster (a 404).
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Self::NotPlaced { .. })
+    }
+}
+
+/// The checks before a migrate of `name` from `node` to `target`, given this host's peers as heard and the
+/// vserver's placement here: the target is another host, a peer, alive, and this host is the primary. The
+/// placement, when admitted.
+pub fn admit<'a>(
+    node: &str,
+    name: &str,
+    target: &str,
+    peers: &[PeerStatus],
+    placement: Option<&'a Placement>,
+) -> Result<&'a Placement, Inadmissible> {
+    if target == node {
+        return Err(Inadmissible::SameHost { name: name.into(), node: node.into() });
+    }
+    let Some(peer) = peers.iter().find(|p| p.name == target) else {
+        let known = peers.iter().map(|p| p.name.clone()).collect();
+        return Err(Inadmissible::UnknownHost { target: target.into(), node: node.into(), known });
+    };
+    if peer.state != PeerState::Alive {
+        let state = serde_json::to_value(peer.state).ok().and_then(|v| v.as_str().map(str::to_string));
+        return Err(Inadmissible::NotAlive { target: target.into(), state: state.unwrap_or_default() });
+    }
+    let placement = placement.ok_or_else(|| Inadmissible::NotPlaced { name: name.into() })?;
+    if placement.primary != node {
+        return Err(Inadmissible::NotPrimary { name: name.into(), primary: placement.primary.clone() });
+    }
+    Ok(placement)
 }
 
 /// The migrate of `host.vserver()` to `target`; `Ok(outage)` (none if it was not running), or what failed and
@@ -318,6 +403,37 @@ mod tests {
             staging_bytes: 0,
             lease_left_ms: None,
         }
+    }
+
+    fn peer(name: &str, state: PeerState) -> PeerStatus {
+        PeerStatus {
+            name: name.into(),
+            url: String::new(),
+            state,
+            last_heard_ms: None,
+            rtt_ms: None,
+            incarnation: None,
+            restarts_seen: 0,
+            maintenance: false,
+            vservers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_migrate_goes_from_the_primary_to_another_live_peer() {
+        let peers = [peer("h1", PeerState::Alive), peer("h2", PeerState::Dead)];
+        let ours = Placement { primary: "h0".into(), standbys: vec!["h1".into()], epoch: 0 };
+        let theirs = Placement { primary: "h1".into(), ..ours.clone() };
+        assert_eq!(admit("h0", "web", "h1", &peers, Some(&ours)), Ok(&ours));
+        let e = admit("h0", "web", "h0", &peers, Some(&ours)).unwrap_err();
+        assert!(e.is_bad_request() && e.to_string() == "web already runs on h0", "{e}");
+        let e = admit("h0", "web", "h9", &peers, Some(&ours)).unwrap_err();
+        assert_eq!(e.to_string(), "unknown host \"h9\" (the peers of h0: h1, h2)");
+        let e = admit("h0", "web", "h2", &peers, Some(&ours)).unwrap_err();
+        assert!(!e.is_bad_request() && e.to_string().starts_with("target h2 is dead"), "{e}");
+        assert!(admit("h0", "web", "h1", &peers, None).unwrap_err().is_unknown());
+        let e = admit("h0", "web", "h1", &peers, Some(&theirs)).unwrap_err();
+        assert_eq!(e.to_string(), "web's primary is h1, not this host");
     }
 
     #[test]

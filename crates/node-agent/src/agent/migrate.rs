@@ -15,7 +15,7 @@ use isolate::VserverName;
 use super::node::Agent;
 use super::replication::now_ms;
 use super::supervisor::SupervisorError;
-use crate::model::{PeerState, VserverState, VserverStatus};
+use crate::model::{VserverState, VserverStatus};
 
 /// Starts a migrate in the background after the checks that need no wait; its progress is in
 /// [`Migrations`]. Refused (with nothing changed) if the vserver is unknown here, not primary here, already
@@ -26,32 +26,20 @@ pub async fn start(
     req: MigrateRequest,
 ) -> Result<MigrationStatus, MigrateError> {
     let node = agent.config.node.clone();
-    if req.target == node {
-        return Err(MigrateError::BadRequest(format!("{name} already runs on {node}")));
-    }
-    let Some(peer) = agent.membership.peers().into_iter().find(|p| p.name == req.target) else {
-        let known: Vec<String> = agent.config.peers.iter().map(|p| p.name.clone()).collect();
-        return Err(MigrateError::BadRequest(format!(
-            "unknown host {:?} (the peers of {node}: {})",
-            req.target,
-            known.join(", ")
-        )));
-    };
-    if peer.state != PeerState::Alive {
-        return Err(MigrateError::Conflict(format!(
-            "target {} is {} (no recent heartbeat); nothing was stopped",
-            req.target,
-            serde_json::to_value(peer.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-        )));
-    }
+    let placed = agent.replication.placement(name);
+    let placement =
+        failover::migrate::admit(&node, name.as_str(), &req.target, &agent.membership.peers(), placed.as_ref())
+            .cloned()
+            .map_err(|e| {
+                if e.is_bad_request() {
+                    MigrateError::BadRequest(e.to_string())
+                } else if e.is_unknown() {
+                    MigrateError::NotFound(e.to_string())
+                } else {
+                    MigrateError::Conflict(e.to_string())
+                }
+            })?;
     let status = agent.supervisor.get(name).await.map_err(MigrateError::Supervisor)?;
-    let placement = agent
-        .replication
-        .placement(name)
-        .ok_or_else(|| MigrateError::NotFound(format!("{name} is not in the cluster configuration")))?;
-    if placement.primary != node {
-        return Err(MigrateError::Conflict(format!("{name}'s primary is {}, not this host", placement.primary)));
-    }
     // Held from here (no restart by the check loop, operators told it is moving) until the migrate ends.
     let hold = match agent.supervisor.hold(name).await {
         Ok(h) => h,
