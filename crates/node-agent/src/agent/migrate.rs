@@ -266,8 +266,10 @@ pub async fn spread_placement(agent: &Agent, name: &VserverName, moved: &Placeme
 ///
 /// One promote of a vserver at a time, never during a sync or a migrate of it here (its replication lock). A
 /// promote at the epoch the vserver already runs at here is a success (asked twice: its answer was lost, or
-/// the coordinator asked again). A promote asked again (`again`) is refused once the cluster's event log no
-/// longer means the vserver to run: an operator's stop recorded since outweighs it.
+/// the coordinator asked again). A promote that starts the vserver (a migrate's, a takeover's, or one asked
+/// again) is refused once the cluster's event log no longer means the vserver to run: an operator's stop
+/// recorded since its sender read the log (while the request was on its way, or its sender was paused)
+/// outweighs it.
 pub async fn promote(
     agent: &Arc<Agent>,
     name: &VserverName,
@@ -295,7 +297,7 @@ pub async fn promote(
         }
         return Err(MigrateError::Conflict(format!("{name} already exists on this host; nothing was changed")));
     }
-    if req.again {
+    if req.start {
         let events = agent.ownership.events();
         if !failover::events::meant_to_run(&events, name.as_str(), None) {
             return Err(MigrateError::Conflict(format!(
