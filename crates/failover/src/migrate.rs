@@ -7,19 +7,26 @@
 //!    the pass limit is reached;
 //! 3. stops it; a final pass of what changed since the last pre-copy pass started, in which any rsync error
 //!    aborts; the commit (carrying the conf) makes the copy the target's current replica;
-//! 4. records the target as the owner in the ownership table (without a majority nothing moves), and asks the
-//!    target to promote that replica and start it ([`crate::promote::promote_on`]);
+//! 4. records the target as the owner in the ownership table, from an epoch at which the table gives the
+//!    vserver to this host (without a majority nothing moves; nor when a takeover gave it to another host
+//!    meanwhile), and asks the target to promote that replica and start it, unless the cluster's event log no
+//!    longer means it to run ([`crate::promote::promote_on`]);
 //! 5. hands over: the new placement is recorded and spread, and the source keeps its tree as its replica.
 //!
 //! If a step before the target's start fails, the vserver runs again on the source and nothing is lost: the
-//! source's tree and conf were never touched. When the target's answer to the promote stays lost, the vserver
-//! is started nowhere by this migrate: it may run there, and two copies are worse than an outage.
+//! source's tree and conf were never touched; unless the cluster says otherwise by then (the table gives it
+//! to another host, or an operator's stop is the last intent), and then it stays stopped here. When the
+//! target's answer to the promote stays lost, the vserver is started nowhere by this migrate: it may run there,
+//! and two copies are worse than an outage.
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use crate::changes::ClockMark;
+use crate::events::meant_to_run;
 use crate::ownership::OwnershipError;
 use crate::peer::{describe, Peers};
 use crate::placement::Placement;
@@ -298,6 +305,13 @@ pub async fn run<S: Source>(host: &S, target: &str, was_running: bool) -> Result
         if !was_running {
             return format!("{why}; {name} was not running, and stays here");
         }
+        // Not over the cluster's word: a table write whose answer was lost may have given it to the target,
+        // a takeover to another host while this one was cut off or frozen, and an operator's stop recorded
+        // meanwhile (refused here while the migrate held it) is the last intent.
+        if let Some(why_not) = host.table().and_then(|table| not_here(table, host.node(), name)) {
+            host.stay_stopped().await;
+            return format!("{why}; {name} is not started here again: {why_not}");
+        }
         match host.start().await {
             Ok(()) => format!("{why}; {name} runs here again"),
             Err(e) => format!("{why}; and {name} could not be started here again: {e}"),
@@ -340,12 +354,18 @@ pub async fn run<S: Source>(host: &S, target: &str, was_running: bool) -> Result
             Err(e) => return Err(restart_here(format!("the cluster did not record {target} as the owner: {e}")).await),
         }
     }
-    let req = PromoteRequest { source: host.node().to_string(), start: was_running, epoch, again: false };
+    // Read once the new owner is recorded, as a takeover does: an operator's stop recorded while the migrate
+    // held the vserver (refused here, but the last intent) comes before it in the log, and is seen here.
+    let start = was_running && host.table().is_none_or(|table| meant_to_run(&table.events(), name, None));
+    let req = PromoteRequest { source: host.node().to_string(), start, epoch, again: false };
     match promote_on(peers, target, name, &req, ASK_AGAIN).await {
         PromoteOutcome::Running(_) => {}
         PromoteOutcome::Refused(why) => {
             if let Some(table) = host.table() {
-                if let Err(e) = table.set_owner(name, host.node(), table.epoch(name)).await {
+                // Back from the epoch this migrate recorded, never over an ownership recorded since (a takeover
+                // of the target while it was asked): then it is not started here either.
+                let recorded = epoch.unwrap_or_else(|| table.epoch(name));
+                if let Err(e) = table.set_owner(name, host.node(), recorded).await {
                     tracing::warn!(vserver = %name, error = %e, "cannot record this host as the owner again");
                 }
                 // While the table named the target, the placement here may have followed it: back at once, so
@@ -364,7 +384,7 @@ pub async fn run<S: Source>(host: &S, target: &str, was_running: bool) -> Result
             ));
         }
     }
-    let outage = was_running.then(|| stopped_at.elapsed());
+    let outage = start.then(|| stopped_at.elapsed());
 
     // 5. Hand over.
     enter("recording");
@@ -377,17 +397,44 @@ pub async fn run<S: Source>(host: &S, target: &str, was_running: bool) -> Result
     Ok(outage)
 }
 
-/// Records `target` as the owner of `name` (from `me`); the new epoch. This host's copy of the table may lag
-/// the leader's by a Raft heartbeat: when the cluster says this host owns it still, at a newer epoch, asked
-/// again from that epoch.
-async fn record_owner(table: &impl Table, me: &str, name: &str, target: &str) -> Result<u64, OwnershipError> {
-    let mut recorded = table.set_owner(name, target, table.epoch(name)).await;
+/// Why `name` is not to run on `me` again after a failed migrate, by the cluster: the table gives it to
+/// another host, or the event log no longer means it to run.
+fn not_here(table: &impl Table, me: &str, name: &str) -> Option<String> {
+    match table.owner(name) {
+        Some((owner, epoch)) if owner != me => Some(format!("the cluster gives it to {owner} (epoch {epoch})")),
+        _ if !meant_to_run(&table.events(), name, None) => {
+            Some("the cluster no longer means it to run (an operator's stop is recorded)".into())
+        }
+        _ => None,
+    }
+}
+
+/// Records `target` as the owner of `name` (from `me`); the new epoch. Only from an epoch at which the table
+/// gives it to this host: a takeover while this host was cut off or frozen gave it to another host, which may
+/// run it. This host's copy of the table may lag the leader's by a Raft heartbeat: when the cluster says this
+/// host owns it still, at a newer epoch, asked again from that epoch. A write whose answer was lost may have
+/// applied: the table says so.
+async fn record_owner(table: &impl Table, me: &str, name: &str, target: &str) -> Result<u64, String> {
+    let mut from = match table.owner(name) {
+        Some((owner, epoch)) if owner != me => {
+            return Err(format!("the cluster gives it to {owner} (epoch {epoch}), no longer to this host"))
+        }
+        _ => table.epoch(name),
+    };
+    let mut recorded = table.set_owner(name, target, from).await;
     if let Err(OwnershipError::StaleEpoch { current, owner: Some(owner), .. }) = &recorded {
         if owner == me {
-            recorded = table.set_owner(name, target, *current).await;
+            from = *current;
+            recorded = table.set_owner(name, target, from).await;
         }
     }
-    recorded.map(|(_, epoch)| epoch)
+    match recorded {
+        Ok((_, epoch)) => Ok(epoch),
+        Err(e) => match table.owner(name) {
+            Some((owner, epoch)) if owner == target && epoch == from + 1 => Ok(epoch),
+            _ => Err(e.to_string()),
+        },
+    }
 }
 
 #[cfg(test)]

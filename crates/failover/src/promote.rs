@@ -91,10 +91,10 @@ pub enum Refusal<E: std::error::Error> {
     /// It exists here (and does not run at the promote's epoch).
     #[error("{0}")]
     Exists(String),
-    /// Asked again, but the cluster's event log no longer means it to run.
+    /// It would be started, but the cluster's event log no longer means it to run.
     #[error(
         "the cluster no longer means {0} to run (an operator's stop, a halt or a failure limit is recorded since \
-         it was given to this host); nothing was changed"
+         its promote was asked); nothing was changed"
     )]
     NotMeant(String),
     /// No complete replica here.
@@ -159,8 +159,8 @@ pub const EPOCH_WAIT: Duration = Duration::from_secs(5);
 ///   [`EPOCH_WAIT`] for its copy to catch up); refused when the table is past it or names another host.
 /// - A promote at the epoch the vserver already runs at here is a success (asked twice: its answer was lost,
 ///   or the coordinator asked again): never a second start.
-/// - A promote asked again (`again`) is refused once the cluster's event log no longer means the vserver to
-///   run: an operator's stop recorded since outweighs it.
+/// - A promote that would start the vserver is refused once the cluster's event log no longer means it to
+///   run: an operator's stop recorded since its sender read the log outweighs it.
 /// - A failed start puts the replica back, so the host is as before.
 pub async fn accept<T: Target>(
     host: &T,
@@ -186,7 +186,9 @@ pub async fn accept<T: Target>(
             return Err(Refusal::Exists(format!("{name} already exists on this host; nothing was changed")))
         }
     }
-    if req.again && !meant_to_run(&host.table().events(), name, None) {
+    // An operator's stop recorded since the sender read the log (while the request was on its way, or its
+    // sender was paused) outweighs a promote that would start it: a migrate's, a takeover's or one asked again.
+    if req.start && !meant_to_run(&host.table().events(), name, None) {
         return Err(Refusal::NotMeant(name.to_string()));
     }
     let promoting = Instant::now();
@@ -365,7 +367,8 @@ mod tests {
         *t.present.lock().unwrap() = Some(Present::Running);
         assert!(matches!(accept(&t, "web", &req(None, false)).await, Err(Refusal::Exists(_))));
 
-        // Asked again after an operator's stop: refused; asked the first time, it is carried out.
+        // An operator's stop recorded since the sender read the log: a promote that would start it is refused,
+        // asked again or not; one that only puts the replica in place is carried out.
         let t = target("h1", 4);
         t.table.events.lock().unwrap().push(Event {
             seq: 1,
@@ -376,7 +379,11 @@ mod tests {
             vserver: Some("web".into()),
         });
         assert!(matches!(accept(&t, "web", &req(Some(4), true)).await, Err(Refusal::NotMeant(_))));
+        assert!(matches!(accept(&t, "web", &req(Some(4), false)).await, Err(Refusal::NotMeant(_))));
         assert!(*t.replica.lock().unwrap());
+        let quiet = PromoteRequest { start: false, ..req(Some(4), false) };
+        accept(&t, "web", &quiet).await.unwrap();
+        assert_eq!((*t.replica.lock().unwrap(), *t.starts.lock().unwrap()), (false, 0), "in place, not started");
         let witness = FakeTarget { witness: true, ..target("h1", 4) };
         assert!(matches!(accept(&witness, "web", &req(Some(4), false)).await, Err(Refusal::Witness)));
         let none = target("h1", 4);

@@ -91,8 +91,8 @@ pub struct PromoteRequest {
     pub epoch: Option<u64>,
     /// Asked again, at the same epoch, by a coordinator that finds this host owning the vserver without running
     /// it (the first promote never ran: this host restarted, or the request was lost): already running at that
-    /// epoch is a success, and it is refused once the cluster's event log no longer means the vserver to run (an
-    /// operator's stop recorded since). Sent only when true.
+    /// epoch is a success, and, as any promote that starts the vserver, it is refused once the cluster's event
+    /// log no longer means the vserver to run (an operator's stop recorded since). Sent only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub again: bool,
 }

@@ -1,16 +1,35 @@
 //! The cluster's decisions under a deterministic simulator: N hosts on a virtual clock (tokio's paused time,
 //! one thread), a simulated network, and a schedule of faults drawn from a seed (host crashes, agent kills and
 //! restarts, partitions, pauses of an agent, message loss, delay, duplication and so reordering, lost answers
-//! to table writes, operators' stops and starts). The code under test is the real one: the failure detector
-//! and the lease (`failover::membership`, `failover::lease`), the coordinator and the takeover
-//! (`failover::takeover`), the promote with its lost-answer rule (`failover::promote`), over the same traits
-//! the agent implements. The ownership table stands here as a linearizable compare-and-set store (openraft is
-//! tested by its authors), with its leader elected as openraft would (a majority, after a timeout).
+//! to table writes, operators' stops and starts, migrates and evacuations). The code under test is the real
+//! one: the failure detector and the lease (`failover::membership`, `failover::lease`), the coordinator and the
+//! takeover (`failover::takeover`), the promote with its lost-answer rule (`failover::promote`), the migrate's
+//! phases over a replica session (`failover::migrate`, `failover::session`), the evacuation's rules
+//! (`failover::evacuate`), over the same traits the agent implements. The ownership table stands here as a
+//! linearizable compare-and-set store (openraft is tested by its authors), with its leader elected as openraft
+//! would (a majority, after a timeout).
+//!
+//! The faults:
+//! - a machine crashes and boots again; an agent is killed (-9) and started again, or frozen (SIGSTOP) a while;
+//! - a host's links are cut; the network loses or delays messages; beacons are duplicated;
+//! - agent-to-agent requests are duplicated for a while (a client's retry, a proxy): the copy is handled again
+//!   on the receiving host after an extra delay, possibly after the first one's answer or after later
+//!   requests, and its answer is dropped;
+//! - the answers to table writes are lost (the write applies);
+//! - an operator stops or starts the vserver;
+//! - an operator migrates it from the host that runs it to a live standby (`vserver web migrate HOST`): the
+//!   real `failover::migrate::run` on the source, its replica session, copies and promote carried by the
+//!   simulated network, while the other faults go on;
+//! - an operator evacuates the host that owns it: a migrate to the first live standby when that host is up, the
+//!   takeover of a dead host (`--fenced`, said only when the machine is really down) otherwise.
 //!
 //! What stands in for the host (as the agent does it, see `node-agent`): starting and stopping a vserver is
 //! a flag; the vservers' keepers kill them when the lease the agent last wrote for them runs out (even when
-//! the agent is frozen); the agent fences them when its lease is over and asks the table before it runs them
-//! again; a host that finds the table giving one of its vservers to another host stops it.
+//! the agent is frozen) and refuse a start once it ran out; the agent fences them when its lease is over and
+//! asks the table before it runs them again; a host that finds the table giving one of its vservers to another
+//! host stops it, then keeps its copy aside, and its placement follows the table; a migrate holds the vserver
+//! on its source (nothing else starts, stops or sets it aside meanwhile). A replica session on the target
+//! fills a staging generation that a commit makes the complete replica, and is lost when the agent restarts.
 //!
 //! After every start, the invariants are checked: at most one copy runs; a start only on the host the table
 //! names, from a tree or a complete replica; a returning host never restarts what it lost; a vserver an
@@ -23,14 +42,23 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use failover::changes::ClockMark;
+use failover::evacuate::Mode;
 use failover::events::{intent_event, kinds, meant_to_run};
 use failover::membership::{Membership, MembershipConfig};
+use failover::migrate::Source;
 use failover::ownership::{Event, Maintenance, OwnerEntry, OwnershipError};
-use failover::peer::{Answer, Peers, Refused, Unreachable};
+use failover::peer::{Answer, Peers, Refused, Unreachable, CONTROL_TIMEOUT};
 use failover::placement::Placement;
+use failover::rsync::Moved;
+use failover::session::SessionPeers;
+use failover::store::GenerationMeta;
 use failover::table::Table;
 use failover::takeover::{Busy, Host, Limits, PeerView};
-use failover::wire::{HeldReplica, PeerState, ProbeReply, ProbeRequest, PromoteRequest, PromoteTimes, VserverState};
+use failover::wire::{
+    AbortReply, BeginReply, BeginRequest, CommitRequest, ConfFile, HeldReplica, MigrationStatus, PeerState, Preflight,
+    ProbeReply, ProbeRequest, PromoteRequest, PromoteTimes, VserverState,
+};
 use tokio::time::Instant;
 
 /// Seeds that ended with the vserver down everywhere before a takeover's promote was asked again.
@@ -58,6 +86,11 @@ const RUN_FOR: Duration = Duration::from_secs(24);
 /// faults healed and the vserver runs on its owner (or an operator's stop is the last word), or this long after
 /// they healed.
 const SETTLE: Duration = Duration::from_secs(10);
+/// The size of the vserver's tree (a migrate's pre-copy passes move less each time: the whole tree, then a
+/// sixteenth of the pass before).
+const TREE_BYTES: u64 = 1 << 30;
+/// A request delivered again arrives up to this long after the first.
+const LATE_COPY: Duration = Duration::from_millis(2500);
 
 // ---------------------------------------------------------------------------------------------------------
 // Randomness: one seeded generator (splitmix64), drawn in a fixed order, so a seed is a history.
@@ -112,6 +145,15 @@ struct HostState {
     held: bool,
     /// When the agent started.
     agent_started: Instant,
+    /// A migrate from this host holds the vserver: nothing else here starts, stops or sets it aside.
+    migrating: bool,
+    /// Its intent here is "stopped" (a migrate left it, or could not tell whether the target runs it): the
+    /// agent does not run it again on its own.
+    local_stopped: bool,
+    /// The replica session open on this host (the agent's memory: lost when it restarts).
+    session: Option<u64>,
+    /// The takeovers the agent runs (its coordinator and its evacuations share them).
+    busy: Arc<Busy>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -139,10 +181,24 @@ enum Fault {
     KillBeforePromote(usize, Duration),
     /// An operator's stop is recorded just before the next promote asked again arrives.
     StopBeforeAskedAgain,
+    /// An operator's stop is recorded just before the next first promote (not asked again) arrives.
+    StopBeforePromote,
     /// The next coordinator elected is this host, when it can be.
     PreferLeader(usize),
     /// An operator stops the vserver where it runs (recorded first as intent), or starts it again.
     Operator(bool),
+    /// For the duration, this many per mille of agent-to-agent requests are delivered a second time, up to
+    /// [`LATE_COPY`] later; the copy's answer is dropped.
+    Duplicates(u64, Duration),
+    /// A trap for a scenario: the next promote sent to another host is delivered a second time, this long
+    /// after the first.
+    DuplicatePromote(Duration),
+    /// An operator migrates the vserver from the host that runs it (else the host the table names) to this
+    /// host (the next one if it is the source).
+    Migrate(usize),
+    /// An operator evacuates the host the table names, through this host's agent (the next active one if it
+    /// does not answer).
+    Evacuate(usize),
 }
 
 impl Fault {
@@ -155,24 +211,38 @@ impl Fault {
             | Fault::Isolate(_, d)
             | Fault::Loss(_, d)
             | Fault::Delay(_, d)
-            | Fault::LostCommits(d) => d,
+            | Fault::LostCommits(d)
+            | Fault::Duplicates(_, d) => d,
             Fault::KillAfterPromote(..)
             | Fault::KillBeforePromote(..)
             | Fault::StopBeforeAskedAgain
+            | Fault::StopBeforePromote
             | Fault::PreferLeader(_)
-            | Fault::Operator(_) => Duration::ZERO,
+            | Fault::Operator(_)
+            | Fault::DuplicatePromote(_)
+            | Fault::Migrate(_)
+            | Fault::Evacuate(_) => Duration::ZERO,
         }
     }
 }
 
 struct World {
     rng: Rng,
+    /// The draws of the migrates, evacuations and duplicated requests: apart, so that a seed's other faults
+    /// are drawn as they were before these existed.
+    xrng: Rng,
     hosts: Vec<HostState>,
     /// Cut links (both ways), as pairs (low, high).
     cut: BTreeSet<(usize, usize)>,
     loss_per_mille: u64,
     extra_delay: Duration,
     lost_commits: bool,
+    /// Per mille of agent-to-agent requests delivered twice.
+    duplicate_per_mille: u64,
+    /// A trap for a scenario: the next promote to another host is delivered again this long after.
+    duplicate_promote: Option<Duration>,
+    /// The last replica session's number.
+    sessions: u64,
     owners: BTreeMap<String, OwnerEntry>,
     events: Vec<Event>,
     leader: Option<usize>,
@@ -187,6 +257,9 @@ struct World {
     kill_before_promote: Option<(usize, Duration)>,
     /// A trap for a scenario: an operator's stop is recorded just before the next promote asked again arrives.
     stop_before_asked_again: bool,
+    /// A trap for a scenario: an operator's stop is recorded just before the next first promote arrives (after
+    /// its sender read the log).
+    stop_before_promote: bool,
     /// A scenario's choice of the next coordinator, when it can be.
     preferred_leader: Option<usize>,
     placement: Placement,
@@ -201,6 +274,27 @@ struct Stats {
     starts: u32,
     takeovers: u32,
     fences: u32,
+    /// Migrates begun (an operator's, or an evacuation's), and those that ended with it on the target.
+    migrates: u32,
+    migrated: u32,
+    /// Evacuations of a dead host that took it over.
+    evacuated_dead: u32,
+    /// Requests delivered twice.
+    duplicates: u32,
+}
+
+impl Stats {
+    fn add(self, o: Stats) -> Stats {
+        Stats {
+            starts: self.starts + o.starts,
+            takeovers: self.takeovers + o.takeovers,
+            fences: self.fences + o.fences,
+            migrates: self.migrates + o.migrates,
+            migrated: self.migrated + o.migrated,
+            evacuated_dead: self.evacuated_dead + o.evacuated_dead,
+            duplicates: self.duplicates + o.duplicates,
+        }
+    }
 }
 
 impl World {
@@ -287,6 +381,7 @@ impl World {
         host.tree = true;
         host.running = true;
         host.fenced = false;
+        host.local_stopped = false;
         self.stats.starts += 1;
         self.note(format!("{name}: started ({why})"));
     }
@@ -332,17 +427,60 @@ impl Sim {
         }
     }
 
-    /// Carries a request from `from` to `to` and its answer back: `Unreachable` when either is lost or late.
-    /// A request that arrives is carried out, even when its answer is lost afterwards.
-    async fn rpc<T>(&self, from: usize, to: usize, timeout: Duration, handle: impl AsyncHandler<T>) -> Answer<T> {
+    /// Carries a request (`what`) from `from` to `to` and its answer back: `Unreachable` when either is lost
+    /// or late. A request that arrives is carried out, even when its answer is lost afterwards. A frozen agent
+    /// sends nothing until it is thawed. While requests are duplicated, a copy may be delivered again later
+    /// (see [`Sim::deliver_again`]).
+    async fn rpc<T, H>(&self, from: usize, to: usize, timeout: Duration, what: &'static str, handle: H) -> Answer<T>
+    where
+        T: Send + 'static,
+        H: AsyncHandler<T> + Clone + 'static,
+    {
+        self.rpc_copied(from, to, timeout, what, handle, None).await
+    }
+
+    /// [`Sim::rpc`], the request delivered again `copy` after the first when given.
+    async fn rpc_copied<T, H>(
+        &self,
+        from: usize,
+        to: usize,
+        timeout: Duration,
+        what: &'static str,
+        handle: H,
+        copy: Option<Duration>,
+    ) -> Answer<T>
+    where
+        T: Send + 'static,
+        H: AsyncHandler<T> + Clone + 'static,
+    {
+        if !self.unfrozen(from).await {
+            return Err(Unreachable("this agent stopped (simulated)".into()));
+        }
         let deadline = Instant::now() + timeout;
         let lost = || async move {
             tokio::time::sleep_until(deadline).await;
             Err(Unreachable("no answer (simulated)".into()))
         };
-        let Some(there) = self.w().transit(from, to) else { return lost().await };
+        let copy = {
+            let mut w = self.w();
+            let per_mille = w.duplicate_per_mille;
+            copy.or_else(|| {
+                (per_mille > 0 && w.xrng.chance(per_mille)).then(|| w.xrng.ms(0, LATE_COPY.as_millis() as u64))
+            })
+        };
+        let there = self.w().transit(from, to);
+        if let Some(late) = copy {
+            let (sim, again) = (self.clone(), handle.clone());
+            let after = there.unwrap_or_default() + late;
+            tokio::spawn(sim.deliver_again(from, to, after, what, again));
+        }
+        let Some(there) = there else { return lost().await };
         tokio::time::sleep(there).await;
         if !self.unfrozen(to).await {
+            // A machine that runs but not its agent refuses the connection at once; a crashed one is silent.
+            if self.w().hosts[to].up {
+                return Err(Unreachable("connection refused (simulated)".into()));
+            }
             return lost().await;
         }
         let answer = handle.call(self.clone(), to).await;
@@ -360,6 +498,41 @@ impl Sim {
                 Ok(answer)
             }
             _ => lost().await,
+        }
+    }
+
+    /// A request delivered a second time (a client's retry, a proxy), `after` the first was sent: carried out
+    /// again on `to` if it gets there, its answer dropped. It may come after the first one's answer, or after
+    /// later requests.
+    async fn deliver_again<T, H: AsyncHandler<T>>(
+        self,
+        from: usize,
+        to: usize,
+        after: Duration,
+        what: &str,
+        handle: H,
+    ) {
+        tokio::time::sleep(after).await;
+        {
+            let mut w = self.w();
+            let per_mille = w.loss_per_mille;
+            if !w.linked(from, to) || w.xrng.chance(per_mille) {
+                return;
+            }
+        }
+        if !self.unfrozen(to).await {
+            return;
+        }
+        {
+            let mut w = self.w();
+            w.stats.duplicates += 1;
+            let (a, b) = (w.hosts[from].name.clone(), w.hosts[to].name.clone());
+            w.note(format!("{b}: {what} from {a} delivered again"));
+        }
+        if let Err(why) = handle.call(self.clone(), to).await {
+            let mut w = self.w();
+            let b = w.hosts[to].name.clone();
+            w.note(format!("{b}: {what} delivered again refused: {why}"));
         }
     }
 }
@@ -569,14 +742,14 @@ impl Peers for SimPeers {
                 let m = Arc::clone(&sim.w().hosts[at].membership);
                 probe(&m, &req).ok_or_else(|| refused(404, "not a peer"))
             };
-            sim.rpc(me, to?, timeout, handle).await
+            sim.rpc(me, to?, timeout, "probe", handle).await
         }
     }
     fn replicas(&self, host: &str, timeout: Duration) -> impl Future<Output = Answer<Vec<HeldReplica>>> + Send {
         let (to, sim, me) = (self.to(host), self.sim.clone(), self.me);
         async move {
             let handle = |sim: Sim, at: usize| async move { Ok(held(&sim.w(), at)) };
-            sim.rpc(me, to?, timeout, handle).await
+            sim.rpc(me, to?, timeout, "replicas", handle).await
         }
     }
     fn promote(
@@ -589,9 +762,11 @@ impl Peers for SimPeers {
         let (to, sim, me, req, name) = (self.to(host), self.sim.clone(), self.me, req.clone(), name.to_string());
         async move {
             let handle = move |sim: Sim, at: usize| async move {
-                promote_here(&sim, at, &name, &req).map(|times| (VserverState::Running, times))
+                let state = if req.start { VserverState::Running } else { VserverState::Stopped };
+                promote_here(&sim, at, &name, &req).map(|times| (state, times))
             };
-            sim.rpc(me, to?, timeout, handle).await
+            let copy = sim.w().duplicate_promote.take();
+            sim.rpc_copied(me, to?, timeout, "promote", handle, copy).await
         }
     }
     fn vserver_state(
@@ -611,7 +786,101 @@ impl Peers for SimPeers {
                     (false, false) => Err(refused(404, "no such vserver")),
                 }
             };
-            sim.rpc(me, to?, timeout, handle).await
+            sim.rpc(me, to?, timeout, "vserver state", handle).await
+        }
+    }
+}
+
+/// The replica session's routes, on the target (the agent's `replication::{begin, commit, abort}` and
+/// `migrate::preflight`).
+impl SessionPeers for SimPeers {
+    fn preflight(&self, host: &str, _name: &str) -> impl Future<Output = Answer<Preflight>> + Send {
+        let (to, sim, me) = (self.to(host), self.sim.clone(), self.me);
+        async move {
+            let handle = |sim: Sim, at: usize| async move {
+                let w = sim.w();
+                let h = &w.hosts[at];
+                Ok(Preflight {
+                    free_bytes: 1 << 40,
+                    rsync: Some("rsync 3.2.7".into()),
+                    rsync_error: None,
+                    present: h.tree || h.running,
+                    staging_bytes: 0,
+                    lease_left_ms: w.lease_left(at).map(|l| l.as_millis() as u64),
+                })
+            };
+            sim.rpc(me, to?, CONTROL_TIMEOUT, "preflight", handle).await
+        }
+    }
+    fn begin(&self, host: &str, _name: &str, req: &BeginRequest) -> impl Future<Output = Answer<BeginReply>> + Send {
+        let (to, sim, me, source) = (self.to(host), self.sim.clone(), self.me, req.source.clone());
+        async move {
+            let handle = move |sim: Sim, at: usize| async move {
+                let mut w = sim.w();
+                if w.hosts[at].running {
+                    return Err(refused(409, format!("{VS} runs on this host; it takes no copy from {source}")));
+                }
+                // A session still open (a copy that died on the way) is replaced.
+                w.sessions += 1;
+                let id = w.sessions;
+                w.hosts[at].session = Some(id);
+                let me = w.hosts[at].name.clone();
+                w.note(format!("{me}: replica session s{id} begins (from {source})"));
+                Ok(BeginReply { session: format!("s{id}"), generation: "b".into() })
+            };
+            sim.rpc(me, to?, CONTROL_TIMEOUT, "begin", handle).await
+        }
+    }
+    fn commit(
+        &self,
+        host: &str,
+        _name: &str,
+        req: &CommitRequest,
+    ) -> impl Future<Output = Answer<GenerationMeta>> + Send {
+        let (to, sim, me, req) = (self.to(host), self.sim.clone(), self.me, req.clone());
+        async move {
+            let handle = move |sim: Sim, at: usize| async move {
+                let mut w = sim.w();
+                match w.hosts[at].session {
+                    Some(id) if format!("s{id}") == req.session => {}
+                    Some(_) => return Err(refused(409, format!("session {} was replaced", req.session))),
+                    None => return Err(refused(404, format!("no sync session {} open", req.session))),
+                }
+                let (me, source) = (w.hosts[at].name.clone(), w.hosts[me].name.clone());
+                w.hosts[at].session = None;
+                w.hosts[at].replica = true;
+                w.note(format!("{me}: replica session {} committed: its replica is complete", req.session));
+                Ok(GenerationMeta {
+                    source,
+                    started_unix_ms: req.started_unix_ms,
+                    finished_unix_ms: w.unix_ms(),
+                    conf_sha256: String::new(),
+                    consistent: req.consistent,
+                    kind: req.kind.clone().unwrap_or_default(),
+                })
+            };
+            sim.rpc(me, to?, CONTROL_TIMEOUT, "commit", handle).await
+        }
+    }
+    fn abort(
+        &self,
+        host: &str,
+        _name: &str,
+        req: &CommitRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Answer<AbortReply>> + Send {
+        let (to, sim, me, session) = (self.to(host), self.sim.clone(), self.me, req.session.clone());
+        async move {
+            let handle = move |sim: Sim, at: usize| async move {
+                let mut w = sim.w();
+                if w.hosts[at].session.is_some_and(|id| format!("s{id}") == session) {
+                    w.hosts[at].session = None;
+                    let me = w.hosts[at].name.clone();
+                    w.note(format!("{me}: replica session {session} aborted; the replica it had stays"));
+                }
+                Ok(AbortReply::default())
+            };
+            sim.rpc(me, to?, timeout, "abort", handle).await
         }
     }
 }
@@ -652,7 +921,8 @@ fn promote_here(sim: &Sim, at: usize, name: &str, req: &PromoteRequest) -> Resul
         restart_agent_after(sim, at, back);
         return Err(refused(503, "the agent died"));
     }
-    if req.again && std::mem::take(&mut w.stop_before_asked_again) {
+    let stop_now = if req.again { &mut w.stop_before_asked_again } else { &mut w.stop_before_promote };
+    if std::mem::take(stop_now) {
         let text = intent_event(VS, false, &format!("stop on {me}"));
         let (seq, at_ms) = (w.events.len() as u64 + 1, w.unix_ms());
         w.note(format!("event {seq} ({}): {text}", kinds::INTENT));
@@ -679,9 +949,11 @@ fn promote_here(sim: &Sim, at: usize, name: &str, req: &PromoteRequest) -> Resul
     if w.hosts[at].running || w.hosts[at].tree {
         return Err(refused(409, format!("{name} already exists on this host")));
     }
-    if req.again && !meant_to_run(&w.events, VS, None) {
+    // A promote that starts it, refused once an operator's stop is recorded since its sender read the log.
+    if req.start && !meant_to_run(&w.events, VS, None) {
         let text = format!("the cluster no longer means {name} to run");
-        w.note(format!("{me}: promote asked again refused: {text}"));
+        let what = if req.again { "promote asked again" } else { "promote" };
+        w.note(format!("{me}: {what} refused: {text}"));
         return Err(refused(409, text));
     }
     if !w.hosts[at].replica {
@@ -690,7 +962,7 @@ fn promote_here(sim: &Sim, at: usize, name: &str, req: &PromoteRequest) -> Resul
     w.hosts[at].replica = false;
     w.hosts[at].tree = true;
     if req.start {
-        w.start(at, "takeover");
+        w.start(at, if req.again { "promote asked again" } else { "promote" });
     }
     if w.kill_after_promote.is_some_and(|(h, _)| h == at) {
         let (_, back) = w.kill_after_promote.take().expect("armed");
@@ -798,6 +1070,382 @@ impl Host for SimHost {
     }
 }
 
+/// The coordinator's side of host `h` (its agent's takeovers shared with its evacuations).
+fn sim_host(sim: &Sim, h: usize) -> SimHost {
+    let (node, busy) = {
+        let w = sim.w();
+        (w.hosts[h].name.clone(), Arc::clone(&w.hosts[h].busy))
+    };
+    SimHost {
+        sim: sim.clone(),
+        me: h,
+        node,
+        table: SimTable { sim: sim.clone(), me: h },
+        peers: SimPeers { sim: sim.clone(), me: h },
+        busy,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Migrates and evacuations (what the agent's `migrate` and `evacuate` run around the failover code).
+
+/// The source host of one migrate, as `failover::migrate::run` drives it (the agent's `AgentSource`).
+struct SimSource {
+    sim: Sim,
+    me: usize,
+    node: String,
+    peers: SimPeers,
+    table: SimTable,
+    /// The placement when the migrate began (what the hand-over moves).
+    placement: Placement,
+    status: Mutex<MigrationStatus>,
+    /// Pre-copy passes made.
+    passes: Mutex<u32>,
+}
+
+impl SimSource {
+    /// One rsync pass into `session` on `target`, `lo`..`hi` ms long (and the network's delay): it fails when
+    /// the target cannot be reached at its start or its end, or its session is gone (replaced, aborted, the
+    /// agent restarted). The tunnel on the target is its agent's: it waits while that agent is frozen.
+    async fn copy(&self, target: &str, session: &str, lo: u64, hi: u64) -> Result<(), String> {
+        if !self.sim.unfrozen(self.me).await {
+            return Err("this agent stopped".into());
+        }
+        let reachable = |w: &World, t: usize| -> Result<(), String> {
+            if !w.linked(self.me, t) || !w.hosts[t].up || !w.hosts[t].agent {
+                return Err(format!("rsync: cannot reach {target} (simulated)"));
+            }
+            Ok(())
+        };
+        let (t, took) = {
+            let mut w = self.sim.w();
+            let t = w.index(target).ok_or_else(|| format!("{target} is not a host"))?;
+            reachable(&w, t)?;
+            let extra = w.extra_delay;
+            (t, w.xrng.ms(lo, hi) + extra)
+        };
+        tokio::time::sleep(took).await;
+        if !self.sim.unfrozen(t).await {
+            return Err(format!("rsync: connection to {target} reset (simulated)"));
+        }
+        let w = self.sim.w();
+        reachable(&w, t)?;
+        match w.hosts[t].session {
+            Some(id) if format!("s{id}") == session => Ok(()),
+            _ => Err(format!("rsync: {target} has no session {session} open (replaced or gone)")),
+        }
+    }
+}
+
+impl Source for SimSource {
+    type Peers = SimPeers;
+    type Table = SimTable;
+    type SyncGuard = ();
+
+    fn node(&self) -> &str {
+        &self.node
+    }
+    fn vserver(&self) -> &str {
+        VS
+    }
+    fn peers(&self) -> &SimPeers {
+        &self.peers
+    }
+    fn table(&self) -> Option<&SimTable> {
+        Some(&self.table)
+    }
+    fn update(&self, f: impl FnOnce(&mut MigrationStatus)) {
+        let mut status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let was = status.phase.clone();
+        f(&mut status);
+        if status.phase != was {
+            let line = format!("{}: migrate to {}: {}", self.node, status.target, status.phase);
+            self.sim.w().note(line);
+        }
+    }
+    async fn tree_bytes(&self) -> Result<u64, String> {
+        Ok(TREE_BYTES)
+    }
+    async fn lock_out_syncs(&self) {}
+    async fn copy_tree(
+        &self,
+        target: &str,
+        session: &str,
+        _live: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Moved, String> {
+        let pass = {
+            let mut passes = self.passes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *passes += 1;
+            *passes
+        };
+        self.copy(target, session, 150, 900).await?;
+        let moved = TREE_BYTES >> (4 * (pass - 1)).min(60);
+        progress(moved);
+        Ok(Moved { bytes_sent: moved, files_transferred: 1 + moved / (1 << 20), transferred_bytes: moved })
+    }
+    async fn copy_changes(
+        &self,
+        target: &str,
+        session: &str,
+        _mark: ClockMark,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(Moved, String), String> {
+        self.copy(target, session, 50, 300).await?;
+        progress(1 << 20);
+        let moved = Moved { bytes_sent: 1 << 20, files_transferred: 12, transferred_bytes: 1 << 20 };
+        Ok((moved, "12 paths changed since the last pre-copy pass".into()))
+    }
+    async fn conf_for_commit(&self, _target: &str, _session: &str) -> Result<Option<Vec<ConfFile>>, String> {
+        // Small: carried in the commit.
+        Ok(Some(Vec::new()))
+    }
+    async fn stop(&self) -> Result<(), String> {
+        if !self.sim.unfrozen(self.me).await {
+            return Err("this agent stopped".into());
+        }
+        self.sim.w().stop(self.me, "migrate: stopped for the final pass");
+        Ok(())
+    }
+    async fn start(&self) -> Result<(), String> {
+        if !self.sim.unfrozen(self.me).await {
+            return Err("this agent stopped".into());
+        }
+        let mut w = self.sim.w();
+        // `vserver NAME start` reads the lease the agent wrote for the keepers: none, no start.
+        if w.hosts[self.me].keepers_until.is_none_or(|t| Instant::now() >= t) {
+            let line = format!("{}: migrate: the start here refused: this host's lease is over", self.node);
+            w.note(line);
+            return Err("this host does not hold its lease: the start is refused".into());
+        }
+        if !w.hosts[self.me].running {
+            w.start(self.me, "migrate: runs here again");
+        }
+        Ok(())
+    }
+    async fn stay_stopped(&self) {
+        let mut w = self.sim.w();
+        w.hosts[self.me].local_stopped = true;
+        let line = format!("{}: its intent here is now stopped", self.node);
+        w.note(line);
+    }
+    fn placement_back(&self) {
+        let mut w = self.sim.w();
+        if w.placement.primary != self.node {
+            w.placement = w.placement.moved_to(&self.node);
+        }
+    }
+    async fn hand_over(&self, target: &str, _started_unix_ms: u64) -> Vec<String> {
+        let mut w = self.sim.w();
+        w.placement = self.placement.moved_to(target);
+        let host = &mut w.hosts[self.me];
+        host.tree = false;
+        host.replica = true;
+        host.local_stopped = true;
+        let line = format!("{}: hands {VS} over to {target}; its tree kept as its replica", self.node);
+        w.note(line);
+        Vec::new()
+    }
+}
+
+/// The agent's `migrate::start` on `src`: the checks that need no wait, the vserver held, then the migrate to
+/// `target` in a task of the agent; refused with nothing changed.
+fn begin_migrate(sim: &Sim, src: usize, target: &str) -> Result<(), String> {
+    let mut w = sim.w();
+    let node = w.hosts[src].name.clone();
+    if target == node {
+        return Err(format!("{VS} already runs on {node}"));
+    }
+    let Some(peer) = w.hosts[src].membership.peers().into_iter().find(|p| p.name == target) else {
+        return Err(format!("unknown host {target:?}"));
+    };
+    if peer.state != PeerState::Alive {
+        return Err(format!("target {target} is {:?} (no recent heartbeat); nothing was stopped", peer.state));
+    }
+    if !w.hosts[src].tree {
+        return Err(format!("no vserver {VS} on {node}"));
+    }
+    if w.placement.primary != node {
+        return Err(format!("{VS}'s primary is {}, not this host", w.placement.primary));
+    }
+    if w.hosts[src].migrating {
+        return Err(format!("a migrate of {VS} is already running"));
+    }
+    w.hosts[src].migrating = true;
+    let was_running = w.hosts[src].running;
+    w.stats.migrates += 1;
+    w.note(format!("{node}: migrate of {VS} to {target} begins ({})", if was_running { "running" } else { "stopped" }));
+    let source = SimSource {
+        sim: sim.clone(),
+        me: src,
+        node,
+        peers: SimPeers { sim: sim.clone(), me: src },
+        table: SimTable { sim: sim.clone(), me: src },
+        placement: w.placement.clone(),
+        status: Mutex::new(MigrationStatus {
+            phase: "checking".into(),
+            target: target.to_string(),
+            ..Default::default()
+        }),
+        passes: Mutex::new(0),
+    };
+    let (sim, target) = (sim.clone(), target.to_string());
+    let task = tokio::spawn(async move {
+        let result = failover::migrate::run(&source, &target, was_running).await;
+        let mut w = sim.w();
+        w.hosts[src].migrating = false;
+        let node = source.node;
+        match result {
+            Ok(outage) => {
+                w.stats.migrated += 1;
+                w.note(format!("{node}: MIGRATE DONE: {VS} on {target}, outage {outage:?}"));
+            }
+            Err(e) => {
+                w.note(format!("{node}: MIGRATE FAILED: {e}"));
+                // Stopped by the migrate, its intent here still "running" (its start here again was refused):
+                // once the hold is gone, the agent's check loop starts it again, here as after a fence (once
+                // the table confirms this host owns it).
+                let host = &mut w.hosts[src];
+                if was_running && host.tree && !host.running && !host.local_stopped {
+                    host.fenced = true;
+                }
+            }
+        }
+    });
+    w.hosts[src].tasks.push(task.abort_handle());
+    Ok(())
+}
+
+/// An operator's `vserver web migrate HOST` on the host that runs it (else the host the table names).
+fn operator_migrate(sim: &Sim, to: usize) {
+    let (src, target) = {
+        let mut w = sim.w();
+        let owner = w.owner().and_then(|(o, _)| w.index(&o));
+        let Some(src) = w.hosts.iter().position(|h| h.running).or(owner) else { return };
+        if !w.active(src) {
+            let name = w.hosts[src].name.clone();
+            w.note(format!("operator: migrate: {name} does not answer"));
+            return;
+        }
+        let to = if to == src { (to + 1) % w.hosts.len() } else { to };
+        (src, w.hosts[to].name.clone())
+    };
+    if let Err(e) = begin_migrate(sim, src, &target) {
+        let mut w = sim.w();
+        let name = w.hosts[src].name.clone();
+        w.note(format!("operator: migrate of {VS} from {name} to {target} refused: {e}"));
+    }
+}
+
+/// What host `x` knows of `host`: itself alive, a peer as its failure detector says.
+fn peer_state(w: &World, x: usize, host: &str) -> Option<PeerState> {
+    if w.hosts[x].name == host {
+        return Some(PeerState::Alive);
+    }
+    w.hosts[x].membership.peers().into_iter().find(|p| p.name == host).map(|p| p.state)
+}
+
+/// An operator evacuates the host the table names, through the agent of `via` (the next active host if it
+/// does not answer), as the agent's `evacuate` does: the mode by what that agent knows of the host (asked
+/// again a few times while the host is neither alive nor dead), then a migrate to the first live standby, or
+/// the takeover of a dead host. The operator says `--fenced` only when the machine is down.
+async fn evacuate(sim: Sim, via: usize) {
+    let (host, fenced) = {
+        let w = sim.w();
+        let Some((owner, _)) = w.owner() else { return };
+        let fenced = w.index(&owner).is_some_and(|h| !w.hosts[h].up);
+        (owner, fenced)
+    };
+    let mut asked = 0;
+    let (x, mode) = loop {
+        asked += 1;
+        let decided = {
+            let mut w = sim.w();
+            let n = w.hosts.len();
+            let Some(x) = (0..n).map(|i| (via + i) % n).find(|&i| w.active(i)) else { return };
+            let xname = w.hosts[x].name.clone();
+            match failover::evacuate::mode(&host, peer_state(&w, x, &host), false, fenced, true) {
+                Ok(mode) => {
+                    let line = format!("operator: evacuate {host} (fenced: {fenced}) through {xname}: {mode:?}");
+                    w.note(line);
+                    Some((x, mode))
+                }
+                Err(e) => {
+                    w.note(format!("operator: evacuate {host} through {xname} refused: {e}"));
+                    if asked >= 5 || !matches!(e, failover::evacuate::EvacuateError::Undecided(..)) {
+                        return;
+                    }
+                    None
+                }
+            }
+        };
+        match decided {
+            Some(d) => break d,
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    };
+    let job = {
+        let sim = sim.clone();
+        async move {
+            let table = SimTable { sim: sim.clone(), me: x };
+            for (vserver, _, epoch) in failover::evacuate::evacuation_items(&table.table(), &host) {
+                match mode {
+                    Mode::Migrate => evacuate_live(&sim, x, &host).await,
+                    Mode::Takeover | Mode::Restore => {
+                        let coordinator = sim_host(&sim, x);
+                        let done =
+                            failover::evacuate::take_over_dead(&coordinator, &vserver, &host, epoch, TAKEOVER_TIMEOUT)
+                                .await;
+                        let mut w = sim.w();
+                        let xname = w.hosts[x].name.clone();
+                        match done {
+                            Ok((to, how)) => {
+                                w.stats.evacuated_dead += 1;
+                                w.note(format!("{xname}: EVACUATED {vserver} of {host} to {to}: {how}"));
+                            }
+                            Err(e) => w.note(format!("{xname}: EVACUATION of {vserver} of {host} FAILED: {e}")),
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let task = tokio::spawn(job);
+    sim.w().hosts[x].tasks.push(task.abort_handle());
+}
+
+/// The evacuation of a live host, run by `x`'s agent: the target is the first live standby (as `x` knows
+/// them), and the host's agent is asked to migrate the vserver there.
+async fn evacuate_live(sim: &Sim, x: usize, host: &str) {
+    let (to, src) = {
+        let w = sim.w();
+        let alive = |h: &str| peer_state(&w, x, h) == Some(PeerState::Alive);
+        (failover::evacuate::target(&w.placement, host, alive), w.index(host).expect("a host"))
+    };
+    let to = match to {
+        Ok(to) => to,
+        Err(e) => {
+            sim.w().note(format!("evacuation of {host}: {e}"));
+            return;
+        }
+    };
+    let answer = if src == x {
+        begin_migrate(sim, src, &to)
+    } else {
+        let target = to.clone();
+        let handle =
+            move |sim: Sim, at: usize| async move { begin_migrate(&sim, at, &target).map_err(|e| refused(409, e)) };
+        match sim.rpc(x, src, Duration::from_secs(30), "migrate", handle).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refused)) => Err(format!("{host} refused the migrate: {}", refused.reason)),
+            Err(e) => Err(format!("cannot ask {host} to migrate it: {e}")),
+        }
+    };
+    if let Err(e) = answer {
+        sim.w().note(format!("evacuation of {host}: {e}"));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The agent's loops on a host (what `node-agent` runs around the failover code).
 
@@ -810,6 +1458,9 @@ fn start_agent(sim: &Sim, h: usize) {
     host.incarnation += 1;
     host.held = false;
     host.agent_started = Instant::now();
+    host.migrating = false;
+    host.session = None;
+    host.busy = Arc::default();
     let names: Vec<String> = (0..3).map(|i| format!("h{i}")).collect();
     let peers = names.iter().filter(|n| **n != host.name).map(|n| (n.clone(), format!("sim://{n}"))).collect();
     host.membership = Arc::new(Membership::new(MembershipConfig {
@@ -822,20 +1473,15 @@ fn start_agent(sim: &Sim, h: usize) {
         lease_len: LEASE,
     }));
     // Down at start although meant to run (this host crashed): held until the table confirms it is ours.
-    if host.tree && !host.running && !w.intent_stopped() {
+    if host.tree && !host.running && !host.local_stopped && !w.intent_stopped() {
         w.hosts[h].fenced = true;
     }
     let name = w.hosts[h].name.clone();
     let line = format!("{name}: agent started, incarnation {}", w.hosts[h].incarnation);
     w.note(line);
-    let coordinator = SimHost {
-        sim: sim.clone(),
-        me: h,
-        node: name,
-        table: SimTable { sim: sim.clone(), me: h },
-        peers: SimPeers { sim: sim.clone(), me: h },
-        busy: Arc::default(),
-    };
+    drop(w);
+    let coordinator = sim_host(sim, h);
+    let mut w = sim.w();
     let tasks = vec![
         tokio::spawn(beacons(sim.clone(), h)).abort_handle(),
         tokio::spawn(watch(sim.clone(), h)).abort_handle(),
@@ -847,6 +1493,9 @@ fn start_agent(sim: &Sim, h: usize) {
 
 fn stop_agent(w: &mut World, h: usize) {
     w.hosts[h].agent = false;
+    // Its migrate dies with it (the hold with it), and the replica session it kept in memory.
+    w.hosts[h].migrating = false;
+    w.hosts[h].session = None;
     for t in w.hosts[h].tasks.drain(..) {
         t.abort();
     }
@@ -899,7 +1548,8 @@ async fn watch(sim: Sim, h: usize) {
             if !left.is_zero() {
                 w.hosts[h].held = true;
                 w.hosts[h].keepers_until = left.checked_sub(FENCE_LEAD).map(|l| Instant::now() + l);
-                w.hosts[h].fenced && !w.intent_stopped()
+                let host = &w.hosts[h];
+                host.fenced && !host.migrating && !host.local_stopped && !w.intent_stopped()
             } else {
                 if w.hosts[h].running && (w.hosts[h].held || started.elapsed() >= LEASE) {
                     w.stop(h, "lease over: fenced by the agent");
@@ -916,7 +1566,9 @@ async fn watch(sim: Sim, h: usize) {
                 Some(true) => {
                     let mut w = sim.w();
                     let lease = w.lease_left(h).is_none_or(|l| !l.is_zero());
-                    if w.active(h) && w.hosts[h].fenced && !w.hosts[h].running && lease && !w.intent_stopped() {
+                    let host = &w.hosts[h];
+                    let idle = host.fenced && !host.running && !host.migrating && !host.local_stopped;
+                    if w.active(h) && idle && lease && !w.intent_stopped() {
                         w.start(h, "recovered after a fence");
                     }
                 }
@@ -948,7 +1600,8 @@ async fn keepers(sim: Sim, h: usize) {
     }
 }
 
-/// Every second: a vserver the table gives to another host is not run here (the agent's `reconcile`).
+/// Every second: a vserver the table gives to another host is not run here, then its copy here is kept aside,
+/// and the placement follows the table (the agent's `failover::reconcile`); not while a migrate holds it.
 async fn reconcile(sim: Sim, h: usize) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -957,9 +1610,21 @@ async fn reconcile(sim: Sim, h: usize) {
         }
         let mut w = sim.w();
         let me = w.hosts[h].name.clone();
-        if let Some((owner, _)) = w.owner().filter(|(o, _)| *o != me) {
+        if let Some((owner, epoch)) = w.owner().filter(|(o, _)| *o != me) {
+            if let Some(moved) = failover::reconcile::placement_after(&w.placement, &owner) {
+                w.placement = moved;
+            }
+            if w.hosts[h].migrating {
+                continue;
+            }
             if w.hosts[h].running {
                 w.stop(h, &format!("the table gives it to {owner}"));
+                w.hosts[h].local_stopped = true;
+            } else if w.hosts[h].tree {
+                let host = &mut w.hosts[h];
+                host.tree = false;
+                host.local_stopped = true;
+                w.note(format!("{me}: its copy kept aside ({owner} owns it since epoch {epoch})"));
             }
             w.hosts[h].fenced = false;
         }
@@ -1015,6 +1680,8 @@ struct Outcome {
     running_on: Vec<String>,
     /// An operator's stop is the last word at the end.
     operator_stopped: bool,
+    /// A migrate holds the vserver at the end (it waits for an answer, or out a time limit).
+    migrating: bool,
 }
 
 impl Outcome {
@@ -1046,12 +1713,40 @@ fn schedule(rng: &mut Rng) -> Vec<(Duration, Fault)> {
     out
 }
 
+/// The migrates, evacuations and duplicated requests of a seed, drawn from their own stream (see
+/// [`World::xrng`]).
+fn schedule_more(rng: &mut Rng) -> Vec<(Duration, Fault)> {
+    let mut at = FAULTS_FROM + rng.ms(0, 3000);
+    let mut out = Vec::new();
+    while at < FAULTS_UNTIL {
+        let fault = match rng.below(3) {
+            0 => Fault::Duplicates(100 + rng.below(500), rng.ms(500, 5000)),
+            1 => Fault::Migrate(rng.below(3) as usize),
+            _ => Fault::Evacuate(rng.below(3) as usize),
+        };
+        out.push((at, fault));
+        at += rng.ms(1000, 5000);
+    }
+    out
+}
+
+/// The second stream of a seed.
+fn xrng(seed: u64) -> Rng {
+    Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x6A09_E667_F3BC_C909)
+}
+
 /// Runs the cluster with `faults`, from a seed, for [`RUN_FOR`].
 fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
     rt.block_on(async move {
         let mut rng = Rng(seed);
-        let faults = faults.unwrap_or_else(|| schedule(&mut rng));
+        let mut xrng = xrng(seed);
+        let faults = faults.unwrap_or_else(|| {
+            let mut faults = schedule(&mut rng);
+            faults.extend(schedule_more(&mut xrng));
+            faults.sort_by_key(|(at, _)| *at);
+            faults
+        });
         // The liveness check waits until every fault has healed, then until the vserver runs on its owner (or
         // an operator's stop is the last word), for at most SETTLE.
         let healed = faults.iter().map(|(at, f)| *at + f.lasts()).max().unwrap_or_default();
@@ -1078,6 +1773,10 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
                 keepers_until: None,
                 held: false,
                 agent_started: Instant::now(),
+                migrating: false,
+                local_stopped: false,
+                session: None,
+                busy: Arc::default(),
                 tasks: Vec::new(),
             })
             .collect();
@@ -1085,11 +1784,15 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
         owners.insert(VS.to_string(), OwnerEntry { owner: Some("h0".into()), epoch: 1 });
         let sim = Sim(Arc::new(Mutex::new(World {
             rng,
+            xrng,
             hosts,
             cut: BTreeSet::new(),
             loss_per_mille: 0,
             extra_delay: Duration::ZERO,
             lost_commits: false,
+            duplicate_per_mille: 0,
+            duplicate_promote: None,
+            sessions: 0,
             owners,
             events: Vec::new(),
             leader: Some(0),
@@ -1098,6 +1801,7 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
             kill_after_promote: None,
             kill_before_promote: None,
             stop_before_asked_again: false,
+            stop_before_promote: false,
             preferred_leader: None,
             placement: Placement { primary: "h0".into(), standbys: STANDBYS.map(String::from).to_vec(), epoch: 0 },
             started: Instant::now(),
@@ -1130,16 +1834,18 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut w = sim.w();
+        let migrating = w.hosts.iter().any(|h| h.migrating);
         for h in 0..3 {
             stop_agent(&mut w, h);
         }
-        let running_on = w.hosts.iter().filter(|h| h.running).map(|h| h.name.clone()).collect();
+        let running_on: Vec<String> = w.hosts.iter().filter(|h| h.running).map(|h| h.name.clone()).collect();
         Outcome {
             violations: std::mem::take(&mut w.violations),
             history: std::mem::take(&mut w.history),
             stats: w.stats,
             running_on,
             operator_stopped: w.intent_stopped(),
+            migrating,
         }
     })
 }
@@ -1221,10 +1927,24 @@ fn inject(sim: &Sim, fault: Fault) {
         Fault::KillAfterPromote(h, d) => w.kill_after_promote = Some((h, d)),
         Fault::KillBeforePromote(h, d) => w.kill_before_promote = Some((h, d)),
         Fault::StopBeforeAskedAgain => w.stop_before_asked_again = true,
+        Fault::StopBeforePromote => w.stop_before_promote = true,
         Fault::PreferLeader(h) => w.preferred_leader = Some(h),
         Fault::Operator(stop) => {
             drop(w);
             tokio::spawn(operator(sim.clone(), stop));
+        }
+        Fault::Duplicates(per_mille, d) => {
+            w.duplicate_per_mille = per_mille;
+            after(d, Box::new(|sim| sim.w().duplicate_per_mille = 0));
+        }
+        Fault::DuplicatePromote(late) => w.duplicate_promote = Some(late),
+        Fault::Migrate(to) => {
+            drop(w);
+            operator_migrate(sim, to);
+        }
+        Fault::Evacuate(via) => {
+            drop(w);
+            tokio::spawn(evacuate(sim.clone(), via));
         }
         _ => {}
     }
@@ -1247,6 +1967,11 @@ async fn operator(sim: Sim, stop: bool) {
     let mut w = sim.w();
     if recorded.is_err() {
         w.note(format!("operator: {text} not recorded; nothing done"));
+        return;
+    }
+    // The agent records the intent first, then its supervisor refuses a vserver a migrate holds.
+    if w.hosts[h].migrating {
+        w.note(format!("operator: {text} refused by {name}: a migrate of {VS} is running"));
         return;
     }
     if stop {
@@ -1285,41 +2010,42 @@ fn the_invariants_hold_under_seeded_faults() {
             .map(|t| {
                 scope.spawn(move || {
                     let mut totals = Stats::default();
-                    let mut running_at_end = 0u64;
+                    let (mut running_at_end, mut down_migrating) = (0u64, 0u64);
                     for seed in (first + t..first + seeds).step_by(threads as usize) {
                         let o = run(seed, None);
                         assert!(o.violations.is_empty(), "{}", report(seed, &o));
-                        totals.starts += o.stats.starts;
-                        totals.takeovers += o.stats.takeovers;
-                        totals.fences += o.stats.fences;
+                        totals = totals.add(o.stats);
                         running_at_end += u64::from(!o.down());
+                        down_migrating += u64::from(o.down() && o.migrating);
                         if o.down() && std::env::var_os("SIM_DOWN").is_some() {
-                            eprintln!("seed {seed}: down at the end");
+                            eprintln!(
+                                "seed {seed}: down at the end{}",
+                                if o.migrating { " (a migrate holds it)" } else { "" }
+                            );
                         }
                     }
-                    (totals, running_at_end)
+                    (totals, running_at_end, down_migrating)
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().expect("a worker")).fold((Stats::default(), 0), |(a, n), (b, m)| {
-            (
-                Stats {
-                    starts: a.starts + b.starts,
-                    takeovers: a.takeovers + b.takeovers,
-                    fences: a.fences + b.fences,
-                },
-                n + m,
-            )
-        })
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a worker"))
+            .fold((Stats::default(), 0, 0), |(a, n, d), (b, m, e)| (a.add(b), n + m, d + e))
     });
+    let (t, running, down_migrating) = totals;
     eprintln!(
-        "{seeds} seeds in {:.1} s on {threads} threads: {} starts, {} takeovers, {} fences; running (or stopped by an operator) at the end \
-         in {} of {seeds}",
+        "{seeds} seeds in {:.1} s on {threads} threads: {} starts, {} takeovers, {} fences, {} migrates ({} done), {} \
+         evacuations of a dead host, {} requests delivered twice; running (or stopped by an operator) at the end in \
+         {running} of {seeds}; of the others, {down_migrating} with a migrate still holding it",
         started.elapsed().as_secs_f64(),
-        totals.0.starts,
-        totals.0.takeovers,
-        totals.0.fences,
-        totals.1
+        t.starts,
+        t.takeovers,
+        t.fences,
+        t.migrates,
+        t.migrated,
+        t.evacuated_dead,
+        t.duplicates,
     );
 }
 
@@ -1428,4 +2154,128 @@ fn an_operators_stop_outweighs_the_promote_asked_again() {
     assert!(o.history.iter().any(|l| l.contains("promote asked again refused")), "{}", report(5, &o));
     assert!(o.running_on.is_empty(), "{}", report(5, &o));
     assert!(o.operator_stopped, "{}", report(5, &o));
+}
+
+/// Whether the history says `what` at or after `from` (virtual ms).
+fn said_after(o: &Outcome, from: u64, what: &str) -> bool {
+    o.history
+        .iter()
+        .any(|l| l.contains(what) && l.split_whitespace().next().and_then(|t| t.parse::<u64>().ok()) >= Some(from))
+}
+
+/// The first virtual ms at which the history says `what`.
+fn when(o: &Outcome, what: &str) -> Option<u64> {
+    o.history.iter().find(|l| l.contains(what)).and_then(|l| l.split_whitespace().next()?.parse().ok())
+}
+
+/// A migrate whose promote answer is lost: the target started the vserver, but its agent died before the
+/// answer left and stays away past the migrate's questions (15 s). The source cannot know whether it runs
+/// there: it keeps it stopped (its intent there "stopped"), never a second copy; the target's keepers stop it
+/// once its lease is over, and the coordinator takes it over from the silent target.
+#[test]
+fn a_migrate_whose_promote_answer_is_lost_leaves_the_source_stopped() {
+    let faults = vec![
+        (Duration::from_secs(3), Fault::KillAfterPromote(1, Duration::from_secs(20))),
+        (Duration::from_secs(4), Fault::Migrate(1)),
+    ];
+    let o = run(21, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(21, &o));
+    assert!(o.history.iter().any(|l| l.contains("agent killed right after the promote")), "{}", report(21, &o));
+    assert!(
+        o.history.iter().any(|l| l.contains("MIGRATE FAILED: no answer from h1 about the start")),
+        "{}",
+        report(21, &o)
+    );
+    let stopped = when(&o, "h0: stopped (migrate").expect("the source stopped it");
+    assert!(!said_after(&o, stopped, "h0: started"), "{}", report(21, &o));
+    assert_eq!(o.running_on, ["h2"], "{}", report(21, &o));
+}
+
+/// A migrate's promote delivered a second time long after (a client's retry, a proxy): by then the vserver
+/// has moved on (migrated again, from h1 to h2), and h1 holds a complete replica again (its tree, kept). The
+/// late copy names an older epoch: h1 refuses it, and no second copy starts.
+#[test]
+fn a_duplicated_promote_after_the_vserver_moved_on_starts_nothing() {
+    let faults = vec![
+        (Duration::from_secs(3), Fault::DuplicatePromote(Duration::from_secs(9))),
+        (Duration::from_secs(4), Fault::Migrate(1)),
+        (Duration::from_secs(8), Fault::Migrate(2)),
+    ];
+    let o = run(23, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(23, &o));
+    let moved_on = when(&o, "MIGRATE DONE: web on h2").expect("migrated on to h2");
+    assert!(said_after(&o, moved_on, "h1: promote from h0 delivered again"), "{}", report(23, &o));
+    assert_eq!(o.running_on, ["h2"], "{}", report(23, &o));
+}
+
+/// The source frozen during its migrate's pre-copy, long enough for its lease to end and the coordinator to
+/// take the vserver over (to h1, the first standby). Thawed, the migrate goes on: it must neither record its
+/// target (h2) as the owner over h1's ownership and start it there, nor start it again on the source.
+#[test]
+fn a_migrate_whose_source_was_taken_over_meanwhile_starts_nothing() {
+    let faults = vec![
+        (Duration::from_secs(4), Fault::Migrate(2)),
+        (Duration::from_millis(4300), Fault::Freeze(0, Duration::from_secs(6))),
+    ];
+    let o = run(25, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(25, &o));
+    assert!(o.history.iter().any(|l| l.contains("table: web -> h1 at epoch 2")), "{}", report(25, &o));
+    assert!(o.history.iter().any(|l| l.contains("MIGRATE FAILED")), "{}", report(25, &o));
+    assert_eq!(o.running_on, ["h1"], "{}", report(25, &o));
+}
+
+/// The target's agent dies as the migrate's promote arrives, before it acts on it, and is back 5 s later:
+/// meanwhile the coordinator takes the vserver over from the silent target (to h2). Asked again, the target
+/// says it does not have it: the source records itself as the owner again only from the epoch it recorded
+/// (not over h2's), and does not start it again.
+#[test]
+fn a_refused_migrate_never_takes_back_what_was_taken_over_meanwhile() {
+    let faults = vec![
+        (Duration::from_secs(3), Fault::KillBeforePromote(1, Duration::from_secs(5))),
+        (Duration::from_secs(4), Fault::Migrate(1)),
+    ];
+    let o = run(27, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(27, &o));
+    assert!(o.history.iter().any(|l| l.contains("table: web -> h2 at epoch 3")), "{}", report(27, &o));
+    assert!(o.history.iter().any(|l| l.contains("MIGRATE FAILED: start on h1 failed")), "{}", report(27, &o));
+    assert_eq!(o.running_on, ["h2"], "{}", report(27, &o));
+}
+
+/// An operator's stop while a migrate holds the vserver: the agent records it, then refuses it (the migrate
+/// holds the vserver). The migrate reads the log once the target owns it, and leaves it stopped there.
+#[test]
+fn an_operators_stop_during_a_migrate_is_the_last_word() {
+    let faults =
+        vec![(Duration::from_secs(4), Fault::Migrate(1)), (Duration::from_millis(4300), Fault::Operator(true))];
+    let o = run(29, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(29, &o));
+    assert!(o.history.iter().any(|l| l.contains("refused by h0: a migrate of web is running")), "{}", report(29, &o));
+    assert!(o.history.iter().any(|l| l.contains("MIGRATE DONE: web on h1, outage None")), "{}", report(29, &o));
+    assert!(o.running_on.is_empty() && o.operator_stopped, "{}", report(29, &o));
+}
+
+/// An operator's stop recorded after the migrate read the log, before its promote arrives: the target
+/// refuses to start it, and the source does not start it again either.
+#[test]
+fn an_operators_stop_outweighs_a_migrates_promote_on_its_way() {
+    let faults = vec![(Duration::from_secs(3), Fault::StopBeforePromote), (Duration::from_secs(4), Fault::Migrate(1))];
+    let o = run(31, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(31, &o));
+    assert!(o.history.iter().any(|l| l.contains("h1: promote refused")), "{}", report(31, &o));
+    assert!(o.running_on.is_empty() && o.operator_stopped, "{}", report(31, &o));
+}
+
+/// An evacuation of a host whose machine is down (the operator says it is fenced, and it is): the takeover
+/// of a dead host, as the coordinator would, once; it runs on the first standby.
+#[test]
+fn an_evacuation_of_a_crashed_host_takes_it_over_once() {
+    let faults = vec![
+        (Duration::from_secs(4), Fault::Crash(0, Duration::from_secs(30))),
+        (Duration::from_millis(4500), Fault::Evacuate(2)),
+    ];
+    let o = run(33, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(33, &o));
+    assert!(o.history.iter().any(|l| l.contains("evacuate h0 (fenced: true)")), "{}", report(33, &o));
+    assert_eq!(o.stats.takeovers, 1, "{}", report(33, &o));
+    assert_eq!(o.running_on, ["h1"], "{}", report(33, &o));
 }
