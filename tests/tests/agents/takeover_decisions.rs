@@ -213,3 +213,34 @@ fn a_start_waits_for_the_keepers_lease_file_to_catch_up() {
     }
     assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
 }
+
+/// An operator's start the agent refuses (here: its conf is gone) leaves no intent in the cluster's event log:
+/// the log would say "meant to run" of a vserver nothing runs, and a takeover would start it elsewhere.
+#[test]
+fn a_refused_start_records_no_intent_in_the_cluster() {
+    if skip_unless_root("a_refused_start_records_no_intent_in_the_cluster") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, name, _addr) = placed_on_h0_timed(&lab, "ri", "", false, crate::FAST);
+    let owned = wait_for(PATIENCE, || crate::owner(&agents, 0, &name).is_some_and(|(o, _)| o == "h0"));
+    assert!(owned.is_some(), "the table gives it to h0: {:?}", crate::owner(&agents, 0, &name));
+    let intents = |agents: &Agents| {
+        events(agents, 0).into_iter().filter(|e| e["kind"] == "intent" && e["vserver"] == name.as_str()).count()
+    };
+    let before = intents(&agents);
+    let conf = lab.hosts[0].conf_dir.join(format!("{name}.conf"));
+    let aside = lab.hosts[0].conf_dir.join(format!("{name}.conf.aside"));
+    std::fs::rename(&conf, &aside).unwrap();
+    let path = format!("/v1/vservers/{name}/start");
+    let reply = agents.request(0, 0, "POST", &path, Some(agents.secret()), None).unwrap();
+    assert_eq!(reply.status, 404, "refused: {}", reply.body);
+    std::fs::rename(&aside, &conf).unwrap();
+    // Anything the refused start had sent to the log is committed by the time a real start's is.
+    let reply = agents.request(0, 0, "POST", &path, Some(agents.secret()), None).unwrap();
+    assert_eq!(reply.status, 200, "started once its conf is back: {}", reply.body);
+    let logged = wait_for(PATIENCE, || intents(&agents) > before);
+    assert!(logged.is_some(), "the accepted start is recorded");
+    let texts: Vec<Value> = events(&agents, 0).into_iter().filter(|e| e["kind"] == "intent").collect();
+    assert_eq!(intents(&agents), before + 1, "only the accepted start is recorded: {texts:?}");
+}

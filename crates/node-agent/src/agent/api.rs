@@ -394,6 +394,9 @@ async fn lifecycle(
     }
     // In its own task, so that a client hanging up does not cancel the operation half way.
     let task = tokio::spawn(async move {
+        if let Some(refused) = agent.supervisor.refusal(&name, &action).await {
+            return Err(refused);
+        }
         agent.record_intent_in_cluster(&name, action != "stop", &action).await?;
         match action.as_str() {
             "start" => agent.supervisor.start(&name).await,

@@ -222,6 +222,18 @@ impl Supervisor {
         self.operate(name, Op::Restart).await
     }
 
+    /// Why an operator's `action` (`start`, `stop` or `restart`) of `name` would be refused now, before its
+    /// intent is recorded in the cluster (a refused operation must not leave an intent there): unknown here,
+    /// held by a migrate, or in error.
+    pub async fn refusal(&self, name: &VserverName, action: &str) -> Option<SupervisorError> {
+        let op = match action {
+            "start" => Op::Start,
+            "stop" => Op::Stop,
+            _ => Op::Restart,
+        };
+        self.shared.refusal(name, op).await
+    }
+
     /// Holds a vserver for a migrate: waits for an operation under way, then keeps the check loop and
     /// operators off it until the hold is dropped. Refused if another migrate holds it.
     pub async fn hold(&self, name: &VserverName) -> Result<Hold, SupervisorError> {
@@ -428,8 +440,9 @@ impl Shared {
         Arc::clone(lock(&self.locks).entry(name.clone()).or_default())
     }
 
-    async fn operate(self: &Arc<Self>, name: &VserverName, op: Op) -> Result<VserverStatus, SupervisorError> {
-        // Bad input is refused before anything is recorded.
+    /// Why `op` of `name` would be refused now, whatever the lease: unknown here, held by a migrate, or (a
+    /// start) in error. Checked before anything is recorded, here or in the cluster.
+    async fn refusal(&self, name: &VserverName, op: Op) -> Option<SupervisorError> {
         let host = self.host.clone();
         let n = name.clone();
         let known = tokio::task::spawn_blocking(move || match op {
@@ -441,18 +454,14 @@ impl Shared {
         .await
         .unwrap_or(false);
         if !known {
-            return Err(SupervisorError::NotFound(name.to_string()));
+            return Some(SupervisorError::NotFound(name.to_string()));
         }
         if lock(&self.held).contains(name) {
-            return Err(SupervisorError::Busy(name.to_string()));
-        }
-        let _guard = self.op_lock(name).lock_owned().await;
-        if op != Op::Stop && !self.lease_within(LEASE_WAIT).await {
-            return Err(SupervisorError::NoLease(name.to_string()));
+            return Some(SupervisorError::Busy(name.to_string()));
         }
         if op != Op::Stop {
             if let Some(why) = self.error_of(name) {
-                return Err(SupervisorError::Refused {
+                return Some(SupervisorError::Refused {
                     name: name.to_string(),
                     message: format!(
                         "it is in state error ({why}) and is not started until an operator clears it: \
@@ -460,6 +469,18 @@ impl Shared {
                     ),
                 });
             }
+        }
+        None
+    }
+
+    async fn operate(self: &Arc<Self>, name: &VserverName, op: Op) -> Result<VserverStatus, SupervisorError> {
+        // Bad input is refused before anything is recorded.
+        if let Some(refused) = self.refusal(name, op).await {
+            return Err(refused);
+        }
+        let _guard = self.op_lock(name).lock_owned().await;
+        if op != Op::Stop && !self.lease_within(LEASE_WAIT).await {
+            return Err(SupervisorError::NoLease(name.to_string()));
         }
         let intent = if op == Op::Stop { Intent::Stopped } else { Intent::Running };
         self.intents.set(name, intent).await?;
