@@ -225,9 +225,17 @@ pub fn admit<'a>(
     Ok(placement)
 }
 
-/// The migrate of `host.vserver()` to `target`; `Ok(outage)` (none if it was not running), or what failed and
-/// what was done about it.
-pub async fn run<S: Source>(host: &S, target: &str, was_running: bool) -> Result<Option<Duration>, String> {
+/// The migrate of `host.vserver()` to `target`; `Ok(outage)` (none if it was not started there), or what failed
+/// and what was done about it. `was_running`: it runs here (it is stopped before the final pass); `meant_here`:
+/// its intent here is "running", although it may be down now (killed by its keepers, fenced, or crashed and
+/// waiting for its restart). Either way it is started on the target, unless the cluster's event log no longer
+/// means it to run.
+pub async fn run<S: Source>(
+    host: &S,
+    target: &str,
+    was_running: bool,
+    meant_here: bool,
+) -> Result<Option<Duration>, String> {
     let name = host.vserver();
     let peers = host.peers();
     let phase_start = Mutex::new(Instant::now());
@@ -356,7 +364,8 @@ pub async fn run<S: Source>(host: &S, target: &str, was_running: bool) -> Result
     }
     // Read once the new owner is recorded, as a takeover does: an operator's stop recorded while the migrate
     // held the vserver (refused here, but the last intent) comes before it in the log, and is seen here.
-    let start = was_running && host.table().is_none_or(|table| meant_to_run(&table.events(), name, None));
+    let start =
+        (was_running || meant_here) && host.table().is_none_or(|table| meant_to_run(&table.events(), name, None));
     let req = PromoteRequest { source: host.node().to_string(), start, epoch, again: false };
     match promote_on(peers, target, name, &req, ASK_AGAIN).await {
         PromoteOutcome::Running(_) => {}

@@ -1273,6 +1273,9 @@ fn begin_migrate(sim: &Sim, src: usize, target: &str) -> Result<(), String> {
     }
     w.hosts[src].migrating = true;
     let was_running = w.hosts[src].running;
+    // Its intent here (the agent's): running unless a migrate or the table left it stopped here; fenced, or
+    // killed by its keepers, it is down but still meant to run.
+    let meant_here = !w.hosts[src].local_stopped && (was_running || w.hosts[src].fenced);
     w.stats.migrates += 1;
     w.note(format!("{node}: migrate of {VS} to {target} begins ({})", if was_running { "running" } else { "stopped" }));
     let source = SimSource {
@@ -1291,7 +1294,7 @@ fn begin_migrate(sim: &Sim, src: usize, target: &str) -> Result<(), String> {
     };
     let (sim, target) = (sim.clone(), target.to_string());
     let task = tokio::spawn(async move {
-        let result = failover::migrate::run(&source, &target, was_running).await;
+        let result = failover::migrate::run(&source, &target, was_running, meant_here).await;
         let mut w = sim.w();
         w.hosts[src].migrating = false;
         let node = source.node;
@@ -2278,4 +2281,20 @@ fn an_evacuation_of_a_crashed_host_takes_it_over_once() {
     assert!(o.history.iter().any(|l| l.contains("evacuate h0 (fenced: true)")), "{}", report(33, &o));
     assert_eq!(o.stats.takeovers, 1, "{}", report(33, &o));
     assert_eq!(o.running_on, ["h1"], "{}", report(33, &o));
+}
+
+/// A migrate asked while the vserver is down but meant to run on its owner (its keepers killed it when the
+/// owner's lease ran out in a 2 s cut, too short for a takeover): it is started on the target, not moved
+/// stopped and left down there.
+#[test]
+fn a_migrate_of_a_fenced_vserver_starts_it_on_the_target() {
+    let faults = vec![
+        (Duration::from_secs(4), Fault::Isolate(0, Duration::from_millis(2000))),
+        (Duration::from_millis(6300), Fault::Migrate(1)),
+    ];
+    let o = run(41, Some(faults));
+    assert!(o.violations.is_empty(), "{}", report(41, &o));
+    assert!(o.history.iter().any(|l| l.contains("begins (stopped)")), "moved while down: {}", report(41, &o));
+    assert_eq!(o.stats.takeovers, 0, "{}", report(41, &o));
+    assert_eq!(o.running_on, ["h1"], "{}", report(41, &o));
 }

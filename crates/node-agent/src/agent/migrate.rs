@@ -61,10 +61,12 @@ pub async fn start(
     }
     let (agent2, name2) = (Arc::clone(agent), name.clone());
     let was_running = status.state == VserverState::Running;
+    // Down but meant to run (killed by its keepers, fenced, waiting for its restart): started on the target.
+    let meant_here = status.intent == crate::model::Intent::Running;
     tokio::spawn(async move {
         let url = agent2.config.peers.iter().find(|p| p.name == req.target).map(|p| p.url.clone()).unwrap_or_default();
         let source = AgentSource { agent: Arc::clone(&agent2), name: name2.clone(), url, placement, hold };
-        let result = failover::migrate::run(&source, &req.target, was_running).await;
+        let result = failover::migrate::run(&source, &req.target, was_running, meant_here).await;
         drop(source);
         agent2.migrations.update(&name2, |m| {
             m.finished = true;
