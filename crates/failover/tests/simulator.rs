@@ -3,7 +3,8 @@
 //! restarts, partitions, pauses of an agent, message loss, delay, duplication and so reordering, lost answers
 //! to table writes, operators' stops and starts, migrates and evacuations). The code under test is the real
 //! one: the failure detector and the lease (`failover::membership`, `failover::lease`), the coordinator and the
-//! takeover (`failover::takeover`), the promote with its lost-answer rule (`failover::promote`), the migrate's
+//! takeover (`failover::takeover`), the promote on both sides (the asker's lost-answer rule and the target's
+//! rules, `failover::promote::{promote_on, accept}`), the migrate's
 //! phases over a replica session (`failover::migrate`, `failover::session`), the evacuation's rules
 //! (`failover::evacuate`), over the same traits the agent implements. The ownership table stands here as a
 //! linearizable compare-and-set store (openraft is tested by its authors), with its leader elected as openraft
@@ -44,7 +45,7 @@ use std::time::Duration;
 
 use failover::changes::ClockMark;
 use failover::evacuate::Mode;
-use failover::events::{intent_event, kinds, meant_to_run};
+use failover::events::{intent_event, kinds};
 use failover::membership::{Membership, MembershipConfig};
 use failover::migrate::Source;
 use failover::ownership::{Event, Maintenance, OwnerEntry, OwnershipError};
@@ -763,7 +764,7 @@ impl Peers for SimPeers {
         async move {
             let handle = move |sim: Sim, at: usize| async move {
                 let state = if req.start { VserverState::Running } else { VserverState::Stopped };
-                promote_here(&sim, at, &name, &req).map(|times| (state, times))
+                promote_here(&sim, at, &name, &req).await.map(|times| (state, times))
             };
             let copy = sim.w().duplicate_promote.take();
             sim.rpc_copied(me, to?, timeout, "promote", handle, copy).await
@@ -909,69 +910,128 @@ fn held(w: &World, at: usize) -> Vec<HeldReplica> {
     }]
 }
 
-/// The receiving host's side of a promote (the agent's `migrate::promote`): refused unless the table gives it
-/// the vserver at that epoch, it holds its lease, has a complete replica and runs nothing of that name.
-fn promote_here(sim: &Sim, at: usize, name: &str, req: &PromoteRequest) -> Result<PromoteTimes, Refused> {
-    let mut w = sim.w();
-    let me = w.hosts[at].name.clone();
-    if w.kill_before_promote.is_some_and(|(h, _)| h == at) {
-        let (_, back) = w.kill_before_promote.take().expect("armed");
-        w.note(format!("{me}: agent killed as the promote arrived, before it acted on it"));
-        stop_agent(&mut w, at);
-        restart_agent_after(sim, at, back);
-        return Err(refused(503, "the agent died"));
-    }
-    let stop_now = if req.again { &mut w.stop_before_asked_again } else { &mut w.stop_before_promote };
-    if std::mem::take(stop_now) {
-        let text = intent_event(VS, false, &format!("stop on {me}"));
-        let (seq, at_ms) = (w.events.len() as u64 + 1, w.unix_ms());
-        w.note(format!("event {seq} ({}): {text}", kinds::INTENT));
-        w.events.push(Event {
-            seq,
-            at_ms,
-            host: me.clone(),
-            text,
-            kind: kinds::INTENT.into(),
-            vserver: Some(VS.into()),
-        });
-    }
-    let (owner, epoch) = w.owner().unwrap_or_default();
-    if req.epoch.is_some_and(|e| e < epoch) || owner != me {
-        return Err(refused(409, format!("the table gives {name} to {owner} at epoch {epoch}")));
-    }
-    if w.lease_left(at).is_some_and(|l| l.is_zero()) {
-        return Err(refused(403, "this host holds no lease"));
-    }
-    // Asked again at the epoch it runs at here: done (the agent's promote, under the vserver's lock).
-    if w.hosts[at].running && req.epoch == Some(epoch) {
-        return Ok(PromoteTimes::default());
-    }
-    if w.hosts[at].running || w.hosts[at].tree {
-        return Err(refused(409, format!("{name} already exists on this host")));
-    }
-    // A promote that starts it, refused once an operator's stop is recorded since its sender read the log.
-    if req.start && !meant_to_run(&w.events, VS, None) {
-        let text = format!("the cluster no longer means {name} to run");
+/// The receiving host's side of a promote: the agent's rules themselves ([`failover::promote::accept`]) over
+/// this host's state ([`SimTarget`]), with the traps of the scenarios around them (the agent killed as the
+/// promote arrives, or right after it; an operator's stop recorded just before it arrives).
+async fn promote_here(sim: &Sim, at: usize, name: &str, req: &PromoteRequest) -> Result<PromoteTimes, Refused> {
+    let me = {
+        let mut w = sim.w();
+        let me = w.hosts[at].name.clone();
+        if w.kill_before_promote.is_some_and(|(h, _)| h == at) {
+            let (_, back) = w.kill_before_promote.take().expect("armed");
+            w.note(format!("{me}: agent killed as the promote arrived, before it acted on it"));
+            stop_agent(&mut w, at);
+            restart_agent_after(sim, at, back);
+            return Err(refused(503, "the agent died"));
+        }
+        let stop_now = if req.again { &mut w.stop_before_asked_again } else { &mut w.stop_before_promote };
+        if std::mem::take(stop_now) {
+            let text = intent_event(VS, false, &format!("stop on {me}"));
+            let (seq, at_ms) = (w.events.len() as u64 + 1, w.unix_ms());
+            w.note(format!("event {seq} ({}): {text}", kinds::INTENT));
+            w.events.push(Event {
+                seq,
+                at_ms,
+                host: me.clone(),
+                text,
+                kind: kinds::INTENT.into(),
+                vserver: Some(VS.into()),
+            });
+        }
+        me
+    };
+    let target = SimTarget {
+        sim: sim.clone(),
+        at,
+        me: me.clone(),
+        table: SimTable { sim: sim.clone(), me: at },
+        again: req.again,
+    };
+    let times = failover::promote::accept(&target, name, req).await.map_err(|e| {
+        use failover::promote::Refusal;
         let what = if req.again { "promote asked again" } else { "promote" };
-        w.note(format!("{me}: {what} refused: {text}"));
-        return Err(refused(409, text));
-    }
-    if !w.hosts[at].replica {
-        return Err(refused(404, "no complete replica"));
-    }
-    w.hosts[at].replica = false;
-    w.hosts[at].tree = true;
-    if req.start {
-        w.start(at, if req.again { "promote asked again" } else { "promote" });
-    }
+        sim.w().note(format!("{me}: {what} refused: {e}"));
+        let status = match e {
+            Refusal::NoReplica(_) => 404,
+            Refusal::Start(_) => 503,
+            _ => 409,
+        };
+        refused(status, e.to_string())
+    })?;
+    let mut w = sim.w();
     if w.kill_after_promote.is_some_and(|(h, _)| h == at) {
         let (_, back) = w.kill_after_promote.take().expect("armed");
-        let name = w.hosts[at].name.clone();
-        w.note(format!("{name}: agent killed right after the promote, before its answer"));
+        w.note(format!("{me}: agent killed right after the promote, before its answer"));
         stop_agent(&mut w, at);
         restart_agent_after(sim, at, back);
     }
-    Ok(PromoteTimes::default())
+    Ok(times)
+}
+
+/// A simulated host as the target of a promote (the agent's `migrate::Target`): its tree, replica and
+/// vserver are the world's flags; a start needs the host's lease, as the agent's supervisor's does.
+struct SimTarget {
+    sim: Sim,
+    at: usize,
+    me: String,
+    table: SimTable,
+    again: bool,
+}
+
+/// Why a simulated start was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StartRefused(String);
+
+impl failover::promote::Target for SimTarget {
+    type Table = SimTable;
+    type Serial = ();
+    type Promoted = ();
+    type StartError = StartRefused;
+    fn node(&self) -> &str {
+        &self.me
+    }
+    fn witness(&self) -> bool {
+        false
+    }
+    fn table(&self) -> &SimTable {
+        &self.table
+    }
+    async fn serialize(&self, _: &str) {}
+    async fn present(&self, _: &str) -> failover::promote::Present {
+        use failover::promote::Present;
+        let w = self.sim.w();
+        match (w.hosts[self.at].running, w.hosts[self.at].tree) {
+            (true, _) => Present::Running,
+            (false, true) => Present::Stopped,
+            (false, false) => Present::Absent,
+        }
+    }
+    async fn promote_replica(&self, _: &str) -> Result<(), failover::promote::PromoteError> {
+        let mut w = self.sim.w();
+        let host = &mut w.hosts[self.at];
+        if !host.replica {
+            return Err(failover::promote::PromoteError::NoReplica("no complete replica".into()));
+        }
+        host.replica = false;
+        host.tree = true;
+        Ok(())
+    }
+    async fn start(&self, _: &str) -> Result<(), StartRefused> {
+        let mut w = self.sim.w();
+        if w.lease_left(self.at).is_some_and(|l| l.is_zero()) {
+            return Err(StartRefused("this host holds no lease".into()));
+        }
+        w.start(self.at, if self.again { "promote asked again" } else { "promote" });
+        Ok(())
+    }
+    async fn put_back(&self, _: &str, (): ()) {
+        let mut w = self.sim.w();
+        let host = &mut w.hosts[self.at];
+        host.tree = false;
+        host.replica = true;
+        host.local_stopped = true;
+    }
 }
 
 /// Starts `h`'s agent again after `back`, if it is still down then.
@@ -1051,9 +1111,8 @@ impl Host for SimHost {
             (false, false) => None,
         }
     }
-    fn promote(&self, name: &str, req: PromoteRequest) -> impl Future<Output = Result<PromoteTimes, String>> + Send {
-        let r = promote_here(&self.sim, self.me, name, &req).map_err(|e| e.to_string());
-        async move { r }
+    async fn promote(&self, name: &str, req: PromoteRequest) -> Result<PromoteTimes, String> {
+        promote_here(&self.sim, self.me, name, &req).await.map_err(|e| e.to_string())
     }
     async fn fence_hook(&self, _host: &str) -> Result<(), String> {
         Ok(())
