@@ -142,8 +142,6 @@ struct HostState {
     fenced: bool,
     /// The lease this host's keepers follow: they kill what runs here at this instant.
     keepers_until: Option<Instant>,
-    /// The agent held its lease since it started.
-    held: bool,
     /// When the agent started.
     agent_started: Instant,
     /// A migrate from this host holds the vserver: nothing else here starts, stops or sets it aside.
@@ -1518,7 +1516,6 @@ fn start_agent(sim: &Sim, h: usize) {
     let host = &mut w.hosts[h];
     host.agent = true;
     host.incarnation += 1;
-    host.held = false;
     host.agent_started = Instant::now();
     host.migrating = false;
     host.session = None;
@@ -1596,9 +1593,12 @@ async fn beacons(sim: Sim, h: usize) {
 /// The agent's lease watch (every [`WATCH_EVERY`]): tells the keepers how long the lease lasts, fences when it
 /// is over, and once it is back asks the table before running what it fenced.
 async fn watch(sim: Sim, h: usize) {
+    use failover::lease::{Verdict, Watch};
     let mut every = tokio::time::interval(WATCH_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let started = Instant::now();
+    // The agent's own watch: when it fences, waits (a fresh start has a lease length to win its lease) and
+    // recovers. No maintenance here.
+    let mut watch = Watch::new(LEASE, true, Instant::now());
     loop {
         every.tick().await;
         if !sim.unfrozen(h).await {
@@ -1606,19 +1606,24 @@ async fn watch(sim: Sim, h: usize) {
         }
         let recover = {
             let mut w = sim.w();
-            let left = w.lease_left(h).unwrap_or(Duration::MAX);
-            if !left.is_zero() {
-                w.hosts[h].held = true;
-                w.hosts[h].keepers_until = left.checked_sub(FENCE_LEAD).map(|l| Instant::now() + l);
-                let host = &w.hosts[h];
-                host.fenced && !host.migrating && !host.local_stopped && !w.intent_stopped()
-            } else {
-                if w.hosts[h].running && (w.hosts[h].held || started.elapsed() >= LEASE) {
-                    w.stop(h, "lease over: fenced by the agent");
-                    w.hosts[h].fenced = true;
-                    w.stats.fences += 1;
+            let left = w.lease_left(h);
+            match watch.look(left, false, Instant::now()) {
+                Verdict::Holds | Verdict::Recover => {
+                    // Needing none (a lone voter) is written "unguarded": the keepers never kill.
+                    let left = left.unwrap_or(RUN_FOR + SETTLE);
+                    w.hosts[h].keepers_until = left.checked_sub(FENCE_LEAD).map(|l| Instant::now() + l);
+                    let host = &w.hosts[h];
+                    host.fenced && !host.migrating && !host.local_stopped && !w.intent_stopped()
                 }
-                false
+                Verdict::Fence => {
+                    if w.hosts[h].running {
+                        w.stop(h, "lease over: fenced by the agent");
+                        w.hosts[h].fenced = true;
+                        w.stats.fences += 1;
+                    }
+                    false
+                }
+                Verdict::Wait | Verdict::Covered => false,
             }
         };
         if recover {
@@ -1833,7 +1838,6 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
                 running: false,
                 fenced: false,
                 keepers_until: None,
-                held: false,
                 agent_started: Instant::now(),
                 migrating: false,
                 local_stopped: false,
