@@ -309,14 +309,16 @@ pub async fn run<S: Source>(
     enter("stopping");
     let stopped_at = Instant::now();
     let started_unix_ms = now_ms();
-    let restart_here = async |why: String| {
+    // `ours_at`: the epoch at which this migrate recorded this host as the owner again, which this host's copy
+    // of the table may not have applied yet.
+    let restart_here = async |why: String, ours_at: Option<u64>| {
         if !was_running {
             return format!("{why}; {name} was not running, and stays here");
         }
         // Not over the cluster's word: a table write whose answer was lost may have given it to the target,
         // a takeover to another host while this one was cut off or frozen, and an operator's stop recorded
         // meanwhile (refused here while the migrate held it) is the last intent.
-        if let Some(why_not) = host.table().and_then(|table| not_here(table, host.node(), name)) {
+        if let Some(why_not) = host.table().and_then(|table| not_here(table, host.node(), name, ours_at)) {
             host.stay_stopped().await;
             return format!("{why}; {name} is not started here again: {why_not}");
         }
@@ -328,7 +330,7 @@ pub async fn run<S: Source>(
     if was_running {
         if let Err(e) = host.stop().await {
             let why = session.abort(format!("cannot stop {name} here: {e}")).await;
-            return Err(restart_here(why).await);
+            return Err(restart_here(why, None).await);
         }
     }
     enter("final");
@@ -345,12 +347,12 @@ pub async fn run<S: Source>(
         }
         Err(e) => {
             let why = session.abort(format!("final pass failed: {e}")).await;
-            return Err(restart_here(why).await);
+            return Err(restart_here(why, None).await);
         }
     };
     let commit = Commit { started_unix_ms, consistent: true, kind: "migrate".into(), conf };
     if let Err(e) = session.commit(commit).await {
-        return Err(restart_here(format!("final pass failed: {e}")).await);
+        return Err(restart_here(format!("final pass failed: {e}"), None).await);
     }
 
     // 4. Record the new owner, then promote and start on the target.
@@ -359,7 +361,9 @@ pub async fn run<S: Source>(
     if let Some(table) = host.table() {
         match record_owner(table, host.node(), name, target).await {
             Ok(e) => epoch = Some(e),
-            Err(e) => return Err(restart_here(format!("the cluster did not record {target} as the owner: {e}")).await),
+            Err(e) => {
+                return Err(restart_here(format!("the cluster did not record {target} as the owner: {e}"), None).await)
+            }
         }
     }
     // Read once the new owner is recorded, as a takeover does: an operator's stop recorded while the migrate
@@ -370,18 +374,20 @@ pub async fn run<S: Source>(
     match promote_on(peers, target, name, &req, ASK_AGAIN).await {
         PromoteOutcome::Running(_) => {}
         PromoteOutcome::Refused(why) => {
+            let mut ours_at = None;
             if let Some(table) = host.table() {
                 // Back from the epoch this migrate recorded, never over an ownership recorded since (a takeover
                 // of the target while it was asked): then it is not started here either.
                 let recorded = epoch.unwrap_or_else(|| table.epoch(name));
-                if let Err(e) = table.set_owner(name, host.node(), recorded).await {
-                    tracing::warn!(vserver = %name, error = %e, "cannot record this host as the owner again");
+                match table.set_owner(name, host.node(), recorded).await {
+                    Ok((_, epoch)) => ours_at = Some(epoch),
+                    Err(e) => tracing::warn!(vserver = %name, error = %e, "cannot record this host as the owner again"),
                 }
                 // While the table named the target, the placement here may have followed it: back at once, so
                 // that nothing (a new migrate) finds it pointing at the target meanwhile.
                 host.placement_back();
             }
-            return Err(restart_here(format!("start on {target} failed: {why}")).await);
+            return Err(restart_here(format!("start on {target} failed: {why}"), ours_at).await);
         }
         PromoteOutcome::Unknown(why) => {
             // Never two copies: whether it started there is not known, so it is not started here, and its
@@ -407,10 +413,13 @@ pub async fn run<S: Source>(
 }
 
 /// Why `name` is not to run on `me` again after a failed migrate, by the cluster: the table gives it to
-/// another host, or the event log no longer means it to run.
-fn not_here(table: &impl Table, me: &str, name: &str) -> Option<String> {
+/// another host, or the event log no longer means it to run. `ours_at`: the cluster committed `me` as its owner
+/// at that epoch, which this host's copy of the table, behind the leader's by a heartbeat, may not show yet.
+fn not_here(table: &impl Table, me: &str, name: &str, ours_at: Option<u64>) -> Option<String> {
     match table.owner(name) {
-        Some((owner, epoch)) if owner != me => Some(format!("the cluster gives it to {owner} (epoch {epoch})")),
+        Some((owner, epoch)) if owner != me && ours_at.is_none_or(|ours| epoch > ours) => {
+            Some(format!("the cluster gives it to {owner} (epoch {epoch})"))
+        }
         _ if !meant_to_run(&table.events(), name, None) => {
             Some("the cluster no longer means it to run (an operator's stop is recorded)".into())
         }
@@ -448,7 +457,18 @@ async fn record_owner(table: &impl Table, me: &str, name: &str, target: &str) ->
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use reqwest::StatusCode;
+
     use super::*;
+    use crate::ownership::{Event, Maintenance, OwnerEntry};
+    use crate::peer::{Answer, Refused, Unreachable};
+    use crate::store::GenerationMeta;
+    use crate::wire::{
+        AbortReply, BeginReply, BeginRequest, CommitRequest, HeldReplica, ProbeReply, ProbeRequest, PromoteTimes,
+        VserverState,
+    };
 
     fn preflight() -> Preflight {
         Preflight {
@@ -515,6 +535,187 @@ mod tests {
         assert_eq!(why, "h1 has 100 MiB free for replicas, web needs about 220 MiB; nothing was stopped");
         pre.staging_bytes = 190 << 20;
         assert_eq!(refuse(&pre, "h1", "web", 200 << 20), None);
+    }
+
+    /// A table whose local copy applied every commit but the last, as a follower's may for a Raft heartbeat.
+    #[derive(Default)]
+    struct LaggingTable {
+        committed: Mutex<BTreeMap<String, OwnerEntry>>,
+        seen: Mutex<BTreeMap<String, OwnerEntry>>,
+    }
+
+    impl Table for LaggingTable {
+        fn is_leader(&self) -> bool {
+            false
+        }
+        fn leader(&self) -> Option<String> {
+            None
+        }
+        fn table(&self) -> BTreeMap<String, OwnerEntry> {
+            self.seen.lock().unwrap().clone()
+        }
+        fn epoch(&self, vserver: &str) -> u64 {
+            self.seen.lock().unwrap().get(vserver).map_or(0, |e| e.epoch)
+        }
+        fn owner(&self, vserver: &str) -> Option<(String, u64)> {
+            self.seen.lock().unwrap().get(vserver).and_then(|e| Some((e.owner.clone()?, e.epoch)))
+        }
+        fn events(&self) -> Vec<Event> {
+            Vec::new()
+        }
+        fn maintenance(&self) -> Maintenance {
+            Maintenance::default()
+        }
+        fn voters(&self) -> Vec<String> {
+            Vec::new()
+        }
+        async fn set_owner(&self, vserver: &str, owner: &str, expected: u64) -> Result<(String, u64), OwnershipError> {
+            let mut committed = self.committed.lock().unwrap();
+            let before = committed.clone();
+            let entry = committed.entry(vserver.to_string()).or_insert(OwnerEntry { owner: None, epoch: 0 });
+            if entry.epoch != expected {
+                return Err(OwnershipError::StaleEpoch {
+                    vserver: vserver.into(),
+                    expected,
+                    current: entry.epoch,
+                    owner: entry.owner.clone(),
+                });
+            }
+            *entry = OwnerEntry { owner: Some(owner.to_string()), epoch: expected + 1 };
+            *self.seen.lock().unwrap() = before;
+            Ok((owner.to_string(), expected + 1))
+        }
+        async fn take_over(&self, v: &str, o: &str, e: u64, _: &str) -> Result<(String, u64), OwnershipError> {
+            self.set_owner(v, o, e).await
+        }
+        async fn log_at(&self, _: &str, _: Option<&str>, _: &str, _: u64) -> Result<u64, OwnershipError> {
+            Ok(1)
+        }
+    }
+
+    /// A target that takes the copy and refuses the promote (its start failed).
+    struct RefusingTarget;
+
+    impl Peers for RefusingTarget {
+        fn knows(&self, _: &str) -> bool {
+            true
+        }
+        async fn probe(&self, _: &str, _: &ProbeRequest, _: Duration) -> Answer<ProbeReply> {
+            Err(Unreachable("not asked".into()))
+        }
+        async fn replicas(&self, _: &str, _: Duration) -> Answer<Vec<HeldReplica>> {
+            Err(Unreachable("not asked".into()))
+        }
+        async fn promote(
+            &self,
+            _: &str,
+            _: &str,
+            _: &PromoteRequest,
+            _: Duration,
+        ) -> Answer<(VserverState, PromoteTimes)> {
+            Ok(Err(Refused { status: StatusCode::INTERNAL_SERVER_ERROR, reason: "pre-start hook failed".into() }))
+        }
+        async fn vserver_state(&self, _: &str, _: &str, _: Duration) -> Answer<VserverState> {
+            Err(Unreachable("not asked".into()))
+        }
+    }
+
+    impl SessionPeers for RefusingTarget {
+        async fn preflight(&self, _: &str, _: &str) -> Answer<Preflight> {
+            Ok(Ok(preflight()))
+        }
+        async fn begin(&self, _: &str, _: &str, _: &BeginRequest) -> Answer<BeginReply> {
+            Ok(Ok(BeginReply { session: "s1".into(), generation: "a".into() }))
+        }
+        async fn commit(&self, _: &str, _: &str, req: &CommitRequest) -> Answer<GenerationMeta> {
+            Ok(Ok(GenerationMeta {
+                source: "h0".into(),
+                started_unix_ms: req.started_unix_ms,
+                finished_unix_ms: req.started_unix_ms,
+                conf_sha256: String::new(),
+                consistent: true,
+                kind: "migrate".into(),
+            }))
+        }
+        async fn abort(&self, _: &str, _: &str, _: &CommitRequest, _: Duration) -> Answer<AbortReply> {
+            Ok(Ok(AbortReply { receiver_errors: None }))
+        }
+    }
+
+    /// The source's side, recording what it did to the vserver.
+    struct FakeSource {
+        table: LaggingTable,
+        peers: RefusingTarget,
+        did: Mutex<Vec<&'static str>>,
+    }
+
+    impl Source for FakeSource {
+        type Peers = RefusingTarget;
+        type Table = LaggingTable;
+        type SyncGuard = ();
+        fn node(&self) -> &str {
+            "h0"
+        }
+        fn vserver(&self) -> &str {
+            "web"
+        }
+        fn peers(&self) -> &RefusingTarget {
+            &self.peers
+        }
+        fn table(&self) -> Option<&LaggingTable> {
+            Some(&self.table)
+        }
+        fn update(&self, _: impl FnOnce(&mut MigrationStatus)) {}
+        async fn tree_bytes(&self) -> Result<u64, String> {
+            Ok(1 << 20)
+        }
+        async fn lock_out_syncs(&self) {}
+        async fn copy_tree(&self, _: &str, _: &str, _: bool, _: &(dyn Fn(u64) + Sync)) -> Result<Moved, String> {
+            Ok(Moved::default())
+        }
+        async fn copy_changes(
+            &self,
+            _: &str,
+            _: &str,
+            _: ClockMark,
+            _: &(dyn Fn(u64) + Sync),
+        ) -> Result<(Moved, String), String> {
+            Ok((Moved::default(), "changes".into()))
+        }
+        async fn conf_for_commit(&self, _: &str, _: &str) -> Result<Option<Vec<ConfFile>>, String> {
+            Ok(None)
+        }
+        async fn stop(&self) -> Result<(), String> {
+            self.did.lock().unwrap().push("stop");
+            Ok(())
+        }
+        async fn start(&self) -> Result<(), String> {
+            self.did.lock().unwrap().push("start");
+            Ok(())
+        }
+        async fn stay_stopped(&self) {
+            self.did.lock().unwrap().push("stay stopped");
+        }
+        fn placement_back(&self) {
+            self.did.lock().unwrap().push("placement back");
+        }
+        async fn hand_over(&self, _: &str, _: u64) -> Vec<String> {
+            self.did.lock().unwrap().push("hand over");
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_start_on_the_target_runs_it_here_again_although_this_hosts_table_lags() {
+        let table = LaggingTable::default();
+        table.set_owner("web", "h0", 0).await.unwrap();
+        table.set_owner("web", "h0", 1).await.map(drop).unwrap_or(());
+        let host = FakeSource { table, peers: RefusingTarget, did: Mutex::new(Vec::new()) };
+        let e = run(&host, "h1", true, true).await.unwrap_err();
+        assert!(e.contains("start on h1 failed") && e.contains("web runs here again"), "{e}");
+        assert_eq!(*host.did.lock().unwrap(), ["stop", "placement back", "start"]);
+        let committed = host.table.committed.lock().unwrap().get("web").cloned().unwrap();
+        assert_eq!((committed.owner.as_deref(), committed.epoch), (Some("h0"), 4));
     }
 
     #[test]
