@@ -45,6 +45,22 @@ pub fn agent_bin() -> Option<PathBuf> {
     exe.ancestors().skip(1).take(2).map(|dir| dir.join("vserver-agent")).find(|c| c.is_file())
 }
 
+/// The soft limit of open files systemd gives a service (the agent's unit sets none).
+pub const SERVICE_NOFILE: u64 = 1024;
+
+/// Starts `cmd` with the limit of open files a service gets from systemd, whatever the test runner's.
+fn as_a_service(cmd: &mut std::process::Command) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::os::unix::process::CommandExt;
+    let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    // SAFETY: setrlimit(2) is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, SERVICE_NOFILE.min(hard), hard).map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// A running agent on every host of a lab; every agent is killed when this drops.
 pub struct Agents<'lab> {
     lab: &'lab Lab,
@@ -191,8 +207,9 @@ impl<'lab> Agents<'lab> {
             let _ = old.wait();
         }
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.logs[i])?;
-        let child = self.lab.hosts[i]
-            .command(&self.bin)
+        let mut cmd = self.lab.hosts[i].command(&self.bin);
+        as_a_service(&mut cmd);
+        let child = cmd
             .arg("--config")
             .arg(&self.configs[i])
             .env("VSERVER_LOG", "info")

@@ -30,6 +30,7 @@ mod cleanup;
 pub mod delay;
 pub mod demo;
 pub mod faults;
+pub mod flood;
 mod lab;
 mod names;
 mod netns;

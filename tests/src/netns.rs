@@ -101,6 +101,13 @@ impl Netns {
         })
     }
 
+    /// What puts the calling thread into this namespace, for a thread of its own that lives on (the namespace
+    /// must outlive it).
+    pub fn enterer(&self) -> impl Fn() -> io::Result<()> + Send + 'static {
+        let file = Arc::clone(&self.file);
+        move || setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+    }
+
     /// Whether `addr` answers one ping within a second (busybox `ping -c1 -W1` via `ip netns exec`).
     pub fn ping(&self, addr: Ipv4Addr) -> bool {
         Command::new("ip")

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod changes;
+pub mod credential;
 pub mod evacuate;
 pub mod events;
 pub mod fileflags;

@@ -62,3 +62,44 @@ fn requests_without_or_with_a_wrong_token_are_refused_and_bad_input_changes_noth
     let page = req("GET", "/", None);
     assert!(page.status == 200 && page.body.contains("h1"), "{}", page.body);
 }
+
+/// A monitoring token reads (status, metrics, events, the page) and can do nothing else; it is not the
+/// cluster secret, and the cluster secret still does everything.
+#[test]
+fn a_monitoring_token_reads_and_is_refused_everything_else() {
+    if skip_unless_root("a_monitoring_token_reads_and_is_refused_everything_else") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let token = format!("monitor-{}", vserver_lab::unique("m"));
+    let file = lab.dir().join("monitor.secret");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let extra = format!("monitor_secret_file = \"{}\"", file.display());
+    let agents = Agents::start_full(&lab, FAST, None, &extra).unwrap();
+    assert!(wait_for(PATIENCE, || agents.status(0).is_ok()).is_some(), "agent answers; log:\n{}", agents.log(0));
+
+    for path in ["/v1/status", "/metrics", "/v1/events", "/", "/v1/maintenance"] {
+        let read = agents.request(1, 0, "GET", path, Some(&token), None).unwrap();
+        assert_eq!(read.status, 200, "GET {path} with the monitoring token: {}", read.body);
+    }
+    let before = agents.status(0).unwrap();
+    for (path, body) in [
+        ("/v1/maintenance", r#"{"on":true}"#),
+        ("/v1/vservers/x/stop", ""),
+        ("/v1/heartbeat", "{}"),
+        ("/v1/hosts/h0/evacuate", "{}"),
+    ] {
+        let write = agents.request(1, 0, "POST", path, Some(&token), Some(body)).unwrap();
+        assert_eq!(write.status, 403, "POST {path} with the monitoring token: {}", write.body);
+        let said = write.json().unwrap()["error"].as_str().unwrap().to_string();
+        assert!(said.contains("only reads") && said.contains(path), "{said}");
+    }
+    // Nothing changed: no maintenance.
+    let after = agents.status(0).unwrap();
+    assert_eq!(before["maintenance"], after["maintenance"]);
+    let maintenance = agents.get(1, 0, "/v1/maintenance").unwrap().json().unwrap();
+    assert!(maintenance["cluster"].is_null() && maintenance["hosts"].as_object().is_none_or(|h| h.is_empty()));
+    // A token that is neither is refused as before.
+    let wrong = agents.request(1, 0, "GET", "/v1/status", Some("monitor-not-this-one"), None).unwrap();
+    assert_eq!(wrong.status, 401);
+}

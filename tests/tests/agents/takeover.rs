@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use vserver_lab::agents::{wait_for, Agents};
 use vserver_lab::faults::{Sampled, Sampler, Watchdogs};
+use vserver_lab::flood::Flood;
 use vserver_lab::{skip_unless_root, Lab};
 
 use crate::{owner, placed_on_h0, signal, text, vserver, PATIENCE};
@@ -234,6 +235,48 @@ fn an_agent_restart_moves_nothing() {
         std::thread::sleep(Duration::from_secs(3));
     }
     assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+}
+
+/// A slowloris against the owner's API port from the client's address: 2,000 connections held open with a
+/// request begun and never finished, each the agent closes opened again. The agent serves at most a few of
+/// them and closes the rest at once; its peers' heartbeats, beacons and requests, and its supervision, go on.
+#[test]
+fn a_flood_of_half_open_connections_to_the_owner_moves_nothing() {
+    if skip_unless_root("a_flood_of_half_open_connections_to_the_owner_moves_nothing") {
+        return;
+    }
+    let lab = Lab::new(3).unwrap();
+    let (agents, _dogs, name, _addr) = synced_on_h0(&lab, "fl", "");
+    let epoch = owner(&agents, 1, &name).unwrap().1;
+    let sampler = Sampler::start(&lab, &name);
+    let target = std::net::SocketAddr::from((lab.hosts[0].addr, vserver_lab::agents::AGENT_PORT));
+    let flood = Flood::start(&lab.client.netns, target, 2000);
+    // Longer than the agent's header timeout (10 s): the connections it served time out and come again.
+    let until = Instant::now() + Duration::from_secs(25);
+    let mut asked = 0;
+    while Instant::now() < until {
+        // An authenticated request from a peer's address answers all along.
+        let reply = agents.get(1, 0, "/v1/status").unwrap();
+        assert_eq!(reply.status, 200, "{reply:?}");
+        asked += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let report = flood.finish();
+    assert!(asked > 10);
+    assert!(report.opened >= 2000 && report.closed_by_agent > 1000, "the flood was on: {report:?}");
+    assert!(agents.log(0).contains("too many connections"), "h0 said it closed some:\n{}", agents.log(0));
+    assert_nothing_moved(&lab, &agents, &name, sampler, epoch);
+    let events = agents.get(0, 0, "/v1/events").unwrap().json().unwrap();
+    let moved: Vec<_> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            let kind = e["kind"].as_str().unwrap_or("");
+            ["fence", "restart", "takeover", "host_dead"].iter().any(|k| kind.starts_with(k))
+        })
+        .collect();
+    assert!(moved.is_empty(), "no fence, restart nor takeover: {moved:?}");
 }
 
 #[test]

@@ -859,13 +859,10 @@ impl Ownership {
         &self.inner.raft
     }
 
-    /// Whether `given` is the secret or one still accepted, compared in constant time for each.
+    /// Whether `given` is the secret or one still accepted ([`crate::credential::matches_any`]).
     pub(crate) fn accepts(&self, given: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        !given.is_empty()
-            && std::iter::once(&*self.inner.secret)
-                .chain(self.inner.also_accepted.iter().map(String::as_str))
-                .fold(false, |any, s| any | bool::from(given.as_bytes().ct_eq(s.as_bytes())))
+        let accepted = std::iter::once(&*self.inner.secret).chain(self.inner.also_accepted.iter().map(String::as_str));
+        crate::credential::matches_any(accepted, given)
     }
 
     pub(crate) fn propose_timeout(&self) -> Duration {

@@ -25,8 +25,6 @@ use failover::wire::{
     PromoteRequest, PromoteTimes,
 };
 use isolate::VserverName;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::heartbeat::HeartbeatReject;
 use super::migrate::MigrateError;
@@ -53,6 +51,9 @@ pub enum ApiError {
          or a client certificate signed by the cluster CA"
     )]
     Unauthorized,
+    /// A monitoring token on a request that is not a read (403); names the request.
+    #[error("{0}: a monitoring token (monitor_secret_file) only reads (GET); this needs the cluster secret")]
+    ReadOnly(String),
     /// An invalid vserver name (400); the message names it and says why.
     #[error("{0}")]
     BadName(String),
@@ -107,6 +108,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::ReadOnly(_) => StatusCode::FORBIDDEN,
             Self::BadName(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Migrate(MigrateError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             Self::Migrate(MigrateError::NotFound(_)) => StatusCode::NOT_FOUND,
@@ -223,15 +225,26 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .with_state(agent)
 }
 
-/// Admits a request carrying the cluster secret, or one on a connection certified by the cluster CA.
+/// Admits a request carrying the cluster secret, or one on a connection certified by the cluster CA; a read
+/// (GET, HEAD) carrying a monitoring token too, anything else with one being refused (403).
 async fn authenticate(State(agent): State<Arc<Agent>>, request: Request, next: Next) -> Response {
+    use failover::credential::matches_any;
     let certified = request.extensions().get::<Connection>().is_some_and(|c| c.certified);
-    let matches = |token: String| agent.accepted_secrets.iter().any(|s| secret_matches(s, &token));
-    if certified || presented_secret(request.headers()).is_some_and(matches) {
-        next.run(request).await
-    } else {
-        ApiError::Unauthorized.into_response()
+    if certified {
+        return next.run(request).await;
     }
+    let Some(token) = presented_secret(request.headers()) else { return ApiError::Unauthorized.into_response() };
+    if matches_any(agent.accepted_secrets.iter().map(|s| &**s), &token) {
+        return next.run(request).await;
+    }
+    if matches_any(agent.monitor_secrets.iter().map(|s| &**s), &token) {
+        let method = request.method();
+        if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+            return next.run(request).await;
+        }
+        return ApiError::ReadOnly(format!("{method} {}", request.uri().path())).into_response();
+    }
+    ApiError::Unauthorized.into_response()
 }
 
 /// The secret a request presents: a bearer token, or the password of HTTP Basic authentication.
@@ -247,12 +260,6 @@ fn presented_secret(headers: &HeaderMap) -> Option<String> {
     } else {
         None
     }
-}
-
-/// Compares digests, so the time taken depends on neither the content nor the length of either side.
-fn secret_matches(secret: &str, presented: &str) -> bool {
-    let (a, b) = (Sha256::digest(secret.as_bytes()), Sha256::digest(presented.as_bytes()));
-    a.ct_eq(&b).into()
 }
 
 /// Refuses a body announced over [`BODY_LIMIT`] from its `Content-Length`, before a byte of it is read (a
@@ -660,10 +667,6 @@ mod tests {
         assert_eq!(presented_secret(&h).as_deref(), Some("pa:ss"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Digest x"));
         assert_eq!(presented_secret(&h), None);
-        assert!(secret_matches("0123456789abcdef", "0123456789abcdef"));
-        assert!(!secret_matches("0123456789abcdef", "0123456789abcde"));
-        assert!(!secret_matches("0123456789abcdef", "0123456789abcdeF"));
-        assert!(!secret_matches("0123456789abcdef", ""));
     }
 
     #[test]

@@ -223,6 +223,10 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// File holding the cluster secret (a bearer token shared by all agents and operators).
     pub secret_file: PathBuf,
+    /// A file of read-only credentials, for monitoring (Prometheus, a status board): each non-empty line is
+    /// a token (at least 16 characters) admitted on the API's reads (GET) and refused (403) on anything else.
+    #[serde(default)]
+    pub monitor_secret_file: Option<PathBuf>,
     /// Directory of the vservers' trees.
     #[serde(default = "default_vservers_dir")]
     pub vservers_dir: PathBuf,
@@ -509,6 +513,36 @@ impl AgentConfig {
             )));
         }
         Ok(secrets)
+    }
+
+    /// The read-only tokens of `monitor_secret_file` (none without it), each at least 16 characters and none
+    /// a cluster secret (`cluster`).
+    pub fn monitor_secrets(&self, path_for_errors: &Path, cluster: &[String]) -> Result<Vec<String>, ConfigError> {
+        let Some(file) = &self.monitor_secret_file else { return Ok(Vec::new()) };
+        let bad = |reason: String| ConfigError::Value {
+            path: path_for_errors.into(),
+            key: "monitor_secret_file".into(),
+            reason: format!("{}: {reason}", file.display()),
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+        let mut tokens = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let token = line.trim();
+            if token.len() < 16 {
+                return Err(bad(format!("line {}: a token must be at least 16 characters", n + 1)));
+            }
+            if cluster.iter().any(|c| c == token) {
+                return Err(bad(format!(
+                    "line {}: this is a cluster secret, which can do anything; a monitoring token must be another",
+                    n + 1
+                )));
+            }
+            tokens.push(token.to_string());
+        }
+        if tokens.is_empty() {
+            return Err(bad("holds no token".into()));
+        }
+        Ok(tokens)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod migrations;
 pub mod node;
+pub mod nofile;
 pub mod page;
 pub mod replication;
 pub mod serve;
@@ -35,7 +36,8 @@ use node::Agent;
 /// file) without starting anything; returns a one-paragraph summary.
 pub fn check(config_path: &Path) -> anyhow::Result<String> {
     let config = AgentConfig::load(config_path)?;
-    config.secret(config_path)?;
+    let secrets = config.secrets(config_path)?;
+    config.monitor_secrets(config_path, &secrets)?;
     if let Some(tls) = &config.tls {
         serve::Tls::load(tls, config_path)?;
     }
@@ -178,7 +180,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot tell the service manager that the agent is ready");
     }
-    serve::serve(listener, Some(socket), acceptor, app, shutdown).await;
+    serve::serve(listener, Some(socket), acceptor, Arc::clone(&agent.admission), app, shutdown).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     heartbeats.abort();
     beacons.abort();

@@ -25,6 +25,8 @@ pub struct Agent {
     /// Every secret accepted from peers and operators: the cluster secret first, then the further lines of
     /// the secret file (a rotation under way).
     pub accepted_secrets: Vec<String>,
+    /// Read-only tokens (`monitor_secret_file`): admitted on the API's reads alone.
+    pub monitor_secrets: Vec<String>,
     /// Grows at every start of this agent.
     pub incarnation: u64,
     /// When this agent started.
@@ -56,6 +58,8 @@ pub struct Agent {
     /// Held while the vservers fenced here are confirmed or given up, one recovery at a time (the watchdog's
     /// report and the majority's return may both ask for one).
     pub recovery: tokio::sync::Mutex<()>,
+    /// Who may hold connections to the API (the peers always, other addresses within limits).
+    pub admission: Arc<serve::Admission>,
 }
 
 impl Agent {
@@ -63,6 +67,7 @@ impl Agent {
     /// this host's member of the ownership table, loads the vservers' intents.
     pub async fn new(config: AgentConfig, config_path: &Path) -> anyhow::Result<Self> {
         let accepted_secrets = config.secrets(config_path)?;
+        let monitor_secrets = config.monitor_secrets(config_path, &accepted_secrets)?;
         let secret = accepted_secrets[0].clone();
         let tls = config.tls.as_ref().map(|t| serve::Tls::load(t, config_path)).transpose()?;
         let incarnation = supervisor::next_incarnation(&config.state_dir)
@@ -74,6 +79,7 @@ impl Agent {
             .context("building the HTTP client for peers")?;
         let urls = config.peers.iter().map(|p| (p.name.clone(), p.url.clone()));
         let peers = failover::peer::PeerClient::new(http, &secret, urls);
+        let admission = serve::Admission::new(peer_addresses(&config).await);
         let ownership = open_ownership(&config, tls.is_some(), &peers, &accepted_secrets).await?;
         let lease = Arc::new(Lease::new(&config, ownership.clone(), Arc::clone(&membership)));
         let events = EventLog::new(ownership.clone());
@@ -108,6 +114,7 @@ impl Agent {
             config,
             secret,
             accepted_secrets,
+            monitor_secrets,
             incarnation,
             started: Instant::now(),
             membership,
@@ -123,6 +130,7 @@ impl Agent {
             takeovers: Default::default(),
             last_majority_ms: std::sync::atomic::AtomicU64::new(0),
             recovery: tokio::sync::Mutex::new(()),
+            admission,
         })
     }
 
@@ -284,4 +292,21 @@ async fn open_ownership(
     own.client = peers.http().clone();
     own.also_accepted = accepted_secrets[1..].to_vec();
     Ownership::open(own).await.context("opening the ownership table")
+}
+
+/// The addresses of the peers' URLs (a name is resolved once, at start; one that does not resolve is left out,
+/// and its connections count as any other address's).
+async fn peer_addresses(config: &AgentConfig) -> Vec<std::net::IpAddr> {
+    let mut found = Vec::new();
+    for peer in &config.peers {
+        let Ok(url) = reqwest::Url::parse(&peer.url) else { continue };
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { continue };
+        let host = host.to_string();
+        match tokio::net::lookup_host(format!("{host}:{port}")).await {
+            Ok(addrs) => found.extend(addrs.map(|a| a.ip())),
+            Err(e) => tracing::warn!(peer = %peer.name, %host, error = %e, "cannot resolve the peer's address: \
+                                     its connections are limited as any other address's"),
+        }
+    }
+    found
 }

@@ -5,12 +5,19 @@
 //! connection and says nothing is dropped), behind a TLS handshake timeout when TLS is on. With a cluster CA
 //! configured, a client may present a certificate signed by it; the connection then carries
 //! [`Connection::certified`] and the API admits it without the bearer token.
+//!
+//! A flood of connections that say nothing or trickle (slowloris) must not starve the peers' heartbeats nor
+//! the agent's file descriptors: [`Admission`] lets the configured peers' addresses in always, and any other
+//! address only up to [`PER_ADDRESS`] connections at once, all of them together up to [`OTHERS`]; a connection
+//! over those is closed as soon as it is accepted.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,6 +38,95 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait, at shutdown, for requests in progress.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections at once from one address that is not a peer's (an operator's browser or CLI, Prometheus).
+pub const PER_ADDRESS: usize = 32;
+/// Connections at once from all the addresses that are not peers'.
+pub const OTHERS: usize = 256;
+/// Refusals are logged at most this often.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
+
+/// Who may hold a connection to the API: the peers always, other addresses within [`PER_ADDRESS`] and
+/// [`OTHERS`].
+pub struct Admission {
+    peers: HashSet<IpAddr>,
+    open: Mutex<(HashMap<IpAddr, usize>, usize)>,
+    refused: AtomicU64,
+    logged: Mutex<Option<Instant>>,
+}
+
+/// A connection admitted from an address that is not a peer's; it counts until dropped.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    /// Admits `peers`' addresses always.
+    pub fn new(peers: impl IntoIterator<Item = IpAddr>) -> Arc<Self> {
+        Arc::new(Self {
+            peers: peers.into_iter().map(canonical).collect(),
+            open: Mutex::new((HashMap::new(), 0)),
+            refused: AtomicU64::new(0),
+            logged: Mutex::new(None),
+        })
+    }
+
+    /// Whether a connection from `ip` may be served: `Some(None)` for a peer, `Some(ticket)` for another
+    /// address within its limits, `None` over them.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Option<Ticket>> {
+        let ip = canonical(ip);
+        if self.peers.contains(&ip) {
+            return Some(None);
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (by_ip, all) = &mut *open;
+        let mine = by_ip.entry(ip).or_insert(0);
+        if *mine >= PER_ADDRESS || *all >= OTHERS {
+            if *mine == 0 {
+                by_ip.remove(&ip);
+            }
+            drop(open);
+            let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            if logged.is_none_or(|at| at.elapsed() >= REFUSALS_LOGGED_EVERY) {
+                *logged = Some(Instant::now());
+                tracing::warn!(%ip, refused, "too many connections from addresses that are not peers: closing \
+                               new ones (limits: {PER_ADDRESS} per address, {OTHERS} in all)");
+            }
+            return None;
+        }
+        *mine += 1;
+        *all += 1;
+        Some(Some(Ticket { admission: Arc::clone(self), ip }))
+    }
+
+    /// Connections closed at once since the start, over the limits.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut open = self.admission.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (by_ip, all) = &mut *open;
+        *all = all.saturating_sub(1);
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An IPv4 address mapped into IPv6 is the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 /// What the API knows of the connection a request came on (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,12 +228,13 @@ pub fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves `app` on `tcp` (over TLS when `tls` is given) and on `unix` until `shutdown` resolves, then lets the
-/// requests in progress finish (at most [`DRAIN_TIMEOUT`]).
+/// Serves `app` on `tcp` (over TLS when `tls` is given; connections as `admission` admits them) and on `unix`
+/// until `shutdown` resolves, then lets the requests in progress finish (at most [`DRAIN_TIMEOUT`]).
 pub async fn serve(
     tcp: TcpListener,
     unix: Option<UnixListener>,
     tls: Option<TlsAcceptor>,
+    admission: Arc<Admission>,
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -147,9 +244,14 @@ pub async fn serve(
         tokio::select! {
             accepted = tcp.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    let Some(ticket) = admission.admit(remote.ip()) else {
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let (app, tls, watcher) = (app.clone(), tls.clone(), graceful.watcher());
                     tokio::spawn(async move {
+                        let _ticket = ticket;
                         match tls {
                             None => {
                                 let conn = Connection { remote: Some(remote), certified: false };
@@ -216,5 +318,45 @@ where
     let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
     if let Err(e) = watcher.watch(served).await {
         tracing::debug!(remote = ?conn.remote, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_always_admitted_and_other_addresses_within_their_limits() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let admission = Admission::new([peer]);
+        let peers: Vec<_> = (0..OTHERS * 2).map(|_| admission.admit(peer)).collect();
+        assert!(peers.iter().all(|t| matches!(t, Some(None))), "a peer is never limited");
+        // The same peer, as an IPv4-mapped IPv6 address.
+        assert!(matches!(admission.admit("::ffff:10.0.0.2".parse().unwrap()), Some(None)));
+
+        let flooder: IpAddr = "10.0.0.66".parse().unwrap();
+        let mut held: Vec<_> = (0..PER_ADDRESS).map(|_| admission.admit(flooder).unwrap().unwrap()).collect();
+        assert!(admission.admit(flooder).is_none(), "over its own limit");
+        assert_eq!(admission.refused(), 1);
+        // Another address is still admitted; one of the flooder's closing lets one more in.
+        assert!(admission.admit("10.0.0.7".parse().unwrap()).is_some());
+        held.pop();
+        assert!(admission.admit(flooder).is_some());
+
+        // Many addresses together stop at the total.
+        let mut many = Vec::new();
+        for i in 0..=OTHERS {
+            let ip = IpAddr::from([10, 1, (i / 250) as u8, (i % 250) as u8]);
+            match admission.admit(ip) {
+                Some(t) => many.push(t),
+                None => break,
+            }
+        }
+        assert_eq!(many.len() + held.len(), OTHERS, "{} admitted besides the flooder's", many.len());
+        assert!(matches!(admission.admit(peer), Some(None)), "the peer still gets in");
+        drop(many);
+        drop(held);
+        assert_eq!(admission.open.lock().unwrap().1, 0, "every connection closed is counted out");
+        assert!(admission.open.lock().unwrap().0.is_empty());
     }
 }

@@ -280,6 +280,12 @@ fn once(cli: Cli) -> ExitCode {
 /// The daemon: serves until SIGTERM or SIGINT.
 fn serve(config: &std::path::Path) -> ExitCode {
     init_logging();
+    // Before any thread: a flood of connections must not leave the agent without descriptors.
+    match node_agent::agent::nofile::raise() {
+        Ok((before, now)) if now > before => tracing::debug!(before, now, "limit of open files raised"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the limit of open files"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -51,6 +51,7 @@ impl VserverCommand {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
+        crate::agent::nofile::as_started(&mut cmd);
         tracing::debug!(vserver = %name, bin = %self.bin.display(), action, "running the vserver command");
         let out = cmd.output().await.map_err(|e| SupervisorError::Failed {
             name: name.to_string(),
