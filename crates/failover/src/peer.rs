@@ -1,7 +1,8 @@
 //! The typed client of the agent-to-agent routes: one method per route, each answering
 //! [`Answer<T>`]`= Result<Result<T, Refused>, Unreachable>`, so that a peer that said no ([`Refused`]) is never
 //! confused with one that did not answer ([`Unreachable`]): after a lost answer, the request may have been
-//! carried out. The cluster's bearer secret is added here, once; each call has its own time limit.
+//! carried out. The cluster's bearer secret is added here, once (unless the client's certificate stands for it);
+//! each call has its own time limit.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -105,11 +106,20 @@ impl Peers for PeerClient {
     }
 }
 
+/// Adds `secret` as a bearer token, when one is sent (none: the client's certificate stands for it).
+pub fn with_bearer(request: reqwest::RequestBuilder, secret: Option<&str>) -> reqwest::RequestBuilder {
+    match secret {
+        Some(secret) => request.bearer_auth(secret),
+        None => request,
+    }
+}
+
 /// Calls this host's peers. Cheap to clone.
 #[derive(Clone)]
 pub struct PeerClient {
     client: reqwest::Client,
-    secret: Arc<str>,
+    /// The secret sent as a bearer token (none when the client's certificate stands for it).
+    secret: Option<Arc<str>>,
     /// Each peer's base URL (no trailing slash), by name.
     urls: Arc<BTreeMap<String, String>>,
 }
@@ -121,11 +131,15 @@ impl std::fmt::Debug for PeerClient {
 }
 
 impl PeerClient {
-    /// A client sending with `client` (its TLS settings and pool), authenticated with `secret`, to the peers
-    /// `urls` (name, base URL).
-    pub fn new(client: reqwest::Client, secret: &str, urls: impl IntoIterator<Item = (String, String)>) -> Self {
+    /// A client sending with `client` (its TLS settings and pool), authenticated with `secret` (none: by the
+    /// client certificate of `client`), to the peers `urls` (name, base URL).
+    pub fn new(
+        client: reqwest::Client,
+        secret: Option<&str>,
+        urls: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
         let urls = urls.into_iter().map(|(name, url)| (name, url.trim_end_matches('/').to_string())).collect();
-        Self { client, secret: secret.into(), urls: Arc::new(urls) }
+        Self { client, secret: secret.map(Arc::from), urls: Arc::new(urls) }
     }
 
     /// The underlying HTTP client (shared with the ownership table's transport).
@@ -145,7 +159,8 @@ impl PeerClient {
 
     fn request(&self, method: reqwest::Method, host: &str, path: &str) -> Result<reqwest::RequestBuilder, Unreachable> {
         let base = self.url(host).ok_or_else(|| Unreachable(format!("{host} is not a peer of this host")))?;
-        Ok(self.client.request(method, format!("{base}{path}")).bearer_auth(&*self.secret))
+        let request = self.client.request(method, format!("{base}{path}"));
+        Ok(with_bearer(request, self.secret.as_deref()))
     }
 
     /// Sends and reads the answer's status and body.
@@ -362,7 +377,7 @@ mod tests {
     }
 
     fn client(url: String) -> PeerClient {
-        PeerClient::new(reqwest::Client::new(), "s3cret", [("h1".to_string(), format!("{url}/"))])
+        PeerClient::new(reqwest::Client::new(), Some("s3cret"), [("h1".to_string(), format!("{url}/"))])
     }
 
     const PROBE: ProbeRequest = ProbeRequest { host: String::new(), silent_ms: 1, promise_ms: 1 };

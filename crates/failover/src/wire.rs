@@ -395,3 +395,8 @@ mod tests {
         assert!(serde_json::from_str::<PromoteRequest>(&text).unwrap().again, "{text}");
     }
 }
+
+/// A request extension the server adds when the connection presented a client certificate signed by the
+/// cluster CA (verified in the TLS handshake): such a request needs no bearer secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Certified;

@@ -61,7 +61,8 @@ pub fn router(ownership: Ownership) -> Router {
         .with_state(ownership)
 }
 
-/// Lets through only requests that carry the cluster's secret, and Raft RPCs meant for this node.
+/// Lets through only requests that carry the cluster's secret or come on a certified connection, and Raft RPCs
+/// meant for this node.
 async fn authorize(State(ownership): State<Ownership>, request: Request, next: Next) -> HttpResponse {
     let given = request
         .headers()
@@ -69,7 +70,8 @@ async fn authorize(State(ownership): State<Ownership>, request: Request, next: N
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !ownership.accepts(given) {
+    let certified = request.extensions().get::<crate::wire::Certified>().is_some();
+    if !certified && !ownership.accepts(given) {
         return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer secret").into_response();
     }
     if let Err(e) = check_target(request.headers(), &ownership) {

@@ -235,6 +235,9 @@ pub struct OwnershipConfig {
     pub secret: String,
     /// Further secrets accepted from members (a rotation under way); this member sends `secret`.
     pub also_accepted: Vec<String>,
+    /// Whether this member sends `secret` to the others: not when its client presents a certificate the
+    /// cluster CA signed, which the others admit instead (the secret then never travels).
+    pub send_secret: bool,
     /// The HTTP client for peers (the agent passes its own, configured with TLS).
     pub client: reqwest::Client,
     /// Raft timing.
@@ -250,6 +253,7 @@ impl OwnershipConfig {
             members,
             secret: secret.into(),
             also_accepted: Vec::new(),
+            send_secret: true,
             client: reqwest::Client::new(),
             timing: Timing::default(),
         }
@@ -358,6 +362,8 @@ struct Inner {
     timing: Timing,
     secret: Arc<str>,
     also_accepted: Vec<String>,
+    /// The secret this member sends, if it sends one.
+    bearer: Option<Arc<str>>,
     client: reqwest::Client,
     raft: OwnershipRaft,
     applied: Arc<RwLock<Applied>>,
@@ -417,9 +423,10 @@ impl Ownership {
         .validate()
         .map_err(|source| OwnershipError::Timing { source: Box::new(source) })?;
         let secret: Arc<str> = Arc::from(config.secret.as_str());
+        let bearer = config.send_secret.then(|| secret.clone());
         let network = HttpNetwork {
             client: config.client.clone(),
-            secret: secret.clone(),
+            bearer: bearer.clone(),
             timeout: Duration::from_millis(t.rpc_timeout_ms),
             urls: Arc::new(config.members.iter().map(|m| (m.id, m.url.clone())).collect()),
         };
@@ -438,6 +445,7 @@ impl Ownership {
                 timing: config.timing,
                 secret,
                 also_accepted: config.also_accepted,
+                bearer,
                 client: config.client,
                 raft,
                 applied,
@@ -491,11 +499,9 @@ impl Ownership {
     async fn a_peer_is_initialized(&self) -> bool {
         let inner = &self.inner;
         let probes = inner.members.iter().filter(|m| m.id != inner.node_id).map(|m| {
-            let request = inner
-                .client
-                .get(route_url(&m.url, "metrics"))
-                .bearer_auth(&*inner.secret)
-                .timeout(Duration::from_millis(inner.timing.rpc_timeout_ms));
+            let request =
+                crate::peer::with_bearer(inner.client.get(route_url(&m.url, "metrics")), inner.bearer.as_deref())
+                    .timeout(Duration::from_millis(inner.timing.rpc_timeout_ms));
             async move {
                 match request.send().await {
                     Ok(r) if r.status().is_success() => r.json::<MetricsSummary>().await.is_ok_and(|m| m.initialized),
@@ -701,15 +707,14 @@ impl Ownership {
 
     /// Sends the proposal to the leader's `/v1/raft/propose`.
     async fn forward(&self, leader: &HostNode, command: &Command, limit: Duration) -> Attempt {
-        let sent = self
-            .inner
-            .client
-            .post(route_url(&leader.url, "propose"))
-            .bearer_auth(&*self.inner.secret)
-            .timeout(limit)
-            .json(command)
-            .send()
-            .await;
+        let sent = crate::peer::with_bearer(
+            self.inner.client.post(route_url(&leader.url, "propose")),
+            self.inner.bearer.as_deref(),
+        )
+        .timeout(limit)
+        .json(command)
+        .send()
+        .await;
         let response = match sent {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {

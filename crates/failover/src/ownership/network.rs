@@ -36,7 +36,8 @@ pub(crate) struct HttpStatusError {
 #[derive(Clone)]
 pub(crate) struct HttpNetwork {
     pub(crate) client: reqwest::Client,
-    pub(crate) secret: Arc<str>,
+    /// The secret sent as a bearer token (none when the client's certificate stands for it).
+    pub(crate) bearer: Option<Arc<str>>,
     pub(crate) timeout: Duration,
     /// The URLs this host's configuration gives its members: they win over the URL a member was recorded
     /// with in the membership (written by whichever host formed the cluster, from its own configuration).
@@ -80,11 +81,7 @@ impl PeerClient {
         // slow answer into `Unreachable` (which backs off for half a second and could let a follower's
         // election timer run out).
         let timeout = self.net.timeout;
-        let response = self
-            .net
-            .client
-            .post(&url)
-            .bearer_auth(&*self.net.secret)
+        let response = crate::peer::with_bearer(self.net.client.post(&url), self.net.bearer.as_deref())
             .header(TARGET_HEADER, self.target.to_string())
             .timeout(timeout)
             .json(request)

@@ -78,12 +78,12 @@ pub fn peer_client(timeout: Duration, tls: Option<&Tls>) -> reqwest::Result<reqw
 async fn send_heartbeat(
     client: &reqwest::Client,
     peer_url: &str,
-    secret: &str,
+    secret: Option<&str>,
     signed: &SignedHeartbeat,
 ) -> Result<Duration, SendError> {
     let url = format!("{}/v1/heartbeat", peer_url.trim_end_matches('/'));
     let sent = Instant::now();
-    let response = client.post(url).bearer_auth(secret).json(signed).send().await?;
+    let response = failover::peer::with_bearer(client.post(url), secret).json(signed).send().await?;
     let status = response.status();
     // Read the answer to its end so the connection goes back to the pool.
     response.bytes().await?;
@@ -96,16 +96,17 @@ async fn send_heartbeat(
 }
 
 /// Sends a heartbeat (signed with `membership`'s key, carrying `supervisor`'s summaries) to every peer of
-/// `config` at every interval through `client` (see [`heartbeat_client`]), until aborted. Each peer gets its
-/// own task, so a slow or unreachable peer never delays the others; the tasks end with this one.
+/// `config` at every interval through `client` (see [`heartbeat_client`]), with `secret` as a bearer token
+/// (none when the client's certificate stands for it), until aborted. Each peer gets its own task, so a slow
+/// or unreachable peer never delays the others; the tasks end with this one.
 pub async fn run_sender(
     client: reqwest::Client,
     config: AgentConfig,
-    secret: String,
+    secret: Option<String>,
     membership: Arc<Membership>,
     supervisor: Supervisor,
 ) {
-    let secret: Arc<str> = secret.into();
+    let secret: Option<Arc<str>> = secret.map(Arc::from);
     let mut interval = tokio::time::interval(config.heartbeat.interval());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Dropped (and so aborted) with this future, so no send outlives the sender.
@@ -118,11 +119,11 @@ pub async fn run_sender(
         let signed = Arc::new(membership.sign(&hb));
         for peer in &config.peers {
             let (membership, client, signed) = (Arc::clone(&membership), client.clone(), Arc::clone(&signed));
-            let secret = Arc::clone(&secret);
+            let secret = secret.clone();
             let (name, url) = (peer.name.clone(), peer.url.clone());
             let seq = hb.seq;
             in_flight.spawn(async move {
-                match send_heartbeat(&client, &url, &secret, &signed).await {
+                match send_heartbeat(&client, &url, secret.as_deref(), &signed).await {
                     Ok(rtt) => membership.record_rtt(&name, rtt),
                     Err(e) => tracing::debug!(peer = %name, seq, error = %e, "heartbeat not delivered"),
                 }
@@ -242,7 +243,7 @@ mod tests {
         let hb = m.next_heartbeat(vec![]);
         let s = m.sign(&hb);
         let client = heartbeat_client(Duration::from_secs(2), None).unwrap();
-        let rtt = send_heartbeat(&client, &url, SECRET, &s).await.unwrap();
+        let rtt = send_heartbeat(&client, &url, Some(SECRET), &s).await.unwrap();
         assert!(rtt < Duration::from_secs(2));
         let request = served.await.unwrap();
         assert!(request.starts_with("POST /v1/heartbeat HTTP/1.1\r\n"), "{request}");
@@ -257,7 +258,7 @@ mod tests {
         let m = membership();
         let s = m.sign(&m.next_heartbeat(vec![]));
         let client = heartbeat_client(Duration::from_secs(2), None).unwrap();
-        let refused = send_heartbeat(&client, &url, SECRET, &s).await;
+        let refused = send_heartbeat(&client, &url, Some(SECRET), &s).await;
         assert!(matches!(refused, Err(SendError::Refused(reqwest::StatusCode::FORBIDDEN))), "{refused:?}");
         served.await.unwrap();
 
@@ -266,7 +267,7 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let client = heartbeat_client(Duration::from_millis(100), None).unwrap();
         let started = Instant::now();
-        let silent = send_heartbeat(&client, &url, SECRET, &s).await;
+        let silent = send_heartbeat(&client, &url, Some(SECRET), &s).await;
         assert!(matches!(silent, Err(SendError::Transport(_))), "{silent:?}");
         assert!(started.elapsed() < Duration::from_secs(1));
         drop(listener);

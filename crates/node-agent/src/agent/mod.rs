@@ -17,6 +17,7 @@ pub mod migrations;
 pub mod node;
 pub mod nofile;
 pub mod page;
+pub mod pki;
 pub mod replication;
 pub mod serve;
 pub mod supervisor;
@@ -148,7 +149,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let heartbeats = tokio::spawn(heartbeat::run_sender(
         client,
         agent.config.clone(),
-        agent.secret.clone(),
+        node::bearer(agent.tls.as_ref(), &agent.secret).map(str::to_string),
         Arc::clone(&agent.membership),
         agent.supervisor.clone(),
     ));

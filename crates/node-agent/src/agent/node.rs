@@ -78,9 +78,10 @@ impl Agent {
         let http = heartbeat::peer_client(std::time::Duration::from_secs(30), tls.as_ref())
             .context("building the HTTP client for peers")?;
         let urls = config.peers.iter().map(|p| (p.name.clone(), p.url.clone()));
-        let peers = failover::peer::PeerClient::new(http, &secret, urls);
+        let peers = failover::peer::PeerClient::new(http, bearer(tls.as_ref(), &secret), urls);
         let admission = serve::Admission::new(peer_addresses(&config).await);
-        let ownership = open_ownership(&config, tls.is_some(), &peers, &accepted_secrets).await?;
+        let mutual = tls.as_ref().is_some_and(|t| t.ca_pem.is_some());
+        let ownership = open_ownership(&config, tls.is_some(), mutual, &peers, &accepted_secrets).await?;
         let lease = Arc::new(Lease::new(&config, ownership.clone(), Arc::clone(&membership)));
         let events = EventLog::new(ownership.clone());
         let cluster = ClusterLink {
@@ -268,6 +269,7 @@ pub fn raft_node_id(name: &str) -> u64 {
 async fn open_ownership(
     config: &AgentConfig,
     tls: bool,
+    mutual: bool,
     peers: &failover::peer::PeerClient,
     accepted_secrets: &[String],
 ) -> anyhow::Result<Ownership> {
@@ -291,6 +293,7 @@ async fn open_ownership(
     );
     own.client = peers.http().clone();
     own.also_accepted = accepted_secrets[1..].to_vec();
+    own.send_secret = !mutual;
     Ownership::open(own).await.context("opening the ownership table")
 }
 
@@ -309,4 +312,13 @@ async fn peer_addresses(config: &AgentConfig) -> Vec<std::net::IpAddr> {
         }
     }
     found
+}
+
+/// The secret this agent sends its peers as a bearer token: none with mutual TLS (a cluster CA configured),
+/// where its certificate stands for it and the secret never travels.
+pub fn bearer<'a>(tls: Option<&serve::Tls>, secret: &'a str) -> Option<&'a str> {
+    match tls {
+        Some(t) if t.ca_pem.is_some() => None,
+        _ => Some(secret),
+    }
 }

@@ -816,8 +816,6 @@ impl Replication {
             quote(&self.tunnel_bin.to_string_lossy()),
             "--url".into(),
             quote(url),
-            "--secret-file".into(),
-            quote(&self.secret_file.to_string_lossy()),
             "--vserver".into(),
             name.to_string(),
             "--session".into(),
@@ -825,6 +823,10 @@ impl Replication {
             "--io-timeout".into(),
             self.io_timeout.as_secs().to_string(),
         ];
+        // With a cluster CA, the certificate stands for the secret, which then never travels.
+        if self.tls.as_ref().is_none_or(|t| t.ca_file.is_none()) {
+            parts.extend(["--secret-file".into(), quote(&self.secret_file.to_string_lossy())]);
+        }
         if let Some(tls) = &self.tls {
             if let Some(ca) = &tls.ca_file {
                 parts.extend(["--ca-file".into(), quote(&ca.to_string_lossy())]);

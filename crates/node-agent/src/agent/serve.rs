@@ -310,6 +310,9 @@ where
 {
     let service = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(conn);
+        if conn.certified {
+            req.extensions_mut().insert(failover::wire::Certified);
+        }
         req
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();

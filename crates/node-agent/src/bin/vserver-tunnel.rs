@@ -18,9 +18,10 @@ struct Cli {
     /// The receiving agent's base URL (http:// or https://).
     #[arg(long)]
     url: String,
-    /// File holding the cluster secret.
-    #[arg(long)]
-    secret_file: PathBuf,
+    /// File holding the cluster secret (sent as a bearer token; leave out with a client certificate, which
+    /// the receiving agent admits instead).
+    #[arg(long, required_unless_present = "cert_file")]
+    secret_file: Option<PathBuf>,
     /// The vserver whose replica receives.
     #[arg(long)]
     vserver: String,
@@ -114,9 +115,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 async fn run(cli: Cli, ready: &mut Option<std::fs::File>) -> anyhow::Result<()> {
     use anyhow::{bail, Context};
-    let secret = std::fs::read_to_string(&cli.secret_file)
-        .with_context(|| format!("cannot read the secret {}", cli.secret_file.display()))?;
-    let secret = secret.lines().next().unwrap_or("").trim().to_string();
+    let authorization = match &cli.secret_file {
+        Some(file) => {
+            let secret =
+                std::fs::read_to_string(file).with_context(|| format!("cannot read the secret {}", file.display()))?;
+            format!("Authorization: Bearer {}\r\n", secret.lines().next().unwrap_or("").trim())
+        }
+        None => String::new(),
+    };
     let url = reqwest::Url::parse(&cli.url).with_context(|| format!("bad URL {:?}", cli.url))?;
     let host = url.host_str().context("the URL has no host")?.to_string();
     let port = url.port_or_known_default().context("the URL has no port")?;
@@ -136,7 +142,7 @@ async fn run(cli: Cli, ready: &mut Option<std::fs::File>) -> anyhow::Result<()> 
     };
     let argv = serde_json::to_string(&command)?;
     let request = format!(
-        "POST /v1/replicas/{name}/rsync HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {secret}\r\n\
+        "POST /v1/replicas/{name}/rsync HTTP/1.1\r\nHost: {host}:{port}\r\n{authorization}\
          Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n{SESSION_HEADER}: {session}\r\n{ARGV_HEADER}: {argv}\r\n\
          Content-Length: 0\r\n\r\n",
         name = cli.vserver,
