@@ -153,13 +153,14 @@ impl<'lab> Agents<'lab> {
             let vserver_bin = crate::vserver_bin().context("no vserver command beside this executable")?;
             let extra_text = extra(host.index);
             let config = format!(
-                "node = \"h{index}\"\nlisten = \"{addr}:{AGENT_PORT}\"\nsecret_file = \"{secret}\"\n\
+                "node = \"h{index}\"\nlisten = \"{addr}:{AGENT_PORT}\"\nsecret_file = \"{secret}\"\n{wire}\
                  vservers_dir = \"{vs}\"\nconf_dir = \"{conf}\"\nrun_dir = \"{run}\"\nstate_dir = \"{state}\"\n\
                  cgroup_parent = \"{cg}\"\nvserver_bin = \"{bin}\"\n{cluster_line}{extra}\n\n{peers}\
                  [heartbeat]\ninterval_ms = {i}\nsuspect_after_ms = {s}\ndead_after_ms = {d}\ntimeout_ms = {t}\n\n\
                  [restart]\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\ncheck_interval_ms = 200\n{failures}",
                 index = host.index,
                 addr = host.addr,
+                wire = "insecure_plain_http = true\n",
                 secret = secret_file.display(),
                 vs = host.vservers_dir.display(),
                 conf = host.conf_dir.display(),

@@ -96,6 +96,23 @@ pub struct NodeStatus {
     pub uptime_secs: u64,
     /// The agent's version.
     pub version: String,
+    /// How its traffic is protected (absent from an agent of an earlier release).
+    #[serde(default)]
+    pub wire: Option<WireStatus>,
+}
+
+/// How an agent's traffic is protected, and until when its certificates are valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireStatus {
+    /// `mutual_tls` (TLS, peers and clients admitted by the cluster CA's certificates; the secret never
+    /// travels), `tls` (TLS, a bearer secret inside), or `plain` (plain HTTP: the secret travels in clear).
+    pub mode: String,
+    /// Plain HTTP is accepted on the port too (`insecure_plain_http`).
+    pub plain_accepted: bool,
+    /// When this host's certificate expires, ms since the Unix epoch.
+    pub certificate_not_after_unix_ms: Option<u64>,
+    /// When the cluster CA's certificate expires, ms since the Unix epoch.
+    pub ca_not_after_unix_ms: Option<u64>,
 }
 
 /// Replication of one vserver of this host (its primary) to one standby.

@@ -15,7 +15,7 @@ fn agent_config(dir: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("secret"), "0123456789abcdef0123\n").unwrap();
     let d = dir.display();
     let text = format!(
-        "node = \"h1\"\nlisten = \"127.0.0.1:1\"\nsecret_file = \"{d}/secret\"\nvservers_dir = \"{d}/vservers\"\n\
+        "node = \"h1\"\nlisten = \"127.0.0.1:1\"\nsecret_file = \"{d}/secret\"\ninsecure_plain_http = true\nvservers_dir = \"{d}/vservers\"\n\
          conf_dir = \"{d}/conf\"\nrun_dir = \"{d}/run\"\nstate_dir = \"{d}/state\"\ncgroup_parent = \"{}\"\n",
         vserver_lab::unique("closedout"),
     );

@@ -51,6 +51,9 @@ pub enum ApiError {
          or a client certificate signed by the cluster CA"
     )]
     Unauthorized,
+    /// A join refused.
+    #[error(transparent)]
+    Join(#[from] super::join::AdmitError),
     /// A monitoring token on a request that is not a read (403); names the request.
     #[error("{0}: a monitoring token (monitor_secret_file) only reads (GET); this needs the cluster secret")]
     ReadOnly(String),
@@ -109,6 +112,9 @@ impl ApiError {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::ReadOnly(_) => StatusCode::FORBIDDEN,
+            Self::Join(super::join::AdmitError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            Self::Join(super::join::AdmitError::Token(_)) => StatusCode::FORBIDDEN,
+            Self::Join(super::join::AdmitError::Cannot(_)) => StatusCode::CONFLICT,
             Self::BadName(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Migrate(MigrateError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             Self::Migrate(MigrateError::NotFound(_)) => StatusCode::NOT_FOUND,
@@ -215,8 +221,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/replicas/{name}/rsync", post(replica_rsync));
     let authenticated =
         quick.merge(lifecycle).route_layer(middleware::from_fn_with_state(Arc::clone(&agent), authenticate));
+    // A joining host has no credentials but its one-time token.
+    let joining = Router::new().route("/v1/join", post(join_host)).route_layer(middleware::from_fn(bounded));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(joining)
         .merge(authenticated)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
@@ -288,6 +297,16 @@ fn parse_name(name: &str) -> Result<VserverName, ApiError> {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// `POST /v1/join`: signs a joining host's certificate for its one-time token and gives it what it needs to
+/// belong to the cluster (see `join.rs`).
+async fn join_host(State(agent): State<Arc<Agent>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+    let req: super::join::JoinRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let reply = super::join::admit(&agent.config, &agent.config_path, req).await?;
+    Ok(Json(reply).into_response())
 }
 
 async fn status(State(agent): State<Arc<Agent>>) -> Response {

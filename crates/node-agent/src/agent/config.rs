@@ -211,6 +211,9 @@ pub struct TlsConfig {
     /// client presenting a certificate it signed is admitted without the bearer token.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The cluster CA's key (PEM): this host admits new hosts (`vserver-agent token HOST`, then `join`).
+    #[serde(default)]
+    pub ca_key_file: Option<PathBuf>,
 }
 
 /// The whole `agent.toml`.
@@ -270,9 +273,16 @@ pub struct AgentConfig {
     /// (and a witness) keep a majority when one of them dies.
     #[serde(default)]
     pub witness: bool,
-    /// HTTPS for the API and the heartbeats (absent: plain HTTP).
+    /// HTTPS for the API and the heartbeats, made by `vserver-agent init` and `join` (required, unless
+    /// `insecure_plain_http`).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Plain HTTP, knowingly: without `[tls]`, the agent serves and speaks plain HTTP, the cluster secret
+    /// travelling in clear (a warning at every start and on the status page); with `[tls]`, it also accepts
+    /// plain HTTP on its port (a cluster moving to TLS host by host: docs/failover.md, runbook). Off by default:
+    /// an agent without `[tls]` refuses to start.
+    #[serde(default)]
+    pub insecure_plain_http: bool,
     /// The cluster configuration: placement and replication of the vservers (absent: no replication).
     /// A relative path is taken from this file's directory.
     #[serde(default)]
@@ -485,6 +495,21 @@ impl AgentConfig {
     /// Whether the agent fences its vservers when its lease ends.
     pub fn quorum_fencing(&self) -> bool {
         self.fencing.quorum.unwrap_or_else(|| self.takeover_enabled())
+    }
+
+    /// Refuses a configuration whose traffic would travel in clear without the operator saying so.
+    pub fn check_wire(&self, path_for_errors: &Path) -> Result<(), ConfigError> {
+        if self.tls.is_none() && !self.insecure_plain_http {
+            return Err(ConfigError::Value {
+                path: path_for_errors.into(),
+                key: "tls".into(),
+                reason: "no [tls]: the cluster's traffic (and its secret) would travel in clear. Form the cluster \
+                         with `vserver-agent init` on the first host and `vserver-agent join TOKEN` on the others, \
+                         which write [tls]; or set insecure_plain_http = true to run without encryption"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     /// Reads the cluster secret: the file's first line, which must not be empty.

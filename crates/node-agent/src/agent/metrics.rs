@@ -46,6 +46,27 @@ pub fn render(status: &StatusReport) -> String {
     let uptime = Gauge::<i64>::default();
     uptime.set(i64::try_from(node.uptime_secs).unwrap_or(i64::MAX));
     registry.register_with_unit("agent_uptime", "Time since this agent started", Unit::Seconds, uptime);
+    if let Some(wire) = &node.wire {
+        let plain = Gauge::<i64>::default();
+        plain.set(i64::from(wire.mode == "plain" || wire.plain_accepted));
+        registry.register(
+            "agent_plain_http",
+            "1 when this agent serves plain HTTP (insecure_plain_http), in which the cluster secret travels in clear",
+            plain,
+        );
+        let expiry = Family::<Labels, Gauge>::default();
+        for (which, at) in [("host", wire.certificate_not_after_unix_ms), ("ca", wire.ca_not_after_unix_ms)] {
+            if let Some(ms) = at {
+                expiry.get_or_create(&vec![("certificate", which.to_string())]).set((ms / 1000) as i64);
+            }
+        }
+        registry.register_with_unit(
+            "agent_certificate_expiry_timestamp",
+            "When this agent's certificate (host) and the cluster CA's (ca) expire, seconds since the Unix epoch",
+            Unit::Seconds,
+            expiry,
+        );
+    }
 
     let up = Family::<Labels, Gauge>::default();
     let state = Family::<Labels, Gauge>::default();
@@ -234,7 +255,18 @@ mod tests {
     #[test]
     fn peers_and_vservers_become_labelled_series() {
         let status = StatusReport {
-            node: NodeStatus { name: "h0".into(), incarnation: 3, uptime_secs: 5, version: "0.1.0".into() },
+            node: NodeStatus {
+                name: "h0".into(),
+                incarnation: 3,
+                uptime_secs: 5,
+                version: "0.1.0".into(),
+                wire: Some(crate::model::WireStatus {
+                    mode: "mutual_tls".into(),
+                    plain_accepted: false,
+                    certificate_not_after_unix_ms: Some(1_900_000_000_000),
+                    ca_not_after_unix_ms: Some(2_400_000_000_000),
+                }),
+            },
             peers: vec![PeerStatus {
                 name: "h1".into(),
                 url: "http://h1".into(),
@@ -292,6 +324,9 @@ mod tests {
             "vserver_restarts{vserver=\"web\"} 4",
             "vserver_relocations{vserver=\"web\"} 1",
             "vserver_agent_incarnation 3",
+            "vserver_agent_plain_http 0",
+            "vserver_agent_certificate_expiry_timestamp_seconds{certificate=\"host\"} 1900000000",
+            "vserver_agent_certificate_expiry_timestamp_seconds{certificate=\"ca\"} 2400000000",
             "vserver_tasks{vserver=\"web\"} 5",
             "vserver_pids_limit{vserver=\"web\"} 4096",
             "vserver_memory_bytes{vserver=\"web\"} 12582912",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod evacuate;
 pub mod events;
 pub mod heartbeat;
+pub mod join;
 pub mod lease;
 pub mod maintenance;
 pub mod metrics;
@@ -37,6 +38,7 @@ use node::Agent;
 /// file) without starting anything; returns a one-paragraph summary.
 pub fn check(config_path: &Path) -> anyhow::Result<String> {
     let config = AgentConfig::load(config_path)?;
+    config.check_wire(config_path)?;
     let secrets = config.secrets(config_path)?;
     config.monitor_secrets(config_path, &secrets)?;
     if let Some(tls) = &config.tls {
@@ -50,10 +52,11 @@ pub fn check(config_path: &Path) -> anyhow::Result<String> {
         config_path.display(),
         config.node,
         config.listen,
-        match &config.tls {
-            Some(t) if t.ca_file.is_some() => " (HTTPS, client certificates accepted)",
-            Some(_) => " (HTTPS)",
-            None => " (HTTP)",
+        match (&config.tls, config.insecure_plain_http) {
+            (Some(t), false) if t.ca_file.is_some() => " (HTTPS, client certificates accepted)",
+            (Some(_), false) => " (HTTPS)",
+            (Some(_), true) => " (HTTPS, and plain HTTP accepted: insecure_plain_http)",
+            (None, _) => " (plain HTTP: insecure_plain_http; the secret travels in clear)",
         },
         if peers.is_empty() { "none".to_string() } else { peers.join(", ") },
         hb.interval_ms,
@@ -132,6 +135,13 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
         node = %agent.config.node, incarnation = agent.incarnation, %listen, scheme,
         socket = %socket_path.display(), "agent started"
     );
+    if agent.config.insecure_plain_http {
+        tracing::warn!(
+            "insecure_plain_http: this agent {} plain HTTP, in which the cluster secret travels in clear; form \
+             the cluster's certificates with `vserver-agent init` and `join` (docs/failover.md, runbook)",
+            if agent.tls.is_some() { "also accepts" } else { "serves and speaks" }
+        );
+    }
     supervisor::announce(&agent.config).context("writing the agent's address for the vserver command")?;
     if agent.config.watchdog() {
         watchdog::check_at_start(&agent).await;
@@ -181,7 +191,8 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot tell the service manager that the agent is ready");
     }
-    serve::serve(listener, Some(socket), acceptor, Arc::clone(&agent.admission), app, shutdown).await;
+    let plain_too = agent.config.insecure_plain_http;
+    serve::serve(listener, Some(socket), acceptor, plain_too, Arc::clone(&agent.admission), app, shutdown).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     heartbeats.abort();
     beacons.abort();

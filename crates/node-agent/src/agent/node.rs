@@ -20,6 +20,8 @@ use crate::model::{ClearReport, FailoverStatus, NodeStatus, OwnershipStatus, Sta
 pub struct Agent {
     /// The configuration it was started with.
     pub config: AgentConfig,
+    /// Where that configuration was read from.
+    pub config_path: std::path::PathBuf,
     /// The cluster secret (bearer token and heartbeat signing key).
     pub secret: String,
     /// Every secret accepted from peers and operators: the cluster secret first, then the further lines of
@@ -66,6 +68,7 @@ impl Agent {
     /// Builds the agent from a checked configuration: reads the secret, takes the next incarnation, opens
     /// this host's member of the ownership table, loads the vservers' intents.
     pub async fn new(config: AgentConfig, config_path: &Path) -> anyhow::Result<Self> {
+        config.check_wire(config_path)?;
         let accepted_secrets = config.secrets(config_path)?;
         let monitor_secrets = config.monitor_secrets(config_path, &accepted_secrets)?;
         let secret = accepted_secrets[0].clone();
@@ -113,6 +116,7 @@ impl Agent {
         }
         Ok(Self {
             config,
+            config_path: config_path.to_path_buf(),
             secret,
             accepted_secrets,
             monitor_secrets,
@@ -133,6 +137,21 @@ impl Agent {
             recovery: tokio::sync::Mutex::new(()),
             admission,
         })
+    }
+
+    /// How this agent's traffic is protected.
+    pub fn wire(&self) -> crate::model::WireStatus {
+        let mode = match &self.tls {
+            Some(t) if t.ca_pem.is_some() => "mutual_tls",
+            Some(_) => "tls",
+            None => "plain",
+        };
+        crate::model::WireStatus {
+            mode: mode.into(),
+            plain_accepted: self.config.insecure_plain_http,
+            certificate_not_after_unix_ms: self.tls.as_ref().and_then(|t| t.cert_not_after_unix_ms),
+            ca_not_after_unix_ms: self.tls.as_ref().and_then(|t| t.ca_not_after_unix_ms),
+        }
     }
 
     /// Records an operator's `what` (start, restart, stop) of `name` in the cluster's event log before it is
@@ -233,6 +252,7 @@ impl Agent {
                 incarnation: self.incarnation,
                 uptime_secs: self.started.elapsed().as_secs(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                wire: Some(self.wire()),
             },
             peers: self.membership.peers(),
             vservers: self.supervisor.list().await,

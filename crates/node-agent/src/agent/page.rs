@@ -78,6 +78,28 @@ pub fn render(status: &StatusReport) -> String {
         ver = esc(&node.version),
     );
 
+    if let Some(wire) = &node.wire {
+        if wire.mode == "plain" || wire.plain_accepted {
+            html.push_str(
+                "<p id=\"plain-http\" class=\"bad\" style=\"border:3px solid #b00020;padding:.5em\">INSECURE: this \
+                 agent accepts plain HTTP (<code>insecure_plain_http</code>), in which the cluster secret travels in \
+                 clear. Form the cluster's certificates with <code>vserver-agent init</code> and <code>join</code>.</p>\n",
+            );
+        }
+        let until = |ms: Option<u64>| {
+            ms.map_or("-".to_string(), |ms| {
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+                    .to_string()
+            })
+        };
+        let _ = writeln!(
+            html,
+            "<p id=\"wire\"><small>wire: {} · this host's certificate valid until {} · cluster CA until {}</small></p>",
+            esc(&wire.mode),
+            until(wire.certificate_not_after_unix_ms),
+            until(wire.ca_not_after_unix_ms)
+        );
+    }
     let m = &status.failover.maintenance;
     if m.cluster.is_some() {
         html.push_str(
@@ -208,7 +230,7 @@ mod tests {
     #[test]
     fn names_are_escaped_and_states_shown() {
         let status = StatusReport {
-            node: NodeStatus { name: "h<0>".into(), incarnation: 1, uptime_secs: 3, version: "0".into() },
+            node: NodeStatus { name: "h<0>".into(), incarnation: 1, uptime_secs: 3, version: "0".into(), wire: None },
             peers: vec![],
             vservers: vec![VserverStatus {
                 name: "web".into(),

@@ -147,6 +147,10 @@ pub struct Tls {
     pub ca_pem: Option<Vec<u8>>,
     /// This agent's certificate chain and key (PEM), presented to peers as a client certificate.
     pub identity_pem: Vec<u8>,
+    /// When this agent's certificate expires, ms since the Unix epoch.
+    pub cert_not_after_unix_ms: Option<u64>,
+    /// When the cluster CA's certificate expires, ms since the Unix epoch.
+    pub ca_not_after_unix_ms: Option<u64>,
 }
 
 impl Tls {
@@ -200,10 +204,24 @@ impl Tls {
             .with_single_cert(certs, key)
             .map_err(|e| bad("key_file", &tls.key_file, format!("does not fit the certificate: {e}")))?;
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let not_after = |pem: &[u8]| {
+            super::pki::not_after(&String::from_utf8_lossy(pem))
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64)
+        };
+        let cert_not_after_unix_ms = not_after(&cert_pem);
+        let ca_not_after_unix_ms = ca_pem.as_deref().and_then(not_after);
         let mut identity_pem = cert_pem;
         identity_pem.push(b'\n');
         identity_pem.extend_from_slice(&key_pem);
-        Ok(Self { acceptor: TlsAcceptor::from(Arc::new(server)), ca_pem, identity_pem })
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            ca_pem,
+            identity_pem,
+            cert_not_after_unix_ms,
+            ca_not_after_unix_ms,
+        })
     }
 }
 
@@ -228,12 +246,14 @@ pub fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves `app` on `tcp` (over TLS when `tls` is given; connections as `admission` admits them) and on `unix`
-/// until `shutdown` resolves, then lets the requests in progress finish (at most [`DRAIN_TIMEOUT`]).
+/// Serves `app` on `tcp` (over TLS when `tls` is given, and plain HTTP too on the same port when `plain_too`,
+/// told apart by the first byte; connections as `admission` admits them) and on `unix` until `shutdown`
+/// resolves, then lets the requests in progress finish (at most [`DRAIN_TIMEOUT`]).
 pub async fn serve(
     tcp: TcpListener,
     unix: Option<UnixListener>,
     tls: Option<TlsAcceptor>,
+    plain_too: bool,
     admission: Arc<Admission>,
     app: Router,
     shutdown: impl Future<Output = ()>,
@@ -258,6 +278,10 @@ pub async fn serve(
                                 serve_connection(stream, conn, app, watcher).await;
                             }
                             Some(acceptor) => {
+                                if plain_too && !starts_tls(&stream).await {
+                                    let conn = Connection { remote: Some(remote), certified: false };
+                                    return serve_connection(stream, conn, app, watcher).await;
+                                }
                                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                     Ok(Ok(s)) => s,
                                     Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
@@ -295,6 +319,13 @@ pub async fn serve(
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still in progress after {DRAIN_TIMEOUT:?}; closing them");
     }
+}
+
+/// Whether a connection begins with a TLS handshake record (0x16); false for anything else, or nothing within
+/// the handshake timeout (then served as plain HTTP, whose header timeout closes it).
+async fn starts_tls(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await, Ok(Ok(1)) if first[0] == 0x16)
 }
 
 async fn accept_unix(unix: Option<&UnixListener>) -> std::io::Result<tokio::net::UnixStream> {

@@ -39,6 +39,42 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Form a new cluster on this host: make the cluster secret (unless --config's directory has one), the
+    /// cluster CA and this host's certificate (under its directory, pki/), write the cluster part of the
+    /// configuration (node, listen, secret_file, [tls], [[peers]]; other keys are kept), and print a one-time
+    /// join token for each --peer. Then start this host's agent, and run `vserver-agent join TOKEN` on each
+    /// other host. No certificate to make by hand.
+    Init {
+        /// This host's name in the cluster (letters, digits, '.', '_', '-').
+        #[arg(long)]
+        node: String,
+        /// The address and port this host's agent listens on, which the others reach (e.g. 192.0.2.11:7070).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Another host of the cluster, NAME=HOST:PORT (repeat for each).
+        #[arg(long = "peer", value_name = "NAME=HOST:PORT")]
+        peers: Vec<String>,
+        /// How long each join token is valid (e.g. 30m, 2h).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        valid: std::time::Duration,
+    },
+    /// Join this host to a cluster with a token from `vserver-agent init` or `vserver-agent token` (it names the
+    /// admitting host and pins the cluster CA): receive this host's certificate, the CA, the cluster secret,
+    /// the peers and the cluster configuration, and write them and the cluster part of the configuration.
+    /// The admitting host's agent must be running.
+    Join {
+        /// The token (vsj1.CA-HASH.SECRET.HOST:PORT).
+        token: String,
+    },
+    /// Print a new one-time join token for HOST (one of this host's peers), on a host holding the cluster
+    /// CA's key.
+    Token {
+        /// The host that will join.
+        host: String,
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        valid: std::time::Duration,
+    },
     /// Turn maintenance on or off (through this host's agent, recorded by the cluster), or show it. A host in
     /// maintenance keeps its vservers running, never fences itself and is never taken over; with --cluster,
     /// fencing and takeover stand down on every host (for planned network work) until it is turned off.
@@ -89,6 +125,52 @@ enum Command {
 }
 
 /// Prints the message, and the exit code to give.
+/// `vserver-agent init`.
+fn init(
+    config: &std::path::Path,
+    node: String,
+    listen: std::net::SocketAddr,
+    peers: &[String],
+    token_validity: std::time::Duration,
+) -> ExitCode {
+    let mut parsed = Vec::new();
+    for p in peers {
+        match p.split_once('=') {
+            Some((name, at)) if !name.is_empty() => parsed.push((name.to_string(), at.to_string())),
+            _ => return fail(exit::USAGE, format!("--peer {p}: expected NAME=HOST:PORT (e.g. h2=192.0.2.12:7070)")),
+        }
+    }
+    let args = node_agent::agent::join::InitArgs { node, listen, peers: parsed, token_validity };
+    match node_agent::agent::join::init(config, &args) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(exit::USAGE, format!("{e:#}")),
+    }
+}
+
+/// `vserver-agent join TOKEN`.
+fn join(config: &std::path::Path, token: &str) -> ExitCode {
+    let token: node_agent::agent::pki::JoinToken = match token.parse() {
+        Ok(t) => t,
+        Err(e) => return fail(exit::USAGE, e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(exit::FAILED, format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(node_agent::agent::join::join(config, &token)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(exit::FAILED, format!("{e:#}")),
+    }
+}
+
 fn fail(code: i32, message: String) -> ExitCode {
     eprintln!("vserver-agent: {message}");
     ExitCode::from(code as u8)
@@ -261,6 +343,17 @@ fn once(cli: Cli) -> ExitCode {
         }
         Some(Command::Restore { host, parallel, json }) => {
             return evacuate(&cli.config, "restore", &host, parallel, false, json)
+        }
+        Some(Command::Init { node, listen, peers, valid }) => return init(&cli.config, node, listen, &peers, valid),
+        Some(Command::Join { token }) => return join(&cli.config, &token),
+        Some(Command::Token { host, valid }) => {
+            return match node_agent::agent::join::token(&cli.config, &host, valid) {
+                Ok(token) => {
+                    println!("on {host}: vserver-agent join {token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(exit::USAGE, format!("{e:#}")),
+            }
         }
         None => {}
     }
