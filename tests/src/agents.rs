@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::lab::Lab;
 use crate::netns::Netns;
@@ -66,6 +66,8 @@ pub struct Agents<'lab> {
     lab: &'lab Lab,
     bin: PathBuf,
     secret: String,
+    /// The cluster CA (PEM) of a cluster formed with init and join: requests then go over TLS.
+    ca_pem: Option<String>,
     configs: Vec<PathBuf>,
     logs: Vec<PathBuf>,
     procs: Vec<Option<Child>>,
@@ -129,6 +131,68 @@ impl<'lab> Agents<'lab> {
         cluster: Option<&str>,
         extra: impl Fn(usize) -> String,
     ) -> Result<Self> {
+        Self::write_configs(lab, timing, cluster, extra, false)
+    }
+
+    /// A cluster formed as the README forms one: each host's configuration holds the operator's keys (its
+    /// directories, the timing, `extra(i)`), `vserver-agent init` on h0 makes the CA and its certificate, h0's
+    /// agent starts, `vserver-agent join TOKEN` on each other host (from its namespace) gets its certificate,
+    /// and its agent starts. The agents speak TLS with client certificates; the helpers' requests go over TLS
+    /// with the cluster secret that init made.
+    pub fn form(
+        lab: &'lab Lab,
+        timing: Timing,
+        cluster: Option<&str>,
+        extra: impl Fn(usize) -> String,
+    ) -> Result<Self> {
+        let mut agents = Self::write_configs(lab, timing, cluster, extra, true)?;
+        let mut init = std::process::Command::new(&agents.bin);
+        init.arg("--config").arg(&agents.configs[0]).args(["init", "--node", "h0", "--listen"]);
+        init.arg(format!("{}:{AGENT_PORT}", lab.hosts[0].addr));
+        for other in &lab.hosts[1..] {
+            init.arg("--peer").arg(format!("h{}={}:{AGENT_PORT}", other.index, other.addr));
+        }
+        let out = init.output().context("running vserver-agent init")?;
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        ensure!(out.status.success(), "init failed: {said}{}", String::from_utf8_lossy(&out.stderr));
+        let home = agents.configs[0].parent().context("h0's directory")?.to_path_buf();
+        agents.secret = fs::read_to_string(home.join("cluster.secret"))?.lines().next().unwrap_or("").to_string();
+        agents.ca_pem = Some(fs::read_to_string(home.join("pki/ca.pem"))?);
+        agents.spawn(0)?;
+        ensure!(
+            wait_for(Duration::from_secs(20), || agents.get(0, 0, "/healthz").is_ok_and(|r| r.status == 200)).is_some(),
+            "h0's agent does not answer over TLS:\n{}",
+            agents.log(0)
+        );
+        for other in &lab.hosts[1..] {
+            let i = other.index;
+            let prefix = format!("on h{i}: vserver-agent join ");
+            let token = said.lines().find_map(|l| l.strip_prefix(&prefix)).context("no token printed")?.to_string();
+            let out = lab.hosts[i]
+                .command(&agents.bin)
+                .arg("--config")
+                .arg(&agents.configs[i])
+                .args(["join", &token])
+                .output()
+                .context("running vserver-agent join")?;
+            ensure!(
+                out.status.success(),
+                "join of h{i} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            agents.spawn(i)?;
+        }
+        Ok(agents)
+    }
+
+    fn write_configs(
+        lab: &'lab Lab,
+        timing: Timing,
+        cluster: Option<&str>,
+        extra: impl Fn(usize) -> String,
+        formed: bool,
+    ) -> Result<Self> {
         let cluster_line = match cluster {
             Some(text) => {
                 let path = lab.dir().join("cluster.toml");
@@ -141,7 +205,8 @@ impl<'lab> Agents<'lab> {
         let secret = format!("lab-secret-{}", crate::unique("s"));
         let secret_file = lab.dir().join("cluster.secret");
         fs::write(&secret_file, format!("{secret}\n")).context("writing the secret")?;
-        let mut agents = Agents { lab, bin, secret, configs: Vec::new(), logs: Vec::new(), procs: Vec::new() };
+        let mut agents =
+            Agents { lab, bin, secret, ca_pem: None, configs: Vec::new(), logs: Vec::new(), procs: Vec::new() };
         for host in &lab.hosts {
             let mut peers = String::new();
             for other in lab.hosts.iter().filter(|o| o.index != host.index) {
@@ -152,16 +217,20 @@ impl<'lab> Agents<'lab> {
             }
             let vserver_bin = crate::vserver_bin().context("no vserver command beside this executable")?;
             let extra_text = extra(host.index);
+            let cluster_part = format!(
+                "node = \"h{index}\"\nlisten = \"{addr}:{AGENT_PORT}\"\nsecret_file = \"{secret}\"\n\
+                 insecure_plain_http = true\n",
+                index = host.index,
+                addr = host.addr,
+                secret = secret_file.display(),
+            );
+            let (cluster_part, peers) = if formed { (String::new(), String::new()) } else { (cluster_part, peers) };
             let config = format!(
-                "node = \"h{index}\"\nlisten = \"{addr}:{AGENT_PORT}\"\nsecret_file = \"{secret}\"\n{wire}\
+                "{cluster_part}\
                  vservers_dir = \"{vs}\"\nconf_dir = \"{conf}\"\nrun_dir = \"{run}\"\nstate_dir = \"{state}\"\n\
                  cgroup_parent = \"{cg}\"\nvserver_bin = \"{bin}\"\n{cluster_line}{extra}\n\n{peers}\
                  [heartbeat]\ninterval_ms = {i}\nsuspect_after_ms = {s}\ndead_after_ms = {d}\ntimeout_ms = {t}\n\n\
                  [restart]\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\ncheck_interval_ms = 200\n{failures}",
-                index = host.index,
-                addr = host.addr,
-                wire = "insecure_plain_http = true\n",
-                secret = secret_file.display(),
                 vs = host.vservers_dir.display(),
                 conf = host.conf_dir.display(),
                 run = host.run_dir.display(),
@@ -281,7 +350,11 @@ impl<'lab> Agents<'lab> {
         token: Option<&str>,
         body: Option<&str>,
     ) -> Result<Reply> {
-        http(&self.lab.hosts[from].netns, self.lab.hosts[to].addr, AGENT_PORT, method, path, token, body)
+        let (netns, addr) = (&self.lab.hosts[from].netns, self.lab.hosts[to].addr);
+        match &self.ca_pem {
+            Some(ca) => https(netns, addr, AGENT_PORT, ca, method, path, token, body),
+            None => http(netns, addr, AGENT_PORT, method, path, token, body),
+        }
     }
 
     /// `GET path` with the cluster secret, from host `from` to host `to`.
@@ -342,11 +415,58 @@ pub fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Result<Reply> {
+    let stream = connect(netns, addr, port)?;
+    exchange(stream, addr, port, method, path, token, body)
+}
+
+/// A TCP connection from `netns` to `addr:port`, with a read timeout.
+fn connect(netns: &Netns, addr: Ipv4Addr, port: u16) -> Result<TcpStream> {
     let target = SocketAddr::V4(SocketAddrV4::new(addr, port));
-    let mut stream = netns
+    let stream = netns
         .run(|| TcpStream::connect_timeout(&target, Duration::from_secs(2)))?
         .with_context(|| format!("connecting to {target}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(stream)
+}
+
+/// Like [`http`], over TLS: the agent's certificate must be signed by the CA of `ca_pem` for `addr`.
+#[allow(clippy::too_many_arguments)]
+pub fn https(
+    netns: &Netns,
+    addr: Ipv4Addr,
+    port: u16,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<Reply> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.context("the lab's CA")?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::V4(addr).into());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let tcp = connect(netns, addr, port)?;
+    exchange(rustls::StreamOwned::new(conn, tcp), addr, port, method, path, token, body)
+}
+
+/// Sends one request on `stream` and reads the answer to the end of the connection.
+fn exchange(
+    mut stream: impl Read + Write,
+    addr: Ipv4Addr,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<Reply> {
     let body = body.unwrap_or("");
     // A large body waits for the server's go-ahead, as curl does (HTTP/1.1 only): a server that refuses it from
     // its headers (413) answers at once instead of resetting a connection it did not read.
@@ -375,18 +495,18 @@ pub fn http(
             let mut rest = Vec::new();
             // The rest of the interim answer ("Continue\r\n\r\n") is skipped below with the final one's start.
             stream.write_all(body.as_bytes())?;
-            stream.read_to_end(&mut rest)?;
+            read_all(&mut stream, &mut rest)?;
             let text = String::from_utf8_lossy(&rest).to_string();
             let start = text.find("HTTP/").with_context(|| format!("no final answer after 100: {text:?}"))?;
             raw.extend_from_slice(&rest[start..]);
         } else {
             raw.extend_from_slice(&first[..n]);
-            stream.read_to_end(&mut raw)?;
+            read_all(&mut stream, &mut raw)?;
         }
     } else {
         req.push_str(body);
         stream.write_all(req.as_bytes())?;
-        stream.read_to_end(&mut raw)?;
+        read_all(&mut stream, &mut raw)?;
     }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -396,4 +516,13 @@ pub fn http(
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no HTTP status in {head:?}"))?;
     Ok(Reply { status, body: body.to_string() })
+}
+
+/// Reads to the end of the connection; a TLS peer that closes without its close_notify ends it too.
+fn read_all(stream: &mut impl Read, into: &mut Vec<u8>) -> Result<()> {
+    match stream.read_to_end(into) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !into.is_empty() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -17,6 +17,7 @@ mod supervision;
 mod takeover;
 mod takeover_decisions;
 mod watchdog;
+mod wire;
 
 use std::time::Duration;
 

@@ -159,11 +159,11 @@ async fn address_of(url: &str) -> anyhow::Result<(String, IpAddr)> {
 
 /// What `init` was given.
 pub struct InitArgs {
-    /// This host's name.
-    pub node: String,
-    /// Its address and port.
-    pub listen: SocketAddr,
-    /// The other hosts: name and address:port.
+    /// This host's name (default: the configuration's).
+    pub node: Option<String>,
+    /// Its address and port (default: the configuration's).
+    pub listen: Option<SocketAddr>,
+    /// The other hosts: name and address:port (default: the configuration's peers).
     pub peers: Vec<(String, String)>,
     /// How long the join tokens are valid.
     pub token_validity: Duration,
@@ -179,8 +179,29 @@ pub fn init(config_path: &Path, args: &InitArgs) -> anyhow::Result<Vec<String>> 
             files.ca_cert.display()
         );
     }
-    for (name, at) in &args.peers {
-        if *name == args.node {
+    let existing = existing(config_path)?;
+    let node = match (&args.node, &existing) {
+        (Some(n), _) => n.clone(),
+        (None, Some(c)) => c.node.clone(),
+        (None, None) => bail!("--node is needed: {} does not exist yet", config_path.display()),
+    };
+    let listen = match (args.listen, &existing) {
+        (Some(l), _) => l,
+        (None, Some(c)) => c.listen,
+        (None, None) => bail!("--listen is needed: {} does not exist yet", config_path.display()),
+    };
+    let mut peers_given = args.peers.clone();
+    if peers_given.is_empty() {
+        if let Some(c) = &existing {
+            for p in &c.peers {
+                let (at, _) = split_url(&p.url).with_context(|| format!("peer {} in {}", p.name, config_path.display()))?;
+                peers_given.push((p.name.clone(), at));
+            }
+        }
+    }
+    let moving = existing.as_ref().is_some_and(|c| c.insecure_plain_http);
+    for (name, at) in &peers_given {
+        if *name == node {
             bail!("--peer {name}={at}: that is this host's own name");
         }
         if at.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
@@ -192,24 +213,41 @@ pub fn init(config_path: &Path, args: &InitArgs) -> anyhow::Result<Vec<String>> 
         let secret = base64::engine::general_purpose::STANDARD.encode(pki::random::<32>()?);
         pki::write_private(&secret_file, format!("{secret}\n").as_bytes())?;
     }
-    let ca = Ca::create(&args.node)?;
+    let ca = Ca::create(&node)?;
     let (key_pem, spki) = pki::host_key()?;
-    let cert_pem = ca.issue(&args.node, args.listen.ip(), &spki)?;
-    write_pki(&files, &ca.cert_pem, &ca.key_pem, &cert_pem, &key_pem)?;
+    let cert_pem = ca.issue(&node, listen.ip(), &spki)?;
+    // A cluster moving from plain HTTP keeps its peers' URLs until every host has its certificate
+    // (`vserver-agent secure`); a new one speaks https at once.
     let peers: Vec<PeerEntry> =
-        args.peers.iter().map(|(name, at)| PeerEntry { name: name.clone(), url: format!("https://{at}") }).collect();
-    write_agent_toml(config_path, &args.node, &args.listen.to_string(), &secret_file, &files, &peers, None)?;
+        peers_given.iter().map(|(name, at)| PeerEntry { name: name.clone(), url: format!("https://{at}") }).collect();
+    write_pki(&files, &ca.cert_pem, &ca.key_pem, &cert_pem, &key_pem)?;
+    write_agent_toml(
+        config_path,
+        &node,
+        &listen.to_string(),
+        &secret_file,
+        &files,
+        (!moving).then_some(&peers[..]),
+        None,
+    )?;
     let mut lines = vec![format!(
-        "cluster formed on {}: CA sha256 {}; {} written (start the agent now: the others join through it)",
-        args.node,
+        "cluster formed on {node}: CA sha256 {}; {} written (restart or start the agent now: the others join \
+         through it)",
         hex::encode(ca.sha256()?),
         config_path.display()
     )];
-    for (name, _) in &args.peers {
-        let token = pki::mint(&files.tokens, name, &args.listen.to_string(), ca.sha256()?, args.token_validity)?;
+    if moving {
+        lines.push(
+            "moving from plain HTTP (insecure_plain_http): the peers' URLs are kept; once every host has joined \
+             and restarted, run `vserver-agent secure` on each, then `vserver-agent secure --refuse-plain`"
+                .into(),
+        );
+    }
+    for (name, _) in &peers_given {
+        let token = pki::mint(&files.tokens, name, &listen.to_string(), ca.sha256()?, args.token_validity)?;
         lines.push(format!("on {name}: vserver-agent join {token}"));
     }
-    if !args.peers.is_empty() {
+    if !peers_given.is_empty() {
         lines.push(format!(
             "(each token works once, for its host, for {}; a new one: vserver-agent token HOST)",
             humantime::format_duration(args.token_validity)
@@ -264,9 +302,12 @@ pub async fn join(config_path: &Path, token: &JoinToken) -> anyhow::Result<Strin
         bail!("the CA received is not the one the token names: nothing written");
     }
     let dir = config_dir(config_path);
+    let moving = existing(config_path)?.is_some_and(|c| c.insecure_plain_http);
     let secret_file = dir.join("cluster.secret");
     pki::write_private(&secret_file, reply.secret_text.as_bytes())?;
     let cluster_file = match &reply.cluster_toml {
+        // A host of a running cluster keeps its own cluster file.
+        Some(_) if moving => None,
         Some(text) => {
             let file = dir.join("cluster.toml");
             pki::write_private(&file, text.as_bytes())?;
@@ -281,7 +322,7 @@ pub async fn join(config_path: &Path, token: &JoinToken) -> anyhow::Result<Strin
         &reply.listen,
         &secret_file,
         &files,
-        &reply.peers,
+        (!moving).then_some(&reply.peers[..]),
         cluster_file.as_deref(),
     )?;
     Ok(format!(
@@ -304,14 +345,14 @@ fn write_pki(files: &PkiFiles, ca: &str, ca_key: &str, cert: &str, key: &str) ->
 }
 
 /// Writes the cluster part of `agent.toml` (creating it if it does not exist): node, listen, secret_file,
-/// `[tls]`, the peers and the cluster file; every other key stays as it was.
+/// `[tls]`, the peers (unless `None`: kept as they are) and the cluster file; every other key stays as it was.
 fn write_agent_toml(
     config_path: &Path,
     node: &str,
     listen: &str,
     secret_file: &Path,
     files: &PkiFiles,
-    peers: &[PeerEntry],
+    peers: Option<&[PeerEntry]>,
     cluster_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
@@ -329,7 +370,6 @@ fn write_agent_toml(
     doc["node"] = value(node);
     doc["listen"] = value(listen);
     doc["secret_file"] = value(secret_file.to_string_lossy().as_ref());
-    doc.remove("insecure_plain_http");
     if let Some(f) = cluster_file {
         doc["cluster_file"] = value(f.to_string_lossy().as_ref());
     }
@@ -339,14 +379,21 @@ fn write_agent_toml(
     tls["ca_file"] = value(files.ca_cert.to_string_lossy().as_ref());
     tls["ca_key_file"] = value(files.ca_key.to_string_lossy().as_ref());
     doc["tls"] = Item::Table(tls);
-    let mut list = ArrayOfTables::new();
-    for p in peers {
-        let mut t = Table::new();
-        t["name"] = value(&p.name);
-        t["url"] = value(&p.url);
-        list.push(t);
+    if let Some(peers) = peers {
+        let mut list = ArrayOfTables::new();
+        for p in peers {
+            let mut t = Table::new();
+            t["name"] = value(&p.name);
+            t["url"] = value(&p.url);
+            list.push(t);
+        }
+        doc["peers"] = Item::ArrayOfTables(list);
     }
-    doc["peers"] = Item::ArrayOfTables(list);
+    save(config_path, doc)
+}
+
+/// Checks `doc` as the agent would, then writes it.
+fn save(config_path: &Path, doc: toml_edit::DocumentMut) -> anyhow::Result<()> {
     let text = doc.to_string();
     // What the agent would refuse is refused here, before anything is replaced.
     let checked = AgentConfig::parse(config_path, &text);
@@ -355,6 +402,78 @@ fn write_agent_toml(
     }
     pki::write_private(config_path, text.as_bytes())?;
     Ok(())
+}
+
+/// The configuration at `config_path`, if the file exists (it must then be valid).
+fn existing(config_path: &Path) -> anyhow::Result<Option<AgentConfig>> {
+    let text = match std::fs::read_to_string(config_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        other => other.with_context(|| format!("reading {}", config_path.display()))?,
+    };
+    let doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("{} is not TOML", config_path.display()))?;
+    // A file with only the operator's own keys (no node yet): nothing to take from it.
+    if !doc.contains_key("node") {
+        return Ok(None);
+    }
+    Ok(Some(AgentConfig::parse(config_path, &text)?))
+}
+
+/// The `host:port` of a URL, and whether it is https.
+fn split_url(url: &str) -> anyhow::Result<(String, bool)> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("bad URL {url:?}"))?;
+    let host = parsed.host_str().context("the URL has no host")?;
+    let port = parsed.port_or_known_default().context("the URL has no port")?;
+    Ok((format!("{host}:{port}"), parsed.scheme() == "https"))
+}
+
+/// `vserver-agent secure`: the last steps of a move from plain HTTP, on each host once every host has joined
+/// and restarted: the peers' URLs become https (each peer must answer over TLS with a certificate of the
+/// cluster CA, or nothing changes); with `refuse_plain`, also `insecure_plain_http` is removed (once every
+/// host speaks https). A line to print.
+pub async fn secure(config_path: &Path, refuse_plain: bool) -> anyhow::Result<String> {
+    let config = AgentConfig::load(config_path)?;
+    let tls = config.tls.as_ref().context("no [tls]: run `vserver-agent init` or `join` first")?;
+    let loaded = super::serve::Tls::load(tls, config_path)?;
+    if loaded.ca_pem.is_none() {
+        bail!("[tls] has no ca_file: the peers cannot be checked against the cluster CA");
+    }
+    let client = super::heartbeat::peer_client(Duration::from_secs(5), Some(&loaded))?;
+    let mut not_yet = Vec::new();
+    for p in &config.peers {
+        let (at, _) = split_url(&p.url)?;
+        let url = format!("https://{at}/healthz");
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => not_yet.push(format!("{} ({at}: {})", p.name, r.status())),
+            Err(e) => not_yet.push(format!("{} ({at}: {})", p.name, failover::peer::chain(&e))),
+        }
+    }
+    if !not_yet.is_empty() {
+        bail!(
+            "these peers do not answer over TLS with a certificate of the cluster CA yet: {}; run `vserver-agent join` \
+             there and restart their agents first; nothing changed",
+            not_yet.join(", ")
+        );
+    }
+    let text = std::fs::read_to_string(config_path)?;
+    let mut doc: toml_edit::DocumentMut = text.parse()?;
+    if let Some(peers) = doc.get_mut("peers").and_then(|p| p.as_array_of_tables_mut()) {
+        for t in peers.iter_mut() {
+            if let Some(url) = t.get("url").and_then(|u| u.as_str()).map(str::to_string) {
+                let (at, _) = split_url(&url)?;
+                t["url"] = toml_edit::value(format!("https://{at}"));
+            }
+        }
+    }
+    if refuse_plain {
+        doc.remove("insecure_plain_http");
+    }
+    save(config_path, doc)?;
+    Ok(format!(
+        "{}: the peers are reached over TLS{}; restart the agent (systemctl restart vserver-agent)",
+        config_path.display(),
+        if refuse_plain { ", and plain HTTP is refused" } else { "" }
+    ))
 }
 
 /// An HTTPS client that trusts an agent only if the chain it presents holds the CA whose SHA-256 is `pin`,

@@ -45,13 +45,14 @@ enum Command {
     /// join token for each --peer. Then start this host's agent, and run `vserver-agent join TOKEN` on each
     /// other host. No certificate to make by hand.
     Init {
-        /// This host's name in the cluster (letters, digits, '.', '_', '-').
+        /// This host's name in the cluster (letters, digits, '.', '_', '-'; default: the configuration's).
         #[arg(long)]
-        node: String,
-        /// The address and port this host's agent listens on, which the others reach (e.g. 192.0.2.11:7070).
+        node: Option<String>,
+        /// The address and port this host's agent listens on, which the others reach (e.g. 192.0.2.11:7070;
+        /// default: the configuration's).
         #[arg(long)]
-        listen: std::net::SocketAddr,
-        /// Another host of the cluster, NAME=HOST:PORT (repeat for each).
+        listen: Option<std::net::SocketAddr>,
+        /// Another host of the cluster, NAME=HOST:PORT (repeat for each; default: the configuration's peers).
         #[arg(long = "peer", value_name = "NAME=HOST:PORT")]
         peers: Vec<String>,
         /// How long each join token is valid (e.g. 30m, 2h).
@@ -65,6 +66,15 @@ enum Command {
     Join {
         /// The token (vsj1.CA-HASH.SECRET.HOST:PORT).
         token: String,
+    },
+    /// The last steps of moving a running cluster from plain HTTP to TLS (docs/failover.md, runbook), on each
+    /// host once every host has joined and restarted: the peers are reached over https (each must answer over
+    /// TLS with a certificate of the cluster CA first, or nothing changes); with --refuse-plain, run on each host
+    /// after that, plain HTTP is refused too (insecure_plain_http removed). Restart the agent after each.
+    Secure {
+        /// Also remove insecure_plain_http: plain HTTP is refused.
+        #[arg(long)]
+        refuse_plain: bool,
     },
     /// Print a new one-time join token for HOST (one of this host's peers), on a host holding the cluster
     /// CA's key.
@@ -128,8 +138,8 @@ enum Command {
 /// `vserver-agent init`.
 fn init(
     config: &std::path::Path,
-    node: String,
-    listen: std::net::SocketAddr,
+    node: Option<String>,
+    listen: Option<std::net::SocketAddr>,
     peers: &[String],
     token_validity: std::time::Duration,
 ) -> ExitCode {
@@ -163,6 +173,21 @@ fn join(config: &std::path::Path, token: &str) -> ExitCode {
         Err(e) => return fail(exit::FAILED, format!("cannot start the runtime: {e}")),
     };
     match runtime.block_on(node_agent::agent::join::join(config, &token)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(exit::FAILED, format!("{e:#}")),
+    }
+}
+
+/// `vserver-agent secure`.
+fn secure(config: &std::path::Path, refuse_plain: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(exit::FAILED, format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(node_agent::agent::join::secure(config, refuse_plain)) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -346,6 +371,7 @@ fn once(cli: Cli) -> ExitCode {
         }
         Some(Command::Init { node, listen, peers, valid }) => return init(&cli.config, node, listen, &peers, valid),
         Some(Command::Join { token }) => return join(&cli.config, &token),
+        Some(Command::Secure { refuse_plain }) => return secure(&cli.config, refuse_plain),
         Some(Command::Token { host, valid }) => {
             return match node_agent::agent::join::token(&cli.config, &host, valid) {
                 Ok(token) => {
