@@ -221,7 +221,12 @@ pub fn run_demo(opts: &DemoOptions, cancel: &AtomicBool) -> Result<()> {
     crate::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(NAME), GREETING)?;
     println!("installed /etc/init.d/web (busybox httpd on port 80) as the runlevel-3 start script S50web");
 
-    step("An agent and a watchdog on every host; the cluster file names h0 primary, h1 and h2 standbys");
+    step(
+        "An agent and a watchdog on every host; the cluster file names h0 primary, h1 and h2 standbys. The cluster \
+         is formed as on real hosts: `vserver-agent init --node h0 --listen ... --peer h1=... --peer h2=...` on h0 \
+         (the cluster CA, h0's certificate, a join token per host), then `vserver-agent join TOKEN` on h1 and h2: \
+         the agents speak TLS with client certificates, and the cluster secret never travels",
+    );
     let cluster = format!("[vservers.{NAME}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\n");
     print!("cluster.toml:\n  {}", cluster.replace('\n', "\n  ").trim_end_matches(' '));
     println!(
@@ -229,7 +234,7 @@ pub fn run_demo(opts: &DemoOptions, cancel: &AtomicBool) -> Result<()> {
          {AGENT_PORT}"
     );
     let mut dogs = Watchdogs::start(&lab)?;
-    let mut agents = Agents::start_full(&lab, Timing::default(), Some(&cluster), "")?;
+    let mut agents = Agents::form(&lab, Timing::default(), Some(&cluster), |_| String::new())?;
     let all_alive = |agents: &Agents| {
         (0..3).all(|o| (0..3).filter(|p| *p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive")))
     };
@@ -380,13 +385,13 @@ fn keep(lab: &Lab, demo: &Demo, owner_now: usize, down: Option<usize>) -> Result
         "  then, in h{owner_now}'s shell: vserver-stat --cluster; vserver {NAME} status; vserver {NAME} migrate h{elsewhere}"
     );
     println!("  crash h{owner_now}: ip netns pids {} | xargs kill -9", lab.hosts[owner_now].netns.name());
-    let secret_file = lab.dir().join("cluster.secret");
+    let (home, client) = (&lab.hosts[0].dir, lab.client.netns.name());
     println!(
-        "  the API: ip netns exec {} busybox wget -qO- --header \"Authorization: Bearer $(cat {})\" \
-         http://{}:{AGENT_PORT}/v1/status",
-        lab.client.netns.name(),
-        secret_file.display(),
-        lab.hosts[0].addr
+        "  the API (TLS, the cluster CA of h0's init): ip netns exec {client} curl -s --cacert {ca} -H \
+         \"Authorization: Bearer $(head -1 {secret})\" https://{}:{AGENT_PORT}/v1/status",
+        lab.hosts[0].addr,
+        ca = home.join("pki/ca.pem").display(),
+        secret = home.join("cluster.secret").display(),
     );
     println!(
         "  agent logs: {}",

@@ -26,6 +26,7 @@
 pub mod agents;
 pub mod arp;
 pub mod bench;
+pub mod capture;
 mod cleanup;
 pub mod delay;
 pub mod demo;

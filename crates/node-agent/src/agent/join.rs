@@ -194,7 +194,8 @@ pub fn init(config_path: &Path, args: &InitArgs) -> anyhow::Result<Vec<String>> 
     if peers_given.is_empty() {
         if let Some(c) = &existing {
             for p in &c.peers {
-                let (at, _) = split_url(&p.url).with_context(|| format!("peer {} in {}", p.name, config_path.display()))?;
+                let (at, _) =
+                    split_url(&p.url).with_context(|| format!("peer {} in {}", p.name, config_path.display()))?;
                 peers_given.push((p.name.clone(), at));
             }
         }
