@@ -57,6 +57,7 @@ impl Capture {
                 // SAFETY: an address of the right size for AF_PACKET, and a buffer of `buf.len()` bytes.
                 let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
                 let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                // SAFETY: as above.
                 let n = unsafe {
                     libc::recvfrom(
                         socket.as_raw_fd(),
@@ -68,7 +69,7 @@ impl Capture {
                     )
                 };
                 // Each frame once: as it enters the switch from a port, not again as it leaves by another.
-                if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+                if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
                     frames.push(buf[..n as usize].to_vec());
                 }
             }
@@ -106,6 +107,7 @@ fn packet_socket() -> Result<OwnedFd> {
     if fd < 0 {
         bail!("cannot open a packet socket: {}", std::io::Error::last_os_error());
     }
+    // SAFETY: a descriptor just opened, owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let size: libc::c_int = 32 << 20;
     let timeout = libc::timeval { tv_sec: 0, tv_usec: 100_000 };

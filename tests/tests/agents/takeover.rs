@@ -55,8 +55,18 @@ pub(crate) fn synced_on_h0<'lab>(
     prefix: &str,
     extra: &str,
 ) -> (Agents<'lab>, Watchdogs<'lab>, String, std::net::Ipv4Addr) {
+    synced_on_h0_timed(lab, prefix, extra, crate::FAST)
+}
+
+/// [`synced_on_h0`] with the agents' heartbeat timing `timing`.
+pub(crate) fn synced_on_h0_timed<'lab>(
+    lab: &'lab Lab,
+    prefix: &str,
+    extra: &str,
+    timing: vserver_lab::agents::Timing,
+) -> (Agents<'lab>, Watchdogs<'lab>, String, std::net::Ipv4Addr) {
     let dogs = Watchdogs::start(lab).unwrap();
-    let (agents, name, addr) = placed_on_h0(lab, prefix, extra, true);
+    let (agents, name, addr) = crate::placed_on_h0_timed(lab, prefix, extra, true, timing);
     assert!(wait_for(PATIENCE, || owner(&agents, 0, &name).is_some_and(|o| o.0 == "h0")).is_some());
     write_page(lab, 0, &name, "synced");
     let out = vserver(lab, 0, &[&name, "sync"], false);
@@ -325,7 +335,10 @@ fn a_200_ms_delay_on_every_link_moves_nothing() {
         return;
     }
     let lab = Lab::new(3).unwrap();
-    let (agents, _dogs, name, addr) = synced_on_h0(&lab, "td", "");
+    // The product's default timing, whose heartbeat timeout (1 s) covers a new connection's two round trips of
+    // 400 ms; the tests' fast timing (a 600 ms timeout) does not, and a heartbeat cut short by a stall of the
+    // machine could then never be sent again until the delay ends.
+    let (agents, _dogs, name, addr) = synced_on_h0_timed(&lab, "td", "", vserver_lab::agents::Timing::default());
     let epoch = owner(&agents, 1, &name).unwrap().1;
     let sampler = Sampler::start(&lab, &name);
     {
