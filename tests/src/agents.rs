@@ -260,6 +260,23 @@ impl<'lab> Agents<'lab> {
         &self.secret
     }
 
+    /// Spawns `bin` as the agent from now on (another release's, for an upgrade).
+    pub fn use_agent_bin(&mut self, bin: PathBuf) {
+        self.bin = bin;
+    }
+
+    /// Rewrites host `i`'s configuration with `f` (read when its agent next starts).
+    pub fn edit_config(&self, i: usize, f: impl FnOnce(String) -> String) -> Result<()> {
+        let text = fs::read_to_string(&self.configs[i])?;
+        fs::write(&self.configs[i], f(text))?;
+        Ok(())
+    }
+
+    /// Makes the helpers' requests over TLS, trusting the cluster CA of `ca_pem` (none: plain HTTP).
+    pub fn use_tls(&mut self, ca_pem: Option<String>) {
+        self.ca_pem = ca_pem;
+    }
+
     /// Makes the helpers' requests with `secret` from now on (after the test rotated the cluster secret).
     pub fn use_secret(&mut self, secret: &str) {
         self.secret = secret.to_string();

@@ -24,12 +24,18 @@ pub fn watchdog_bin() -> Option<PathBuf> {
 pub struct Watchdogs<'lab> {
     lab: &'lab Lab,
     procs: Vec<Option<Child>>,
+    bin: Option<PathBuf>,
 }
 
 impl<'lab> Watchdogs<'lab> {
     /// Starts one on every host and waits until each listens.
     pub fn start(lab: &'lab Lab) -> Result<Self> {
-        let mut dogs = Watchdogs { lab, procs: (0..lab.hosts.len()).map(|_| None).collect() };
+        Self::start_with(lab, None)
+    }
+
+    /// Like [`Watchdogs::start`], with the watchdog `bin` (another release's) instead of this build's.
+    pub fn start_with(lab: &'lab Lab, bin: Option<PathBuf>) -> Result<Self> {
+        let mut dogs = Watchdogs { lab, procs: (0..lab.hosts.len()).map(|_| None).collect(), bin };
         for i in 0..lab.hosts.len() {
             dogs.spawn(i)?;
         }
@@ -42,7 +48,10 @@ impl<'lab> Watchdogs<'lab> {
         let host = &self.lab.hosts[i];
         let socket = host.run_dir.join("watchdog.sock");
         let _ = std::fs::remove_file(&socket);
-        let bin = watchdog_bin().context("no vserver-watchdog beside vserver-agent")?;
+        let bin = match &self.bin {
+            Some(b) => b.clone(),
+            None => watchdog_bin().context("no vserver-watchdog beside vserver-agent")?,
+        };
         let child = host.command(bin).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
         self.procs[i] = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -35,6 +35,7 @@ pub mod flood;
 mod lab;
 mod names;
 mod netns;
+pub mod previous;
 mod probe;
 mod root;
 mod tmpfs;

@@ -106,11 +106,39 @@ impl Peers for PeerClient {
     }
 }
 
-/// Adds `secret` as a bearer token, when one is sent (none: the client's certificate stands for it).
-pub fn with_bearer(request: reqwest::RequestBuilder, secret: Option<&str>) -> reqwest::RequestBuilder {
-    match secret {
-        Some(secret) => request.bearer_auth(secret),
-        None => request,
+/// How a host authenticates its requests to its peers: the cluster secret as a bearer token, except over
+/// https when its client certificate (signed by the cluster CA) stands for it, so that the secret never
+/// travels. Over plain HTTP (a cluster moving to TLS), the secret is sent.
+#[derive(Clone)]
+pub struct Credentials {
+    secret: Arc<str>,
+    certified: bool,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("certified", &self.certified).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// `secret`, and whether the client presents a certificate the peers admit.
+    pub fn new(secret: &str, certified: bool) -> Self {
+        Self { secret: secret.into(), certified }
+    }
+
+    /// Whether a request to `url` carries the secret.
+    pub fn sends_secret(&self, url: &str) -> bool {
+        !(self.certified && url.starts_with("https://"))
+    }
+
+    /// `request` (to `url`) with the secret as a bearer token, when it is sent.
+    pub fn apply(&self, request: reqwest::RequestBuilder, url: &str) -> reqwest::RequestBuilder {
+        if self.sends_secret(url) {
+            request.bearer_auth(&*self.secret)
+        } else {
+            request
+        }
     }
 }
 
@@ -118,8 +146,8 @@ pub fn with_bearer(request: reqwest::RequestBuilder, secret: Option<&str>) -> re
 #[derive(Clone)]
 pub struct PeerClient {
     client: reqwest::Client,
-    /// The secret sent as a bearer token (none when the client's certificate stands for it).
-    secret: Option<Arc<str>>,
+    /// How requests are authenticated.
+    credentials: Credentials,
     /// Each peer's base URL (no trailing slash), by name.
     urls: Arc<BTreeMap<String, String>>,
 }
@@ -131,15 +159,15 @@ impl std::fmt::Debug for PeerClient {
 }
 
 impl PeerClient {
-    /// A client sending with `client` (its TLS settings and pool), authenticated with `secret` (none: by the
-    /// client certificate of `client`), to the peers `urls` (name, base URL).
+    /// A client sending with `client` (its TLS settings and pool), authenticated by `credentials`, to the peers
+    /// `urls` (name, base URL).
     pub fn new(
         client: reqwest::Client,
-        secret: Option<&str>,
+        credentials: Credentials,
         urls: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
         let urls = urls.into_iter().map(|(name, url)| (name, url.trim_end_matches('/').to_string())).collect();
-        Self { client, secret: secret.map(Arc::from), urls: Arc::new(urls) }
+        Self { client, credentials, urls: Arc::new(urls) }
     }
 
     /// The underlying HTTP client (shared with the ownership table's transport).
@@ -159,8 +187,8 @@ impl PeerClient {
 
     fn request(&self, method: reqwest::Method, host: &str, path: &str) -> Result<reqwest::RequestBuilder, Unreachable> {
         let base = self.url(host).ok_or_else(|| Unreachable(format!("{host} is not a peer of this host")))?;
-        let request = self.client.request(method, format!("{base}{path}"));
-        Ok(with_bearer(request, self.secret.as_deref()))
+        let url = format!("{base}{path}");
+        Ok(self.credentials.apply(self.client.request(method, &url), &url))
     }
 
     /// Sends and reads the answer's status and body.
@@ -377,10 +405,25 @@ mod tests {
     }
 
     fn client(url: String) -> PeerClient {
-        PeerClient::new(reqwest::Client::new(), Some("s3cret"), [("h1".to_string(), format!("{url}/"))])
+        PeerClient::new(
+            reqwest::Client::new(),
+            Credentials::new("s3cret", false),
+            [("h1".to_string(), format!("{url}/"))],
+        )
     }
 
     const PROBE: ProbeRequest = ProbeRequest { host: String::new(), silent_ms: 1, promise_ms: 1 };
+
+    #[test]
+    fn the_secret_travels_only_where_no_certificate_stands_for_it() {
+        let certified = Credentials::new("s3cret", true);
+        assert!(!certified.sends_secret("https://192.0.2.12:7070/v1/heartbeat"));
+        // A peer still on plain HTTP (a cluster moving to TLS) needs it.
+        assert!(certified.sends_secret("http://192.0.2.12:7070/v1/heartbeat"));
+        let plain = Credentials::new("s3cret", false);
+        assert!(plain.sends_secret("https://192.0.2.12:7070/v1/heartbeat"));
+        assert!(!format!("{certified:?}").contains("s3cret"), "never in a log line");
+    }
 
     #[tokio::test]
     async fn a_refusal_is_told_apart_from_no_answer() {

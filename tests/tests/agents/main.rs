@@ -16,6 +16,7 @@ mod replication;
 mod supervision;
 mod takeover;
 mod takeover_decisions;
+mod upgrade;
 mod watchdog;
 mod wire;
 

@@ -235,9 +235,9 @@ pub struct OwnershipConfig {
     pub secret: String,
     /// Further secrets accepted from members (a rotation under way); this member sends `secret`.
     pub also_accepted: Vec<String>,
-    /// Whether this member sends `secret` to the others: not when its client presents a certificate the
-    /// cluster CA signed, which the others admit instead (the secret then never travels).
-    pub send_secret: bool,
+    /// Whether this member's client presents a certificate the cluster CA signed, which the others admit
+    /// instead of the secret over https (the secret then never travels there).
+    pub certified: bool,
     /// The HTTP client for peers (the agent passes its own, configured with TLS).
     pub client: reqwest::Client,
     /// Raft timing.
@@ -253,7 +253,7 @@ impl OwnershipConfig {
             members,
             secret: secret.into(),
             also_accepted: Vec::new(),
-            send_secret: true,
+            certified: false,
             client: reqwest::Client::new(),
             timing: Timing::default(),
         }
@@ -362,8 +362,8 @@ struct Inner {
     timing: Timing,
     secret: Arc<str>,
     also_accepted: Vec<String>,
-    /// The secret this member sends, if it sends one.
-    bearer: Option<Arc<str>>,
+    /// How this member authenticates its requests.
+    credentials: crate::peer::Credentials,
     client: reqwest::Client,
     raft: OwnershipRaft,
     applied: Arc<RwLock<Applied>>,
@@ -423,10 +423,10 @@ impl Ownership {
         .validate()
         .map_err(|source| OwnershipError::Timing { source: Box::new(source) })?;
         let secret: Arc<str> = Arc::from(config.secret.as_str());
-        let bearer = config.send_secret.then(|| secret.clone());
+        let credentials = crate::peer::Credentials::new(&secret, config.certified);
         let network = HttpNetwork {
             client: config.client.clone(),
-            bearer: bearer.clone(),
+            credentials: credentials.clone(),
             timeout: Duration::from_millis(t.rpc_timeout_ms),
             urls: Arc::new(config.members.iter().map(|m| (m.id, m.url.clone())).collect()),
         };
@@ -445,7 +445,7 @@ impl Ownership {
                 timing: config.timing,
                 secret,
                 also_accepted: config.also_accepted,
-                bearer,
+                credentials,
                 client: config.client,
                 raft,
                 applied,
@@ -499,9 +499,11 @@ impl Ownership {
     async fn a_peer_is_initialized(&self) -> bool {
         let inner = &self.inner;
         let probes = inner.members.iter().filter(|m| m.id != inner.node_id).map(|m| {
-            let request =
-                crate::peer::with_bearer(inner.client.get(route_url(&m.url, "metrics")), inner.bearer.as_deref())
-                    .timeout(Duration::from_millis(inner.timing.rpc_timeout_ms));
+            let url = route_url(&m.url, "metrics");
+            let request = inner
+                .credentials
+                .apply(inner.client.get(&url), &url)
+                .timeout(Duration::from_millis(inner.timing.rpc_timeout_ms));
             async move {
                 match request.send().await {
                     Ok(r) if r.status().is_success() => r.json::<MetricsSummary>().await.is_ok_and(|m| m.initialized),
@@ -707,14 +709,9 @@ impl Ownership {
 
     /// Sends the proposal to the leader's `/v1/raft/propose`.
     async fn forward(&self, leader: &HostNode, command: &Command, limit: Duration) -> Attempt {
-        let sent = crate::peer::with_bearer(
-            self.inner.client.post(route_url(&leader.url, "propose")),
-            self.inner.bearer.as_deref(),
-        )
-        .timeout(limit)
-        .json(command)
-        .send()
-        .await;
+        let url = route_url(&leader.url, "propose");
+        let sent =
+            self.inner.credentials.apply(self.inner.client.post(&url), &url).timeout(limit).json(command).send().await;
         let response = match sent {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {

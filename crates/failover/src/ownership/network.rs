@@ -36,8 +36,8 @@ pub(crate) struct HttpStatusError {
 #[derive(Clone)]
 pub(crate) struct HttpNetwork {
     pub(crate) client: reqwest::Client,
-    /// The secret sent as a bearer token (none when the client's certificate stands for it).
-    pub(crate) bearer: Option<Arc<str>>,
+    /// How requests are authenticated.
+    pub(crate) credentials: crate::peer::Credentials,
     pub(crate) timeout: Duration,
     /// The URLs this host's configuration gives its members: they win over the URL a member was recorded
     /// with in the membership (written by whichever host formed the cluster, from its own configuration).
@@ -81,7 +81,10 @@ impl PeerClient {
         // slow answer into `Unreachable` (which backs off for half a second and could let a follower's
         // election timer run out).
         let timeout = self.net.timeout;
-        let response = crate::peer::with_bearer(self.net.client.post(&url), self.net.bearer.as_deref())
+        let response = self
+            .net
+            .credentials
+            .apply(self.net.client.post(&url), &url)
             .header(TARGET_HEADER, self.target.to_string())
             .timeout(timeout)
             .json(request)

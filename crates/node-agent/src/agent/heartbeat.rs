@@ -78,12 +78,12 @@ pub fn peer_client(timeout: Duration, tls: Option<&Tls>) -> reqwest::Result<reqw
 async fn send_heartbeat(
     client: &reqwest::Client,
     peer_url: &str,
-    secret: Option<&str>,
+    credentials: &failover::peer::Credentials,
     signed: &SignedHeartbeat,
 ) -> Result<Duration, SendError> {
     let url = format!("{}/v1/heartbeat", peer_url.trim_end_matches('/'));
     let sent = Instant::now();
-    let response = failover::peer::with_bearer(client.post(url), secret).json(signed).send().await?;
+    let response = credentials.apply(client.post(&url), &url).json(signed).send().await?;
     let status = response.status();
     // Read the answer to its end so the connection goes back to the pool.
     response.bytes().await?;
@@ -96,17 +96,16 @@ async fn send_heartbeat(
 }
 
 /// Sends a heartbeat (signed with `membership`'s key, carrying `supervisor`'s summaries) to every peer of
-/// `config` at every interval through `client` (see [`heartbeat_client`]), with `secret` as a bearer token
-/// (none when the client's certificate stands for it), until aborted. Each peer gets its own task, so a slow
-/// or unreachable peer never delays the others; the tasks end with this one.
+/// `config` at every interval through `client` (see [`heartbeat_client`]), authenticated by `credentials`,
+/// until aborted. Each peer gets its own task, so a slow or unreachable peer never delays the others; the tasks
+/// end with this one.
 pub async fn run_sender(
     client: reqwest::Client,
     config: AgentConfig,
-    secret: Option<String>,
+    credentials: failover::peer::Credentials,
     membership: Arc<Membership>,
     supervisor: Supervisor,
 ) {
-    let secret: Option<Arc<str>> = secret.map(Arc::from);
     let mut interval = tokio::time::interval(config.heartbeat.interval());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Dropped (and so aborted) with this future, so no send outlives the sender.
@@ -119,11 +118,11 @@ pub async fn run_sender(
         let signed = Arc::new(membership.sign(&hb));
         for peer in &config.peers {
             let (membership, client, signed) = (Arc::clone(&membership), client.clone(), Arc::clone(&signed));
-            let secret = secret.clone();
+            let credentials = credentials.clone();
             let (name, url) = (peer.name.clone(), peer.url.clone());
             let seq = hb.seq;
             in_flight.spawn(async move {
-                match send_heartbeat(&client, &url, secret.as_deref(), &signed).await {
+                match send_heartbeat(&client, &url, &credentials, &signed).await {
                     Ok(rtt) => membership.record_rtt(&name, rtt),
                     Err(e) => tracing::debug!(peer = %name, seq, error = %e, "heartbeat not delivered"),
                 }
@@ -243,7 +242,7 @@ mod tests {
         let hb = m.next_heartbeat(vec![]);
         let s = m.sign(&hb);
         let client = heartbeat_client(Duration::from_secs(2), None).unwrap();
-        let rtt = send_heartbeat(&client, &url, Some(SECRET), &s).await.unwrap();
+        let rtt = send_heartbeat(&client, &url, &failover::peer::Credentials::new(SECRET, false), &s).await.unwrap();
         assert!(rtt < Duration::from_secs(2));
         let request = served.await.unwrap();
         assert!(request.starts_with("POST /v1/heartbeat HTTP/1.1\r\n"), "{request}");
@@ -258,7 +257,7 @@ mod tests {
         let m = membership();
         let s = m.sign(&m.next_heartbeat(vec![]));
         let client = heartbeat_client(Duration::from_secs(2), None).unwrap();
-        let refused = send_heartbeat(&client, &url, Some(SECRET), &s).await;
+        let refused = send_heartbeat(&client, &url, &failover::peer::Credentials::new(SECRET, false), &s).await;
         assert!(matches!(refused, Err(SendError::Refused(reqwest::StatusCode::FORBIDDEN))), "{refused:?}");
         served.await.unwrap();
 
@@ -267,7 +266,7 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let client = heartbeat_client(Duration::from_millis(100), None).unwrap();
         let started = Instant::now();
-        let silent = send_heartbeat(&client, &url, Some(SECRET), &s).await;
+        let silent = send_heartbeat(&client, &url, &failover::peer::Credentials::new(SECRET, false), &s).await;
         assert!(matches!(silent, Err(SendError::Transport(_))), "{silent:?}");
         assert!(started.elapsed() < Duration::from_secs(1));
         drop(listener);

@@ -209,7 +209,9 @@ pub fn init(config_path: &Path, args: &InitArgs) -> anyhow::Result<Vec<String>> 
             bail!("--peer {name}={at}: the address must be HOST:PORT (e.g. 192.0.2.12:7070)");
         }
     }
-    let secret_file = config_dir(config_path).join("cluster.secret");
+    // A running cluster keeps its secret where its configuration says.
+    let secret_file =
+        existing.as_ref().map_or_else(|| config_dir(config_path).join("cluster.secret"), |c| c.secret_file.clone());
     if !secret_file.exists() {
         let secret = base64::engine::general_purpose::STANDARD.encode(pki::random::<32>()?);
         pki::write_private(&secret_file, format!("{secret}\n").as_bytes())?;
@@ -303,8 +305,9 @@ pub async fn join(config_path: &Path, token: &JoinToken) -> anyhow::Result<Strin
         bail!("the CA received is not the one the token names: nothing written");
     }
     let dir = config_dir(config_path);
-    let moving = existing(config_path)?.is_some_and(|c| c.insecure_plain_http);
-    let secret_file = dir.join("cluster.secret");
+    let existing = existing(config_path)?;
+    let moving = existing.as_ref().is_some_and(|c| c.insecure_plain_http);
+    let secret_file = existing.map_or_else(|| dir.join("cluster.secret"), |c| c.secret_file);
     pki::write_private(&secret_file, reply.secret_text.as_bytes())?;
     let cluster_file = match &reply.cluster_toml {
         // A host of a running cluster keeps its own cluster file.

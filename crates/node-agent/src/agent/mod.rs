@@ -159,7 +159,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let heartbeats = tokio::spawn(heartbeat::run_sender(
         client,
         agent.config.clone(),
-        node::bearer(agent.tls.as_ref(), &agent.secret).map(str::to_string),
+        node::credentials(agent.tls.as_ref(), &agent.secret),
         Arc::clone(&agent.membership),
         agent.supervisor.clone(),
     ));

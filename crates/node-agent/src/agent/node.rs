@@ -81,7 +81,7 @@ impl Agent {
         let http = heartbeat::peer_client(std::time::Duration::from_secs(30), tls.as_ref())
             .context("building the HTTP client for peers")?;
         let urls = config.peers.iter().map(|p| (p.name.clone(), p.url.clone()));
-        let peers = failover::peer::PeerClient::new(http, bearer(tls.as_ref(), &secret), urls);
+        let peers = failover::peer::PeerClient::new(http, credentials(tls.as_ref(), &secret), urls);
         let admission = serve::Admission::new(peer_addresses(&config).await);
         let mutual = tls.as_ref().is_some_and(|t| t.ca_pem.is_some());
         let ownership = open_ownership(&config, tls.is_some(), mutual, &peers, &accepted_secrets).await?;
@@ -313,7 +313,7 @@ async fn open_ownership(
     );
     own.client = peers.http().clone();
     own.also_accepted = accepted_secrets[1..].to_vec();
-    own.send_secret = !mutual;
+    own.certified = mutual;
     Ownership::open(own).await.context("opening the ownership table")
 }
 
@@ -334,11 +334,8 @@ async fn peer_addresses(config: &AgentConfig) -> Vec<std::net::IpAddr> {
     found
 }
 
-/// The secret this agent sends its peers as a bearer token: none with mutual TLS (a cluster CA configured),
-/// where its certificate stands for it and the secret never travels.
-pub fn bearer<'a>(tls: Option<&serve::Tls>, secret: &'a str) -> Option<&'a str> {
-    match tls {
-        Some(t) if t.ca_pem.is_some() => None,
-        _ => Some(secret),
-    }
+/// How this agent authenticates its requests to its peers: with mutual TLS (a cluster CA configured), its
+/// certificate stands for the secret over https, and the secret never travels there.
+pub fn credentials(tls: Option<&serve::Tls>, secret: &str) -> failover::peer::Credentials {
+    failover::peer::Credentials::new(secret, tls.is_some_and(|t| t.ca_pem.is_some()))
 }

@@ -823,8 +823,9 @@ impl Replication {
             "--io-timeout".into(),
             self.io_timeout.as_secs().to_string(),
         ];
-        // With a cluster CA, the certificate stands for the secret, which then never travels.
-        if self.tls.as_ref().is_none_or(|t| t.ca_file.is_none()) {
+        // With a cluster CA, the certificate stands for the secret over https, which then never travels.
+        let certified = self.tls.as_ref().is_some_and(|t| t.ca_file.is_some());
+        if !(certified && url.starts_with("https://")) {
             parts.extend(["--secret-file".into(), quote(&self.secret_file.to_string_lossy())]);
         }
         if let Some(tls) = &self.tls {
