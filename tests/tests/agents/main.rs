@@ -16,7 +16,7 @@ mod replication;
 mod supervision;
 mod takeover;
 mod takeover_decisions;
-mod upgrade;
+pub(crate) mod upgrade;
 mod watchdog;
 mod wire;
 

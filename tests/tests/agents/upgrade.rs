@@ -18,7 +18,7 @@ fn vserver_of(lab: &Lab, bin: &Path, i: usize, args: &[&str]) -> std::process::O
 
 /// Restarts host `i`'s agent as `systemctl restart` does (SIGTERM, its exit, a new start), then waits until
 /// every host sees every other alive and h0 holds its lease again.
-fn restart(agents: &mut Agents, i: usize) {
+pub(crate) fn restart(agents: &mut Agents, i: usize) {
     assert!(agents.stop(i, Duration::from_secs(10)), "h{i}'s agent left by itself");
     agents.spawn(i).unwrap();
     let back = wait_for(PATIENCE, || {
@@ -29,7 +29,7 @@ fn restart(agents: &mut Agents, i: usize) {
 }
 
 /// `vserver-agent --config CONFIG ARGS` of this build, from host `i`'s namespace.
-fn agent_cmd(lab: &Lab, agents: &Agents, i: usize, args: &[&str]) -> String {
+pub(crate) fn agent_cmd(lab: &Lab, agents: &Agents, i: usize, args: &[&str]) -> String {
     let bin = vserver_lab::agents::agent_bin().unwrap();
     let out = lab.hosts[i].command(bin).arg("--config").arg(agents.config(i)).args(args).output().unwrap();
     assert!(out.status.success(), "h{i}: vserver-agent {args:?}: {}", text(&out));

@@ -194,3 +194,64 @@ fn a_sniffer_on_the_cluster_network_finds_no_secret_and_nothing_it_replays_is_ta
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A host certificate renewed and the cluster CA rotated, host by host with the agents restarted after each
+/// step, as the runbook says: the vserver never stops nor moves, and at the end only the new CA is trusted.
+#[test]
+fn the_cluster_ca_is_rotated_host_by_host_without_a_stop() {
+    if skip_unless_root("the_cluster_ca_is_rotated_host_by_host_without_a_stop") {
+        return;
+    }
+    use crate::upgrade::{agent_cmd, restart};
+    let lab = Lab::new(3).unwrap();
+    let _dogs = Watchdogs::start(&lab).unwrap();
+    let name = vserver_lab::unique("wr");
+    let addr = lab.free_addr(0);
+    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "wr").unwrap();
+    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
+    let mut agents = Agents::form(&lab, crate::FAST, Some(&cluster), |_| String::new()).unwrap();
+    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
+    assert!(wait_for(PATIENCE, || vserver(&lab, 0, &[&name, "start"], false).status.success()).is_some());
+    assert!(vserver(&lab, 0, &[&name, "sync"], false).status.success());
+    assert!(wait_for(PATIENCE, || crate::owner(&agents, 1, &name).is_some_and(|o| o.0 == "h0")).is_some());
+    let epoch = crate::owner(&agents, 1, &name).unwrap().1;
+    let ca_of = |i: usize| std::fs::read_to_string(lab.hosts[i].dir.join("pki/ca.pem")).unwrap();
+    let first_ca = ca_of(0);
+    let sampler = vserver_lab::faults::Sampler::start(&lab, &name);
+
+    // A renewal alone first.
+    agent_cmd(&lab, &agents, 2, &["renew"]);
+    restart(&mut agents, 2);
+    // The rotation.
+    agent_cmd(&lab, &agents, 0, &["ca", "new"]);
+    agents.use_tls(Some(ca_of(0)));
+    restart(&mut agents, 0);
+    for i in [1, 2] {
+        agent_cmd(&lab, &agents, i, &["ca", "sync", "--from", "h0"]);
+        restart(&mut agents, i);
+    }
+    for i in [0, 1, 2] {
+        agent_cmd(&lab, &agents, i, &["renew"]);
+        restart(&mut agents, i);
+    }
+    let new_ca = ca_of(0).split_inclusive("-----END CERTIFICATE-----\n").next().unwrap().to_string();
+    agents.use_tls(Some(new_ca.clone()));
+    for i in [0, 1, 2] {
+        agent_cmd(&lab, &agents, i, &["ca", "retire"]);
+        restart(&mut agents, i);
+    }
+    for i in 0..3 {
+        assert_eq!(ca_of(i), new_ca, "h{i} trusts the new CA alone");
+        assert_eq!(agents.status(i).unwrap()["node"]["wire"]["mode"], "mutual_tls");
+    }
+    assert_ne!(new_ca, first_ca);
+    let seen = sampler.finish();
+    assert_eq!(seen.changes.len(), 1, "it never stopped nor moved: {:?}\nh0:\n{}", seen.changes, agents.log(0));
+    assert_eq!(crate::owner(&agents, 1, &name), Some(("h0".to_string(), epoch)));
+    for i in 0..3 {
+        assert!(!agents.log(i).contains("lease lost"), "h{i} never fenced:\n{}", agents.log(i));
+    }
+    assert!(vserver(&lab, 0, &[&name, "sync"], false).status.success(), "replication on the new certificates");
+}

@@ -209,6 +209,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/hosts/{host}/restore", post(restore_start))
         .route("/v1/hosts/{host}/evacuation", get(evacuation_status))
         .route("/v1/events", get(events))
+        .route("/v1/pki", get(pki_get))
         .route_layer(middleware::from_fn(bounded));
     // Long by nature (a start runs its scripts, a sync copies a tree): bounded by their own timeouts.
     let lifecycle = Router::new()
@@ -297,6 +298,19 @@ fn parse_name(name: &str) -> Result<VserverName, ApiError> {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// `GET /v1/pki`: the CA bundle this host trusts and the CA key that signs, for a peer's `vserver-agent ca
+/// sync` during a CA rotation; to a connection certified by the cluster CA alone (never to a token).
+async fn pki_get(State(agent): State<Arc<Agent>>, request: Request) -> Result<Response, ApiError> {
+    let certified = request.extensions().get::<Connection>().is_some_and(|c| c.certified);
+    if !certified {
+        return Err(ApiError::Conflict(
+            "the cluster CA's key is given only to a peer presenting its certificate (vserver-agent ca sync)".into(),
+        ));
+    }
+    let reply = super::rotate::pki_reply(&agent.config).map_err(|e| ApiError::Conflict(format!("{e:#}")))?;
+    Ok(Json(reply).into_response())
 }
 
 /// `POST /v1/join`: signs a joining host's certificate for its one-time token and gives it what it needs to

@@ -20,6 +20,7 @@ pub mod nofile;
 pub mod page;
 pub mod pki;
 pub mod replication;
+pub mod rotate;
 pub mod serve;
 pub mod supervisor;
 pub mod takeover;

@@ -91,9 +91,15 @@ impl Ca {
         Ok(Self { cert_pem: issuer.pem(), key_pem: key.serialize_pem(), issuer, key })
     }
 
-    /// The CA of `cert_pem` and `key_pem` (as written by [`Ca::create`]).
-    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+    /// The CA of `key_pem` whose certificate is in `bundle_pem` (one or more CA certificates, as during a
+    /// rotation: written by [`Ca::create`] and `vserver-agent ca new`).
+    pub fn load(bundle_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem).map_err(|e| err(format!("the CA's key: {e}")))?;
+        let cert_pem = certificates(bundle_pem)?
+            .into_iter()
+            .find(|pem| public_key_der(pem).is_ok_and(|spki| spki == key.public_key_der()))
+            .ok_or_else(|| err("no certificate of the CA file is the CA key's"))?;
+        let cert_pem = cert_pem.as_str();
         let params =
             CertificateParams::from_ca_cert_pem(cert_pem).map_err(|e| err(format!("the CA's certificate: {e}")))?;
         let issuer = params.self_signed(&key).map_err(|e| err(format!("the CA's key does not sign: {e}")))?;
@@ -128,6 +134,36 @@ impl Ca {
         let cert = params.signed_by(&public, &self.issuer, &self.key).map_err(|e| err(format!("cannot sign: {e}")))?;
         Ok(format!("{}{}", cert.pem(), self.cert_pem))
     }
+}
+
+/// Each certificate of `bundle_pem`, as PEM.
+pub fn certificates(bundle_pem: &str) -> Result<Vec<String>, PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut out = Vec::new();
+    for der in rustls::pki_types::CertificateDer::pem_slice_iter(bundle_pem.as_bytes()) {
+        let der = der.map_err(|e| err(format!("not PEM certificates: {e}")))?;
+        out.push(pem_of(der.as_ref()));
+    }
+    Ok(out)
+}
+
+/// A DER certificate as PEM.
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+}
+
+/// The public key (DER SubjectPublicKeyInfo) of the first certificate of `pem`.
+fn public_key_der(pem: &str) -> Result<Vec<u8>, PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::FromDer;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| err(format!("not a PEM certificate: {e}")))?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der.as_ref())
+        .map_err(|e| err(format!("not an X.509 certificate: {e}")))?;
+    Ok(cert.public_key().raw.to_vec())
 }
 
 /// A host's new key pair: its PEM, and its public key (DER SubjectPublicKeyInfo) to be certified.

@@ -37,6 +37,21 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// The steps of a CA rotation.
+#[derive(Debug, clap::Subcommand)]
+enum CaStep {
+    /// Make the next CA: trusted beside the current one here, and signing from now on.
+    New,
+    /// Trust and keep the CAs of HOST (where `ca new` ran), fetched over TLS with this host's certificate.
+    Sync {
+        /// The host where `ca new` ran.
+        #[arg(long)]
+        from: String,
+    },
+    /// Trust only the CA that signs now (once every host ran `renew`).
+    Retire,
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Form a new cluster on this host: make the cluster secret (unless --config's directory has one), the
@@ -75,6 +90,17 @@ enum Command {
         /// Also remove insecure_plain_http: plain HTTP is refused.
         #[arg(long)]
         refuse_plain: bool,
+    },
+    /// A new key and certificate for this host (its name and address as configured), signed by the cluster CA
+    /// key it holds: before the certificate expires (see the status page or the metric
+    /// vserver_agent_certificate_expiry_timestamp_seconds), or during a CA rotation. Restart the agent after.
+    Renew,
+    /// Rotate the cluster CA, host by host, the agents running (docs/failover.md, runbook): `ca new` on one
+    /// host, `ca sync --from THAT-HOST` on each other, then `renew` on each, then `ca retire` on each; restart
+    /// the agent after each step.
+    Ca {
+        #[command(subcommand)]
+        step: CaStep,
     },
     /// Print a new one-time join token for HOST (one of this host's peers), on a host holding the cluster
     /// CA's key.
@@ -188,6 +214,17 @@ fn secure(config: &std::path::Path, refuse_plain: bool) -> ExitCode {
         Err(e) => return fail(exit::FAILED, format!("cannot start the runtime: {e}")),
     };
     match runtime.block_on(node_agent::agent::join::secure(config, refuse_plain)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(exit::FAILED, format!("{e:#}")),
+    }
+}
+
+/// Prints what a one-shot step said, or fails with its error.
+fn said(result: anyhow::Result<String>) -> ExitCode {
+    match result {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -372,6 +409,16 @@ fn once(cli: Cli) -> ExitCode {
         Some(Command::Init { node, listen, peers, valid }) => return init(&cli.config, node, listen, &peers, valid),
         Some(Command::Join { token }) => return join(&cli.config, &token),
         Some(Command::Secure { refuse_plain }) => return secure(&cli.config, refuse_plain),
+        Some(Command::Renew) => return said(node_agent::agent::rotate::renew(&cli.config)),
+        Some(Command::Ca { step: CaStep::New }) => return said(node_agent::agent::rotate::ca_new(&cli.config)),
+        Some(Command::Ca { step: CaStep::Retire }) => return said(node_agent::agent::rotate::ca_retire(&cli.config)),
+        Some(Command::Ca { step: CaStep::Sync { from } }) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return fail(exit::FAILED, format!("cannot start the runtime: {e}")),
+            };
+            return said(runtime.block_on(node_agent::agent::rotate::ca_sync(&cli.config, &from)));
+        }
         Some(Command::Token { host, valid }) => {
             return match node_agent::agent::join::token(&cli.config, &host, valid) {
                 Ok(token) => {
