@@ -385,7 +385,8 @@ fn measure(opts: &ReplicateOptions, cancel: &AtomicBool) -> Result<ReplicateRepo
         "[vservers.{big}]\nprimary = \"h0\"\nstandbys = [\"h1\"]\ninterval_secs = 86400\n\n\
          [vservers.{small}]\nprimary = \"h0\"\nstandbys = [\"h1\"]\ninterval_secs = 86400\n"
     );
-    let agents = Agents::start_with(&lab, Timing::default(), Some(&cluster))?;
+    // Formed as the README forms a cluster (init, join): the rsync tunnel runs over TLS.
+    let agents = Agents::form(&lab, Timing::default(), Some(&cluster), |_| String::new())?;
     let alive =
         || agents.peer_state(0, 1).as_deref() == Some("alive") && agents.peer_state(1, 0).as_deref() == Some("alive");
     if wait_for(Duration::from_secs(20), alive).is_none() {

@@ -60,7 +60,8 @@ impl<'lab> Cluster<'lab> {
             "[vservers.{name}]\nprimary = \"h0\"\nstandbys = [{}]\ninterval_secs = 3600\n",
             standbys.join(", ")
         );
-        let agents = Agents::start_full(lab, Timing::default(), Some(&cluster), FAILURES)?;
+        // The cluster formed as the README forms one (init, join): the agents speak TLS with certificates.
+        let agents = Agents::form(lab, Timing::default(), Some(&cluster), |_| FAILURES.to_string())?;
         let mut c = Cluster {
             lab,
             agents,

@@ -224,6 +224,10 @@ pub fn init(config_path: &Path, args: &InitArgs) -> anyhow::Result<Vec<String>> 
     let peers: Vec<PeerEntry> =
         peers_given.iter().map(|(name, at)| PeerEntry { name: name.clone(), url: format!("https://{at}") }).collect();
     write_pki(&files, &ca.cert_pem, &ca.key_pem, &cert_pem, &key_pem)?;
+    // A cluster file beside the configuration, not named in it yet, is this cluster's.
+    let beside = config_dir(config_path).join("cluster.toml");
+    let cluster_file =
+        (existing.as_ref().is_none_or(|c| c.cluster_file.is_none()) && beside.is_file()).then_some(beside);
     write_agent_toml(
         config_path,
         &node,
@@ -231,7 +235,7 @@ pub fn init(config_path: &Path, args: &InitArgs) -> anyhow::Result<Vec<String>> 
         &secret_file,
         &files,
         (!moving).then_some(&peers[..]),
-        None,
+        cluster_file.as_deref(),
     )?;
     let mut lines = vec![format!(
         "cluster formed on {node}: CA sha256 {}; {} written (restart or start the agent now: the others join \
