@@ -10,6 +10,20 @@ use vserver_lab::{skip_unless_root, Lab};
 
 use crate::{all_alive, text, vserver, PATIENCE};
 
+/// A busybox vserver built on h0 (standbys h1, h2), and the cluster formed around it as the README forms one
+/// (init on h0, join on the others); every host sees the others alive.
+fn formed_with_one_on_h0<'lab>(lab: &'lab Lab, prefix: &str) -> (Agents<'lab>, String, std::net::Ipv4Addr) {
+    let name = vserver_lab::unique(prefix);
+    let addr = lab.free_addr(0);
+    let out = vserver(lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), prefix).unwrap();
+    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
+    let agents = Agents::form(lab, crate::FAST, Some(&cluster), |_| String::new()).unwrap();
+    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some(), "log h1:\n{}", agents.log(1));
+    (agents, name, addr)
+}
+
 #[test]
 fn a_cluster_formed_by_init_and_join_replicates_and_migrates_over_mutual_tls() {
     if skip_unless_root("a_cluster_formed_by_init_and_join_replicates_and_migrates_over_mutual_tls") {
@@ -17,14 +31,7 @@ fn a_cluster_formed_by_init_and_join_replicates_and_migrates_over_mutual_tls() {
     }
     let lab = Lab::new(3).unwrap();
     let _dogs = Watchdogs::start(&lab).unwrap();
-    let name = vserver_lab::unique("wi");
-    let addr = lab.free_addr(0);
-    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
-    assert!(out.status.success(), "{}", text(&out));
-    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "wi").unwrap();
-    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
-    let agents = Agents::form(&lab, crate::FAST, Some(&cluster), |_| String::new()).unwrap();
-    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some(), "log h1:\n{}", agents.log(1));
+    let (agents, name, addr) = formed_with_one_on_h0(&lab, "wi");
     for i in 0..3 {
         let status = agents.status(i).unwrap();
         let wire = &status["node"]["wire"];
@@ -83,14 +90,7 @@ fn a_sniffer_on_the_cluster_network_finds_no_secret_and_nothing_it_replays_is_ta
     let lab = Lab::new(3).unwrap();
     let capture = Capture::start(lab.switch()).unwrap();
     let mut dogs = Watchdogs::start(&lab).unwrap();
-    let name = vserver_lab::unique("ws");
-    let addr = lab.free_addr(0);
-    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
-    assert!(out.status.success(), "{}", text(&out));
-    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "ws").unwrap();
-    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
-    let mut agents = Agents::form(&lab, crate::FAST, Some(&cluster), |_| String::new()).unwrap();
-    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
+    let (mut agents, name, _addr) = formed_with_one_on_h0(&lab, "ws");
     assert!(wait_for(PATIENCE, || vserver(&lab, 0, &[&name, "start"], false).status.success()).is_some());
     assert!(vserver(&lab, 0, &[&name, "sync"], false).status.success());
     let out = vserver(&lab, 0, &[&name, "migrate", "h1"], false);
@@ -205,14 +205,7 @@ fn the_cluster_ca_is_rotated_host_by_host_without_a_stop() {
     use crate::upgrade::{agent_cmd, restart};
     let lab = Lab::new(3).unwrap();
     let _dogs = Watchdogs::start(&lab).unwrap();
-    let name = vserver_lab::unique("wr");
-    let addr = lab.free_addr(0);
-    let out = vserver(&lab, 0, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
-    assert!(out.status.success(), "{}", text(&out));
-    vserver_lab::bench::install_httpd_service(&lab.hosts[0].vservers_dir.join(&name), "wr").unwrap();
-    let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [\"h1\", \"h2\"]\ninterval_secs = 3600\n");
-    let mut agents = Agents::form(&lab, crate::FAST, Some(&cluster), |_| String::new()).unwrap();
-    assert!(wait_for(PATIENCE, || all_alive(&agents, 3)).is_some());
+    let (mut agents, name, _addr) = formed_with_one_on_h0(&lab, "wr");
     assert!(wait_for(PATIENCE, || vserver(&lab, 0, &[&name, "start"], false).status.success()).is_some());
     assert!(vserver(&lab, 0, &[&name, "sync"], false).status.success());
     assert!(wait_for(PATIENCE, || crate::owner(&agents, 1, &name).is_some_and(|o| o.0 == "h0")).is_some());
