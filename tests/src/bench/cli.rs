@@ -66,6 +66,21 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// What an agent costs at rest as the cluster grows: for each size, a lab of that many hosts, the cluster
+    /// formed by init and join at the default timing, then an idle window measuring each agent's CPU
+    /// (non-voters, voters, the leader apart) and memory, the frames and bytes per second on the switch and
+    /// the false suspicions; and each figure's growth exponent across the sizes.
+    Scale {
+        /// The cluster sizes, in hosts (comma-separated; at most 90).
+        #[arg(long, value_delimiter = ',', default_value = "3,8,16,32,64")]
+        sizes: Vec<usize>,
+        /// Seconds of the idle window at each size.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replication and migrate on a tree of at least 1 GiB: a sync beside plain rsync of the same change, the
     /// outage of migrate beside the guide's stop-copy-start, and a no-change pass over 100,000 files.
     Replicate {
@@ -267,6 +282,19 @@ fn dispatch(cli: Cli) -> Result<()> {
                 baseline: !no_baseline,
             };
             let report = crate::bench::run_takeover_bench(&opts, &cancel)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
+        Bench::Scale { sizes, idle, json } => {
+            if sizes.is_empty() || sizes.iter().any(|&n| !(2..=90).contains(&n)) || idle == 0 {
+                anyhow::bail!("--sizes must name sizes of 2 to 90 hosts, and --idle must be above 0");
+            }
+            let opts = crate::bench::ScaleOptions { sizes, idle: Duration::from_secs(idle) };
+            let report = crate::bench::run_scale_bench(&opts, &cancel)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -9,6 +9,7 @@ mod lxc;
 mod outage;
 mod replicate;
 pub mod report;
+mod scale;
 mod service;
 mod start;
 mod stats;
@@ -23,6 +24,7 @@ mod vserver;
 
 pub use agent::{run_agent_bench, AgentBenchOptions, AgentBenchReport};
 pub use replicate::{run_replicate_bench, ReplicateOptions, ReplicateReport};
+pub use scale::{run_scale_bench, ScaleOptions, ScaleReport, ScaleRow};
 pub use service::install_httpd_service;
 pub use start::{run_start, StartOptions, StartReport, Variant, VariantReport};
 pub use takeover::{run_takeover_bench, TakeoverOptions, TakeoverReport, TakeoverRun, BLIP_BUDGET_MS};

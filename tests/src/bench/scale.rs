@@ -1,0 +1,262 @@
+//! `vserver-lab bench scale`: what an agent costs at rest as the cluster grows. For each size, a lab of that
+//! many hosts, the cluster formed as the README forms one (init, join), agents at the default timing; after
+//! they all see each other alive and a quiet moment, an idle window in which are measured: each agent's CPU
+//! (the non-voters', the voters' and the leader's apart) and resident memory, the frames and bytes per second
+//! crossing the switch, and the false suspicions (a peer judged suspect or dead while nothing failed). Then the
+//! growth exponent of each figure across the sizes (the slope of log(figure) over log(hosts)).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::Interrupted;
+use crate::agents::{wait_for, Agents, Timing};
+use crate::capture::Capture;
+use crate::Lab;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ScaleOptions {
+    /// The cluster sizes, in hosts.
+    pub sizes: Vec<usize>,
+    /// The idle window measured at each size.
+    pub idle: Duration,
+}
+
+/// One size's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleRow {
+    /// Hosts in the cluster.
+    pub hosts: usize,
+    /// The non-voters' CPU, % of a core: median and max (none below 4 hosts... every host votes up to 4).
+    pub nonvoter_cpu_median: Option<f64>,
+    /// The highest non-voter CPU.
+    pub nonvoter_cpu_max: Option<f64>,
+    /// The voters' (leader excluded) CPU, % of a core, max.
+    pub voter_cpu_max: f64,
+    /// The leader's CPU, % of a core.
+    pub leader_cpu: f64,
+    /// The largest resident memory of an agent, MiB.
+    pub rss_max_mib: f64,
+    /// Frames per second on the switch.
+    pub frames_per_sec: f64,
+    /// Bytes per second on the switch.
+    pub bytes_per_sec: f64,
+    /// Peers judged suspect or dead during the idle window, all agents together.
+    pub false_suspicions: usize,
+    /// How long forming the cluster and every agent seeing every other alive took, seconds; `None` when they
+    /// never all did (the figures are then measured all the same, on the cluster as it is).
+    pub formed_secs: Option<f64>,
+}
+
+/// The report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    /// Each size.
+    pub rows: Vec<ScaleRow>,
+    /// The growth exponent of each figure across the sizes measured (from 8 hosts up when there are).
+    pub exponents: Vec<(String, f64)>,
+}
+
+impl ScaleReport {
+    /// The table.
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "hosts  non-voter CPU (median/max)  voter CPU  leader CPU  RSS max   frames/s     bytes/s  false suspicions\n",
+        );
+        let never: Vec<String> =
+            self.rows.iter().filter(|r| r.formed_secs.is_none()).map(|r| r.hosts.to_string()).collect();
+        for r in &self.rows {
+            let nv = match (r.nonvoter_cpu_median, r.nonvoter_cpu_max) {
+                (Some(m), Some(x)) => format!("{m:.2}% / {x:.2}%"),
+                _ => "-".into(),
+            };
+            out.push_str(&format!(
+                "{:>5}  {:>26}  {:>8.2}%  {:>9.2}%  {:>5.1} MiB  {:>9.0}  {:>10.0}  {:>16}\n",
+                r.hosts,
+                nv,
+                r.voter_cpu_max,
+                r.leader_cpu,
+                r.rss_max_mib,
+                r.frames_per_sec,
+                r.bytes_per_sec,
+                r.false_suspicions
+            ));
+        }
+        if !never.is_empty() {
+            out.push_str(&format!(
+                "with {} hosts the agents never all saw each other alive (measured as they were)\n",
+                never.join(", ")
+            ));
+        }
+        out.push_str("growth exponents (log figure over log hosts, the sizes that formed):\n");
+        for (name, e) in &self.exponents {
+            out.push_str(&format!("  {name:<28} {e:.2}\n"));
+        }
+        out.push_str(
+            "targets: non-voter CPU <= 1%, voters and leader <= 2%, RSS < 20 MiB, switch traffic exponent <= 1.1, \
+             0 false suspicions\n",
+        );
+        out
+    }
+}
+
+/// utime + stime (ticks) and resident pages of `pid`.
+fn proc_stat(pid: u32) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok((f[11].parse::<u64>()? + f[12].parse::<u64>()?, f[21].parse::<u64>()?))
+}
+
+/// Lets the kernel's neighbour table (shared by every namespace) hold every host's entries for every other.
+fn raise_neighbour_limits(hosts: usize) -> Result<()> {
+    let needed = (hosts * hosts * 2).max(1024);
+    for (i, name) in ["gc_thresh1", "gc_thresh2", "gc_thresh3"].iter().enumerate() {
+        let path = format!("/proc/sys/net/ipv4/neigh/default/{name}");
+        let now: usize = std::fs::read_to_string(&path)?.trim().parse().unwrap_or(0);
+        let want = needed * (i + 1);
+        if now < want {
+            std::fs::write(&path, want.to_string()).with_context(|| format!("raising {path}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The slope of log(y) over log(x), least squares.
+fn exponent(points: &[(f64, f64)]) -> Option<f64> {
+    let pts: Vec<(f64, f64)> =
+        points.iter().filter(|(x, y)| *x > 0.0 && *y > 0.0).map(|(x, y)| (x.ln(), y.ln())).collect();
+    if pts.len() < 2 {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let (sx, sy) = pts.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let num: f64 = pts.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = pts.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    (den > 0.0).then(|| num / den)
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// Runs the benchmark (`cancel`: Ctrl-C).
+pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<ScaleReport> {
+    let check = || if cancel.load(Ordering::Relaxed) { Err(anyhow::anyhow!(Interrupted)) } else { Ok(()) };
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as f64;
+    let mut rows = Vec::new();
+    for &n in &opts.sizes {
+        check()?;
+        raise_neighbour_limits(n)?;
+        eprintln!("bench scale: {n} hosts: forming the cluster (init, join)");
+        let lab = Lab::new(n)?;
+        let t0 = Instant::now();
+        let agents = Agents::form(&lab, Timing::default(), None, |_| String::new())?;
+        let everyone =
+            || (0..n).all(|o| (0..n).filter(|p| *p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive")));
+        let formed_secs = wait_for(Duration::from_secs(60 + n as u64), everyone).map(|_| t0.elapsed().as_secs_f64());
+        if formed_secs.is_none() {
+            eprintln!(
+                "bench scale: {n} hosts: the agents never all saw each other alive; measuring the cluster as it is"
+            );
+        }
+        // A quiet moment: the leader elected, the learners added.
+        std::thread::sleep(Duration::from_secs(3));
+        let status = agents.status(0)?;
+        let leader = status["ownership"]["raft"]["leader"].as_str().unwrap_or("").to_string();
+        let voters: Vec<String> = status["ownership"]["raft"]["voters"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let pids: Vec<u32> = (0..n).map(|i| agents.pid(i).context("an agent is not running")).collect::<Result<_>>()?;
+        let logs_before: Vec<usize> = (0..n).map(|i| agents.log(i).len()).collect();
+        let cpu0: Vec<u64> = pids.iter().map(|p| proc_stat(*p).map(|s| s.0)).collect::<Result<_>>()?;
+        let capture = Capture::start(lab.switch())?;
+        eprintln!("bench scale: {n} hosts: idle for {} s", opts.idle.as_secs());
+        let t1 = Instant::now();
+        while t1.elapsed() < opts.idle {
+            check()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let frames = capture.finish();
+        let secs = t1.elapsed().as_secs_f64();
+        let stats: Vec<(u64, u64)> = pids.iter().map(|p| proc_stat(*p)).collect::<Result<_>>()?;
+        let cpu: Vec<f64> =
+            stats.iter().zip(&cpu0).map(|((c, _), c0)| (c - c0) as f64 / ticks / secs * 100.0).collect();
+        let rss_max_mib = stats.iter().map(|(_, r)| *r as f64 * page / (1024.0 * 1024.0)).fold(0.0, f64::max);
+        let false_suspicions = (0..n)
+            .map(|i| {
+                let log = agents.log(i);
+                let new = log.get(logs_before[i]..).unwrap_or("");
+                new.lines().filter(|l| l.contains("peer suspect") || l.contains("peer dead")).count()
+            })
+            .sum();
+        let name = |i: usize| format!("h{i}");
+        let leader_cpu = (0..n).find(|&i| name(i) == leader).map_or(0.0, |i| cpu[i]);
+        let voter_cpu_max =
+            (0..n).filter(|&i| name(i) != leader && voters.contains(&name(i))).map(|i| cpu[i]).fold(0.0, f64::max);
+        let nonvoters: Vec<f64> = (0..n).filter(|&i| !voters.contains(&name(i))).map(|i| cpu[i]).collect();
+        let row = ScaleRow {
+            hosts: n,
+            nonvoter_cpu_median: median(nonvoters.clone()),
+            nonvoter_cpu_max: nonvoters.iter().copied().reduce(f64::max),
+            voter_cpu_max,
+            leader_cpu,
+            rss_max_mib,
+            frames_per_sec: frames.len() as f64 / secs,
+            bytes_per_sec: frames.iter().map(Vec::len).sum::<usize>() as f64 / secs,
+            false_suspicions,
+            formed_secs,
+        };
+        eprintln!("bench scale: {row:?}");
+        rows.push(row);
+    }
+    // Fitted over the sizes whose agents all saw each other alive, from 8 hosts up when there are two such.
+    let from8: Vec<&ScaleRow> = {
+        let formed: Vec<&ScaleRow> = rows.iter().filter(|r| r.formed_secs.is_some()).collect();
+        let big: Vec<&ScaleRow> = formed.iter().copied().filter(|r| r.hosts >= 8).collect();
+        if big.len() >= 2 {
+            big
+        } else {
+            formed
+        }
+    };
+    let fit = |f: fn(&ScaleRow) -> f64| exponent(&from8.iter().map(|r| (r.hosts as f64, f(r))).collect::<Vec<_>>());
+    let mut exponents = Vec::new();
+    for (label, f) in [
+        ("switch frames/s", (|r: &ScaleRow| r.frames_per_sec) as fn(&ScaleRow) -> f64),
+        ("switch bytes/s", |r: &ScaleRow| r.bytes_per_sec),
+        ("leader CPU", |r: &ScaleRow| r.leader_cpu),
+        ("voter CPU (max)", |r: &ScaleRow| r.voter_cpu_max),
+        ("non-voter CPU (median)", |r: &ScaleRow| r.nonvoter_cpu_median.unwrap_or(0.0)),
+        ("RSS (max)", |r: &ScaleRow| r.rss_max_mib),
+    ] {
+        if let Some(e) = fit(f) {
+            exponents.push((label.to_string(), e));
+        }
+    }
+    Ok(ScaleReport { rows, exponents })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exponent_is_the_slope_in_log_log() {
+        let square: Vec<(f64, f64)> = [3.0, 8.0, 16.0, 32.0].iter().map(|n| (*n, 5.0 * n * n)).collect();
+        assert!((exponent(&square).unwrap() - 2.0).abs() < 1e-9);
+        let flat: Vec<(f64, f64)> = [3.0, 8.0, 16.0].iter().map(|n| (*n, 7.0)).collect();
+        assert!(exponent(&flat).unwrap().abs() < 1e-9);
+        assert_eq!(exponent(&[(3.0, 1.0)]), None);
+    }
+}
