@@ -26,6 +26,20 @@ pub fn binaries() -> Result<PathBuf> {
     let src = base.join("src");
     let _ = std::fs::remove_dir_all(&src);
     std::fs::create_dir_all(&src)?;
+    // A shallow clone may lack the commit: fetch it from where the clone came from.
+    let present = |repo: &std::path::Path| {
+        Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["cat-file", "-e", &format!("{PREVIOUS_RELEASE}^{{commit}}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !present(&repo) {
+        let _ = Command::new("git").arg("-C").arg(&repo).args(["fetch", "--quiet", "--unshallow"]).status();
+        let _ =
+            Command::new("git").arg("-C").arg(&repo).args(["fetch", "--quiet", "origin", PREVIOUS_RELEASE]).status();
+    }
     let archive = Command::new("git")
         .args(["-C"])
         .arg(&repo)
