@@ -166,6 +166,11 @@ pub struct Membership {
     covered: std::sync::atomic::AtomicBool,
 }
 
+/// The largest beacon a peer can send: one ack, names of at most 64 bytes, numbers of at most 20 digits, and
+/// the signature (a beacon of an earlier release, which acknowledged every peer, may be larger: the receiving
+/// buffer holds any datagram).
+pub const MAX_BEACON: usize = 512;
+
 /// How many sent beacons are remembered for dating acks (several seconds' worth for a few dozen peers).
 const SENT_KEPT: usize = 2048;
 
@@ -420,15 +425,17 @@ impl Membership {
         }
     }
 
-    /// This node's next beacon, signed (the same numbering as its heartbeats), as the datagram to send. It
-    /// acknowledges every peer heard within the lease length, except those this node promised not to.
-    pub fn next_beacon(&self) -> Vec<u8> {
+    /// This node's next beacon to `peer`, signed (the same numbering as its heartbeats), as the datagram to
+    /// send. It acknowledges `peer` alone (if heard within the lease length and not promised otherwise): a peer
+    /// reads only its own ack, so a beacon's size does not grow with the cluster (at most [`MAX_BEACON`]).
+    pub fn next_beacon(&self, peer: &str) -> Vec<u8> {
         let now = Instant::now();
         let acks = {
             let table = self.lock();
             table
                 .peers
                 .iter()
+                .filter(|p| p.name == peer)
                 .filter(|p| p.promised_until.is_none_or(|t| now >= t))
                 .filter_map(|p| p.heard.as_ref().map(|h| (p, h)))
                 .filter(|(_, h)| now.saturating_duration_since(h.at) < self.lease_len)
@@ -646,7 +653,7 @@ mod tests {
 
     /// The acks in the beacon this node sends next.
     fn acks_sent(m: &Membership) -> Vec<Ack> {
-        let signed: SignedHeartbeat = serde_json::from_slice(&m.next_beacon()).unwrap();
+        let signed: SignedHeartbeat = serde_json::from_slice(&m.next_beacon("h2")).unwrap();
         serde_json::from_str::<Beacon>(&signed.body).unwrap().acks
     }
 
@@ -655,7 +662,7 @@ mod tests {
         let m = Membership::new(MembershipConfig { incarnation: 3, ..config(400) });
         assert!(m.lease(Instant::now()).is_empty(), "no lease before any ack");
         let sent_at = Instant::now();
-        let ours: SignedHeartbeat = serde_json::from_slice(&m.next_beacon()).unwrap();
+        let ours: SignedHeartbeat = serde_json::from_slice(&m.next_beacon("h2")).unwrap();
         let seq = serde_json::from_str::<Beacon>(&ours.body).unwrap().seq;
         // An ack of another incarnation, or of a number we never sent, vouches for nothing.
         m.receive_beacon(&acking("h2", 1, &[("h1", 2, seq)])).unwrap();
@@ -730,10 +737,47 @@ mod tests {
     }
 
     #[test]
+    fn a_beacon_acknowledges_its_recipient_alone_and_its_size_does_not_grow_with_the_cluster() {
+        // The largest valid beacon: names of 64 bytes, the largest numbers, an ack.
+        let (long_a, long_b) = ("a".repeat(64), "b".repeat(64));
+        let m = Membership::new(MembershipConfig {
+            node: long_a.clone(),
+            peers: (0..200)
+                .map(|i| (format!("{}{i:03}", &long_b[..61]), format!("http://10.0.{}.{}:7070", i / 250, i % 250)))
+                .collect(),
+            incarnation: u64::MAX,
+            ..config(1800)
+        });
+        let peers: Vec<String> = (0..200).map(|i| format!("{}{i:03}", &long_b[..61])).collect();
+        for p in &peers {
+            let b = acking(p, u64::MAX - 1, &[]);
+            let _ = m.receive_beacon(&b);
+        }
+        let datagram = m.next_beacon(&peers[7]);
+        assert!(datagram.len() <= MAX_BEACON, "{} bytes: {}", datagram.len(), String::from_utf8_lossy(&datagram));
+        let signed: SignedHeartbeat = serde_json::from_slice(&datagram).unwrap();
+        let acks = serde_json::from_str::<Beacon>(&signed.body).unwrap().acks;
+        assert_eq!(acks.iter().map(|a| a.node.as_str()).collect::<Vec<_>>(), [peers[7].as_str()]);
+
+        // A beacon of an earlier release acknowledged every peer: one for 200 peers (about 20 KB) is still taken,
+        // and its ack of this node found among the others.
+        let ours = membership();
+        let _ = ours.next_beacon("h2");
+        let seq = ours.next_heartbeat(Vec::new()).seq - 1;
+        let mut everyone: Vec<(String, u64, u64)> = peers.iter().map(|p| (p.clone(), 1, 5)).collect();
+        everyone.push(("h1".into(), 1, seq));
+        let everyone: Vec<(&str, u64, u64)> = everyone.iter().map(|(n, i, s)| (n.as_str(), *i, *s)).collect();
+        let legacy = acking("h2", 3, &everyone);
+        assert!(legacy.len() > 16_000, "{}", legacy.len());
+        assert!(ours.receive_beacon(&legacy).is_ok());
+        assert!(ours.lease(Instant::now()).iter().any(|(p, _)| p == "h2"), "h2's ack of our beacon vouches for us");
+    }
+
+    #[test]
     fn our_beacons_and_heartbeats_share_one_numbering() {
         let m = membership();
         let first = m.next_heartbeat(Vec::new()).seq;
-        let signed: SignedHeartbeat = serde_json::from_slice(&m.next_beacon()).unwrap();
+        let signed: SignedHeartbeat = serde_json::from_slice(&m.next_beacon("h2")).unwrap();
         assert!(verify_body(SECRET, &signed.body, &signed.signature));
         let b: Beacon = serde_json::from_str(&signed.body).unwrap();
         assert_eq!((b.node.as_str(), b.incarnation, b.seq), ("h1", 1, first + 1));

@@ -1572,7 +1572,7 @@ async fn beacons(sim: Sim, h: usize) {
         let mut w = sim.w();
         let m = Arc::clone(&w.hosts[h].membership);
         for to in (0..w.hosts.len()).filter(|&to| to != h) {
-            let datagram = m.next_beacon();
+            let datagram = m.next_beacon(&w.hosts[to].name);
             let copies = if w.rng.chance(20) { 2 } else { 1 };
             for _ in 0..copies {
                 let Some(delay) = w.transit(h, to) else { continue };

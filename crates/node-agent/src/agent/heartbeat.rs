@@ -137,7 +137,8 @@ pub async fn run_sender(
 pub async fn run_beacons(config: AgentConfig, membership: Arc<Membership>, socket: tokio::net::UdpSocket) {
     let every = Duration::from_millis(config.heartbeat.beacon_interval_ms);
     let receiving = async {
-        let mut buf = vec![0u8; 4096];
+        // Any datagram: a valid peer's is at most MAX_BEACON, one of an earlier release larger.
+        let mut buf = vec![0u8; 65_536];
         loop {
             match socket.recv_from(&mut buf).await {
                 Ok((n, _from)) => {
@@ -154,19 +155,19 @@ pub async fn run_beacons(config: AgentConfig, membership: Arc<Membership>, socke
         if every.is_zero() {
             return std::future::pending::<()>().await;
         }
-        let mut addrs: Vec<(String, Option<std::net::SocketAddr>, Instant)> =
-            config.peers.iter().map(|p| (p.url.clone(), None, Instant::now())).collect();
+        let mut addrs: Vec<(String, String, Option<std::net::SocketAddr>, Instant)> =
+            config.peers.iter().map(|p| (p.name.clone(), p.url.clone(), None, Instant::now())).collect();
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            for (url, addr, looked_up) in addrs.iter_mut() {
+            for (name, url, addr, looked_up) in addrs.iter_mut() {
                 if addr.is_none() || looked_up.elapsed() > Duration::from_secs(30) {
                     *addr = peer_udp_addr(url).await;
                     *looked_up = Instant::now();
                 }
                 let Some(to) = *addr else { continue };
-                let datagram = membership.next_beacon();
+                let datagram = membership.next_beacon(name);
                 if let Err(e) = socket.send_to(&datagram, to).await {
                     tracing::debug!(peer = %url, error = %e, "beacon not sent");
                     *addr = None;
