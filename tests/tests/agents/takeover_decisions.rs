@@ -62,6 +62,10 @@ fn a_vserver_started_just_before_its_owner_is_cut_off_is_started_by_the_takeover
 
     let out = vserver(&lab, 0, &[&name, "start"], false);
     assert!(out.status.success(), "{}", text(&out));
+    // The start's intent is in the cluster's log before the start is carried out: the coordinator will read it.
+    // (h0's copy of the log may lag the leader's by a heartbeat.)
+    let logged = || events(&agents, 0).into_iter().any(|e| e["kind"] == "intent" && e["vserver"] == name.as_str());
+    assert!(wait_for(Duration::from_secs(5), logged).is_some(), "the intent is recorded: {:?}", events(&agents, 0));
     let cut = now_ms();
     lab.set_link(0, false).unwrap();
     let answered = lab.client.wait_http(addr, 80, std::time::Instant::now() + Duration::from_secs(30));

@@ -167,7 +167,10 @@ impl Agent {
         what: &str,
     ) -> Result<(), supervisor::SupervisorError> {
         let own = &self.ownership;
-        if own.owner(name.as_str()).is_none() {
+        // A vserver of the cluster: placed by the cluster configuration, or named by the table. Not only once the
+        // table names its owner: a start in the second after the cluster formed (its primary not recorded yet)
+        // would otherwise leave no intent, and a takeover right after would go by the last heartbeat heard.
+        if self.replication.placement(name).is_none() && own.owner(name.as_str()).is_none() {
             return Ok(());
         }
         let text = failover::events::intent_event(name.as_str(), running, &format!("{what} on {}", self.config.node));
