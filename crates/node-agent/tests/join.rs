@@ -115,6 +115,27 @@ async fn init_then_join_forms_a_cluster_over_mutual_tls_with_no_certificate_made
     let ready = wait_for(|| async { std::net::TcpStream::connect(("127.0.0.1", pa)).is_ok() }).await;
     assert!(ready, "ja listens; log:\n{}", std::fs::read_to_string(&a.log).unwrap_or_default());
 
+    // Bad input to the admitting agent: refused with a sentence, and the token still works afterwards.
+    let ca_pem = std::fs::read_to_string(dir.path().join("ja/pki/ca.pem")).unwrap();
+    let anyone = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let join_url = format!("https://127.0.0.1:{pa}/v1/join");
+    let malformed = anyone.post(&join_url).body("{not json").send().await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    let wrong = anyone
+        .post(&join_url)
+        .json(&serde_json::json!({"secret": "00".repeat(16), "public_key": "AAAA"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403, "an unknown token");
+    assert!(wrong.text().await.unwrap().contains("unknown join token"));
+
     // A token that pins another CA: refused by the joining side, nothing written.
     let mut forged: Vec<&str> = token.splitn(4, '.').collect();
     let other_ca = "ab".repeat(32);
@@ -137,7 +158,6 @@ async fn init_then_join_forms_a_cluster_over_mutual_tls_with_no_certificate_made
 
     let b = spawn(&cb_conf);
     // Each sees the other alive: heartbeats over HTTPS with client certificates, no secret sent.
-    let ca_pem = std::fs::read_to_string(dir.path().join("ja/pki/ca.pem")).unwrap();
     let identity = format!(
         "{}\n{}",
         std::fs::read_to_string(dir.path().join("ja/pki/host.pem")).unwrap(),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::agent::proc_stat;
 use super::Interrupted;
 use crate::agents::{wait_for, Agents, Timing};
 use crate::capture::Capture;
@@ -101,14 +102,6 @@ impl ScaleReport {
         );
         out
     }
-}
-
-/// utime + stime (ticks) and resident pages of `pid`.
-fn proc_stat(pid: u32) -> Result<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok((f[11].parse::<u64>()? + f[12].parse::<u64>()?, f[21].parse::<u64>()?))
 }
 
 /// Lets the kernel's neighbour table (shared by every namespace) hold every host's entries for every other.

@@ -146,14 +146,8 @@ fn tokens_file(ca_key_file: &Path) -> PathBuf {
 
 /// The `host:port` of a peer's URL and its address (a name is resolved).
 async fn address_of(url: &str) -> anyhow::Result<(String, IpAddr)> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("bad URL {url:?}"))?;
-    let host = parsed.host_str().context("the URL has no host")?.to_string();
-    let port = parsed.port_or_known_default().context("the URL has no port")?;
-    let listen = format!("{host}:{port}");
-    let ip = match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        Ok(ip) => ip,
-        Err(_) => tokio::net::lookup_host(listen.clone()).await?.next().context("the name does not resolve")?.ip(),
-    };
+    let (listen, _) = split_url(url)?;
+    let ip = tokio::net::lookup_host(listen.clone()).await?.next().context("the name does not resolve")?.ip();
     Ok((listen, ip))
 }
 
