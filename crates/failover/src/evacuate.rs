@@ -125,6 +125,14 @@ pub enum EvacuateError {
     /// The host is neither alive nor dead (suspect, unknown).
     #[error("{0} is {1}: wait until it is alive (to migrate) or dead (to take over)")]
     Undecided(String, String),
+    /// This host neither votes nor shares a vserver with the host, so does not watch it and cannot say
+    /// whether it is alive or dead: the voters do.
+    #[error(
+        "this host does not watch {0} (it neither votes nor shares a vserver with it) and cannot tell whether \
+         it is alive or dead: ask on a voter ({})",
+        .1.join(", ")
+    )]
+    NotWatched(String, Vec<String>),
     /// A restore onto a host that is not alive.
     #[error("{0} is not alive: a restore moves vservers back onto it")]
     NotAlive(String),

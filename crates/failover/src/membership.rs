@@ -9,6 +9,7 @@
 //! that beacon's sending plus the lease length ([`Membership::lease`]; [`crate::lease`] adds it up). Time is
 //! tokio's clock, so the simulator runs it on virtual time.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -110,6 +111,8 @@ struct Peer {
     judged: PeerState,
     /// Its last heartbeat said it is in maintenance.
     maintenance: bool,
+    /// This host exchanges heartbeats and beacons with it (see [`watch_set`]): its silence is judged.
+    watched: bool,
 }
 
 /// What the lock guards: the peers in configuration order and the refusal counters.
@@ -166,6 +169,22 @@ pub struct Membership {
     covered: std::sync::atomic::AtomicBool,
 }
 
+/// The peers a host exchanges heartbeats and beacons with, so that its work does not grow with the cluster:
+/// a voter watches every host (`None`: it grants their leases, and the coordinator is a voter), a host that
+/// does not vote watches the voters (its lease) and its partners (the hosts its vservers are replicated
+/// with, whose liveness its syncs and migrates ask), whatever the number of hosts.
+pub fn watch_set<'a>(
+    node: &str,
+    voters: &'a [String],
+    partners: impl IntoIterator<Item = &'a str>,
+) -> Option<BTreeSet<String>> {
+    if voters.iter().any(|v| v == node) {
+        return None;
+    }
+    let watched = voters.iter().map(String::as_str).chain(partners).filter(|p| *p != node);
+    Some(watched.map(str::to_string).collect())
+}
+
 /// The largest beacon a peer can send: one ack, names of at most 64 bytes, numbers of at most 20 digits, and
 /// the signature (a beacon of an earlier release, which acknowledged every peer, may be larger: the receiving
 /// buffer holds any datagram).
@@ -190,6 +209,7 @@ impl Membership {
                 promised_until: None,
                 judged: PeerState::Unknown,
                 maintenance: false,
+                watched: true,
             })
             .collect();
         Self {
@@ -225,8 +245,24 @@ impl Membership {
                 restarts_seen: p.restarts_seen,
                 vservers: p.heard.as_ref().map(|h| h.vservers.clone()).unwrap_or_default(),
                 maintenance: p.maintenance,
+                watched: p.watched,
             })
             .collect()
+    }
+
+    /// Watches only the peers of `watched` (see [`watch_set`]), or every peer (`None`). A peer no longer
+    /// watched is not judged by its silence any more: it shows as unknown once it has been silent for the
+    /// suspicion threshold, never suspect or dead.
+    pub fn watch(&self, watched: Option<&BTreeSet<String>>) {
+        let mut table = self.lock();
+        for peer in &mut table.peers {
+            peer.watched = watched.is_none_or(|w| w.contains(&peer.name));
+        }
+    }
+
+    /// The peers this host sends its heartbeats and beacons to (name, URL), in configuration order.
+    pub fn watched(&self) -> Vec<(String, String)> {
+        self.lock().peers.iter().filter(|p| p.watched).map(|p| (p.name.clone(), p.url.clone())).collect()
     }
 
     /// Counters of refused heartbeats.
@@ -530,6 +566,11 @@ impl Membership {
     /// it was never heard.
     fn judge(&self, peer: &Peer, now: Instant) -> (PeerState, Duration) {
         match &peer.heard {
+            None if !peer.watched => (PeerState::Unknown, now.saturating_duration_since(self.born)),
+            Some(heard) if !peer.watched => {
+                let silence = now.saturating_duration_since(heard.at);
+                (if silence < self.suspect_after { PeerState::Alive } else { PeerState::Unknown }, silence)
+            }
             None => {
                 let silence = now.saturating_duration_since(self.born);
                 let state = if silence < self.dead_after { PeerState::Unknown } else { PeerState::Dead };
@@ -888,6 +929,7 @@ mod tests {
             promised_until: None,
             judged: PeerState::Unknown,
             maintenance: false,
+            watched: true,
         };
         let ms = |n| at + Duration::from_millis(n);
         assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Unknown);
@@ -897,6 +939,41 @@ mod tests {
         assert_eq!(m.judge(&peer, ms(50)).0, PeerState::Suspect);
         assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Suspect);
         assert_eq!(m.judge(&peer, ms(150)).0, PeerState::Dead);
+    }
+
+    #[test]
+    fn a_voter_watches_everyone_and_another_host_the_voters_and_its_partners() {
+        let voters: Vec<String> = ["h0", "h1", "h2"].map(String::from).to_vec();
+        assert_eq!(watch_set("h1", &voters, ["h7"]), None, "a voter watches every host");
+        let set = watch_set("h5", &voters, ["h5", "h7", "h1"]).unwrap();
+        assert_eq!(set.into_iter().collect::<Vec<_>>(), ["h0", "h1", "h2", "h7"]);
+        // A thousand hosts: a host that does not vote still watches the voters and its partners alone.
+        assert_eq!(watch_set("h999", &voters, std::iter::empty()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_peer_not_watched_is_never_judged_suspect_or_dead_and_gets_no_beacon() {
+        let m = Membership::new(fast());
+        m.receive(&signed(&heartbeat("h2", 1, 1))).unwrap();
+        let only_h2: BTreeSet<String> = ["h2".to_string()].into();
+        m.watch(Some(&only_h2));
+        assert_eq!(m.watched().into_iter().map(|(n, _)| n).collect::<Vec<_>>(), ["h2"]);
+        std::thread::sleep(Duration::from_millis(170));
+        m.tick();
+        // h2, watched and silent: dead. h3, never heard and not watched: unknown, long past the threshold.
+        assert_eq!(state_of(&m, "h2").state, PeerState::Dead);
+        let h3 = state_of(&m, "h3");
+        assert_eq!((h3.state, h3.watched), (PeerState::Unknown, false));
+        // Heard although not watched (a peer that watches this host): alive while heard, then unknown.
+        m.receive(&signed(&heartbeat("h3", 1, 1))).unwrap();
+        assert_eq!(state_of(&m, "h3").state, PeerState::Alive);
+        std::thread::sleep(Duration::from_millis(80));
+        m.tick();
+        assert_eq!(state_of(&m, "h3").state, PeerState::Unknown);
+        // Watched again (it became a partner): judged by its silence as before.
+        m.watch(None);
+        assert_eq!(state_of(&m, "h3").state, PeerState::Suspect);
+        assert_eq!(m.watched().len(), 2);
     }
 
     #[test]

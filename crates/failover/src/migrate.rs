@@ -492,6 +492,7 @@ mod tests {
             restarts_seen: 0,
             maintenance: false,
             vservers: Vec::new(),
+            watched: true,
         }
     }
 

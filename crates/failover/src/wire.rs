@@ -366,6 +366,14 @@ pub struct PeerStatus {
     /// Its last heartbeat said it stands outside fencing (maintenance).
     #[serde(default)]
     pub maintenance: bool,
+    /// This host watches it (exchanges heartbeats and beacons with it): false for a host that neither votes
+    /// nor shares a vserver with this one, when this one does not vote; its state is then unknown here.
+    #[serde(default = "yes")]
+    pub watched: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Counters of heartbeats refused, by reason.

@@ -100,7 +100,7 @@ impl ClusterView {
             }
             hosts.push(HostRow {
                 name: p.name.clone(),
-                state: word(p.state),
+                state: if p.watched { word(p.state) } else { "not watched here (see a voter)".into() },
                 role: role(&p.name),
                 last_heard_ms: p.last_heard_ms,
                 running: theirs,

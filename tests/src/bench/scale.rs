@@ -1,9 +1,14 @@
-//! `vserver-lab bench scale`: what an agent costs at rest as the cluster grows. For each size, a lab of that
-//! many hosts, the cluster formed as the README forms one (init, join), agents at the default timing; after
-//! they all see each other alive and a quiet moment, an idle window in which are measured: each agent's CPU
-//! (the non-voters', the voters' and the leader's apart) and resident memory, the frames and bytes per second
-//! crossing the switch, and the false suspicions (a peer judged suspect or dead while nothing failed). Then the
-//! growth exponent of each figure across the sizes (the slope of log(figure) over log(hosts)).
+//! `vserver-lab bench scale`: what an agent costs at rest as the cluster grows, and how fast a crashed host's
+//! vservers come back. For each size, a lab of that many hosts; ten busybox vservers built on the last host
+//! (a host that does not vote from six hosts up), each placed there with the host before it as standby; the
+//! cluster formed as the README forms one (init, join), agents at the default timing; the ten started and
+//! synced once. Once every host sees the peers it watches alive (the voters every host, the others the voters
+//! and their partners) and a quiet moment, an idle window in which are measured: each agent's CPU (the
+//! non-voters', the voters' and the leader's apart) and resident memory, the frames and bytes per second
+//! crossing the switch, and the false suspicions (a peer judged suspect or dead while nothing failed). Then
+//! the last host crashes (agent killed, vservers killed, link down) and each vserver's recovery is timed until
+//! it runs on its standby. Last, the growth exponent of each figure across the sizes (the slope of
+//! log(figure) over log(hosts)).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +17,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::agent::proc_stat;
+use super::takeover_cluster::vserver;
 use super::Interrupted;
 use crate::agents::{wait_for, Agents, Timing};
 use crate::capture::Capture;
@@ -47,10 +53,22 @@ pub struct ScaleRow {
     pub bytes_per_sec: f64,
     /// Peers judged suspect or dead during the idle window, all agents together.
     pub false_suspicions: usize,
-    /// How long forming the cluster and every agent seeing every other alive took, seconds; `None` when they
-    /// never all did (the figures are then measured all the same, on the cluster as it is).
+    /// How long forming the cluster and every agent seeing the peers it watches alive took, seconds; `None`
+    /// when they never all did (the figures are then measured all the same, on the cluster as it is).
     pub formed_secs: Option<f64>,
+    /// The crashed host's vservers' recovery (from the crash until it runs on its standby), seconds: median.
+    pub recovery_p50_secs: Option<f64>,
+    /// The slowest recovery, seconds.
+    pub recovery_max_secs: Option<f64>,
+    /// Of the crashed host's vservers, those that did not come back within the wait.
+    pub not_recovered: usize,
 }
+
+/// The vservers of the host that crashes.
+const CRASHED_VSERVERS: usize = 10;
+
+/// The longest wait for the crashed host's vservers to come back.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 
 /// The report.
 #[derive(Debug, Clone, Serialize)]
@@ -65,7 +83,8 @@ impl ScaleReport {
     /// The table.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "hosts  non-voter CPU (median/max)  voter CPU  leader CPU  RSS max   frames/s     bytes/s  false suspicions\n",
+            "hosts  non-voter CPU (median/max)  voter CPU  leader CPU  RSS max   frames/s     bytes/s  false suspicions  \
+             recovery p50/max\n",
         );
         let never: Vec<String> =
             self.rows.iter().filter(|r| r.formed_secs.is_none()).map(|r| r.hosts.to_string()).collect();
@@ -74,8 +93,13 @@ impl ScaleReport {
                 (Some(m), Some(x)) => format!("{m:.2}% / {x:.2}%"),
                 _ => "-".into(),
             };
+            let recovery = match (r.recovery_p50_secs, r.recovery_max_secs) {
+                (Some(p), Some(x)) if r.not_recovered == 0 => format!("{p:.2} s / {x:.2} s"),
+                (Some(p), Some(x)) => format!("{p:.2} s / {x:.2} s, {} never", r.not_recovered),
+                _ => "none came back".into(),
+            };
             out.push_str(&format!(
-                "{:>5}  {:>26}  {:>8.2}%  {:>9.2}%  {:>5.1} MiB  {:>9.0}  {:>10.0}  {:>16}\n",
+                "{:>5}  {:>26}  {:>8.2}%  {:>9.2}%  {:>5.1} MiB  {:>9.0}  {:>10.0}  {:>16}  {:>16}\n",
                 r.hosts,
                 nv,
                 r.voter_cpu_max,
@@ -83,12 +107,13 @@ impl ScaleReport {
                 r.rss_max_mib,
                 r.frames_per_sec,
                 r.bytes_per_sec,
-                r.false_suspicions
+                r.false_suspicions,
+                recovery
             ));
         }
         if !never.is_empty() {
             out.push_str(&format!(
-                "with {} hosts the agents never all saw each other alive (measured as they were)\n",
+                "with {} hosts the agents never all saw the peers they watch alive (measured as they were)\n",
                 never.join(", ")
             ));
         }
@@ -98,7 +123,7 @@ impl ScaleReport {
         }
         out.push_str(
             "targets: non-voter CPU <= 1%, voters and leader <= 2%, RSS < 20 MiB, switch traffic exponent <= 1.1, \
-             0 false suspicions\n",
+             0 false suspicions, recovery p50 <= 3 s\n",
         );
         out
     }
@@ -116,6 +141,53 @@ fn raise_neighbour_limits(hosts: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The voters, as h0 knows them (empty until it does).
+fn voters_of(agents: &Agents) -> Vec<String> {
+    agents
+        .status(0)
+        .ok()
+        .and_then(|s| {
+            s["ownership"]["raft"]["voters"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        })
+        .unwrap_or_default()
+}
+
+/// Crashes `victim` (its agent and vservers killed, its link down) and times each of `names` until it runs
+/// on `standby`: the row with the recovery figures.
+fn recover(
+    lab: &Lab,
+    agents: &mut Agents,
+    names: &[String],
+    victim: usize,
+    standby: usize,
+    mut row: ScaleRow,
+    check: &dyn Fn() -> Result<()>,
+) -> Result<ScaleRow> {
+    let n = lab.hosts.len();
+    eprintln!("bench scale: {n} hosts: crashing h{victim}");
+    let crashed = Instant::now();
+    agents.kill9(victim);
+    lab.hosts[victim].kill_vservers();
+    lab.set_link(victim, false)?;
+    let mut back: Vec<Option<f64>> = vec![None; names.len()];
+    while crashed.elapsed() < RECOVERY_LIMIT && back.iter().any(Option::is_none) {
+        check()?;
+        for (k, name) in names.iter().enumerate() {
+            if back[k].is_none() && lab.hosts[standby].runs(name) {
+                back[k] = Some(crashed.elapsed().as_secs_f64());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let times: Vec<f64> = back.iter().flatten().copied().collect();
+    row.not_recovered = names.len() - times.len();
+    row.recovery_max_secs = times.iter().copied().reduce(f64::max);
+    row.recovery_p50_secs = median(times);
+    Ok(row)
 }
 
 /// The slope of log(y) over log(x), least squares.
@@ -150,26 +222,57 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
     for &n in &opts.sizes {
         check()?;
         raise_neighbour_limits(n)?;
-        eprintln!("bench scale: {n} hosts: forming the cluster (init, join)");
         let lab = Lab::new(n)?;
+        let (victim, standby) = (n - 1, n - 2);
+        eprintln!("bench scale: {n} hosts: building {CRASHED_VSERVERS} vservers on h{victim}");
+        let names: Vec<String> = (0..CRASHED_VSERVERS).map(|k| format!("s{k}")).collect();
+        let mut cluster = String::new();
+        for name in &names {
+            check()?;
+            vserver(&lab, victim, &[name, "build", "--busybox"], true)?;
+            crate::bench::install_httpd_service(&lab.hosts[victim].vservers_dir.join(name), name)?;
+            cluster.push_str(&format!(
+                "[vservers.{name}]\nprimary = \"h{victim}\"\nstandbys = [\"h{standby}\"]\ninterval_secs = 3600\n\n"
+            ));
+        }
+        eprintln!("bench scale: {n} hosts: forming the cluster (init, join)");
         let t0 = Instant::now();
-        let agents = Agents::form(&lab, Timing::default(), None, |_| String::new())?;
-        let everyone =
-            || (0..n).all(|o| (0..n).filter(|p| *p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive")));
-        let formed_secs = wait_for(Duration::from_secs(60 + n as u64), everyone).map(|_| t0.elapsed().as_secs_f64());
+        let mut agents = Agents::form(&lab, Timing::default(), Some(&cluster), |_| String::new())?;
+        // Every host sees alive the peers it watches (its own account), and the voters see every host alive.
+        let formed = || {
+            let voters = voters_of(&agents);
+            !voters.is_empty()
+                && (0..n).all(|o| {
+                    let votes = voters.contains(&format!("h{o}"));
+                    (0..n).filter(|p| *p != o).all(|p| match agents.peer(o, p) {
+                        Some(peer) if votes || peer["watched"].as_bool() != Some(false) => peer["state"] == "alive",
+                        Some(_) => true,
+                        None => false,
+                    })
+                })
+        };
+        let formed_secs = wait_for(Duration::from_secs(60 + n as u64), formed).map(|_| t0.elapsed().as_secs_f64());
         if formed_secs.is_none() {
             eprintln!(
-                "bench scale: {n} hosts: the agents never all saw each other alive; measuring the cluster as it is"
+                "bench scale: {n} hosts: the agents never all saw the peers they watch alive; measuring the \
+                 cluster as it is"
             );
+        }
+        for name in &names {
+            check()?;
+            vserver(&lab, victim, &[name, "start"], false)?;
+        }
+        let all_run = wait_for(Duration::from_secs(60), || names.iter().all(|v| lab.hosts[victim].runs(v)));
+        anyhow::ensure!(all_run.is_some(), "the vservers do not all run on h{victim}:\n{}", agents.log(victim));
+        for name in &names {
+            check()?;
+            vserver(&lab, victim, &[name, "sync"], false)?;
         }
         // A quiet moment: the leader elected, the learners added.
         std::thread::sleep(Duration::from_secs(3));
         let status = agents.status(0)?;
         let leader = status["ownership"]["raft"]["leader"].as_str().unwrap_or("").to_string();
-        let voters: Vec<String> = status["ownership"]["raft"]["voters"]
-            .as_array()
-            .map(|v| v.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
+        let voters = voters_of(&agents);
         let pids: Vec<u32> = (0..n).map(|i| agents.pid(i).context("an agent is not running")).collect::<Result<_>>()?;
         let logs_before: Vec<usize> = (0..n).map(|i| agents.log(i).len()).collect();
         let cpu0: Vec<u64> = pids.iter().map(|p| proc_stat(*p).map(|s| s.0)).collect::<Result<_>>()?;
@@ -209,7 +312,11 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
             bytes_per_sec: frames.iter().map(Vec::len).sum::<usize>() as f64 / secs,
             false_suspicions,
             formed_secs,
+            recovery_p50_secs: None,
+            recovery_max_secs: None,
+            not_recovered: CRASHED_VSERVERS,
         };
+        let row = recover(&lab, &mut agents, &names, victim, standby, row, &check)?;
         eprintln!("bench scale: {row:?}");
         rows.push(row);
     }
@@ -232,6 +339,7 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
         ("voter CPU (max)", |r: &ScaleRow| r.voter_cpu_max),
         ("non-voter CPU (median)", |r: &ScaleRow| r.nonvoter_cpu_median.unwrap_or(0.0)),
         ("RSS (max)", |r: &ScaleRow| r.rss_max_mib),
+        ("recovery p50", |r: &ScaleRow| r.recovery_p50_secs.unwrap_or(0.0)),
     ] {
         if let Some(e) = fit(f) {
             exponents.push((label.to_string(), e));

@@ -235,7 +235,7 @@ impl<'lab> Cluster<'lab> {
 }
 
 /// `vserver ARGS` on host `host` (without its agent when `local`); an error with its stderr when it fails.
-fn vserver(lab: &Lab, host: usize, args: &[&str], local: bool) -> Result<()> {
+pub(super) fn vserver(lab: &Lab, host: usize, args: &[&str], local: bool) -> Result<()> {
     let bin = crate::vserver_bin().context("no vserver command beside this executable")?;
     let mut cmd = lab.hosts[host].command(bin);
     cmd.args(args);

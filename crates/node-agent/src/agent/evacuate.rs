@@ -22,11 +22,20 @@ fn known_host(agent: &Agent, host: &str) -> Result<(), EvacuateError> {
     }
 }
 
-fn peer_state(agent: &Agent, host: &str) -> Option<PeerState> {
+/// What this host knows of `host`: its state, or an error naming the voters when this host does not watch it
+/// (a host that does not vote watches only the voters and its partners).
+fn peer_state(agent: &Agent, host: &str) -> Result<Option<PeerState>, EvacuateError> {
     if host == agent.config.node {
-        return Some(PeerState::Alive);
+        return Ok(Some(PeerState::Alive));
     }
-    agent.membership.peers().into_iter().find(|p| p.name == host).map(|p| p.state)
+    match agent.membership.peers().into_iter().find(|p| p.name == host) {
+        Some(p) if !p.watched => {
+            let mut voters = agent.ownership.lease_voters();
+            voters.sort();
+            Err(EvacuateError::NotWatched(host.to_string(), voters))
+        }
+        peer => Ok(peer.map(|p| p.state)),
+    }
 }
 
 /// Starts evacuating `host`; answers the job as it begins.
@@ -36,7 +45,7 @@ pub fn evacuate(agent: &Arc<Agent>, host: &str, req: &EvacuateRequest) -> Result
     let own = &agent.ownership;
     let said_maintenance = agent.membership.peers().iter().any(|p| p.name == host && p.maintenance);
     let fencing_known = agent.config.quorum_fencing() || agent.config.takeover.fence_hook.is_some();
-    let mode = failover::evacuate::mode(host, peer_state(agent, host), said_maintenance, req.fenced, fencing_known)?;
+    let mode = failover::evacuate::mode(host, peer_state(agent, host)?, said_maintenance, req.fenced, fencing_known)?;
     let items = failover::evacuate::evacuation_items(&own.table(), host);
     begin(agent, host, mode, parallel, items)
 }
@@ -46,7 +55,7 @@ pub fn restore(agent: &Arc<Agent>, host: &str, req: &EvacuateRequest) -> Result<
     known_host(agent, host)?;
     let parallel = failover::evacuate::parallel(req)?;
     let own = &agent.ownership;
-    if peer_state(agent, host) != Some(PeerState::Alive) {
+    if peer_state(agent, host)? != Some(PeerState::Alive) {
         return Err(EvacuateError::NotAlive(host.to_string()));
     }
     let items = failover::evacuate::restore_items(&own.events(), &own.table(), host)?;

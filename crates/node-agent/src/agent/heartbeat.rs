@@ -116,10 +116,9 @@ pub async fn run_sender(
         membership.tick();
         let hb = membership.next_heartbeat(supervisor.summaries());
         let signed = Arc::new(membership.sign(&hb));
-        for peer in &config.peers {
+        for (name, url) in membership.watched() {
             let (membership, client, signed) = (Arc::clone(&membership), client.clone(), Arc::clone(&signed));
             let credentials = credentials.clone();
-            let (name, url) = (peer.name.clone(), peer.url.clone());
             let seq = hb.seq;
             in_flight.spawn(async move {
                 match send_heartbeat(&client, &url, &credentials, &signed).await {
@@ -155,13 +154,17 @@ pub async fn run_beacons(config: AgentConfig, membership: Arc<Membership>, socke
         if every.is_zero() {
             return std::future::pending::<()>().await;
         }
-        let mut addrs: Vec<(String, String, Option<std::net::SocketAddr>, Instant)> =
-            config.peers.iter().map(|p| (p.name.clone(), p.url.clone(), None, Instant::now())).collect();
+        // Each peer's address and when it was looked up, kept while it is watched.
+        let mut addrs: std::collections::HashMap<String, (Option<std::net::SocketAddr>, Instant)> =
+            std::collections::HashMap::new();
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            for (name, url, addr, looked_up) in addrs.iter_mut() {
+            let watched = membership.watched();
+            addrs.retain(|name, _| watched.iter().any(|(n, _)| n == name));
+            for (name, url) in &watched {
+                let (addr, looked_up) = addrs.entry(name.clone()).or_insert((None, Instant::now()));
                 if addr.is_none() || looked_up.elapsed() > Duration::from_secs(30) {
                     *addr = peer_udp_addr(url).await;
                     *looked_up = Instant::now();

@@ -277,6 +277,7 @@ mod tests {
                 restarts_seen: 1,
                 vservers: vec![],
                 maintenance: false,
+                watched: true,
             }],
             vservers: vec![VserverStatus {
                 name: "web".into(),

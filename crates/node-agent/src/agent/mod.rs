@@ -152,6 +152,17 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
         tracing::warn!(vservers = ?held, "meant to run but down at start: each starts once the cluster confirms \
                        this host still owns it");
     }
+    agent.watch_peers();
+    let watching = tokio::spawn({
+        let agent = Arc::clone(&agent);
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                agent.watch_peers();
+            }
+        }
+    });
     let client = heartbeat::heartbeat_client(
         std::time::Duration::from_millis(agent.config.heartbeat.timeout_ms),
         agent.tls.as_ref(),
@@ -197,6 +208,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     heartbeats.abort();
     beacons.abort();
+    watching.abort();
     owning.abort();
     taking_over.abort();
     nagging.abort();

@@ -65,6 +65,20 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Brings the peers this host watches up to date (see `failover::membership::watch_set`): every peer on
+    /// a voter, the voters and this host's partners (the hosts its vservers' placements name) elsewhere.
+    pub fn watch_peers(&self) {
+        let voters = self.ownership.lease_voters();
+        let placements = self.replication.placements();
+        let node = self.config.node.as_str();
+        let partners = placements
+            .values()
+            .filter(|p| p.primary == node || p.standbys.iter().any(|s| s == node))
+            .flat_map(|p| std::iter::once(p.primary.as_str()).chain(p.standbys.iter().map(String::as_str)));
+        let watched = failover::membership::watch_set(node, &voters, partners);
+        self.membership.watch(watched.as_ref());
+    }
+
     /// Builds the agent from a checked configuration: reads the secret, takes the next incarnation, opens
     /// this host's member of the ownership table, loads the vservers' intents.
     pub async fn new(config: AgentConfig, config_path: &Path) -> anyhow::Result<Self> {

@@ -135,7 +135,7 @@ pub fn render(status: &StatusReport) -> String {
             name = esc(&p.name),
             url = esc(&p.url),
             class = peer_class(p.state),
-            state = word(p.state),
+            state = if p.watched { word(p.state) } else { "not watched here".into() },
             heard = p.last_heard_ms.map_or("never".into(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0)),
             rtt = p.rtt_ms.map_or("–".into(), |ms| format!("{ms:.2} ms")),
             inc = p.incarnation.map_or("–".into(), |i| i.to_string()),

@@ -1,0 +1,114 @@
+//! The hub: in a cluster of more hosts than voters, a host that does not vote exchanges heartbeats and
+//! beacons with the voters and its partners alone, so that its work does not grow with the cluster. Eight
+//! hosts: h0–h4 vote, h5 runs a vserver whose standby is h6, h7 shares nothing. What crosses the switch is
+//! captured; then h5 crashes and h6 takes its vserver over, while h7 keeps its lease.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use vserver_lab::agents::{wait_for, Agents};
+use vserver_lab::capture::{packets, Capture};
+use vserver_lab::faults::Sampler;
+use vserver_lab::{skip_unless_root, Lab};
+
+use crate::takeover::assert_one_copy;
+use crate::{text, vserver, FAST, PATIENCE};
+
+const HOSTS: usize = 8;
+const VOTERS: [usize; 5] = [0, 1, 2, 3, 4];
+
+fn watched(agents: &Agents, observer: usize, peer: usize) -> Option<bool> {
+    agents.peer(observer, peer).and_then(|p| p["watched"].as_bool())
+}
+
+#[test]
+fn a_host_that_does_not_vote_talks_to_the_voters_and_its_partners_alone_and_still_fails_over() {
+    if skip_unless_root("a_host_that_does_not_vote_talks_to_the_voters_and_its_partners_alone_and_still_fails_over") {
+        return;
+    }
+    let lab = Lab::new(HOSTS).unwrap();
+    let name = vserver_lab::unique("hub");
+    let addr = lab.free_addr(5);
+    let out = vserver(&lab, 5, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")], true);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[5].vservers_dir.join(&name), "hub").unwrap();
+    let cluster = format!("[vservers.{name}]\nprimary = \"h5\"\nstandbys = [\"h6\"]\ninterval_secs = 3600\n");
+    let mut agents = Agents::start_with(&lab, FAST, Some(&cluster)).unwrap();
+
+    // The voters see every host alive; every other host sees the voters and its partners alive, and does
+    // not watch the rest.
+    let alive = |o: usize, p: usize| agents.peer_state(o, p).as_deref() == Some("alive");
+    let formed = wait_for(Duration::from_secs(60), || {
+        VOTERS.iter().all(|&v| (0..HOSTS).filter(|&p| p != v).all(|p| alive(v, p)))
+            && [5, 6, 7].iter().all(|&o| VOTERS.iter().all(|&v| alive(o, v)))
+            && alive(5, 6)
+            && alive(6, 5)
+            && watched(&agents, 7, 5) == Some(false)
+            && watched(&agents, 5, 7) == Some(false)
+            && watched(&agents, 6, 7) == Some(false)
+    });
+    assert!(
+        formed.is_some(),
+        "the hub formed; h7's peers: {:?}\nh7:\n{}",
+        (0..HOSTS).filter(|&p| p != 7).map(|p| (p, agents.peer(7, p))).collect::<Vec<_>>(),
+        agents.log(7)
+    );
+    // The table formed with the five voters the rule chooses.
+    let expected: BTreeSet<String> = VOTERS.iter().map(|v| format!("h{v}")).collect();
+    let voters = || -> BTreeSet<String> {
+        let status = agents.status(0).unwrap_or_default();
+        let listed = status["ownership"]["raft"]["voters"].as_array().cloned().unwrap_or_default();
+        listed.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+    };
+    assert!(wait_for(PATIENCE, || voters() == expected).is_some(), "voters: {:?}", voters());
+
+    let out = vserver(&lab, 5, &[&name, "start"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
+    let out = vserver(&lab, 5, &[&name, "sync"], false);
+    assert!(out.status.success(), "a non-voter syncs to its partner: {}", text(&out));
+
+    // Three seconds of traffic: nothing at all between h7 and h5 or h6; h5 and h6 talk; h7 talks only to
+    // the voters.
+    let capture = Capture::start(lab.switch()).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = packets(&capture.finish());
+    let ip = |i: usize| lab.hosts[i].addr;
+    let between = |a: Ipv4Addr, b: Ipv4Addr| {
+        seen.iter().filter(|p| (*p.src.ip() == a && *p.dst.ip() == b) || (*p.src.ip() == b && *p.dst.ip() == a)).count()
+    };
+    assert_eq!(between(ip(7), ip(5)), 0, "h7 and h5 share nothing and exchange nothing");
+    assert_eq!(between(ip(7), ip(6)), 0, "h7 and h6 share nothing and exchange nothing");
+    assert!(between(ip(5), ip(6)) > 0, "partners exchange heartbeats");
+    let voter_ips: BTreeSet<Ipv4Addr> = VOTERS.iter().map(|&v| ip(v)).collect();
+    let from_h7: BTreeSet<Ipv4Addr> = seen.iter().filter(|p| *p.src.ip() == ip(7)).map(|p| *p.dst.ip()).collect();
+    assert!(from_h7.iter().all(|d| voter_ips.contains(d)), "h7 sends to the voters alone: {from_h7:?}");
+    assert_eq!(from_h7.len(), VOTERS.len(), "h7 sends to every voter: {from_h7:?}");
+
+    // h5 crashes: its standby h6, which does not vote either, takes the vserver over through the voters.
+    let sampler = Sampler::start(&lab, &name);
+    agents.kill9(5);
+    lab.hosts[5].kill_vservers();
+    lab.set_link(5, false).unwrap();
+    let back = wait_for(Duration::from_secs(30), || lab.hosts[6].runs(&name))
+        .and_then(|_| lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE));
+    assert!(back.is_some(), "h6 took over; h6:\n{}\nh0:\n{}", agents.log(6), agents.log(0));
+    // The voters judged h5 dead; h7, which never watched it, did not judge it at all, and kept its lease.
+    assert!(wait_for(PATIENCE, || agents.peer_state(0, 5).as_deref() == Some("dead")).is_some());
+    assert_ne!(agents.peer_state(7, 5).as_deref(), Some("dead"));
+    let lease = agents.status(7).unwrap()["failover"]["lease_remaining_ms"].as_u64();
+    assert!(lease.is_some_and(|l| l > 0), "h7 holds its lease: {lease:?}");
+    assert!(!agents.log(7).contains("lease lost"), "h7 never lost its lease:\n{}", agents.log(7));
+    for i in (0..HOSTS).filter(|&i| i != 5) {
+        let log = agents.log(i);
+        let false_verdicts: Vec<&str> =
+            log.lines().filter(|l| l.contains("peer dead") && !l.contains("\"h5\"") && !l.contains("h5")).collect();
+        assert!(false_verdicts.is_empty(), "h{i} judged a live host dead: {false_verdicts:?}");
+    }
+    // Asked on h7 about h5, which it does not watch, an evacuation names the voters to ask instead.
+    let reply = agents.request(7, 7, "POST", "/v1/hosts/h5/evacuate", Some(agents.secret()), Some("{}")).unwrap();
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert!(reply.body.contains("does not watch h5") && reply.body.contains("h0, h1, h2, h3, h4"), "{}", reply.body);
+    assert_one_copy(&sampler.finish(), &agents);
+}
