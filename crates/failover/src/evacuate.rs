@@ -125,8 +125,8 @@ pub enum EvacuateError {
     /// The host is neither alive nor dead (suspect, unknown).
     #[error("{0} is {1}: wait until it is alive (to migrate) or dead (to take over)")]
     Undecided(String, String),
-    /// This host neither votes nor shares a vserver with the host, so does not watch it and cannot say
-    /// whether it is alive or dead: the voters do.
+    /// This host neither votes nor shares a vserver with the host, so does not hear its heartbeats and cannot
+    /// say whether it is alive or dead, or in maintenance: the voters can.
     #[error(
         "this host does not watch {0} (it neither votes nor shares a vserver with it) and cannot tell whether \
          it is alive or dead: ask on a voter ({})",

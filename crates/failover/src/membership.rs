@@ -111,8 +111,10 @@ struct Peer {
     judged: PeerState,
     /// Its last heartbeat said it is in maintenance.
     maintenance: bool,
-    /// This host exchanges heartbeats and beacons with it (see [`watch_set`]): its silence is judged.
+    /// This host exchanges beacons with it (see [`watch_set`]): its silence is judged.
     watched: bool,
+    /// This host sends it heartbeats (see [`heartbeat_set`]).
+    heartbeats: bool,
 }
 
 /// What the lock guards: the peers in configuration order and the refusal counters.
@@ -181,8 +183,19 @@ pub fn watch_set<'a>(
     if voters.iter().any(|v| v == node) {
         return None;
     }
-    let watched = voters.iter().map(String::as_str).chain(partners).filter(|p| *p != node);
-    Some(watched.map(str::to_string).collect())
+    Some(heartbeat_set(node, voters, partners))
+}
+
+/// The peers a host sends its heartbeats (HTTP, with its vservers' states) to: the voters (the coordinator is
+/// one, and reads every host's vservers from them) and its partners. A voter sends none to the other hosts it
+/// watches: its beacons prove it alive to them and carry their leases, and they need nothing else from it.
+pub fn heartbeat_set<'a>(
+    node: &str,
+    voters: &'a [String],
+    partners: impl IntoIterator<Item = &'a str>,
+) -> BTreeSet<String> {
+    let peers = voters.iter().map(String::as_str).chain(partners).filter(|p| *p != node);
+    peers.map(str::to_string).collect()
 }
 
 /// The largest beacon a peer can send: one ack, names of at most 64 bytes, numbers of at most 20 digits, and
@@ -190,8 +203,10 @@ pub fn watch_set<'a>(
 /// buffer holds any datagram).
 pub const MAX_BEACON: usize = 512;
 
-/// How many sent beacons are remembered for dating acks (several seconds' worth for a few dozen peers).
-const SENT_KEPT: usize = 2048;
+/// The most sent beacons remembered for dating acks: each is kept for the lease length (an older one's ack
+/// vouches for nothing any more), which at 10 beacons a second to each of a thousand peers and the default
+/// lease is 18,000; this bound only caps the memory (4 MiB) against a misconfiguration.
+const SENT_KEPT: usize = 1 << 18;
 
 impl Membership {
     /// A table of the configured peers, none heard yet.
@@ -210,6 +225,7 @@ impl Membership {
                 judged: PeerState::Unknown,
                 maintenance: false,
                 watched: true,
+                heartbeats: true,
             })
             .collect();
         Self {
@@ -223,7 +239,7 @@ impl Membership {
             born: Instant::now(),
             table: Mutex::new(Table { peers, counters: RejectCounters::default() }),
             lease_len: config.lease_len,
-            sent: Mutex::new(std::collections::VecDeque::with_capacity(SENT_KEPT)),
+            sent: Mutex::new(std::collections::VecDeque::new()),
             covered: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -246,23 +262,32 @@ impl Membership {
                 vservers: p.heard.as_ref().map(|h| h.vservers.clone()).unwrap_or_default(),
                 maintenance: p.maintenance,
                 watched: p.watched,
+                heartbeats: p.watched && p.heartbeats,
             })
             .collect()
     }
 
-    /// Watches only the peers of `watched` (see [`watch_set`]), or every peer (`None`). A peer no longer
-    /// watched is not judged by its silence any more: it shows as unknown once it has been silent for the
-    /// suspicion threshold, never suspect or dead.
-    pub fn watch(&self, watched: Option<&BTreeSet<String>>) {
+    /// Watches only the peers of `watched` (see [`watch_set`]), or every peer (`None`), and sends heartbeats
+    /// to those of them in `heartbeats` (see [`heartbeat_set`]), or to all (`None`). A peer no longer watched
+    /// is not judged by its silence any more: it shows as unknown once it has been silent for the suspicion
+    /// threshold, never suspect or dead.
+    pub fn watch(&self, watched: Option<&BTreeSet<String>>, heartbeats: Option<&BTreeSet<String>>) {
         let mut table = self.lock();
         for peer in &mut table.peers {
             peer.watched = watched.is_none_or(|w| w.contains(&peer.name));
+            peer.heartbeats = heartbeats.is_none_or(|h| h.contains(&peer.name));
         }
     }
 
-    /// The peers this host sends its heartbeats and beacons to (name, URL), in configuration order.
+    /// The peers this host sends its beacons to (name, URL), in configuration order.
     pub fn watched(&self) -> Vec<(String, String)> {
         self.lock().peers.iter().filter(|p| p.watched).map(|p| (p.name.clone(), p.url.clone())).collect()
+    }
+
+    /// The peers this host sends its heartbeats to (name, URL), in configuration order.
+    pub fn heartbeat_targets(&self) -> Vec<(String, String)> {
+        let table = self.lock();
+        table.peers.iter().filter(|p| p.watched && p.heartbeats).map(|p| (p.name.clone(), p.url.clone())).collect()
     }
 
     /// Counters of refused heartbeats.
@@ -496,10 +521,13 @@ impl Membership {
     fn number(&self) -> u64 {
         let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if sent.len() == SENT_KEPT {
+        let now = Instant::now();
+        while sent.front().is_some_and(|(_, at)| now.saturating_duration_since(*at) >= self.lease_len)
+            || sent.len() >= SENT_KEPT
+        {
             sent.pop_front();
         }
-        sent.push_back((seq, Instant::now()));
+        sent.push_back((seq, now));
         seq
     }
 
@@ -719,6 +747,20 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_is_dated_however_many_beacons_a_voter_sent_since() {
+        // A voter of a thousand hosts sends 10,000 beacons a second: an ack that comes back 300 ms after its
+        // beacon, 3,000 beacons later, still vouches (the sent beacons are kept for the lease length).
+        let m = Membership::new(MembershipConfig { incarnation: 3, ..config(1800) });
+        let ours: SignedHeartbeat = serde_json::from_slice(&m.next_beacon("h2")).unwrap();
+        let seq = serde_json::from_str::<Beacon>(&ours.body).unwrap().seq;
+        for _ in 0..3000 {
+            m.number();
+        }
+        m.receive_beacon(&acking("h2", 1, &[("h1", 3, seq)])).unwrap();
+        assert_eq!(m.lease(Instant::now()).len(), 1, "the ack of an early beacon vouches");
+    }
+
+    #[test]
     fn we_ack_peers_heard_lately_but_not_one_we_promised_a_coordinator_about() {
         let m = Membership::new(config(400));
         m.receive_beacon(&acking("h2", 9, &[])).unwrap();
@@ -930,6 +972,7 @@ mod tests {
             judged: PeerState::Unknown,
             maintenance: false,
             watched: true,
+            heartbeats: true,
         };
         let ms = |n| at + Duration::from_millis(n);
         assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Unknown);
@@ -945,6 +988,8 @@ mod tests {
     fn a_voter_watches_everyone_and_another_host_the_voters_and_its_partners() {
         let voters: Vec<String> = ["h0", "h1", "h2"].map(String::from).to_vec();
         assert_eq!(watch_set("h1", &voters, ["h7"]), None, "a voter watches every host");
+        let to: Vec<String> = heartbeat_set("h1", &voters, ["h7"]).into_iter().collect();
+        assert_eq!(to, ["h0", "h2", "h7"], "and sends heartbeats to the voters and its partners");
         let set = watch_set("h5", &voters, ["h5", "h7", "h1"]).unwrap();
         assert_eq!(set.into_iter().collect::<Vec<_>>(), ["h0", "h1", "h2", "h7"]);
         // A thousand hosts: a host that does not vote still watches the voters and its partners alone.
@@ -956,8 +1001,9 @@ mod tests {
         let m = Membership::new(fast());
         m.receive(&signed(&heartbeat("h2", 1, 1))).unwrap();
         let only_h2: BTreeSet<String> = ["h2".to_string()].into();
-        m.watch(Some(&only_h2));
+        m.watch(Some(&only_h2), None);
         assert_eq!(m.watched().into_iter().map(|(n, _)| n).collect::<Vec<_>>(), ["h2"]);
+        assert_eq!(m.heartbeat_targets().into_iter().map(|(n, _)| n).collect::<Vec<_>>(), ["h2"]);
         std::thread::sleep(Duration::from_millis(170));
         m.tick();
         // h2, watched and silent: dead. h3, never heard and not watched: unknown, long past the threshold.
@@ -971,9 +1017,15 @@ mod tests {
         m.tick();
         assert_eq!(state_of(&m, "h3").state, PeerState::Unknown);
         // Watched again (it became a partner): judged by its silence as before.
-        m.watch(None);
+        m.watch(None, None);
         assert_eq!(state_of(&m, "h3").state, PeerState::Suspect);
         assert_eq!(m.watched().len(), 2);
+        // A voter: beacons to every peer, heartbeats to the voters and its partners alone (h3 here).
+        let h3: BTreeSet<String> = ["h3".to_string()].into();
+        m.watch(None, Some(&h3));
+        assert_eq!(m.watched().len(), 2);
+        assert_eq!(m.heartbeat_targets().into_iter().map(|(n, _)| n).collect::<Vec<_>>(), ["h3"]);
+        assert!(!state_of(&m, "h2").heartbeats && state_of(&m, "h3").heartbeats);
     }
 
     #[test]

@@ -493,6 +493,7 @@ mod tests {
             maintenance: false,
             vservers: Vec::new(),
             watched: true,
+            heartbeats: true,
         }
     }
 

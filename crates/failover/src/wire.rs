@@ -370,6 +370,10 @@ pub struct PeerStatus {
     /// nor shares a vserver with this one, when this one does not vote; its state is then unknown here.
     #[serde(default = "yes")]
     pub watched: bool,
+    /// This host sends it heartbeats: false on a voter for a host that does not vote and shares no vserver
+    /// with it (beacons alone go there), and wherever `watched` is false.
+    #[serde(default = "yes")]
+    pub heartbeats: bool,
 }
 
 fn yes() -> bool {

@@ -1,14 +1,15 @@
 //! The hub: in a cluster of more hosts than voters, a host that does not vote exchanges heartbeats and
 //! beacons with the voters and its partners alone, so that its work does not grow with the cluster. Eight
 //! hosts: h0–h4 vote, h5 runs a vserver whose standby is h6, h7 shares nothing. What crosses the switch is
-//! captured; then h5 crashes and h6 takes its vserver over, while h7 keeps its lease.
+//! captured (the voters send beacons to every host, heartbeats only to the voters and their partners); then
+//! h5 crashes and h6 takes its vserver over, while h7 keeps its lease.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use vserver_lab::agents::{wait_for, Agents};
-use vserver_lab::capture::{packets, Capture};
+use vserver_lab::capture::{contains, packets, Capture};
 use vserver_lab::faults::Sampler;
 use vserver_lab::{skip_unless_root, Lab};
 
@@ -85,6 +86,20 @@ fn a_host_that_does_not_vote_talks_to_the_voters_and_its_partners_alone_and_stil
     let from_h7: BTreeSet<Ipv4Addr> = seen.iter().filter(|p| *p.src.ip() == ip(7)).map(|p| *p.dst.ip()).collect();
     assert!(from_h7.iter().all(|d| voter_ips.contains(d)), "h7 sends to the voters alone: {from_h7:?}");
     assert_eq!(from_h7.len(), VOTERS.len(), "h7 sends to every voter: {from_h7:?}");
+    // Heartbeats (HTTP, plain in this lab): h7 sends them to the voters; a voter sends h7 beacons alone (h7
+    // is not its partner), and h5 and h6, partners, send each other heartbeats.
+    let heartbeats = |from: usize, to: usize| {
+        seen.iter()
+            .filter(|p| *p.src.ip() == ip(from) && *p.dst.ip() == ip(to) && p.tcp_seq.is_some())
+            .any(|p| contains(&p.payload, b"POST /v1/heartbeat"))
+    };
+    for &v in &VOTERS {
+        assert!(heartbeats(7, v), "h7 sends h{v} heartbeats");
+        assert!(!heartbeats(v, 7), "h{v} sends h7 no heartbeat");
+    }
+    assert!(heartbeats(5, 6) && heartbeats(6, 5), "partners send each other heartbeats");
+    assert_eq!(agents.peer(0, 7).map(|p| p["heartbeats"].clone()), Some(serde_json::json!(false)));
+    assert_eq!(agents.peer(0, 5).map(|p| p["heartbeats"].clone()), Some(serde_json::json!(false)));
 
     // h5 crashes: its standby h6, which does not vote either, takes the vserver over through the voters.
     let sampler = Sampler::start(&lab, &name);

@@ -22,20 +22,18 @@ fn known_host(agent: &Agent, host: &str) -> Result<(), EvacuateError> {
     }
 }
 
-/// What this host knows of `host`: its state, or an error naming the voters when this host does not watch it
-/// (a host that does not vote watches only the voters and its partners).
+/// What this host knows of `host`: its state, or an error naming the voters when this host does not hear its
+/// heartbeats (with its maintenance): a voter hears every host, another host only its partners.
 fn peer_state(agent: &Agent, host: &str) -> Result<Option<PeerState>, EvacuateError> {
     if host == agent.config.node {
         return Ok(Some(PeerState::Alive));
     }
-    match agent.membership.peers().into_iter().find(|p| p.name == host) {
-        Some(p) if !p.watched => {
-            let mut voters = agent.ownership.lease_voters();
-            voters.sort();
-            Err(EvacuateError::NotWatched(host.to_string(), voters))
-        }
-        peer => Ok(peer.map(|p| p.state)),
+    let mut voters = agent.ownership.lease_voters();
+    voters.sort();
+    if !voters.contains(&agent.config.node) && !agent.partners().contains(host) {
+        return Err(EvacuateError::NotWatched(host.to_string(), voters));
     }
+    Ok(agent.membership.peers().into_iter().find(|p| p.name == host).map(|p| p.state))
 }
 
 /// Starts evacuating `host`; answers the job as it begins.

@@ -95,8 +95,9 @@ async fn send_heartbeat(
     }
 }
 
-/// Sends a heartbeat (signed with `membership`'s key, carrying `supervisor`'s summaries) to every peer of
-/// `config` at every interval through `client` (see [`heartbeat_client`]), authenticated by `credentials`,
+/// Sends a heartbeat (signed with `membership`'s key, carrying `supervisor`'s summaries) to every peer it
+/// names (`Membership::heartbeat_targets`: the voters and this host's partners) at every interval through
+/// `client` (see [`heartbeat_client`]), authenticated by `credentials`,
 /// until aborted. Each peer gets its own task, so a slow or unreachable peer never delays the others; the tasks
 /// end with this one.
 pub async fn run_sender(
@@ -116,7 +117,7 @@ pub async fn run_sender(
         membership.tick();
         let hb = membership.next_heartbeat(supervisor.summaries());
         let signed = Arc::new(membership.sign(&hb));
-        for (name, url) in membership.watched() {
+        for (name, url) in membership.heartbeat_targets() {
             let (membership, client, signed) = (Arc::clone(&membership), client.clone(), Arc::clone(&signed));
             let credentials = credentials.clone();
             let seq = hb.seq;

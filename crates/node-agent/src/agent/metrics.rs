@@ -278,6 +278,7 @@ mod tests {
                 vservers: vec![],
                 maintenance: false,
                 watched: true,
+                heartbeats: true,
             }],
             vservers: vec![VserverStatus {
                 name: "web".into(),

@@ -66,17 +66,23 @@ pub struct Agent {
 
 impl Agent {
     /// Brings the peers this host watches up to date (see `failover::membership::watch_set`): every peer on
-    /// a voter, the voters and this host's partners (the hosts its vservers' placements name) elsewhere.
+    /// a voter, the voters and this host's partners (the hosts its vservers' placements name) elsewhere; and
+    /// those it sends heartbeats to (the voters and its partners, on every host).
     pub fn watch_peers(&self) {
         let voters = self.ownership.lease_voters();
-        let placements = self.replication.placements();
+        let partners = self.partners();
         let node = self.config.node.as_str();
-        let partners = placements
-            .values()
-            .filter(|p| p.primary == node || p.standbys.iter().any(|s| s == node))
-            .flat_map(|p| std::iter::once(p.primary.as_str()).chain(p.standbys.iter().map(String::as_str)));
-        let watched = failover::membership::watch_set(node, &voters, partners);
-        self.membership.watch(watched.as_ref());
+        let watched = failover::membership::watch_set(node, &voters, partners.iter().map(String::as_str));
+        let heartbeats = failover::membership::heartbeat_set(node, &voters, partners.iter().map(String::as_str));
+        self.membership.watch(watched.as_ref(), Some(&heartbeats));
+    }
+
+    /// This host's partners: the hosts named with it in a vserver's placement (this host among them).
+    pub fn partners(&self) -> std::collections::BTreeSet<String> {
+        let node = self.config.node.as_str();
+        let placements = self.replication.placements();
+        let shared = placements.values().filter(|p| p.primary == node || p.standbys.iter().any(|s| s == node));
+        shared.flat_map(|p| std::iter::once(&p.primary).chain(&p.standbys)).cloned().collect()
     }
 
     /// Builds the agent from a checked configuration: reads the secret, takes the next incarnation, opens
