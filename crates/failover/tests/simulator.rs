@@ -36,7 +36,12 @@
 //! names, from a tree or a complete replica; a returning host never restarts what it lost; a vserver an
 //! operator stopped (the last intent the event log records) is not started by anything but an operator.
 //!
-//! `SIM_SEEDS=N` runs N seeds (default 10,000); `SIM_SEED=S` replays one seed and prints its history.
+//! The cluster is three voters, or the hub ([`HUB`]): six hosts of which three vote, the vserver's primary
+//! and first standby among those that do not, each host that does not vote watching only the voters and its
+//! partners (checked: a beacon from such a host to any other is a violation).
+//!
+//! `SIM_SEEDS=N` runs N seeds (default 10,000); `SIM_SEED=S` replays one seed and prints its history
+//! (`SIM_HUB=1`: a seed of the hub).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -67,6 +72,23 @@ const ONCE_DOWN: [u64; 6] = [14, 389, 391, 733, 843, 853];
 
 /// The vserver every simulated cluster protects.
 const VS: &str = "web";
+
+/// The hosts of a simulated cluster: how many, and which of them vote (grant leases, elect the coordinator,
+/// answer its probes). The others watch only the voters and their partners, as the agent does
+/// (`failover::membership::watch_set`).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    hosts: usize,
+    voters: &'static [usize],
+}
+
+/// Three hosts, all voting.
+const THREE: Layout = Layout { hosts: 3, voters: &[0, 1, 2] };
+
+/// The hub: six hosts of which h2, h3 and h4 vote. The vserver's primary h0 and its first standby h1 do not
+/// vote: they exchange beacons with the voters and with each other (partners) alone, never with h5, which
+/// neither votes nor holds anything, and watches only the voters.
+const HUB: Layout = Layout { hosts: 6, voters: &[2, 3, 4] };
 /// Its placement: h0 runs it, h1 then h2 hold replicas.
 const STANDBYS: [&str; 2] = ["h1", "h2"];
 /// The default timing of the agent: lease length (`fencing.timeout_ms`), takeover margin, beacons.
@@ -226,6 +248,8 @@ impl Fault {
 }
 
 struct World {
+    /// The voters, by index (see [`Layout`]).
+    voters: Vec<usize>,
     rng: Rng,
     /// The draws of the migrates, evacuations and duplicated requests: apart, so that a seed's other faults
     /// are drawn as they were before these existed.
@@ -327,11 +351,15 @@ impl World {
         self.hosts.iter().position(|h| h.name == name)
     }
     fn majority(&self) -> usize {
-        self.hosts.len() / 2 + 1
+        self.voters.len() / 2 + 1
     }
-    /// `h` reaches a majority of the voters (itself included).
+    /// `h` reaches a majority of the voters (itself included, when it votes).
     fn reaches_majority(&self, h: usize) -> bool {
-        (0..self.hosts.len()).filter(|&o| self.active(o) && self.linked(h, o)).count() >= self.majority()
+        self.voters.iter().filter(|&&o| self.active(o) && self.linked(h, o)).count() >= self.majority()
+    }
+    /// The voters' names.
+    fn voter_names(&self) -> Vec<String> {
+        self.voters.iter().map(|&v| self.hosts[v].name.clone()).collect()
     }
     /// A message's delay, or `None` when it is lost.
     fn transit(&mut self, from: usize, to: usize) -> Option<Duration> {
@@ -396,8 +424,7 @@ impl World {
     /// The remaining lease of `h`'s agent now, by the real arithmetic.
     fn lease_left(&self, h: usize) -> Option<Duration> {
         let now = Instant::now();
-        let voters: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
-        failover::lease::remaining(&voters, &self.hosts[h].name, &self.hosts[h].membership.lease(now), now)
+        failover::lease::remaining(&self.voter_names(), &self.hosts[h].name, &self.hosts[h].membership.lease(now), now)
     }
 }
 
@@ -665,7 +692,7 @@ impl Table for SimTable {
         Maintenance::default()
     }
     fn voters(&self) -> Vec<String> {
-        self.sim.w().hosts.iter().map(|h| h.name.clone()).collect()
+        self.sim.w().voter_names()
     }
     fn set_owner(
         &self,
@@ -1520,7 +1547,8 @@ fn start_agent(sim: &Sim, h: usize) {
     host.migrating = false;
     host.session = None;
     host.busy = Arc::default();
-    let names: Vec<String> = (0..3).map(|i| format!("h{i}")).collect();
+    let names: Vec<String> = (0..w.hosts.len()).map(|i| format!("h{i}")).collect();
+    let host = &mut w.hosts[h];
     let peers = names.iter().filter(|n| **n != host.name).map(|n| (n.clone(), format!("sim://{n}"))).collect();
     host.membership = Arc::new(Membership::new(MembershipConfig {
         node: host.name.clone(),
@@ -1531,7 +1559,19 @@ fn start_agent(sim: &Sim, h: usize) {
         dead_after: Duration::from_millis(1500),
         lease_len: LEASE,
     }));
+    // Whom it watches and sends heartbeats to: the voters and, if it is one of the vserver's hosts, its
+    // partners (every peer, on a voter).
+    let voters = w.voter_names();
+    let me = w.hosts[h].name.clone();
+    let placed: Vec<String> =
+        std::iter::once(w.placement.primary.clone()).chain(w.placement.standbys.clone()).collect();
+    let partners: Vec<&str> =
+        if placed.contains(&me) { placed.iter().map(String::as_str).collect() } else { Vec::new() };
+    let watched = failover::membership::watch_set(&me, &voters, partners.iter().copied());
+    let heartbeats = failover::membership::heartbeat_set(&me, &voters, partners.iter().copied());
+    w.hosts[h].membership.watch(watched.as_ref(), Some(&heartbeats));
     // Down at start although meant to run (this host crashed): held until the table confirms it is ours.
+    let host = &w.hosts[h];
     if host.tree && !host.running && !host.local_stopped && !w.intent_stopped() {
         w.hosts[h].fenced = true;
     }
@@ -1571,7 +1611,24 @@ async fn beacons(sim: Sim, h: usize) {
         }
         let mut w = sim.w();
         let m = Arc::clone(&w.hosts[h].membership);
-        for to in (0..w.hosts.len()).filter(|&to| to != h) {
+        let watched: Vec<usize> = m.watched().iter().filter_map(|(name, _)| w.index(name)).collect();
+        let placed = |x: usize| {
+            let name = &w.hosts[x].name;
+            w.placement.primary == *name || w.placement.standbys.contains(name)
+        };
+        let strays: Vec<usize> = if w.voters.contains(&h) {
+            Vec::new()
+        } else {
+            watched.iter().copied().filter(|&to| !(w.voters.contains(&to) || placed(h) && placed(to))).collect()
+        };
+        for to in strays {
+            let line = format!(
+                "{} sent a beacon to {}: it neither votes nor shares the vserver",
+                w.hosts[h].name, w.hosts[to].name
+            );
+            w.violation(line);
+        }
+        for to in watched {
             let datagram = m.next_beacon(&w.hosts[to].name);
             let copies = if w.rng.chance(20) { 2 } else { 1 };
             for _ in 0..copies {
@@ -1759,11 +1816,11 @@ impl Outcome {
     }
 }
 
-fn schedule(rng: &mut Rng) -> Vec<(Duration, Fault)> {
+fn schedule(rng: &mut Rng, hosts: usize) -> Vec<(Duration, Fault)> {
     let mut at = FAULTS_FROM;
     let mut out = Vec::new();
     while at < FAULTS_UNTIL {
-        let host = rng.below(3) as usize;
+        let host = rng.below(hosts as u64) as usize;
         let fault = match rng.below(9) {
             0 => Fault::Crash(host, rng.ms(300, 6000)),
             1 => Fault::AgentRestart(host, rng.ms(50, 4000)),
@@ -1782,14 +1839,14 @@ fn schedule(rng: &mut Rng) -> Vec<(Duration, Fault)> {
 
 /// The migrates, evacuations and duplicated requests of a seed, drawn from their own stream (see
 /// [`World::xrng`]).
-fn schedule_more(rng: &mut Rng) -> Vec<(Duration, Fault)> {
+fn schedule_more(rng: &mut Rng, hosts: usize) -> Vec<(Duration, Fault)> {
     let mut at = FAULTS_FROM + rng.ms(0, 3000);
     let mut out = Vec::new();
     while at < FAULTS_UNTIL {
         let fault = match rng.below(3) {
             0 => Fault::Duplicates(100 + rng.below(500), rng.ms(500, 5000)),
-            1 => Fault::Migrate(rng.below(3) as usize),
-            _ => Fault::Evacuate(rng.below(3) as usize),
+            1 => Fault::Migrate(rng.below(hosts as u64) as usize),
+            _ => Fault::Evacuate(rng.below(hosts as u64) as usize),
         };
         out.push((at, fault));
         at += rng.ms(1000, 5000);
@@ -1802,22 +1859,27 @@ fn xrng(seed: u64) -> Rng {
     Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x6A09_E667_F3BC_C909)
 }
 
-/// Runs the cluster with `faults`, from a seed, for [`RUN_FOR`].
+/// Runs the cluster of three voters with `faults`, from a seed, for [`RUN_FOR`].
 fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
+    run_in(THREE, seed, faults)
+}
+
+/// Runs the cluster of `layout` with `faults`, from a seed, for [`RUN_FOR`].
+fn run_in(layout: Layout, seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
     rt.block_on(async move {
         let mut rng = Rng(seed);
         let mut xrng = xrng(seed);
         let faults = faults.unwrap_or_else(|| {
-            let mut faults = schedule(&mut rng);
-            faults.extend(schedule_more(&mut xrng));
+            let mut faults = schedule(&mut rng, layout.hosts);
+            faults.extend(schedule_more(&mut xrng, layout.hosts));
             faults.sort_by_key(|(at, _)| *at);
             faults
         });
         // The liveness check waits until every fault has healed, then until the vserver runs on its owner (or
         // an operator's stop is the last word), for at most SETTLE.
         let healed = faults.iter().map(|(at, f)| *at + f.lasts()).max().unwrap_or_default();
-        let hosts = (0..3)
+        let hosts = (0..layout.hosts)
             .map(|i| HostState {
                 name: format!("h{i}"),
                 up: true,
@@ -1834,7 +1896,7 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
                     lease_len: Duration::ZERO,
                 })),
                 tree: i == 0,
-                replica: i > 0,
+                replica: STANDBYS.contains(&format!("h{i}").as_str()),
                 running: false,
                 fenced: false,
                 keepers_until: None,
@@ -1849,6 +1911,7 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
         let mut owners = BTreeMap::new();
         owners.insert(VS.to_string(), OwnerEntry { owner: Some("h0".into()), epoch: 1 });
         let sim = Sim(Arc::new(Mutex::new(World {
+            voters: layout.voters.to_vec(),
             rng,
             xrng,
             hosts,
@@ -1875,7 +1938,7 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
             violations: Vec::new(),
             stats: Stats::default(),
         })));
-        for h in 0..3 {
+        for h in 0..layout.hosts {
             start_agent(&sim, h);
             tokio::spawn(keepers(sim.clone(), h));
         }
@@ -1901,7 +1964,7 @@ fn run(seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> Outcome {
         }
         let mut w = sim.w();
         let migrating = w.hosts.iter().any(|h| h.migrating);
-        for h in 0..3 {
+        for h in 0..layout.hosts {
             stop_agent(&mut w, h);
         }
         let running_on: Vec<String> = w.hosts.iter().filter(|h| h.running).map(|h| h.name.clone()).collect();
@@ -1966,7 +2029,8 @@ fn inject(sim: &Sim, fault: Fault) {
             host.frozen_until = Some(host.frozen_until.map_or(until, |t| t.max(until)));
         }
         Fault::Isolate(h, d) => {
-            let pairs: Vec<(usize, usize)> = (0..3).filter(|&o| o != h).map(|o| (o.min(h), o.max(h))).collect();
+            let pairs: Vec<(usize, usize)> =
+                (0..w.hosts.len()).filter(|&o| o != h).map(|o| (o.min(h), o.max(h))).collect();
             w.cut.extend(pairs.iter().copied());
             after(
                 d,
@@ -2119,10 +2183,11 @@ fn the_invariants_hold_under_seeded_faults() {
 #[test]
 fn replay() {
     let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) else {
-        eprintln!("set SIM_SEED=N to replay seed N");
+        eprintln!("set SIM_SEED=N to replay seed N (SIM_HUB=1: in the hub's five hosts)");
         return;
     };
-    let o = run(seed, None);
+    let layout = if std::env::var_os("SIM_HUB").is_some() { HUB } else { THREE };
+    let o = run_in(layout, seed, None);
     println!("{}", report(seed, &o));
     assert!(o.violations.is_empty(), "seed {seed} broke an invariant (history above)");
     assert!(!o.down(), "seed {seed}: meant to run, it runs nowhere at the end (history above)");
@@ -2144,6 +2209,55 @@ fn a_crashed_owner_is_taken_over_once() {
     assert!(o.violations.is_empty(), "{}", report(1, &o));
     assert_eq!(o.running_on, ["h1"], "{}", report(1, &o));
     assert_eq!(o.stats.takeovers, 1, "{}", report(1, &o));
+}
+
+/// The hub: the owner, a host that does not vote, crashes; its partner h1, which does not vote either, takes it
+/// over through the voters (h2, h3, h4), once.
+#[test]
+fn in_the_hub_a_crashed_owner_that_does_not_vote_is_taken_over_by_its_partner() {
+    let o = run_in(HUB, 1, Some(vec![(Duration::from_secs(4), Fault::Crash(0, Duration::from_secs(30)))]));
+    assert!(o.violations.is_empty(), "{}", report(1, &o));
+    assert_eq!(o.running_on, ["h1"], "{}", report(1, &o));
+    assert_eq!(o.stats.takeovers, 1, "{}", report(1, &o));
+}
+
+/// The hub under seeded faults (every fault, on any of its six hosts, voters and not): the invariants hold.
+/// `SIM_HUB_SEEDS=N` runs N seeds (default 2,000).
+#[test]
+fn the_invariants_hold_in_the_hub_under_seeded_faults() {
+    let seeds: u64 = std::env::var("SIM_HUB_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as u64;
+    let started = std::time::Instant::now();
+    let (totals, running) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let (mut totals, mut running) = (Stats::default(), 0u64);
+                    for seed in (1 + t..1 + seeds).step_by(threads as usize) {
+                        let o = run_in(HUB, seed, None);
+                        assert!(o.violations.is_empty(), "in the hub (replay with SIM_HUB=1): {}", report(seed, &o));
+                        totals = totals.add(o.stats);
+                        running += u64::from(!o.down());
+                    }
+                    (totals, running)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a worker"))
+            .fold((Stats::default(), 0), |(a, n), (b, m)| (a.add(b), n + m))
+    });
+    eprintln!(
+        "hub: {seeds} seeds in {:.1} s: {} starts, {} takeovers, {} fences, {} migrates; running (or stopped by an \
+         operator) at the end in {running} of {seeds}",
+        started.elapsed().as_secs_f64(),
+        totals.starts,
+        totals.takeovers,
+        totals.fences,
+        totals.migrates,
+    );
+    assert!(totals.takeovers > 0, "the hub's seeds take vservers over");
 }
 
 /// Blips shorter than the lease (the owner's links cut, its agent frozen, up to 1 s) stop nothing.
