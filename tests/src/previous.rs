@@ -1,5 +1,5 @@
-//! The previous release's binaries, for rolling-upgrade tests: its sources taken from this repository's history
-//! (`git archive` of [`PREVIOUS_RELEASE`]) and built once, in debug, beside this build's binaries
+//! Earlier releases' binaries, for rolling-upgrade tests: their sources taken from this repository's history
+//! (`git archive` of a commit) and built once, in debug, beside this build's binaries
 //! (`target/debug/previous-release/COMMIT/bin`); later runs reuse them.
 
 use std::path::PathBuf;
@@ -7,17 +7,26 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 
-/// The commit of the last release that landed: what a running cluster is upgraded from.
+/// The release before the cluster's wire moved to TLS: what the TLS upgrade test starts from.
 pub const PREVIOUS_RELEASE: &str = "8d064e4797cea2ff0a85894a2119dd958d070c4b";
+
+/// The last release that landed before the hub (every host heartbeating every other): what the hub's upgrade
+/// test starts from.
+pub const LAST_RELEASE: &str = "9d5708a747099ff9c4e219a550a4ce9a7e41850c";
 
 /// The binaries every host runs.
 const BINARIES: [&str; 4] = ["vserver-agent", "vserver", "vserver-tunnel", "vserver-watchdog"];
 
-/// The directory holding the previous release's `vserver-agent`, `vserver`, `vserver-tunnel` and
-/// `vserver-watchdog`, built if they are not there yet (a few minutes the first time).
+/// The directory holding [`PREVIOUS_RELEASE`]'s binaries (see [`binaries_of`]).
 pub fn binaries() -> Result<PathBuf> {
+    binaries_of(PREVIOUS_RELEASE)
+}
+
+/// The directory holding the `vserver-agent`, `vserver`, `vserver-tunnel` and `vserver-watchdog` of the release
+/// at `commit`, built if they are not there yet (a few minutes the first time).
+pub fn binaries_of(commit: &str) -> Result<PathBuf> {
     let here = crate::agents::agent_bin().context("no vserver-agent beside this executable")?;
-    let base = here.parent().context("the binaries' directory")?.join("previous-release").join(PREVIOUS_RELEASE);
+    let base = here.parent().context("the binaries' directory")?.join("previous-release").join(commit);
     let bin = base.join("bin");
     if BINARIES.iter().all(|b| bin.join(b).is_file()) {
         return Ok(bin);
@@ -31,24 +40,23 @@ pub fn binaries() -> Result<PathBuf> {
         Command::new("git")
             .arg("-C")
             .arg(repo)
-            .args(["cat-file", "-e", &format!("{PREVIOUS_RELEASE}^{{commit}}")])
+            .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
             .status()
             .is_ok_and(|s| s.success())
     };
     if !present(&repo) {
         let _ = Command::new("git").arg("-C").arg(&repo).args(["fetch", "--quiet", "--unshallow"]).status();
-        let _ =
-            Command::new("git").arg("-C").arg(&repo).args(["fetch", "--quiet", "origin", PREVIOUS_RELEASE]).status();
+        let _ = Command::new("git").arg("-C").arg(&repo).args(["fetch", "--quiet", "origin", commit]).status();
     }
     let archive = Command::new("git")
         .args(["-C"])
         .arg(&repo)
-        .args(["archive", "--format=tar", PREVIOUS_RELEASE])
+        .args(["archive", "--format=tar", commit])
         .output()
         .context("running git archive")?;
     ensure!(
         archive.status.success(),
-        "git archive {PREVIOUS_RELEASE} in {}: {}",
+        "git archive {commit} in {}: {}",
         repo.display(),
         String::from_utf8_lossy(&archive.stderr)
     );
@@ -62,11 +70,7 @@ pub fn binaries() -> Result<PathBuf> {
         .args(["build", "--locked", "-p", "node-agent", "--bins"])
         .output()
         .context("running cargo build")?;
-    ensure!(
-        build.status.success(),
-        "building the previous release ({PREVIOUS_RELEASE}): {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    ensure!(build.status.success(), "building the release at {commit}: {}", String::from_utf8_lossy(&build.stderr));
     std::fs::create_dir_all(&bin)?;
     for b in BINARIES {
         std::fs::copy(base.join("target/debug").join(b), bin.join(b)).with_context(|| format!("copying {b}"))?;

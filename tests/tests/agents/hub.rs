@@ -127,3 +127,87 @@ fn a_host_that_does_not_vote_talks_to_the_voters_and_its_partners_alone_and_stil
     assert!(reply.body.contains("does not watch h5") && reply.body.contains("h0, h1, h2, h3, h4"), "{}", reply.body);
     assert_one_copy(&sampler.finish(), &agents);
 }
+
+/// Host `i`'s agent restarted (SIGTERM, its exit, a new start), then every voter hears it and it hears every
+/// voter, and h5 (the vserver's owner) holds its lease.
+fn restart_in_hub(agents: &mut Agents, i: usize) {
+    assert!(agents.stop(i, Duration::from_secs(10)), "h{i}'s agent left by itself");
+    agents.spawn(i).unwrap();
+    let back = wait_for(PATIENCE, || {
+        VOTERS.iter().filter(|&&v| v != i).all(|&v| {
+            agents.peer_state(v, i).as_deref() == Some("alive") && agents.peer_state(i, v).as_deref() == Some("alive")
+        }) && agents.status(5).ok().and_then(|s| s["failover"]["lease_remaining_ms"].as_u64()).is_some_and(|l| l > 0)
+    });
+    assert!(back.is_some(), "h{i} is back and h5 holds its lease; h{i}:\n{}\nh5:\n{}", agents.log(i), agents.log(5));
+}
+
+#[test]
+fn a_cluster_of_eight_where_every_host_watched_every_other_moves_to_the_hub_host_by_host_without_a_stop() {
+    if skip_unless_root(
+        "a_cluster_of_eight_where_every_host_watched_every_other_moves_to_the_hub_host_by_host_without_a_stop",
+    ) {
+        return;
+    }
+    let old = vserver_lab::previous::binaries_of(vserver_lab::previous::LAST_RELEASE).unwrap();
+    let new_vserver = vserver_lab::vserver_bin().unwrap();
+    let lab = Lab::new(HOSTS).unwrap();
+    let name = vserver_lab::unique("hubup");
+    let addr = lab.free_addr(5);
+    let vserver_old = |i: usize, args: &[&str]| lab.hosts[i].command(old.join("vserver")).args(args).output().unwrap();
+    let out = vserver_old(5, &[&name, "build", "--busybox", "--iproot", &format!("eth0:{addr}/24")]);
+    assert!(out.status.success(), "{}", text(&out));
+    vserver_lab::bench::install_httpd_service(&lab.hosts[5].vservers_dir.join(&name), "hubup").unwrap();
+    let cluster = format!("[vservers.{name}]\nprimary = \"h5\"\nstandbys = [\"h6\"]\ninterval_secs = 3600\n");
+    // The last release's cluster, every host watching every other, its agents running its `vserver` command.
+    let mut agents = Agents::prepare_each(&lab, FAST, Some(&cluster), |_| String::new()).unwrap();
+    agents.use_agent_bin(old.join("vserver-agent"));
+    let new_line = format!("vserver_bin = \"{}\"", new_vserver.display());
+    let old_line = format!("vserver_bin = \"{}\"", old.join("vserver").display());
+    for i in 0..HOSTS {
+        agents.edit_config(i, |t| t.replace(&new_line, &old_line)).unwrap();
+        agents.spawn(i).unwrap();
+    }
+    let everyone = || {
+        (0..HOSTS).all(|o| (0..HOSTS).filter(|&p| p != o).all(|p| agents.peer_state(o, p).as_deref() == Some("alive")))
+    };
+    assert!(wait_for(Duration::from_secs(60), everyone).is_some(), "h0:\n{}", agents.log(0));
+    let started = wait_for(PATIENCE, || vserver_old(5, &[&name, "start"]).status.success());
+    assert!(started.is_some(), "h5:\n{}", agents.log(5));
+    assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
+    assert!(vserver_old(5, &[&name, "sync"]).status.success());
+    assert!(wait_for(PATIENCE, || crate::owner(&agents, 0, &name).is_some_and(|o| o.0 == "h5")).is_some());
+    let epoch = crate::owner(&agents, 0, &name).unwrap().1;
+    let sampler = Sampler::start(&lab, &name);
+
+    // Host by host, the hosts that do not vote first, then the voters: the new agent and `vserver`.
+    agents.use_agent_bin(vserver_lab::agents::agent_bin().unwrap());
+    for i in [7, 6, 5, 4, 3, 2, 1, 0] {
+        agents.edit_config(i, |t| t.replace(&old_line, &new_line)).unwrap();
+        restart_in_hub(&mut agents, i);
+    }
+
+    // The hub in effect: h7 and h5 no longer watch each other; the voters watch everyone.
+    let hub = wait_for(PATIENCE, || {
+        watched(&agents, 7, 5) == Some(false)
+            && watched(&agents, 5, 7) == Some(false)
+            && VOTERS
+                .iter()
+                .all(|&v| (0..HOSTS).filter(|&p| p != v).all(|p| agents.peer_state(v, p).as_deref() == Some("alive")))
+    });
+    assert!(
+        hub.is_some(),
+        "h7's peers: {:?}",
+        (0..HOSTS).filter(|&p| p != 7).map(|p| agents.peer(7, p)).collect::<Vec<_>>()
+    );
+    // Never stopped, never moved, no host fenced; replication works.
+    let seen = sampler.finish();
+    assert!(seen.most_at_once <= 1 && seen.rounds > 100);
+    assert_eq!(seen.changes.len(), 1, "it never stopped nor moved: {:?}\nh5:\n{}", seen.changes, agents.log(5));
+    assert!(lab.hosts[5].runs(&name));
+    assert_eq!(crate::owner(&agents, 0, &name), Some(("h5".to_string(), epoch)), "the table did not move");
+    for i in 0..HOSTS {
+        assert!(!agents.log(i).contains("lease lost"), "h{i} never fenced:\n{}", agents.log(i));
+    }
+    let out = lab.hosts[5].command(&new_vserver).args([&name, "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
