@@ -366,8 +366,8 @@ pub struct PeerStatus {
     /// Its last heartbeat said it stands outside fencing (maintenance).
     #[serde(default)]
     pub maintenance: bool,
-    /// This host watches it (exchanges heartbeats and beacons with it): false for a host that neither votes
-    /// nor shares a vserver with this one, when this one does not vote; its state is then unknown here.
+    /// This host watches it (exchanges beacons with it and judges its silence): false for a host that neither
+    /// votes nor shares a vserver with this one, when this one does not vote; its state is then unknown here.
     #[serde(default = "yes")]
     pub watched: bool,
     /// This host sends it heartbeats: false on a voter for a host that does not vote and shares no vserver

@@ -2128,22 +2128,20 @@ fn report(seed: u64, o: &Outcome) -> String {
     )
 }
 
-/// Many seeds, each its own history; any violation fails with the seed to replay.
-#[test]
-fn the_invariants_hold_under_seeded_faults() {
-    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let first: u64 = std::env::var("SIM_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+/// Seeds `first..first + seeds` of `layout`, spread over the machine's cores (at most 8): the stats added up,
+/// how many ended running (or stopped by an operator), and how many of the others with a migrate still holding
+/// the vserver. Any violation fails with the seed to replay (`replay` says how).
+fn run_seeds(layout: Layout, first: u64, seeds: u64, replay: &str) -> (Stats, u64, u64) {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as u64;
-    let started = std::time::Instant::now();
-    let totals = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
                     let mut totals = Stats::default();
                     let (mut running_at_end, mut down_migrating) = (0u64, 0u64);
                     for seed in (first + t..first + seeds).step_by(threads as usize) {
-                        let o = run(seed, None);
-                        assert!(o.violations.is_empty(), "{}", report(seed, &o));
+                        let o = run_in(layout, seed, None);
+                        assert!(o.violations.is_empty(), "{replay}{}", report(seed, &o));
                         totals = totals.add(o.stats);
                         running_at_end += u64::from(!o.down());
                         down_migrating += u64::from(o.down() && o.migrating);
@@ -2162,7 +2160,17 @@ fn the_invariants_hold_under_seeded_faults() {
             .into_iter()
             .map(|w| w.join().expect("a worker"))
             .fold((Stats::default(), 0, 0), |(a, n, d), (b, m, e)| (a.add(b), n + m, d + e))
-    });
+    })
+}
+
+/// Many seeds, each its own history; any violation fails with the seed to replay.
+#[test]
+fn the_invariants_hold_under_seeded_faults() {
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let first: u64 = std::env::var("SIM_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as u64;
+    let started = std::time::Instant::now();
+    let totals = run_seeds(THREE, first, seeds, "");
     let (t, running, down_migrating) = totals;
     eprintln!(
         "{seeds} seeds in {:.1} s on {threads} threads: {} starts, {} takeovers, {} fences, {} migrates ({} done), {} \
@@ -2183,7 +2191,7 @@ fn the_invariants_hold_under_seeded_faults() {
 #[test]
 fn replay() {
     let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) else {
-        eprintln!("set SIM_SEED=N to replay seed N (SIM_HUB=1: in the hub's five hosts)");
+        eprintln!("set SIM_SEED=N to replay seed N (SIM_HUB=1: in the hub's six hosts)");
         return;
     };
     let layout = if std::env::var_os("SIM_HUB").is_some() { HUB } else { THREE };
@@ -2226,28 +2234,8 @@ fn in_the_hub_a_crashed_owner_that_does_not_vote_is_taken_over_by_its_partner() 
 #[test]
 fn the_invariants_hold_in_the_hub_under_seeded_faults() {
     let seeds: u64 = std::env::var("SIM_HUB_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as u64;
     let started = std::time::Instant::now();
-    let (totals, running) = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    let (mut totals, mut running) = (Stats::default(), 0u64);
-                    for seed in (1 + t..1 + seeds).step_by(threads as usize) {
-                        let o = run_in(HUB, seed, None);
-                        assert!(o.violations.is_empty(), "in the hub (replay with SIM_HUB=1): {}", report(seed, &o));
-                        totals = totals.add(o.stats);
-                        running += u64::from(!o.down());
-                    }
-                    (totals, running)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("a worker"))
-            .fold((Stats::default(), 0), |(a, n), (b, m)| (a.add(b), n + m))
-    });
+    let (totals, running, _) = run_seeds(HUB, 1, seeds, "in the hub (replay with SIM_HUB=1): ");
     eprintln!(
         "hub: {seeds} seeds in {:.1} s: {} starts, {} takeovers, {} fences, {} migrates; running (or stopped by an \
          operator) at the end in {running} of {seeds}",
