@@ -145,11 +145,23 @@ impl<'lab> Agents<'lab> {
         cluster: Option<&str>,
         extra: impl Fn(usize) -> String,
     ) -> Result<Self> {
+        Self::form_first(lab, lab.hosts.len(), timing, cluster, extra)
+    }
+
+    /// As [`Agents::form`], with the first `n` hosts only: the others are configured (directories) but in no
+    /// host's peers, not joined and not started, for a test that adds them while the cluster runs.
+    pub fn form_first(
+        lab: &'lab Lab,
+        n: usize,
+        timing: Timing,
+        cluster: Option<&str>,
+        extra: impl Fn(usize) -> String,
+    ) -> Result<Self> {
         let mut agents = Self::write_configs(lab, timing, cluster, extra, true)?;
         let mut init = std::process::Command::new(&agents.bin);
         init.arg("--config").arg(&agents.configs[0]).args(["init", "--node", "h0", "--listen"]);
         init.arg(format!("{}:{AGENT_PORT}", lab.hosts[0].addr));
-        for other in &lab.hosts[1..] {
+        for other in &lab.hosts[1..n] {
             init.arg("--peer").arg(format!("h{}={}:{AGENT_PORT}", other.index, other.addr));
         }
         let out = init.output().context("running vserver-agent init")?;
@@ -164,7 +176,7 @@ impl<'lab> Agents<'lab> {
             "h0's agent does not answer over TLS:\n{}",
             agents.log(0)
         );
-        for other in &lab.hosts[1..] {
+        for other in &lab.hosts[1..n] {
             let i = other.index;
             let prefix = format!("on h{i}: vserver-agent join ");
             let token = said.lines().find_map(|l| l.strip_prefix(&prefix)).context("no token printed")?.to_string();
@@ -253,6 +265,13 @@ impl<'lab> Agents<'lab> {
             agents.procs.push(None);
         }
         Ok(agents)
+    }
+
+    /// `vserver-agent --config CONFIG ARGS...` run in host `i`'s network namespace: its output.
+    pub fn run(&self, i: usize, args: &[&str]) -> Result<std::process::Output> {
+        let mut command = self.lab.hosts[i].command(&self.bin);
+        command.arg("--config").arg(&self.configs[i]).args(args);
+        command.output().with_context(|| format!("running vserver-agent {args:?} on h{i}"))
     }
 
     /// The cluster secret.

@@ -10,9 +10,9 @@ use anyhow::{ensure, Context, Result};
 /// The release before the cluster's wire moved to TLS: what the TLS upgrade test starts from.
 pub const PREVIOUS_RELEASE: &str = "8d064e4797cea2ff0a85894a2119dd958d070c4b";
 
-/// The last release that landed before the hub (every host heartbeating every other): what the hub's upgrade
-/// test starts from.
-pub const LAST_RELEASE: &str = "9d5708a747099ff9c4e219a550a4ce9a7e41850c";
+/// The last release that landed (the hub, before hosts could be added and removed through the cluster): what the
+/// rolling-upgrade test of an eight-host cluster starts from.
+pub const LAST_RELEASE: &str = "f2df48db2d24624175071066bdefa87f05e7644e";
 
 /// The binaries every host runs.
 const BINARIES: [&str; 4] = ["vserver-agent", "vserver", "vserver-tunnel", "vserver-watchdog"];

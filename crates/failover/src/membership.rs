@@ -99,6 +99,8 @@ struct Heard {
 struct Peer {
     name: String,
     url: String,
+    /// When this table took it in: a peer never heard is unknown until `dead_after` has passed since.
+    since: Instant,
     heard: Option<Heard>,
     rtt: Option<Duration>,
     restarts_seen: u64,
@@ -115,6 +117,25 @@ struct Peer {
     watched: bool,
     /// This host sends it heartbeats (see [`heartbeat_set`]).
     heartbeats: bool,
+}
+
+impl Peer {
+    fn new(name: String, url: String, since: Instant) -> Self {
+        Self {
+            name,
+            url,
+            since,
+            heard: None,
+            rtt: None,
+            restarts_seen: 0,
+            lease_until: None,
+            promised_until: None,
+            judged: PeerState::Unknown,
+            maintenance: false,
+            watched: true,
+            heartbeats: true,
+        }
+    }
 }
 
 /// What the lock guards: the peers in configuration order and the refusal counters.
@@ -160,8 +181,6 @@ pub struct Membership {
     seq: AtomicU64,
     suspect_after: Duration,
     dead_after: Duration,
-    /// When this table was made: a peer never heard is unknown until `dead_after` has passed since.
-    born: Instant,
     table: Mutex<Table>,
     /// How long an ack vouches for this host, from the sending of the beacon it acknowledges.
     lease_len: Duration,
@@ -211,23 +230,8 @@ const SENT_KEPT: usize = 1 << 18;
 impl Membership {
     /// A table of the configured peers, none heard yet.
     pub fn new(config: MembershipConfig) -> Self {
-        let peers = config
-            .peers
-            .into_iter()
-            .map(|(name, url)| Peer {
-                name,
-                url,
-                heard: None,
-                rtt: None,
-                restarts_seen: 0,
-                lease_until: None,
-                promised_until: None,
-                judged: PeerState::Unknown,
-                maintenance: false,
-                watched: true,
-                heartbeats: true,
-            })
-            .collect();
+        let born = Instant::now();
+        let peers = config.peers.into_iter().map(|(name, url)| Peer::new(name, url, born)).collect();
         Self {
             node: config.node,
             secret: config.secret,
@@ -236,7 +240,6 @@ impl Membership {
             seq: AtomicU64::new(0),
             suspect_after: config.suspect_after,
             dead_after: config.dead_after,
-            born: Instant::now(),
             table: Mutex::new(Table { peers, counters: RejectCounters::default() }),
             lease_len: config.lease_len,
             sent: Mutex::new(std::collections::VecDeque::new()),
@@ -277,6 +280,39 @@ impl Membership {
             peer.watched = watched.is_none_or(|w| w.contains(&peer.name));
             peer.heartbeats = heartbeats.is_none_or(|h| h.contains(&peer.name));
         }
+    }
+
+    /// Makes `peers` (name, base URL) the peers of this table, in that order: a peer that stays keeps what was
+    /// heard of it (its URL follows), a new one starts unheard (unknown until `dead_after` has passed), and
+    /// one no longer listed is forgotten, its acks with it. A new peer is watched and sent heartbeats until
+    /// [`Membership::watch`] says otherwise. Whether anything changed.
+    pub fn set_peers(&self, peers: &[(String, String)]) -> bool {
+        let mut table = self.lock();
+        let same = table.peers.len() == peers.len()
+            && table.peers.iter().zip(peers).all(|(p, (name, url))| p.name == *name && p.url == *url);
+        if same {
+            return false;
+        }
+        let now = Instant::now();
+        let mut old: Vec<Peer> = std::mem::take(&mut table.peers);
+        for (name, url) in peers.iter().filter(|(name, _)| *name != self.node) {
+            let peer = match old.iter().position(|p| p.name == *name) {
+                Some(i) => {
+                    let mut p = old.swap_remove(i);
+                    p.url.clone_from(url);
+                    p
+                }
+                None => {
+                    tracing::info!(peer = %name, %url, "a new peer");
+                    Peer::new(name.clone(), url.clone(), now)
+                }
+            };
+            table.peers.push(peer);
+        }
+        for gone in old {
+            tracing::info!(peer = %gone.name, "no longer a peer");
+        }
+        true
     }
 
     /// The peers this host sends its beacons to (name, URL), in configuration order.
@@ -425,7 +461,7 @@ impl Membership {
             let silence = peer
                 .heard
                 .as_ref()
-                .map_or(now.saturating_duration_since(self.born), |h| now.saturating_duration_since(h.at));
+                .map_or(now.saturating_duration_since(peer.since), |h| now.saturating_duration_since(h.at));
             let heard =
                 peer.heard.get_or_insert(Heard { at: now, incarnation, seq, full_seq: 0, vservers: Vec::new() });
             if restarted {
@@ -572,7 +608,7 @@ impl Membership {
         let now = Instant::now();
         let mut table = self.lock();
         let peer = table.peer_mut(host)?;
-        let silence = now.saturating_duration_since(peer.heard.as_ref().map_or(self.born, |h| h.at));
+        let silence = now.saturating_duration_since(peer.heard.as_ref().map_or(peer.since, |h| h.at));
         let promised = silence >= silent;
         if promised {
             let until = now + promise;
@@ -594,13 +630,13 @@ impl Membership {
     /// it was never heard.
     fn judge(&self, peer: &Peer, now: Instant) -> (PeerState, Duration) {
         match &peer.heard {
-            None if !peer.watched => (PeerState::Unknown, now.saturating_duration_since(self.born)),
+            None if !peer.watched => (PeerState::Unknown, now.saturating_duration_since(peer.since)),
             Some(heard) if !peer.watched => {
                 let silence = now.saturating_duration_since(heard.at);
                 (if silence < self.suspect_after { PeerState::Alive } else { PeerState::Unknown }, silence)
             }
             None => {
-                let silence = now.saturating_duration_since(self.born);
+                let silence = now.saturating_duration_since(peer.since);
                 let state = if silence < self.dead_after { PeerState::Unknown } else { PeerState::Dead };
                 (state, silence)
             }
@@ -958,12 +994,42 @@ mod tests {
     }
 
     #[test]
+    fn peers_come_and_go_and_a_newcomer_is_not_dead_at_once() {
+        let m = Membership::new(fast());
+        m.receive_beacon(&beacon("h2", 4, 1, SECRET)).unwrap();
+        let h2_before = state_of(&m, "h2");
+        std::thread::sleep(Duration::from_millis(250));
+        let changed = m.set_peers(&[
+            ("h1".into(), "http://itself".into()),
+            ("h2".into(), "http://127.0.0.1:7999".into()),
+            ("h4".into(), "http://127.0.0.1:7073".into()),
+        ]);
+        assert!(changed);
+        assert!(!m.set_peers(&[
+            ("h2".into(), "http://127.0.0.1:7999".into()),
+            ("h4".into(), "http://127.0.0.1:7073".into())
+        ]));
+        let names: Vec<String> = m.peers().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["h2", "h4"], "this node is never its own peer, and h3 is gone");
+        let h2 = state_of(&m, "h2");
+        assert_eq!((h2.url.as_str(), h2.incarnation), ("http://127.0.0.1:7999", h2_before.incarnation));
+        m.tick();
+        assert_eq!(
+            state_of(&m, "h4").state,
+            PeerState::Unknown,
+            "the table is older than dead_after, the newcomer is not"
+        );
+        assert!(m.receive_beacon(&beacon("h3", 1, 1, SECRET)).is_err(), "a forgotten peer is unknown");
+    }
+
+    #[test]
     fn judging_follows_the_thresholds_exactly() {
         let m = Membership::new(fast());
-        let at = m.born;
+        let at = m.lock().peers[0].since;
         let mut peer = Peer {
             name: "h2".into(),
             url: String::new(),
+            since: at,
             heard: None,
             rtt: None,
             restarts_seen: 0,

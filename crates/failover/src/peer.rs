@@ -148,13 +148,14 @@ pub struct PeerClient {
     client: reqwest::Client,
     /// How requests are authenticated.
     credentials: Credentials,
-    /// Each peer's base URL (no trailing slash), by name.
-    urls: Arc<BTreeMap<String, String>>,
+    /// Each peer's base URL (no trailing slash), by name; the peers change as hosts join and leave.
+    urls: Arc<std::sync::RwLock<BTreeMap<String, String>>>,
 }
 
 impl std::fmt::Debug for PeerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerClient").field("peers", &self.urls.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+        let urls = self.urls.read().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("PeerClient").field("peers", &urls.keys().collect::<Vec<_>>()).finish_non_exhaustive()
     }
 }
 
@@ -167,7 +168,13 @@ impl PeerClient {
         urls: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
         let urls = urls.into_iter().map(|(name, url)| (name, url.trim_end_matches('/').to_string())).collect();
-        Self { client, credentials, urls: Arc::new(urls) }
+        Self { client, credentials, urls: Arc::new(std::sync::RwLock::new(urls)) }
+    }
+
+    /// Makes `urls` (name, base URL) the peers, for this client and its clones.
+    pub fn set_peers(&self, urls: impl IntoIterator<Item = (String, String)>) {
+        let urls = urls.into_iter().map(|(name, url)| (name, url.trim_end_matches('/').to_string())).collect();
+        *self.urls.write().unwrap_or_else(|p| p.into_inner()) = urls;
     }
 
     /// The underlying HTTP client (shared with the ownership table's transport).
@@ -177,12 +184,17 @@ impl PeerClient {
 
     /// Whether `host` is one of the peers.
     pub fn knows(&self, host: &str) -> bool {
-        self.urls.contains_key(host)
+        self.urls.read().unwrap_or_else(|p| p.into_inner()).contains_key(host)
     }
 
     /// `host`'s base URL.
-    pub fn url(&self, host: &str) -> Option<&str> {
-        self.urls.get(host).map(String::as_str)
+    pub fn url(&self, host: &str) -> Option<String> {
+        self.urls.read().unwrap_or_else(|p| p.into_inner()).get(host).cloned()
+    }
+
+    /// The peers' names.
+    pub fn names(&self) -> Vec<String> {
+        self.urls.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
     fn request(&self, method: reqwest::Method, host: &str, path: &str) -> Result<reqwest::RequestBuilder, Unreachable> {

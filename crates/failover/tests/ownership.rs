@@ -405,3 +405,184 @@ fn every_host_computes_the_same_voters_whatever_the_order() {
     assert_eq!(one, other);
     assert_eq!(one, (names(&["db1", "mx", "web1"]), names(&["web2"])));
 }
+
+/// Waits until host `id` sees these voters.
+async fn voters_become(cluster: &Cluster, id: usize, voters: &[&str]) {
+    let started = Instant::now();
+    while cluster.node(id).metrics().voters != voters {
+        let now: Vec<_> = cluster.running().map(|n| n.ownership.metrics()).collect();
+        assert!(started.elapsed() < PATIENCE, "gave up waiting for h{id} to see the voters {voters:?}: {now:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_removed_for_good_gives_its_vote_to_a_learner_and_no_host_counts_it_any_more() {
+    let mut cluster = Cluster::start(4, Timing::default()).await;
+    let leader = cluster.agreed_leader().await;
+    voters_become(&cluster, leader, &["h1", "h2", "h3"]).await;
+    eventually("h4 to be a learner", || async { (cluster.node(leader).metrics().learners == ["h4"]).then_some(()) })
+        .await;
+    cluster.node(2).set_owner("web", "h1", 0).await.expect("write");
+    cluster.converged("web", ("h1", 1)).await;
+
+    // h1 owns web: refused, nothing changed.
+    let refused = cluster.node(2).remove_hosts(&["h1".to_string()]).await.expect_err("h1 owns web");
+    assert!(matches!(refused, OwnershipError::HostOwns { .. }), "{refused}");
+    assert!(refused.to_string().contains("web"), "{refused}");
+    assert!(cluster.node(2).removed().is_empty());
+    let itself = cluster.node(2).remove_hosts(&["h2".to_string()]).await.expect_err("not itself");
+    assert!(itself.to_string().contains("this host"), "{itself}");
+
+    // A live learner can be removed, and taken back as a freshly joined host would be.
+    cluster.node(3).remove_hosts(&["h4".to_string()]).await.expect("h4 removed");
+    eventually("h4 to leave the peers", || async { (!cluster.node(1).hosts().contains_key("h4")).then_some(()) }).await;
+    let h4_url = cluster.members[3].url.clone();
+    cluster.node(3).add_host("h4", &h4_url).await.expect("h4 back");
+    eventually("h4 to be a learner again", || async {
+        (cluster.node(cluster.agreed_leader().await).metrics().learners == ["h4"]).then_some(())
+    })
+    .await;
+
+    // Gone for good: web moves, h1 dies; a change that h1 would have to read is refused while it is silent,
+    // unless it is h1's own removal. h4, caught up, votes in its place.
+    cluster.node(2).set_owner("web", "h2", 1).await.expect("move web");
+    cluster.stop(1).await;
+    let silent = cluster.node(3).add_host("h4", &h4_url).await.expect_err("h1 is silent");
+    assert!(matches!(silent, OwnershipError::HostsUnchangeable { .. }), "{silent}");
+    assert!(silent.to_string().contains("h1"), "{silent}");
+    cluster.node(3).remove_hosts(&["h1".to_string()]).await.expect("h1 gone");
+    for id in [2, 3, 4] {
+        voters_become(&cluster, id, &["h2", "h3", "h4"]).await;
+    }
+    let leader = cluster.agreed_leader().await;
+    eventually("h1 to leave the membership", || async {
+        (cluster.node(leader).metrics().learners.is_empty()).then_some(())
+    })
+    .await;
+    for id in [2, 3, 4] {
+        let hosts: Vec<String> = cluster.node(id).hosts().into_keys().collect();
+        assert_eq!(hosts, ["h2", "h3", "h4"], "as h{id} counts them");
+    }
+    // The three commit without h1.
+    cluster.node(4).set_owner("web", "h4", 2).await.expect("write without h1");
+    cluster.converged("web", ("h4", 3)).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_no_configuration_names_is_taken_in_through_the_table() {
+    let cluster = Cluster::start(3, Timing::default()).await;
+    cluster.agreed_leader().await;
+    cluster.node(1).set_owner("web", "h1", 0).await.expect("write");
+    // The newcomer knows the cluster (as `join` tells it); the others' configurations do not name it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let id = failover::ownership::node_id_of("h9");
+    let mut members = cluster.members.clone();
+    members.push(Member { id, name: "h9".into(), url: url.clone() });
+    let mut config = OwnershipConfig::new(id, cluster.dir.path().join("h9"), members, SECRET);
+    config.timing = cluster.timing.clone();
+    let newcomer = Ownership::open(config).await.expect("open");
+    let app = failover::ownership::http::router(newcomer.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    assert!(!newcomer.initialize_if_first().await.expect("init"), "it never forms a cluster of its own");
+    let bad = cluster.node(2).add_host("h9", "ftp://x").await.expect_err("bad url");
+    assert!(bad.to_string().contains("url"), "{bad}");
+    cluster.node(2).add_host("h9", &url).await.expect("taken in");
+    eventually("h9 to get the table", || async { (newcomer.owner("web") == Some(("h1".into(), 1))).then_some(()) })
+        .await;
+    for id in 1..=3 {
+        assert_eq!(cluster.node(id).hosts().get("h9"), Some(&url), "h{id} counts h9");
+    }
+    assert_eq!(newcomer.metrics().voters, ["h1", "h2", "h3"], "four hosts keep three voters");
+    newcomer.shutdown().await.expect("shutdown");
+    server.abort();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_of_a_lost_majority_forced_into_a_new_cluster_keeps_the_table_and_takes_the_others_back() {
+    let timing = Timing { propose_timeout_ms: 2000, ..Timing::default() };
+    let mut cluster = Cluster::start(3, timing).await;
+    cluster.agreed_leader().await;
+    cluster.node(1).set_owner("web", "h3", 0).await.expect("write");
+    cluster.converged("web", ("h3", 1)).await;
+    cluster.stop(1).await;
+    cluster.stop(2).await;
+    let stuck = cluster.node(3).set_owner("web", "h3", 1).await.expect_err("no majority");
+    assert!(matches!(stuck, OwnershipError::NotCommitted { .. }), "{stuck}");
+
+    // While the agent runs, its files are refused.
+    let dir3 = cluster.data_dir(3);
+    let busy = failover::ownership::recover::local_state(&dir3).expect_err("in use");
+    assert!(busy.to_string().contains("stop the agent"), "{busy}");
+    cluster.stop(3).await;
+    // (In this process the stopped Raft's tasks let go of the file a moment later; an agent's exit at once.)
+    let before = eventually("the stopped node's log to be free", || async {
+        failover::ownership::recover::local_state(&dir3).ok()
+    })
+    .await;
+    assert_eq!(before.voters, ["h1", "h2", "h3"]);
+    let node = failover::ownership::HostNode { name: "h3".into(), url: cluster.members[2].url.clone() };
+    let after = failover::ownership::recover::force_new_cluster(&dir3, 3, node).expect("forced");
+    assert_eq!(after.voters, ["h3"]);
+    assert!(after.last_log > before.last_log);
+    cluster.restart(3).await;
+    voters_become(&cluster, 3, &["h3"]).await;
+    let written = cluster.node(3).set_owner("web", "h3", 1).await.expect("alone, it commits");
+    assert_eq!(written, ("h3".to_string(), 2), "the table was kept");
+
+    // h2 comes back with its copy set aside: it joins as a learner, catches up, and votes again.
+    let aside = failover::ownership::recover::set_aside(&cluster.data_dir(2), 1).expect("aside");
+    assert!(aside.exists() && !cluster.data_dir(2).exists());
+    cluster.restart(2).await;
+    cluster.converged("web", ("h3", 2)).await;
+    for id in [2, 3] {
+        voters_become(&cluster, id, &["h2", "h3"]).await;
+    }
+    // h1, gone for good, is removed: two hosts, two voters; a write needs both and gets both.
+    cluster.node(2).remove_hosts(&["h1".to_string()]).await.expect("h1 removed");
+    cluster.node(2).set_owner("web", "h2", 2).await.expect("write by the new majority");
+    cluster.converged("web", ("h2", 3)).await;
+    cluster.shutdown().await;
+}
+
+#[test]
+fn voters_are_chosen_again_only_for_hosts_gone_for_good_a_grown_cluster_or_too_many() {
+    use failover::ownership::next_voters;
+    use std::collections::BTreeSet;
+    let set = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+    let none = set(&[]);
+    let next = |v: &BTreeSet<String>, h: &BTreeSet<String>, r: &BTreeSet<String>, c: &BTreeSet<String>| {
+        next_voters(v, h, r, c, &none)
+    };
+    // Nothing to do: a dead voter that is not removed keeps its vote.
+    assert_eq!(next(&set(&["a", "b", "c"]), &set(&["a", "b", "c", "d"]), &none, &set(&["d"])), None);
+    // A voter removed for good: a caught-up learner takes its place (the first by name).
+    assert_eq!(
+        next(&set(&["a", "b", "c"]), &set(&["a", "b", "c", "d", "e"]), &set(&["a"]), &set(&["e", "d"])),
+        Some(set(&["b", "c", "d"]))
+    );
+    // No learner caught up: the voters that remain, alone.
+    assert_eq!(next(&set(&["a", "b", "c"]), &set(&["a", "b", "c", "d"]), &set(&["a"]), &none), Some(set(&["b", "c"])));
+    // Five voters, one removed, four hosts left: three voters (a majority of four is no better).
+    assert_eq!(
+        next(&set(&["a", "b", "c", "d", "e"]), &set(&["a", "b", "c", "d", "e"]), &set(&["e"]), &none),
+        Some(set(&["a", "b", "c"]))
+    );
+    // A cluster grown from three hosts to five: five voters once the newcomers are caught up.
+    let five = set(&["a", "b", "c", "d", "e"]);
+    assert_eq!(next(&set(&["a", "b", "c"]), &five, &none, &set(&["d"])), Some(set(&["a", "b", "c", "d"])));
+    assert_eq!(next(&set(&["a", "b", "c"]), &five, &none, &set(&["d", "e"])), Some(five.clone()));
+    // Too many: the healthy ones stay (a dead voter goes first).
+    let healthy = set(&["b", "c", "e"]);
+    assert_eq!(
+        next_voters(&set(&["a", "b", "c", "d", "e"]), &set(&["a", "b", "c", "d", "e"]), &set(&["d"]), &none, &healthy),
+        Some(set(&["b", "c", "e"]))
+    );
+    // Every voter removed: never an empty set.
+    assert_eq!(next(&set(&["a"]), &set(&["a", "b"]), &set(&["a"]), &none), None);
+}

@@ -195,7 +195,13 @@ async fn init_then_join_forms_a_cluster_over_mutual_tls_with_no_certificate_made
 
     // A new token for a host that is not a peer is refused.
     let out = agent_cmd(&ca_conf, &["token", "nosuch"]);
-    assert!(!out.status.success() && text(&out).contains("not among this host's peers"), "{}", text(&out));
+    assert!(
+        !out.status.success()
+            && text(&out).contains("not among this host's configured peers")
+            && text(&out).contains("--address"),
+        "{}",
+        text(&out)
+    );
     let out = agent_cmd(&cb_conf, &["token", "ja"]);
     assert!(out.status.success(), "any host holding the CA key issues tokens: {}", text(&out));
 }

@@ -9,6 +9,7 @@ mod conf_fs;
 mod evacuate;
 mod heartbeats;
 mod history;
+mod hosts;
 mod hub;
 mod migrate;
 mod ownership;

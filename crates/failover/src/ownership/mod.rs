@@ -14,6 +14,7 @@
 pub mod http;
 mod log_store;
 mod network;
+pub mod recover;
 mod state_machine;
 pub mod types;
 
@@ -150,6 +151,20 @@ pub enum OwnershipError {
         waited: Duration,
         /// The leader last known here.
         leader: Option<String>,
+    },
+    /// A host to take out of the cluster still owns vservers; nothing changed.
+    #[error("{host} still owns {}: migrate them away (or evacuate it) first", vservers.join(", "))]
+    HostOwns {
+        /// The host.
+        host: String,
+        /// The vservers it owns.
+        vservers: Vec<String>,
+    },
+    /// A change of the cluster's hosts cannot be made now; nothing was proposed.
+    #[error("{reason}")]
+    HostsUnchangeable {
+        /// Why.
+        reason: String,
     },
     /// This node's Raft has stopped (shut down, or a storage failure).
     #[error("raft on node {node_id} has stopped: {source}")]
@@ -317,6 +332,39 @@ pub fn voters_for(hosts: &[String]) -> (Vec<String>, Vec<String>) {
     (sorted, learners)
 }
 
+/// A host's Raft node id: the first 8 bytes of the SHA-256 of its name, so every host computes the same ids
+/// from the same names, and an id is never reused for another name.
+pub fn node_id_of(name: &str) -> NodeId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The voters the cluster should have once `removed` are gone, when that differs from `voters`: as many as
+/// [`voters_for`] gives the remaining `hosts`, keeping the voters that remain (when there are too many, the
+/// `healthy` ones first, each group by name), then adding learners that are `caught_up` (by name) when there
+/// are too few. `None` when nothing should change, or when no voter would remain.
+pub fn next_voters(
+    voters: &BTreeSet<String>,
+    hosts: &BTreeSet<String>,
+    removed: &BTreeSet<String>,
+    caught_up: &BTreeSet<String>,
+    healthy: &BTreeSet<String>,
+) -> Option<BTreeSet<String>> {
+    let remaining: Vec<String> = hosts.iter().filter(|h| !removed.contains(*h)).cloned().collect();
+    let target = voters_for(&remaining).0.len();
+    let mut staying: Vec<&String> = voters.iter().filter(|v| !removed.contains(*v)).collect();
+    staying.sort_by_key(|v| (!healthy.contains(*v), (*v).clone()));
+    let mut next: BTreeSet<String> = staying.into_iter().take(target).cloned().collect();
+    for learner in caught_up.iter().filter(|l| !removed.contains(*l) && !voters.contains(*l)) {
+        if next.len() >= target {
+            break;
+        }
+        next.insert(learner.clone());
+    }
+    (!next.is_empty() && next != *voters).then_some(next)
+}
+
 /// A summary of this node's Raft state, for status pages and for fencing decisions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetricsSummary {
@@ -347,6 +395,10 @@ pub struct MetricsSummary {
     pub millis_since_quorum_ack: Option<u64>,
     /// Whether the cluster has been formed (this node knows a membership).
     pub initialized: bool,
+    /// This node reads the entries that add and remove hosts ([`Command::AddHost`], [`Command::RemoveHost`]):
+    /// absent (false) from a node of an earlier release, which would stop on them.
+    #[serde(default)]
+    pub reads_host_changes: bool,
 }
 
 /// The handle on this host's member of the ownership cluster; clones share it.
@@ -367,6 +419,8 @@ struct Inner {
     client: reqwest::Client,
     raft: OwnershipRaft,
     applied: Arc<RwLock<Applied>>,
+    /// The hosts heard alive lately (see [`Ownership::set_alive`]); `None`: every host counts as alive.
+    alive: Arc<RwLock<Option<BTreeSet<String>>>>,
     reconciler: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -435,7 +489,13 @@ impl Ownership {
             .await
             .map_err(|source| OwnershipError::Start { node_id: config.node_id, source: Box::new(source) })?;
         let host = config.members.iter().find(|m| m.id == config.node_id).map(|m| m.name.clone()).unwrap_or_default();
-        let reconciler = tokio::spawn(reconcile_learners(raft.clone(), config.members.clone()));
+        let alive = Arc::new(RwLock::new(None));
+        let reconciler = tokio::spawn(reconcile_membership(
+            raft.clone(),
+            config.members.clone(),
+            Arc::clone(&applied),
+            Arc::clone(&alive),
+        ));
         tracing::info!(node_id = config.node_id, host = %host, dir = %dir.display(), "ownership raft started");
         Ok(Ownership {
             inner: Arc::new(Inner {
@@ -449,6 +509,7 @@ impl Ownership {
                 client: config.client,
                 raft,
                 applied,
+                alive,
                 reconciler: Mutex::new(Some(reconciler)),
             }),
         })
@@ -821,6 +882,7 @@ impl Ownership {
             voters,
             learners,
             millis_since_quorum_ack: m.millis_since_quorum_ack,
+            reads_host_changes: true,
         }
     }
 
@@ -835,6 +897,121 @@ impl Ownership {
         }
         let names: Vec<String> = self.inner.members.iter().map(|m| m.name.clone()).collect();
         voters_for(&names).0
+    }
+
+    /// Every host of the cluster, this one included, by name with the base URL this host reaches it at: the
+    /// configured hosts (at their configured URL), the membership's and those taken in through the cluster
+    /// ([`Ownership::add_host`]), less those taken out for good ([`Ownership::remove_hosts`]).
+    pub fn hosts(&self) -> BTreeMap<String, String> {
+        let applied = self.inner.applied.read().unwrap_or_else(|p| p.into_inner());
+        let mut hosts: BTreeMap<String, String> =
+            applied.membership.nodes().map(|(_, n)| (n.name.clone(), n.url.clone())).collect();
+        {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            hosts.extend(m.membership_config.membership().nodes().map(|(_, n)| (n.name.clone(), n.url.clone())));
+        }
+        hosts.extend(applied.table.hosts.iter().map(|(h, u)| (h.clone(), u.clone())));
+        hosts.extend(self.inner.members.iter().map(|m| (m.name.clone(), m.url.clone())));
+        hosts.retain(|h, _| !applied.table.removed.contains(h));
+        hosts
+    }
+
+    /// Tells which hosts were heard alive lately (this one included): only those are chosen as new voters.
+    /// Until told, every caught-up host counts as alive.
+    pub fn set_alive(&self, hosts: BTreeSet<String>) {
+        *self.inner.alive.write().unwrap_or_else(|p| p.into_inner()) = Some(hosts);
+    }
+
+    /// The hosts taken out of the cluster for good.
+    pub fn removed(&self) -> BTreeSet<String> {
+        self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.removed.clone()
+    }
+
+    /// Takes `host` into the cluster, its agent at `url` (or updates its URL): once committed, every host counts
+    /// it among its peers and the coordinator adds it to the membership as a learner. Refused (nothing proposed)
+    /// while a host does not read such entries yet (see [`Ownership::every_host_reads_host_changes`]).
+    pub async fn add_host(&self, host: &str, url: &str) -> Result<(), OwnershipError> {
+        let command = Command::AddHost { host: host.to_string(), url: url.to_string() };
+        self.check_command(&command)?;
+        self.every_host_reads_host_changes(&BTreeSet::new()).await?;
+        self.propose(command).await.map(drop)
+    }
+
+    /// Takes `hosts` out of the cluster for good, in order: once committed, no host counts one among its peers,
+    /// and the coordinator removes it from the membership, choosing another voter in its place if it voted
+    /// (see [`next_voters`]). Refused (nothing more proposed) at the first that still owns a vserver, and
+    /// before anything while a host that stays does not read such entries.
+    pub async fn remove_hosts(&self, hosts: &[String]) -> Result<(), OwnershipError> {
+        let leaving: BTreeSet<String> = hosts.iter().cloned().collect();
+        for host in hosts {
+            parse_name("host name", host)?;
+            if *host == self.inner.host {
+                return Err(OwnershipError::HostsUnchangeable {
+                    reason: format!("{host} is this host: ask another host of the cluster to remove it"),
+                });
+            }
+            self.check_member(host)?;
+        }
+        self.every_host_reads_host_changes(&leaving).await?;
+        for host in hosts {
+            match self.propose(Command::RemoveHost { host: host.clone() }).await? {
+                Response::HostOwns { host, vservers } => return Err(OwnershipError::HostOwns { host, vservers }),
+                _ => tracing::warn!(%host, "host removed from the cluster"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every host of the cluster but `except` answers and reads the entries that change the
+    /// cluster's hosts: an agent of an earlier release would stop on them.
+    pub async fn every_host_reads_host_changes(&self, except: &BTreeSet<String>) -> Result<(), OwnershipError> {
+        let inner = &self.inner;
+        let asked: Vec<(String, String)> =
+            self.hosts().into_iter().filter(|(h, _)| *h != inner.host && !except.contains(h)).collect();
+        let probes = asked.into_iter().map(|(host, base)| {
+            let url = route_url(&base, "metrics");
+            let request = inner
+                .credentials
+                .apply(inner.client.get(&url), &url)
+                .timeout(Duration::from_millis(inner.timing.rpc_timeout_ms.max(2000)));
+            tokio::spawn(async move {
+                let answer = match request.send().await {
+                    Ok(r) if r.status().is_success() => r.json::<MetricsSummary>().await.ok(),
+                    _ => None,
+                };
+                (host, answer.map(|m| m.reads_host_changes))
+            })
+        });
+        let mut silent = Vec::new();
+        let mut earlier = Vec::new();
+        for probe in probes.collect::<Vec<_>>() {
+            match probe.await {
+                Ok((_, Some(true))) => {}
+                Ok((host, Some(false))) => earlier.push(host),
+                Ok((host, None)) => silent.push(host),
+                Err(_) => {}
+            }
+        }
+        if !earlier.is_empty() {
+            return Err(OwnershipError::HostsUnchangeable {
+                reason: format!(
+                    "{} run(s) an earlier release, which cannot read a change of the cluster's hosts: upgrade every \
+                     host first",
+                    earlier.join(", ")
+                ),
+            });
+        }
+        if !silent.is_empty() {
+            return Err(OwnershipError::HostsUnchangeable {
+                reason: format!(
+                    "{} do(es) not answer, so its release is unknown: bring it back, or remove it in the same \
+                     command if it is gone for good",
+                    silent.join(", ")
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Whether this node is the leader right now (by its own view).
@@ -911,7 +1088,21 @@ impl Ownership {
                 }
                 Ok(())
             }
+            Command::AddHost { host, url } => {
+                parse_name("host name", host)?;
+                check_url(host, url)
+            }
+            Command::RemoveHost { host } => parse_name("host name", host).map(|_| ()),
         }
+    }
+}
+
+fn check_url(host: &str, url: &str) -> Result<(), OwnershipError> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 300 && url.len() > 8;
+    if ok {
+        Ok(())
+    } else {
+        Err(OwnershipError::Config { reason: format!("host {host}: url {url:?} is not an http:// or https:// URL") })
     }
 }
 
@@ -935,16 +1126,31 @@ fn describe(command: &Command) -> String {
             format!("maintenance {} for the cluster", if *on { "on" } else { "off" })
         }
         Command::Event { .. } => "an event".to_string(),
+        Command::AddHost { host, .. } => format!("adding host {host}"),
+        Command::RemoveHost { host } => format!("removing host {host}"),
     }
 }
 
-/// On the leader, adds every configured host missing from the membership as a learner (the initial
-/// membership holds only the voters). Runs until the node shuts down.
-async fn reconcile_learners(raft: OwnershipRaft, members: Vec<Member>) {
+/// On the leader, every half second, makes the membership follow the cluster's hosts: adds each configured
+/// host and each host taken in through the table that it lacks as a learner (the initial membership holds only
+/// the voters), removes the hosts taken out for good, and keeps as many voters as [`voters_for`] gives the
+/// hosts, choosing learners that are caught up where voters are missing (a voter removed, a cluster grown or
+/// recovered, see [`next_voters`]). Runs until the node shuts down.
+async fn reconcile_membership(
+    raft: OwnershipRaft,
+    members: Vec<Member>,
+    applied: Arc<RwLock<Applied>>,
+    alive: Arc<RwLock<Option<BTreeSet<String>>>>,
+) {
+    use openraft::ChangeMembers;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        let missing: Vec<&Member> = {
+        let (table_hosts, removed) = {
+            let a = applied.read().unwrap_or_else(|p| p.into_inner());
+            (a.table.hosts.clone(), a.table.removed.clone())
+        };
+        let (membership, last_log, matched) = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
             if m.state == ServerState::Shutdown {
@@ -953,14 +1159,63 @@ async fn reconcile_learners(raft: OwnershipRaft, members: Vec<Member>) {
             if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().next().is_none() {
                 continue;
             }
-            let membership = m.membership_config.membership();
-            members.iter().filter(|mb| membership.get_node(&mb.id).is_none()).collect()
+            let matched: BTreeMap<NodeId, u64> =
+                m.replication.iter().flatten().filter_map(|(id, log)| log.map(|l| (*id, l.index))).collect();
+            (m.membership_config.membership().clone(), m.last_log_index.unwrap_or(0), matched)
         };
-        for member in missing {
-            let node = HostNode { name: member.name.clone(), url: member.url.clone() };
-            match raft.add_learner(member.id, node, false).await {
-                Ok(_) => tracing::info!(host = %member.name, "added as a learner"),
-                Err(e) => tracing::debug!(host = %member.name, error = %e, "cannot add learner yet"),
+        let name_of = |id: &NodeId| membership.get_node(id).map(|n| n.name.clone());
+        // A host's id: as the membership or the configuration has it, else derived from its name (a host taken
+        // in through the table derives its own the same way).
+        let id_of = |host: &str| {
+            membership
+                .nodes()
+                .find(|(_, n)| n.name == host)
+                .map(|(id, _)| *id)
+                .or_else(|| members.iter().find(|m| m.name == host).map(|m| m.id))
+                .unwrap_or_else(|| node_id_of(host))
+        };
+        let mut wanted: BTreeMap<String, String> = members.iter().map(|m| (m.name.clone(), m.url.clone())).collect();
+        wanted.extend(table_hosts);
+        wanted.retain(|h, _| !removed.contains(h));
+        let present: BTreeSet<String> = membership.nodes().map(|(_, n)| n.name.clone()).collect();
+        for (host, url) in wanted.iter().filter(|(h, _)| !present.contains(*h)) {
+            let node = HostNode { name: host.clone(), url: url.clone() };
+            match raft.add_learner(id_of(host), node, false).await {
+                Ok(_) => tracing::info!(%host, "added as a learner"),
+                Err(e) => tracing::debug!(%host, error = %e, "cannot add learner yet"),
+            }
+        }
+        let voters: BTreeSet<String> = membership.voter_ids().filter_map(|id| name_of(&id)).collect();
+        let caught_up: BTreeSet<String> = membership
+            .learner_ids()
+            .filter(|id| matched.get(id).is_some_and(|m| m + 16 >= last_log))
+            .filter_map(|id| name_of(&id))
+            .filter(|host| alive.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|a| a.contains(host)))
+            .collect();
+        let leader = raft.metrics().borrow().id;
+        let healthy: BTreeSet<String> = membership
+            .voter_ids()
+            .filter(|id| *id == leader || matched.get(id).is_some_and(|m| m + 16 >= last_log))
+            .filter_map(|id| name_of(&id))
+            .filter(|host| alive.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|a| a.contains(host)))
+            .collect();
+        let mut hosts: BTreeSet<String> = wanted.keys().cloned().collect();
+        hosts.extend(present.iter().cloned());
+        if let Some(next) = next_voters(&voters, &hosts, &removed, &caught_up, &healthy) {
+            let ids: BTreeSet<NodeId> = next.iter().map(|h| id_of(h)).collect();
+            match raft.change_membership(ChangeMembers::ReplaceAllVoters(ids), true).await {
+                Ok(_) => tracing::warn!(before = ?voters, after = ?next, "the voters changed"),
+                Err(e) => tracing::info!(error = %e, "cannot change the voters yet"),
+            }
+            continue;
+        }
+        let gone: BTreeSet<NodeId> =
+            membership.learner_ids().filter(|id| name_of(id).is_some_and(|n| removed.contains(&n))).collect();
+        if !gone.is_empty() {
+            let names: Vec<String> = gone.iter().filter_map(name_of).collect();
+            match raft.change_membership(ChangeMembers::RemoveNodes(gone), true).await {
+                Ok(_) => tracing::warn!(hosts = ?names, "removed from the membership"),
+                Err(e) => tracing::info!(error = %e, "cannot remove hosts from the membership yet"),
             }
         }
     }

@@ -108,6 +108,22 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vserver: Option<String>,
     },
+    /// Take a host into the cluster (or back, after a removal): every host adds it to its peers, and the
+    /// coordinator adds it to the Raft membership as a learner. Proposed only once every host reads it (an
+    /// agent of an earlier release would stop on an entry it cannot read).
+    AddHost {
+        /// Its name.
+        host: String,
+        /// The base URL of its agent.
+        url: String,
+    },
+    /// Take a host out of the cluster for good: every host drops it from its peers, and the coordinator
+    /// removes it from the Raft membership (choosing another voter if it voted). Refused while it owns a
+    /// vserver.
+    RemoveHost {
+        /// Its name.
+        host: String,
+    },
 }
 
 /// What applying one log entry answered.
@@ -148,6 +164,15 @@ pub enum Response {
     EventLogged {
         /// Its sequence number (1 for the cluster's first event).
         seq: u64,
+    },
+    /// The host was added to, or removed from, the cluster's hosts.
+    HostsSet,
+    /// Refused: the host to remove still owns these vservers. Nothing changed.
+    HostOwns {
+        /// The host.
+        host: String,
+        /// The vservers it owns.
+        vservers: Vec<String>,
     },
     /// An entry without application data (a new leader's blank entry, a membership change).
     Nothing,
@@ -234,6 +259,14 @@ pub struct TableState {
     /// Maintenance, for the cluster and per host (absent from tables written before it existed).
     #[serde(default)]
     pub maintenance: Maintenance,
+    /// Hosts taken into the cluster through it (`vserver-agent token HOST --address`), by name, with their
+    /// agent's base URL; the hosts of the configuration files are known without it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, String>,
+    /// Hosts taken out of the cluster for good (`vserver-agent remove HOST`): no host counts them as peers
+    /// any more, whatever its configuration file says.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub removed: std::collections::BTreeSet<String>,
 }
 
 impl TableState {
@@ -291,6 +324,26 @@ impl TableState {
                     self.events.pop_front();
                 }
                 Response::EventLogged { seq: self.last_event_seq }
+            }
+            Command::AddHost { host, url } => {
+                self.removed.remove(host);
+                self.hosts.insert(host.clone(), url.clone());
+                Response::HostsSet
+            }
+            Command::RemoveHost { host } => {
+                let owned: Vec<String> = self
+                    .owners
+                    .iter()
+                    .filter(|(_, e)| e.owner.as_deref() == Some(host.as_str()))
+                    .map(|(v, _)| v.clone())
+                    .collect();
+                if !owned.is_empty() {
+                    return Response::HostOwns { host: host.clone(), vservers: owned };
+                }
+                self.hosts.remove(host);
+                self.maintenance.hosts.remove(host);
+                self.removed.insert(host.clone());
+                Response::HostsSet
             }
         }
     }
@@ -371,6 +424,27 @@ mod tests {
         // A table written before maintenance existed reads as none.
         let old: TableState = serde_json::from_str(r#"{"owners":{},"events":[],"last_event_seq":0}"#).unwrap();
         assert_eq!(old.maintenance, Maintenance::default());
+    }
+
+    #[test]
+    fn a_host_is_removed_only_once_it_owns_nothing_and_may_come_back() {
+        let mut t = TableState::default();
+        t.apply(&set("web", "a", 0));
+        let remove = Command::RemoveHost { host: "a".into() };
+        assert_eq!(t.apply(&remove), Response::HostOwns { host: "a".into(), vservers: vec!["web".into()] });
+        assert!(t.removed.is_empty(), "a refused removal changes nothing");
+        t.apply(&set("web", "b", 1));
+        t.apply(&Command::Maintenance { host: Some("a".into()), on: true, at_ms: 1, by: "b".into() });
+        assert_eq!(t.apply(&remove), Response::HostsSet);
+        assert!(t.removed.contains("a") && !t.maintenance.covers("a"), "gone, with its maintenance");
+        let add = Command::AddHost { host: "a".into(), url: "https://10.0.0.1:7070".into() };
+        assert_eq!(t.apply(&add), Response::HostsSet);
+        assert!(t.removed.is_empty());
+        assert_eq!(t.hosts.get("a").map(String::as_str), Some("https://10.0.0.1:7070"));
+        // A table without hosts writes as before (an earlier release reads its snapshots).
+        let plain = serde_json::to_value(TableState::default()).unwrap();
+        let keys: Vec<&String> = plain.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["events", "last_event_seq", "maintenance", "owners"], "{plain}");
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub enum ApiError {
     /// A request that is malformed for its endpoint (400).
     #[error("{0}")]
     BadRequest(String),
+    /// What the request names does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
     /// Refused as things stand (409); the message says what is in the way.
     #[error("{0}")]
     Conflict(String),
@@ -136,7 +139,7 @@ impl ApiError {
             Self::Replication(e) if e.is_unknown() => StatusCode::NOT_FOUND,
             Self::Replication(e) if e.is_failure() => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Replication(_) => StatusCode::CONFLICT,
-            Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::NoRoute(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Body { status, .. } => *status,
@@ -219,6 +222,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/vservers/{name}/migrate", post(migrate_start))
         // Waits for takeovers in progress, and goes through the coordinator.
         .route("/v1/maintenance", post(maintenance_set))
+        .route("/v1/hosts/remove", post(hosts_remove))
         .route("/v1/replicas/{name}/rsync", post(replica_rsync));
     let authenticated =
         quick.merge(lifecycle).route_layer(middleware::from_fn_with_state(Arc::clone(&agent), authenticate));
@@ -319,7 +323,7 @@ async fn join_host(State(agent): State<Arc<Agent>>, body: Result<Bytes, BytesRej
     let body = body.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
     let req: super::join::JoinRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
-    let reply = super::join::admit(&agent.config, &agent.config_path, req).await?;
+    let reply = super::join::admit(&agent, req).await?;
     Ok(Json(reply).into_response())
 }
 
@@ -517,7 +521,7 @@ async fn placement_record(
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let placement: failover::placement::Placement = json_body(body)?;
-    let known = |h: &String| *h == agent.config.node || agent.config.peers.iter().any(|p| &p.name == h);
+    let known = |h: &String| *h == agent.config.node || agent.peers.knows(h);
     if let Some(bad) = placement.standbys.iter().chain([&placement.primary]).find(|h| !known(h)) {
         return Err(ApiError::BadRequest(format!("unknown host {bad:?} in the placement")));
     }
@@ -590,6 +594,21 @@ async fn maintenance_set(
 ) -> Result<Response, ApiError> {
     let req: MaintenanceRequest = json_body(body)?;
     Ok(Json(super::maintenance::set(&agent, &req).await?).into_response())
+}
+
+async fn hosts_remove(
+    State(agent): State<Arc<Agent>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use super::hosts::RemoveError;
+    let req: super::hosts::RemoveRequest = json_body(body)?;
+    match super::hosts::remove(&agent, &req).await {
+        Ok(reply) => Ok(Json(reply).into_response()),
+        Err(RemoveError::BadRequest(e)) => Err(ApiError::BadRequest(e)),
+        Err(RemoveError::NotFound(e)) => Err(ApiError::NotFound(e)),
+        Err(RemoveError::Conflict(e)) => Err(ApiError::Conflict(e)),
+        Err(RemoveError::Unavailable(e)) => Err(ApiError::Unavailable(e)),
+    }
 }
 
 async fn takeover_probe(

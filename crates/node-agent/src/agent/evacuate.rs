@@ -15,7 +15,7 @@ use super::takeover::AgentHost;
 use crate::model::PeerState;
 
 fn known_host(agent: &Agent, host: &str) -> Result<(), EvacuateError> {
-    if host == agent.config.node || agent.config.peers.iter().any(|p| p.name == host) {
+    if host == agent.config.node || agent.peers.knows(host) {
         Ok(())
     } else {
         Err(EvacuateError::UnknownHost(host.to_string()))

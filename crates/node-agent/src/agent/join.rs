@@ -99,7 +99,8 @@ fn config_dir(config_path: &Path) -> PathBuf {
 static ADMITTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The admitting host's side of `POST /v1/join`.
-pub async fn admit(config: &AgentConfig, config_path: &Path, req: JoinRequest) -> Result<JoinReply, AdmitError> {
+pub async fn admit(agent: &super::node::Agent, req: JoinRequest) -> Result<JoinReply, AdmitError> {
+    let (config, config_path) = (&agent.config, agent.config_path.as_path());
     let tls = config.tls.as_ref().ok_or_else(|| {
         AdmitError::Cannot("this agent runs without TLS (insecure_plain_http): it cannot admit hosts".into())
     })?;
@@ -114,14 +115,30 @@ pub async fn admit(config: &AgentConfig, config_path: &Path, req: JoinRequest) -
     let _one = ADMITTING.lock().await;
     let tokens = tokens_file(ca_key_file);
     let secret = req.secret.clone();
-    let node = tokio::task::spawn_blocking(move || pki::redeem(&tokens, &secret))
+    let (node, address) = tokio::task::spawn_blocking(move || pki::redeem(&tokens, &secret))
         .await
         .map_err(|e| AdmitError::Cannot(e.to_string()))?
         .map_err(|e| AdmitError::Token(e.to_string()))?;
-    let peer = config.peers.iter().find(|p| p.name == node).ok_or_else(|| {
-        AdmitError::Cannot(format!("{node} is no longer among this host's peers: add it under [[peers]] first"))
-    })?;
-    let (listen, ip) = address_of(&peer.url).await.map_err(|e| AdmitError::Cannot(format!("{node}: {e}")))?;
+    let url = match &address {
+        Some(at) => format!("https://{at}"),
+        None => agent.peers.url(&node).ok_or_else(|| {
+            AdmitError::Cannot(format!(
+                "{node} is no longer a host of the cluster: issue a token with `vserver-agent token {node} --address \
+                 ADDRESS:PORT`"
+            ))
+        })?,
+    };
+    let (listen, ip) = address_of(&url).await.map_err(|e| AdmitError::Cannot(format!("{node}: {e}")))?;
+    if address.is_some() {
+        // A host no configuration names: the cluster takes it in, and every host counts it as a peer.
+        agent.ownership.add_host(&node, &url).await.map_err(|e| {
+            AdmitError::Cannot(format!(
+                "the cluster cannot take {node} in: {e}; this token is used up, issue another once that is fixed"
+            ))
+        })?;
+        let text = format!("{node} was taken into the cluster at {url} (admitted by {})", config.node);
+        let _ = agent.ownership.log("host_added", None, &text).await;
+    }
     let read = |f: &Path| std::fs::read_to_string(f).map_err(|e| AdmitError::Cannot(format!("{}: {e}", f.display())));
     let (ca_pem, ca_key_pem) = (read(ca_file)?, read(ca_key_file)?);
     let ca = Ca::load(&ca_pem, &ca_key_pem).map_err(|e| AdmitError::Cannot(e.to_string()))?;
@@ -132,9 +149,8 @@ pub async fn admit(config: &AgentConfig, config_path: &Path, req: JoinRequest) -
         None => None,
     };
     let mut peers = vec![PeerEntry { name: config.node.clone(), url: format!("https://{}", config.listen) }];
-    peers.extend(
-        config.peers.iter().filter(|p| p.name != node).map(|p| PeerEntry { name: p.name.clone(), url: p.url.clone() }),
-    );
+    let others = agent.ownership.hosts().into_iter().filter(|(h, _)| *h != node && *h != config.node);
+    peers.extend(others.map(|(name, url)| PeerEntry { name, url }));
     tracing::info!(host = %node, %listen, "admitted a host to the cluster: its certificate is signed");
     Ok(JoinReply { node, listen, cert_pem, ca_pem, ca_key_pem, secret_text, cluster_toml, peers })
 }
@@ -245,7 +261,7 @@ pub fn init(config_path: &Path, args: &InitArgs) -> anyhow::Result<Vec<String>> 
         );
     }
     for (name, _) in &peers_given {
-        let token = pki::mint(&files.tokens, name, &listen.to_string(), ca.sha256()?, args.token_validity)?;
+        let token = pki::mint(&files.tokens, name, None, &listen.to_string(), ca.sha256()?, args.token_validity)?;
         lines.push(format!("on {name}: vserver-agent join {token}"));
     }
     if !peers_given.is_empty() {
@@ -257,20 +273,38 @@ pub fn init(config_path: &Path, args: &InitArgs) -> anyhow::Result<Vec<String>> 
     Ok(lines)
 }
 
-/// `vserver-agent token HOST`: a new join token for a host of this host's configuration.
-pub fn token(config_path: &Path, node: &str, validity: Duration) -> anyhow::Result<JoinToken> {
+/// `vserver-agent token HOST [--address ADDRESS:PORT]`: a new join token for a host of this host's configuration,
+/// or for a new host at `address`, which the cluster takes in when it joins.
+pub fn token(
+    config_path: &Path,
+    node: &str,
+    validity: Duration,
+    address: Option<SocketAddr>,
+) -> anyhow::Result<JoinToken> {
     let config = AgentConfig::load(config_path)?;
     let tls = config.tls.as_ref().context("no [tls] in the configuration: run `vserver-agent init` first")?;
     let (Some(ca_file), Some(ca_key_file)) = (&tls.ca_file, &tls.ca_key_file) else {
         bail!("this host holds no cluster CA key ([tls] ca_file and ca_key_file): issue the token on a host that does");
     };
-    if !config.peers.iter().any(|p| p.name == node) {
-        let known: Vec<&str> = config.peers.iter().map(|p| p.name.as_str()).collect();
-        bail!("{node} is not among this host's peers ({}): add it under [[peers]] first", known.join(", "));
+    super::config::check_node_name(node).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let configured = config.peers.iter().find(|p| p.name == node);
+    match (configured, address) {
+        (Some(p), Some(_)) => bail!("{node} is a peer in this host's configuration (at {}): drop --address", p.url),
+        (None, None) if node == config.node => bail!("{node} is this host"),
+        (None, None) => {
+            let known: Vec<&str> = config.peers.iter().map(|p| p.name.as_str()).collect();
+            bail!(
+                "{node} is not among this host's configured peers ({}): for a new host, give its agent's address \
+                 with --address ADDRESS:PORT (the cluster takes it in when it joins)",
+                known.join(", ")
+            );
+        }
+        _ => {}
     }
     let ca_pem = std::fs::read_to_string(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
     let pin = pki::sha256_of_pem(&ca_pem)?;
-    Ok(pki::mint(&tokens_file(ca_key_file), node, &config.listen.to_string(), pin, validity)?)
+    let address = address.map(|a| a.to_string());
+    Ok(pki::mint(&tokens_file(ca_key_file), node, address.as_deref(), &config.listen.to_string(), pin, validity)?)
 }
 
 /// `vserver-agent join TOKEN`: joins this host to the cluster; a line to print.

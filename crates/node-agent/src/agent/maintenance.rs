@@ -25,7 +25,7 @@ impl Cluster for Agent {
         &self.config.node
     }
     fn is_host(&self, host: &str) -> bool {
-        self.config.peers.iter().any(|p| p.name == host)
+        self.peers.knows(host)
     }
     fn table(&self) -> Option<&Ownership> {
         Some(&self.ownership)

@@ -64,7 +64,7 @@ pub async fn start(
     // Down but meant to run (killed by its keepers, fenced, waiting for its restart): started on the target.
     let meant_here = status.intent == crate::model::Intent::Running;
     tokio::spawn(async move {
-        let url = agent2.config.peers.iter().find(|p| p.name == req.target).map(|p| p.url.clone()).unwrap_or_default();
+        let url = agent2.peers.url(&req.target).unwrap_or_default();
         let source = AgentSource { agent: Arc::clone(&agent2), name: name2.clone(), url, placement, hold };
         let result = failover::migrate::run(&source, &req.target, was_running, meant_here).await;
         drop(source);

@@ -9,6 +9,7 @@ pub mod config;
 pub mod evacuate;
 pub mod events;
 pub mod heartbeat;
+pub mod hosts;
 pub mod join;
 pub mod lease;
 pub mod maintenance;
@@ -159,6 +160,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 every.tick().await;
+                agent.follow_hosts().await;
                 agent.watch_peers();
             }
         }

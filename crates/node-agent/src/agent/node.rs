@@ -77,6 +77,32 @@ impl Agent {
         self.membership.watch(watched.as_ref(), Some(&heartbeats));
     }
 
+    /// Brings this host's peers in line with the cluster's hosts (see `Ownership::hosts`: those of its
+    /// configuration and those taken in through the cluster, less those taken out for good), for its
+    /// heartbeats and beacons, its calls to peers and the connections it admits; and tells the ownership table
+    /// which hosts are heard alive (only those become voters).
+    pub async fn follow_hosts(&self) {
+        let node = self.config.node.as_str();
+        let peers: Vec<(String, String)> = self.ownership.hosts().into_iter().filter(|(h, _)| h != node).collect();
+        if self.membership.set_peers(&peers) {
+            self.peers.set_peers(peers.clone());
+            self.admission.set_peers(peer_addresses(&peers).await);
+            let names: Vec<&str> = peers.iter().map(|(h, _)| h.as_str()).collect();
+            tracing::info!(peers = ?names, "the cluster's hosts changed");
+        }
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if self.ownership.removed().contains(node) && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                "this host was removed from the cluster (vserver-agent remove): it is no one's peer; \
+                             stop its agent, or take it in again with a join token"
+            );
+        }
+        let alive = self.membership.peers().into_iter().filter(|p| p.state == crate::model::PeerState::Alive);
+        let mut alive: std::collections::BTreeSet<String> = alive.map(|p| p.name).collect();
+        alive.insert(node.to_string());
+        self.ownership.set_alive(alive);
+    }
+
     /// This host's partners: the hosts named with it in a vserver's placement (this host among them).
     pub fn partners(&self) -> std::collections::BTreeSet<String> {
         let node = self.config.node.as_str();
@@ -102,7 +128,8 @@ impl Agent {
             .context("building the HTTP client for peers")?;
         let urls = config.peers.iter().map(|p| (p.name.clone(), p.url.clone()));
         let peers = failover::peer::PeerClient::new(http, credentials(tls.as_ref(), &secret), urls);
-        let admission = serve::Admission::new(peer_addresses(&config).await);
+        let configured: Vec<(String, String)> = config.peers.iter().map(|p| (p.name.clone(), p.url.clone())).collect();
+        let admission = serve::Admission::new(peer_addresses(&configured).await);
         let mutual = tls.as_ref().is_some_and(|t| t.ca_pem.is_some());
         let ownership = open_ownership(&config, tls.is_some(), mutual, &peers, &accepted_secrets).await?;
         let lease = Arc::new(Lease::new(&config, ownership.clone(), Arc::clone(&membership)));
@@ -302,9 +329,7 @@ impl Agent {
 /// A host's Raft node id: the first 8 bytes of the SHA-256 of its name, so every host computes the same ids
 /// from the same names, and an id is never reused for another name.
 pub fn raft_node_id(name: &str) -> u64 {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(name.as_bytes());
-    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+    failover::ownership::node_id_of(name)
 }
 
 /// Opens this host's member of the ownership table (`STATE_DIR/raft`): this host and its peers, reached at
@@ -342,15 +367,15 @@ async fn open_ownership(
 
 /// The addresses of the peers' URLs (a name is resolved once, at start; one that does not resolve is left out,
 /// and its connections count as any other address's).
-async fn peer_addresses(config: &AgentConfig) -> Vec<std::net::IpAddr> {
+async fn peer_addresses(peers: &[(String, String)]) -> Vec<std::net::IpAddr> {
     let mut found = Vec::new();
-    for peer in &config.peers {
-        let Ok(url) = reqwest::Url::parse(&peer.url) else { continue };
+    for (name, url) in peers {
+        let Ok(url) = reqwest::Url::parse(url) else { continue };
         let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { continue };
         let host = host.to_string();
         match tokio::net::lookup_host(format!("{host}:{port}")).await {
             Ok(addrs) => found.extend(addrs.map(|a| a.ip())),
-            Err(e) => tracing::warn!(peer = %peer.name, %host, error = %e, "cannot resolve the peer's address: \
+            Err(e) => tracing::warn!(peer = %name, %host, error = %e, "cannot resolve the peer's address: \
                                      its connections are limited as any other address's"),
         }
     }

@@ -260,6 +260,9 @@ pub struct Issued {
     pub secret_sha256: String,
     /// Valid until, ms since the Unix epoch (this host's clock).
     pub until_unix_ms: u64,
+    /// For a host no configuration names: its agent's `address:port`, which the cluster takes it in at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -302,20 +305,29 @@ pub fn write_private(file: &Path, bytes: &[u8]) -> Result<(), PkiError> {
 }
 
 /// Issues a token for `node`, valid `validity` from now, recorded (as a hash) in `file`.
-pub fn mint(file: &Path, node: &str, at: &str, ca_sha256: [u8; 32], validity: Duration) -> Result<JoinToken, PkiError> {
+pub fn mint(
+    file: &Path,
+    node: &str,
+    address: Option<&str>,
+    at: &str,
+    ca_sha256: [u8; 32],
+    validity: Duration,
+) -> Result<JoinToken, PkiError> {
     let secret = random::<16>()?;
     let mut issued = read_issued(file)?;
     issued.push(Issued {
         node: node.to_string(),
         secret_sha256: hex::encode(Sha256::digest(secret)),
         until_unix_ms: now_ms() + validity.as_millis() as u64,
+        address: address.map(str::to_string),
     });
     write_issued(file, &issued)?;
     Ok(JoinToken { at: at.to_string(), ca_sha256, secret })
 }
 
-/// Uses up the token whose secret is `secret` (hex): the host it admits, or why not. A token works once.
-pub fn redeem(file: &Path, secret_hex: &str) -> Result<String, PkiError> {
+/// Uses up the token whose secret is `secret` (hex): the host it admits (and the address it was issued with, for a
+/// new host), or why not. A token works once.
+pub fn redeem(file: &Path, secret_hex: &str) -> Result<(String, Option<String>), PkiError> {
     let presented = hex::encode(Sha256::digest(hex::decode(secret_hex.trim()).unwrap_or_default()));
     let mut issued = read_issued(file)?;
     let now = now_ms();
@@ -331,7 +343,7 @@ pub fn redeem(file: &Path, secret_hex: &str) -> Result<String, PkiError> {
             token.node, token.node
         )));
     }
-    Ok(token.node)
+    Ok((token.node, token.address))
 }
 
 #[cfg(test)]
@@ -390,15 +402,17 @@ mod tests {
     fn a_token_works_once_for_its_host_and_not_after_it_expires() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("join-tokens.json");
-        let t = mint(&file, "h2", "192.0.2.11:7070", [1; 32], TOKEN_VALIDITY).unwrap();
+        let t = mint(&file, "h2", None, "192.0.2.11:7070", [1; 32], TOKEN_VALIDITY).unwrap();
         let stored = std::fs::read_to_string(&file).unwrap();
         assert!(!stored.contains(&hex::encode(t.secret)), "only its hash is kept");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(redeem(&file, "00").unwrap_err().to_string().contains("unknown join token"));
-        assert_eq!(redeem(&file, &hex::encode(t.secret)).unwrap(), "h2");
+        assert_eq!(redeem(&file, &hex::encode(t.secret)).unwrap(), ("h2".into(), None));
         assert!(redeem(&file, &hex::encode(t.secret)).unwrap_err().to_string().contains("already used"));
-        let old = mint(&file, "h3", "x:1", [1; 32], Duration::from_millis(1)).unwrap();
+        let new = mint(&file, "h9", Some("192.0.2.19:7070"), "x:1", [1; 32], TOKEN_VALIDITY).unwrap();
+        assert_eq!(redeem(&file, &hex::encode(new.secret)).unwrap(), ("h9".into(), Some("192.0.2.19:7070".into())));
+        let old = mint(&file, "h3", None, "x:1", [1; 32], Duration::from_millis(1)).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         let e = redeem(&file, &hex::encode(old.secret)).unwrap_err().to_string();
         assert!(e.contains("expired") || e.contains("unknown"), "{e}");

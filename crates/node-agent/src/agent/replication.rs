@@ -23,7 +23,7 @@ pub use failover::wire::{AbortReply, BeginReply, BeginRequest, CommitRequest, Co
 use isolate::VserverName;
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::config::{AgentConfig, PeerConfig, TlsConfig};
+use super::config::{AgentConfig, TlsConfig};
 use super::heartbeat::Membership;
 use super::supervisor::Supervisor;
 use crate::dirs::Dirs;
@@ -208,7 +208,6 @@ pub struct Replication {
     io_timeout: Duration,
     whole_file: bool,
     /// This host's peers, as configured.
-    peers_conf: Vec<PeerConfig>,
     /// A witness holds no replicas.
     witness: bool,
     /// What the tunnel is given to reach a standby: the secret file, the TLS files.
@@ -308,7 +307,6 @@ impl Replication {
             tunnel_bin: beside("vserver-tunnel").unwrap_or_else(|| "vserver-tunnel".into()),
             io_timeout: Duration::from_secs(config.rsync_timeout_secs),
             whole_file: config.rsync_whole_file,
-            peers_conf: config.peers.clone(),
             witness: config.witness,
             secret_file: config.secret_file.clone(),
             tls: config.tls.clone(),
@@ -414,7 +412,7 @@ impl Replication {
     /// Opens a sync session for `name` from `source`: prepares the generation that is not current. A session
     /// already open for it (a sync that died on the way) is cancelled and replaced.
     pub async fn begin(&self, name: &VserverName, req: BeginRequest) -> Result<BeginReply, ReplicationError> {
-        if !self.peers_conf.iter().any(|p| p.name == req.source) {
+        if !self.links.peers.knows(&req.source) {
             return Err(ReplicationError::NotAPeer { from: req.source });
         }
         if self.witness {
@@ -641,18 +639,15 @@ impl Replication {
         started_unix_ms: u64,
         kind: &str,
     ) -> Result<Passes, String> {
-        let peer = self
-            .peers_conf
-            .iter()
-            .find(|p| p.name == standby)
-            .ok_or_else(|| format!("standby {standby} is not a peer of this host"))?;
+        let peer_url =
+            self.links.peers.url(standby).ok_or_else(|| format!("standby {standby} is not a peer of this host"))?;
         if self.links.membership.peers().iter().any(|p| p.name == standby && p.state == PeerState::Dead) {
             return Err(format!("standby {standby} is dead (no heartbeat); not tried"));
         }
         let begun = Instant::now();
         let session = session::Session::begin(&self.links.peers, standby, name.as_str(), &self.node).await?;
         let begin_ms = begun.elapsed().as_millis() as u64;
-        let mut passes = match self.passes(name, standby, &peer.url, session.id()).await {
+        let mut passes = match self.passes(name, standby, &peer_url, session.id()).await {
             Ok(passes) => passes,
             Err(e) => return Err(session.abort(e).await),
         };

@@ -48,7 +48,7 @@ const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 /// Who may hold a connection to the API: the peers always, other addresses within [`PER_ADDRESS`] and
 /// [`OTHERS`].
 pub struct Admission {
-    peers: HashSet<IpAddr>,
+    peers: std::sync::RwLock<HashSet<IpAddr>>,
     open: Mutex<(HashMap<IpAddr, usize>, usize)>,
     refused: AtomicU64,
     logged: Mutex<Option<Instant>>,
@@ -64,18 +64,23 @@ impl Admission {
     /// Admits `peers`' addresses always.
     pub fn new(peers: impl IntoIterator<Item = IpAddr>) -> Arc<Self> {
         Arc::new(Self {
-            peers: peers.into_iter().map(canonical).collect(),
+            peers: std::sync::RwLock::new(peers.into_iter().map(canonical).collect()),
             open: Mutex::new((HashMap::new(), 0)),
             refused: AtomicU64::new(0),
             logged: Mutex::new(None),
         })
     }
 
+    /// Admits `peers`' addresses always from now on (the cluster's hosts changed).
+    pub fn set_peers(&self, peers: impl IntoIterator<Item = IpAddr>) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers.into_iter().map(canonical).collect();
+    }
+
     /// Whether a connection from `ip` may be served: `Some(None)` for a peer, `Some(ticket)` for another
     /// address within its limits, `None` over them.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Option<Ticket>> {
         let ip = canonical(ip);
-        if self.peers.contains(&ip) {
+        if self.peers.read().unwrap_or_else(|e| e.into_inner()).contains(&ip) {
             return Some(None);
         }
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());

@@ -102,14 +102,39 @@ enum Command {
         #[command(subcommand)]
         step: CaStep,
     },
-    /// Print a new one-time join token for HOST (one of this host's peers), on a host holding the cluster
-    /// CA's key.
+    /// Print a new one-time join token for HOST, on a host holding the cluster CA's key. HOST is one of this
+    /// host's peers, or a new host given with --address: once it joins, the cluster takes it in (every agent
+    /// counts it as a peer within a second, none restarted).
     Token {
         /// The host that will join.
         host: String,
         /// How long the token is valid.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         valid: std::time::Duration,
+        /// A new host's agent address and port (e.g. 192.0.2.14:7070), for a host no configuration names.
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
+    },
+    /// Take hosts out of the cluster for good (through this host's agent, recorded by the cluster): no host
+    /// counts them as peers any more, and a voter among them is replaced by a host that does not vote. Refused
+    /// while one owns a vserver (evacuate it first), and while another host does not answer (name every host
+    /// that is gone in the same command).
+    Remove {
+        /// The hosts.
+        #[arg(required = true)]
+        hosts: Vec<String>,
+    },
+    /// Recover a cluster that lost a majority of its voters for good (docs/failover.md, runbook), on a host
+    /// whose agent is stopped. Without a flag, print what this host's copy of the cluster's table holds (to
+    /// choose the most recent survivor).
+    Recover {
+        /// Make this host the only voter, keeping its table (on the most recent survivor only).
+        #[arg(long, conflicts_with = "rejoin")]
+        force_new_cluster: bool,
+        /// Set this host's copy of the table aside, so that it joins the recovered cluster afresh (on every
+        /// other survivor).
+        #[arg(long)]
+        rejoin: bool,
     },
     /// Turn maintenance on or off (through this host's agent, recorded by the cluster), or show it. A host in
     /// maintenance keeps its vservers running, never fences itself and is never taken over; with --cluster,
@@ -376,6 +401,26 @@ fn maintenance(config: &std::path::Path, state: &str, host: Option<String>, clus
     ExitCode::SUCCESS
 }
 
+fn remove(config: &std::path::Path, hosts: &[String]) -> ExitCode {
+    let agent = match local_agent(config, None) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let reply = match agent.request_json("POST", "/v1/hosts/remove", &serde_json::json!({ "hosts": hosts })) {
+        Ok(r) => r,
+        Err(e) => return fail(exit::FAILED, format!("cannot ask the agent: {e}")),
+    };
+    let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
+    if reply.status != 200 {
+        let why = said["error"].as_str().map_or(reply.body.clone(), str::to_string);
+        let code = if matches!(reply.status, 400 | 404) { exit::USAGE } else { exit::FAILED };
+        return fail(code, why);
+    }
+    let now: Vec<&str> = said["hosts"].as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
+    println!("removed from the cluster for good: {}; its hosts now: {}", hosts.join(", "), now.join(", "));
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.completions.is_none() && cli.command.is_none() && !cli.check {
@@ -419,8 +464,18 @@ fn once(cli: Cli) -> ExitCode {
             };
             return said(runtime.block_on(node_agent::agent::rotate::ca_sync(&cli.config, &from)));
         }
-        Some(Command::Token { host, valid }) => {
-            return match node_agent::agent::join::token(&cli.config, &host, valid) {
+        Some(Command::Remove { hosts }) => return remove(&cli.config, &hosts),
+        Some(Command::Recover { force_new_cluster, rejoin }) => {
+            use node_agent::agent::hosts::RecoverStep;
+            let step = match (force_new_cluster, rejoin) {
+                (true, _) => RecoverStep::ForceNewCluster,
+                (_, true) => RecoverStep::Rejoin,
+                _ => RecoverStep::Show,
+            };
+            return said(node_agent::agent::hosts::recover(&cli.config, step));
+        }
+        Some(Command::Token { host, valid, address }) => {
+            return match node_agent::agent::join::token(&cli.config, &host, valid, address) {
                 Ok(token) => {
                     println!("on {host}: vserver-agent join {token}");
                     ExitCode::SUCCESS
