@@ -95,6 +95,29 @@ async fn send_heartbeat(
     }
 }
 
+/// A heartbeat whose content (the vservers' states, maintenance) a peer already has is sent to it every this
+/// many intervals only (1 s by default), while beacons run: they prove the host alive 10 times a second, and
+/// a change is sent at once, then at every interval until the peer has taken it.
+const UNCHANGED_EVERY: u32 = 4;
+
+/// What each peer last took from this host (what the heartbeat said, see [`what_it_says`]) and when.
+type Delivered = std::collections::HashMap<String, (Arc<String>, Instant)>;
+
+/// The part of a heartbeat a peer keeps: its vservers' states and maintenance.
+fn what_it_says(hb: &failover::wire::Heartbeat) -> String {
+    serde_json::to_string(&(&hb.vservers, hb.maintenance)).unwrap_or_default()
+}
+
+/// Whether `name` is due a heartbeat saying `said`: it has not taken this content yet, or took it
+/// `unchanged_every` ago or more.
+fn due(delivered: &std::sync::Mutex<Delivered>, name: &str, said: &str, unchanged_every: Duration) -> bool {
+    let delivered = delivered.lock().unwrap_or_else(|p| p.into_inner());
+    match delivered.get(name) {
+        Some((took, at)) => took.as_str() != said || at.elapsed() >= unchanged_every,
+        None => true,
+    }
+}
+
 /// Sends a heartbeat (signed with `membership`'s key, carrying `supervisor`'s summaries) to every peer it
 /// names (`Membership::heartbeat_targets`: the voters and this host's partners) at every interval through
 /// `client` (see [`heartbeat_client`]), authenticated by `credentials`,
@@ -109,6 +132,13 @@ pub async fn run_sender(
 ) {
     let mut interval = tokio::time::interval(config.heartbeat.interval());
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // With beacons proving this host alive, a heartbeat that says nothing new is sent every few intervals only.
+    let unchanged_every = if config.heartbeat.beacon_interval_ms == 0 {
+        Duration::ZERO
+    } else {
+        config.heartbeat.interval() * UNCHANGED_EVERY
+    };
+    let delivered: Arc<std::sync::Mutex<Delivered>> = Arc::default();
     // Dropped (and so aborted) with this future, so no send outlives the sender.
     let mut in_flight = JoinSet::new();
     loop {
@@ -116,14 +146,28 @@ pub async fn run_sender(
         while in_flight.try_join_next().is_some() {}
         membership.tick();
         let hb = membership.next_heartbeat(supervisor.summaries());
+        let said = Arc::new(what_it_says(&hb));
         let signed = Arc::new(membership.sign(&hb));
-        for (name, url) in membership.heartbeat_targets() {
+        let targets = membership.heartbeat_targets();
+        {
+            let mut delivered = delivered.lock().unwrap_or_else(|p| p.into_inner());
+            delivered.retain(|name, _| targets.iter().any(|(n, _)| n == name));
+        }
+        for (name, url) in targets {
+            if !due(&delivered, &name, &said, unchanged_every) {
+                continue;
+            }
             let (membership, client, signed) = (Arc::clone(&membership), client.clone(), Arc::clone(&signed));
+            let (delivered, said) = (Arc::clone(&delivered), Arc::clone(&said));
             let credentials = credentials.clone();
             let seq = hb.seq;
             in_flight.spawn(async move {
                 match send_heartbeat(&client, &url, &credentials, &signed).await {
-                    Ok(rtt) => membership.record_rtt(&name, rtt),
+                    Ok(rtt) => {
+                        membership.record_rtt(&name, rtt);
+                        let mut delivered = delivered.lock().unwrap_or_else(|p| p.into_inner());
+                        delivered.insert(name, (said, Instant::now()));
+                    }
                     Err(e) => tracing::debug!(peer = %name, seq, error = %e, "heartbeat not delivered"),
                 }
             });
@@ -238,6 +282,26 @@ mod tests {
             String::from_utf8(request).unwrap()
         });
         (url, served)
+    }
+
+    #[test]
+    fn a_heartbeat_that_says_nothing_new_waits_its_turn_and_a_change_goes_at_once() {
+        let m = membership();
+        let running =
+            vec![failover::wire::VserverSummary { name: "web".into(), state: crate::model::VserverState::Running }];
+        let said = Arc::new(what_it_says(&m.next_heartbeat(running.clone())));
+        assert_eq!(*said, what_it_says(&m.next_heartbeat(running)), "the numbers are not content");
+        let delivered = std::sync::Mutex::new(Delivered::new());
+        let every = Duration::from_millis(200);
+        assert!(due(&delivered, "h2", &said, every), "never delivered");
+        delivered.lock().unwrap().insert("h2".into(), (Arc::clone(&said), Instant::now()));
+        assert!(!due(&delivered, "h2", &said, every), "just taken");
+        assert!(due(&delivered, "h3", &said, every), "another peer has not taken it");
+        let stopped = what_it_says(&m.next_heartbeat(vec![]));
+        assert!(due(&delivered, "h2", &stopped, every), "a change goes at once");
+        assert!(due(&delivered, "h2", &said, Duration::ZERO), "beacons off: every interval");
+        std::thread::sleep(every);
+        assert!(due(&delivered, "h2", &said, every), "and the same again after a while");
     }
 
     #[tokio::test]
