@@ -96,8 +96,9 @@ async fn send_heartbeat(
 }
 
 /// A heartbeat whose content (the vservers' states, maintenance) a peer already has is sent to it every this
-/// many intervals only (1 s by default), while beacons run: they prove the host alive 10 times a second, and
-/// a change is sent at once, then at every interval until the peer has taken it.
+/// many intervals only (1 s by default), while this host's beacons reach it (its acks say so): they prove the
+/// host alive 10 times a second. A change is sent at once, then at every interval until the peer has taken it;
+/// and every interval to a peer the beacons do not reach (UDP blocked, beacons off).
 const UNCHANGED_EVERY: u32 = 4;
 
 /// What each peer last took from this host (what the heartbeat said, see [`what_it_says`]) and when.
@@ -153,8 +154,12 @@ pub async fn run_sender(
             let mut delivered = delivered.lock().unwrap_or_else(|p| p.into_inner());
             delivered.retain(|name, _| targets.iter().any(|(n, _)| n == name));
         }
+        // The peers whose acks show that this host's beacons reach them.
+        let reached: std::collections::HashSet<String> =
+            membership.lease(tokio::time::Instant::now()).into_iter().map(|(name, _)| name).collect();
         for (name, url) in targets {
-            if !due(&delivered, &name, &said, unchanged_every) {
+            let every = if reached.contains(&name) { unchanged_every } else { Duration::ZERO };
+            if !due(&delivered, &name, &said, every) {
                 continue;
             }
             let (membership, client, signed) = (Arc::clone(&membership), client.clone(), Arc::clone(&signed));
