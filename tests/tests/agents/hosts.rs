@@ -85,6 +85,11 @@ fn hosts_join_and_leave_a_running_cluster_and_survivors_of_a_lost_majority_are_f
     assert!(grown.is_some(), "voters {:?}\nh0:\n{}", raft(&agents, 0, "voters"), agents.log(0));
 
     // h0, a voter, is lost for good and removed through h2: four hosts, three voters, the healthy first by name.
+    // Commands about h4 work from a host whose agent.toml does not name it (the cluster does).
+    for state in ["on", "off"] {
+        let out = agents.run(1, &["maintenance", state, "--host", "h4"]).unwrap();
+        assert!(ok(&out), "maintenance {state} for h4 through h1: {}", text(&out));
+    }
     // Bad requests change nothing: 400 for a malformed body or name, 404 for a host the cluster does not know.
     for (body, status) in [
         (r#"{"hosts":[]}"#, 400),

@@ -264,16 +264,15 @@ fn fail(code: i32, message: String) -> ExitCode {
 }
 
 /// The running agent of this host (from the configuration's run directory), after checking that `host`, if
-/// given, is one of the cluster's.
+/// given, is a valid host name (whether it is one of the cluster's hosts is the agent's to say: the cluster
+/// takes hosts in that no configuration file names).
 fn local_agent(
     config: &std::path::Path,
     host: Option<&str>,
 ) -> Result<node_agent::agent_client::AgentHandle, ExitCode> {
     let conf = node_agent::agent::config::AgentConfig::load(config).map_err(|e| fail(exit::USAGE, e.to_string()))?;
     if let Some(h) = host {
-        if h != conf.node && !conf.peers.iter().any(|p| p.name == h) {
-            return Err(fail(exit::USAGE, format!("{h:?} is not a host of this cluster (see {})", config.display())));
-        }
+        node_agent::agent::config::check_node_name(h).map_err(|e| fail(exit::USAGE, format!("{h:?}: {e}")))?;
     }
     match node_agent::agent_client::for_cli(&conf.run_dir) {
         Ok(Some(a)) => Ok(a),
