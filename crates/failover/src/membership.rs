@@ -1026,20 +1026,7 @@ mod tests {
     fn judging_follows_the_thresholds_exactly() {
         let m = Membership::new(fast());
         let at = m.lock().peers[0].since;
-        let mut peer = Peer {
-            name: "h2".into(),
-            url: String::new(),
-            since: at,
-            heard: None,
-            rtt: None,
-            restarts_seen: 0,
-            lease_until: None,
-            promised_until: None,
-            judged: PeerState::Unknown,
-            maintenance: false,
-            watched: true,
-            heartbeats: true,
-        };
+        let mut peer = Peer::new("h2".into(), String::new(), at);
         let ms = |n| at + Duration::from_millis(n);
         assert_eq!(m.judge(&peer, ms(149)).0, PeerState::Unknown);
         assert_eq!(m.judge(&peer, ms(150)).0, PeerState::Dead);

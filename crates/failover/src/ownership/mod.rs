@@ -1150,7 +1150,7 @@ async fn reconcile_membership(
             let a = applied.read().unwrap_or_else(|p| p.into_inner());
             (a.table.hosts.clone(), a.table.removed.clone())
         };
-        let (membership, last_log, matched) = {
+        let (me, membership, last_log, matched) = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
             if m.state == ServerState::Shutdown {
@@ -1161,7 +1161,14 @@ async fn reconcile_membership(
             }
             let matched: BTreeMap<NodeId, u64> =
                 m.replication.iter().flatten().filter_map(|(id, log)| log.map(|l| (*id, l.index))).collect();
-            (m.membership_config.membership().clone(), m.last_log_index.unwrap_or(0), matched)
+            (m.id, m.membership_config.membership().clone(), m.last_log_index.unwrap_or(0), matched)
+        };
+        let heard = alive.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // A host fit to vote: its copy of the table caught up (within 16 entries) and heard alive lately.
+        let in_step = |id: &NodeId| {
+            let caught_up = *id == me || matched.get(id).is_some_and(|m| m + 16 >= last_log);
+            let name = membership.get_node(id).map(|n| n.name.as_str());
+            caught_up && name.is_some_and(|n| heard.as_ref().is_none_or(|a| a.contains(n)))
         };
         let name_of = |id: &NodeId| membership.get_node(id).map(|n| n.name.clone());
         // A host's id: as the membership or the configuration has it, else derived from its name (a host taken
@@ -1186,19 +1193,9 @@ async fn reconcile_membership(
             }
         }
         let voters: BTreeSet<String> = membership.voter_ids().filter_map(|id| name_of(&id)).collect();
-        let caught_up: BTreeSet<String> = membership
-            .learner_ids()
-            .filter(|id| matched.get(id).is_some_and(|m| m + 16 >= last_log))
-            .filter_map(|id| name_of(&id))
-            .filter(|host| alive.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|a| a.contains(host)))
-            .collect();
-        let leader = raft.metrics().borrow().id;
-        let healthy: BTreeSet<String> = membership
-            .voter_ids()
-            .filter(|id| *id == leader || matched.get(id).is_some_and(|m| m + 16 >= last_log))
-            .filter_map(|id| name_of(&id))
-            .filter(|host| alive.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|a| a.contains(host)))
-            .collect();
+        let caught_up: BTreeSet<String> =
+            membership.learner_ids().filter(in_step).filter_map(|id| name_of(&id)).collect();
+        let healthy: BTreeSet<String> = membership.voter_ids().filter(in_step).filter_map(|id| name_of(&id)).collect();
         let mut hosts: BTreeSet<String> = wanted.keys().cloned().collect();
         hosts.extend(present.iter().cloned());
         if let Some(next) = next_voters(&voters, &hosts, &removed, &caught_up, &healthy) {
