@@ -326,6 +326,11 @@ impl Membership {
         table.peers.iter().filter(|p| p.watched && p.heartbeats).map(|p| (p.name.clone(), p.url.clone())).collect()
     }
 
+    /// The incarnation `name` was last heard in (a new one: it restarted, and knows nothing it was told).
+    pub fn incarnation_of(&self, name: &str) -> Option<u64> {
+        self.lock().peers.iter().find(|p| p.name == name).and_then(|p| p.heard.as_ref().map(|h| h.incarnation))
+    }
+
     /// Counters of refused heartbeats.
     pub fn counters(&self) -> RejectCounters {
         self.lock().counters

@@ -1,5 +1,6 @@
-//! Heartbeats between agents, as this host sends them: its signed HTTP heartbeats and UDP beacons out to every
-//! peer. What they say, and the failure detector that judges them, are `failover::membership`'s.
+//! Heartbeats between agents, as this host sends them: its signed HTTP heartbeats to the peers it names (the
+//! UDP beacons are `beacons`'). What they say, and the failure detector that judges them, are
+//! `failover::membership`'s.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,25 +97,33 @@ async fn send_heartbeat(
 }
 
 /// A heartbeat whose content (the vservers' states, maintenance) a peer already has is sent to it every this
-/// many intervals only (1 s by default), while this host's beacons reach it (its acks say so): they prove the
+/// many intervals only (5 s by default), while this host's beacons reach it (its acks say so): they prove the
 /// host alive 10 times a second. A change is sent at once, then at every interval until the peer has taken it;
-/// and every interval to a peer the beacons do not reach (UDP blocked, beacons off).
-const UNCHANGED_EVERY: u32 = 4;
+/// so is the same content to a peer that restarted since it took it (it knows nothing it was told); and every
+/// interval to a peer the beacons do not reach (UDP blocked, beacons off).
+const UNCHANGED_EVERY: u32 = 20;
 
-/// What each peer last took from this host (what the heartbeat said, see [`what_it_says`]) and when.
-type Delivered = std::collections::HashMap<String, (Arc<String>, Instant)>;
+/// What each peer last took from this host (what the heartbeat said, see [`what_it_says`]), when, and in
+/// which of its incarnations (as this host last heard it then).
+type Delivered = std::collections::HashMap<String, (Arc<String>, Instant, Option<u64>)>;
 
 /// The part of a heartbeat a peer keeps: its vservers' states and maintenance.
 fn what_it_says(hb: &failover::wire::Heartbeat) -> String {
     serde_json::to_string(&(&hb.vservers, hb.maintenance)).unwrap_or_default()
 }
 
-/// Whether `name` is due a heartbeat saying `said`: it has not taken this content yet, or took it
-/// `unchanged_every` ago or more.
-fn due(delivered: &std::sync::Mutex<Delivered>, name: &str, said: &str, unchanged_every: Duration) -> bool {
+/// Whether `name`, now heard in `incarnation`, is due a heartbeat saying `said`: it has not taken this
+/// content yet, or took it in another incarnation (it restarted since), or `unchanged_every` ago or more.
+fn due(
+    delivered: &std::sync::Mutex<Delivered>,
+    name: &str,
+    said: &str,
+    incarnation: Option<u64>,
+    unchanged_every: Duration,
+) -> bool {
     let delivered = delivered.lock().unwrap_or_else(|p| p.into_inner());
     match delivered.get(name) {
-        Some((took, at)) => took.as_str() != said || at.elapsed() >= unchanged_every,
+        Some((took, at, then)) => took.as_str() != said || *then != incarnation || at.elapsed() >= unchanged_every,
         None => true,
     }
 }
@@ -159,7 +168,8 @@ pub async fn run_sender(
             membership.lease(tokio::time::Instant::now()).into_iter().map(|(name, _)| name).collect();
         for (name, url) in targets {
             let every = if reached.contains(&name) { unchanged_every } else { Duration::ZERO };
-            if !due(&delivered, &name, &said, every) {
+            let incarnation = membership.incarnation_of(&name);
+            if !due(&delivered, &name, &said, incarnation, every) {
                 continue;
             }
             let (membership, client, signed) = (Arc::clone(&membership), client.clone(), Arc::clone(&signed));
@@ -171,73 +181,13 @@ pub async fn run_sender(
                     Ok(rtt) => {
                         membership.record_rtt(&name, rtt);
                         let mut delivered = delivered.lock().unwrap_or_else(|p| p.into_inner());
-                        delivered.insert(name, (said, Instant::now()));
+                        delivered.insert(name, (said, Instant::now(), incarnation));
                     }
                     Err(e) => tracing::debug!(peer = %name, seq, error = %e, "heartbeat not delivered"),
                 }
             });
         }
     }
-}
-
-/// Sends a beacon to every peer at every beacon interval on `socket` (bound to the API's address and port,
-/// UDP), and takes in the peers' beacons arriving on it, until aborted. Peers are reached at the host and
-/// port of their URL, looked up again every 30 s (and after a send fails).
-pub async fn run_beacons(config: AgentConfig, membership: Arc<Membership>, socket: tokio::net::UdpSocket) {
-    let every = Duration::from_millis(config.heartbeat.beacon_interval_ms);
-    let receiving = async {
-        // Any datagram: a valid peer's is at most MAX_BEACON, one of an earlier release larger.
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            match socket.recv_from(&mut buf).await {
-                Ok((n, _from)) => {
-                    let _ = membership.receive_beacon(&buf[..n]);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "beacon receive failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    };
-    let sending = async {
-        if every.is_zero() {
-            return std::future::pending::<()>().await;
-        }
-        // Each peer's address and when it was looked up, kept while it is watched.
-        let mut addrs: std::collections::HashMap<String, (Option<std::net::SocketAddr>, Instant)> =
-            std::collections::HashMap::new();
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            let watched = membership.watched();
-            addrs.retain(|name, _| watched.iter().any(|(n, _)| n == name));
-            for (name, url) in &watched {
-                let (addr, looked_up) = addrs.entry(name.clone()).or_insert((None, Instant::now()));
-                if addr.is_none() || looked_up.elapsed() > Duration::from_secs(30) {
-                    *addr = peer_udp_addr(url).await;
-                    *looked_up = Instant::now();
-                }
-                let Some(to) = *addr else { continue };
-                let datagram = membership.next_beacon(name);
-                if let Err(e) = socket.send_to(&datagram, to).await {
-                    tracing::debug!(peer = %url, error = %e, "beacon not sent");
-                    *addr = None;
-                }
-            }
-        }
-    };
-    tokio::join!(receiving, sending);
-}
-
-/// The UDP address of a peer: the host and port of its URL (the first address its name resolves to).
-async fn peer_udp_addr(url: &str) -> Option<std::net::SocketAddr> {
-    let url = reqwest::Url::parse(url).ok()?;
-    let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
-    let port = url.port_or_known_default()?;
-    let first = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next();
-    first
 }
 
 #[cfg(test)]
@@ -298,15 +248,17 @@ mod tests {
         assert_eq!(*said, what_it_says(&m.next_heartbeat(running)), "the numbers are not content");
         let delivered = std::sync::Mutex::new(Delivered::new());
         let every = Duration::from_millis(200);
-        assert!(due(&delivered, "h2", &said, every), "never delivered");
-        delivered.lock().unwrap().insert("h2".into(), (Arc::clone(&said), Instant::now()));
-        assert!(!due(&delivered, "h2", &said, every), "just taken");
-        assert!(due(&delivered, "h3", &said, every), "another peer has not taken it");
+        let first = Some(7);
+        assert!(due(&delivered, "h2", &said, first, every), "never delivered");
+        delivered.lock().unwrap().insert("h2".into(), (Arc::clone(&said), Instant::now(), first));
+        assert!(!due(&delivered, "h2", &said, first, every), "just taken");
+        assert!(due(&delivered, "h3", &said, None, every), "another peer has not taken it");
         let stopped = what_it_says(&m.next_heartbeat(vec![]));
-        assert!(due(&delivered, "h2", &stopped, every), "a change goes at once");
-        assert!(due(&delivered, "h2", &said, Duration::ZERO), "beacons off: every interval");
+        assert!(due(&delivered, "h2", &stopped, first, every), "a change goes at once");
+        assert!(due(&delivered, "h2", &said, Some(8), every), "a peer that restarted since gets it at once");
+        assert!(due(&delivered, "h2", &said, first, Duration::ZERO), "beacons off: every interval");
         std::thread::sleep(every);
-        assert!(due(&delivered, "h2", &said, every), "and the same again after a while");
+        assert!(due(&delivered, "h2", &said, first, every), "and the same again after a while");
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 pub mod announce;
 pub mod api;
+pub mod beacons;
 pub mod cluster;
 pub mod config;
 pub mod evacuate;
@@ -13,6 +14,7 @@ pub mod hosts;
 pub mod join;
 pub mod lease;
 pub mod maintenance;
+pub mod memory;
 pub mod metrics;
 pub mod migrate;
 pub mod migrations;
@@ -180,7 +182,12 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let udp = with_port_retries(listen, || tokio::net::UdpSocket::bind(listen))
         .await
         .with_context(|| format!("cannot listen on {listen}/udp"))?;
-    let beacons = tokio::spawn(heartbeat::run_beacons(agent.config.clone(), Arc::clone(&agent.membership), udp));
+    let beacons = tokio::spawn(beacons::run(
+        std::time::Duration::from_millis(agent.config.heartbeat.beacon_interval_ms),
+        Arc::clone(&agent.membership),
+        udp,
+        Arc::clone(&agent.pulse),
+    ));
     let supervision = tokio::spawn({
         let (supervisor, every) = (agent.supervisor.clone(), agent.config.restart.check_interval_ms);
         async move { supervisor.run(std::time::Duration::from_millis(every)).await }
@@ -198,6 +205,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     }
     let guarding = agent.config.watchdog().then(|| tokio::spawn(watchdog::run(Arc::clone(&agent))));
     let quorum = tokio::spawn(watchdog::watch_majority(Arc::clone(&agent)));
+    let trimming = tokio::spawn(memory::trim_now_and_then());
     let app = api::router(Arc::clone(&agent)).merge(failover::ownership::http::router(ownership.clone()));
     let acceptor = agent.tls.as_ref().map(|t| t.acceptor.clone());
     // Connections wait in the listeners' backlogs until the server takes them, a moment from now: units
@@ -215,6 +223,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     taking_over.abort();
     nagging.abort();
     quorum.abort();
+    trimming.abort();
     if let Some(g) = guarding {
         g.abort();
         // With lease fencing (automatic takeover), a stopped agent is a silent host: its vservers are taken

@@ -57,6 +57,8 @@ pub struct Agent {
     pub takeovers: failover::takeover::Busy,
     /// When this host last heard from a majority of the voters, ms since [`Agent::started`].
     pub last_majority_ms: std::sync::atomic::AtomicU64,
+    /// The event loop's proof of life, which the beacons' thread asks for before each send.
+    pub pulse: Arc<super::beacons::Pulse>,
     /// Held while the vservers fenced here are confirmed or given up, one recovery at a time (the watchdog's
     /// report and the majority's return may both ask for one).
     pub recovery: tokio::sync::Mutex<()>,
@@ -181,6 +183,7 @@ impl Agent {
             events,
             takeovers: Default::default(),
             last_majority_ms: std::sync::atomic::AtomicU64::new(0),
+            pulse: Arc::default(),
             recovery: tokio::sync::Mutex::new(()),
             admission,
         })

@@ -290,6 +290,7 @@ pub async fn watch_majority(agent: Arc<Agent>) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        agent.pulse.beat();
         let covered = agent.lease.in_maintenance();
         // Said before it acts on it: the peers learn it is covered no later than it stops fencing, and that it
         // is no longer covered no earlier than it fences again.
