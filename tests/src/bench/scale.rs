@@ -47,6 +47,12 @@ pub struct ScaleRow {
     pub leader_cpu: f64,
     /// The largest resident memory of an agent, MiB.
     pub rss_max_mib: f64,
+    /// The largest resident memory of a non-voter, MiB.
+    pub rss_nonvoter_max_mib: Option<f64>,
+    /// The largest resident memory of a voter (the leader excluded), MiB.
+    pub rss_voter_max_mib: f64,
+    /// The leader's resident memory, MiB.
+    pub rss_leader_mib: f64,
     /// Frames per second on the switch.
     pub frames_per_sec: f64,
     /// Bytes per second on the switch.
@@ -77,14 +83,18 @@ pub struct ScaleReport {
     pub rows: Vec<ScaleRow>,
     /// The growth exponent of each figure across the sizes measured (from 8 hosts up when there are).
     pub exponents: Vec<(String, f64)>,
+    /// The switch's frames per second as a straight line in the number of hosts over the same sizes:
+    /// (intercept, frames/s each host adds, R²). A cost linear in the hosts with a fixed part (the voters'
+    /// traffic among themselves) has a log-log slope above 1 at small sizes that falls toward 1 as it grows.
+    pub frames_line: Option<(f64, f64, f64)>,
 }
 
 impl ScaleReport {
     /// The table.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "hosts  non-voter CPU (median/max)  voter CPU  leader CPU  RSS max   frames/s     bytes/s  false suspicions  \
-             recovery p50/max\n",
+            "hosts  non-voter CPU (median/max)  voter CPU  leader CPU  RSS non-voter/voter/leader   frames/s     bytes/s  \
+             false suspicions  recovery p50/max\n",
         );
         let never: Vec<String> =
             self.rows.iter().filter(|r| r.formed_secs.is_none()).map(|r| r.hosts.to_string()).collect();
@@ -98,13 +108,19 @@ impl ScaleReport {
                 (Some(p), Some(x)) => format!("{p:.2} s / {x:.2} s, {} never", r.not_recovered),
                 _ => "none came back".into(),
             };
+            let rss = format!(
+                "{} / {:.1} / {:.1} MiB",
+                r.rss_nonvoter_max_mib.map_or("-".to_string(), |m| format!("{m:.1}")),
+                r.rss_voter_max_mib,
+                r.rss_leader_mib
+            );
             out.push_str(&format!(
-                "{:>5}  {:>26}  {:>8.2}%  {:>9.2}%  {:>5.1} MiB  {:>9.0}  {:>10.0}  {:>16}  {:>16}\n",
+                "{:>5}  {:>26}  {:>8.2}%  {:>9.2}%  {:>26}  {:>9.0}  {:>10.0}  {:>16}  {:>16}\n",
                 r.hosts,
                 nv,
                 r.voter_cpu_max,
                 r.leader_cpu,
-                r.rss_max_mib,
+                rss,
                 r.frames_per_sec,
                 r.bytes_per_sec,
                 r.false_suspicions,
@@ -120,6 +136,12 @@ impl ScaleReport {
         out.push_str("growth exponents (log figure over log hosts, the sizes that formed):\n");
         for (name, e) in &self.exponents {
             out.push_str(&format!("  {name:<28} {e:.2}\n"));
+        }
+        if let Some((a, b, r2)) = self.frames_line {
+            out.push_str(&format!(
+                "switch frames/s as a line over the same sizes: {a:.0} + {b:.1} x hosts (R^2 {r2:.4}): each host \
+                 adds {b:.1} frames/s\n"
+            ));
         }
         out.push_str(
             "targets: non-voter CPU <= 1%, voters and leader <= 2%, RSS < 20 MiB, switch traffic exponent <= 1.1, \
@@ -188,6 +210,24 @@ fn recover(
     row.recovery_max_secs = times.iter().copied().reduce(f64::max);
     row.recovery_p50_secs = median(times);
     Ok(row)
+}
+
+/// The straight line through the points, least squares: (intercept, slope, R²).
+fn line(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let syy: f64 = points.iter().map(|(_, y)| (y - my) * (y - my)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let r2 = if syy > 0.0 { sxy * sxy / (sxx * syy) } else { 1.0 };
+    Some((my - slope * mx, slope, r2))
 }
 
 /// The slope of log(y) over log(x), least squares.
@@ -288,7 +328,8 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
         let stats: Vec<(u64, u64)> = pids.iter().map(|p| proc_stat(*p)).collect::<Result<_>>()?;
         let cpu: Vec<f64> =
             stats.iter().zip(&cpu0).map(|((c, _), c0)| (c - c0) as f64 / ticks / secs * 100.0).collect();
-        let rss_max_mib = stats.iter().map(|(_, r)| *r as f64 * page / (1024.0 * 1024.0)).fold(0.0, f64::max);
+        let rss: Vec<f64> = stats.iter().map(|(_, r)| *r as f64 * page / (1024.0 * 1024.0)).collect();
+        let rss_max_mib = rss.iter().copied().fold(0.0, f64::max);
         let false_suspicions = (0..n)
             .map(|i| {
                 let log = agents.log(i);
@@ -298,6 +339,10 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
             .sum();
         let name = |i: usize| format!("h{i}");
         let leader_cpu = (0..n).find(|&i| name(i) == leader).map_or(0.0, |i| cpu[i]);
+        let rss_leader_mib = (0..n).find(|&i| name(i) == leader).map_or(0.0, |i| rss[i]);
+        let rss_voter_max_mib =
+            (0..n).filter(|&i| name(i) != leader && voters.contains(&name(i))).map(|i| rss[i]).fold(0.0, f64::max);
+        let rss_nonvoter_max_mib = (0..n).filter(|&i| !voters.contains(&name(i))).map(|i| rss[i]).reduce(f64::max);
         let voter_cpu_max =
             (0..n).filter(|&i| name(i) != leader && voters.contains(&name(i))).map(|i| cpu[i]).fold(0.0, f64::max);
         let nonvoters: Vec<f64> = (0..n).filter(|&i| !voters.contains(&name(i))).map(|i| cpu[i]).collect();
@@ -308,6 +353,9 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
             voter_cpu_max,
             leader_cpu,
             rss_max_mib,
+            rss_nonvoter_max_mib,
+            rss_voter_max_mib,
+            rss_leader_mib,
             frames_per_sec: frames.len() as f64 / secs,
             bytes_per_sec: frames.iter().map(Vec::len).sum::<usize>() as f64 / secs,
             false_suspicions,
@@ -345,7 +393,8 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
             exponents.push((label.to_string(), e));
         }
     }
-    Ok(ScaleReport { rows, exponents })
+    let frames_line = line(&from8.iter().map(|r| (r.hosts as f64, r.frames_per_sec)).collect::<Vec<_>>());
+    Ok(ScaleReport { rows, exponents, frames_line })
 }
 
 #[cfg(test)]
@@ -359,5 +408,14 @@ mod tests {
         let flat: Vec<(f64, f64)> = [3.0, 8.0, 16.0].iter().map(|n| (*n, 7.0)).collect();
         assert!(exponent(&flat).unwrap().abs() < 1e-9);
         assert_eq!(exponent(&[(3.0, 1.0)]), None);
+    }
+
+    #[test]
+    fn a_line_with_a_fixed_part_fits_exactly_though_its_exponent_is_above_one() {
+        let pts: Vec<(f64, f64)> = [8.0, 16.0, 32.0, 64.0].iter().map(|n| (*n, 110.0 * n - 240.0)).collect();
+        let (a, b, r2) = line(&pts).unwrap();
+        assert!((a + 240.0).abs() < 1e-6 && (b - 110.0).abs() < 1e-9 && (r2 - 1.0).abs() < 1e-12, "{a} {b} {r2}");
+        assert!(exponent(&pts).unwrap() > 1.1, "the slope in log-log is above 1 at small sizes");
+        assert_eq!(line(&[(3.0, 1.0)]), None);
     }
 }
