@@ -437,19 +437,22 @@ fn link_down_in_maintenance(prefix: &str, args: &[&str], off: &[&str], covers: f
     let status = maintenance(&lab, &agents, 2, &["status", "--json"]);
     let now: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(now["cluster"].is_null() && now["hosts"].as_object().unwrap().is_empty(), "maintenance is off: {now}");
-    // The history has both, on every host.
-    let events = agents.get(2, 2, "/v1/events").unwrap().json().unwrap();
-    let said: Vec<&str> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "maintenance")
-        .filter_map(|e| e["text"].as_str())
-        .collect();
-    assert!(
-        said.len() == 2 && said[0].starts_with("maintenance on") && said[1].starts_with("maintenance off"),
-        "{said:?}"
-    );
+    // The history has both, on every host. A host reads its own copy of the table, which applies the event a
+    // moment after the mark it follows.
+    let said = || -> Vec<String> {
+        let events = agents.get(2, 2, "/v1/events").unwrap().json().unwrap();
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "maintenance")
+            .filter_map(|e| e["text"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let both = |said: &[String]| {
+        said.len() == 2 && said[0].starts_with("maintenance on") && said[1].starts_with("maintenance off")
+    };
+    assert!(wait_for(PATIENCE, || both(&said())).is_some(), "{:?}", said());
     std::thread::sleep(Duration::from_secs(3));
     assert!(wait_page(&lab, addr, "unsynced", PATIENCE).is_some(), "h0 still serves its own page");
     assert!(agents.log(0).contains("in maintenance: not fencing"), "h0 said why it did not fence:\n{}", agents.log(0));
