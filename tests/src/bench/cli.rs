@@ -83,7 +83,8 @@ enum Bench {
         json: bool,
     },
     /// Replication and migrate on a tree of at least 1 GiB: a sync beside plain rsync of the same change, the
-    /// outage of migrate beside the guide's stop-copy-start, and a no-change pass over 100,000 files.
+    /// outage of migrate beside a stop, rsync of the change onto a copy kept on the other host, start (and
+    /// beside a stop, full copy, start), and a no-change pass over 100,000 files.
     Replicate {
         /// Size of the generated data, MiB.
         #[arg(long, default_value_t = 1024)]
