@@ -148,9 +148,9 @@ fn replicate_figures(r: &ReplicateReport) -> Vec<Figure> {
             Better::Lower,
             None,
         ),
-        Figure::new(b, "stop-rsync-start / migrate outage", r.outage_ratio, "x", Better::Higher, Some(20.0)),
+        Figure::new(b, "stop-rsync-start / migrate outage", r.outage_ratio, "x", Better::Higher, None),
         Figure::new(b, "stop-full-copy-start outage (client)", r.guide_full_copy_outage_ms, "ms", Better::Lower, None),
-        Figure::new(b, "stop-full-copy-start / migrate outage", r.full_copy_ratio, "x", Better::Higher, None),
+        Figure::new(b, "stop-full-copy-start / migrate outage", r.full_copy_ratio, "x", Better::Higher, Some(20.0)),
         Figure::new(
             b,
             &format!("no-change sync, {} files", r.small_files),
