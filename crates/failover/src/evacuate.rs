@@ -249,6 +249,7 @@ pub async fn take_over_dead<H: Host>(
     host: &str,
     epoch: u64,
     timeout: Duration,
+    fenced: bool,
 ) -> Result<(String, String), String> {
     let table = coordinator.table().ok_or("no ownership table")?;
     let waited = Instant::now();
@@ -264,7 +265,12 @@ pub async fn take_over_dead<H: Host>(
     coordinator.fence_hook(host).await.map_err(|why| format!("fence hook failed: {why}"))?;
     let tried = Instant::now();
     loop {
-        let decided = Decided { phases: Vec::new(), at_unix_ms: coordinator.now_unix_ms(), by_coordinator: false };
+        let decided = Decided {
+            phases: Vec::new(),
+            at_unix_ms: coordinator.now_unix_ms(),
+            by_coordinator: false,
+            power_fenced: fenced || coordinator.has_fence_hook(),
+        };
         match take_over(coordinator, vserver, host, epoch, decided, None).await {
             Taken::Running(to) => return Ok((to, "taken over".into())),
             Taken::Unknown(to) => {
@@ -347,12 +353,14 @@ fn alive<R: Runner>(runner: &R, host: &str) -> bool {
 
 /// Runs `host`'s job, begun in [`Jobs::begin`] with `items` (each vserver, where it is for a restore, and its
 /// epoch): at most `parallel` at a time, each migrated or taken over by `mode`; an evacuation's moves go to the
-/// cluster's event log (where a restore finds them). Returns once every item has ended.
+/// cluster's event log (where a restore finds them). `fenced`: the operator said the host is down (powered
+/// off). Returns once every item has ended.
 pub async fn run<R: Runner>(
     runner: R,
     host: String,
     mode: Mode,
     parallel: usize,
+    fenced: bool,
     items: Vec<(String, Option<String>, u64)>,
 ) {
     tracing::warn!(host, mode = mode.as_str(), vservers = items.len(), parallel, "evacuation begins");
@@ -369,7 +377,9 @@ pub async fn run<R: Runner>(
                     move_live(&runner, &vserver, &from, &host).await.map(|d| (host.clone(), d))
                 }
                 (Mode::Restore, None) => Err("where it is now is not known".to_string()),
-                (Mode::Takeover, _) => take_over_dead(&runner, &vserver, &host, epoch, runner.dead_after()).await,
+                (Mode::Takeover, _) => {
+                    take_over_dead(&runner, &vserver, &host, epoch, runner.dead_after(), fenced).await
+                }
                 (Mode::Migrate, _) => match runner.placement(&vserver) {
                     None => Err("not in the cluster configuration".to_string()),
                     Some(placement) => match target(&placement, &host, |h| alive(&runner, h)) {

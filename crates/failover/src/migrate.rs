@@ -29,7 +29,7 @@ use crate::changes::ClockMark;
 use crate::events::meant_to_run;
 use crate::ownership::OwnershipError;
 use crate::peer::{describe, Peers};
-use crate::placement::Placement;
+use crate::placement::{DataPath, Placement};
 use crate::promote::{promote_on, PromoteOutcome};
 use crate::rsync::Moved;
 use crate::session::{Commit, Session, SessionPeers};
@@ -60,6 +60,8 @@ pub trait Source: Send + Sync {
     fn node(&self) -> &str;
     /// The vserver's name.
     fn vserver(&self) -> &str;
+    /// Where its tree and conf are: what is copied to the target (the tree and conf, the conf alone, nothing).
+    fn data_path(&self) -> DataPath;
     /// The routes to the target.
     fn peers(&self) -> &Self::Peers;
     /// The ownership table, when the cluster has one.
@@ -118,12 +120,12 @@ pub fn precopy_done(pass: u32, transferred: u64, tree_bytes: u64) -> bool {
     transferred < SMALL_PASS_BYTES.max(tree_bytes / 100) || pass >= MAX_PRECOPY_PASSES
 }
 
-/// Why the target's preflight answer forbids the migrate, if it does.
-pub fn refuse(pre: &Preflight, target: &str, name: &str, tree_bytes: u64) -> Option<String> {
+/// Why the target's preflight answer forbids the migrate, if it does; `rsync`: the migrate copies with rsync.
+pub fn refuse(pre: &Preflight, target: &str, name: &str, tree_bytes: u64, rsync: bool) -> Option<String> {
     if pre.present {
         return Some(format!("{target} already has {name} (configured or running); nothing was stopped"));
     }
-    if let Some(e) = &pre.rsync_error {
+    if let Some(e) = pre.rsync_error.as_ref().filter(|_| rsync) {
         return Some(format!("{target} has no usable rsync ({e}); nothing was stopped"));
     }
     let needed = room_needed(tree_bytes, pre.staging_bytes);
@@ -250,8 +252,9 @@ pub async fn run<S: Source>(
         });
     };
 
-    // 1. Checks on the target, and room for the tree.
-    let tree_bytes = host.tree_bytes().await?;
+    // 1. Checks on the target, and room for the tree (a tree on shared storage is not copied).
+    let data = host.data_path();
+    let tree_bytes = if data.copies_tree() { host.tree_bytes().await? } else { 0 };
     host.update(|m| m.tree_bytes = tree_bytes);
     let ask = async || describe(peers.preflight(target, name).await, "preflight", target);
     let mut pre = ask().await?;
@@ -273,18 +276,22 @@ pub async fn run<S: Source>(
         tokio::time::sleep(Duration::from_millis(200)).await;
         pre = ask().await?;
     }
-    if let Some(why) = refuse(&pre, target, name, tree_bytes) {
+    if let Some(why) = refuse(&pre, target, name, tree_bytes, data.shared_dir().is_none()) {
         return Err(why);
     }
     let _syncs_out = host.lock_out_syncs().await;
 
-    // 2. Pre-copy while it runs.
+    // 2. Pre-copy while it runs; on shared storage, no session: the target reaches the tree and conf.
     enter("precopy");
-    let session = Session::begin(peers, target, name, host.node()).await?;
+    let mut session = match data.shared_dir() {
+        None => Some(Session::begin(peers, target, name, host.node()).await?),
+        Some(_) => None,
+    };
     let progress = |bytes: u64| host.update(|m| m.pass_bytes = bytes);
     let mut pass = 0;
-    let mut mark;
-    loop {
+    let mut mark = ClockMark::now();
+    let mut failed = None;
+    while let Some(session) = session.as_ref().filter(|_| data.copies_tree()) {
         pass += 1;
         // Whatever changes from here on has a newer inode change time: the final pass looks for that alone.
         mark = ClockMark::now();
@@ -295,14 +302,21 @@ pub async fn run<S: Source>(
         let moved = match host.copy_tree(target, session.id(), true, &progress).await {
             Ok(moved) => moved,
             Err(e) => {
-                let why = session.abort(format!("pre-copy pass {pass} failed: {e}")).await;
-                return Err(format!("{why}; {name} kept running here"));
+                failed = Some(format!("pre-copy pass {pass} failed: {e}"));
+                break;
             }
         };
         host.update(|m| m.bytes_sent += moved.bytes_sent);
         if precopy_done(pass, moved.transferred_bytes, tree_bytes) {
             break;
         }
+    }
+    if let Some(why) = failed {
+        let why = match session.take() {
+            Some(session) => session.abort(why).await,
+            None => why,
+        };
+        return Err(format!("{why}; {name} kept running here"));
     }
 
     // 3. Stop, final pass.
@@ -329,30 +343,42 @@ pub async fn run<S: Source>(
     };
     if was_running {
         if let Err(e) = host.stop().await {
-            let why = session.abort(format!("cannot stop {name} here: {e}")).await;
+            let why = format!("cannot stop {name} here: {e}");
+            let why = match session {
+                Some(session) => session.abort(why).await,
+                None => why,
+            };
             return Err(restart_here(why, None).await);
         }
     }
-    enter("final");
-    let final_pass = async {
-        let (moved, how) = host.copy_changes(target, session.id(), mark, &progress).await?;
-        host.update(|m| m.final_pass = Some(how));
-        let conf = host.conf_for_commit(target, session.id()).await?;
-        Ok::<_, String>((moved, conf))
-    };
-    let conf = match final_pass.await {
-        Ok((moved, conf)) => {
-            host.update(|m| m.bytes_sent += moved.bytes_sent);
-            conf
+    if let Some(session) = session {
+        enter("final");
+        let final_pass = async {
+            let mut moved = Moved::default();
+            if data.copies_tree() {
+                let how;
+                (moved, how) = host.copy_changes(target, session.id(), mark, &progress).await?;
+                host.update(|m| m.final_pass = Some(how));
+            } else {
+                host.update(|m| m.final_pass = Some("the conf alone: the tree is on the shared device".into()));
+            }
+            let conf = host.conf_for_commit(target, session.id()).await?;
+            Ok::<_, String>((moved, conf))
+        };
+        let conf = match final_pass.await {
+            Ok((moved, conf)) => {
+                host.update(|m| m.bytes_sent += moved.bytes_sent);
+                conf
+            }
+            Err(e) => {
+                let why = session.abort(format!("final pass failed: {e}")).await;
+                return Err(restart_here(why, None).await);
+            }
+        };
+        let commit = Commit { started_unix_ms, consistent: true, kind: "migrate".into(), conf };
+        if let Err(e) = session.commit(commit).await {
+            return Err(restart_here(format!("final pass failed: {e}"), None).await);
         }
-        Err(e) => {
-            let why = session.abort(format!("final pass failed: {e}")).await;
-            return Err(restart_here(why, None).await);
-        }
-    };
-    let commit = Commit { started_unix_ms, consistent: true, kind: "migrate".into(), conf };
-    if let Err(e) = session.commit(commit).await {
-        return Err(restart_here(format!("final pass failed: {e}"), None).await);
     }
 
     // 4. Record the new owner, then promote and start on the target.
@@ -533,10 +559,10 @@ mod tests {
         assert_eq!(room_needed(1000, 5000), 0);
         let mut pre = preflight();
         pre.free_bytes = 100 << 20;
-        let why = refuse(&pre, "h1", "web", 200 << 20).unwrap();
+        let why = refuse(&pre, "h1", "web", 200 << 20, true).unwrap();
         assert_eq!(why, "h1 has 100 MiB free for replicas, web needs about 220 MiB; nothing was stopped");
         pre.staging_bytes = 190 << 20;
-        assert_eq!(refuse(&pre, "h1", "web", 200 << 20), None);
+        assert_eq!(refuse(&pre, "h1", "web", 200 << 20, true), None);
     }
 
     /// A table whose local copy applied every commit but the last, as a follower's may for a Raft heartbeat.
@@ -648,6 +674,7 @@ mod tests {
     struct FakeSource {
         table: LaggingTable,
         peers: RefusingTarget,
+        data: DataPath,
         did: Mutex<Vec<&'static str>>,
     }
 
@@ -661,6 +688,9 @@ mod tests {
         fn vserver(&self) -> &str {
             "web"
         }
+        fn data_path(&self) -> DataPath {
+            self.data.clone()
+        }
         fn peers(&self) -> &RefusingTarget {
             &self.peers
         }
@@ -673,6 +703,7 @@ mod tests {
         }
         async fn lock_out_syncs(&self) {}
         async fn copy_tree(&self, _: &str, _: &str, _: bool, _: &(dyn Fn(u64) + Sync)) -> Result<Moved, String> {
+            self.did.lock().unwrap().push("copy tree");
             Ok(Moved::default())
         }
         async fn copy_changes(
@@ -682,9 +713,11 @@ mod tests {
             _: ClockMark,
             _: &(dyn Fn(u64) + Sync),
         ) -> Result<(Moved, String), String> {
+            self.did.lock().unwrap().push("copy changes");
             Ok((Moved::default(), "changes".into()))
         }
         async fn conf_for_commit(&self, _: &str, _: &str) -> Result<Option<Vec<ConfFile>>, String> {
+            self.did.lock().unwrap().push("conf");
             Ok(None)
         }
         async fn stop(&self) -> Result<(), String> {
@@ -707,27 +740,43 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_refused_start_on_the_target_runs_it_here_again_although_this_hosts_table_lags() {
+    async fn source(data: DataPath) -> FakeSource {
         let table = LaggingTable::default();
         table.set_owner("web", "h0", 0).await.unwrap();
         table.set_owner("web", "h0", 1).await.map(drop).unwrap_or(());
-        let host = FakeSource { table, peers: RefusingTarget, did: Mutex::new(Vec::new()) };
+        FakeSource { table, peers: RefusingTarget, data, did: Mutex::new(Vec::new()) }
+    }
+
+    #[tokio::test]
+    async fn a_refused_start_on_the_target_runs_it_here_again_although_this_hosts_table_lags() {
+        let host = source(DataPath::Periodic).await;
         let e = run(&host, "h1", true, true).await.unwrap_err();
         assert!(e.contains("start on h1 failed") && e.contains("web runs here again"), "{e}");
-        assert_eq!(*host.did.lock().unwrap(), ["stop", "placement back", "start"]);
+        let did = ["copy tree", "stop", "copy changes", "conf", "placement back", "start"];
+        assert_eq!(*host.did.lock().unwrap(), did);
         let committed = host.table.committed.lock().unwrap().get("web").cloned().unwrap();
         assert_eq!((committed.owner.as_deref(), committed.epoch), (Some("h0"), 4));
+    }
+
+    #[tokio::test]
+    async fn a_migrate_copies_the_conf_alone_of_a_tree_on_a_device_and_nothing_on_shared_storage() {
+        let block = source(DataPath::Block { device: "/dev/sdb".into(), fstype: "ext4".into() }).await;
+        run(&block, "h1", true, true).await.unwrap_err();
+        assert_eq!(*block.did.lock().unwrap(), ["stop", "conf", "placement back", "start"]);
+        let shared = source(DataPath::Shared { dir: "/srv/shared".into() }).await;
+        run(&shared, "h1", true, true).await.unwrap_err();
+        assert_eq!(*shared.did.lock().unwrap(), ["stop", "placement back", "start"]);
     }
 
     #[test]
     fn a_target_that_has_it_or_no_rsync_is_refused_before_anything_stops() {
         let mut pre = preflight();
         pre.present = true;
-        assert!(refuse(&pre, "h1", "web", 1).unwrap().contains("already has web"));
+        assert!(refuse(&pre, "h1", "web", 1, false).unwrap().contains("already has web"));
         let mut pre = preflight();
         pre.rsync_error = Some("rsync 3.1.0 is too old".into());
-        assert!(refuse(&pre, "h1", "web", 1).unwrap().contains("no usable rsync (rsync 3.1.0 is too old)"));
-        assert_eq!(refuse(&preflight(), "h1", "web", 1), None);
+        assert!(refuse(&pre, "h1", "web", 1, true).unwrap().contains("no usable rsync (rsync 3.1.0 is too old)"));
+        assert_eq!(refuse(&pre, "h1", "web", 1, false), None, "a migrate on shared storage copies nothing");
+        assert_eq!(refuse(&preflight(), "h1", "web", 1, true), None);
     }
 }

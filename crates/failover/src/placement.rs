@@ -70,6 +70,18 @@ pub struct VserverEntry {
     interval_secs: Option<u64>,
     /// Overrides `[defaults] consistent` for this vserver.
     consistent: Option<bool>,
+    /// Where its tree and conf are: `periodic` (the default: copied to each standby by rsync at each
+    /// interval), `shared` (on a file system every host mounts, under `shared_dir`) or `block` (its tree on
+    /// `device`, which one host at a time mounts).
+    data: Option<String>,
+    /// For `data = "shared"`: the directory, mounted at the same path on every host, that holds the tree
+    /// `NAME/` and the conf `NAME.conf` (and `NAME.sh`).
+    shared_dir: Option<PathBuf>,
+    /// For `data = "block"`: the block device holding the tree's file system, by a name that is the same on
+    /// every host (`/dev/disk/by-id/...`, `/dev/disk/by-path/...`, `/dev/rbd/POOL/IMAGE`).
+    device: Option<PathBuf>,
+    /// For `data = "block"`: the device's file system type (default ext4).
+    fstype: Option<String>,
 }
 
 /// The cluster file as written, before it is checked: the keys it accepts (unknown ones are refused).
@@ -113,6 +125,68 @@ pub struct Replication {
     pub interval: Duration,
     /// Whether each sync ends with a frozen pass.
     pub consistent: bool,
+    /// Where its tree and conf are.
+    pub data: DataPath,
+}
+
+impl Replication {
+    /// Periodic replication at `interval`, live passes: the settings of a vserver the file does not name.
+    pub fn periodic(interval: Duration) -> Self {
+        Replication { interval, consistent: false, data: DataPath::Periodic }
+    }
+}
+
+/// Where a vserver's tree and conf are, and so what a standby holds and what a takeover may lose.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// On the primary; each standby gets a copy by rsync at each interval (what a crash loses: the writes since
+    /// the last complete copy began).
+    #[default]
+    Periodic,
+    /// On a file system every host mounts at the same path (NFS, CephFS, GlusterFS, OCFS2): no copy is made,
+    /// the owner runs the vserver from `dir/NAME` with the conf `dir/NAME.conf` (nothing is lost).
+    Shared {
+        /// The shared directory.
+        dir: PathBuf,
+    },
+    /// The tree is the file system of a block device every host reaches (an iSCSI or FC LUN, an RBD image),
+    /// mounted only by the owner, inside the vserver's mount namespace; the conf is copied to the standbys.
+    /// A takeover mounts it only once the old owner is certainly stopped: its fence hook (power) ran, or an
+    /// operator said so.
+    Block {
+        /// The device, by a name that is the same on every host.
+        device: PathBuf,
+        /// Its file system type.
+        fstype: String,
+    },
+}
+
+impl DataPath {
+    /// Its name in `cluster.toml`, the status and the metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataPath::Periodic => "periodic",
+            DataPath::Shared { .. } => "shared",
+            DataPath::Block { .. } => "block",
+        }
+    }
+    /// Whether the tree is copied to the standbys (only the periodic path copies it).
+    pub fn copies_tree(&self) -> bool {
+        matches!(self, DataPath::Periodic)
+    }
+    /// The shared directory, for `shared`.
+    pub fn shared_dir(&self) -> Option<&Path> {
+        match self {
+            DataPath::Shared { dir } => Some(dir),
+            _ => None,
+        }
+    }
+    /// Whether a takeover must know the old owner is stopped (powered off) before it starts the vserver: the
+    /// device's file system must never be mounted by two hosts, and a host that only lost its lease may still
+    /// write its cache to it.
+    pub fn needs_power_fence(&self) -> bool {
+        matches!(self, DataPath::Block { .. })
+    }
 }
 
 /// The whole cluster configuration, checked.
@@ -175,7 +249,9 @@ impl ClusterConfig {
             if entry.interval_secs == Some(0) {
                 return Err(bad(key("interval_secs"), "must be above 0".into()));
             }
-            if entry.primary == this_node && !has_conf(&name) {
+            let data = data_path(&entry).map_err(|(k, reason)| bad(key(k), reason))?;
+            // A shared vserver's conf is on the shared file system, which the file cannot check here.
+            if entry.primary == this_node && data.shared_dir().is_none() && !has_conf(&name) {
                 config.not_built.push(name.clone());
             }
             config.replication.insert(
@@ -183,11 +259,64 @@ impl ClusterConfig {
                 Replication {
                     interval: Duration::from_secs(entry.interval_secs.unwrap_or(file.defaults.interval_secs)),
                     consistent: entry.consistent.unwrap_or(file.defaults.consistent),
+                    data,
                 },
             );
             config.placements.insert(name, Placement { primary: entry.primary, standbys: entry.standbys, epoch: 0 });
         }
         Ok(config)
+    }
+}
+
+/// The data path of one entry, or the key that is wrong and why.
+fn data_path(entry: &VserverEntry) -> Result<DataPath, (&'static str, String)> {
+    let absolute = |key: &'static str, p: &Path| {
+        if p.is_absolute() && p.components().all(|c| !matches!(c, std::path::Component::ParentDir)) {
+            Ok(())
+        } else {
+            Err((key, format!("must be an absolute path without `..`, not {:?}", p.display().to_string())))
+        }
+    };
+    let stray = |key: &'static str, set: bool, kind: &str| {
+        if set {
+            Err((key, format!("only a vserver with data = \"{kind}\" has it")))
+        } else {
+            Ok(())
+        }
+    };
+    match entry.data.as_deref().unwrap_or("periodic") {
+        "periodic" => {
+            stray("shared_dir", entry.shared_dir.is_some(), "shared")?;
+            stray("device", entry.device.is_some(), "block")?;
+            stray("fstype", entry.fstype.is_some(), "block")?;
+            Ok(DataPath::Periodic)
+        }
+        "shared" => {
+            stray("device", entry.device.is_some(), "block")?;
+            stray("fstype", entry.fstype.is_some(), "block")?;
+            let dir = entry.shared_dir.clone().ok_or((
+                "shared_dir",
+                "data = \"shared\" needs it: the directory \
+                 every host mounts that holds the tree NAME/ and NAME.conf"
+                    .to_string(),
+            ))?;
+            absolute("shared_dir", &dir)?;
+            Ok(DataPath::Shared { dir })
+        }
+        "block" => {
+            stray("shared_dir", entry.shared_dir.is_some(), "shared")?;
+            let device = entry.device.clone().ok_or((
+                "device",
+                "data = \"block\" needs it: the block device holding the tree, named the same on every host".into(),
+            ))?;
+            absolute("device", &device)?;
+            let fstype = entry.fstype.clone().unwrap_or_else(|| "ext4".into());
+            if fstype.is_empty() || !fstype.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                return Err(("fstype", format!("{fstype:?} is not a file system type (e.g. ext4, xfs)")));
+            }
+            Ok(DataPath::Block { device, fstype })
+        }
+        other => Err(("data", format!("unknown data path {other:?} (periodic, shared or block)"))),
     }
 }
 
@@ -217,7 +346,35 @@ mod tests {
         );
         assert_eq!(c.replication[&web].interval, Duration::from_secs(30));
         let db = VserverName::parse("db").unwrap();
-        assert_eq!(c.replication[&db], Replication { interval: Duration::from_secs(5), consistent: true });
+        assert_eq!(
+            c.replication[&db],
+            Replication { interval: Duration::from_secs(5), consistent: true, data: DataPath::Periodic }
+        );
+    }
+
+    #[test]
+    fn a_data_path_is_read_with_its_keys_and_refused_without_them() {
+        let c = parse(
+            "[vservers.web]\nprimary = \"h0\"\ndata = \"shared\"\nshared_dir = \"/srv/shared\"\n\
+             [vservers.db]\nprimary = \"h1\"\ndata = \"block\"\ndevice = \"/dev/disk/by-id/wwn-1\"\n\
+             [vservers.noconf]\nprimary = \"h0\"\ndata = \"shared\"\nshared_dir = \"/srv/shared\"\n",
+        )
+        .unwrap();
+        let v = |n: &str| c.replication[&VserverName::parse(n).unwrap()].data.clone();
+        assert_eq!(v("web"), DataPath::Shared { dir: "/srv/shared".into() });
+        assert_eq!(v("db"), DataPath::Block { device: "/dev/disk/by-id/wwn-1".into(), fstype: "ext4".into() });
+        assert!(c.not_built.is_empty(), "a shared vserver's conf is on the shared file system");
+        assert!(v("db").needs_power_fence() && !v("web").needs_power_fence() && !v("web").copies_tree());
+        let err = |t: &str| parse(&format!("[vservers.web]\nprimary = \"h0\"\n{t}")).unwrap_err().to_string();
+        assert!(err("data = \"drbd\"\n").contains("`vservers.web.data`: unknown data path \"drbd\""));
+        assert!(err("data = \"shared\"\n").contains("vservers.web.shared_dir"));
+        assert!(err("data = \"shared\"\nshared_dir = \"srv\"\n").contains("absolute"));
+        assert!(err("data = \"block\"\n").contains("vservers.web.device"));
+        assert!(err("data = \"block\"\ndevice = \"/dev/sdb\"\nfstype = \"ext4;x\"\n").contains("vservers.web.fstype"));
+        assert!(err("shared_dir = \"/srv\"\n").contains("only a vserver with data = \"shared\""));
+        assert!(
+            err("data = \"shared\"\nshared_dir = \"/srv\"\ndevice = \"/dev/sdb\"\n").contains("vservers.web.device")
+        );
     }
 
     #[test]

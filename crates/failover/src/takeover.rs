@@ -99,6 +99,11 @@ pub trait Host: Send + Sync + 'static {
     fn promote(&self, name: &str, req: PromoteRequest) -> impl Future<Output = Result<PromoteTimes, String>> + Send;
     /// Runs the fence hook, if one is configured, against `host`.
     fn fence_hook(&self, host: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Whether a fence hook is configured: once it ran, the dead host is certainly stopped (powered off).
+    fn has_fence_hook(&self) -> bool;
+    /// Whether `name` may be started elsewhere only once its old owner is certainly stopped (its tree is on a
+    /// shared block device, which a host that only lost its lease may still write to).
+    fn needs_power_fence(&self, name: &str) -> bool;
     /// Records `name`'s new placement here and sends it to the hosts it names; what did not work.
     fn spread_placement(&self, name: &str, placement: &Placement) -> impl Future<Output = Vec<String>> + Send;
     /// The takeovers this host runs now as the coordinator.
@@ -234,6 +239,14 @@ pub async fn run<H: Host + Clone>(host: H) {
                 continue;
             }
             let hook = hook_started.elapsed();
+            let power_fenced = host.has_fence_hook();
+            let (owned, waiting): (Vec<_>, Vec<_>) =
+                owned.into_iter().partition(|(v, _)| power_fenced || !host.needs_power_fence(v));
+            for (name, _) in waiting.iter().filter(|_| !again) {
+                let text = unfenced_block(name, &peer.name);
+                tracing::error!(vserver = %name, host = %peer.name, "not taken over: {text}");
+                let _ = own.log_at(kinds::TAKEOVER_FAILED, Some(name), &text, host.now_unix_ms()).await;
+            }
             let _busy = host.busy().mark(&peer.name, owned.iter().map(|(v, _)| v.clone()));
             let mut tasks = tokio::task::JoinSet::new();
             for (name, epoch) in owned {
@@ -249,7 +262,7 @@ pub async fn run<H: Host + Clone>(host: H) {
                         &name,
                         &from,
                         epoch,
-                        Decided { phases, at_unix_ms: decided_unix_ms, by_coordinator: true },
+                        Decided { phases, at_unix_ms: decided_unix_ms, by_coordinator: true, power_fenced },
                         was,
                     )
                     .await;
@@ -329,6 +342,14 @@ async fn tally(
     (promised, vouching(promised))
 }
 
+/// Why a vserver on a shared block device is not taken over from `from` yet.
+pub fn unfenced_block(name: &str, from: &str) -> String {
+    format!(
+        "{name} is on a shared block device and no fence hook is configured: it is started elsewhere only once \
+         {from} is certainly stopped; power {from} off, then `vserver-agent evacuate {from} --fenced`"
+    )
+}
+
 /// What the coordinator decided a takeover on: the phases so far (`detect`, `confirm`, `fence_hook`) and
 /// when (ms since the Unix epoch).
 #[derive(Debug, Clone)]
@@ -340,6 +361,9 @@ pub struct Decided {
     /// Decided by the coordinator's own watch: once deposed it records nothing (the new coordinator decides
     /// again). An operator's evacuation, run from any host, is not.
     pub by_coordinator: bool,
+    /// The dead host is certainly stopped: the fence hook ran against it, or an operator said it is down.
+    /// Without it, a vserver that needs that ([`Host::needs_power_fence`]) is not taken over.
+    pub power_fenced: bool,
 }
 
 /// What a takeover did.
@@ -364,9 +388,12 @@ pub async fn take_over<H: Host>(
     decided: Decided,
     was: Option<VserverState>,
 ) -> Taken {
-    let Decided { mut phases, at_unix_ms, by_coordinator } = decided;
+    let Decided { mut phases, at_unix_ms, by_coordinator, power_fenced } = decided;
     let mut epoch = epoch;
     let Some(own) = host.table() else { return Taken::No("no ownership table".into(), true) };
+    if host.needs_power_fence(name) && !power_fenced {
+        return Taken::No(unfenced_block(name, from), false);
+    }
     let Some(placement) = host.placement(name) else {
         tracing::error!(vserver = %name, host = %from, "no placement: it has no standby to be taken over by");
         return Taken::No("no placement: it has no standby".into(), false);

@@ -1142,6 +1142,12 @@ impl Host for SimHost {
     async fn fence_hook(&self, _host: &str) -> Result<(), String> {
         Ok(())
     }
+    fn has_fence_hook(&self) -> bool {
+        false
+    }
+    fn needs_power_fence(&self, _name: &str) -> bool {
+        false
+    }
     fn spread_placement(&self, _name: &str, placement: &Placement) -> impl Future<Output = Vec<String>> + Send {
         self.sim.w().placement = placement.clone();
         async { Vec::new() }
@@ -1231,6 +1237,9 @@ impl Source for SimSource {
     }
     fn vserver(&self) -> &str {
         VS
+    }
+    fn data_path(&self) -> failover::placement::DataPath {
+        failover::placement::DataPath::Periodic
     }
     fn peers(&self) -> &SimPeers {
         &self.peers
@@ -1480,9 +1489,15 @@ async fn evacuate(sim: Sim, via: usize) {
                     Mode::Migrate => evacuate_live(&sim, x, &host).await,
                     Mode::Takeover | Mode::Restore => {
                         let coordinator = sim_host(&sim, x);
-                        let done =
-                            failover::evacuate::take_over_dead(&coordinator, &vserver, &host, epoch, TAKEOVER_TIMEOUT)
-                                .await;
+                        let done = failover::evacuate::take_over_dead(
+                            &coordinator,
+                            &vserver,
+                            &host,
+                            epoch,
+                            TAKEOVER_TIMEOUT,
+                            false,
+                        )
+                        .await;
                         let mut w = sim.w();
                         let xname = w.hosts[x].name.clone();
                         match done {

@@ -15,6 +15,7 @@ mod migrate;
 mod ownership;
 mod page;
 mod replication;
+mod shared;
 mod supervision;
 mod takeover;
 mod takeover_decisions;

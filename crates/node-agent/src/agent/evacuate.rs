@@ -45,7 +45,7 @@ pub fn evacuate(agent: &Arc<Agent>, host: &str, req: &EvacuateRequest) -> Result
     let fencing_known = agent.config.quorum_fencing() || agent.config.takeover.fence_hook.is_some();
     let mode = failover::evacuate::mode(host, peer_state(agent, host)?, said_maintenance, req.fenced, fencing_known)?;
     let items = failover::evacuate::evacuation_items(&own.table(), host);
-    begin(agent, host, mode, parallel, items)
+    begin(agent, host, mode, parallel, req.fenced, items)
 }
 
 /// Starts moving back to `host` what its last evacuation moved away (those still where it put them).
@@ -57,7 +57,7 @@ pub fn restore(agent: &Arc<Agent>, host: &str, req: &EvacuateRequest) -> Result<
         return Err(EvacuateError::NotAlive(host.to_string()));
     }
     let items = failover::evacuate::restore_items(&own.events(), &own.table(), host)?;
-    begin(agent, host, Mode::Restore, parallel, items)
+    begin(agent, host, Mode::Restore, parallel, false, items)
 }
 
 fn begin(
@@ -65,12 +65,13 @@ fn begin(
     host: &str,
     mode: Mode,
     parallel: usize,
+    fenced: bool,
     items: Vec<(String, Option<String>, u64)>,
 ) -> Result<Job, EvacuateError> {
     let names: Vec<String> = items.iter().map(|(v, _, _)| v.clone()).collect();
     let job = agent.evacuations.begin(host, mode, parallel, &names)?;
     let runner = AgentHost(Arc::clone(agent));
-    tokio::spawn(failover::evacuate::run(runner, host.to_string(), mode, parallel, items));
+    tokio::spawn(failover::evacuate::run(runner, host.to_string(), mode, parallel, fenced, items));
     Ok(job)
 }
 

@@ -2,6 +2,7 @@
 //! the migrate's status (`GET .../migration`) and its event, and this host's side of the phases that
 //! [`failover::migrate::run`] drives (the source); the target's side (`preflight`, `promote`).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use failover::placement::Placement;
@@ -155,6 +156,9 @@ impl failover::migrate::Source for AgentSource {
     fn vserver(&self) -> &str {
         self.name.as_str()
     }
+    fn data_path(&self) -> failover::placement::DataPath {
+        self.agent.replication.data_path(&self.name)
+    }
     fn peers(&self) -> &Self::Peers {
         &self.agent.peers
     }
@@ -227,12 +231,22 @@ impl failover::migrate::Source for AgentSource {
             kind: "kept".into(),
         };
         let dirs = agent.supervisor.host().dirs.clone();
-        let (store, vdir, cdir, n) =
-            (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
-        match tokio::task::spawn_blocking(move || store.keep(&n, &vdir, &cdir, meta)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warnings.push(format!("cannot keep this host's copy as a replica: {e}")),
-            Err(e) => warnings.push(e.to_string()),
+        if let Some(shared) = agent.replication.data_path(name).shared_dir().map(Path::to_path_buf) {
+            // Nothing of it is here but the links to the shared directory, which the target has now.
+            let n = name.clone();
+            match tokio::task::spawn_blocking(move || super::shared::unlink(&dirs, &shared, &n)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warnings.push(format!("cannot remove this host's links to the shared directory: {e}")),
+                Err(e) => warnings.push(e.to_string()),
+            }
+        } else {
+            let (store, vdir, cdir, n) =
+                (agent.replication.store().clone(), dirs.vservers_dir.clone(), dirs.conf_dir.clone(), name.clone());
+            match tokio::task::spawn_blocking(move || store.keep(&n, &vdir, &cdir, meta)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warnings.push(format!("cannot keep this host's copy as a replica: {e}")),
+                Err(e) => warnings.push(e.to_string()),
+            }
         }
         if let Err(e) = agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await {
             warnings.push(e.to_string());
@@ -286,10 +300,18 @@ struct Target {
     name: VserverName,
 }
 
+/// What a promote made the running tree here, for putting it back.
+pub enum Promoted {
+    /// A replica of the store, with its record.
+    Replica(GenerationMeta),
+    /// Links to the shared directory.
+    Shared(PathBuf),
+}
+
 impl failover::promote::Target for Target {
     type Table = failover::ownership::Ownership;
     type Serial = tokio::sync::OwnedMutexGuard<()>;
-    type Promoted = GenerationMeta;
+    type Promoted = Promoted;
     type StartError = SupervisorError;
 
     fn node(&self) -> &str {
@@ -315,12 +337,26 @@ impl failover::promote::Target for Target {
             _ => Present::Stopped,
         }
     }
-    async fn promote_replica(&self, _: &str) -> Result<GenerationMeta, PromoteError> {
+    async fn promote_replica(&self, _: &str) -> Result<Promoted, PromoteError> {
         let dirs = self.agent.supervisor.host().dirs.clone();
-        let (store, n) = (self.agent.replication.store().clone(), self.name.clone());
+        let n = self.name.clone();
+        if let Some(shared) = self.agent.replication.data_path(&n).shared_dir().map(Path::to_path_buf) {
+            let linked = shared.clone();
+            return tokio::task::spawn_blocking(move || super::shared::link(&dirs, &linked, &n))
+                .await
+                .map_err(|e| PromoteError::Failed(e.to_string()))?
+                .map(|()| Promoted::Shared(shared))
+                .map_err(|e| match e {
+                    super::shared::LinkError::Missing(e) => PromoteError::NoReplica(e),
+                    super::shared::LinkError::Exists(e) => PromoteError::Exists(e),
+                    super::shared::LinkError::Failed(e) => PromoteError::Failed(e),
+                });
+        }
+        let store = self.agent.replication.store().clone();
         tokio::task::spawn_blocking(move || store.promote(&n, &dirs.vservers_dir, &dirs.conf_dir))
             .await
             .map_err(|e| PromoteError::Failed(e.to_string()))?
+            .map(Promoted::Replica)
             .map_err(|e| match e {
                 StoreError::NoReplica(_) => PromoteError::NoReplica(e.to_string()),
                 StoreError::Exists(_) => PromoteError::Exists(e.to_string()),
@@ -330,14 +366,19 @@ impl failover::promote::Target for Target {
     async fn start(&self, _: &str) -> Result<(), SupervisorError> {
         self.agent.supervisor.start(&self.name).await.map(|_| ())
     }
-    async fn put_back(&self, _: &str, promoted: GenerationMeta) {
+    async fn put_back(&self, _: &str, promoted: Promoted) {
         let name = &self.name;
         let _ = self.agent.supervisor.record_intent(name, crate::model::Intent::Stopped).await;
         let dirs = self.agent.supervisor.host().dirs.clone();
         let (store, n) = (self.agent.replication.store().clone(), name.clone());
-        let back =
-            tokio::task::spawn_blocking(move || store.keep(&n, &dirs.vservers_dir, &dirs.conf_dir, promoted)).await;
-        if !matches!(back, Ok(Ok(_))) {
+        let back = tokio::task::spawn_blocking(move || match promoted {
+            Promoted::Replica(meta) => {
+                store.keep(&n, &dirs.vservers_dir, &dirs.conf_dir, meta).map(drop).map_err(|e| e.to_string())
+            }
+            Promoted::Shared(shared) => super::shared::unlink(&dirs, &shared, &n).map_err(|e| e.to_string()),
+        })
+        .await;
+        if !matches!(back, Ok(Ok(()))) {
             tracing::error!(vserver = %name, "cannot put the replica back after a failed start: {back:?}");
         }
     }

@@ -25,6 +25,7 @@ pub mod pki;
 pub mod replication;
 pub mod rotate;
 pub mod serve;
+pub mod shared;
 pub mod supervisor;
 pub mod takeover;
 pub mod tunnel;

@@ -142,14 +142,25 @@ impl Agent {
             events: events.clone(),
             window_ms: config.failures.window_ms(),
         };
-        let supervisor = supervisor::Supervisor::new(&config, Arc::new(cluster))?;
+        let cluster_config = replication::load_cluster(&config, config_path)?;
+        let root_devices = cluster_config
+            .replication
+            .iter()
+            .filter_map(|(name, r)| match &r.data {
+                failover::placement::DataPath::Block { device, fstype } => {
+                    Some((name.clone(), (device.clone(), fstype.clone())))
+                }
+                _ => None,
+            })
+            .collect();
+        let supervisor = supervisor::Supervisor::new(&config, Arc::new(cluster), root_devices)?;
         let links = replication::Links {
             supervisor: supervisor.clone(),
             membership: Arc::clone(&membership),
             peers: peers.clone(),
             ownership: ownership.clone(),
         };
-        let replication = Arc::new(replication::Replication::new(&config, config_path, links)?);
+        let replication = Arc::new(replication::Replication::new(&config, cluster_config, links)?);
         if config.witness {
             if let Some((name, _)) = replication
                 .placements()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use failover::placement::{ClusterConfig, Placement, Replication as ReplicationSettings};
+use failover::placement::{ClusterConfig, DataPath, Placement, Replication as ReplicationSettings};
 use failover::rsync;
 use failover::rsync::Moved;
 use failover::session::{self, Commit};
@@ -129,6 +129,14 @@ pub enum ReplicationError {
         /// The vserver.
         name: VserverName,
     },
+    /// A sync of a vserver on shared storage, which every host reaches already.
+    #[error("{name} is on shared storage ({dir}), which every host reaches: there is nothing to copy")]
+    Shared {
+        /// The vserver.
+        name: VserverName,
+        /// Its shared directory.
+        dir: String,
+    },
     /// The conf files a commit carries are not acceptable; the message says which and why.
     #[error("{0}")]
     BadConf(String),
@@ -153,6 +161,9 @@ impl ReplicationError {
         matches!(self, Self::Failed(_))
     }
 }
+
+/// How often a vserver on shared storage this host could not link is tried again.
+const LINK_RETRY: Duration = Duration::from_secs(30);
 
 /// Conf files carried in a commit at most this large (base64 included), well under the API's body limit.
 const CONF_IN_COMMIT_MAX: usize = 40 * 1024;
@@ -203,6 +214,8 @@ pub struct Replication {
     reports: Mutex<BTreeMap<(VserverName, String), Report>>,
     locks: Mutex<BTreeMap<VserverName, Arc<AsyncMutex<()>>>>,
     last_run: Mutex<BTreeMap<VserverName, Instant>>,
+    /// Vservers on shared storage this host could not link: when it last tried, and why (said once).
+    unlinked: Mutex<BTreeMap<VserverName, (Instant, String)>>,
     rsync_bin: PathBuf,
     tunnel_bin: PathBuf,
     io_timeout: Duration,
@@ -250,8 +263,9 @@ pub fn load_cluster(config: &AgentConfig, config_path: &Path) -> anyhow::Result<
 }
 
 impl Replication {
-    /// Loads the cluster file (if configured) and the placements kept in the state directory.
-    pub fn new(config: &AgentConfig, config_path: &Path, links: Links) -> anyhow::Result<Self> {
+    /// Takes the cluster file's configuration ([`load_cluster`]) and the placements kept in the state
+    /// directory.
+    pub fn new(config: &AgentConfig, cluster: ClusterConfig, links: Links) -> anyhow::Result<Self> {
         use anyhow::Context;
         let dirs = Dirs {
             vservers_dir: config.vservers_dir.clone(),
@@ -260,7 +274,6 @@ impl Replication {
             cgroup_root: std::env::var_os("VSERVER_CGROUP_ROOT").map_or_else(|| "/sys/fs/cgroup".into(), PathBuf::from),
             cgroup_parent: config.cgroup_parent.clone(),
         };
-        let cluster = load_cluster(config, config_path)?;
         let placement_path = config.state_dir.join("placement.json");
         let mut placements = cluster.placements.clone();
         match std::fs::read(&placement_path) {
@@ -303,6 +316,7 @@ impl Replication {
             reports: Mutex::default(),
             locks: Mutex::default(),
             last_run: Mutex::default(),
+            unlinked: Mutex::default(),
             rsync_bin: config.rsync_bin.clone().unwrap_or_else(|| "rsync".into()),
             tunnel_bin: beside("vserver-tunnel").unwrap_or_else(|| "vserver-tunnel".into()),
             io_timeout: Duration::from_secs(config.rsync_timeout_secs),
@@ -378,33 +392,48 @@ impl Replication {
         out
     }
 
-    /// The replicas this host holds, for `GET /v1/status`.
+    /// The replicas this host holds, for `GET /v1/status`: the complete generations of its store, and the
+    /// vservers on shared storage it is a standby of, whose tree and conf it reaches (current by nature).
     pub fn held(&self) -> Vec<HeldReplica> {
         let now = now_ms();
-        self.store
-            .list()
-            .into_iter()
-            .filter_map(|(name, g)| {
-                let g = g?;
-                Some(HeldReplica {
-                    vserver: name.to_string(),
-                    source: g.meta.source.clone(),
-                    generation: g.slot.as_str().to_string(),
-                    started_unix_ms: g.meta.started_unix_ms,
-                    finished_unix_ms: g.meta.finished_unix_ms,
-                    age_secs: now.saturating_sub(g.meta.started_unix_ms) / 1000,
-                    consistent: g.meta.consistent,
-                    kind: g.meta.kind.clone(),
-                })
+        let shared = self.placements().into_iter().filter_map(|(name, p)| {
+            // Not looked at here (a hung shared file system must not hang the status): a promote checks it.
+            self.data_path(&name).shared_dir()?;
+            p.standbys.contains(&self.node).then(|| HeldReplica {
+                vserver: name.to_string(),
+                source: p.primary.clone(),
+                generation: "shared".into(),
+                started_unix_ms: now,
+                finished_unix_ms: now,
+                age_secs: 0,
+                consistent: true,
+                kind: "shared".into(),
             })
-            .collect()
+        });
+        let mut held: Vec<HeldReplica> = shared.collect();
+        held.extend(self.store.list().into_iter().filter_map(|(name, g)| {
+            let g = g?;
+            Some(HeldReplica {
+                vserver: name.to_string(),
+                source: g.meta.source.clone(),
+                generation: g.slot.as_str().to_string(),
+                started_unix_ms: g.meta.started_unix_ms,
+                finished_unix_ms: g.meta.finished_unix_ms,
+                age_secs: now.saturating_sub(g.meta.started_unix_ms) / 1000,
+                consistent: g.meta.consistent,
+                kind: g.meta.kind.clone(),
+            })
+        }));
+        held
+    }
+
+    /// Where `name`'s tree and conf are (periodic for a vserver the cluster file does not name).
+    pub fn data_path(&self, name: &VserverName) -> DataPath {
+        self.settings(name).data
     }
 
     fn settings(&self, name: &VserverName) -> ReplicationSettings {
-        self.settings
-            .get(name)
-            .cloned()
-            .unwrap_or(ReplicationSettings { interval: Duration::from_secs(60), consistent: false })
+        self.settings.get(name).cloned().unwrap_or_else(|| ReplicationSettings::periodic(Duration::from_secs(60)))
     }
 
     // ---- standby side ----
@@ -550,6 +579,9 @@ impl Replication {
                 node: self.node.clone(),
             });
         }
+        if let Some(dir) = self.data_path(name).shared_dir() {
+            return Err(ReplicationError::Shared { name: name.clone(), dir: dir.display().to_string() });
+        }
         if !self.dirs.conf(name).is_file() {
             return Err(ReplicationError::NoConf { name: name.clone() });
         }
@@ -674,9 +706,16 @@ impl Replication {
     ) -> Result<Passes, String> {
         let tree = self.dirs.root(name);
         let settings = self.settings(name);
+        let mut passes = Passes::default();
+        if !settings.data.copies_tree() {
+            // The tree is on the shared device: the standbys get the conf alone.
+            let step = Instant::now();
+            passes.conf = self.conf_for_commit(name, standby, url, session).await?;
+            passes.phases_ms.push(("conf".into(), step.elapsed().as_millis() as u64));
+            return Ok(passes);
+        }
         // File attributes rsync cannot carry: looked for while the live pass runs, at idle priority.
         let scan = failover::fileflags::scan_beside(tree.clone());
-        let mut passes = Passes::default();
         let step = Instant::now();
         // What changes from here on, the frozen pass of consistent mode copies alone.
         let mark = failover::changes::ClockMark::now();
@@ -867,6 +906,41 @@ impl Replication {
         }
     }
 
+    /// Links into this host's directories the vservers on shared storage it is the primary of and the cluster
+    /// gives to no other host, which it has no links to yet: a new cluster's, or one added to the cluster file.
+    /// (A migrate's or a takeover's promote links them on the host they go to.)
+    async fn link_own_shared(&self) {
+        for (name, p) in self.placements() {
+            let Some(dir) = self.data_path(&name).shared_dir().map(Path::to_path_buf) else { continue };
+            let mine = p.primary == self.node && foreign_owner(&self.links, &self.node, &name).is_none();
+            let linked =
+                self.dirs.conf(&name).symlink_metadata().is_ok() || self.dirs.root(&name).symlink_metadata().is_ok();
+            let tried = lock(&self.unlinked).get(&name).map(|(at, _)| at.elapsed() < LINK_RETRY);
+            if !mine || linked || tried == Some(true) {
+                continue;
+            }
+            let dirs = self.dirs.clone();
+            let n = name.clone();
+            let made = tokio::task::spawn_blocking(move || super::shared::link(&dirs, &dir, &n)).await;
+            match made {
+                Ok(Ok(())) => {
+                    lock(&self.unlinked).remove(&name);
+                    tracing::info!(vserver = %name, "linked from its shared directory");
+                }
+                Ok(Err(e)) => {
+                    let said = e.to_string();
+                    let mut unlinked = lock(&self.unlinked);
+                    if unlinked.get(&name).is_none_or(|(_, before)| *before != said) {
+                        tracing::warn!(vserver = %name, "cannot link it from its shared directory (tried again every \
+                                       {} s): {said}", LINK_RETRY.as_secs());
+                    }
+                    unlinked.insert(name, (Instant::now(), said));
+                }
+                Err(e) => tracing::warn!(vserver = %name, "cannot link it from its shared directory: {e}"),
+            }
+        }
+    }
+
     /// Runs due syncs: every vserver this host is primary of, at its interval. Runs until aborted.
     pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -875,6 +949,7 @@ impl Replication {
         let slots = Arc::new(tokio::sync::Semaphore::new(2));
         loop {
             tick.tick().await;
+            self.link_own_shared().await;
             let alive: BTreeSet<String> = self
                 .links
                 .membership
@@ -890,6 +965,8 @@ impl Replication {
                     placements.keys().map(|n| (n, self.links.ownership.owner(n.as_str()).map(|(o, _)| o))).collect();
                 let candidates: Vec<failover::sync::Candidate<'_>> = placements
                     .iter()
+                    // Shared storage: nothing to copy.
+                    .filter(|(n, _)| self.data_path(n).shared_dir().is_none())
                     .map(|(n, p)| failover::sync::Candidate {
                         name: n.as_str(),
                         placement: p,

@@ -74,6 +74,12 @@ impl failover::takeover::Host for AgentHost {
     async fn fence_hook(&self, host: &str) -> Result<(), String> {
         fence_hook(&self.0, host).await
     }
+    fn has_fence_hook(&self) -> bool {
+        self.0.config.takeover.fence_hook.is_some()
+    }
+    fn needs_power_fence(&self, name: &str) -> bool {
+        VserverName::parse(name).is_ok_and(|n| self.0.replication.data_path(&n).needs_power_fence())
+    }
     async fn spread_placement(&self, name: &str, placement: &failover::placement::Placement) -> Vec<String> {
         match VserverName::parse(name) {
             Ok(name) => super::migrate::spread_placement(&self.0, &name, placement).await,
@@ -139,7 +145,8 @@ impl failover::reconcile::Local for AgentHost {
     fn has_copy(&self, name: &str) -> bool {
         let Ok(name) = VserverName::parse(name) else { return false };
         let dirs = &self.0.supervisor.host().dirs;
-        dirs.conf(&name).exists() || dirs.root(&name).exists()
+        // A link to a shared directory counts, also when that is not mounted here now.
+        dirs.conf(&name).symlink_metadata().is_ok() || dirs.root(&name).symlink_metadata().is_ok()
     }
     fn try_hold(&self, name: &str) -> Option<Self::Held> {
         self.0.replication.vserver_lock(&VserverName::parse(name).ok()?).try_lock_owned().ok()
@@ -157,6 +164,15 @@ impl failover::reconcile::Local for AgentHost {
         let name = VserverName::parse(name).map_err(|e| e.to_string())?;
         let _ = self.0.supervisor.record_intent(&name, crate::model::Intent::Stopped).await;
         let dirs = self.0.supervisor.host().dirs.clone();
+        if let Some(shared) = self.0.replication.data_path(&name).shared_dir().map(std::path::Path::to_path_buf) {
+            // Nothing diverged here: the tree is the shared one, which the new owner runs. Only the links go.
+            let unlinked = tokio::task::spawn_blocking(move || super::shared::unlink(&dirs, &shared, &name)).await;
+            return match unlinked {
+                Ok(Ok(())) => Ok("its shared directory (this host's links to it were removed)".into()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+        }
         let (store, label) = (self.0.replication.store().clone(), label.to_string());
         let aside =
             tokio::task::spawn_blocking(move || store.set_aside(&name, &dirs.vservers_dir, &dirs.conf_dir, &label));

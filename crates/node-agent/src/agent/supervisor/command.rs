@@ -2,6 +2,7 @@
 //! forking, which must never happen inside the agent's multi-threaded process), its exit code mapped to an
 //! error.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -17,11 +18,18 @@ use crate::exit;
 pub(super) struct VserverCommand {
     pub(super) bin: PathBuf,
     pub(super) env: Vec<(&'static str, OsString)>,
+    /// The vservers whose tree is a block device's file system: the device and its type, which their starts
+    /// are given.
+    pub(super) root_devices: BTreeMap<VserverName, (PathBuf, String)>,
 }
 
 impl VserverCommand {
     /// `configured`, else `vserver` beside this executable, else `vserver` on PATH.
-    pub(super) fn new(configured: Option<PathBuf>, dirs: &Dirs) -> Self {
+    pub(super) fn new(
+        configured: Option<PathBuf>,
+        dirs: &Dirs,
+        root_devices: BTreeMap<VserverName, (PathBuf, String)>,
+    ) -> Self {
         let beside = || {
             let exe = std::env::current_exe().ok()?;
             Some(exe.parent()?.join("vserver")).filter(|p| p.is_file())
@@ -35,7 +43,7 @@ impl VserverCommand {
             ("VSERVER_CGROUP_ROOT", dirs.cgroup_root.clone().into()),
             ("VSERVER_CGROUP_PARENT", dirs.cgroup_parent.clone().into()),
         ];
-        Self { bin, env }
+        Self { bin, env, root_devices }
     }
 
     /// Runs `vserver NAME ACTION` and maps its exit code.
@@ -44,6 +52,7 @@ impl VserverCommand {
         cmd.arg(name.as_str())
             .arg(action)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.root_device_env(name))
             // Its default log level, so that its stderr holds its messages only.
             .env_remove("VSERVER_LOG")
             // The service manager's socket is the agent's alone (systemd's `Type=notify`).
@@ -62,6 +71,18 @@ impl VserverCommand {
             tracing::warn!(vserver = %name, action, "{w}");
         }
         outcome(name, out.status.code(), &stderr)
+    }
+}
+
+impl VserverCommand {
+    /// The root device of `name` as the `vserver` command takes it, if its tree is on one.
+    fn root_device_env(&self, name: &VserverName) -> Vec<(&'static str, OsString)> {
+        match self.root_devices.get(name) {
+            Some((device, fstype)) => {
+                vec![("VSERVER_ROOT_DEVICE", device.clone().into()), ("VSERVER_ROOT_FSTYPE", fstype.into())]
+            }
+            None => Vec::new(),
+        }
     }
 }
 
@@ -135,8 +156,16 @@ mod tests {
             cgroup_root: "/sys/fs/cgroup".into(),
             cgroup_parent: "h1".into(),
         };
-        let c = VserverCommand::new(Some("/opt/vserver".into()), &dirs);
+        let devices = BTreeMap::from([(name("db"), ("/dev/disk/by-id/wwn-1".into(), "xfs".to_string()))]);
+        let c = VserverCommand::new(Some("/opt/vserver".into()), &dirs, devices);
         assert_eq!(c.bin, PathBuf::from("/opt/vserver"));
+        // A vserver on a block device gets it, the others nothing.
+        let db: HashMap<_, _> = c.root_device_env(&name("db")).into_iter().collect();
+        assert_eq!(
+            (db["VSERVER_ROOT_DEVICE"].as_os_str(), db["VSERVER_ROOT_FSTYPE"].as_os_str()),
+            ("/dev/disk/by-id/wwn-1".as_ref(), "xfs".as_ref())
+        );
+        assert!(c.root_device_env(&name("web")).is_empty());
         let env: HashMap<_, _> = c.env.iter().cloned().collect();
         assert_eq!(env["VSERVER_NO_AGENT"], "1");
         assert_eq!(env["VSERVER_CONF_DIR"], "/conf");
@@ -173,13 +202,13 @@ mod tests {
             cgroup_root: dir.path().into(),
             cgroup_parent: "x".into(),
         };
-        let c = VserverCommand::new(Some(bin), &dirs);
+        let c = VserverCommand::new(Some(bin), &dirs, BTreeMap::new());
         let n = name("web");
         assert!(c.run(&n, "start").await.is_ok());
         assert!(matches!(c.run(&n, "stop").await, Err(SupervisorError::NotRunning(_))));
         let e = c.run(&n, "restart").await.unwrap_err();
         assert_eq!(e.to_string(), "vserver web: no restart for web");
-        let missing = VserverCommand::new(Some(dir.path().join("nope")), &dirs);
+        let missing = VserverCommand::new(Some(dir.path().join("nope")), &dirs, BTreeMap::new());
         let e = missing.run(&n, "start").await.unwrap_err();
         assert!(e.to_string().contains("cannot run"), "{e}");
     }

@@ -132,7 +132,13 @@ fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Supervisor {
     /// Loads the intents kept on disk; `cluster` answers what the supervisor asks of the cluster.
-    pub fn new(config: &AgentConfig, cluster: Arc<dyn Cluster>) -> Result<Self, SupervisorError> {
+    /// `root_devices`: the vservers whose tree is the file system of a block device (device, file system type),
+    /// which their starts mount.
+    pub fn new(
+        config: &AgentConfig,
+        cluster: Arc<dyn Cluster>,
+        root_devices: BTreeMap<VserverName, (PathBuf, String)>,
+    ) -> Result<Self, SupervisorError> {
         let path = intents_path(&config.state_dir);
         let state = |source| SupervisorError::State { path: path.clone(), source };
         std::fs::create_dir_all(&config.state_dir).map_err(state)?;
@@ -150,7 +156,7 @@ impl Supervisor {
             cgroup_root,
             cgroup_parent: config.cgroup_parent.clone(),
         };
-        let command = VserverCommand::new(config.vserver_bin.clone(), &dirs);
+        let command = VserverCommand::new(config.vserver_bin.clone(), &dirs, root_devices);
         tracing::info!(bin = %command.bin.display(), "lifecycle operations run this vserver command");
         Ok(Self {
             shared: Arc::new(Shared {
