@@ -105,6 +105,24 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Each data path under a steady writer inside the vserver (rounds of 20 files of 4 KiB and 1 MiB
+    /// appended, each made durable, 10 a second at most), in a lab of three hosts: the first standby's lag
+    /// (p50, p99), the acknowledged writes a crash of the primary loses, and the writer's rounds a second as a
+    /// ratio to a vserver with no standby. About a minute per data path.
+    Data {
+        /// The data paths, comma-separated (none, the writer's baseline, always runs first).
+        #[arg(long, value_delimiter = ',', default_value = "periodic,continuous,shared")]
+        modes: Vec<crate::bench::DataMode>,
+        /// Seconds of writing measured per data path, before the crash.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        /// The periodic path's interval, seconds.
+        #[arg(long, default_value_t = 10)]
+        interval_secs: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Automatic takeover, and what must not cause one; default timing, a watchdog per host. Four runs: host
     /// crashes with 3 and 5 hosts (recovery from the kill to the service answering at its address, seen from
     /// the client: p50/p90/max); blips of the owner (its link cut, its agent frozen, 0.2 to 1.5 s: stops,
@@ -219,6 +237,16 @@ fn dispatch(cli: Cli) -> Result<()> {
         Bench::Replicate { size_mib, files, change_pct, rounds, small_files, json } => {
             let opts = crate::bench::ReplicateOptions { size_mib, files, change_pct, rounds, small_files };
             let report = crate::bench::run_replicate_bench(&opts, &cancel)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
+        Bench::Data { modes, secs, interval_secs, json } => {
+            let opts = crate::bench::DataOptions { modes, secs, interval_secs };
+            let report = crate::bench::run_data_bench(&opts, &cancel)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -4,6 +4,7 @@
 mod agent;
 pub mod cli;
 mod contender;
+mod data;
 mod floor;
 mod lxc;
 mod outage;
@@ -23,6 +24,7 @@ mod takeover_slow;
 mod vserver;
 
 pub use agent::{run_agent_bench, AgentBenchOptions, AgentBenchReport};
+pub use data::{run_data_bench, DataOptions, DataReport, Mode as DataMode, ModeReport};
 pub use replicate::{run_replicate_bench, ReplicateOptions, ReplicateReport};
 pub use scale::{run_scale_bench, ScaleOptions, ScaleReport, ScaleRow};
 pub use service::install_httpd_service;
