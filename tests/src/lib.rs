@@ -26,6 +26,7 @@
 pub mod agents;
 pub mod arp;
 pub mod bench;
+pub mod blockdev;
 pub mod capture;
 mod cleanup;
 pub mod delay;

@@ -220,6 +220,9 @@ enum Fault {
     /// An operator evacuates the host the table names, through this host's agent (the next active one if it
     /// does not answer).
     Evacuate(usize),
+    /// From now on the vserver's tree is on a shared block device: it needs a power fence before a takeover,
+    /// which a fence hook gives (`true`) or nothing does.
+    Block(bool),
 }
 
 impl Fault {
@@ -242,7 +245,8 @@ impl Fault {
             | Fault::Operator(_)
             | Fault::DuplicatePromote(_)
             | Fault::Migrate(_)
-            | Fault::Evacuate(_) => Duration::ZERO,
+            | Fault::Evacuate(_)
+            | Fault::Block(_) => Duration::ZERO,
         }
     }
 }
@@ -278,6 +282,8 @@ struct World {
     /// A trap for a scenario: this host's agent dies when a promote arrives, before it acts on it, and is back
     /// after the duration.
     kill_before_promote: Option<(usize, Duration)>,
+    /// The vserver's tree is on a shared block device, and whether the hosts have a fence hook.
+    block: Option<bool>,
     /// A trap for a scenario: an operator's stop is recorded just before the next promote asked again arrives.
     stop_before_asked_again: bool,
     /// A trap for a scenario: an operator's stop is recorded just before the next first promote arrives (after
@@ -1143,10 +1149,10 @@ impl Host for SimHost {
         Ok(())
     }
     fn has_fence_hook(&self) -> bool {
-        false
+        self.sim.w().block == Some(true)
     }
     fn needs_power_fence(&self, _name: &str) -> bool {
-        false
+        self.sim.w().block.is_some()
     }
     fn spread_placement(&self, _name: &str, placement: &Placement) -> impl Future<Output = Vec<String>> + Send {
         self.sim.w().placement = placement.clone();
@@ -1936,6 +1942,7 @@ fn run_in(layout: Layout, seed: u64, faults: Option<Vec<(Duration, Fault)>>) -> 
             lost_commits: false,
             duplicate_per_mille: 0,
             duplicate_promote: None,
+            block: None,
             sessions: 0,
             owners,
             events: Vec::new(),
@@ -2074,6 +2081,7 @@ fn inject(sim: &Sim, fault: Fault) {
         Fault::StopBeforeAskedAgain => w.stop_before_asked_again = true,
         Fault::StopBeforePromote => w.stop_before_promote = true,
         Fault::PreferLeader(h) => w.preferred_leader = Some(h),
+        Fault::Block(hook) => w.block = Some(hook),
         Fault::Operator(stop) => {
             drop(w);
             tokio::spawn(operator(sim.clone(), stop));
@@ -2309,6 +2317,28 @@ fn a_takeover_whose_promote_never_ran_ends_running_on_the_new_owner() {
     assert!(o.violations.is_empty(), "{}", report(5, &o));
     assert!(o.history.iter().any(|l| l.contains("before it acted on it")), "{}", report(5, &o));
     assert_eq!(o.running_on, ["h1"], "{}", report(5, &o));
+}
+
+/// A vserver on a shared block device: a crash of its host is taken over once the fence hook ran; without a
+/// fence hook, never automatically (the old host's kernel may still write to the device).
+#[test]
+fn a_vserver_on_a_shared_device_is_taken_over_only_behind_a_power_fence() {
+    for (hook, seed) in [(true, 21), (false, 22)] {
+        let faults = vec![
+            (Duration::ZERO, Fault::Block(hook)),
+            (Duration::from_secs(4), Fault::Crash(0, Duration::from_secs(60))),
+        ];
+        let o = run(seed, Some(faults));
+        assert!(o.violations.is_empty(), "{}", report(seed, &o));
+        if hook {
+            assert_eq!(o.running_on, ["h1"], "{}", report(seed, &o));
+        } else {
+            let said = o.history.iter().any(|l| l.contains("no fence hook is configured"));
+            assert!(said, "the coordinator says why it waits: {}", report(seed, &o));
+            let elsewhere = |l: &String| ["(takeover)", "h1: started", "h2: started"].iter().any(|w| l.contains(w));
+            assert!(!o.history.iter().any(elsewhere), "never started elsewhere: {}", report(seed, &o));
+        }
+    }
 }
 
 /// Seeds that ended with the vserver down everywhere (a takeover's promote refused or lost, the new owner

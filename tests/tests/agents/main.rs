@@ -5,6 +5,7 @@
 
 mod announce;
 mod api;
+mod block;
 mod conf_fs;
 mod evacuate;
 mod heartbeats;
@@ -22,6 +23,7 @@ mod takeover_decisions;
 pub(crate) mod upgrade;
 mod watchdog;
 mod wire;
+mod writer;
 
 use std::time::Duration;
 

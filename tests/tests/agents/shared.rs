@@ -8,8 +8,6 @@
 //! inside loses no write it saw made durable (`sync`) across a migrate, a crash, a cut link and a pause.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use vserver_lab::agents::{wait_for, Agents};
@@ -18,101 +16,8 @@ use vserver_lab::skip_unless_root;
 use vserver_lab::Lab;
 
 use crate::takeover::assert_one_copy;
+use crate::writer::{install_writer, lost, Acks};
 use crate::{all_alive, owner, signal, text, vserver, PATIENCE};
-
-/// The writer inside: appends the next number to `/data/log`, makes it durable (`sync`), then says it is
-/// (`/www/ack`, served by the vserver's httpd). Started again after a move, it goes on from the log's last
-/// number.
-const WRITER: &str = r#"#!/bin/sh
-case "$1" in
-  start)
-    mkdir -p /data
-    (
-      n=$(tail -n 1 /data/log 2>/dev/null); n=${n:-0}
-      while :; do
-        n=$((n + 1))
-        echo "$n" >> /data/log
-        sync
-        echo "$n" > /www/ack.new && mv /www/ack.new /www/ack
-        sleep 0.02
-      done
-    ) </dev/null >/dev/null 2>&1 &
-    ;;
-  stop) ;;
-esac
-"#;
-
-/// Installs the writer into the tree at `root` (runlevel 3, after the web service).
-fn install_writer(root: &Path) {
-    let script = root.join("etc/init.d/writer");
-    std::fs::write(&script, WRITER).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::os::unix::fs::symlink("../init.d/writer", root.join("etc/rc3.d/S60writer")).unwrap();
-}
-
-/// The highest number the writer said was durable, as the client saw it, read every 20 ms until dropped.
-struct Acks {
-    high: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Acks {
-    fn start(lab: &Lab, addr: std::net::Ipv4Addr) -> Acks {
-        let (high, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-        let (h, s) = (Arc::clone(&high), Arc::clone(&stop));
-        let enter = lab.client.netns.enterer();
-        let thread = std::thread::spawn(move || {
-            enter().expect("entering the client's namespace");
-            while !s.load(Ordering::Relaxed) {
-                if let Some(n) = get_ack(addr) {
-                    h.fetch_max(n, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Acks { high, stop, thread: Some(thread) }
-    }
-
-    fn high(&self) -> u64 {
-        self.high.load(Ordering::Relaxed)
-    }
-
-    /// Waits until the writer acknowledges more than `than` (it runs, and is heard).
-    fn wait_past(&self, than: u64) -> bool {
-        wait_for(PATIENCE, || self.high() > than).is_some()
-    }
-}
-
-impl Drop for Acks {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// `GET /ack` from this thread's namespace: the number it holds.
-fn get_ack(addr: std::net::Ipv4Addr) -> Option<u64> {
-    use std::io::{Read, Write};
-    let timeout = Duration::from_millis(300);
-    let mut stream = std::net::TcpStream::connect_timeout(&(addr, 80).into(), timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.write_all(b"GET /ack HTTP/1.0\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.take(4096).read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1) == Some("200")).then_some(())?;
-    body.trim().parse().ok()
-}
-
-/// The numbers up to `acked` missing from the writer's log in the shared tree: writes lost.
-fn lost(tree: &Path, acked: u64) -> Vec<u64> {
-    let log = std::fs::read_to_string(tree.join("data/log")).unwrap_or_default();
-    let have: std::collections::BTreeSet<u64> = log.lines().filter_map(|l| l.trim().parse().ok()).collect();
-    (1..=acked).filter(|n| !have.contains(n)).collect()
-}
 
 /// A lab of three hosts with a vserver built into the shared directory, placed on h0 (standbys h1, h2) with
 /// `data = "shared"`, started there with its writer running: the agents, the watchdogs, the vserver's name,

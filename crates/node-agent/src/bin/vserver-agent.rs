@@ -164,7 +164,8 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         parallel: usize,
         /// HOST is dead and you made sure it is down (powered off): needed when the cluster cannot know it,
-        /// without lease fencing and without a fence hook.
+        /// without lease fencing and without a fence hook, and, without a fence hook, for its vservers on a
+        /// shared block device (data = "block"), which its kernel may still write to.
         #[arg(long)]
         fenced: bool,
         /// Print the final report as JSON.
