@@ -1853,6 +1853,7 @@ mod tests {
         let spec = ContextSpec {
             name: web(),
             root: "/vservers/web".into(),
+            root_device: None,
             hostname: None,
             domainname: None,
             network: crate::spec::Network::Host,

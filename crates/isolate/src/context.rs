@@ -18,15 +18,17 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::cgroup::{CgroupError, CgroupLimits, Cgroups};
 use crate::devices::{self, DevicesError};
+use crate::mounts::DeviceNumber;
 use crate::network::{self, NetworkError};
 use crate::preflight::{self, PreflightError};
-use crate::spec::{ContextSpec, Network, Resource, Rlimit, VserverName};
+use crate::spec::{ContextSpec, Network, Resource, Rlimit, RootDevice, VserverName};
 use crate::state::{self, Ending, ExitRecord, RunState, StateError};
 use crate::syscall::LinuxSyscall;
 use crate::{capabilities, rootfs, seccomp};
@@ -69,6 +71,9 @@ pub enum ContextError {
     /// The tree's disk quota (LIMIT_DISK) could not be set.
     #[error(transparent)]
     Quota(#[from] crate::quota::QuotaError),
+    /// The root device cannot be the tree, or was not released after a stop.
+    #[error(transparent)]
+    RootDevice(#[from] crate::root_device::RootDeviceError),
     /// The run state could not be kept.
     #[error(transparent)]
     State(#[from] StateError),
@@ -112,6 +117,9 @@ pub struct StartOptions {
 pub struct StopOptions {
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// For a vserver on a root device: how long to wait, once its processes are gone, for the device to be
+    /// mounted nowhere on the host ([`crate::root_device::RELEASE_TIMEOUT`] is a generous default).
+    pub release: Duration,
 }
 
 /// What a stop did.
@@ -157,8 +165,15 @@ pub fn start(spec: &ContextSpec, opts: &StartOptions) -> Result<RunState, Contex
     if stray > 0 {
         return Err(ContextError::Stray { name: spec.name.clone(), count: stray });
     }
-    // The disk quota first: a tree whose file system cannot have one refuses before any group exists.
-    crate::quota::apply(&spec.root, spec.limits.disk)?;
+    // The disk quota, or the root device's checks, first: a tree that cannot be had refuses before any group
+    // exists.
+    let root_device_number = match &spec.root_device {
+        None => {
+            crate::quota::apply(&spec.root, spec.limits.disk)?;
+            None
+        }
+        Some(device) => Some(crate::root_device::check(spec, device)?),
+    };
     let prepared = cg.create(&CgroupLimits::from(spec)).map_err(ContextError::from).and_then(|()| {
         // Before any process of the vserver runs: the launcher joins the groups next.
         if spec.relaxed.devices {
@@ -171,7 +186,7 @@ pub fn start(spec: &ContextSpec, opts: &StartOptions) -> Result<RunState, Contex
         let _ = cg.remove();
         return Err(e);
     }
-    match launch(spec, &cg, opts) {
+    match launch(spec, &cg, opts, root_device_number) {
         Ok(st) => Ok(st),
         Err(e) => {
             let _ = cg.kill();
@@ -183,7 +198,12 @@ pub fn start(spec: &ContextSpec, opts: &StartOptions) -> Result<RunState, Contex
     }
 }
 
-fn launch(spec: &ContextSpec, cg: &Cgroups, opts: &StartOptions) -> Result<RunState, ContextError> {
+fn launch(
+    spec: &ContextSpec,
+    cg: &Cgroups,
+    opts: &StartOptions,
+    root_device_number: Option<DeviceNumber>,
+) -> Result<RunState, ContextError> {
     std::fs::create_dir_all(&opts.run_dir)
         .map_err(|source| ContextError::Console { path: opts.run_dir.clone(), source })?;
     ExitRecord::remove(&opts.run_dir, &spec.name)?;
@@ -234,6 +254,8 @@ fn launch(spec: &ContextSpec, cg: &Cgroups, opts: &StartOptions) -> Result<RunSt
                 init_start_ticks: state::process_start_ticks(started.init).ok_or_else(gone)?,
                 started_unix_ms: state::now_ms(),
                 keeper: Some((started.keeper, state::process_start_ticks(started.keeper).ok_or_else(gone)?)),
+                root_device_number,
+                mount_ns: crate::mounts::mount_namespace(started.init),
             };
             st.save(&opts.run_dir)?;
             Ok(st)
@@ -268,6 +290,10 @@ fn supervise(spec: &ContextSpec, up_r: OwnedFd, down_w: OwnedFd) -> Result<Start
         }
     }
     let (Some(keeper), Some(init)) = (keeper, init) else { unreachable!("the loop waits for both") };
+    if let Some(device) = &spec.root_device {
+        // Dropping `down` without "go" makes process 1 give up.
+        mount_root_device_for(spec, device, init).map_err(|reason| setup_err("root device", reason))?;
+    }
     if let Network::Private(ifaces) = &spec.network {
         // Dropping `down` without "go" makes process 1 give up.
         network::configure(ifaces, init)?;
@@ -285,6 +311,51 @@ fn supervise(spec: &ContextSpec, up_r: OwnedFd, down_w: OwnedFd) -> Result<Start
         return Err(setup_err(&step, reason));
     }
     Ok(Started { keeper, init })
+}
+
+/// Mounts `device` on the tree's directory inside the mount namespace of process 1 (`init`, which has made
+/// every mount there private and waits for the host's "go"), from a child of the host side that enters that
+/// namespace and leaves. Process 1 cannot mount it itself: it is in the vserver's cgroups, whose device
+/// allow-list refuses it the block device, as it refuses every process of the vserver. The mount lives in
+/// the vserver's namespace only, and the child, gone at once, holds nothing of it. The reason when it fails.
+fn mount_root_device_for(spec: &ContextSpec, device: &RootDevice, init: i32) -> Result<(), String> {
+    use std::io::Read;
+    let ns =
+        File::open(format!("/proc/{init}/ns/mnt")).map_err(|e| format!("open the mount namespace of {init}: {e}"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the starter is single-threaded (checked by `start`); the child runs ordinary code and _exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(err_r);
+            let mounted = nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("enter the mount namespace of process 1: {e}"))
+                .and_then(|()| {
+                    rootfs::mount_root_device(&LinuxSyscall, device, &spec.root, spec.relaxed.devices)
+                        .map_err(|e| e.to_string())
+                });
+            let code = match mounted {
+                Ok(()) => 0,
+                Err(msg) => {
+                    let _ = File::from(err_w).write_all(msg.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: _exit ends the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            drop(ns);
+            let status = nix::sys::wait::waitpid(child, None).map_err(|e| format!("wait: {e}"))?;
+            let mut msg = String::new();
+            let _ = File::from(err_r).read_to_string(&mut msg);
+            match status {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+                _ if !msg.is_empty() => Err(msg),
+                other => Err(format!("the mounting child ended with {other:?}")),
+            }
+        }
+    }
 }
 
 /// Lines `error STEP: REASON` sent by the keeper or process 1.
@@ -458,6 +529,9 @@ fn process_one(
         flags |= CloneFlags::CLONE_NEWNET;
     }
     step("unshare", nix::sched::unshare(flags))?;
+    // Before the host side may mount a root device in this namespace: nothing mounted here reaches the host's.
+    let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+    step("make mounts private", nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>))?;
     step("report", report(up, "unshared"))?;
     let mut go = String::new();
     let _ = BufReader::new(down).read_line(&mut go);
@@ -699,7 +773,10 @@ fn set_cmdline(name: &str) {
 
 /// Stops the context of `spec`: SIGTERM to all (process 1 too when it is the vserver's own init), up to
 /// `grace` for them to leave, then SIGKILL of the rest through the cgroup, which also catches processes
-/// that ignore SIGTERM or forked away from their parents. Removes the cgroups and the run state.
+/// that ignore SIGTERM or forked away from their parents. Removes the cgroups. For a vserver on a root
+/// device, then waits up to `release` until the device is mounted nowhere on the host (the kernel unmounts it
+/// as the vserver's mount namespace ends), and fails naming what still holds it, keeping the run state so a
+/// later stop waits again. Removes the run state.
 pub fn stop(spec: &ContextSpec, run_dir: &std::path::Path, opts: &StopOptions) -> Result<StopReport, ContextError> {
     let cg = Cgroups::new(&spec.cgroup, &spec.name)?;
     let state = RunState::load(run_dir, &spec.name)?;
@@ -732,6 +809,11 @@ pub fn stop(spec: &ContextSpec, run_dir: &std::path::Path, opts: &StopOptions) -
             });
         }
         cg.remove()?;
+    }
+    // The device and number recorded at start: the path may name nothing (or another device) by now.
+    let recorded = state.as_ref().and_then(|st| Some((st.spec.root_device.as_ref()?, st.root_device_number?, st)));
+    if let Some((device, number, st)) = recorded {
+        crate::root_device::wait_released(&spec.name, &device.path, number, st.mount_ns, opts.release)?;
     }
     RunState::remove(run_dir, &spec.name)?;
     Ok(report)

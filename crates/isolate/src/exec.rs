@@ -116,6 +116,10 @@ pub fn exec(state: &RunState, argv: &[String], opts: &ExecOptions) -> Result<i32
         }
         ForkResult::Parent { child } => {
             drop(err_w);
+            // The namespace descriptors are the helper's to use: here they would keep the vserver's namespaces
+            // alive (and the root device mounted in its mount namespace) as long as this command waits, even
+            // after the vserver is killed.
+            drop(namespaces);
             let status = match opts.timeout {
                 None => {
                     nix::sys::wait::waitpid(child, None).map_err(|errno| ContextError::Sys { op: "wait", errno })?

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
-use crate::spec::ContextSpec;
-use crate::syscall::{SysResult, Syscall};
+use crate::spec::{ContextSpec, RootDevice};
+use crate::syscall::{SysError, SysResult, Syscall};
 
 /// Character devices of the minimal `/dev`: name, major, minor. All are mode 0666 as on a host.
 pub const DEVICES: &[(&str, u64, u64)] =
@@ -83,6 +83,10 @@ fn mask_proc(sys: &dyn Syscall, masks: &[ProcMask], null: &Path) -> SysResult {
 /// bind `nodev` (unless S_UNSAFE `devices`); mount `/proc`, a tmpfs `/dev` with the device nodes, a private
 /// devpts instance and `/dev/shm`; mask the kernel-wide parts of `/proc` (unless S_UNSAFE `procfs`); then
 /// `pivot_root` to the tree and detach the old root, which leaves the host's other mounts invisible.
+///
+/// With a root device, the device is mounted on the tree's directory already ([`mount_root_device`], by the
+/// host side, in this namespace): from here on the tree is the device's file system, and it is treated
+/// exactly as a directory tree.
 pub fn enter_root(sys: &dyn Syscall, spec: &ContextSpec) -> SysResult {
     let root = spec.root.as_path();
     sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
@@ -111,6 +115,22 @@ pub fn enter_root(sys: &dyn Syscall, spec: &ContextSpec) -> SysResult {
     sys.pivot_root(Path::new("."), Path::new("."))?;
     sys.umount2(Path::new("."), MntFlags::MNT_DETACH)?;
     sys.chdir(Path::new("/"))
+}
+
+/// Mounts the root device on the tree's directory `root`, in the calling process's mount namespace, which
+/// must be the vserver's with every mount already private (so the mount never reaches the host's), before
+/// [`enter_root`]. `nodev` as the tree's bind gets it, unless `devices_relaxed`; no other flag, so the
+/// device's file system is what a directory tree would be. A failure names the device.
+///
+/// The caller must be outside the vserver's cgroups: their device allow-list refuses the block device to
+/// the vserver's own processes, process 1 included (a mount opens the device as an open(2) would).
+pub fn mount_root_device(sys: &dyn Syscall, device: &RootDevice, root: &Path, devices_relaxed: bool) -> SysResult {
+    let flags = if devices_relaxed { MsFlags::empty() } else { MsFlags::MS_NODEV };
+    sys.mount(Some(&device.path), root, Some(&device.fstype), flags, None).map_err(|e| SysError {
+        op: "mount",
+        target: format!("{device} on {}", root.display()),
+        errno: e.errno,
+    })
 }
 
 fn mount_dev(sys: &dyn Syscall, dev: &Path) -> SysResult {
@@ -230,6 +250,30 @@ mod tests {
         let calls = sys.calls();
         assert!(!calls.iter().any(|c| matches!(c, Call::MountFlags(_))), "{calls:?}");
         assert!(!calls.iter().any(|c| matches!(c, Call::Mount(_, _, _, f, _) if f.contains(MsFlags::MS_REMOUNT))));
+    }
+
+    #[test]
+    fn a_root_device_is_mounted_nodev_as_the_tree_is_bound_then_treated_as_the_tree() {
+        let root = Path::new("/vservers/v1");
+        let device = RootDevice { path: "/dev/loop3".into(), fstype: "ext4".into() };
+        let sys = RecordingSyscall::default();
+        mount_root_device(&sys, &device, root, false).unwrap();
+        let mounted = Call::Mount(Some("/dev/loop3".into()), root.into(), Some("ext4".into()), MsFlags::MS_NODEV, None);
+        assert_eq!(sys.calls(), vec![mounted]);
+        // S_UNSAFE devices: neither the device nor the tree's bind is nodev, as for a directory tree.
+        let sys = RecordingSyscall::default();
+        mount_root_device(&sys, &device, root, true).unwrap();
+        let plain = Call::Mount(Some("/dev/loop3".into()), root.into(), Some("ext4".into()), MsFlags::empty(), None);
+        assert_eq!(sys.calls(), vec![plain]);
+
+        // Then the tree, now the device's file system, is treated as any tree: bound on itself and remounted.
+        let on_device = ContextSpec { root_device: Some(device), ..ContextSpec::sample() };
+        let sys = RecordingSyscall::default();
+        enter_root(&sys, &on_device).unwrap();
+        let calls = sys.calls();
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        assert!(calls.contains(&Call::Mount(Some(root.into()), root.into(), None, bind, None)), "{calls:?}");
+        assert!(!calls.iter().any(|c| matches!(c, Call::Mount(_, t, Some(_), _, _) if t == root)), "{calls:?}");
     }
 
     #[test]

@@ -504,13 +504,35 @@ impl Default for CgroupPlace {
     }
 }
 
+/// A block device whose file system is the vserver's tree (an iSCSI or FC LUN, an RBD image holding ext4),
+/// mounted at start on the tree's directory inside the vserver's own mount namespace only: the host's mount
+/// namespace never sees it, and the kernel unmounts it when the last process of the vserver ends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RootDevice {
+    /// The block device (`/dev/sdb`, `/dev/disk/by-id/...`, `/dev/rbd0`); a symbolic link to one is followed.
+    pub path: PathBuf,
+    /// Its file system type as mount(2) takes it (`ext4`); one the kernel lists in `/proc/filesystems`.
+    pub fstype: String,
+}
+
+impl fmt::Display for RootDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.path.display(), self.fstype)
+    }
+}
+
 /// Everything `isolate` needs to build a running context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContextSpec {
     /// The vserver's name.
     pub name: VserverName,
-    /// Its root directory (`/vservers/NAME`).
+    /// Its root directory (`/vservers/NAME`); with [`ContextSpec::root_device`], the empty directory the
+    /// device is mounted on (inside the vserver's mount namespace only).
     pub root: PathBuf,
+    /// The block device holding its tree, mounted on `root` at start; `None` when the tree is the directory
+    /// `root` itself.
+    #[serde(default)]
+    pub root_device: Option<RootDevice>,
     /// Host name inside (S_HOSTNAME); `None` uses the vserver's name.
     pub hostname: Option<String>,
     /// NIS domain name inside (S_DOMAINNAME); `Some("")` resets it (`none`); `None` keeps the host's.
@@ -552,6 +574,7 @@ impl ContextSpec {
         Self {
             name: VserverName::parse("v1").expect("a valid name"),
             root: "/vservers/v1".into(),
+            root_device: None,
             hostname: None,
             domainname: None,
             network: Network::Private(vec![]),

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::mounts::DeviceNumber;
 use crate::spec::{ContextSpec, VserverName};
 
 /// Reading or writing the run state failed.
@@ -47,6 +48,14 @@ pub struct RunState {
     /// time; `None` for a context started by a release without keepers.
     #[serde(default)]
     pub keeper: Option<(i32, u64)>,
+    /// The number of its root device ([`ContextSpec::root_device`]) when it started, so a stop finds the
+    /// device's mounts even once its path is gone; `None` for a tree that is a directory.
+    #[serde(default)]
+    pub root_device_number: Option<DeviceNumber>,
+    /// The mount namespace of its process 1 (the inode number of `/proc/PID/ns/mnt`), so that a process
+    /// still holding it open after a stop can be named; `None` when it was not recorded.
+    #[serde(default)]
+    pub mount_ns: Option<u64>,
 }
 
 /// How process 1 of a context ended, as its keeper saw it.
@@ -207,6 +216,17 @@ impl RunState {
         Lifecycle::Ended(record.map(|r| r.ending))
     }
 
+    /// The vserver's tree as the host reaches it: its root directory, or, for a tree on a root device
+    /// (mounted in the vserver's own mount namespace only), process 1's root, `/proc/PID/root`. A path
+    /// under the latter resolves inside the tree, but an absolute symbolic link met on the way resolves
+    /// against the host's root: look up with the care a tree on the host needs (never follow links).
+    pub fn tree(&self) -> PathBuf {
+        match self.spec.root_device {
+            None => self.spec.root.clone(),
+            Some(_) => PathBuf::from(format!("/proc/{}/root", self.init_pid)),
+        }
+    }
+
     /// Seconds since the context started.
     pub fn uptime_secs(&self) -> u64 {
         now_ms().saturating_sub(self.started_unix_ms) / 1000
@@ -263,6 +283,7 @@ mod tests {
         let spec = ContextSpec {
             name: name.clone(),
             root: "/vservers/v1".into(),
+            root_device: Some(crate::spec::RootDevice { path: "/dev/loop3".into(), fstype: "ext4".into() }),
             hostname: None,
             domainname: None,
             network: Network::Host,
@@ -283,11 +304,14 @@ mod tests {
             init_start_ticks: process_start_ticks(me).unwrap(),
             started_unix_ms: now_ms(),
             keeper: None,
+            root_device_number: Some(DeviceNumber { major: 7, minor: 3 }),
+            mount_ns: Some(4026531841),
         };
         st.save(dir.path()).unwrap();
         let back = RunState::load(dir.path(), &name).unwrap().unwrap();
         assert_eq!(back, st);
         assert!(back.init_alive());
+        assert_eq!(back.tree(), PathBuf::from(format!("/proc/{me}/root")), "a device's tree, seen from the host");
         RunState::remove(dir.path(), &name).unwrap();
         assert!(RunState::load(dir.path(), &name).unwrap().is_none());
     }
@@ -300,6 +324,8 @@ mod tests {
             "parent":"vservers"}},"init_pid":1,"init_start_ticks":2,"started_unix_ms":3}"#;
         let st: RunState = serde_json::from_str(old).unwrap();
         assert_eq!(st.keeper, None);
+        assert_eq!((st.spec.root_device.clone(), st.root_device_number, st.mount_ns), (None, None, None));
+        assert_eq!(st.tree(), PathBuf::from("/vservers/v1"));
         assert_eq!(st.spec.limits, Default::default());
         assert_eq!(st.spec.relaxed, Default::default());
     }
@@ -334,7 +360,15 @@ mod tests {
         )
         .unwrap();
         // A process 1 that is long gone (pid 0 never names a process).
-        let st = RunState { spec, init_pid: 0, init_start_ticks: 5, started_unix_ms: 1, keeper: Some((0, 1)) };
+        let st = RunState {
+            spec,
+            init_pid: 0,
+            init_start_ticks: 5,
+            started_unix_ms: 1,
+            keeper: Some((0, 1)),
+            root_device_number: None,
+            mount_ns: None,
+        };
         assert_eq!(st.lifecycle(dir.path()), Lifecycle::Ended(None));
         let other = ExitRecord { init_pid: 0, init_start_ticks: 6, ending: Ending::Reboot, at_unix_ms: 2 };
         other.save(dir.path(), &name).unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use isolate::VserverName;
+use isolate::{RootDevice, VserverName};
 
 use crate::agent_client::{self, LifecycleAction};
 use crate::build::{self, BuildOptions, Source};
@@ -13,6 +13,7 @@ use crate::dirs::Dirs;
 use crate::exit;
 use crate::lifecycle::{Host, LifecycleError, Status};
 use crate::model::{EventView, StatusReport, TakeoverRecord, VserverState, VserverStatus};
+use crate::root_device::RootDeviceArgs;
 use crate::services;
 
 const EXIT_CODES: &str = "\
@@ -22,9 +23,11 @@ Exit codes:
   2  bad usage or invalid input (e.g. a name with '/' or '..'); nothing touched
   3  the vserver is not running
   4  the vserver is already running; nothing changed
-  5  no such vserver (no NAME.conf or no tree), or build: it exists already
+  5  no such vserver (no NAME.conf, or no tree: its directory is missing or holds nothing), or build: it
+     exists already
   6  NAME.conf is malformed (the message names file:line)
-  7  refused: the vserver is private, belongs to another host, or root is needed
+  7  refused: the vserver is private, belongs to another host, its root device is mounted on this host
+     already, or root is needed
 exec, suexec, enter and service exit with the code of the command they ran.";
 
 const STAT_EXIT_CODES: &str = "\
@@ -80,11 +83,12 @@ pub struct VserverCli {
 #[derive(Debug, Subcommand)]
 enum Action {
     /// Start the vserver and its runlevel-3 services (or its /sbin/init with S_FLAGS fakeinit).
-    Start,
-    /// Stop its services, then every process left after the timeout.
+    Start(RootDeviceArgs),
+    /// Stop its services, then every process left after the timeout (and, for a vserver on a root device, wait
+    /// until the device is mounted nowhere on this host).
     Stop,
-    /// Stop, then start.
-    Restart,
+    /// Stop, then start (from the root device it ran from, when no --root-device is given).
+    Restart(RootDeviceArgs),
     /// Tell whether it runs (exit 0) or not (exit 3).
     Running,
     /// Open a shell inside it.
@@ -243,23 +247,28 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
     };
     match action {
         // Through this host's agent when one runs, so that the operator's word is recorded as intent.
-        Action::Start => needs_root().unwrap_or_else(|| {
-            agent_client::route(&host.dirs.run_dir, name, LifecycleAction::Start)
-                .unwrap_or_else(|| start(host, name).map_or_else(code, |()| exit::OK))
+        Action::Start(args) => needs_root().unwrap_or_else(|| {
+            let device = args.device();
+            route(host, name, LifecycleAction::Start, device.as_ref())
+                .unwrap_or_else(|| start(host, name, device.as_ref()).map_or_else(code, |()| exit::OK))
         }),
         Action::Stop => needs_root().unwrap_or_else(|| {
             agent_client::route(&host.dirs.run_dir, name, LifecycleAction::Stop)
                 .unwrap_or_else(|| stop(host, name).map_or_else(code, |()| exit::OK))
         }),
-        Action::Restart => needs_root().unwrap_or_else(|| {
-            if let Some(c) = agent_client::route(&host.dirs.run_dir, name, LifecycleAction::Restart) {
+        Action::Restart(args) => needs_root().unwrap_or_else(|| {
+            let device = args.device();
+            if let Some(c) = route(host, name, LifecycleAction::Restart, device.as_ref()) {
                 return c;
             }
+            // Without --root-device, a vserver running from a root device restarts from the same device.
+            let running_on = host.running(name).ok().flatten().and_then(|st| st.spec.root_device);
+            let device = device.or(running_on);
             match stop(host, name) {
                 Ok(()) | Err(LifecycleError::NotRunning(_)) => {}
                 Err(e) => return code(e),
             }
-            start(host, name).map_or_else(code, |()| exit::OK)
+            start(host, name, device.as_ref()).map_or_else(code, |()| exit::OK)
         }),
         Action::Running => match host.running(name) {
             Ok(Some(st)) => {
@@ -342,15 +351,34 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
     }
 }
 
-fn start(host: &Host, name: &VserverName) -> Result<(), LifecycleError> {
-    let report = host.start(name)?;
+/// `vserver NAME start|restart` through this host's agent when one runs: `None` to act here, else the exit
+/// code. A start on a root device never goes through the agent, which would start the vserver without it:
+/// while an agent runs, it is refused.
+fn route(host: &Host, name: &VserverName, action: LifecycleAction, device: Option<&RootDevice>) -> Option<i32> {
+    let Some(device) = device else { return agent_client::route(&host.dirs.run_dir, name, action) };
+    match agent_client::for_cli(&host.dirs.run_dir) {
+        Ok(None) => None,
+        Ok(Some(_)) => {
+            error(format!(
+                "--root-device {device} cannot go through this host's agent, which starts its vservers itself; \
+                 set VSERVER_NO_AGENT=1 to start {name} here without it; nothing was started"
+            ));
+            Some(exit::USAGE)
+        }
+        Err(code) => Some(code),
+    }
+}
+
+fn start(host: &Host, name: &VserverName, device: Option<&RootDevice>) -> Result<(), LifecycleError> {
+    let report = host.start(name, device)?;
     for w in &report.warnings {
         warn(w);
     }
     let st = report.state.as_ref().expect("a started vserver has a state");
     let addrs: Vec<String> = st.spec.network.addresses().map(|a| a.addr.to_string()).collect();
+    let on_device = st.spec.root_device.as_ref().map_or_else(String::new, |d| format!("; root device {d}"));
     println!(
-        "vserver {name} started (process 1 is pid {}; {} start script{}; {})",
+        "vserver {name} started (process 1 is pid {}; {} start script{}; {}{on_device})",
         st.init_pid,
         report.scripts.len(),
         if report.scripts.len() == 1 { "" } else { "s" },
@@ -416,6 +444,10 @@ fn print_status(st: &Status, agent: Option<&VserverStatus>, json: bool) {
     println!("  addresses: {addrs}");
     if let Some(u) = st.uptime_secs {
         println!("  uptime:    {}", human_duration(u));
+    }
+    if let Some(d) = &st.root_device {
+        let number = d.device.map_or_else(String::new, |n| format!(", {n}"));
+        println!("  root:      {} ({}{number}), mounted in its own mount namespace only", d.path.display(), d.fstype);
     }
     if let Some(m) = against_limit(r.memory_bytes, r.memory_limit_bytes) {
         println!("  memory:    {m}");
@@ -505,7 +537,14 @@ fn all(host: &Host, action: &Action, json: bool) -> i32 {
         }
     };
     match action {
-        Action::Start | Action::Stop | Action::Restart => {
+        Action::Start(args) | Action::Restart(args) if args.device().is_some() => {
+            error(format!(
+                "--root-device (or {}) names the device of one vserver: give its NAME, not --all",
+                crate::root_device::DEVICE_ENV
+            ));
+            return exit::USAGE;
+        }
+        Action::Start(_) | Action::Stop | Action::Restart(_) => {
             if let Some(c) = needs_root() {
                 return c;
             }
@@ -519,9 +558,9 @@ fn all(host: &Host, action: &Action, json: bool) -> i32 {
                 let onboot = host.conf(name).map(|(c, _)| c.onboot).unwrap_or(false);
                 if let Some(agent) = &agent {
                     let via = match action {
-                        Action::Start if onboot && !running => Some(LifecycleAction::Start),
+                        Action::Start(_) if onboot && !running => Some(LifecycleAction::Start),
                         Action::Stop if running => Some(LifecycleAction::Stop),
-                        Action::Restart if running => Some(LifecycleAction::Restart),
+                        Action::Restart(_) if running => Some(LifecycleAction::Restart),
                         _ => None,
                     };
                     // The outcome is printed by dispatch.
@@ -531,10 +570,10 @@ fn all(host: &Host, action: &Action, json: bool) -> i32 {
                     continue;
                 }
                 match action {
-                    Action::Start if onboot && !running => report(name, start(host, name)),
+                    Action::Start(_) if onboot && !running => report(name, start(host, name, None)),
                     Action::Stop if running => report(name, stop(host, name)),
-                    Action::Restart if running => {
-                        let r = stop(host, name).and_then(|()| start(host, name));
+                    Action::Restart(_) if running => {
+                        let r = stop(host, name).and_then(|()| start(host, name, None));
                         report(name, r);
                     }
                     _ => {}
@@ -878,7 +917,22 @@ mod tests {
     fn guide_command_lines_parse() {
         let c = VserverCli::try_parse_from(["vserver", "v1", "start"]).unwrap();
         assert_eq!(c.name.as_deref(), Some("v1"));
-        assert!(matches!(c.action, Some(Action::Start)));
+        assert!(matches!(c.action, Some(Action::Start(ref a)) if a.device().is_none()));
+        let c = VserverCli::try_parse_from(["vserver", "v1", "start", "--root-device", "/dev/sdb"]).unwrap();
+        let device = RootDevice { path: "/dev/sdb".into(), fstype: "ext4".into() };
+        assert!(matches!(c.action, Some(Action::Start(ref a)) if a.device() == Some(device.clone())));
+        let c = VserverCli::try_parse_from([
+            "vserver",
+            "v1",
+            "restart",
+            "--root-device",
+            "/dev/sdb",
+            "--root-fstype",
+            "xfs",
+        ])
+        .unwrap();
+        assert!(matches!(c.action, Some(Action::Restart(ref a)) if a.device().is_some_and(|d| d.fstype == "xfs")));
+        assert!(VserverCli::try_parse_from(["vserver", "v1", "stop", "--root-device", "/dev/sdb"]).is_err());
         let c = VserverCli::try_parse_from(["vserver", "v1", "exec", "ps", "-ef"]).unwrap();
         assert!(matches!(c.action, Some(Action::Exec { ref command }) if command == &["ps", "-ef"]));
         let c = VserverCli::try_parse_from(["vserver", "v1", "suexec", "www", "id", "-u"]).unwrap();

@@ -28,24 +28,29 @@ pub const USAGE: i32 = 2;
 pub const NOT_RUNNING: i32 = 3;
 /// The vserver is already running (`start`); nothing was changed.
 pub const ALREADY_RUNNING: i32 = 4;
-/// The vserver does not exist here: no `NAME.conf` or no tree (or, for `build`, it exists already).
+/// The vserver does not exist here: no `NAME.conf` or no tree (a tree directory holding nothing counts as none;
+/// or, for `build`, it exists already).
 pub const UNKNOWN: i32 = 5;
 /// `NAME.conf` is malformed or holds a bad value; the message names file and line.
 pub const CONFIG: i32 = 6;
-/// Refused: the vserver is private (S_FLAGS private), belongs to another host, this host's lease is over, or the
-/// command needs root.
+/// Refused: the vserver is private (S_FLAGS private), belongs to another host, this host's lease is over, its
+/// root device is mounted on this host already, or the command needs root.
 pub const REFUSED: i32 = 7;
 
 /// The exit code for a lifecycle error.
 pub fn for_lifecycle(e: &LifecycleError) -> i32 {
     use isolate::exec::ExecError;
+    use isolate::root_device::RootDeviceError;
     match e {
-        LifecycleError::NoConf { .. } | LifecycleError::NoRoot { .. } => UNKNOWN,
+        LifecycleError::NoConf { .. } | LifecycleError::NoRoot { .. } | LifecycleError::EmptyRoot { .. } => UNKNOWN,
         LifecycleError::Conf(_) => CONFIG,
         LifecycleError::AlreadyRunning(_) => ALREADY_RUNNING,
         LifecycleError::NotRunning(_) | LifecycleError::Exec(ExecError::NotRunning(_)) => NOT_RUNNING,
         LifecycleError::Exec(ExecError::Private(_)) | LifecycleError::LeaseOver { .. } => REFUSED,
         LifecycleError::Context(isolate::context::ContextError::AlreadyRunning(_)) => ALREADY_RUNNING,
+        LifecycleError::Context(isolate::context::ContextError::RootDevice(
+            RootDeviceError::Mounted { .. } | RootDeviceError::Busy { .. },
+        )) => REFUSED,
         _ => FAILED,
     }
 }

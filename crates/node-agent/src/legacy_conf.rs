@@ -483,6 +483,7 @@ impl LegacyConf {
         Ok(ContextSpec {
             name: name.clone(),
             root,
+            root_device: None,
             hostname: self.hostname.clone(),
             domainname: self.domainname.clone(),
             network: self.network()?,

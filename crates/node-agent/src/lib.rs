@@ -15,4 +15,5 @@ pub mod hooks;
 pub mod legacy_conf;
 pub mod lifecycle;
 pub mod model;
+pub mod root_device;
 pub mod services;

@@ -2,13 +2,14 @@
 //! hook, context, runlevel-3 start scripts, post-start hook), stop (pre-stop hook, stop scripts, SIGTERM,
 //! grace, SIGKILL, post-stop hook), and the commands that look into or run inside a vserver.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use isolate::context::{ContextError, StopOptions, StopReport};
 use isolate::exec::{ExecError, ExecOptions};
+use isolate::mounts::DeviceNumber;
 use isolate::spec::ContextSpec;
-use isolate::{RunState, VserverName};
+use isolate::{RootDevice, RunState, VserverName};
 
 use crate::dirs::Dirs;
 use crate::hooks::{self, HookAction, HookError};
@@ -27,12 +28,38 @@ pub enum LifecycleError {
         path: PathBuf,
     },
     /// No tree for this name.
-    #[error("vserver {name} has no root directory: {path} does not exist (build it with `vserver {name} build`)")]
+    #[error(
+        "vserver {name} has no root directory: {path} does not exist (build it with `vserver {name} build`; a \
+         vserver whose tree is on a block device starts with --root-device DEV)"
+    )]
     NoRoot {
         /// The vserver.
         name: VserverName,
         /// The missing directory.
         path: PathBuf,
+    },
+    /// The tree's directory holds no tree, and no root device was given: most likely the empty mount point of a
+    /// vserver on a block device, started without its device.
+    #[error(
+        "vserver {name} cannot start: its root directory {path} holds no tree (it is empty, or holds only the dev \
+         and proc directories a start makes); a vserver whose tree is on a block device needs --root-device DEV \
+         (or VSERVER_ROOT_DEVICE); nothing was started"
+    )]
+    EmptyRoot {
+        /// The vserver.
+        name: VserverName,
+        /// The empty directory.
+        path: PathBuf,
+    },
+    /// The directory a root device is mounted on could not be made.
+    #[error("vserver {name}: cannot make {path}, the mount point of its root device: {source}; nothing was started")]
+    MountPoint {
+        /// The vserver.
+        name: VserverName,
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// `NAME.conf` is malformed or has a bad value.
     #[error(transparent)]
@@ -119,11 +146,32 @@ pub struct Status {
     pub host_network: bool,
     /// Seconds since start.
     pub uptime_secs: Option<u64>,
+    /// The block device its tree is on, while it runs from one; null otherwise.
+    pub root_device: Option<RootDeviceStatus>,
     /// What it holds against its limits (flattened: `tasks`, `pids_limit`, `memory_bytes`...).
     #[serde(flatten)]
     pub resources: Resources,
     /// ONBOOT=yes.
     pub onboot: bool,
+}
+
+/// The root device of a running vserver, as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RootDeviceStatus {
+    /// The device's path, as given at start.
+    pub path: PathBuf,
+    /// Its file system type.
+    pub fstype: String,
+    /// Its device number when it started (`MAJOR:MINOR`, as in `/proc/PID/mountinfo`).
+    pub device: Option<DeviceNumber>,
+}
+
+impl RootDeviceStatus {
+    /// The root device a run state records, if any.
+    pub fn of(state: &RunState) -> Option<Self> {
+        let device = state.spec.root_device.as_ref()?;
+        Some(Self { path: device.path.clone(), fstype: device.fstype.clone(), device: state.root_device_number })
+    }
 }
 
 /// A vserver as a supervisor observes it ([`Host::observe`]).
@@ -151,9 +199,11 @@ pub struct Resources {
     pub memory_bytes: Option<u64>,
     /// Its memory limit (LIMIT_MEMORY: RAM and swap together), in bytes.
     pub memory_limit_bytes: Option<u64>,
-    /// Bytes its tree holds, by its project quota (when its file system accounts them).
+    /// Bytes its tree holds, by its project quota (when its file system accounts them); for a tree on a root
+    /// device, the bytes used on the device's file system (while it runs).
     pub disk_bytes: Option<u64>,
-    /// Its disk quota (LIMIT_DISK), in bytes.
+    /// Its disk quota (LIMIT_DISK), in bytes; for a tree on a root device, the size of the device's file system
+    /// (while it runs).
     pub disk_limit_bytes: Option<u64>,
     /// Its CPU weight (CPU_WEIGHT, 1..10000); null for the default (100).
     pub cpu_weight: Option<u32>,
@@ -162,23 +212,27 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// What a vserver with `spec` holds: from `cgroups` and its tree's quota when it runs, its conf's limits
-    /// (and its tree's disk usage) when it does not.
-    pub fn read(spec: &ContextSpec, cgroups: &isolate::cgroup::Cgroups, running: bool) -> Self {
-        let disk = isolate::quota::usage(&spec.root);
+    /// What a vserver with `spec` holds: from `cgroups` and its tree's quota (or its root device's file system)
+    /// when it runs (`running` is its run state), its conf's limits (and its tree's disk usage) when it does not.
+    pub fn read(spec: &ContextSpec, cgroups: &isolate::cgroup::Cgroups, running: Option<&RunState>) -> Self {
+        let disk = match (&spec.root_device, running) {
+            (None, _) => isolate::quota::usage(&spec.root).map(|d| (d.bytes, d.limit)),
+            (Some(_), Some(state)) => file_system_usage(&state.tree()),
+            (Some(_), None) => None,
+        };
         let mut r = Self {
-            disk_bytes: disk.map(|d| d.bytes),
+            disk_bytes: disk.map(|(bytes, _)| bytes),
             cpu_weight: spec.limits.cpu_weight,
             io_weight: spec.limits.io_weight,
             ..Self::default()
         };
-        if running {
+        if running.is_some() {
             let usage = cgroups.usage();
             r.tasks = usage.tasks;
             r.pids_limit = usage.tasks_max;
             r.memory_bytes = usage.memory_bytes;
             r.memory_limit_bytes = usage.memory_max;
-            r.disk_limit_bytes = disk.and_then(|d| d.limit);
+            r.disk_limit_bytes = disk.and_then(|(_, limit)| limit);
         } else {
             r.pids_limit = spec.nproc;
             r.memory_limit_bytes = spec.limits.memory;
@@ -186,6 +240,21 @@ impl Resources {
         }
         r
     }
+}
+
+/// Bytes used on the file system holding `path`, and its size (statvfs).
+fn file_system_usage(path: &Path) -> Option<(u64, Option<u64>)> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    let block = st.fragment_size();
+    let used = st.blocks().saturating_sub(st.blocks_free()).saturating_mul(block);
+    Some((used, Some(st.blocks().saturating_mul(block))))
+}
+
+/// Whether `root` holds no tree: nothing in it but what a start makes there itself (`dev`, `proc`) and what
+/// `mkfs` makes (`lost+found`). The mount point of a vserver on a block device looks like that.
+fn holds_no_tree(root: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else { return false };
+    entries.flatten().all(|e| matches!(e.file_name().to_str(), Some("dev" | "proc" | "lost+found")))
 }
 
 /// How a vserver's network reads in one line: its addresses, `loopback only`, or `host network`.
@@ -266,11 +335,51 @@ impl Host {
         Ok(addrs.iter().map(|(dev, a)| format!("{dev}:{a}")).collect())
     }
 
-    /// Starts a vserver and its services.
-    pub fn start(&self, name: &VserverName) -> Result<StartReport, LifecycleError> {
-        let (spec, _conf, warnings) = self.spec(name)?;
+    /// Starts a vserver and its services; its tree is the directory `VSERVERS_DIR/NAME`, or, with
+    /// `root_device`, the file system of that block device, mounted on that directory (made when missing)
+    /// inside the vserver's mount namespace only.
+    pub fn start(&self, name: &VserverName, root_device: Option<&RootDevice>) -> Result<StartReport, LifecycleError> {
+        let root = self.dirs.root(name);
+        let made = match root_device {
+            Some(_) if !root.exists() => {
+                self.conf(name)?;
+                std::fs::create_dir(&root).map_err(|source| LifecycleError::MountPoint {
+                    name: name.clone(),
+                    path: root.clone(),
+                    source,
+                })?;
+                true
+            }
+            _ => false,
+        };
+        let started = self.start_on(name, root_device);
+        if made && started.is_err() {
+            // Only the empty directory made above: a refused start leaves nothing behind.
+            let _ = std::fs::remove_dir(&root);
+        }
+        started
+    }
+
+    fn start_on(&self, name: &VserverName, root_device: Option<&RootDevice>) -> Result<StartReport, LifecycleError> {
+        let (mut spec, _conf, mut warnings) = self.spec(name)?;
         if self.running(name)?.is_some() {
             return Err(LifecycleError::AlreadyRunning(name.clone()));
+        }
+        match root_device {
+            None if holds_no_tree(&spec.root) => {
+                return Err(LifecycleError::EmptyRoot { name: name.clone(), path: spec.root.clone() });
+            }
+            None => {}
+            Some(device) => {
+                if std::fs::read_dir(&spec.root).is_ok_and(|mut e| e.next().is_some()) {
+                    warnings.push(format!(
+                        "root device {device} is mounted over {}, which is not empty: the vserver does not see \
+                         what that directory holds",
+                        spec.root.display()
+                    ));
+                }
+                spec.root_device = Some(device.clone());
+            }
         }
         if let isolate::lease::HostLease::Until(end) = isolate::lease::read(&self.dirs.run_dir) {
             let now = isolate::lease::boottime_ms();
@@ -301,7 +410,7 @@ impl Host {
             },
         )?;
         if !spec.flags.fakeinit {
-            for script in services::start_scripts(&spec.root) {
+            for script in services::start_scripts(&state.tree()) {
                 let argv = vec![script.display().to_string(), "start".to_string()];
                 let opts = self.script_options(name, Some(self.start_timeout));
                 let console = isolate::context::console_path(&self.dirs.run_dir, name);
@@ -352,7 +461,7 @@ impl Host {
         if !alive && cg.procs()?.is_empty() {
             // Clean a stale record of a context that died on its own.
             if state.is_some() {
-                isolate::stop(&spec, &self.dirs.run_dir, &StopOptions { grace: Duration::ZERO })?;
+                isolate::stop(&spec, &self.dirs.run_dir, &self.stop_options(Duration::ZERO))?;
             }
             return Err(LifecycleError::NotRunning(name.clone()));
         }
@@ -362,7 +471,7 @@ impl Host {
             warnings.push(format!("{e} (stopping anyway)"));
         }
         if let (Some(state), false) = (state.as_ref().filter(|_| alive), spec.flags.fakeinit) {
-            for script in services::start_scripts(&spec.root).into_iter().rev() {
+            for script in services::start_scripts(&state.tree()).into_iter().rev() {
                 let argv = vec![script.display().to_string(), "stop".to_string()];
                 let opts = self.script_options(name, Some(self.grace.max(Duration::from_secs(1))));
                 match isolate::exec::exec(state, &argv, &opts) {
@@ -372,11 +481,17 @@ impl Host {
                 }
             }
         }
-        let report = isolate::stop(&spec, &self.dirs.run_dir, &StopOptions { grace: self.grace })?;
+        let report = isolate::stop(&spec, &self.dirs.run_dir, &self.stop_options(self.grace))?;
         if let Err(e) = hooks::run(&hook, HookAction::PostStop, name, &spec.root) {
             warnings.push(e.to_string());
         }
         Ok((report, warnings))
+    }
+
+    /// How a stop proceeds: `grace` between SIGTERM and SIGKILL, then, for a vserver on a root device, up to
+    /// [`isolate::root_device::RELEASE_TIMEOUT`] until the device is mounted nowhere on this host.
+    fn stop_options(&self, grace: Duration) -> StopOptions {
+        StopOptions { grace, release: isolate::root_device::RELEASE_TIMEOUT }
     }
 
     /// How the vserver's own start and stop scripts run: allowed under `private`, stdin from /dev/null,
@@ -429,7 +544,8 @@ impl Host {
             addresses,
             host_network: matches!(network, isolate::spec::Network::Host),
             uptime_secs: state.as_ref().map(RunState::uptime_secs),
-            resources: Resources::read(&spec, &cg, state.is_some()),
+            root_device: state.as_ref().and_then(RootDeviceStatus::of),
+            resources: Resources::read(&spec, &cg, state.as_ref()),
             onboot: conf.onboot,
         })
     }

@@ -13,4 +13,5 @@ mod lifecycle;
 mod limits;
 mod network;
 mod reboot;
+mod root_device;
 mod seccomp;
