@@ -84,20 +84,41 @@ fn block_on_h0<'lab>(lab: &'lab Lab, prefix: &str, fence: bool) -> Setup<'lab> {
 }
 
 /// The writer's log as the vserver on host `i` sees it (its tree is the device, mounted in its namespace).
-fn log_on(lab: &Lab, i: usize, name: &str) -> String {
-    let out = vserver(lab, i, &[name, "exec", "cat", "/data/log"], true);
+fn log_on(lab: &Lab, i: usize, s: &Setup) -> String {
+    let out = vserver(lab, i, &[&s.name, "exec", "cat", "/data/log"], true);
+    assert!(out.status.success(), "reading the log on h{i}: {}\nlogs:\n{}", text(&out), logs(s));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits until `to` runs the vserver and its writer goes on there; then no acknowledged write is missing.
 fn check_moved(lab: &Lab, s: &Setup, to: usize, what: &str) {
+    // Started there (its start done, not only begun): from then on only it writes, the old owner being fenced.
+    let running = || vserver(lab, to, &[&s.name, "status"], true).status.success();
+    let ran = wait_for(Duration::from_secs(40), running);
+    assert!(ran.is_some(), "{what}: h{to} runs it; logs:\n{}", logs(s));
     let before = s.acks.high();
-    let ran = wait_for(Duration::from_secs(40), || lab.hosts[to].runs(&s.name));
-    assert!(ran.is_some(), "{what}: h{to} runs it; log:\n{}", s.agents.log(to));
-    assert!(s.acks.wait_past(before), "{what}: the writer goes on on h{to}; log:\n{}", s.agents.log(to));
+    assert!(s.acks.wait_past(before), "{what}: the writer goes on on h{to}; logs:\n{}", logs(s));
     let acked = s.acks.high();
-    let log = log_on(lab, to, &s.name);
-    assert_eq!(missing(&log, acked), Vec::<u64>::new(), "{what}: acknowledged writes lost (of {acked})");
+    let log = log_on(lab, to, s);
+    let lost = missing(&log, acked);
+    assert!(
+        lost.is_empty(),
+        "{what}: {} acknowledged writes lost (of {acked}): {lost:?}\nh{to}'s log:\n{log}\nlogs:\n{}",
+        lost.len(),
+        logs(s)
+    );
+}
+
+/// Every agent's log without the Raft library's lines, for a failure's message.
+fn logs(s: &Setup) -> String {
+    (0..3)
+        .map(|i| {
+            let log = s.agents.log(i);
+            let ours: Vec<&str> = log.lines().filter(|l| !l.contains("openraft")).collect();
+            format!("--- h{i}:\n{}", ours.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn assert_never_mounted_twice(seen: &Mounted) {
@@ -105,12 +126,22 @@ fn assert_never_mounted_twice(seen: &Mounted) {
     assert!(seen.most_at_once <= 1, "the device was mounted in two namespaces at once: {:?}", seen.overlaps);
 }
 
-/// Host `i` back from a power-off or a crash: its link up, its watchdog and agent started.
-fn power_on(lab: &Lab, s: &mut Setup, i: usize) {
+/// Host `i` back from a power-off or a crash: its link up, its watchdog and agent started; it sets its old
+/// copy aside, and the owner (host `owner`) syncs the conf to it, so that it is a standby with a replica again.
+fn power_on(lab: &Lab, s: &mut Setup, i: usize, owner: usize) {
     lab.set_link(i, true).unwrap();
     s.dogs.spawn(i).unwrap();
     s.agents.spawn(i).unwrap();
-    assert!(wait_for(PATIENCE, || all_alive(&s.agents, 3)).is_some(), "h{i} is back; log:\n{}", s.agents.log(i));
+    assert!(wait_for(PATIENCE, || all_alive(&s.agents, 3)).is_some(), "h{i} is back; logs:\n{}", logs(s));
+    let conf = lab.hosts[i].conf_dir.join(format!("{}.conf", s.name));
+    assert!(wait_for(PATIENCE, || !conf.exists()).is_some(), "h{i} set its copy aside; logs:\n{}", logs(s));
+    let out = vserver(lab, owner, &[&s.name, "sync"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    // The voters promised the coordinator not to acknowledge it while its vservers were taken over: it holds a
+    // lease again once that promise has run out. Until then it is no majority's member.
+    let lease = || s.agents.status(i).ok().and_then(|st| st["failover"]["lease_remaining_ms"].as_u64());
+    let held = wait_for(PATIENCE * 2, || lease().is_some_and(|left| left > 0));
+    assert!(held.is_some(), "h{i} holds its lease again; logs:\n{}", logs(s));
 }
 
 #[test]
@@ -137,12 +168,12 @@ fn a_vserver_on_a_shared_device_moves_by_migrate_crash_cut_and_pause_behind_the_
     lab.hosts[1].kill_vservers();
     lab.set_link(1, false).unwrap();
     check_moved(&lab, &s, 0, "crash");
-    power_on(&lab, &mut s, 1);
+    power_on(&lab, &mut s, 1, 0);
 
     // h0 cut off: the fence hook switches it off, h1 takes over.
     lab.set_link(0, false).unwrap();
     check_moved(&lab, &s, 1, "cut");
-    power_on(&lab, &mut s, 0);
+    power_on(&lab, &mut s, 0, 1);
 
     // h1's agent paused: the fence hook switches h1 off (the paused agent with it), h0 takes over.
     signal(&s.agents, 1, nix::sys::signal::Signal::SIGSTOP);

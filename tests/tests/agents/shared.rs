@@ -79,9 +79,10 @@ fn links(lab: &Lab, i: usize, name: &str) -> Vec<PathBuf> {
 /// Waits until `to` runs the vserver and the writer goes on there past what was acknowledged before; then no
 /// acknowledged write is missing from the shared tree.
 fn check_moved(lab: &Lab, agents: &Agents, name: &str, to: usize, tree: &Path, acks: &Acks, what: &str) {
-    let before = acks.high();
-    let ran = wait_for(Duration::from_secs(30), || lab.hosts[to].runs(name));
+    let running = || vserver(lab, to, &[name, "status"], true).status.success();
+    let ran = wait_for(Duration::from_secs(30), running);
     assert!(ran.is_some(), "{what}: h{to} runs it; log:\n{}", agents.log(to));
+    let before = acks.high();
     assert!(acks.wait_past(before), "{what}: the writer goes on on h{to}; log:\n{}", agents.log(to));
     assert_eq!(links(lab, to, name).len(), 2, "{what}: h{to} reaches it through its links");
     let acked = acks.high();

@@ -113,7 +113,12 @@ fn restart_status_suexec_service_and_enter_work_like_the_guide() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{}", text(&out));
     let out = f.vserver(&["service", "web", "stop"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(!f.lab.client.tcp_connect_ok(f.addr, 80, Duration::from_millis(300)), "httpd stopped");
+    // The service's stop sends SIGTERM (busybox killall): httpd is gone a moment later, not at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while f.lab.client.tcp_connect_ok(f.addr, 80, Duration::from_millis(300)) {
+        assert!(std::time::Instant::now() < deadline, "httpd stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(f.vserver(&["service", "../../bin/sh", "start"]).status.code(), Some(2));
     assert_eq!(f.exec(&["sh", "-c", "exit 0"]), "");
     assert_eq!(f.vserver(&["exec", "sh", "-c", "exit 42"]).status.code(), Some(42), "exec passes the exit code on");

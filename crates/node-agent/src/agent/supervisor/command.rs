@@ -52,6 +52,9 @@ impl VserverCommand {
         cmd.arg(name.as_str())
             .arg(action)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // Not the agent's own, if it has them: a vserver's start gets its device from the cluster's file.
+            .env_remove(crate::root_device::DEVICE_ENV)
+            .env_remove(crate::root_device::FSTYPE_ENV)
             .envs(self.root_device_env(name))
             // Its default log level, so that its stderr holds its messages only.
             .env_remove("VSERVER_LOG")
@@ -78,8 +81,9 @@ impl VserverCommand {
     /// The root device of `name` as the `vserver` command takes it, if its tree is on one.
     fn root_device_env(&self, name: &VserverName) -> Vec<(&'static str, OsString)> {
         match self.root_devices.get(name) {
-            Some((device, fstype)) => {
-                vec![("VSERVER_ROOT_DEVICE", device.clone().into()), ("VSERVER_ROOT_FSTYPE", fstype.into())]
+            Some((path, fstype)) => {
+                let device = isolate::RootDevice { path: path.clone(), fstype: fstype.clone() };
+                crate::root_device::env(&device).to_vec()
             }
             None => Vec::new(),
         }
