@@ -105,13 +105,13 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
-    /// Each data path under a steady writer inside the vserver (rounds of 20 files of 4 KiB and 1 MiB
+    /// Each data path (block: a loop device behind the lab's power fence) under a steady writer inside the vserver (rounds of 20 files of 4 KiB and 1 MiB
     /// appended, each made durable, 10 a second at most), in a lab of three hosts: the first standby's lag
     /// (p50, p99), the acknowledged writes a crash of the primary loses, and the writer's rounds a second as a
     /// ratio to a vserver with no standby. About a minute per data path.
     Data {
         /// The data paths, comma-separated (none, the writer's baseline, always runs first).
-        #[arg(long, value_delimiter = ',', default_value = "periodic,continuous,shared")]
+        #[arg(long, value_delimiter = ',', default_value = "periodic,continuous,shared,block")]
         modes: Vec<crate::bench::DataMode>,
         /// Seconds of writing measured per data path, before the crash.
         #[arg(long, default_value_t = 30)]

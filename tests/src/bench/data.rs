@@ -11,8 +11,8 @@
 //! ratio to the same writer on a vserver with no replication (`none`: no standby).
 //!
 //! - **Lag**: every 100 ms the bench reads the highest number in the first standby's current copy of
-//!   `/data/log` (its replica's current generation; for `shared`, the shared tree itself, which is the copy a
-//!   takeover starts from) and takes the lag as the age of the oldest acknowledged round missing from it (0
+//!   `/data/log` (its replica's current generation; for `shared` and `block` the copy a takeover starts from is
+//!   the running tree itself: 0) and takes the lag as the age of the oldest acknowledged round missing from it (0
 //!   when none is). p50 and p99 over the window.
 //! - **Crash**: at the end of the window the primary crashes (agent, watchdog and vservers killed, link
 //!   down); the writer goes on from the last number its new owner's tree holds, and says so at `/www/resumed`
@@ -85,6 +85,8 @@ pub enum Mode {
     Continuous,
     /// A directory every host reaches.
     Shared,
+    /// A block device every host reaches (a loop device here), behind the lab's power fence.
+    Block,
 }
 
 impl Mode {
@@ -94,6 +96,7 @@ impl Mode {
             Mode::Periodic => "periodic",
             Mode::Continuous => "continuous",
             Mode::Shared => "shared",
+            Mode::Block => "block",
         }
     }
 }
@@ -172,7 +175,7 @@ impl DataReport {
             ));
         }
         out.push_str(
-            "targets: continuous lag p99 under 1000 ms; shared 0 lost; each path's writer at least 0.9 of none's\n",
+            "targets: continuous lag p99 under 1000 ms; shared and block 0 lost; each path's writer at least 0.9 of none's\n",
         );
         out
     }
@@ -231,15 +234,31 @@ fn run_mode(mode: Mode, opts: &DataOptions, cancel: &AtomicBool) -> Result<ModeR
     let tree = vservers_dir.join(&name);
     crate::bench::install_httpd_service(&tree, "data")?;
     install_writer(&tree)?;
+    // The block path: the tree moved onto a loop device, h0 keeping an empty mount point.
+    let device = match mode {
+        Mode::Block => Some(onto_device(&lab, &tree)?),
+        _ => None,
+    };
     let data = match mode {
         Mode::None => String::new(),
         Mode::Periodic => format!("interval_secs = {}\n", opts.interval_secs),
         Mode::Continuous => format!("data = \"continuous\"\ninterval_secs = {}\n", opts.interval_secs.max(60)),
         Mode::Shared => format!("data = \"shared\"\nshared_dir = \"{}\"\n", shared.display()),
+        Mode::Block => {
+            let path = &device.as_ref().expect("made above").path;
+            format!("data = \"block\"\ndevice = \"{}\"\ninterval_secs = {}\n", path.display(), opts.interval_secs)
+        }
     };
     let standbys = if mode == Mode::None { "" } else { "\"h1\", \"h2\"" };
     let cluster = format!("[vservers.{name}]\nprimary = \"h0\"\nstandbys = [{standbys}]\n{data}");
-    let mut agents = Agents::form(&lab, Timing::default(), Some(&cluster), |_| String::new())?;
+    let hook = match mode {
+        Mode::Block => {
+            let script = crate::blockdev::power_fence(&lab, &lab.dir().join("fenced.log"))?;
+            format!("[takeover]\nfence_hook = \"{}\"\n", script.display())
+        }
+        _ => String::new(),
+    };
+    let mut agents = Agents::form(&lab, Timing::default(), Some(&cluster), |_| hook.clone())?;
     let alive = || (1..3).all(|i| agents.peer_state(0, i).as_deref() == Some("alive"));
     if wait_for(Duration::from_secs(30), alive).is_none() {
         bail!("the agents did not see each other alive; log of h0:\n{}", agents.log(0));
@@ -265,17 +284,26 @@ fn run_mode(mode: Mode, opts: &DataOptions, cancel: &AtomicBool) -> Result<ModeR
             bail!("h1 got no complete copy; log of h0:\n{}", agents.log(0));
         }
     }
+    if mode == Mode::Block {
+        // The standbys need the conf to take it over.
+        let out = lab.hosts[0].command(&bin).args([&name, "sync"]).output()?;
+        if !out.status.success() {
+            bail!("syncing the conf: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
     // The window: the writer's rounds, and the lag sampled every 100 ms.
     let began = (Instant::now(), acks.high());
     let mut lags = Vec::new();
     while began.0.elapsed() < Duration::from_secs(opts.secs) {
         check(cancel)?;
-        if mode != Mode::None {
-            let copy = match mode {
-                Mode::Shared => tree.join("data/log"),
-                _ => replica_log(&lab, 1, &name),
-            };
-            lags.push(acks.lag(replica_high(&copy).unwrap_or(0)).as_secs_f64() * 1000.0);
+        match mode {
+            Mode::None => {}
+            // The copy a takeover starts from is the running tree itself.
+            Mode::Shared | Mode::Block => lags.push(0.0),
+            Mode::Periodic | Mode::Continuous => {
+                let high = replica_high(&replica_log(&lab, 1, &name)).unwrap_or(0);
+                lags.push(acks.lag(high).as_secs_f64() * 1000.0);
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -325,6 +353,20 @@ fn run_mode(mode: Mode, opts: &DataOptions, cancel: &AtomicBool) -> Result<ModeR
     report.lost_rounds = Some(lost);
     report.lost_bytes = Some(lost * ROUND_BYTES);
     Ok(report)
+}
+
+/// Moves the tree at `tree` onto a new ext4 loop device under the lab's directory; `tree` stays, empty, as the
+/// mount point.
+fn onto_device(lab: &Lab, tree: &Path) -> Result<crate::blockdev::LoopDevice> {
+    let device = crate::blockdev::LoopDevice::ext4(lab.dir(), 2048)?;
+    device.with_mounted(&lab.dir().join("fill"), |mnt| {
+        let out = std::process::Command::new("cp").arg("-a").arg(tree.join(".")).arg(mnt).output()?;
+        anyhow::ensure!(out.status.success(), "cp: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    })?;
+    std::fs::remove_dir_all(tree)?;
+    std::fs::create_dir(tree)?;
+    Ok(device)
 }
 
 /// Installs the writer into the tree at `root`.
