@@ -863,9 +863,12 @@ fn fences_are_not_crashes_they_are_counted_apart_and_never_end_in_error() {
     let v = vs(&agents).unwrap();
     assert_eq!(v["state"], "running", "never in error: {v}");
     assert_eq!(v["restarts"], 0, "a fence is not a crash: {v}");
-    assert_eq!(v["fenced_unix_ms"].as_array().map(Vec::len), Some(4), "{v}");
+    // Four fences caused; a busy machine that starves h0 past its lease adds one more, counted alike.
+    let fences = v["fences"].as_u64().unwrap();
+    assert!(fences >= 4, "{v}");
+    assert_eq!(v["fenced_unix_ms"].as_array().map(|a| a.len() as u64), Some(fences), "{v}");
     let metrics = agents.get(0, 0, "/metrics").unwrap().body;
-    assert!(metrics.contains(&format!("vserver_fences{{vserver=\"{name}\"}} 4")), "{metrics}");
+    assert!(metrics.contains(&format!("vserver_fences{{vserver=\"{name}\"}} {fences}")), "{metrics}");
 }
 
 #[test]
