@@ -57,6 +57,9 @@ const LONG_EXACT: &[&str] = &[
     "--delete-delay",
     "--delete-after",
     "--delete-excluded",
+    // Continuous replication's batches: a listed path the sender no longer has is removed from the replica,
+    // as --delete would remove it.
+    "--delete-missing-args",
     "--numeric-ids",
     "--ignore-errors",
     "--force",

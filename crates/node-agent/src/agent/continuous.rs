@@ -1,0 +1,610 @@
+//! Continuous replication (`data = "continuous"`), on the primary: while this host owns and runs such a
+//! vserver, a watch of its tree ([`super::treewatch`]) collects the paths that change, and every `batch` (when
+//! anything changed) one batch goes to each standby through the replica session of the periodic syncs: a
+//! session, an rsync pass of the changed paths alone (`--files-from`), the conf in the commit, the commit. So a
+//! standby's replica advances by whole batches only.
+//!
+//! **Which paths a batch carries.** A standby fills the generation that is not current, which holds the copy
+//! of the commit before the current one: one batch behind. So a batch to a standby carries the paths of the
+//! batch before it to that standby as well as its own ([`Lane`]). What a lane does not know (at the start of a
+//! watch, after lost events, a failed batch, a standby that was dead, or a sync made by someone else) it gets
+//! by a full pass of the whole tree (`sync_to`, as the periodic loop runs it), which also runs at the vserver's
+//! interval anyway. A full pass leaves the other generation as unknown as before unless the lane knew what
+//! changed since the current one, so a lane may need two full passes before batches of paths go again.
+//!
+//! **Pace.** Rounds of batches start at least `batch` apart, whatever the writers do; a standby whose pass
+//! failed is tried again after a growing delay. Rounds hold the vserver's lock (`vserver_lock`), as syncs
+//! and migrates do, so none of them overlap; the periodic loop leaves a watched vserver to its watch.
+//!
+//! **Lag.** Per standby, the time since the oldest change that is not committed there yet was seen (0 when
+//! none is pending), and when the last batch committed: in the status, the metrics and the status page.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use isolate::VserverName;
+use tokio::time::Instant;
+
+use super::replication::{now_ms, Listed, Passes, Replication};
+use super::treewatch::{Change, TreeWatch};
+use crate::model::PeerState;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// More changed paths than this pending for a standby, and a full pass is cheaper than the list.
+pub const MAX_LISTED: usize = 50_000;
+
+/// The first delay before a standby whose pass failed is tried again; it doubles at each failure in a row.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest delay between two tries of a failing standby.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How often the watch looks again at which standbys are alive when nothing else wakes it.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// How often the agent looks at which vservers to watch, and how long a watch that could not be set up waits
+/// before it is tried again.
+const FOLLOW: Duration = Duration::from_secs(1);
+const SETUP_RETRY: Duration = Duration::from_secs(60);
+
+/// What a standby's replica needs next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// A pass over the whole tree.
+    Full,
+    /// A pass over these paths (relative to the tree).
+    Paths(BTreeSet<PathBuf>),
+}
+
+/// One standby's replica of a watched vserver, as the primary knows it. Paths are relative to the tree.
+#[derive(Debug, Clone)]
+pub struct Lane {
+    /// What may differ between the standby's other generation (the one the next session fills) and its current
+    /// one: the paths of the last session committed there. `None`: not known.
+    other: Option<BTreeSet<PathBuf>>,
+    /// What changed in the tree since the copy in the current generation began. `None`: not known.
+    unshipped: Option<BTreeSet<PathBuf>>,
+    /// When the oldest change not in the current generation was seen, ms since the epoch.
+    oldest_ms: Option<u64>,
+    /// The session under way: what it carries, and when its oldest change was seen.
+    in_flight: Option<(Option<BTreeSet<PathBuf>>, Option<u64>)>,
+    /// The generation the next session should fill (the one that is not current), when known.
+    expect: Option<String>,
+    /// When the last full pass began (the next one is due an interval later).
+    last_full: Option<Instant>,
+    /// After a failure: not tried again before then; and the failures in a row.
+    retry_at: Option<Instant>,
+    failures: u32,
+    /// Sessions with the standby that ended, as the replication reports counted them after this lane's last
+    /// one: a different count means someone else synced it.
+    sessions_seen: Option<u64>,
+    /// When the last session committed, ms since the epoch, and how many committed.
+    last_commit_ms: Option<u64>,
+    commits: u64,
+}
+
+impl Lane {
+    /// A lane that knows nothing of the standby's replica yet; its changes count from `since_ms`.
+    pub fn new(since_ms: u64) -> Self {
+        Lane {
+            other: None,
+            unshipped: None,
+            oldest_ms: Some(since_ms),
+            in_flight: None,
+            expect: None,
+            last_full: None,
+            retry_at: None,
+            failures: 0,
+            sessions_seen: None,
+            last_commit_ms: None,
+            commits: 0,
+        }
+    }
+
+    /// Paths changed, seen at `at_ms`.
+    pub fn seen<'a>(&mut self, paths: impl IntoIterator<Item = &'a PathBuf>, at_ms: u64) {
+        let mut any = false;
+        if let Some(u) = &mut self.unshipped {
+            for p in paths {
+                any |= u.insert(p.clone());
+            }
+            if u.len() > MAX_LISTED {
+                self.unshipped = None;
+            }
+        } else {
+            any = true;
+        }
+        if any {
+            self.oldest_ms.get_or_insert(at_ms);
+        }
+    }
+
+    /// Changes were lost (seen at `at_ms`): what differs from the current generation is no longer known.
+    pub fn lost(&mut self, at_ms: u64) {
+        self.unshipped = None;
+        self.oldest_ms.get_or_insert(at_ms);
+    }
+
+    /// The standby was not reached (dead, or not heard yet): it gets a full pass when it is back.
+    pub fn forget_other(&mut self) {
+        self.other = None;
+    }
+
+    /// Someone else synced the standby: neither generation is known.
+    pub fn forget_all(&mut self) {
+        self.other = None;
+        self.unshipped = None;
+        self.expect = None;
+    }
+
+    /// Whether something changed that the standby's current generation does not have (or may not).
+    pub fn pending(&self) -> bool {
+        self.unshipped.as_ref().is_none_or(|u| !u.is_empty())
+    }
+
+    /// When this lane wants a session next: now if something is pending, else when its full pass is due; not
+    /// before the delay after a failure.
+    pub fn ready_at(&self, now: Instant, interval: Duration) -> Instant {
+        let wanted = if self.pending() { now } else { self.last_full.map_or(now, |t| t + interval) };
+        self.retry_at.map_or(wanted, |r| r.max(wanted))
+    }
+
+    /// What the next session should carry, if one is wanted at `now`.
+    pub fn plan(&self, now: Instant, interval: Duration) -> Option<Plan> {
+        if self.ready_at(now, interval) > now {
+            return None;
+        }
+        let full_due = self.last_full.is_none_or(|t| now >= t + interval);
+        match (&self.other, &self.unshipped) {
+            (Some(other), Some(unshipped)) if !full_due => Some(Plan::Paths(other | unshipped)),
+            _ => Some(Plan::Full),
+        }
+    }
+
+    /// A session begins now: what it carries stops being pending (changes from now on are the next
+    /// session's).
+    pub fn take(&mut self, plan: &Plan, now: Instant) {
+        let carried = self.unshipped.replace(BTreeSet::new());
+        self.in_flight = Some((carried, self.oldest_ms.take()));
+        if *plan == Plan::Full {
+            self.last_full = Some(now);
+        }
+    }
+
+    /// The session committed at `at_ms`, filling `generation`.
+    pub fn committed(&mut self, generation: &str, at_ms: u64) {
+        let (carried, _) = self.in_flight.take().unwrap_or_default();
+        // The generation now other was current: it lacks what this session carried, if the lane knew that and
+        // the standby filled the generation expected (else the other one is not what the lane thinks).
+        let as_expected = self.expect.as_deref().is_none_or(|g| g == generation);
+        self.other = if as_expected { carried } else { None };
+        self.expect = Some(if generation == "a" { "b" } else { "a" }.to_string());
+        self.retry_at = None;
+        self.failures = 0;
+        self.last_commit_ms = Some(at_ms);
+        self.commits += 1;
+    }
+
+    /// The session failed (at `now`): the other generation may hold part of it, and what it carried is pending
+    /// again.
+    pub fn failed(&mut self, now: Instant) {
+        let (carried, oldest) = self.in_flight.take().unwrap_or_default();
+        self.other = None;
+        self.unshipped = match (carried, self.unshipped.take()) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        self.oldest_ms = [oldest, self.oldest_ms].into_iter().flatten().min();
+        let delay = RETRY_FIRST.saturating_mul(1 << self.failures.min(5)).min(RETRY_MAX);
+        self.failures += 1;
+        self.retry_at = Some(now + delay);
+        // A full pass that failed does not count as one.
+        self.last_full = None;
+    }
+
+    /// Ms since the oldest change not committed on the standby was seen (0 when none is pending).
+    pub fn lag_ms(&self, now_ms: u64) -> u64 {
+        let in_flight = self.in_flight.as_ref().and_then(|(_, t)| *t);
+        [in_flight, self.oldest_ms].into_iter().flatten().min().map_or(0, |t| now_ms.saturating_sub(t))
+    }
+}
+
+/// What the status shows of one standby's lane.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaneView {
+    /// When the oldest change not committed on the standby was seen, ms since the epoch.
+    pub oldest_pending_unix_ms: Option<u64>,
+    /// When the last session committed, ms since the epoch.
+    pub last_commit_unix_ms: Option<u64>,
+    /// Sessions committed since the watch began.
+    pub batches: u64,
+}
+
+impl LaneView {
+    fn of(lane: &Lane) -> Self {
+        let in_flight = lane.in_flight.as_ref().and_then(|(_, t)| *t);
+        LaneView {
+            oldest_pending_unix_ms: [in_flight, lane.oldest_ms].into_iter().flatten().min(),
+            last_commit_unix_ms: lane.last_commit_ms,
+            batches: lane.commits,
+        }
+    }
+
+    /// Ms since the oldest pending change was seen, at `now_ms` (0 when none is pending).
+    pub fn lag_ms(&self, now_ms: u64) -> u64 {
+        self.oldest_pending_unix_ms.map_or(0, |t| now_ms.saturating_sub(t))
+    }
+}
+
+/// Continuous replication's state on this host, for the status: the vservers watched and their lanes.
+#[derive(Debug, Default)]
+pub struct Board {
+    lanes: Mutex<BTreeMap<(VserverName, String), LaneView>>,
+    watched: Mutex<BTreeSet<VserverName>>,
+}
+
+impl Board {
+    /// Whether this host watches `name` now (its watch then runs its syncs).
+    pub fn watched(&self, name: &VserverName) -> bool {
+        lock(&self.watched).contains(name)
+    }
+
+    /// The lane of `name` to `standby`, while watched.
+    pub fn lane(&self, name: &VserverName, standby: &str) -> Option<LaneView> {
+        lock(&self.lanes).get(&(name.clone(), standby.to_string())).cloned()
+    }
+
+    fn publish(&self, name: &VserverName, standby: &str, view: LaneView) {
+        lock(&self.lanes).insert((name.clone(), standby.to_string()), view);
+    }
+
+    fn start(&self, name: &VserverName) {
+        lock(&self.watched).insert(name.clone());
+    }
+
+    fn stop(&self, name: &VserverName) {
+        lock(&self.watched).remove(name);
+        lock(&self.lanes).retain(|(n, _), _| n != name);
+    }
+}
+
+/// What a session with a standby did.
+#[derive(Debug, Clone)]
+pub struct Shipped {
+    /// The generation it filled (current on the standby now).
+    pub generation: String,
+}
+
+/// Where a watch's changes come from.
+pub trait ChangeSource {
+    /// Waits for changes (cancel-safe: nothing is lost when the wait is dropped).
+    fn next(&mut self) -> impl std::future::Future<Output = std::io::Result<Vec<Change>>> + Send;
+}
+
+impl ChangeSource for TreeWatch {
+    async fn next(&mut self) -> std::io::Result<Vec<Change>> {
+        TreeWatch::next(self).await
+    }
+}
+
+/// Where a watch's sessions go.
+pub trait Shipper {
+    /// The standbys, in order, and whether each is alive now.
+    fn standbys(&self) -> Vec<(String, bool)>;
+    /// Sessions with `standby` that ended so far (any kind, by anyone on this host).
+    fn sessions_ended(&self, standby: &str) -> u64;
+    /// Held for a round: no other sync or migrate of the vserver meanwhile.
+    fn lock(&self) -> impl std::future::Future<Output = tokio::sync::OwnedMutexGuard<()>> + Send;
+    /// Whether this host should still be watching (it owns and runs the vserver); checked under the lock.
+    fn still_ours(&self) -> impl std::future::Future<Output = bool> + Send;
+    /// One session with `standby`: the whole tree, or the paths given; `expect`: the generation the paths are
+    /// meant for (another one gets the whole tree).
+    fn ship(
+        &self,
+        standby: &str,
+        plan: &Plan,
+        expect: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<Shipped, String>> + Send;
+    /// Shows a lane's state.
+    fn publish(&self, standby: &str, view: LaneView);
+}
+
+/// How a watch ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Asked to stop, or the vserver is no longer this host's to replicate.
+    Stopped,
+    /// The watch failed (no inotify watch left for a new directory...): it can no longer see every change.
+    Failed(std::io::Error),
+}
+
+/// Runs a vserver's watch: feeds the changes to each standby's lane and ships rounds of sessions, at most one
+/// round every `batch`, a full pass at least every `interval`. Ends when `stop` turns true (between rounds),
+/// when the vserver is no longer this host's, or when the changes can no longer be followed.
+pub async fn drive<C: ChangeSource, S: Shipper>(
+    source: &mut C,
+    shipper: &S,
+    batch: Duration,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Ended {
+    let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
+    let started_ms = now_ms();
+    let mut next_round = Instant::now();
+    loop {
+        if *stop.borrow() {
+            return Ended::Stopped;
+        }
+        let now = Instant::now();
+        let standbys = shipper.standbys();
+        let ready = standbys
+            .iter()
+            .filter(|(_, alive)| *alive)
+            .map(|(s, _)| lanes.get(s).map_or(now, |l| l.ready_at(now, interval)))
+            .min();
+        // A round when a lane is ready and the last round is `batch` old; meanwhile, a look at the standbys
+        // every RECHECK.
+        let wake = ready.map_or(now + RECHECK, |t| t.max(next_round).min(now + RECHECK));
+        tokio::select! {
+            biased;
+            _ = stop.changed() => continue,
+            got = source.next() => {
+                let at = now_ms();
+                match got {
+                    Ok(changes) => {
+                        let mut paths = Vec::new();
+                        let mut lost = false;
+                        for c in changes {
+                            match c {
+                                Change::Path(p) => paths.push(p),
+                                Change::Lost => lost = true,
+                            }
+                        }
+                        for lane in lanes.values_mut() {
+                            lane.seen(&paths, at);
+                            if lost {
+                                lane.lost(at);
+                            }
+                        }
+                        for (s, lane) in &lanes {
+                            shipper.publish(s, LaneView::of(lane));
+                        }
+                    }
+                    Err(e) => return Ended::Failed(e),
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        let now = Instant::now();
+        if ready.is_none_or(|t| t.max(next_round) > now) {
+            continue;
+        }
+        next_round = now + batch;
+        let _held = shipper.lock().await;
+        if !shipper.still_ours().await {
+            return Ended::Stopped;
+        }
+        for (standby, alive) in shipper.standbys() {
+            let lane = lanes.entry(standby.clone()).or_insert_with(|| Lane::new(started_ms));
+            if !alive {
+                lane.forget_other();
+                shipper.publish(&standby, LaneView::of(lane));
+                continue;
+            }
+            let ended = shipper.sessions_ended(&standby);
+            if lane.sessions_seen.is_some_and(|n| n != ended) {
+                lane.forget_all();
+            }
+            let now = Instant::now();
+            let Some(plan) = lane.plan(now, interval) else { continue };
+            lane.take(&plan, now);
+            shipper.publish(&standby, LaneView::of(lane));
+            match shipper.ship(&standby, &plan, lane.expect.as_deref()).await {
+                Ok(shipped) => lane.committed(&shipped.generation, now_ms()),
+                Err(e) => {
+                    tracing::warn!(standby, error = %e, "continuous replication: a pass failed; the standby gets a \
+                                   full pass next");
+                    lane.failed(Instant::now());
+                }
+            }
+            lane.sessions_seen = Some(shipper.sessions_ended(&standby));
+            shipper.publish(&standby, LaneView::of(lane));
+        }
+    }
+}
+
+/// The agent's side of a watch of one vserver.
+struct AgentShipper {
+    repl: Arc<Replication>,
+    name: VserverName,
+}
+
+impl Shipper for AgentShipper {
+    fn standbys(&self) -> Vec<(String, bool)> {
+        let Some(p) = self.repl.placement(&self.name) else { return Vec::new() };
+        let peers = self.repl.links().membership.peers();
+        p.standbys
+            .into_iter()
+            .map(|s| {
+                let alive = peers.iter().any(|p| p.name == s && p.state == PeerState::Alive);
+                (s, alive)
+            })
+            .collect()
+    }
+
+    fn sessions_ended(&self, standby: &str) -> u64 {
+        self.repl.sessions_ended(&self.name, standby).0
+    }
+
+    async fn lock(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.repl.vserver_lock(&self.name).lock_owned().await
+    }
+
+    async fn still_ours(&self) -> bool {
+        should_watch(&self.repl, &self.name).await
+    }
+
+    async fn ship(&self, standby: &str, plan: &Plan, expect: Option<&str>) -> Result<Shipped, String> {
+        let outcome = match plan {
+            Plan::Full => {
+                self.repl.mark_run(&self.name);
+                self.repl.sync_to(&self.name, standby, "sync").await
+            }
+            Plan::Paths(paths) => {
+                let steps =
+                    |started_unix_ms| batch_steps(&self.repl, &self.name, standby, paths, expect, started_unix_ms);
+                self.repl.reported(&self.name, standby, "batch", steps).await
+            }
+        };
+        if !outcome.ok {
+            return Err(outcome.error.unwrap_or_else(|| "failed".into()));
+        }
+        let (_, generation) = self.repl.sessions_ended(&self.name, standby);
+        generation.map(|generation| Shipped { generation }).ok_or_else(|| "no generation recorded".into())
+    }
+
+    fn publish(&self, standby: &str, view: LaneView) {
+        self.repl.continuous.publish(&self.name, standby, view);
+    }
+}
+
+/// One batch to `standby`: a session, an rsync pass of `paths` (of the whole tree if the standby fills another
+/// generation than `expect`), the conf, the commit.
+async fn batch_steps(
+    repl: &Arc<Replication>,
+    name: &VserverName,
+    standby: &str,
+    paths: &BTreeSet<PathBuf>,
+    expect: Option<&str>,
+    started_unix_ms: u64,
+) -> Result<Passes, String> {
+    let links = repl.links();
+    let url = links.peers.url(standby).ok_or_else(|| format!("standby {standby} is not a peer of this host"))?;
+    let begun = std::time::Instant::now();
+    let session = failover::session::Session::begin(&links.peers, standby, name.as_str(), repl.node()).await?;
+    let mut phases = vec![("begin".to_string(), begun.elapsed().as_millis() as u64)];
+    let generation = session.generation().to_string();
+    let step = std::time::Instant::now();
+    let moved = if expect.is_some_and(|g| g != generation) {
+        tracing::info!(vserver = %name, standby, generation, "the standby fills another generation than expected: \
+                       the batch compares the whole tree");
+        repl.copy_tree(name, standby, &url, session.id(), true, &|_| {}).await
+    } else {
+        let mut list = Vec::new();
+        for p in paths {
+            list.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()));
+            list.push(0);
+        }
+        let how = Listed { what: "tree (batch of changes)", live: true, gone_removed: true };
+        repl.copy_listed(name, standby, &url, session.id(), &list, how, &|_| {}).await
+    };
+    let moved = match moved {
+        Ok(m) => m,
+        Err(e) => return Err(session.abort(e).await),
+    };
+    phases.push(("tree".into(), step.elapsed().as_millis() as u64));
+    let conf = match repl.conf_for_commit(name, standby, &url, session.id()).await {
+        Ok(conf) => conf,
+        Err(e) => return Err(session.abort(e).await),
+    };
+    let committing = std::time::Instant::now();
+    let commit = failover::session::Commit { started_unix_ms, consistent: false, kind: "batch".into(), conf };
+    session.commit(commit).await?;
+    phases.push(("commit".into(), committing.elapsed().as_millis() as u64));
+    Ok(Passes::new(&moved, &generation, phases))
+}
+
+/// Whether this host should watch `name`: continuous, placed here as primary, built here, given to no other
+/// host by the ownership table, and running here.
+async fn should_watch(repl: &Replication, name: &VserverName) -> bool {
+    if repl.data_path(name).batch().is_none() || !repl.built(name) {
+        return false;
+    }
+    let node = repl.node();
+    let placed = repl.placement(name).is_some_and(|p| p.primary == node);
+    let owned = repl.links().ownership.owner(name.as_str()).is_none_or(|(o, _)| o == node);
+    let running = repl.links().supervisor.get(name).await.is_ok_and(|v| v.state == crate::model::VserverState::Running);
+    placed && owned && running
+}
+
+/// Follows which vservers this host watches: starts a watch for each continuous vserver it owns and runs,
+/// stops the watch of one it no longer does. Runs until aborted.
+pub async fn run(repl: Arc<Replication>) {
+    struct Running {
+        stop: tokio::sync::watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+    let mut running: BTreeMap<VserverName, Running> = BTreeMap::new();
+    let not_before: Arc<Mutex<BTreeMap<VserverName, Instant>>> = Arc::default();
+    let mut tick = tokio::time::interval(FOLLOW);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        running.retain(|name, r| {
+            let alive = !r.task.is_finished();
+            if !alive {
+                repl.continuous.stop(name);
+            }
+            alive
+        });
+        for name in repl.placements().into_keys() {
+            let wanted = should_watch(&repl, &name).await;
+            match (wanted, running.get(&name)) {
+                (true, None) => {
+                    if lock(&not_before).get(&name).is_some_and(|t| Instant::now() < *t) {
+                        continue;
+                    }
+                    let (stop, stopped) = tokio::sync::watch::channel(false);
+                    let task = tokio::spawn(watch(Arc::clone(&repl), name.clone(), stopped, Arc::clone(&not_before)));
+                    running.insert(name, Running { stop, task });
+                }
+                (false, Some(r)) => {
+                    let _ = r.stop.send(true);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The watch of one vserver, from its set-up to its end.
+async fn watch(
+    repl: Arc<Replication>,
+    name: VserverName,
+    stop: tokio::sync::watch::Receiver<bool>,
+    not_before: Arc<Mutex<BTreeMap<VserverName, Instant>>>,
+) {
+    let settings = repl.settings(&name);
+    let Some(batch) = settings.data.batch() else { return };
+    let tree = repl.tree(&name);
+    let made = tokio::task::spawn_blocking(move || TreeWatch::new(&tree)).await;
+    let mut source = match made {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => return setup_failed(&name, &e.to_string(), &not_before),
+        Err(e) => return setup_failed(&name, &e.to_string(), &not_before),
+    };
+    tracing::info!(vserver = %name, directories = source.watched(), batch_ms = batch.as_millis() as u64,
+                   "continuous replication: watching the tree");
+    repl.continuous.start(&name);
+    let shipper = AgentShipper { repl: Arc::clone(&repl), name: name.clone() };
+    let ended = drive(&mut source, &shipper, batch, settings.interval, stop).await;
+    repl.continuous.stop(&name);
+    match ended {
+        Ended::Stopped => tracing::info!(vserver = %name, "continuous replication: the watch ends"),
+        Ended::Failed(e) => setup_failed(&name, &e.to_string(), &not_before),
+    }
+}
+
+fn setup_failed(name: &VserverName, why: &str, not_before: &Mutex<BTreeMap<VserverName, Instant>>) {
+    tracing::warn!(vserver = %name, error = why, "continuous replication: cannot watch the tree; it is synced at its \
+                   interval meanwhile, and the watch is tried again in {} s", SETUP_RETRY.as_secs());
+    lock(not_before).insert(name.clone(), Instant::now() + SETUP_RETRY);
+}
