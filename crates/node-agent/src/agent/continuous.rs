@@ -608,3 +608,359 @@ fn setup_failed(name: &VserverName, why: &str, not_before: &Mutex<BTreeMap<Vserv
                    interval meanwhile, and the watch is tried again in {} s", SETUP_RETRY.as_secs());
     lock(not_before).insert(name.clone(), Instant::now() + SETUP_RETRY);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn set(paths: &[&str]) -> BTreeSet<PathBuf> {
+        paths.iter().map(PathBuf::from).collect()
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// A lane through its first two full passes, after which it knows both generations.
+    fn known_lane(now: Instant) -> Lane {
+        let mut lane = Lane::new(0);
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Full), "nothing known at the start");
+        lane.take(&Plan::Full, now);
+        lane.seen(&set(&["during-first"]), 1);
+        lane.committed("a", 2);
+        // The other generation (b) is still unknown: the next change needs a second full pass.
+        lane.seen(&set(&["x"]), 3);
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Full));
+        lane.take(&Plan::Full, now);
+        lane.committed("b", 4);
+        lane
+    }
+
+    #[test]
+    fn a_batch_carries_its_own_paths_and_those_of_the_batch_before_it() {
+        let now = Instant::now();
+        let mut lane = known_lane(now);
+        // a (now other) lacks what changed during and after the first pass: "during-first" and "x".
+        assert!(!lane.pending(), "b is current and nothing changed since");
+        assert_eq!(lane.plan(now, MINUTE), None);
+        lane.seen(&set(&["one"]), 5);
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Paths(set(&["during-first", "one", "x"]))));
+        lane.take(&Plan::Paths(set(&[])), now);
+        // Seen while the batch runs: the next batch's.
+        lane.seen(&set(&["two"]), 6);
+        lane.committed("a", 7);
+        // b (now other) lacks "one" (the batch into a) and "two" (pending).
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Paths(set(&["one", "two"]))));
+        lane.take(&Plan::Paths(set(&[])), now);
+        lane.committed("b", 8);
+        lane.seen(&set(&["three"]), 9);
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Paths(set(&["three", "two"]))));
+        assert_eq!(lane.lag_ms(10), 1, "the oldest pending change was seen at 9");
+    }
+
+    #[test]
+    fn what_the_lane_cannot_know_gets_a_full_pass() {
+        let now = Instant::now();
+        // Lost events: a full pass, then another (the other generation is as unknown).
+        let mut lane = known_lane(now);
+        lane.seen(&set(&["one"]), 5);
+        lane.lost(6);
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Full));
+        lane.take(&Plan::Full, now);
+        lane.committed("a", 7);
+        lane.seen(&set(&["two"]), 8);
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Full));
+
+        // A failed batch: its paths stay pending, a full pass follows after the retry delay, and then batches
+        // again (the lane knew what the current generation lacked).
+        let mut lane = known_lane(now);
+        lane.seen(&set(&["one"]), 5);
+        lane.take(&Plan::Paths(set(&["one"])), now);
+        lane.seen(&set(&["two"]), 6);
+        lane.failed(now);
+        assert_eq!(lane.lag_ms(10), 5, "the failed batch's change is still the oldest pending");
+        assert_eq!(lane.plan(now, MINUTE), None, "not before the retry delay");
+        let later = now + RETRY_FIRST;
+        assert_eq!(lane.plan(later, MINUTE), Some(Plan::Full));
+        lane.take(&Plan::Full, later);
+        lane.committed("a", 11);
+        lane.seen(&set(&["three"]), 12);
+        assert_eq!(lane.plan(later, MINUTE), Some(Plan::Paths(set(&["one", "three", "two"]))));
+
+        // A standby filling another generation than expected: its other one is not known.
+        let mut lane = known_lane(now);
+        lane.seen(&set(&["one"]), 5);
+        lane.take(&Plan::Paths(set(&["one"])), now);
+        lane.committed("b", 6);
+        lane.seen(&set(&["two"]), 7);
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Full));
+
+        // A standby that was not reached, or synced by someone else.
+        let mut lane = known_lane(now);
+        lane.forget_other();
+        lane.seen(&set(&["one"]), 5);
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Full));
+        let mut lane = known_lane(now);
+        lane.forget_all();
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Full), "the current generation may lack anything");
+
+        // The interval's full pass, even with nothing changed; and too many paths make one too.
+        let lane = known_lane(now);
+        assert_eq!(lane.plan(now + MINUTE, MINUTE), Some(Plan::Full));
+        let mut lane = known_lane(now);
+        let many: Vec<PathBuf> = (0..=MAX_LISTED).map(|i| PathBuf::from(i.to_string())).collect();
+        lane.seen(&many, 5);
+        assert_eq!(lane.plan(now, MINUTE), Some(Plan::Full));
+    }
+
+    /// Changes fed by the test.
+    struct Fed(tokio::sync::mpsc::UnboundedReceiver<Vec<Change>>);
+
+    impl ChangeSource for Fed {
+        async fn next(&mut self) -> std::io::Result<Vec<Change>> {
+            match self.0.recv().await {
+                Some(c) => Ok(c),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// A standby that only records what it is sent, when.
+    #[derive(Default)]
+    struct Recorder {
+        shipped: Mutex<Vec<(Instant, Plan)>>,
+        lock: Arc<tokio::sync::Mutex<()>>,
+        generation: Mutex<String>,
+        ended: AtomicU64,
+    }
+
+    impl Shipper for Recorder {
+        fn standbys(&self) -> Vec<(String, bool)> {
+            vec![("h1".into(), true)]
+        }
+        fn sessions_ended(&self, _: &str) -> u64 {
+            self.ended.load(Ordering::SeqCst)
+        }
+        async fn lock(&self) -> tokio::sync::OwnedMutexGuard<()> {
+            Arc::clone(&self.lock).lock_owned().await
+        }
+        async fn still_ours(&self) -> bool {
+            true
+        }
+        async fn ship(&self, _: &str, plan: &Plan, _: Option<&str>) -> Result<Shipped, String> {
+            lock(&self.shipped).push((Instant::now(), plan.clone()));
+            // A batch takes a while.
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            self.ended.fetch_add(1, Ordering::SeqCst);
+            let mut g = lock(&self.generation);
+            *g = if *g == "a" { "b".into() } else { "a".into() };
+            Ok(Shipped { generation: g.clone() })
+        }
+        fn publish(&self, _: &str, _: LaneView) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_that_never_stops_gets_a_batch_every_batch_and_no_more() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let batch = Duration::from_millis(250);
+        let interval = Duration::from_secs(5);
+        let recorder = Arc::new(Recorder::default());
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let driving = tokio::spawn({
+            let recorder = Arc::clone(&recorder);
+            async move { drive(&mut Fed(rx), &*recorder, batch, interval, stop).await }
+        });
+        let start = Instant::now();
+        // A change every 5 ms for 10 s, and one lost event at 6 s.
+        let mut i = 0u64;
+        while start.elapsed() < Duration::from_secs(10) {
+            let mut changes = vec![Change::Path(PathBuf::from(format!("f{}", i % 7)))];
+            if i == 1200 {
+                changes.push(Change::Lost);
+            }
+            tx.send(changes).unwrap();
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_tx.send(true).unwrap();
+        assert!(matches!(driving.await.unwrap(), Ended::Stopped));
+        let shipped = lock(&recorder.shipped).clone();
+        for pair in shipped.windows(2) {
+            assert!(pair[1].0 - pair[0].0 >= batch, "two rounds closer than a batch: {:?}", pair);
+        }
+        // 10 s at a round every 250 ms at most.
+        assert!((38..=41).contains(&shipped.len()), "{} rounds", shipped.len());
+        let fulls: Vec<Duration> = shipped.iter().filter(|(_, p)| *p == Plan::Full).map(|(t, _)| *t - start).collect();
+        // Two at the start, one an interval after the second, two after the lost event (6 s).
+        assert_eq!(fulls.len(), 5, "{fulls:?}");
+        assert!(fulls[2] >= fulls[1] + interval && fulls[2] < fulls[1] + interval + batch, "{fulls:?}");
+        assert!(fulls[3] >= Duration::from_secs(6), "{fulls:?}");
+        assert!(matches!(&shipped[2].1, Plan::Paths(p) if !p.is_empty()), "batches after the two full passes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_tree_gets_its_full_pass_at_the_interval_only() {
+        let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let recorder = Arc::new(Recorder::default());
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let driving = tokio::spawn({
+            let recorder = Arc::clone(&recorder);
+            async move { drive(&mut Fed(rx), &*recorder, Duration::from_millis(250), MINUTE, stop).await }
+        });
+        tokio::time::sleep(Duration::from_secs(150)).await;
+        stop_tx.send(true).unwrap();
+        driving.await.unwrap();
+        let shipped = lock(&recorder.shipped).clone();
+        let at: Vec<u64> = shipped.iter().map(|(t, _)| t.elapsed().as_secs()).collect();
+        // At the start, then at 60 s and 120 s (the elapsed times are read at the end, 150 s in).
+        assert_eq!(at, [150, 90, 30], "{shipped:?}");
+        assert!(shipped.iter().all(|(_, p)| *p == Plan::Full));
+    }
+
+    /// A standby on this machine: two generations filled in turn by local rsync runs with the flags and the
+    /// lists of the real passes, the current one switched at each commit.
+    struct LocalStandby {
+        source: PathBuf,
+        dir: PathBuf,
+        current: Mutex<Option<String>>,
+        lock: Arc<tokio::sync::Mutex<()>>,
+        ended: AtomicU64,
+        commits: tokio::sync::watch::Sender<u64>,
+    }
+
+    impl Shipper for LocalStandby {
+        fn standbys(&self) -> Vec<(String, bool)> {
+            vec![("h1".into(), true)]
+        }
+        fn sessions_ended(&self, _: &str) -> u64 {
+            self.ended.load(Ordering::SeqCst)
+        }
+        async fn lock(&self) -> tokio::sync::OwnedMutexGuard<()> {
+            Arc::clone(&self.lock).lock_owned().await
+        }
+        async fn still_ours(&self) -> bool {
+            true
+        }
+        async fn ship(&self, _: &str, plan: &Plan, _: Option<&str>) -> Result<Shipped, String> {
+            let next = match lock(&self.current).as_deref() {
+                Some("a") => "b",
+                _ => "a",
+            };
+            let target = self.dir.join(next);
+            std::fs::create_dir_all(&target).unwrap();
+            let mut source = self.source.clone().into_os_string();
+            source.push("/");
+            let mut job = failover::rsync::Job::new(vec![source.into()], format!("{}/", target.display()));
+            job.live = true;
+            if let Plan::Paths(paths) = plan {
+                let list = self.dir.join("list");
+                let mut bytes = Vec::new();
+                for p in paths {
+                    bytes.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()));
+                    bytes.push(0);
+                }
+                std::fs::write(&list, bytes).unwrap();
+                job.extra_args = vec![
+                    "-r".into(),
+                    "--from0".into(),
+                    format!("--files-from={}", list.display()),
+                    "--delete-missing-args".into(),
+                ];
+            }
+            let outcome = tokio::task::spawn_blocking(move || job.run(|_| {})).await.unwrap();
+            self.ended.fetch_add(1, Ordering::SeqCst);
+            let outcome = outcome.map_err(|e| e.to_string())?;
+            if !outcome.accepted() {
+                return Err(format!("rsync exit {}: {}", outcome.exit_code, outcome.stderr_tail));
+            }
+            *lock(&self.current) = Some(next.to_string());
+            self.commits.send_modify(|n| *n += 1);
+            Ok(Shipped { generation: next.to_string() })
+        }
+        fn publish(&self, _: &str, _: LaneView) {}
+    }
+
+    /// Every entry under `root` with its kind and content (files) or target (links).
+    fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+                let t = e.file_type().unwrap();
+                let what = if t.is_dir() {
+                    stack.push(e.path());
+                    "dir".to_string()
+                } else if t.is_symlink() {
+                    format!("-> {}", std::fs::read_link(e.path()).unwrap().display())
+                } else {
+                    std::fs::read_to_string(e.path()).unwrap_or_default()
+                };
+                out.insert(rel, what);
+            }
+        }
+        out
+    }
+
+    /// Each step changes the tree; the standby's current generation must then become the tree. A step's paths
+    /// go into one generation with its batch and into the other with the next one, so each generation is
+    /// checked in turn: a batch carrying only its own paths fails here (the generation it fills lacks the
+    /// step before).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_standby_current_generation_follows_the_tree_batch_by_batch() {
+        if std::process::Command::new("rsync").arg("--version").output().is_err() {
+            eprintln!("skipped: no rsync");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("data/old/deep")).unwrap();
+        std::fs::write(tree.join("data/old/deep/f"), "0").unwrap();
+        std::fs::write(tree.join("data/log"), "").unwrap();
+        let (commits, mut committed) = tokio::sync::watch::channel(0u64);
+        let standby = Arc::new(LocalStandby {
+            source: tree.clone(),
+            dir: dir.path().join("standby"),
+            current: Mutex::new(None),
+            lock: Arc::default(),
+            ended: AtomicU64::new(0),
+            commits,
+        });
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let mut watch = TreeWatch::new(&tree).unwrap();
+        let driving = tokio::spawn({
+            let standby = Arc::clone(&standby);
+            async move { drive(&mut watch, &*standby, Duration::from_millis(50), MINUTE, stop).await }
+        });
+        type Step = Box<dyn Fn(&Path)>;
+        let steps: Vec<Step> = vec![
+            Box::new(|t| std::fs::write(t.join("data/log"), "1\n").unwrap()),
+            Box::new(|t| std::fs::write(t.join("data/log"), "1\n2\n").unwrap()),
+            Box::new(|t| std::fs::create_dir_all(t.join("data/new/a/b")).unwrap()),
+            Box::new(|t| std::fs::write(t.join("data/new/a/b/file"), "x").unwrap()),
+            Box::new(|t| std::fs::rename(t.join("data/new"), t.join("moved")).unwrap()),
+            Box::new(|t| std::fs::remove_dir_all(t.join("data/old")).unwrap()),
+            Box::new(|t| std::os::unix::fs::symlink("data/log", t.join("link")).unwrap()),
+            Box::new(|t| std::fs::write(t.join("moved/a/b/file"), "y").unwrap()),
+            Box::new(|t| std::fs::remove_file(t.join("link")).unwrap()),
+            Box::new(|t| std::fs::write(t.join("data/log"), "1\n2\n3\n").unwrap()),
+        ];
+        let current = |standby: &LocalStandby| {
+            let g = lock(&standby.current).clone();
+            g.map(|g| snapshot(&standby.dir.join(g)))
+        };
+        for (i, step) in steps.iter().enumerate() {
+            step(&tree);
+            let want = snapshot(&tree);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while current(&standby).as_ref() != Some(&want) {
+                assert!(Instant::now() < deadline, "step {i}: the standby does not follow {want:?}");
+                let _ = tokio::time::timeout(Duration::from_secs(1), committed.changed()).await;
+            }
+        }
+        stop_tx.send(true).unwrap();
+        driving.await.unwrap();
+        assert!(standby.ended.load(Ordering::SeqCst) >= 2);
+    }
+}
