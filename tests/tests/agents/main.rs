@@ -6,6 +6,7 @@
 mod announce;
 mod api;
 mod conf_fs;
+mod continuous;
 mod evacuate;
 mod heartbeats;
 mod history;

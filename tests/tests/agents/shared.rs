@@ -51,14 +51,14 @@ fn install_writer(root: &Path) {
 }
 
 /// The highest number the writer said was durable, as the client saw it, read every 20 ms until dropped.
-struct Acks {
+pub(crate) struct Acks {
     high: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Acks {
-    fn start(lab: &Lab, addr: std::net::Ipv4Addr) -> Acks {
+    pub(crate) fn start(lab: &Lab, addr: std::net::Ipv4Addr) -> Acks {
         let (high, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
         let (h, s) = (Arc::clone(&high), Arc::clone(&stop));
         let enter = lab.client.netns.enterer();
@@ -74,12 +74,12 @@ impl Acks {
         Acks { high, stop, thread: Some(thread) }
     }
 
-    fn high(&self) -> u64 {
+    pub(crate) fn high(&self) -> u64 {
         self.high.load(Ordering::Relaxed)
     }
 
     /// Waits until the writer acknowledges more than `than` (it runs, and is heard).
-    fn wait_past(&self, than: u64) -> bool {
+    pub(crate) fn wait_past(&self, than: u64) -> bool {
         wait_for(PATIENCE, || self.high() > than).is_some()
     }
 }

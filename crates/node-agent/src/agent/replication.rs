@@ -617,7 +617,8 @@ impl Replication {
         } else {
             tracing::info!(vserver = %name, generation = generation.slot.as_str(), source = %generation.meta.source, "replica current");
         }
-        if let Some((every, kept)) = self.data_path(name).points() {
+        // Not of a migrate's copy: it goes into service at once, and its points with it would be dropped.
+        if let Some((every, kept)) = self.data_path(name).points().filter(|_| generation.meta.kind != "migrate") {
             self.keep_points(name, every, kept);
         }
         Ok(generation.meta)
