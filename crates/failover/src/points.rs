@@ -33,7 +33,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::GenerationMeta;
+/// The part of a generation's record (`meta.json`, see `crate::store`) a point's listing shows.
+#[derive(Deserialize)]
+struct Record {
+    source: String,
+    started_unix_ms: u64,
+}
 
 /// The directory of a vserver's points, inside its replica directory.
 pub const POINTS_DIR: &str = "points";
@@ -109,7 +114,7 @@ pub fn list(vdir: &Path) -> Vec<Point> {
         .filter_map(|e| {
             let stamp = e.file_name().to_str()?.to_string();
             parse_stamp(&stamp)?;
-            let meta: GenerationMeta = serde_json::from_slice(&fs::read(e.path().join("meta.json")).ok()?).ok()?;
+            let meta: Record = serde_json::from_slice(&fs::read(e.path().join("meta.json")).ok()?).ok()?;
             Some(Point { stamp, started_unix_ms: meta.started_unix_ms, source: meta.source })
         })
         .collect();
@@ -258,15 +263,8 @@ mod tests {
         std::os::unix::fs::symlink("/nowhere", g.join("tree/dangling")).unwrap();
         fs::set_permissions(g.join("tree/data/sub"), fs::Permissions::from_mode(0o700)).unwrap();
         fs::write(g.join("conf/web.conf"), "IPROOT=\"\"\n").unwrap();
-        let meta = GenerationMeta {
-            source: "h0".into(),
-            started_unix_ms: 42,
-            finished_unix_ms: 43,
-            conf_sha256: String::new(),
-            consistent: false,
-            kind: "batch".into(),
-        };
-        fs::write(g.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        let meta = r#"{"source":"h0","started_unix_ms":42,"finished_unix_ms":43,"conf_sha256":"","kind":"batch"}"#;
+        fs::write(g.join("meta.json"), meta).unwrap();
         g
     }
 

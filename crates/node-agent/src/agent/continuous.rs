@@ -27,6 +27,7 @@ use std::time::Duration;
 use isolate::VserverName;
 use tokio::time::Instant;
 
+use super::lag::LaneView;
 use super::replication::{now_ms, Listed, Passes, Replication};
 use super::treewatch::{Change, TreeWatch};
 use crate::model::PeerState;
@@ -216,62 +217,13 @@ impl Lane {
     }
 }
 
-/// What the status shows of one standby's lane.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LaneView {
-    /// When the oldest change not committed on the standby was seen, ms since the epoch.
-    pub oldest_pending_unix_ms: Option<u64>,
-    /// When the last session committed, ms since the epoch.
-    pub last_commit_unix_ms: Option<u64>,
-    /// Sessions committed since the watch began.
-    pub batches: u64,
-}
-
-impl LaneView {
-    fn of(lane: &Lane) -> Self {
-        let in_flight = lane.in_flight.as_ref().and_then(|(_, t)| *t);
-        LaneView {
-            oldest_pending_unix_ms: [in_flight, lane.oldest_ms].into_iter().flatten().min(),
-            last_commit_unix_ms: lane.last_commit_ms,
-            batches: lane.commits,
-        }
-    }
-
-    /// Ms since the oldest pending change was seen, at `now_ms` (0 when none is pending).
-    pub fn lag_ms(&self, now_ms: u64) -> u64 {
-        self.oldest_pending_unix_ms.map_or(0, |t| now_ms.saturating_sub(t))
-    }
-}
-
-/// Continuous replication's state on this host, for the status: the vservers watched and their lanes.
-#[derive(Debug, Default)]
-pub struct Board {
-    lanes: Mutex<BTreeMap<(VserverName, String), LaneView>>,
-    watched: Mutex<BTreeSet<VserverName>>,
-}
-
-impl Board {
-    /// Whether this host watches `name` now (its watch then runs its syncs).
-    pub fn watched(&self, name: &VserverName) -> bool {
-        lock(&self.watched).contains(name)
-    }
-
-    /// The lane of `name` to `standby`, while watched.
-    pub fn lane(&self, name: &VserverName, standby: &str) -> Option<LaneView> {
-        lock(&self.lanes).get(&(name.clone(), standby.to_string())).cloned()
-    }
-
-    fn publish(&self, name: &VserverName, standby: &str, view: LaneView) {
-        lock(&self.lanes).insert((name.clone(), standby.to_string()), view);
-    }
-
-    fn start(&self, name: &VserverName) {
-        lock(&self.watched).insert(name.clone());
-    }
-
-    fn stop(&self, name: &VserverName) {
-        lock(&self.watched).remove(name);
-        lock(&self.lanes).retain(|(n, _), _| n != name);
+/// What the status shows of a lane.
+fn view(lane: &Lane) -> LaneView {
+    let in_flight = lane.in_flight.as_ref().and_then(|(_, t)| *t);
+    LaneView {
+        oldest_pending_unix_ms: [in_flight, lane.oldest_ms].into_iter().flatten().min(),
+        last_commit_unix_ms: lane.last_commit_ms,
+        batches: lane.commits,
     }
 }
 
@@ -374,7 +326,7 @@ pub async fn drive<C: ChangeSource, S: Shipper>(
                             }
                         }
                         for (s, lane) in &lanes {
-                            shipper.publish(s, LaneView::of(lane));
+                            shipper.publish(s, view(lane));
                         }
                     }
                     Err(e) => return Ended::Failed(e),
@@ -396,7 +348,7 @@ pub async fn drive<C: ChangeSource, S: Shipper>(
             let lane = lanes.entry(standby.clone()).or_insert_with(|| Lane::new(started_ms));
             if !alive {
                 lane.forget_other();
-                shipper.publish(&standby, LaneView::of(lane));
+                shipper.publish(&standby, view(lane));
                 continue;
             }
             let ended = shipper.sessions_ended(&standby);
@@ -406,7 +358,7 @@ pub async fn drive<C: ChangeSource, S: Shipper>(
             let now = Instant::now();
             let Some(plan) = lane.plan(now, interval) else { continue };
             lane.take(&plan, now);
-            shipper.publish(&standby, LaneView::of(lane));
+            shipper.publish(&standby, view(lane));
             match shipper.ship(&standby, &plan, lane.expect.as_deref()).await {
                 Ok(shipped) => lane.committed(&shipped.generation, now_ms()),
                 Err(e) => {
@@ -416,7 +368,7 @@ pub async fn drive<C: ChangeSource, S: Shipper>(
                 }
             }
             lane.sessions_seen = Some(shipper.sessions_ended(&standby));
-            shipper.publish(&standby, LaneView::of(lane));
+            shipper.publish(&standby, view(lane));
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod hosts;
 pub mod join;
+pub mod lag;
 pub mod lease;
 pub mod maintenance;
 pub mod memory;

@@ -218,7 +218,7 @@ pub struct Replication {
     /// Per vserver, held while a point in time of its replica is made: a session of it begins only after.
     pointing: Mutex<BTreeMap<VserverName, Arc<AsyncMutex<()>>>>,
     /// Continuous replication's state, as the status shows it.
-    pub continuous: super::continuous::Board,
+    pub continuous: super::lag::Board,
     reports: Mutex<BTreeMap<(VserverName, String), Report>>,
     locks: Mutex<BTreeMap<VserverName, Arc<AsyncMutex<()>>>>,
     last_run: Mutex<BTreeMap<VserverName, Instant>>,
@@ -322,7 +322,7 @@ impl Replication {
             placement_path,
             sessions: Mutex::default(),
             pointing: Mutex::default(),
-            continuous: super::continuous::Board::default(),
+            continuous: super::lag::Board::default(),
             reports: Mutex::default(),
             locks: Mutex::default(),
             last_run: Mutex::default(),
