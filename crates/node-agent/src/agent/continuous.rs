@@ -306,7 +306,8 @@ pub async fn drive<C: ChangeSource, S: Shipper>(
         let wake = ready.map_or(now + RECHECK, |t| t.max(next_round).min(now + RECHECK));
         tokio::select! {
             biased;
-            _ = stop.changed() => continue,
+            // Asked to stop, or the agent's loop that asks is gone.
+            changed = stop.changed() => if changed.is_ok() { continue } else { return Ended::Stopped },
             got = source.next() => {
                 let at = now_ms();
                 match got {
@@ -493,6 +494,12 @@ pub async fn run(repl: Arc<Replication>) {
     struct Running {
         stop: tokio::sync::watch::Sender<bool>,
         task: tokio::task::JoinHandle<()>,
+    }
+    // The agent stopping (this loop aborted) ends the watches too.
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
     }
     let mut running: BTreeMap<VserverName, Running> = BTreeMap::new();
     let not_before: Arc<Mutex<BTreeMap<VserverName, Instant>>> = Arc::default();
@@ -748,6 +755,64 @@ mod tests {
         assert!(fulls[2] >= fulls[1] + interval && fulls[2] < fulls[1] + interval + batch, "{fulls:?}");
         assert!(fulls[3] >= Duration::from_secs(6), "{fulls:?}");
         assert!(matches!(&shipped[2].1, Plan::Paths(p) if !p.is_empty()), "batches after the two full passes");
+    }
+
+    /// A standby that is dead for a while, among changes.
+    struct Flaky {
+        recorder: Recorder,
+        alive: std::sync::atomic::AtomicBool,
+    }
+
+    impl Shipper for Flaky {
+        fn standbys(&self) -> Vec<(String, bool)> {
+            vec![("h1".into(), self.alive.load(Ordering::SeqCst))]
+        }
+        fn sessions_ended(&self, s: &str) -> u64 {
+            self.recorder.sessions_ended(s)
+        }
+        async fn lock(&self) -> tokio::sync::OwnedMutexGuard<()> {
+            self.recorder.lock().await
+        }
+        async fn still_ours(&self) -> bool {
+            true
+        }
+        async fn ship(&self, s: &str, plan: &Plan, expect: Option<&str>) -> Result<Shipped, String> {
+            assert!(self.alive.load(Ordering::SeqCst), "a dead standby is skipped");
+            self.recorder.ship(s, plan, expect).await
+        }
+        fn publish(&self, _: &str, _: LaneView) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_standby_is_skipped_and_gets_a_full_pass_when_back() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let flaky = Arc::new(Flaky { recorder: Recorder::default(), alive: true.into() });
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let driving = tokio::spawn({
+            let flaky = Arc::clone(&flaky);
+            async move { drive(&mut Fed(rx), &*flaky, Duration::from_millis(250), MINUTE, stop).await }
+        });
+        let change = |i: u32| vec![Change::Path(PathBuf::from(format!("f{i}")))];
+        // Two full passes, then batches.
+        for i in 0..12 {
+            tx.send(change(i)).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let shipped = || lock(&flaky.recorder.shipped).iter().map(|(_, p)| p.clone()).collect::<Vec<_>>();
+        assert!(matches!(shipped().last(), Some(Plan::Paths(_))), "{:?}", shipped());
+        flaky.alive.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = shipped().len();
+        for i in 12..40 {
+            tx.send(change(i)).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(shipped().len(), before, "nothing shipped while dead");
+        flaky.alive.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(shipped().get(before), Some(&Plan::Full), "{:?}", shipped());
+        stop_tx.send(true).unwrap();
+        driving.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
