@@ -225,6 +225,19 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_deletes_what_it_lists_and_nothing_writes_a_replica_in_place() {
+        // What a continuous replication batch's rsync sends (rsync 3.2 and later).
+        let batch = "rsync --server -lHogDtpAXrRxSe.iLsfxCIvu --delete --delete-missing-args --numeric-ids . tree/";
+        assert!(check_server_argv(&argv(batch)).is_ok());
+        // Points in time share the replica's files: a receiver writing into them in place would change the
+        // points too.
+        for in_place in ["--inplace", "--append", "--append-verify"] {
+            let asked = format!("rsync --server -lHogDtpAXrxSe.iLsfxCIvu {in_place} . tree/");
+            assert!(check_server_argv(&argv(&asked)).is_err(), "{in_place}");
+        }
+    }
+
+    #[test]
     fn other_paths_senders_and_path_options_are_refused() {
         for bad in [
             "rsync --server -logDtpre.iLsfxCIvu . /etc/",
