@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod ownership;
 pub mod peer;
 pub mod placement;
+pub mod points;
 pub mod promote;
 pub mod reconcile;
 pub mod rsync;

@@ -82,6 +82,13 @@ pub struct VserverEntry {
     device: Option<PathBuf>,
     /// For `data = "block"`: the device's file system type (default ext4).
     fstype: Option<String>,
+    /// For `data = "continuous"`: milliseconds between two batches of changes shipped to the standbys
+    /// (default 250).
+    batch_ms: Option<u64>,
+    /// For `data = "continuous"`: seconds between two points in time a standby keeps (default 900).
+    points_every_secs: Option<u64>,
+    /// For `data = "continuous"`: how many points in time a standby keeps (default 8).
+    points_kept: Option<u32>,
 }
 
 /// The cluster file as written, before it is checked: the keys it accepts (unknown ones are refused).
@@ -159,6 +166,18 @@ pub enum DataPath {
         /// Its file system type.
         fstype: String,
     },
+    /// On the primary, like `Periodic`, but shipped as it changes: the primary's agent watches the tree
+    /// (inotify) and sends what changed to each standby every `batch`, each batch committed whole; a full copy
+    /// still runs at each interval and whenever the watch may have missed something (what a crash loses: the
+    /// changes of the last batch or two). Standbys also keep points in time, for a mistake that reached them.
+    Continuous {
+        /// Time between two batches.
+        batch: Duration,
+        /// Time between two points in time a standby keeps.
+        points_every: Duration,
+        /// How many points in time a standby keeps.
+        points_kept: usize,
+    },
 }
 
 impl DataPath {
@@ -168,11 +187,26 @@ impl DataPath {
             DataPath::Periodic => "periodic",
             DataPath::Shared { .. } => "shared",
             DataPath::Block { .. } => "block",
+            DataPath::Continuous { .. } => "continuous",
         }
     }
-    /// Whether the tree is copied to the standbys (only the periodic path copies it).
+    /// Whether the tree is copied to the standbys (periodic and continuous paths copy it).
     pub fn copies_tree(&self) -> bool {
-        matches!(self, DataPath::Periodic)
+        matches!(self, DataPath::Periodic | DataPath::Continuous { .. })
+    }
+    /// The time between two batches, for `continuous`.
+    pub fn batch(&self) -> Option<Duration> {
+        match self {
+            DataPath::Continuous { batch, .. } => Some(*batch),
+            _ => None,
+        }
+    }
+    /// How often a standby keeps a point in time, and how many, for `continuous`.
+    pub fn points(&self) -> Option<(Duration, usize)> {
+        match self {
+            DataPath::Continuous { points_every, points_kept, .. } => Some((*points_every, *points_kept)),
+            _ => None,
+        }
     }
     /// The shared directory, for `shared`.
     pub fn shared_dir(&self) -> Option<&Path> {
@@ -268,6 +302,20 @@ impl ClusterConfig {
     }
 }
 
+/// `batch_ms` when not given.
+pub const DEFAULT_BATCH_MS: u64 = 250;
+/// The accepted `batch_ms`: a batch costs a session and an rsync run on each standby, so not more often than
+/// every 50 ms; and continuous replication slower than a minute is the periodic path.
+pub const BATCH_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
+/// `points_every_secs` when not given.
+pub const DEFAULT_POINTS_EVERY_SECS: u64 = 900;
+/// The accepted `points_every_secs` (from a minute to a week).
+pub const POINTS_EVERY_SECS: std::ops::RangeInclusive<u64> = 60..=7 * 24 * 3600;
+/// `points_kept` when not given.
+pub const DEFAULT_POINTS_KEPT: u32 = 8;
+/// The most points in time a standby keeps of one vserver.
+pub const MAX_POINTS_KEPT: u32 = 1000;
+
 /// The data path of one entry, or the key that is wrong and why.
 fn data_path(entry: &VserverEntry) -> Result<DataPath, (&'static str, String)> {
     let absolute = |key: &'static str, p: &Path| {
@@ -284,7 +332,13 @@ fn data_path(entry: &VserverEntry) -> Result<DataPath, (&'static str, String)> {
             Ok(())
         }
     };
-    match entry.data.as_deref().unwrap_or("periodic") {
+    let kind = entry.data.as_deref().unwrap_or("periodic");
+    if kind != "continuous" {
+        stray("batch_ms", entry.batch_ms.is_some(), "continuous")?;
+        stray("points_every_secs", entry.points_every_secs.is_some(), "continuous")?;
+        stray("points_kept", entry.points_kept.is_some(), "continuous")?;
+    }
+    match kind {
         "periodic" => {
             stray("shared_dir", entry.shared_dir.is_some(), "shared")?;
             stray("device", entry.device.is_some(), "block")?;
@@ -316,7 +370,43 @@ fn data_path(entry: &VserverEntry) -> Result<DataPath, (&'static str, String)> {
             }
             Ok(DataPath::Block { device, fstype })
         }
-        other => Err(("data", format!("unknown data path {other:?} (periodic, shared or block)"))),
+        "continuous" => {
+            stray("shared_dir", entry.shared_dir.is_some(), "shared")?;
+            stray("device", entry.device.is_some(), "block")?;
+            stray("fstype", entry.fstype.is_some(), "block")?;
+            let batch_ms = entry.batch_ms.unwrap_or(DEFAULT_BATCH_MS);
+            if !BATCH_MS.contains(&batch_ms) {
+                return Err((
+                    "batch_ms",
+                    format!(
+                        "must be from {} to {} (milliseconds between two batches)",
+                        BATCH_MS.start(),
+                        BATCH_MS.end()
+                    ),
+                ));
+            }
+            let every = entry.points_every_secs.unwrap_or(DEFAULT_POINTS_EVERY_SECS);
+            if !POINTS_EVERY_SECS.contains(&every) {
+                return Err((
+                    "points_every_secs",
+                    format!(
+                        "must be from {} to {} (seconds between two points in time)",
+                        POINTS_EVERY_SECS.start(),
+                        POINTS_EVERY_SECS.end()
+                    ),
+                ));
+            }
+            let kept = entry.points_kept.unwrap_or(DEFAULT_POINTS_KEPT);
+            if kept > MAX_POINTS_KEPT {
+                return Err(("points_kept", format!("must be at most {MAX_POINTS_KEPT} (0 keeps none)")));
+            }
+            Ok(DataPath::Continuous {
+                batch: Duration::from_millis(batch_ms),
+                points_every: Duration::from_secs(every),
+                points_kept: kept as usize,
+            })
+        }
+        other => Err(("data", format!("unknown data path {other:?} (periodic, continuous, shared or block)"))),
     }
 }
 
@@ -375,6 +465,42 @@ mod tests {
         assert!(
             err("data = \"shared\"\nshared_dir = \"/srv\"\ndevice = \"/dev/sdb\"\n").contains("vservers.web.device")
         );
+    }
+
+    #[test]
+    fn a_continuous_path_takes_its_defaults_and_checks_its_bounds() {
+        let c = parse(
+            "[vservers.web]\nprimary = \"h0\"\nstandbys = [\"h1\"]\ndata = \"continuous\"\n\
+             [vservers.db]\nprimary = \"h1\"\ndata = \"continuous\"\nbatch_ms = 1000\npoints_every_secs = 60\n\
+             points_kept = 0\n",
+        )
+        .unwrap();
+        let v = |n: &str| c.replication[&VserverName::parse(n).unwrap()].data.clone();
+        assert_eq!(
+            v("web"),
+            DataPath::Continuous {
+                batch: Duration::from_millis(250),
+                points_every: Duration::from_secs(900),
+                points_kept: 8
+            }
+        );
+        assert_eq!(v("web").kind(), "continuous");
+        assert!(v("web").copies_tree() && !v("web").needs_power_fence() && v("web").shared_dir().is_none());
+        assert_eq!(v("db").batch(), Some(Duration::from_secs(1)));
+        assert_eq!(v("db").points(), Some((Duration::from_secs(60), 0)));
+        assert_eq!(DataPath::Periodic.batch(), None);
+        let err = |t: &str| parse(&format!("[vservers.web]\nprimary = \"h0\"\n{t}")).unwrap_err().to_string();
+        let e = err("data = \"continuous\"\nbatch_ms = 10\n");
+        assert!(e.contains("`vservers.web.batch_ms`: must be from 50 to 60000"), "{e}");
+        assert!(err("data = \"continuous\"\nbatch_ms = 60001\n").contains("vservers.web.batch_ms"));
+        let e = err("data = \"continuous\"\npoints_every_secs = 5\n");
+        assert!(e.contains("`vservers.web.points_every_secs`: must be from 60"), "{e}");
+        assert!(err("data = \"continuous\"\npoints_kept = 1001\n").contains("vservers.web.points_kept"));
+        let e = err("batch_ms = 300\n");
+        assert!(e.contains("`vservers.web.batch_ms`: only a vserver with data = \"continuous\""), "{e}");
+        assert!(err("data = \"shared\"\nshared_dir = \"/srv\"\npoints_kept = 2\n").contains("points_kept"));
+        assert!(err("data = \"continuous\"\ndevice = \"/dev/sdb\"\n").contains("vservers.web.device"));
+        assert!(err("data = \"continuous\"\nbatch_ms = -1\n").contains("batch_ms"));
     }
 
     #[test]

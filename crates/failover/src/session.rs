@@ -84,6 +84,7 @@ pub struct Session<'a, P: SessionPeers> {
     standby: &'a str,
     vserver: &'a str,
     id: String,
+    generation: String,
 }
 
 impl<'a, P: SessionPeers> Session<'a, P> {
@@ -91,12 +92,17 @@ impl<'a, P: SessionPeers> Session<'a, P> {
     pub async fn begin(peers: &'a P, standby: &'a str, vserver: &'a str, source: &str) -> Result<Self, String> {
         let req = BeginRequest { source: source.to_string() };
         let begun = describe(peers.begin(standby, vserver, &req).await, "begin", standby)?;
-        Ok(Session { peers, standby, vserver, id: begun.session })
+        Ok(Session { peers, standby, vserver, id: begun.session, generation: begun.generation })
     }
 
     /// The session's id, which the tunnel names to reach its generation.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The generation of the standby's replica the session fills (`a` or `b`).
+    pub fn generation(&self) -> &str {
+        &self.generation
     }
 
     /// Makes the copy the standby's current replica. A refused or unanswered commit aborts the session.

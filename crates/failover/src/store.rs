@@ -213,6 +213,32 @@ impl ReplicaStore {
         self.root.join(name.as_str())
     }
 
+    /// The points in time kept of `name` (see [`crate::points`]), oldest first.
+    pub fn points(&self, name: &VserverName) -> Vec<crate::points::Point> {
+        crate::points::list(&self.dir(name))
+    }
+
+    /// Makes a point in time of `name`'s current generation if one is due (none yet, or the newest is `every`
+    /// old), then removes the oldest beyond `kept`. Returns the point made, if any. The caller keeps syncs of
+    /// `name` from beginning meanwhile: the generation linked must not be the one a sync fills.
+    pub fn point_if_due(
+        &self,
+        name: &VserverName,
+        every: std::time::Duration,
+        kept: usize,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let vdir = self.dir(name);
+        let now = std::time::SystemTime::now();
+        let made = match self.current(name)? {
+            Some(g) if kept > 0 && crate::points::due(&vdir, every, now) => {
+                Some(crate::points::make(&vdir, &g.dir, now).map_err(io_err("making a point in time in", &vdir))?)
+            }
+            _ => None,
+        };
+        crate::points::prune(&vdir, kept).map_err(io_err("removing old points in time in", &vdir))?;
+        Ok(made)
+    }
+
     /// The current (complete) generation of `name`, if any.
     pub fn current(&self, name: &VserverName) -> Result<Option<Generation>, StoreError> {
         let link = self.dir(name).join("current");
@@ -366,6 +392,11 @@ impl ReplicaStore {
         }
         // Consumed: what is left of it (its record, the sources of copied conf files) is only tidied.
         let _ = fs::remove_file(generation.dir.join("meta.json"));
+        // The points in time share the files of the tree now in service, which the vserver will write into.
+        if let Err(e) = crate::points::retire(&self.dir(name)) {
+            tracing::warn!(vserver = %name, error = %e, "cannot take the points in time out of the way; they share \
+                           files with the tree in service and change with it");
+        }
         let _ = sync_dir(&self.dir(name));
         if let Err(e) = moves.finish() {
             tracing::warn!(vserver = %name, error = %e, "promoted, but a copied conf file stays in the used replica");

@@ -45,8 +45,12 @@ pub struct HeldReplica {
     pub age_secs: u64,
     /// Its last pass ran with the vserver frozen.
     pub consistent: bool,
-    /// `sync`, `migrate` or `kept`.
+    /// `sync`, `batch` (continuous replication), `migrate` or `kept`.
     pub kind: String,
+    /// The points in time kept of it (continuous replication), oldest first; absent when none (and from a
+    /// host of an earlier release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<crate::points::Point>,
 }
 
 /// The body of every 4xx/5xx answer.

@@ -938,6 +938,7 @@ fn held(w: &World, at: usize) -> Vec<HeldReplica> {
         age_secs: 0,
         consistent: true,
         kind: "sync".into(),
+        points: Vec::new(),
     }]
 }
 

@@ -38,6 +38,11 @@ pub struct VserverRow {
     /// Its standbys' copies, as the owner reports them (only when the host asked is the owner): standby and
     /// seconds since the start of its last complete copy.
     pub standbys: Vec<(String, Option<u64>)>,
+    /// Where its tree and conf are (`periodic`, `continuous`, `shared`, `block`), as the owner reports it.
+    pub data: Option<String>,
+    /// What a crash of the owner would lose now, per standby, in ms of writes (recovery point objective), as the
+    /// owner reports it.
+    pub rpo_ms: BTreeMap<String, u64>,
 }
 
 /// The cluster as one agent sees it.
@@ -122,6 +127,13 @@ impl ClusterView {
                     .filter(|r| &r.vserver == name)
                     .map(|r| (r.standby.clone(), r.lag_secs))
                     .collect(),
+                data: status.replication.iter().find(|r| &r.vserver == name).and_then(|r| r.data.clone()),
+                rpo_ms: status
+                    .replication
+                    .iter()
+                    .filter(|r| &r.vserver == name)
+                    .filter_map(|r| Some((r.standby.clone(), (r.rpo_secs? * 1000.0).round() as u64)))
+                    .collect(),
             })
             .collect();
         ClusterView {
@@ -168,8 +180,11 @@ impl ClusterView {
             let _ = writeln!(out, "no vserver in the ownership table");
             return out;
         }
-        let _ =
-            writeln!(out, "\n{:<16} {:<12} {:>6}  {:<12} STANDBY COPIES", "VSERVER", "OWNER", "EPOCH", "RUNNING ON");
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<12} {:>6}  {:<12} {:<10} STANDBY COPIES",
+            "VSERVER", "OWNER", "EPOCH", "RUNNING ON", "DATA"
+        );
         for v in &self.vservers {
             let on = if v.running_on.is_empty() { "-".to_string() } else { v.running_on.join(", ") };
             let copies = if v.standbys.is_empty() {
@@ -177,20 +192,24 @@ impl ClusterView {
             } else {
                 v.standbys
                     .iter()
-                    .map(|(s, lag)| match lag {
-                        Some(secs) => format!("{s} ({secs} s old)"),
-                        None => format!("{s} (none yet)"),
+                    .map(|(s, lag)| {
+                        let rpo = v.rpo_ms.get(s).map(|ms| format!(", RPO {:.1} s", *ms as f64 / 1000.0));
+                        match lag {
+                            Some(secs) => format!("{s} ({secs} s old{})", rpo.unwrap_or_default()),
+                            None => format!("{s} (none yet{})", rpo.unwrap_or_default()),
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join(", ")
             };
             let _ = writeln!(
                 out,
-                "{:<16} {:<12} {:>6}  {:<12} {copies}",
+                "{:<16} {:<12} {:>6}  {:<12} {:<10} {copies}",
                 v.name,
                 v.owner.as_deref().unwrap_or("(none)"),
                 v.epoch,
-                on
+                on,
+                v.data.as_deref().unwrap_or("-")
             );
         }
         out

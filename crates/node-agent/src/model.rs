@@ -116,7 +116,7 @@ pub struct WireStatus {
 }
 
 /// Replication of one vserver of this host (its primary) to one standby.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicationStatus {
     /// The vserver.
     pub vserver: String,
@@ -142,6 +142,26 @@ pub struct ReplicationStatus {
     pub last_error: Option<String>,
     /// File attributes the last copy could not carry (e.g. immutable flags).
     pub warning: Option<String>,
+    /// Where the vserver's tree and conf are: `periodic`, `continuous`, `shared` or `block` (absent from a host
+    /// of an earlier release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// What a crash of this host would lose now, in seconds of writes (recovery point objective): for
+    /// `continuous` while watched, the change lag below; for `periodic`, the interval plus the last sync's
+    /// duration; 0 for `shared` and `block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_secs: Option<f64>,
+    /// `continuous`, while this host watches the tree: ms since the oldest change not yet committed on the
+    /// standby was seen (0 when none is pending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_lag_ms: Option<u64>,
+    /// `continuous`: when the last batch (or full pass of the watch) committed on the standby, ms since the
+    /// epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_batch_unix_ms: Option<u64>,
+    /// `continuous`: sessions committed on the standby since the watch began (batches and full passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches: Option<u64>,
 }
 
 /// The body of `GET /v1/status`.

@@ -7,6 +7,7 @@ mod announce;
 mod api;
 mod block;
 mod conf_fs;
+mod continuous;
 mod evacuate;
 mod heartbeats;
 mod history;

@@ -196,8 +196,22 @@ pub fn render(status: &StatusReport) -> String {
     let duration = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let freeze = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let ok = Family::<Labels, Gauge>::default();
+    let change_lag = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let last_batch = Family::<Labels, Gauge>::default();
+    let rpo = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     for r in &status.replication {
         let label = || vec![("vserver", r.vserver.clone()), ("standby", r.standby.clone())];
+        if let Some(v) = r.change_lag_ms {
+            change_lag.get_or_create(&label()).set(v as f64 / 1000.0);
+        }
+        if let Some(v) = r.last_batch_unix_ms {
+            last_batch.get_or_create(&label()).set(i64::try_from(v / 1000).unwrap_or(i64::MAX));
+        }
+        if let Some(v) = r.rpo_secs {
+            let mut labels = label();
+            labels.push(("data", r.data.clone().unwrap_or_default()));
+            rpo.get_or_create(&labels).set(v);
+        }
         ok.get_or_create(&label()).set(i64::from(r.last_error.is_none() && r.last_complete_unix_ms.is_some()));
         if let Some(v) = r.lag_secs {
             lag.get_or_create(&label()).set(i64::try_from(v).unwrap_or(i64::MAX));
@@ -234,6 +248,25 @@ pub fn render(status: &StatusReport) -> String {
         "Time the vserver was frozen for the last complete sync (consistent mode)",
         Unit::Seconds,
         freeze,
+    );
+    registry.register_with_unit(
+        "replication_change_lag",
+        "Continuous replication: time since the oldest change not yet committed on the standby was seen (0 when \
+         none is pending)",
+        Unit::Seconds,
+        change_lag,
+    );
+    registry.register(
+        "replication_last_batch_timestamp_seconds",
+        "Continuous replication: when the last batch committed on the standby, Unix time",
+        last_batch,
+    );
+    registry.register_with_unit(
+        "replication_rpo",
+        "What a crash of this host would lose now, in seconds of writes: the change lag (continuous), the \
+         interval plus the last sync's duration (periodic), 0 (shared, block)",
+        Unit::Seconds,
+        rpo,
     );
     let held = Family::<Labels, Gauge>::default();
     for r in &status.replicas {
@@ -308,7 +341,25 @@ mod tests {
                 last_error: None,
             }],
             rejected_heartbeats: RejectCounters { unknown_node: 0, bad_signature: 2, malformed_or_stale: 0 },
-            replication: vec![],
+            replication: vec![crate::model::ReplicationStatus {
+                vserver: "web".into(),
+                standby: "h1".into(),
+                syncing: false,
+                last_complete_unix_ms: Some(1_700_000_000_000),
+                lag_secs: Some(1),
+                bytes_sent: Some(10),
+                files_transferred: Some(1),
+                duration_ms: Some(20),
+                freeze_ms: None,
+                last_attempt_unix_ms: Some(1_700_000_000_000),
+                last_error: None,
+                warning: None,
+                data: Some("continuous".into()),
+                rpo_secs: Some(0.25),
+                change_lag_ms: Some(250),
+                last_batch_unix_ms: Some(1_700_000_001_000),
+                batches: Some(9),
+            }],
             replicas: vec![],
             ownership: None,
             failover: Default::default(),
@@ -339,6 +390,10 @@ mod tests {
             "# HELP vserver_memory_limit_bytes The vserver's memory limit, RAM and swap (LIMIT_MEMORY).",
             "# TYPE vserver_disk_bytes gauge",
             "# UNIT vserver_disk_bytes bytes",
+            "vserver_replication_change_lag_seconds{vserver=\"web\",standby=\"h1\"} 0.25",
+            "vserver_replication_last_batch_timestamp_seconds{vserver=\"web\",standby=\"h1\"} 1700000001",
+            "vserver_replication_rpo_seconds{vserver=\"web\",standby=\"h1\",data=\"continuous\"} 0.25",
+            "# TYPE vserver_replication_change_lag_seconds gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }

@@ -7,11 +7,13 @@ pub mod api;
 pub mod beacons;
 pub mod cluster;
 pub mod config;
+pub mod continuous;
 pub mod evacuate;
 pub mod events;
 pub mod heartbeat;
 pub mod hosts;
 pub mod join;
+pub mod lag;
 pub mod lease;
 pub mod maintenance;
 pub mod memory;
@@ -28,6 +30,7 @@ pub mod serve;
 pub mod shared;
 pub mod supervisor;
 pub mod takeover;
+pub mod treewatch;
 pub mod tunnel;
 pub mod watchdog;
 
@@ -194,6 +197,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
         async move { supervisor.run(std::time::Duration::from_millis(every)).await }
     });
     let replicating = tokio::spawn(Arc::clone(&agent.replication).run());
+    let watching_trees = tokio::spawn(continuous::run(Arc::clone(&agent.replication)));
     let ownership = agent.ownership.clone();
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
     let taking_over = tokio::spawn(failover::takeover::run(takeover::AgentHost(Arc::clone(&agent))));
@@ -244,6 +248,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     }
     supervision.abort();
     replicating.abort();
+    watching_trees.abort();
     supervisor::withdraw(&agent.config);
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!(node = %agent.config.node, "agent stopped; its vservers keep running");

@@ -173,7 +173,8 @@ pub fn render(status: &StatusReport) -> String {
     if !status.replication.is_empty() {
         html.push_str(
             "<h2>Replication to standbys</h2>\n<table id=\"replication\"><tr><th>Vserver</th><th>Standby</th>\
-             <th>Last complete copy</th><th>Sent</th><th>Duration</th><th>Last error</th></tr>\n",
+             <th>Data</th><th>RPO</th><th>Last complete copy</th><th>Sent</th><th>Duration</th><th>Last error</th>\
+             </tr>\n",
         );
         for r in &status.replication {
             let (class, state) = match (&r.last_error, r.lag_secs) {
@@ -181,11 +182,24 @@ pub fn render(status: &StatusReport) -> String {
                 (None, Some(lag)) => ("ok", format!("{} ago", duration(lag))),
                 (None, None) => ("dim", "never".to_string()),
             };
+            // Continuous while watched: the change lag, and the last batch.
+            let data = match (r.change_lag_ms, r.last_batch_unix_ms) {
+                (Some(lag), Some(at)) => format!(
+                    "{} (lag {:.1} s, last batch {} ago)",
+                    esc(r.data.as_deref().unwrap_or("continuous")),
+                    lag as f64 / 1000.0,
+                    duration(crate::agent::replication::now_ms().saturating_sub(at) / 1000)
+                ),
+                (Some(lag), None) => format!("continuous (lag {:.1} s)", lag as f64 / 1000.0),
+                _ => esc(r.data.as_deref().unwrap_or("–")),
+            };
             let _ = writeln!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{state}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{data}</td><td>{}</td><td class=\"{class}\">{state}{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
                 esc(&r.vserver),
                 esc(&r.standby),
+                r.rpo_secs.map_or("–".into(), |s| format!("{s:.1} s")),
                 if r.syncing { " (syncing now)" } else { "" },
                 r.bytes_sent.map_or("–".into(), |b| format!("{b} B")),
                 r.duration_ms.map_or("–".into(), |d| format!("{d} ms")),
@@ -197,17 +211,22 @@ pub fn render(status: &StatusReport) -> String {
     if !status.replicas.is_empty() {
         html.push_str(
             "<h2>Replicas held here</h2>\n<table id=\"replicas\"><tr><th>Vserver</th><th>From</th><th>Age</th>\
-             <th>Kind</th></tr>\n",
+             <th>Kind</th><th>Points in time</th></tr>\n",
         );
         for r in &status.replicas {
             let _ = writeln!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
                 esc(&r.vserver),
                 esc(&r.source),
                 duration(r.age_secs),
                 esc(&r.kind),
                 if r.consistent { ", consistent" } else { "" },
+                if r.points.is_empty() {
+                    "–".to_string()
+                } else {
+                    r.points.iter().map(|p| esc(&p.stamp)).collect::<Vec<_>>().join(" ")
+                },
             );
         }
         html.push_str("</table>\n");

@@ -188,6 +188,10 @@ struct Report {
     last_error: Option<String>,
     last_attempt_unix_ms: Option<u64>,
     running: bool,
+    /// Sessions with it that ended, committed or not (each may have changed what its generations hold).
+    sessions_ended: u64,
+    /// The generation the last committed session filled (now its current one), if the last session committed.
+    generation: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +215,10 @@ pub struct Replication {
     placements: Mutex<BTreeMap<VserverName, Placement>>,
     placement_path: PathBuf,
     sessions: Mutex<BTreeMap<VserverName, Session>>,
+    /// Per vserver, held while a point in time of its replica is made: a session of it begins only after.
+    pointing: Mutex<BTreeMap<VserverName, Arc<AsyncMutex<()>>>>,
+    /// Continuous replication's state, as the status shows it.
+    pub continuous: super::lag::Board,
     reports: Mutex<BTreeMap<(VserverName, String), Report>>,
     locks: Mutex<BTreeMap<VserverName, Arc<AsyncMutex<()>>>>,
     last_run: Mutex<BTreeMap<VserverName, Instant>>,
@@ -313,6 +321,8 @@ impl Replication {
             placements: Mutex::new(placements),
             placement_path,
             sessions: Mutex::default(),
+            pointing: Mutex::default(),
+            continuous: super::lag::Board::default(),
             reports: Mutex::default(),
             locks: Mutex::default(),
             last_run: Mutex::default(),
@@ -370,10 +380,25 @@ impl Replication {
         let now = now_ms();
         let mut out = Vec::new();
         for (name, p) in placements.iter().filter(|(_, p)| p.primary == self.node) {
+            let settings = self.settings(name);
             for standby in &p.standbys {
                 let r = reports.get(&(name.clone(), standby.clone())).cloned().unwrap_or_default();
                 let ok = r.last_ok.as_ref();
+                let lane = self.continuous.lane(name, standby);
+                let rpo_secs = match (&settings.data, &lane) {
+                    (DataPath::Shared { .. } | DataPath::Block { .. }, _) => 0.0,
+                    // Watched: what a crash now would lose.
+                    (DataPath::Continuous { .. }, Some(lane)) => lane.lag_ms(now) as f64 / 1000.0,
+                    // Periodic, or continuous while not watched (stopped here): at worst the writes of an
+                    // interval and of the pass that then runs.
+                    _ => settings.interval.as_secs_f64() + ok.map_or(0.0, |o| o.duration.as_secs_f64()),
+                };
                 out.push(ReplicationStatus {
+                    data: Some(settings.data.kind().to_string()),
+                    rpo_secs: Some(rpo_secs),
+                    change_lag_ms: lane.as_ref().map(|l| l.lag_ms(now)),
+                    last_batch_unix_ms: lane.as_ref().and_then(|l| l.last_commit_unix_ms),
+                    batches: lane.as_ref().map(|l| l.batches),
                     vserver: name.to_string(),
                     standby: standby.clone(),
                     syncing: r.running,
@@ -408,6 +433,7 @@ impl Replication {
                 age_secs: 0,
                 consistent: true,
                 kind: "shared".into(),
+                points: Vec::new(),
             })
         });
         let mut held: Vec<HeldReplica> = shared.collect();
@@ -422,6 +448,7 @@ impl Replication {
                 age_secs: now.saturating_sub(g.meta.started_unix_ms) / 1000,
                 consistent: g.meta.consistent,
                 kind: g.meta.kind.clone(),
+                points: self.store.points(&name),
             })
         }));
         held
@@ -432,7 +459,48 @@ impl Replication {
         self.settings(name).data
     }
 
-    fn settings(&self, name: &VserverName) -> ReplicationSettings {
+    /// This host's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The agent's parts replication works with.
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// A vserver's tree on this host.
+    pub fn tree(&self, name: &VserverName) -> PathBuf {
+        self.dirs.root(name)
+    }
+
+    /// Whether `name`'s conf is on this host.
+    pub fn built(&self, name: &VserverName) -> bool {
+        self.dirs.conf(name).is_file()
+    }
+
+    /// How many sessions with `standby` for `name` ended since this agent started, and the generation the
+    /// last one made current (none if it did not commit).
+    pub fn sessions_ended(&self, name: &VserverName, standby: &str) -> (u64, Option<String>) {
+        let reports = lock(&self.reports);
+        reports
+            .get(&(name.clone(), standby.to_string()))
+            .map_or((0, None), |r| (r.sessions_ended, r.generation.clone()))
+    }
+
+    /// When the copy now current on `standby` began on this host, if a sync to it completed since start.
+    pub fn last_complete_unix_ms(&self, name: &VserverName, standby: &str) -> Option<u64> {
+        let reports = lock(&self.reports);
+        reports.get(&(name.clone(), standby.to_string()))?.last_ok.as_ref().map(|o| o.started_unix_ms)
+    }
+
+    /// Records that a sync of `name` began now (the periodic schedule counts from it).
+    pub fn mark_run(&self, name: &VserverName) {
+        lock(&self.last_run).insert(name.clone(), Instant::now());
+    }
+
+    /// `name`'s replication settings (periodic at 60 s for a vserver the cluster file does not name).
+    pub fn settings(&self, name: &VserverName) -> ReplicationSettings {
         self.settings.get(name).cloned().unwrap_or_else(|| ReplicationSettings::periodic(Duration::from_secs(60)))
     }
 
@@ -456,6 +524,9 @@ impl Replication {
             tracing::warn!(vserver = %name, session = %old.id, "a new sync replaces an unfinished one");
             let _ = old.cancel.send(true);
         }
+        // Not while a point in time links the current generation's files: a session after the next would fill
+        // that generation.
+        let _pointing = self.pointing_lock(name).lock_owned().await;
         let store = self.store.clone();
         let n = name.clone();
         let staging = tokio::task::spawn_blocking(move || store.begin(&n))
@@ -540,8 +611,37 @@ impl Replication {
                 sessions.remove(name);
             }
         }
-        tracing::info!(vserver = %name, generation = generation.slot.as_str(), source = %generation.meta.source, "replica current");
+        let level_batch = generation.meta.kind == "batch";
+        if level_batch {
+            tracing::debug!(vserver = %name, generation = generation.slot.as_str(), source = %generation.meta.source, "replica current");
+        } else {
+            tracing::info!(vserver = %name, generation = generation.slot.as_str(), source = %generation.meta.source, "replica current");
+        }
+        // Not of a migrate's copy: it goes into service at once, and its points with it would be dropped.
+        if let Some((every, kept)) = self.data_path(name).points().filter(|_| generation.meta.kind != "migrate") {
+            self.keep_points(name, every, kept);
+        }
         Ok(generation.meta)
+    }
+
+    fn pointing_lock(&self, name: &VserverName) -> Arc<AsyncMutex<()>> {
+        Arc::clone(lock(&self.pointing).entry(name.clone()).or_default())
+    }
+
+    /// Makes a point in time of `name`'s current generation if one is due, and removes the oldest beyond
+    /// `kept`, in the background (the commit's answer does not wait); the next session of `name` begins once it
+    /// is done.
+    fn keep_points(&self, name: &VserverName, every: Duration, kept: usize) {
+        let Ok(held) = self.pointing_lock(name).try_lock_owned() else { return };
+        let (store, name) = (self.store.clone(), name.clone());
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            match store.point_if_due(&name, every, kept) {
+                Ok(Some(dir)) => tracing::info!(vserver = %name, point = %dir.display(), "point in time kept"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(vserver = %name, error = %e, "cannot keep a point in time of the replica"),
+            }
+        });
     }
 
     /// Closes a session without committing: the current generation stays. Returns what its receiving
@@ -605,6 +705,16 @@ impl Replication {
 
     /// One sync of `name` to `standby` (the vserver's lock is held by the caller).
     pub async fn sync_to(self: &Arc<Self>, name: &VserverName, standby: &str, kind: &str) -> SyncOutcome {
+        self.reported(name, standby, kind, |started_unix_ms| self.sync_steps(name, standby, started_unix_ms, kind))
+            .await
+    }
+
+    /// Runs `steps` (a session with `standby`, given the start time) and keeps its outcome for the status.
+    pub async fn reported<'a, F, Fut>(&'a self, name: &VserverName, standby: &str, kind: &str, steps: F) -> SyncOutcome
+    where
+        F: FnOnce(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<Passes, String>> + 'a,
+    {
         let key = (name.clone(), standby.to_string());
         let started_unix_ms = now_ms();
         {
@@ -614,11 +724,13 @@ impl Replication {
             r.last_attempt_unix_ms = Some(started_unix_ms);
         }
         let started = Instant::now();
-        let result = self.sync_steps(name, standby, started_unix_ms, kind).await;
+        let result = steps(started_unix_ms).await;
         let duration = started.elapsed();
         let mut reports = lock(&self.reports);
         let r = reports.entry(key).or_default();
         r.running = false;
+        r.sessions_ended += 1;
+        r.generation = result.as_ref().ok().map(|done| done.generation.clone());
         match result {
             Ok(done) => {
                 r.last_error = None;
@@ -630,10 +742,17 @@ impl Replication {
                     freeze: done.freeze,
                     flags_warning: done.warning.clone(),
                 });
-                tracing::info!(
-                    vserver = %name, standby, bytes_sent = done.bytes_sent, files = done.files_transferred,
-                    ms = duration.as_millis() as u64, "sync complete"
-                );
+                if kind == "batch" {
+                    tracing::debug!(
+                        vserver = %name, standby, bytes_sent = done.bytes_sent, files = done.files_transferred,
+                        ms = duration.as_millis() as u64, "batch committed"
+                    );
+                } else {
+                    tracing::info!(
+                        vserver = %name, standby, bytes_sent = done.bytes_sent, files = done.files_transferred,
+                        ms = duration.as_millis() as u64, "sync complete"
+                    );
+                }
                 SyncOutcome {
                     standby: standby.to_string(),
                     ok: true,
@@ -683,6 +802,7 @@ impl Replication {
             Ok(passes) => passes,
             Err(e) => return Err(session.abort(e).await),
         };
+        passes.generation = session.generation().to_string();
         passes.phases_ms.insert(0, ("begin".into(), begin_ms));
         let committing = Instant::now();
         let commit = Commit {
@@ -792,23 +912,17 @@ impl Replication {
                 return Ok((Moved::default(), format!("nothing changed ({} entries looked at)", c.scanned)))
             }
             Ok(Ok(c)) => {
-                let list = self.dirs.run_dir.join(format!("{name}.changed"));
                 let how = format!(
                     "{} changed paths ({} of them directories, copied whole) of {} entries",
                     c.paths.len(),
                     c.dirs,
                     c.scanned
                 );
-                write_private(&list, &c.files_from()).map_err(|e| format!("writing {}: {e}", list.display()))?;
-                let shell = self.remote_shell(url, name, session);
-                let mut pass = RsyncPass::tree(&root, standby, &shell, false);
-                pass.what = "tree (changes since the pre-copy)".into();
-                // With a list, -a no longer implies -r: it is asked for, so that a listed directory is copied
-                // with everything under it, and what it no longer holds is deleted.
-                pass.extra = vec!["-r".into(), "--from0".into(), format!("--files-from={}", list.display())];
-                let moved = self.rsync(pass, progress).await;
-                let _ = std::fs::remove_file(&list);
-                return moved.map(|m| (m, how));
+                let listed = Listed { what: "tree (changes since the pre-copy)", live: false, gone_removed: false };
+                return self
+                    .copy_listed(name, standby, url, session, &c.files_from(), listed, progress)
+                    .await
+                    .map(|m| (m, how));
             }
             Ok(Err(e)) => e.to_string(),
             Err(e) => e.to_string(),
@@ -816,6 +930,37 @@ impl Replication {
         tracing::info!(vserver = %name, reason = %why_whole, "the last pass compares the whole tree");
         let moved = self.copy_tree(name, standby, url, session, false, progress).await?;
         Ok((moved, format!("whole tree: {why_whole}")))
+    }
+
+    /// An rsync pass of the paths in `list` (relative to the tree, each followed by a NUL byte) into the
+    /// session's generation on `standby`: a listed file alone, a listed directory with everything under it
+    /// (and what it no longer holds deleted); with `gone_removed`, a listed path the tree no longer has is
+    /// removed from the copy (`--delete-missing-args`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn copy_listed(
+        &self,
+        name: &VserverName,
+        standby: &str,
+        url: &str,
+        session: &str,
+        list: &[u8],
+        how: Listed,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Moved, String> {
+        let file = self.dirs.run_dir.join(format!("{name}.{standby}.changed"));
+        write_private(&file, list).map_err(|e| format!("writing {}: {e}", file.display()))?;
+        let shell = self.remote_shell(url, name, session);
+        let mut pass = RsyncPass::tree(&self.dirs.root(name), standby, &shell, how.live);
+        pass.what = how.what.into();
+        // With a list, -a no longer implies -r: it is asked for, so that a listed directory is copied with
+        // everything under it, and what it no longer holds is deleted.
+        pass.extra = vec!["-r".into(), "--from0".into(), format!("--files-from={}", file.display())];
+        if how.gone_removed {
+            pass.extra.push("--delete-missing-args".into());
+        }
+        let moved = self.rsync(pass, progress).await;
+        let _ = std::fs::remove_file(&file);
+        moved
     }
 
     /// `NAME.conf` and `NAME.sh` for the commit, or, when they are too large to carry, sent by rsync into the
@@ -965,8 +1110,8 @@ impl Replication {
                     placements.keys().map(|n| (n, self.links.ownership.owner(n.as_str()).map(|(o, _)| o))).collect();
                 let candidates: Vec<failover::sync::Candidate<'_>> = placements
                     .iter()
-                    // Shared storage: nothing to copy.
-                    .filter(|(n, _)| self.data_path(n).shared_dir().is_none())
+                    // Shared storage: nothing to copy. Watched continuously: its watch runs its full passes.
+                    .filter(|(n, _)| self.data_path(n).shared_dir().is_none() && !self.continuous.watched(n))
                     .map(|(n, p)| failover::sync::Candidate {
                         name: n.as_str(),
                         placement: p,
@@ -1053,6 +1198,17 @@ fn write_conf(dir: &Path, name: &VserverName, files: &[ConfFile]) -> Result<(), 
     Ok(())
 }
 
+/// How a listed pass ([`Replication::copy_listed`]) runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Listed {
+    /// The pass, in words (for errors).
+    pub what: &'static str,
+    /// The vserver may be running: files vanishing is accepted.
+    pub live: bool,
+    /// A listed path the tree no longer has is removed from the copy.
+    pub gone_removed: bool,
+}
+
 /// Waits until no receiving rsync of a session runs, at most `limit`; false if some still do.
 async fn idle_within(active: &tokio::sync::watch::Sender<usize>, limit: Duration) -> bool {
     let mut rx = active.subscribe();
@@ -1078,8 +1234,9 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// What the passes of one session moved.
 #[derive(Debug, Default)]
-struct Passes {
+pub struct Passes {
     bytes_sent: u64,
     files_transferred: u64,
     freeze: Option<Duration>,
@@ -1088,9 +1245,18 @@ struct Passes {
     phases_ms: Vec<(String, u64)>,
     /// The conf, when carried in the commit.
     conf: Option<Vec<ConfFile>>,
+    /// The standby's generation the session filled.
+    generation: String,
 }
 
 impl Passes {
+    /// A session's passes that moved `moved` into `generation`, in the given steps.
+    pub fn new(moved: &Moved, generation: &str, phases_ms: Vec<(String, u64)>) -> Self {
+        let mut passes = Passes { generation: generation.to_string(), phases_ms, ..Passes::default() };
+        passes.add(moved);
+        passes
+    }
+
     fn add(&mut self, m: &Moved) {
         self.bytes_sent += m.bytes_sent;
         self.files_transferred += m.files_transferred;

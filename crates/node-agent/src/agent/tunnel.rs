@@ -57,6 +57,9 @@ const LONG_EXACT: &[&str] = &[
     "--delete-delay",
     "--delete-after",
     "--delete-excluded",
+    // Continuous replication's batches: a listed path the sender no longer has is removed from the replica,
+    // as --delete would remove it.
+    "--delete-missing-args",
     "--numeric-ids",
     "--ignore-errors",
     "--force",
@@ -219,6 +222,19 @@ mod tests {
         assert_eq!(ok.args.len(), 7);
         let conf = check_server_argv(&argv("rsync --server -lHogDtpAXrSe.iLsfxCIvu --delete --numeric-ids . conf/"));
         assert_eq!(conf.unwrap().part, Part::Conf);
+    }
+
+    #[test]
+    fn a_batch_deletes_what_it_lists_and_nothing_writes_a_replica_in_place() {
+        // What a continuous replication batch's rsync sends (rsync 3.2 and later).
+        let batch = "rsync --server -lHogDtpAXrRxSe.iLsfxCIvu --delete --delete-missing-args --numeric-ids . tree/";
+        assert!(check_server_argv(&argv(batch)).is_ok());
+        // Points in time share the replica's files: a receiver writing into them in place would change the
+        // points too.
+        for in_place in ["--inplace", "--append", "--append-verify"] {
+            let asked = format!("rsync --server -lHogDtpAXrxSe.iLsfxCIvu {in_place} . tree/");
+            assert!(check_server_argv(&argv(&asked)).is_err(), "{in_place}");
+        }
     }
 
     #[test]
