@@ -195,6 +195,10 @@ impl ClusterView {
                     .map(|(s, lag)| {
                         let rpo = v.rpo_ms.get(s).map(|ms| format!(", RPO {:.1} s", *ms as f64 / 1000.0));
                         match lag {
+                            // No copy: it reaches the running tree itself.
+                            _ if v.data.as_deref() == Some("shared") => {
+                                format!("{s} (the shared tree{})", rpo.unwrap_or_default())
+                            }
                             Some(secs) => format!("{s} ({secs} s old{})", rpo.unwrap_or_default()),
                             None => format!("{s} (none yet{})", rpo.unwrap_or_default()),
                         }

@@ -100,6 +100,15 @@ fn a_vserver_on_a_shared_directory_migrates_and_is_taken_over_from_a_crashed_hos
     let (mut agents, mut dogs, name, _addr, tree, acks) = shared_on_h0(&lab, "sm");
     let sampler = Sampler::start(&lab, &name);
 
+    // Its data path and what a crash would lose now, in the cluster's view and on the status page.
+    let stat = vserver_lab::vserver_bin().unwrap().with_file_name("vserver-stat");
+    let out = lab.hosts[0].command(stat).arg("--cluster").output().unwrap();
+    let view = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = view.lines().find(|l| l.starts_with(name.as_str())).unwrap_or_default().to_string();
+    assert!(line.contains("h1 (the shared tree, RPO 0.0 s)"), "vserver-stat --cluster:\n{view}");
+    let page = agents.get(0, 0, "/").unwrap().body;
+    assert!(page.contains("shared"), "the status page names the data path");
+
     // Nothing to copy: a sync says so.
     let out = vserver(&lab, 0, &[&name, "sync"], false);
     assert!(!out.status.success() && text(&out).contains("nothing to copy"), "{}", text(&out));
