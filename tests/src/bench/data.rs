@@ -447,8 +447,9 @@ impl Drop for Acks {
     }
 }
 
-/// `GET /ack` from this thread's network namespace: the number it holds.
-fn get_ack(addr: Ipv4Addr) -> Option<u64> {
+/// `GET /ack` from this thread's network namespace (a thread of the client's: see `Netns::enterer`): the
+/// number the writer published there.
+pub fn get_ack(addr: Ipv4Addr) -> Option<u64> {
     let timeout = Duration::from_millis(300);
     let mut stream = std::net::TcpStream::connect_timeout(&(addr, 80).into(), timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;

@@ -12,31 +12,8 @@ use vserver_lab::skip_unless_root;
 use vserver_lab::Lab;
 
 use crate::takeover::assert_one_copy;
-use crate::writer::Acks;
+use crate::writer::{install_writer, Acks};
 use crate::{all_alive, owner, text, vserver, PATIENCE};
-
-/// The writer inside: appends the next number to `/data/log`, makes it durable (`sync`), then says it is
-/// (`/www/ack`, served by the vserver's httpd). Started again after a move, it goes on from the log's last
-/// number, which it first appends to `/data/starts`: where the copy it started from ended.
-const WRITER: &str = r#"#!/bin/sh
-case "$1" in
-  start)
-    mkdir -p /data
-    (
-      n=$(tail -n 1 /data/log 2>/dev/null); n=${n:-0}
-      echo "$n" >> /data/starts
-      while :; do
-        n=$((n + 1))
-        echo "$n" >> /data/log
-        sync
-        echo "$n" > /www/ack.new && mv /www/ack.new /www/ack
-        sleep 0.02
-      done
-    ) </dev/null >/dev/null 2>&1 &
-    ;;
-  stop) ;;
-esac
-"#;
 
 /// Generous bound for a replica to catch up (batches run on a shared, busy machine).
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -51,10 +28,7 @@ fn continuous_on_h0<'lab>(lab: &'lab Lab, prefix: &str, extra: &str) -> (Agents<
     assert!(out.status.success(), "{}", text(&out));
     let tree = lab.hosts[0].vservers_dir.join(&name);
     vserver_lab::bench::install_httpd_service(&tree, prefix).unwrap();
-    let script = tree.join("etc/init.d/writer");
-    std::fs::write(&script, WRITER).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::os::unix::fs::symlink("../init.d/writer", tree.join("etc/rc3.d/S60writer")).unwrap();
+    install_writer(&tree);
     std::fs::create_dir_all(tree.join("data")).unwrap();
     std::fs::write(tree.join("data/seed"), "before\n").unwrap();
     // A long interval: what the standbys get comes from the watch (its full passes and its batches).

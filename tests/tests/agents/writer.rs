@@ -13,13 +13,14 @@ use crate::PATIENCE;
 
 /// The writer inside: appends the next number to `/data/log`, makes it durable (`sync`), then says it is
 /// (`/www/ack`, served by the vserver's httpd). Started again after a move, it goes on from the log's last
-/// number.
+/// number, which it first appends to `/data/starts`: where the copy it started from ended.
 pub const WRITER: &str = r#"#!/bin/sh
 case "$1" in
   start)
     mkdir -p /data
     (
       n=$(tail -n 1 /data/log 2>/dev/null); n=${n:-0}
+      echo "$n" >> /data/starts
       while :; do
         n=$((n + 1))
         echo "$n" >> /data/log
@@ -56,7 +57,7 @@ impl Acks {
         let thread = std::thread::spawn(move || {
             enter().expect("entering the client's namespace");
             while !s.load(Ordering::Relaxed) {
-                if let Some(n) = get_ack(addr) {
+                if let Some(n) = vserver_lab::bench::get_ack(addr) {
                     h.fetch_max(n, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -82,20 +83,6 @@ impl Drop for Acks {
             let _ = t.join();
         }
     }
-}
-
-/// `GET /ack` from this thread's namespace: the number it holds.
-fn get_ack(addr: std::net::Ipv4Addr) -> Option<u64> {
-    use std::io::{Read, Write};
-    let timeout = Duration::from_millis(300);
-    let mut stream = std::net::TcpStream::connect_timeout(&(addr, 80).into(), timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.write_all(b"GET /ack HTTP/1.0\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.take(4096).read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1) == Some("200")).then_some(())?;
-    body.trim().parse().ok()
 }
 
 /// The numbers up to `acked` missing from the writer's log in the tree at `tree`: writes lost.
