@@ -78,6 +78,10 @@ enum Bench {
         /// Seconds of the idle window at each size.
         #[arg(long, default_value_t = 10)]
         idle: u64,
+        /// Keep each host's run directory on the lab's disk instead of a tmpfs of its own (real hosts have
+        /// /run on a tmpfs; the agent writes its lease there ten times a second).
+        #[arg(long)]
+        run_dirs_on_disk: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -319,11 +323,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             return Ok(());
         }
-        Bench::Scale { sizes, idle, json } => {
+        Bench::Scale { sizes, idle, run_dirs_on_disk, json } => {
             if sizes.is_empty() || sizes.iter().any(|&n| !(3..=90).contains(&n)) || idle == 0 {
                 anyhow::bail!("--sizes must name sizes of 3 to 90 hosts, and --idle must be above 0");
             }
-            let opts = crate::bench::ScaleOptions { sizes, idle: Duration::from_secs(idle) };
+            let opts = crate::bench::ScaleOptions { sizes, idle: Duration::from_secs(idle), run_dirs_on_disk };
             let report = crate::bench::run_scale_bench(&opts, &cancel)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

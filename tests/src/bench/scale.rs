@@ -30,6 +30,8 @@ pub struct ScaleOptions {
     pub sizes: Vec<usize>,
     /// The idle window measured at each size.
     pub idle: Duration,
+    /// Each host's run directory stays on the lab's disk (else a tmpfs of its own, as /run is on real hosts).
+    pub run_dirs_on_disk: bool,
 }
 
 /// One size's figures.
@@ -87,12 +89,15 @@ pub struct ScaleReport {
     /// (intercept, frames/s each host adds, R²). A cost linear in the hosts with a fixed part (the voters'
     /// traffic among themselves) has a log-log slope above 1 at small sizes that falls toward 1 as it grows.
     pub frames_line: Option<(f64, f64, f64)>,
+    /// Where each host's run directory was: `tmpfs` (as /run on real hosts) or `disk` (the lab's).
+    pub run_dirs: String,
 }
 
 impl ScaleReport {
     /// The table.
     pub fn table(&self) -> String {
-        let mut out = String::from(
+        let mut out = format!("run directories on {}\n", self.run_dirs);
+        out.push_str(
             "hosts  non-voter CPU (median/max)  voter CPU  leader CPU  RSS non-voter/voter/leader   frames/s     bytes/s  \
              false suspicions  recovery p50/max\n",
         );
@@ -263,6 +268,12 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
         check()?;
         raise_neighbour_limits(n)?;
         let lab = Lab::new(n)?;
+        // Each host's run directory on a tmpfs of its own, as /run is on real hosts: the agent writes its lease
+        // file there ten times a second. Unmounted (lazily) when the size is done.
+        let _run_dirs: Vec<crate::Tmpfs> = match opts.run_dirs_on_disk {
+            true => Vec::new(),
+            false => lab.hosts.iter().map(|h| crate::Tmpfs::mount(&h.run_dir, "64m")).collect::<Result<_>>()?,
+        };
         let (victim, standby) = (n - 1, n - 2);
         eprintln!("bench scale: {n} hosts: building {CRASHED_VSERVERS} vservers on h{victim}");
         let names: Vec<String> = (0..CRASHED_VSERVERS).map(|k| format!("s{k}")).collect();
@@ -394,7 +405,8 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
         }
     }
     let frames_line = line(&from8.iter().map(|r| (r.hosts as f64, r.frames_per_sec)).collect::<Vec<_>>());
-    Ok(ScaleReport { rows, exponents, frames_line })
+    let run_dirs = if opts.run_dirs_on_disk { "disk" } else { "tmpfs" }.to_string();
+    Ok(ScaleReport { rows, exponents, frames_line, run_dirs })
 }
 
 #[cfg(test)]
