@@ -56,11 +56,17 @@ fn agents_agree_on_owners_and_survive_the_loss_of_their_leader() {
     agents.kill9(l);
     let others: Vec<usize> = (0..3).filter(|&i| i != l).collect();
     let mut new_leader = None;
-    let elected = wait_for(Duration::from_secs(20), || {
+    let elected = wait_for(PATIENCE * 3, || {
         new_leader = agreed(&agents, &others).filter(|n| *n != leader);
         new_leader.is_some()
     });
-    assert!(elected.is_some(), "the two remaining agents elect a new leader");
+    assert!(
+        elected.is_some(),
+        "the two remaining agents elect a new leader: {:?}\nlogs:\n{}\n{}",
+        others.iter().map(|&i| view(&agents, i, &name)).collect::<Vec<_>>(),
+        agents.log(others[0]),
+        agents.log(others[1])
+    );
     let new_leader = new_leader.unwrap();
     eprintln!("leader {leader} killed; {new_leader} leads now");
 
