@@ -312,10 +312,7 @@ pub async fn run<S: Source>(
         }
     }
     if let Some(why) = failed {
-        let why = match session.take() {
-            Some(session) => session.abort(why).await,
-            None => why,
-        };
+        let why = abort(session.take(), why).await;
         return Err(format!("{why}; {name} kept running here"));
     }
 
@@ -343,11 +340,7 @@ pub async fn run<S: Source>(
     };
     if was_running {
         if let Err(e) = host.stop().await {
-            let why = format!("cannot stop {name} here: {e}");
-            let why = match session {
-                Some(session) => session.abort(why).await,
-                None => why,
-            };
+            let why = abort(session, format!("cannot stop {name} here: {e}")).await;
             return Err(restart_here(why, None).await);
         }
     }
@@ -436,6 +429,15 @@ pub async fn run<S: Source>(
         host.update(|m| m.error = Some(format!("done, with warnings: {}", warnings.join("; "))));
     }
     Ok(outage)
+}
+
+/// Aborts the migrate's session, if it has one (a vserver on shared storage has none); what went wrong, with
+/// what the target said.
+async fn abort<P: SessionPeers>(session: Option<Session<'_, P>>, why: String) -> String {
+    match session {
+        Some(session) => session.abort(why).await,
+        None => why,
+    }
 }
 
 /// Why `name` is not to run on `me` again after a failed migrate, by the cluster: the table gives it to

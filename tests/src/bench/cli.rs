@@ -249,6 +249,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             return Ok(());
         }
         Bench::Data { modes, secs, interval_secs, json } => {
+            if secs == 0 || interval_secs == 0 {
+                anyhow::bail!("--secs and --interval-secs must be above 0");
+            }
             let opts = crate::bench::DataOptions { modes, secs, interval_secs };
             let report = crate::bench::run_data_bench(&opts, &cancel)?;
             if json {
