@@ -96,7 +96,7 @@ pub trait Cluster: Send + Sync {
     fn heard(&self, host: &str) -> bool;
     /// Records the maintenance in the table (the leader only).
     fn record(&self, host: Option<&str>, on: bool, by: &str) -> impl Future<Output = Result<(), String>> + Send;
-    /// Logs `text` in the cluster's event log.
+    /// Logs `text` in the cluster's event log: now, or once the cluster can commit it (never dropped).
     fn log(&self, text: &str) -> impl Future<Output = ()> + Send;
     /// Sends the request to the coordinator `leader`.
     fn forward(

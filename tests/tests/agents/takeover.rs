@@ -452,7 +452,22 @@ fn link_down_in_maintenance(prefix: &str, args: &[&str], off: &[&str], covers: f
     let both = |said: &[String]| {
         said.len() == 2 && said[0].starts_with("maintenance on") && said[1].starts_with("maintenance off")
     };
-    assert!(wait_for(PATIENCE, || both(&said())).is_some(), "{:?}", said());
+    let about = |i: usize| -> String {
+        agents
+            .log(i)
+            .lines()
+            .filter(|l| l.contains("maintenance") || l.contains("event"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        wait_for(PATIENCE, || both(&said())).is_some(),
+        "{:?}\nh0:\n{}\nh1:\n{}\nh2:\n{}",
+        said(),
+        about(0),
+        about(1),
+        about(2)
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert!(wait_page(&lab, addr, "unsynced", PATIENCE).is_some(), "h0 still serves its own page");
     assert!(agents.log(0).contains("in maintenance: not fencing"), "h0 said why it did not fence:\n{}", agents.log(0));

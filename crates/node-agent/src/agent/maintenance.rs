@@ -43,7 +43,10 @@ impl Cluster for Agent {
         self.ownership.set_maintenance(host, on, by).await.map_err(|e| e.to_string())
     }
     async fn log(&self, text: &str) {
-        let _ = self.ownership.log(super::events::kinds::MAINTENANCE, None, text).await;
+        // The mark is committed; its event follows as a write of its own, which a leader change right after
+        // the mark can delay past one proposal's timeout: retried until committed, so the history never lacks
+        // it.
+        self.events.log_later(super::events::kinds::MAINTENANCE, None, text.to_string());
     }
     async fn forward(&self, leader: &str, req: &MaintenanceRequest, timeout: Duration) -> Answer<serde_json::Value> {
         self.peers.maintenance(leader, req, timeout).await
