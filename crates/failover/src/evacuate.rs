@@ -196,6 +196,13 @@ pub fn record(host: &str, moved: Vec<(String, String)>) -> String {
     format!("{EVENT_PREFIX}{json}")
 }
 
+/// An evacuation's event text in words (`None` for any other text): the log keeps it as JSON.
+pub fn describe(text: &str) -> Option<String> {
+    let r = serde_json::from_str::<Recorded>(text.strip_prefix(EVENT_PREFIX)?).ok()?;
+    let moved: Vec<String> = r.moved.iter().map(|(v, to)| format!("{v} to {to}")).collect();
+    Some(format!("evacuated {}: {}", r.host, if moved.is_empty() { "nothing moved".into() } else { moved.join(", ") }))
+}
+
 /// What a restore of `host` moves back: from its last evacuation in `events`, each vserver still where the
 /// evacuation put it (vserver, where it is, its epoch).
 pub fn restore_items(
@@ -510,6 +517,14 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_evacuation_is_described_in_words() {
+        let text = record("h0", vec![("web".into(), "h1".into()), ("db".into(), "h2".into())]);
+        assert_eq!(describe(&text).unwrap(), "evacuated h0: web to h1, db to h2");
+        assert_eq!(describe(&record("h0", vec![])).unwrap(), "evacuated h0: nothing moved");
+        assert_eq!(describe("evacuated nothing"), None);
+    }
 
     fn entry(owner: &str, epoch: u64) -> OwnerEntry {
         OwnerEntry { owner: Some(owner.into()), epoch }

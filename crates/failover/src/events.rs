@@ -123,6 +123,28 @@ pub fn takeovers(events: &[Event]) -> Vec<TakeoverRecord> {
         .collect()
 }
 
+/// A record of the event log (a takeover, a vserver put in error, an operator's clear) in words, for people:
+/// the log keeps these as JSON after a prefix, for the cluster's own reading. `None` for any other text.
+pub fn describe(text: &str) -> Option<String> {
+    if let Some(r) = TakeoverRecord::parse(text) {
+        let phases: Vec<String> = r.phases_ms.iter().map(|(p, ms)| format!("{p} {ms}")).collect();
+        return Some(format!(
+            "taken over from {} by {} at epoch {}{} in {} ms (ms: {})",
+            r.from,
+            r.to,
+            r.epoch,
+            if r.started { "" } else { ", not started (it was stopped)" },
+            r.total_ms(),
+            phases.join(", ")
+        ));
+    }
+    let failure = |prefix: &str| serde_json::from_str::<FailureRecord>(text.strip_prefix(prefix)?).ok();
+    if let Some(r) = failure(ERROR_PREFIX) {
+        return Some(format!("{} put in error: {} (vserver-agent clear to start it again)", r.vserver, r.text));
+    }
+    failure(CLEAR_PREFIX).map(|r| format!("{}'s failures cleared through {}", r.vserver, r.text))
+}
+
 /// A vserver's relocations (takeovers) within the failure window since it was last cleared, cluster-wide.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Relocations {
@@ -195,6 +217,30 @@ pub fn intent_of(text: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_described_in_words_and_other_text_is_not() {
+        let r = TakeoverRecord {
+            vserver: "web".into(),
+            from: "h0".into(),
+            to: "h1".into(),
+            epoch: 3,
+            at_unix_ms: 0,
+            phases_ms: vec![("detect".into(), 2000), ("commit".into(), 2)],
+            started: true,
+        };
+        assert_eq!(
+            describe(&r.event_text()).unwrap(),
+            "taken over from h0 by h1 at epoch 3 in 2002 ms (ms: detect 2000, commit 2)"
+        );
+        assert_eq!(
+            describe(&error_event("web", "relocated 3 times in 3600 s")).unwrap(),
+            "web put in error: relocated 3 times in 3600 s (vserver-agent clear to start it again)"
+        );
+        assert_eq!(describe(&clear_event("web", "h2")).unwrap(), "web's failures cleared through h2");
+        assert_eq!(describe("maintenance on for host h1, asked through h1"), None);
+        assert_eq!(describe("takeover {not json"), None);
+    }
 
     fn event(seq: u64, at_ms: u64, text: String) -> Event {
         serde_json::from_value(serde_json::json!({"seq": seq, "at_ms": at_ms, "host": "h0", "text": text})).unwrap()

@@ -72,6 +72,10 @@ pub struct VserverCli {
     /// /etc/bash_completion.d/vserver`).
     #[arg(long, value_name = "SHELL", conflicts_with_all = ["name", "all", "json"])]
     completions: Option<clap_complete::Shell>,
+    /// Print the names of KIND (vservers configured here, or hosts this host's agent knows), one per line,
+    /// and exit: what the bash completion script offers where a name goes.
+    #[arg(long, value_name = "KIND", hide = true, conflicts_with_all = ["name", "all", "json", "completions"])]
+    complete_names: Option<crate::completions::Names>,
     /// The vserver's name (omit with --all).
     #[arg(value_name = "NAME")]
     name: Option<String>,
@@ -201,6 +205,12 @@ pub fn vserver_main() -> i32 {
         let _ = VserverCli::command().error(kind, message).print();
         exit::USAGE
     };
+    if let Some(kind) = cli.complete_names {
+        for name in crate::completions::list(&cli.dirs, kind) {
+            println!("{name}");
+        }
+        return exit::OK;
+    }
     let action = match (cli.completions, cli.action) {
         (Some(shell), None) => return print_completions::<VserverCli>(shell),
         (Some(_), Some(_)) => {
@@ -808,21 +818,9 @@ fn history_table(events: &[EventView]) -> String {
     let mut out = format!("{:<23}  {:<10} {:<16} {:<16} WHAT\n", "WHEN (UTC)", "HOST", "KIND", "VSERVER");
     for e in events {
         let when = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(e.at_ms));
-        let what = match TakeoverRecord::parse(&e.text) {
-            Some(r) => {
-                let phases: Vec<String> = r.phases_ms.iter().map(|(p, ms)| format!("{p} {ms}")).collect();
-                format!(
-                    "taken over from {} by {} at epoch {}{} in {} ms (ms: {})",
-                    r.from,
-                    r.to,
-                    r.epoch,
-                    if r.started { "" } else { ", not started (it was stopped)" },
-                    r.total_ms(),
-                    phases.join(", ")
-                )
-            }
-            None => e.text.clone(),
-        };
+        let what = failover::events::describe(&e.text)
+            .or_else(|| failover::evacuate::describe(&e.text))
+            .unwrap_or_else(|| e.text.clone());
         out.push_str(&format!(
             "{:<23}  {:<10} {:<16} {:<16} {}\n",
             when.to_string().trim_end_matches('Z').replace('T', " "),
@@ -843,6 +841,9 @@ pub fn print_completions<T: clap::CommandFactory>(shell: clap_complete::Shell) -
     let name = cmd.get_name().to_string();
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut cmd, &name, &mut script);
+    if shell == clap_complete::Shell::Bash {
+        script = crate::completions::with_names(&String::from_utf8_lossy(&script), &name).into_bytes();
+    }
     let mut out = std::io::stdout().lock();
     match out.write_all(&script).and_then(|()| out.flush()) {
         Ok(()) => exit::OK,

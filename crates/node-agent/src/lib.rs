@@ -8,6 +8,7 @@ pub mod announcement;
 pub mod build;
 pub mod cli;
 pub mod cluster_view;
+pub mod completions;
 pub mod dirs;
 pub mod exit;
 pub mod fence;

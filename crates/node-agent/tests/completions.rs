@@ -68,6 +68,11 @@ fn bash_completions_are_valid_and_name_the_commands_words() {
 
 /// What bash offers for `words` (the last one being completed) with `bin`'s script loaded.
 fn complete(script: &Path, words: &[&str]) -> Vec<String> {
+    complete_with(script, words, &[])
+}
+
+/// As [`complete`], with `envs` set.
+fn complete_with(script: &Path, words: &[&str], envs: &[(&str, &str)]) -> Vec<String> {
     // The function the script registers for the command (`complete ... -F FUNCTION COMMAND`).
     let text = std::fs::read_to_string(script).unwrap();
     let registration =
@@ -85,9 +90,9 @@ fn complete(script: &Path, words: &[&str]) -> Vec<String> {
         words[words.len() - 1],
         words[words.len().saturating_sub(2)],
     );
-    let out = Command::new("bash").arg("-c").arg(&line).output().unwrap();
+    let out = Command::new("bash").arg("-c").arg(&line).envs(envs.iter().copied()).output().unwrap();
     assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
 }
 
 #[test]
@@ -139,4 +144,28 @@ fn completions_take_no_other_words_and_an_unknown_shell_is_bad_usage() {
     let out = Command::new(VSERVER).arg("v1").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("a command is required"));
+}
+
+#[test]
+fn bash_completes_the_vservers_configured_here_where_a_name_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) = script(dir.path(), VSERVER, "bash");
+    let conf = dir.path().join("etc");
+    std::fs::create_dir(&conf).unwrap();
+    for f in ["web.conf", "db.conf", "wiki.conf", "notes.txt"] {
+        std::fs::write(conf.join(f), "").unwrap();
+    }
+    // The script asks `vserver` on the PATH, as an installed one would.
+    let bin_dir = Path::new(VSERVER).parent().unwrap();
+    let path_var = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let envs = [("PATH", path_var.as_str()), ("VSERVER_CONF_DIR", conf.to_str().unwrap())];
+    assert_eq!(complete_with(&path, &["vserver", ""], &envs), ["db", "web", "wiki"]);
+    assert_eq!(complete_with(&path, &["vserver", "w"], &envs), ["web", "wiki"]);
+    // The rest is clap's, as before: actions after the name, options where an option goes.
+    assert_eq!(complete_with(&path, &["vserver", "web", "mi"], &envs), ["migrate"]);
+    assert_eq!(complete_with(&path, &["vserver", "--a"], &envs), ["--all"]);
+    // Hosts come from this host's agent: none runs here, so none is offered (and nothing fails).
+    let run = dir.path().join("run");
+    let envs = [envs[0], envs[1], ("VSERVER_RUN_DIR", run.to_str().unwrap())];
+    assert_eq!(complete_with(&path, &["vserver", "web", "migrate", ""], &envs), Vec::<String>::new());
 }

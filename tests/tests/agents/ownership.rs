@@ -43,6 +43,14 @@ fn agents_agree_on_owners_and_survive_the_loss_of_their_leader() {
         "no agreement; statuses:\n{:?}",
         (0..3).map(|i| agents.status(i).ok()).collect::<Vec<_>>()
     );
+    // What the shell completion offers where a name goes: the vservers configured here, the cluster's hosts.
+    let names = |host: usize, kind: &str| {
+        let out = crate::vserver(&lab, host, &["--complete-names", kind], false);
+        assert!(out.status.success(), "{}", crate::text(&out));
+        String::from_utf8(out.stdout).unwrap().split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(names(1, "hosts"), ["h0", "h1", "h2"]);
+    assert!(names(0, "vservers").contains(&name), "{:?}", names(0, "vservers"));
     let leader = leader.unwrap();
     // A start on another host than the owner is refused, and says where it belongs.
     let out = vserver(&lab, 1, &[&name, "start"], false);

@@ -420,6 +420,9 @@ fn link_down_in_maintenance(prefix: &str, args: &[&str], off: &[&str], covers: f
             agents.status(i).ok().map(|s| s["failover"].clone())
         );
     }
+    // In words, with the time in UTC.
+    let shown = text(&maintenance(&lab, &agents, 2, &["status"]));
+    assert!(shown.contains("(since 20") && shown.contains("Z, asked through h0)"), "{shown}");
     // Loud: the status page of every host says so.
     let banner = if args.contains(&"--cluster") { "CLUSTER MAINTENANCE" } else { "In maintenance (never fenced" };
     for i in 0..3 {

@@ -381,8 +381,8 @@ fn maintenance(config: &std::path::Path, state: &str, host: Option<String>, clus
     }
     match said["cluster"].as_object() {
         Some(c) => println!(
-            "CLUSTER MAINTENANCE: fencing and takeover are disarmed on every host (since unix ms {}, asked through {})",
-            c["since_ms"],
+            "CLUSTER MAINTENANCE: fencing and takeover are disarmed on every host (since {}, asked through {})",
+            since(&c["since_ms"]),
             c["by"].as_str().unwrap_or("?")
         ),
         None => println!("cluster: not in maintenance"),
@@ -393,12 +393,19 @@ fn maintenance(config: &std::path::Path, state: &str, host: Option<String>, clus
     }
     for (h, mark) in hosts {
         println!(
-            "host {h}: in maintenance (since unix ms {}, asked through {})",
-            mark["since_ms"],
+            "host {h}: in maintenance (since {}, asked through {})",
+            since(&mark["since_ms"]),
             mark["by"].as_str().unwrap_or("?")
         );
     }
     ExitCode::SUCCESS
+}
+
+/// A maintenance mark's start (ms since the Unix epoch, in JSON) as a UTC time.
+fn since(ms: &serde_json::Value) -> String {
+    ms.as_u64().map_or("an unknown time".into(), |ms| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+    })
 }
 
 fn remove(config: &std::path::Path, hosts: &[String]) -> ExitCode {
