@@ -340,7 +340,7 @@ pub fn run_demo(opts: &DemoOptions, cancel: &AtomicBool) -> Result<()> {
     if opts.keep {
         // Where things stand: the short form leaves h0 crashed and the vserver on its new owner.
         let (owner_now, down) = if opts.quick { (to, Some(0)) } else { (0, None) };
-        keep(&lab, &demo, owner_now, down)?;
+        keep(&lab, &demo, &agents, owner_now, down)?;
         std::mem::forget(agents);
         std::mem::forget(dogs);
         std::mem::forget(lab);
@@ -362,14 +362,15 @@ fn takeovers(agents: &Agents, i: usize) -> usize {
 }
 
 /// Prints how to explore the lab left running, and writes a script that removes it.
-fn keep(lab: &Lab, demo: &Demo, owner_now: usize, down: Option<usize>) -> Result<()> {
+fn keep(lab: &Lab, demo: &Demo, agents: &Agents, owner_now: usize, down: Option<usize>) -> Result<()> {
     step("Kept running. Explore it with the real commands:");
     let bin_dir = demo.vserver.parent().context("the vserver command has a directory")?.display().to_string();
     for host in &lab.hosts {
         println!(
             "  h{i}: nsenter --net=/run/netns/{ns} env VSERVER_RUN_DIR={run} VSERVER_VSERVERS_DIR={vs} \
-             VSERVER_CONF_DIR={conf} VSERVER_CGROUP_PARENT={cg} PATH={bin_dir}:$PATH bash",
+             VSERVER_CONF_DIR={conf} VSERVER_CGROUP_PARENT={cg} VSERVER_AGENT_CONFIG={config} PATH={bin_dir}:$PATH bash",
             i = host.index,
+            config = agents.config(host.index).display(),
             ns = host.netns.name(),
             run = host.run_dir.display(),
             vs = host.vservers_dir.display(),
@@ -384,7 +385,18 @@ fn keep(lab: &Lab, demo: &Demo, owner_now: usize, down: Option<usize>) -> Result
     println!(
         "  then, in h{owner_now}'s shell: vserver-stat --cluster; vserver {NAME} status; vserver {NAME} migrate h{elsewhere}"
     );
-    println!("  crash h{owner_now}: ip netns pids {} | xargs kill -9", lab.hosts[owner_now].netns.name());
+    // As the demo crashed h0: every process of the host (its agent and watchdog) and of its vservers (each in
+    // its own network namespace, so found by their cgroups), and its link pulled.
+    let crashed = &lab.hosts[owner_now];
+    println!(
+        "  crash h{owner_now}: ip netns pids {ns} | xargs -r kill -9; for d in /sys/fs/cgroup/unified/{cg} \
+         /sys/fs/cgroup/{cg}; do [ -e $d/cgroup.kill ] && echo 1 > $d/cgroup.kill; done; ip netns exec {switch} \
+         ip link set {port} down",
+        ns = crashed.netns.name(),
+        cg = crashed.cgroup_parent,
+        switch = lab.switch().name(),
+        port = crashed.switch_port,
+    );
     let (home, client) = (&lab.hosts[0].dir, lab.client.netns.name());
     println!(
         "  the API (TLS, the cluster CA of h0's init): ip netns exec {client} curl -s --cacert {ca} -H \

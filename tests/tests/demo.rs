@@ -160,6 +160,24 @@ fn a_kept_demo_stays_up_for_the_real_commands_and_its_script_removes_it() {
     let view = String::from_utf8_lossy(&cluster.stdout);
     assert!(cluster.status.success(), "{command}: {}", String::from_utf8_lossy(&cluster.stderr));
     assert!(view.lines().any(|l| l.starts_with("demo ") && l.contains(" h1 ")), "{view}");
+    // The shell knows its agent's configuration: the agent's own commands work there too.
+    let command = enter.strip_suffix(" bash").unwrap().to_string() + " vserver-agent maintenance status";
+    let maintenance = Command::new("sh").args(["-c", &command]).output().unwrap();
+    assert!(maintenance.status.success(), "{command}: {}", String::from_utf8_lossy(&maintenance.stderr));
+    // The printed crash of h1 does what it says: the vserver no longer runs there.
+    let crash = transcript.lines().find_map(|l| l.trim().strip_prefix("crash h1: ")).expect("how to crash h1");
+    let crashed = Command::new("sh").args(["-c", crash]).output().unwrap();
+    assert!(crashed.status.success(), "{crash}: {}", String::from_utf8_lossy(&crashed.stderr));
+    let command = enter.strip_suffix(" bash").unwrap().to_string() + " vserver demo running";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running = Command::new("sh").args(["-c", &command]).env("VSERVER_NO_AGENT", "1").output().unwrap();
+        if running.status.code() == Some(3) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the vserver still runs on h1 after its crash: {running:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     drop(remove);
     assert_removed(&transcript);
     let (dirs, _) = traces(&transcript);
