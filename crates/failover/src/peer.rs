@@ -257,6 +257,11 @@ impl PeerClient {
         self.post(voter, "/v1/takeover/probe", req, timeout).await
     }
 
+    /// `GET /v1/status`: `host`'s status report (its type is the agent's).
+    pub async fn status<T: DeserializeOwned>(&self, host: &str, timeout: Duration) -> Answer<T> {
+        self.get(host, "/v1/status", timeout).await
+    }
+
     /// `GET /v1/replicas`: the complete replicas `host` holds.
     pub async fn replicas(&self, host: &str, timeout: Duration) -> Answer<Vec<HeldReplica>> {
         self.get(host, "/v1/replicas", timeout).await

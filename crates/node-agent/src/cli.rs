@@ -642,10 +642,16 @@ pub struct StatCli {
     /// first: when (UTC), which host reported it, its kind, the vserver and what happened.
     #[arg(long, conflicts_with_all = ["cluster", "takeovers"])]
     history: bool,
-    /// Show the cluster instead (through this host's agent): every host with its state and role, and every
-    /// vserver with its owner, epoch, where it runs and how old its standbys' copies are.
+    /// Show the cluster instead, the same from every host (this host's agent asks the coordinator and every
+    /// host): every host with its state, role, lease, maintenance and certificate; the coordinator and the
+    /// quorum; every vserver with its owner, epoch, where it runs, its data path and its standbys' copies; the
+    /// failed actions and the last takeovers, fences and migrates.
     #[arg(long)]
     cluster: bool,
+    /// With --cluster: show it again every SECS seconds (2 when not given) until interrupted.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", requires = "cluster",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    watch: Option<u64>,
     /// Print a completion script for SHELL on standard output, and exit.
     #[arg(long, value_name = "SHELL", conflicts_with_all = ["json", "takeovers", "cluster", "history"])]
     completions: Option<clap_complete::Shell>,
@@ -669,7 +675,10 @@ pub fn stat_main() -> i32 {
         return print_history(&host.dirs.run_dir, cli.json);
     }
     if cli.cluster {
-        return print_cluster(&host.dirs.run_dir, cli.json);
+        return match cli.watch {
+            Some(secs) => watch_cluster(&host.dirs.run_dir, cli.json, Duration::from_secs(secs)),
+            None => print_cluster(&host.dirs.run_dir, cli.json),
+        };
     }
     let rows: Vec<Status> = host.running_all().iter().filter_map(|st| host.status(&st.spec.name).ok()).collect();
     if cli.json {
@@ -718,26 +727,81 @@ fn agent_get(run_dir: &std::path::Path, path: &str, what: &str) -> Result<String
     }
 }
 
-/// `vserver-stat --cluster`: hosts and vservers as this host's agent sees the cluster.
+/// The cluster view from this host's agent (`GET /v1/cluster`; from its own status report alone when it is of
+/// an earlier release, which serves none); on failure the message is out and the exit code is given.
+fn cluster_view(run_dir: &std::path::Path) -> Result<crate::cluster_view::ClusterView, i32> {
+    use crate::cluster_view::ClusterView;
+    let what = "the cluster's state is what the agents know";
+    let agent = match agent_client::for_cli(run_dir) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            error(format!("no agent runs on this host: {what}"));
+            return Err(exit::FAILED);
+        }
+        Err(code) => return Err(code),
+    };
+    let unreadable = |e: serde_json::Error| {
+        error(format!("the agent's answer is not what this command understands ({e}): agent of another version?"));
+        exit::FAILED
+    };
+    match agent.request("GET", "/v1/cluster") {
+        Ok(r) if r.status == 200 => serde_json::from_str::<ClusterView>(&r.body).map_err(unreadable),
+        Ok(r) if r.status == 404 => {
+            let status = agent_status(run_dir, what)?;
+            let report: StatusReport = serde_json::from_str(&status).map_err(unreadable)?;
+            let mut view = ClusterView::from_status(&report);
+            view.warnings.push("this host's agent is of an earlier release: the cluster as it alone sees it".into());
+            Ok(view)
+        }
+        Ok(r) => {
+            error(format!("the agent answered {}: {}", r.status, r.body));
+            Err(exit::FAILED)
+        }
+        Err(e) => {
+            error(format!("cannot ask the agent: {e}"));
+            Err(exit::FAILED)
+        }
+    }
+}
+
+/// `vserver-stat --cluster`: the cluster, the same from every host.
 fn print_cluster(run_dir: &std::path::Path, json: bool) -> i32 {
-    let status = match agent_status(run_dir, "the cluster's state is what the agents know") {
-        Ok(s) => s,
+    let view = match cluster_view(run_dir) {
+        Ok(v) => v,
         Err(code) => return code,
     };
-    let report: StatusReport = match serde_json::from_str(&status) {
-        Ok(r) => r,
-        Err(e) => {
-            error(format!("the agent's status is not what this command understands ({e}): agent of another version?"));
-            return exit::FAILED;
-        }
-    };
-    let view = crate::cluster_view::ClusterView::from_status(&report);
     if json {
         println!("{}", serde_json::to_string_pretty(&view).expect("the view serializes"));
     } else {
         print!("{}", view.table());
     }
     exit::OK
+}
+
+/// `vserver-stat --cluster --watch SECS`: the view again every `every` until interrupted (a terminal is
+/// cleared first; with --json, one line of JSON each time). A failure is said and tried again.
+fn watch_cluster(run_dir: &std::path::Path, json: bool, every: Duration) -> i32 {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let view = cluster_view(run_dir);
+        let mut out = std::io::stdout().lock();
+        let written = match (&view, json) {
+            (Ok(v), true) => writeln!(out, "{}", serde_json::to_string(v).expect("the view serializes")),
+            (Ok(v), false) => {
+                let clear = if terminal { "\x1b[H\x1b[2J" } else { "" };
+                let now = crate::cluster_view::utc(crate::agent::replication::now_ms());
+                write!(out, "{clear}{now} (every {} s; Ctrl-C to stop)\n{}\n", every.as_secs(), v.table())
+            }
+            (Err(_), _) => Ok(()),
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            // The reader went away.
+            return exit::OK;
+        }
+        drop(out);
+        std::thread::sleep(every);
+    }
 }
 
 /// `vserver-stat --takeovers`: the takeovers this host's agent knows from the cluster's event log.

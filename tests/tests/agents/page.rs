@@ -277,3 +277,132 @@ fn a_browser_shows_every_host_with_its_state_and_the_vserver_running_on_its_host
     let size = (u32::from_be_bytes(width.try_into().unwrap()), u32::from_be_bytes(height.try_into().unwrap()));
     assert_eq!(size, (1280, 900), "the window's size (the PNG's header)");
 }
+
+/// What a standby's page must show once h0 crashed and h1 took `name` over: every host with its state (h0
+/// dead, the others alive), the coordinator, h1 as the vserver's host and running it, nothing running on h0.
+fn check_cluster(dom: &str, name: &str) -> Result<(), String> {
+    let coordinator =
+        dom.find("<p id=\"coordinator\">").map(|at| &dom[at..]).map(|s| visible(&s[..s.find("</p>").unwrap_or(0)]));
+    let coordinator = coordinator.ok_or("no coordinator line")?;
+    if !(coordinator.starts_with("Coordinator: h1 ") || coordinator.starts_with("Coordinator: h2 ")) {
+        return Err(format!("coordinator line {coordinator:?}"));
+    }
+    if !coordinator.contains("quorum held (2 of 3 voters alive") {
+        return Err(format!("quorum in {coordinator:?}"));
+    }
+    let hosts = Table::parse(dom, "cluster-hosts", "data-host")?;
+    if hosts.keys() != ["h0", "h1", "h2"] {
+        return Err(format!("hosts {:?}", hosts.keys()));
+    }
+    for (host, want) in [("h0", "dead"), ("h1", "alive"), ("h2", "alive")] {
+        let state = hosts.cell(host, "State")?;
+        if state != want {
+            return Err(format!("{host} shown {state:?}, not {want}"));
+        }
+    }
+    let runs = |host: &str| hosts.cell(host, "Runs").map(|r| r.split(", ").any(|v| v == name));
+    if runs("h0")? || !runs("h1")? || runs("h2")? {
+        return Err(format!(
+            "runs: h0 {:?}, h1 {:?}, h2 {:?}",
+            hosts.cell("h0", "Runs"),
+            hosts.cell("h1", "Runs"),
+            hosts.cell("h2", "Runs")
+        ));
+    }
+    let vservers = Table::parse(dom, "cluster-vservers", "data-cluster-vserver")?;
+    for (heading, want) in [("Host", "h1"), ("Running on", "h1")] {
+        let shown = vservers.cell(name, heading)?;
+        if shown != want {
+            return Err(format!("vserver {name}: {heading} {shown:?}, not {want}"));
+        }
+    }
+    // This node's own view of its peers shows nothing running on the dead h0 either.
+    let peers = Table::parse(dom, "peers", "data-peer")?;
+    if peers.cell("h0", "Vservers")?.contains(name) {
+        return Err(format!("h0's peer row shows {:?}", peers.cell("h0", "Vservers")?));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_standbys_page_shows_the_whole_cluster_through_a_takeover() {
+    let test = "a_standbys_page_shows_the_whole_cluster_through_a_takeover";
+    if skip_unless_root(test) {
+        return;
+    }
+    let Some(bin) = chromium() else {
+        eprintln!("skipped {test}: needs chromium (apt-get install chromium, as CI does)");
+        return;
+    };
+    let lab = Lab::new(3).unwrap();
+    let (mut agents, mut dogs, name, _addr) = crate::takeover::synced_on_h0(&lab, "pgt", "");
+    // The crash: every process of h0 gone at once, and its link down; h1 (its first standby) takes over.
+    agents.kill9(0);
+    dogs.kill9(0);
+    lab.hosts[0].kill_vservers();
+    lab.set_link(0, false).unwrap();
+    let moved = wait_for(Duration::from_secs(60), || {
+        crate::owner(&agents, 2, &name).is_some_and(|(o, _)| o == "h1") && lab.hosts[1].runs(&name)
+    });
+    assert!(moved.is_some(), "taken over by h1; h1:\n{}\nh2:\n{}", agents.log(1), agents.log(2));
+
+    // h2, a standby, shows the whole cluster as it now stands; in a terminal too.
+    let dir = tempfile::Builder::new().prefix("vserver-page-").tempdir().unwrap();
+    let url = format!("http://operator:{}@{}:{AGENT_PORT}/", url_encoded(agents.secret()), lab.hosts[2].addr);
+    let mut wrong = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let page = render(&lab, &bin, &url, dir.path(), None);
+        match check_cluster(&page.dom, &name) {
+            Ok(()) => break true,
+            Err(why) => wrong.push((why, page)),
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    if !shown {
+        let (_, last) = wrong.last().expect("a render");
+        let reasons: Vec<&str> = wrong.iter().map(|(why, _)| why.as_str()).collect();
+        panic!("h2's page: {reasons:?}\nlast DOM:\n{}\nchromium's log:\n{}", last.dom, last.log);
+    }
+    let stat = vserver_lab::vserver_bin().unwrap().with_file_name("vserver-stat");
+    let out = lab.hosts[2].command(&stat).arg("--cluster").output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", crate::text(&out));
+    assert!(table.lines().any(|l| l.starts_with("h0 ") && l.contains(" dead ") && l.ends_with(" -")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with(&format!("{name} ")) && l.contains(" h1 ")), "{table}");
+    // --watch shows it again and again (one line of JSON each time with --json) until stopped.
+    let mut watch = lab.hosts[2]
+        .command(&stat)
+        .args(["--cluster", "--json", "--watch", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    for _ in 0..2 {
+        let line = lines.next().expect("a view").unwrap();
+        let view: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(view["asked"], "h2", "{line}");
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    // The same cluster from h1 (the new owner) as from h2: hosts, states and owners.
+    let view = |i: usize| agents.get(i, i, "/v1/cluster").unwrap().json().unwrap();
+    let essentials = |v: &serde_json::Value| {
+        let hosts: Vec<(String, String)> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["name"].as_str().unwrap().to_owned(), h["state"].as_str().unwrap().to_owned()))
+            .collect();
+        (hosts, v["coordinator"].clone(), v["vservers"][0]["owner"].clone(), v["vservers"][0]["running_on"].clone())
+    };
+    assert!(
+        wait_for(PATIENCE, || essentials(&view(1)) == essentials(&view(2))).is_some(),
+        "h1: {}\nh2: {}",
+        view(1),
+        view(2)
+    );
+    drop(dogs);
+}

@@ -197,6 +197,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
     let quick = Router::new()
         .route("/", get(status_page))
         .route("/v1/status", get(status))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/vservers/{name}", get(vserver))
         .route("/v1/heartbeat", post(heartbeat))
         .route("/metrics", get(metrics_text))
@@ -692,7 +693,13 @@ async fn metrics_text(State(agent): State<Arc<Agent>>) -> Response {
 }
 
 async fn status_page(State(agent): State<Arc<Agent>>) -> Html<String> {
-    Html(page::render(&agent.status().await))
+    let view = super::overview::cluster(&agent).await;
+    Html(page::render(&agent.status().await, Some(&view)))
+}
+
+/// `GET /v1/cluster`: the cluster, the same from every host (see [`crate::cluster_view`]).
+async fn cluster(State(agent): State<Arc<Agent>>) -> Json<crate::cluster_view::ClusterView> {
+    Json(super::overview::cluster(&agent).await)
 }
 
 async fn wrong_method(request: Request) -> Response {

@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod migrations;
 pub mod node;
 pub mod nofile;
+pub mod overview;
 pub mod page;
 pub mod pki;
 pub mod replication;

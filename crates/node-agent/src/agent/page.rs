@@ -1,8 +1,11 @@
 //! The human status page at `/`: one server-rendered HTML page (no script), refreshed by the browser every
-//! few seconds, showing this node, its peers and its vservers.
+//! few seconds: the cluster first, the same from every host (hosts, coordinator and quorum, vservers with
+//! their owners and standby copies, failed actions and what happened lately: [`crate::cluster_view`]), then
+//! this node (its view of its peers, its vservers, its replication and the replicas it holds).
 
 use std::fmt::Write;
 
+use crate::cluster_view::{copy_words, event_words, utc, ClusterView};
 use crate::model::{PeerState, StatusReport, VserverState};
 
 /// Seconds between the browser's reloads.
@@ -54,8 +57,108 @@ fn duration(secs: u64) -> String {
     }
 }
 
-/// The page for one status report.
-pub fn render(status: &StatusReport) -> String {
+fn host_class(state: &str) -> &'static str {
+    match state {
+        "alive" => "ok",
+        "suspect" => "warn",
+        "dead" => "bad",
+        _ => "dim",
+    }
+}
+
+/// The cluster's part of the page.
+fn cluster_html(html: &mut String, view: &ClusterView) {
+    let q = &view.quorum;
+    let _ = writeln!(
+        html,
+        "<h2>Cluster</h2>\n<p id=\"coordinator\">Coordinator: <b>{coordinator}</b> · quorum <span class=\"{qclass}\">\
+         {held}</span> ({alive} of {voters} voters alive: {names}) · automatic takeover {takeover} · \
+         <small>states as {judge} judges them; asked {asked} · <a href=\"/v1/cluster\">JSON</a></small></p>",
+        coordinator = view.coordinator.as_deref().map_or("none".to_string(), esc),
+        qclass = if q.held { "ok" } else { "bad" },
+        held = if q.held { "held" } else { "LOST" },
+        alive = q.alive,
+        voters = q.voters.len(),
+        names = esc(&q.voters.join(", ")),
+        takeover = if view.takeover { "on" } else { "off" },
+        judge = esc(&view.judge),
+        asked = esc(&view.asked),
+    );
+    for w in &view.warnings {
+        let _ = writeln!(html, "<p class=\"warn cluster-warning\">{}</p>", esc(w));
+    }
+    html.push_str(
+        "<table id=\"cluster-hosts\"><tr><th>Host</th><th>State</th><th>Role</th><th>Last heard</th><th>Lease</th>\
+         <th>Maintenance</th><th>Certificate until</th><th>Runs</th></tr>\n",
+    );
+    for h in &view.hosts {
+        let _ = writeln!(
+            html,
+            "<tr data-host=\"{name}\"><td>{name}</td><td class=\"{class}\">{state}</td><td>{role}</td><td>{heard}</td>\
+             <td>{lease}</td><td>{maint}</td><td>{cert}</td><td>{runs}</td></tr>",
+            name = esc(&h.name),
+            class = host_class(&h.state),
+            state = esc(&h.state),
+            role = esc(&h.role),
+            heard = h.last_heard_ms.map_or("–".into(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0)),
+            lease = match (&h.unanswered, h.lease_remaining_ms) {
+                (Some(why), _) => format!("<span class=\"dim\" title=\"{}\">no report</span>", esc(why)),
+                (None, Some(ms)) => format!("{:.1} s left", ms as f64 / 1000.0),
+                (None, None) => "–".into(),
+            },
+            maint = if h.maintenance { "<span class=\"warn\">yes</span>" } else { "–" },
+            cert = h.certificate_not_after_unix_ms.map_or("–".into(), utc),
+            runs = if h.running.is_empty() { "–".into() } else { esc(&h.running.join(", ")) },
+        );
+    }
+    html.push_str("</table>\n");
+    html.push_str(
+        "<table id=\"cluster-vservers\"><tr><th>Vserver</th><th>Host</th><th>Epoch</th><th>Running on</th>\
+         <th>Data</th><th>Standby copies</th><th>Error</th></tr>\n",
+    );
+    if view.vservers.is_empty() {
+        html.push_str("<tr><td colspan=\"7\" class=\"dim\">no vserver in the ownership table</td></tr>\n");
+    }
+    for v in &view.vservers {
+        let copies: Vec<String> = v.standbys.iter().map(|c| esc(&copy_words(c, v.data.as_deref()))).collect();
+        let _ = writeln!(
+            html,
+            "<tr data-cluster-vserver=\"{name}\"><td>{name}</td><td>{owner}</td><td>{epoch}</td>\
+             <td class=\"{class}\">{on}</td><td>{data}</td><td>{copies}</td><td class=\"bad\">{error}</td></tr>",
+            name = esc(&v.name),
+            owner = v.owner.as_deref().map_or("(none)".into(), esc),
+            epoch = v.epoch,
+            class = if v.running_on.is_empty() { "dim" } else { "ok" },
+            on = if v.running_on.is_empty() { "not running".into() } else { esc(&v.running_on.join(", ")) },
+            data = v.data.as_deref().map_or("–".into(), esc),
+            copies = if copies.is_empty() { "–".into() } else { copies.join("<br>") },
+            error = v.error.as_deref().map_or(String::new(), esc),
+        );
+    }
+    html.push_str("</table>\n");
+    for (id, title, events) in [("failed", "Failed actions", &view.failed), ("recent", "Lately", &view.recent)] {
+        if events.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            html,
+            "<h3>{title}</h3>\n<table id=\"{id}\"><tr><th>When (UTC)</th><th>Kind</th><th>What</th></tr>"
+        );
+        for e in events {
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                utc(e.at_ms),
+                esc(&e.kind),
+                esc(&event_words(e))
+            );
+        }
+        html.push_str("</table>\n");
+    }
+}
+
+/// The page for one status report, with the cluster's view when there is one.
+pub fn render(status: &StatusReport, view: Option<&ClusterView>) -> String {
     let node = &status.node;
     let mut html = String::new();
     let _ = write!(
@@ -117,17 +220,25 @@ pub fn render(status: &StatusReport) -> String {
         );
     }
 
+    if let Some(view) = view {
+        cluster_html(&mut html, view);
+    }
     let _ = write!(
         html,
-        "<h2>Peers</h2>\n<table id=\"peers\"><tr><th>Peer</th><th>State</th><th>Last heard</th>\
+        "<h2>This node's view of its peers</h2>\n<table id=\"peers\"><tr><th>Peer</th><th>State</th><th>Last heard</th>\
          <th>RTT</th><th>Incarnation</th><th>Restarts seen</th><th>Vservers</th></tr>\n"
     );
     if status.peers.is_empty() {
         html.push_str("<tr><td colspan=\"7\" class=\"dim\">no peers configured</td></tr>\n");
     }
     for p in &status.peers {
-        let vservers: Vec<String> =
-            p.vservers.iter().map(|v| format!("{} ({})", esc(&v.name), word(v.state))).collect();
+        // A peer that is not alive runs nothing as far as anyone can tell: its last word is stale.
+        let live = p.watched && matches!(p.state, PeerState::Alive | PeerState::Suspect);
+        let vservers: Vec<String> = if live {
+            p.vservers.iter().map(|v| format!("{} ({})", esc(&v.name), word(v.state))).collect()
+        } else {
+            Vec::new()
+        };
         let _ = writeln!(
             html,
             "<tr data-peer=\"{name}\"><td>{name}<br><small>{url}</small></td><td class=\"{class}\">{state}</td>\
@@ -151,7 +262,7 @@ pub fn render(status: &StatusReport) -> String {
          <th>Intent</th><th>Uptime</th><th>Addresses</th><th>Processes</th><th>Restarts</th><th>Last error</th></tr>\n"
     );
     if status.vservers.is_empty() {
-        html.push_str("<tr><td colspan=\"8\" class=\"dim\">no vserver configured</td></tr>\n");
+        html.push_str("<tr><td colspan=\"8\" class=\"dim\">no vserver configured on this node (the cluster's are above; replicas held here below)</td></tr>\n");
     }
     for v in &status.vservers {
         let _ = writeln!(
@@ -277,7 +388,7 @@ mod tests {
             takeovers: vec![],
             relocation_errors: Default::default(),
         };
-        let html = render(&status);
+        let html = render(&status, None);
         assert!(html.contains("h&lt;0&gt;") && !html.contains("h<0>"));
         assert!(html.contains("<td class=\"bad\">failed</td>"));
         assert!(html.contains("exit &lt;1&gt; &amp; &quot;x&quot;"));
