@@ -41,6 +41,10 @@ pub mod kinds {
     /// An operator's start, restart or stop of a vserver of the cluster, recorded before it is carried out:
     /// the text begins with `running` or `stopped` (see [`super::intent_event`]).
     pub const INTENT: &str = "intent";
+    /// The coordinator told the operator of the events up to a sequence number (see [`crate::alerts`]).
+    pub const ALERTED: &str = "alerted";
+    /// A host's certificate ends soon (written by the host, once a day while it does).
+    pub const CERTIFICATE_EXPIRY: &str = "certificate_expiry";
 }
 
 /// The event log's text prefix of a takeover record.

@@ -3,6 +3,7 @@
 //! builds on them.
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod changes;
 pub mod credential;
 pub mod evacuate;

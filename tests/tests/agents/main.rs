@@ -3,6 +3,7 @@
 //! migrate, the host's watchdog, and the status page as a browser renders it.
 //! Root only; each scenario builds and removes its own lab (`cargo nextest run -E 'binary(agents)'`).
 
+mod alerts;
 mod announce;
 mod api;
 mod block;

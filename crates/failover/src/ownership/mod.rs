@@ -828,6 +828,11 @@ impl Ownership {
         self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.owners.clone()
     }
 
+    /// The sequence number of the last event of the log applied on this node (0: none).
+    pub fn last_event_seq(&self) -> u64 {
+        self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.events.back().map_or(0, |e| e.seq)
+    }
+
     /// The event log as applied on this node, oldest first.
     pub fn events(&self) -> Vec<Event> {
         self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.events.iter().cloned().collect()

@@ -129,6 +129,104 @@ impl Default for TakeoverConfig {
     }
 }
 
+/// `[alerts]`: who is told at once of fences, takeovers, vservers in error, a lost quorum and certificates
+/// ending soon. Each kind names a hook: a command (an absolute path, run with the alert as JSON on its standard
+/// input) or a webhook (an `http://` or `https://` URL, sent the JSON in a POST); `all` serves the kinds not
+/// named. The coordinator tells fences, takeovers, errors and certificates (from the cluster's event log); a
+/// voter without a coordinator tells a lost quorum itself. Give the voters the same `[alerts]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// The hook for every kind not named below.
+    pub all: Option<String>,
+    /// A host lost its lease and fenced its vservers.
+    pub fenced: Option<String>,
+    /// A vserver was taken over from a dead host, or a takeover failed.
+    pub takeover: Option<String>,
+    /// A vserver went to state error (the relocation or restart limit).
+    pub error: Option<String>,
+    /// A voter has had no coordinator for `quorum_lost_after_secs`.
+    pub quorum_lost: Option<String>,
+    /// A host's certificate ends within `certificate_days`.
+    pub certificate_expiry: Option<String>,
+    /// Longest run of a command or a webhook's answer, in seconds (default 30); a hook that fails or takes
+    /// longer is tried twice more, 5 s apart.
+    pub timeout_secs: u64,
+    /// How long a voter goes without a coordinator before it tells of a lost quorum (default 15 s).
+    pub quorum_lost_after_secs: u64,
+    /// How long before its end a host's certificate is told of, once a day (default 30 days).
+    pub certificate_days: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            all: None,
+            fenced: None,
+            takeover: None,
+            error: None,
+            quorum_lost: None,
+            certificate_expiry: None,
+            timeout_secs: 30,
+            quorum_lost_after_secs: 15,
+            certificate_days: 30,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The hook of `kind`, if any.
+    pub fn hook(&self, kind: failover::alerts::AlertKind) -> Option<&str> {
+        use failover::alerts::AlertKind::*;
+        let named = match kind {
+            Fenced => &self.fenced,
+            Takeover => &self.takeover,
+            Error => &self.error,
+            QuorumLost => &self.quorum_lost,
+            CertificateExpiry => &self.certificate_expiry,
+        };
+        named.as_deref().or(self.all.as_deref())
+    }
+
+    /// Whether any hook is set.
+    pub fn any(&self) -> bool {
+        failover::alerts::AlertKind::ALL.iter().any(|k| self.hook(*k).is_some())
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        let named = [
+            ("all", &self.all),
+            ("fenced", &self.fenced),
+            ("takeover", &self.takeover),
+            ("error", &self.error),
+            ("quorum_lost", &self.quorum_lost),
+            ("certificate_expiry", &self.certificate_expiry),
+        ];
+        for (key, hook) in named {
+            let Some(hook) = hook else { continue };
+            let key = format!("alerts.{key}");
+            if hook.starts_with("http://") || hook.starts_with("https://") {
+                let url = reqwest::Url::parse(hook).map_err(|e| (key.clone(), format!("{hook:?}: {e}")))?;
+                if url.host().is_none() {
+                    return Err((key, format!("{hook:?} names no host")));
+                }
+            } else if !hook.starts_with('/') {
+                return Err((key, format!("{hook:?} is neither an absolute path to a command nor an http(s) URL")));
+            }
+        }
+        for (key, value, range) in [
+            ("alerts.timeout_secs", self.timeout_secs, 1..=600),
+            ("alerts.quorum_lost_after_secs", self.quorum_lost_after_secs, 1..=3600),
+            ("alerts.certificate_days", self.certificate_days, 1..=3650),
+        ] {
+            if !range.contains(&value) {
+                return Err((key.into(), format!("{value} is not from {} to {}", range.start(), range.end())));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `[failures]`: the failure accounting of each vserver. Its local restarts (on this host) and its
 /// relocations (takeovers, counted cluster-wide from the event log) within the last `window_secs`; past
 /// `max_restart` or `max_relocate` it is put in state `error` and left alone until an operator clears it.
@@ -269,6 +367,9 @@ pub struct AgentConfig {
     /// `[announce]`: announcements of the addresses after a takeover or a migrate.
     #[serde(default)]
     pub announce: AnnounceConfig,
+    /// `[alerts]`: hooks told of fences, takeovers, errors, a lost quorum, certificates ending.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// A witness runs no vservers and holds no replicas: it votes in the ownership table so that two hosts
     /// (and a witness) keep a majority when one of them dies.
     #[serde(default)]
@@ -462,6 +563,7 @@ impl AgentConfig {
         if self.failures.window_secs == 0 {
             return Err(bad("failures.window_secs", "must be above 0".into()));
         }
+        self.alerts.check().map_err(|(key, reason)| bad(&key, reason))?;
         if !(1..=100).contains(&self.announce.count) {
             return Err(bad("announce.count", format!("{} is not from 1 to 100", self.announce.count)));
         }
@@ -611,6 +713,24 @@ url = "http://127.0.0.1:7071"
         assert!(err(&format!("{GOOD}\n[announce]\ninterval_ms = 0\n")).contains("announce.interval_ms"));
         let c = AgentConfig::parse(Path::new("agent.toml"), &format!("{GOOD}\n[announce]\ncount = 3\n")).unwrap();
         assert_eq!((c.announce.count, c.announce.interval_ms), (3, 1000));
+    }
+
+    #[test]
+    fn alert_hooks_are_commands_or_webhooks_and_bad_ones_are_named() {
+        let text =
+            format!("{GOOD}\n[alerts]\nall = \"/usr/local/sbin/page\"\ntakeover = \"https://hooks.example.com/x\"\n");
+        let c = AgentConfig::parse(Path::new("agent.toml"), &text).unwrap();
+        use failover::alerts::AlertKind;
+        assert_eq!(c.alerts.hook(AlertKind::Takeover), Some("https://hooks.example.com/x"));
+        assert_eq!(c.alerts.hook(AlertKind::Fenced), Some("/usr/local/sbin/page"));
+        assert!(c.alerts.any() && !AlertsConfig::default().any());
+        let said = err(&format!("{GOOD}\n[alerts]\nfenced = \"page-me\"\n"));
+        assert!(said.contains("alerts.fenced") && said.contains("absolute path"), "{said}");
+        let said = err(&format!("{GOOD}\n[alerts]\nerror = \"https://\"\n"));
+        assert!(said.contains("alerts.error"), "{said}");
+        let said = err(&format!("{GOOD}\n[alerts]\ntimeout_secs = 0\n"));
+        assert!(said.contains("alerts.timeout_secs") && said.contains("not from 1 to 600"), "{said}");
+        assert!(err(&format!("{GOOD}\n[alerts]\npager = \"/x\"\n")).contains("pager"));
     }
 
     #[test]

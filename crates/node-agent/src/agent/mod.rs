@@ -2,6 +2,7 @@
 //! their state over HTTP (api, metrics, page, served by serve), and exchanges heartbeats with the other agents
 //! (heartbeat).
 
+pub mod alerts;
 pub mod announce;
 pub mod api;
 pub mod beacons;
@@ -203,6 +204,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let owning = tokio::spawn(keep_ownership(Arc::clone(&agent), ownership.clone()));
     let taking_over = tokio::spawn(failover::takeover::run(takeover::AgentHost(Arc::clone(&agent))));
     let nagging = tokio::spawn(maintenance::nag(Arc::clone(&agent)));
+    let alerting = tokio::spawn(alerts::run(Arc::clone(&agent)));
     if !held.is_empty() {
         tokio::spawn({
             let agent = Arc::clone(&agent);
@@ -228,6 +230,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     owning.abort();
     taking_over.abort();
     nagging.abort();
+    alerting.abort();
     quorum.abort();
     trimming.abort();
     if let Some(g) = guarding {
