@@ -483,6 +483,7 @@ impl Ownership {
             credentials: credentials.clone(),
             timeout: Duration::from_millis(t.rpc_timeout_ms),
             urls: Arc::new(config.members.iter().map(|m| (m.id, m.url.clone())).collect()),
+            reach: Arc::default(),
         };
         let applied = state_machine.applied();
         let raft = OwnershipRaft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
@@ -496,7 +497,7 @@ impl Ownership {
             Arc::clone(&applied),
             Arc::clone(&alive),
         ));
-        tracing::info!(node_id = config.node_id, host = %host, dir = %dir.display(), "ownership raft started");
+        tracing::info!(host = %host, dir = %dir.display(), "ownership raft started");
         Ok(Ownership {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
