@@ -834,6 +834,13 @@ impl Ownership {
         self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.events.iter().cloned().collect()
     }
 
+    /// The events of the log after sequence number `seq`, oldest first (only those are copied).
+    pub fn events_after(&self, seq: u64) -> Vec<Event> {
+        let applied = self.inner.applied.read().unwrap_or_else(|p| p.into_inner());
+        let events = &applied.table.events;
+        events.range(events.partition_point(|e| e.seq <= seq)..).cloned().collect()
+    }
+
     /// The leader's host name, if this node knows one.
     pub fn leader(&self) -> Option<String> {
         self.leader_node().map(|(_, n)| n.name)
