@@ -38,6 +38,7 @@ mod names;
 mod netns;
 pub mod previous;
 mod probe;
+pub mod promtool;
 mod root;
 mod tmpfs;
 pub mod treecmp;

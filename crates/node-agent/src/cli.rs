@@ -930,9 +930,9 @@ fn parse<T: Parser>() -> Result<T, i32> {
     })
 }
 
+/// Starts logging to stderr at the level VSERVER_LOG gives (default warn).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VSERVER_LOG").unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    crate::logging::init("warn");
 }
 
 #[cfg(test)]

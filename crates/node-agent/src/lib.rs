@@ -15,6 +15,7 @@ pub mod fence;
 pub mod hooks;
 pub mod legacy_conf;
 pub mod lifecycle;
+pub mod logging;
 pub mod model;
 pub mod root_device;
 pub mod services;

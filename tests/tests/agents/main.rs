@@ -1,6 +1,6 @@
 //! Agents in a lab of network namespaces, for real: heartbeats and the failure detector under `kill -9`
 //! and a link set down, the HTTP API and its security, the supervision of a host's vservers, replication,
-//! migrate, the host's watchdog, and the status page as a browser renders it.
+//! migrate, the host's watchdog, the logs as the journal keeps them, and the status page as a browser renders it.
 //! Root only; each scenario builds and removes its own lab (`cargo nextest run -E 'binary(agents)'`).
 
 mod alerts;
@@ -14,6 +14,7 @@ mod heartbeats;
 mod history;
 mod hosts;
 mod hub;
+mod logs;
 mod migrate;
 mod ownership;
 mod page;

@@ -483,6 +483,7 @@ impl Ownership {
             credentials: credentials.clone(),
             timeout: Duration::from_millis(t.rpc_timeout_ms),
             urls: Arc::new(config.members.iter().map(|m| (m.id, m.url.clone())).collect()),
+            reach: Arc::default(),
         };
         let applied = state_machine.applied();
         let raft = OwnershipRaft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
@@ -496,7 +497,7 @@ impl Ownership {
             Arc::clone(&applied),
             Arc::clone(&alive),
         ));
-        tracing::info!(node_id = config.node_id, host = %host, dir = %dir.display(), "ownership raft started");
+        tracing::info!(host = %host, dir = %dir.display(), "ownership raft started");
         Ok(Ownership {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
@@ -836,6 +837,13 @@ impl Ownership {
     /// The event log as applied on this node, oldest first.
     pub fn events(&self) -> Vec<Event> {
         self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.events.iter().cloned().collect()
+    }
+
+    /// The events of the log after sequence number `seq`, oldest first (only those are copied).
+    pub fn events_after(&self, seq: u64) -> Vec<Event> {
+        let applied = self.inner.applied.read().unwrap_or_else(|p| p.into_inner());
+        let events = &applied.table.events;
+        events.range(events.partition_point(|e| e.seq <= seq)..).cloned().collect()
     }
 
     /// The leader's host name, if this node knows one.

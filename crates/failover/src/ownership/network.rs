@@ -5,8 +5,13 @@
 //! A peer that cannot be reached, or answers with an HTTP error, is reported as `Unreachable`, which makes
 //! openraft back off before the next attempt; each request is also bounded by openraft's own time limit
 //! (heartbeat interval for appends, minimum election timeout for votes) and by the configured RPC timeout.
+//!
+//! openraft logs every failed attempt, by node id; its logs are off by default (see the agent's logging), and
+//! this transport says instead, by host name, when a peer stops answering and when it answers again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -42,6 +47,80 @@ pub(crate) struct HttpNetwork {
     /// The URLs this host's configuration gives its members: they win over the URL a member was recorded
     /// with in the membership (written by whichever host formed the cluster, from its own configuration).
     pub(crate) urls: Arc<std::collections::BTreeMap<NodeId, String>>,
+    /// Whether each peer answers, shared by every client made here.
+    pub(crate) reach: Arc<Reachability>,
+}
+
+/// Failed attempts in a row before a peer is said to be unreachable: a single request cut short by openraft's
+/// own time limit on a busy host is no news.
+const FAILURES_BEFORE_UNREACHABLE: u32 = 3;
+
+/// Whether each peer answers Raft's requests, and what was said about it: one line when it stops answering,
+/// one when it answers again, whatever the number of retries in between.
+#[derive(Debug, Default)]
+pub(crate) struct Reachability {
+    peers: Mutex<HashMap<NodeId, PeerReach>>,
+}
+
+/// One peer's failed attempts in a row, and whether it was said to be unreachable.
+#[derive(Debug, Default)]
+struct PeerReach {
+    failures: u32,
+    unreachable: bool,
+}
+
+impl Reachability {
+    /// An attempt to reach `host` (node `id`) failed with `error`; says so when it makes the host unreachable.
+    /// Whether it did.
+    fn failed(&self, id: NodeId, host: &str, error: &dyn Display) -> bool {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let peer = peers.entry(id).or_default();
+        peer.failures = peer.failures.saturating_add(1);
+        if peer.unreachable || peer.failures < FAILURES_BEFORE_UNREACHABLE {
+            return false;
+        }
+        peer.unreachable = true;
+        tracing::warn!(peer = %host, error = %error, "Raft: peer unreachable, retrying quietly until it answers");
+        true
+    }
+
+    /// `host` (node `id`) answered; says so when it was unreachable. Whether it was.
+    fn answered(&self, id: NodeId, host: &str) -> bool {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(peer) = peers.remove(&id) else { return false };
+        if peer.unreachable {
+            tracing::info!(peer = %host, "Raft: peer reachable again");
+        }
+        peer.unreachable
+    }
+}
+
+/// One request to a peer under way: dropped unfinished (openraft gave up waiting), it counts as a failure.
+struct Attempt<'a> {
+    reach: &'a Reachability,
+    id: NodeId,
+    host: &'a str,
+    finished: bool,
+}
+
+impl Attempt<'_> {
+    fn failed(mut self, error: &dyn Display) {
+        self.finished = true;
+        self.reach.failed(self.id, self.host, error);
+    }
+
+    fn answered(mut self) {
+        self.finished = true;
+        self.reach.answered(self.id, self.host);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.reach.failed(self.id, self.host, &"no answer within Raft's time limit");
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
@@ -70,6 +149,21 @@ pub(crate) fn route_url(base: &str, route: &str) -> String {
 
 impl PeerClient {
     async fn call<Req, Resp, E>(&self, route: &str, request: &Req) -> Result<Resp, RPCError<NodeId, HostNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let attempt = Attempt { reach: &self.net.reach, id: self.target, host: &self.node.name, finished: false };
+        let result = self.send(route, request).await;
+        match &result {
+            Ok(_) | Err(RPCError::RemoteError(_)) => attempt.answered(),
+            Err(e) => attempt.failed(e),
+        }
+        result
+    }
+
+    async fn send<Req, Resp, E>(&self, route: &str, request: &Req) -> Result<Resp, RPCError<NodeId, HostNode, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -126,5 +220,37 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, HostNode, RaftError<NodeId>>> {
         self.call("vote", &rpc).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_said_unreachable_once_after_failures_in_a_row_and_reachable_once_when_it_answers() {
+        let reach = Reachability::default();
+        let said: Vec<bool> = (0..10).map(|_| reach.failed(7, "h2", &"refused")).collect();
+        assert_eq!(said.iter().filter(|s| **s).count(), 1, "{said:?}");
+        assert!(said[FAILURES_BEFORE_UNREACHABLE as usize - 1], "{said:?}");
+        assert!(reach.answered(7, "h2"));
+        assert!(!reach.answered(7, "h2"), "said once");
+        // A failure or two between answers is no news.
+        for _ in 1..FAILURES_BEFORE_UNREACHABLE {
+            assert!(!reach.failed(7, "h2", &"timeout"));
+        }
+        assert!(!reach.answered(7, "h2"));
+        assert!(!reach.failed(7, "h2", &"timeout"), "the count started again");
+    }
+
+    #[test]
+    fn a_request_cut_short_counts_as_a_failure() {
+        let reach = Reachability::default();
+        for _ in 0..FAILURES_BEFORE_UNREACHABLE {
+            drop(Attempt { reach: &reach, id: 3, host: "h1", finished: false });
+        }
+        assert!(reach.answered(3, "h1"), "the host was said unreachable");
+        Attempt { reach: &reach, id: 3, host: "h1", finished: false }.answered();
+        assert!(!reach.answered(3, "h1"));
     }
 }

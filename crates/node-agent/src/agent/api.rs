@@ -687,9 +687,11 @@ async fn heartbeat(State(agent): State<Arc<Agent>>, body: Result<Bytes, BytesRej
     Ok(())
 }
 
-async fn metrics_text(State(agent): State<Arc<Agent>>) -> Response {
-    let text = metrics::render(&agent.status().await);
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+async fn metrics_text(State(agent): State<Arc<Agent>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = metrics::Format::from_accept(accept);
+    let text = metrics::render(&agent.status().await, &agent.events.counts(), format);
+    ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "accept")], text).into_response()
 }
 
 async fn status_page(State(agent): State<Arc<Agent>>) -> Html<String> {

@@ -6,6 +6,8 @@
 //! vserver it is about if any, and a sentence. Events written before kinds existed get one derived from their
 //! text (`takeover` or `note`).
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use failover::ownership::Ownership;
@@ -18,12 +20,32 @@ pub use failover::events::kinds;
 #[derive(Clone)]
 pub struct EventLog {
     ownership: Ownership,
+    tally: Arc<Mutex<Tally>>,
+}
+
+/// The events counted so far, by kind, up to a sequence number.
+#[derive(Debug, Default)]
+struct Tally {
+    last_seq: u64,
+    by_kind: BTreeMap<String, u64>,
 }
 
 impl EventLog {
     /// The log kept in `ownership`.
     pub fn new(ownership: Ownership) -> Self {
-        Self { ownership }
+        Self { ownership, tally: Arc::default() }
+    }
+
+    /// The events counted by kind since this agent started: at first those the log still holds (its last
+    /// [`failover::ownership::types::MAX_EVENTS`]), then each new one. It never decreases, as Prometheus
+    /// expects of a counter, also when old events leave the log.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        for event in self.ownership.events_after(tally.last_seq) {
+            *tally.by_kind.entry(event.kind().to_string()).or_default() += 1;
+            tally.last_seq = event.seq;
+        }
+        tally.by_kind.clone()
     }
 
     /// The events after `since` (a sequence number), oldest first, at most `limit` (the oldest ones).

@@ -1,18 +1,66 @@
-//! `GET /metrics`: the agent's state in the Prometheus (OpenMetrics) text format, built from a status report
-//! at each scrape, so it can never disagree with `GET /v1/status`.
+//! `GET /metrics`: the agent's state for Prometheus, built from a status report at each scrape, so it can
+//! never disagree with `GET /v1/status`. Two formats, by the request's `Accept`: the Prometheus text format
+//! (0.0.4), unless OpenMetrics is preferred.
 
-use prometheus_client::encoding::text::encode;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
 
 use crate::lifecycle::Resources;
 use crate::model::{PeerState, StatusReport, VserverState};
 
-/// The content type of the answer.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The two exposition formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format, version 0.0.4: what Prometheus and promtool read, and the default.
+    Text,
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when it prefers `application/openmetrics-text`
+    /// (a higher quality than `text/plain` and at least that of `*/*`), else the text format, also when there
+    /// is no header or it cannot be read.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        let (mut open, mut plain, mut any) = (0.0f32, 0.0f32, 0.0f32);
+        for range in accept.unwrap_or_default().split(',') {
+            let Ok(mime) = range.trim().parse::<mime::Mime>() else { continue };
+            let q = mime.get_param("q").and_then(|q| q.as_str().parse().ok()).unwrap_or(1.0f32);
+            let slot = match (mime.type_().as_str(), mime.subtype().as_str()) {
+                ("application", "openmetrics-text") => &mut open,
+                ("text", "plain" | "*") => &mut plain,
+                ("*", "*") => &mut any,
+                _ => continue,
+            };
+            *slot = slot.max(q);
+        }
+        if open > 0.0 && open > plain && open >= any {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The content type of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// The event kinds counted from the first scrape on, seen or not (others appear once seen).
+const COUNTED_KINDS: [&str; 7] = {
+    use failover::events::kinds::*;
+    [HOST_DEAD, FENCED, TAKEOVER, TAKEOVER_FAILED, MIGRATE, MIGRATE_FAILED, RESTART]
+};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -32,8 +80,9 @@ const VSERVER_STATES: [(VserverState, &str); 4] = [
     (VserverState::Error, "error"),
 ];
 
-/// The metrics text for one status report.
-pub fn render(status: &StatusReport) -> String {
+/// The metrics text for one status report and the event log's counts by kind (see
+/// [`EventLog::counts`](super::events::EventLog::counts)), in `format`.
+pub fn render(status: &StatusReport, events: &BTreeMap<String, u64>, format: Format) -> String {
     let mut registry = Registry::with_prefix("vserver");
     let node = &status.node;
 
@@ -275,9 +324,80 @@ pub fn render(status: &StatusReport) -> String {
     }
     registry.register_with_unit("replica_age", "Age of a replica this host holds as a standby", Unit::Seconds, held);
 
-    let mut text = String::new();
-    encode(&mut text, &registry).expect("writing to a String cannot fail");
-    text
+    register_cluster(&mut registry, status, events);
+
+    let mut out = String::new();
+    match format {
+        Format::Text => prometheus_text::encode(&mut out, &registry),
+        Format::OpenMetrics => text::encode(&mut out, &registry),
+    }
+    .expect("writing to a String cannot fail");
+    out
+}
+
+/// The cluster as this host sees it: the coordinator, this host's lease, maintenance, and the event log's
+/// counts.
+fn register_cluster(registry: &mut Registry, status: &StatusReport, events: &BTreeMap<String, u64>) {
+    let flag = |on: bool| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::from(on));
+        g
+    };
+    let leader = status.ownership.as_ref().and_then(|o| o.raft.leader.as_deref());
+    registry.register(
+        "cluster_coordinator",
+        "1 when this host coordinates the cluster (it leads the ownership table's Raft group), else 0",
+        flag(leader == Some(status.node.name.as_str())),
+    );
+    registry.register(
+        "cluster_coordinator_known",
+        "1 when this host knows the cluster's coordinator, else 0 (no majority in reach, or an election)",
+        flag(leader.is_some()),
+    );
+    let failover = &status.failover;
+    let remaining = failover.lease_remaining_ms;
+    registry.register(
+        "lease_held",
+        "1 while this host holds its lease or needs none (a single voter), 0 once it is over: with quorum \
+         fencing, its vservers are fenced",
+        flag(remaining.is_none_or(|ms| ms > 0)),
+    );
+    if let Some(ms) = remaining {
+        let left = Gauge::<f64, AtomicU64>::default();
+        left.set(ms as f64 / 1000.0);
+        registry.register_with_unit(
+            "lease_remaining",
+            "What is left of this host's lease (0 once over; absent when it needs none)",
+            Unit::Seconds,
+            left,
+        );
+    }
+    let maintenance = &failover.maintenance;
+    registry.register(
+        "cluster_maintenance",
+        "1 while the whole cluster is in maintenance (no fence, no takeover anywhere), else 0",
+        flag(maintenance.cluster.is_some()),
+    );
+    registry.register(
+        "host_maintenance",
+        "1 while this host is in maintenance (it never fences and is never taken over), else 0; the whole \
+         cluster's is apart",
+        flag(maintenance.hosts.contains_key(&status.node.name)),
+    );
+    let running = Gauge::<i64>::default();
+    running.set(i64::try_from(failover.takeovers_in_progress.len()).unwrap_or(i64::MAX));
+    registry.register("cluster_takeovers_running", "Takeovers this host runs now as the coordinator", running);
+    let counted = Family::<Labels, Counter>::default();
+    let kinds = COUNTED_KINDS.iter().map(|k| k.to_string()).chain(events.keys().cloned());
+    for kind in kinds.collect::<std::collections::BTreeSet<_>>() {
+        let n = events.get(&kind).copied().unwrap_or(0);
+        counted.get_or_create(&vec![("kind", kind)]).inc_by(n);
+    }
+    registry.register(
+        "cluster_events",
+        "Events of the cluster's event log, by kind (takeover, fenced, host_dead, migrate, restart...)",
+        counted,
+    );
 }
 
 #[cfg(test)]
@@ -285,9 +405,9 @@ mod tests {
     use super::*;
     use crate::model::{Intent, NodeStatus, PeerStatus, RejectCounters, VserverStatus};
 
-    #[test]
-    fn peers_and_vservers_become_labelled_series() {
-        let status = StatusReport {
+    /// A report with a peer, a vserver, replication, a coordinator and maintenance.
+    fn sample() -> StatusReport {
+        StatusReport {
             node: NodeStatus {
                 name: "h0".into(),
                 incarnation: 3,
@@ -361,12 +481,44 @@ mod tests {
                 batches: Some(9),
             }],
             replicas: vec![],
-            ownership: None,
-            failover: Default::default(),
+            ownership: Some(crate::model::OwnershipStatus {
+                raft: failover::ownership::MetricsSummary {
+                    node_id: 1,
+                    host: "h0".into(),
+                    state: "Leader".into(),
+                    term: 2,
+                    leader: Some("h0".into()),
+                    last_log_index: Some(9),
+                    last_applied: Some(9),
+                    snapshot_index: None,
+                    purged_index: None,
+                    voters: vec!["h0".into(), "h1".into()],
+                    learners: vec![],
+                    millis_since_quorum_ack: Some(10),
+                    initialized: true,
+                    reads_host_changes: true,
+                },
+                owners: Default::default(),
+            }),
+            failover: crate::model::FailoverStatus {
+                lease_remaining_ms: Some(1500),
+                maintenance: failover::ownership::Maintenance {
+                    cluster: None,
+                    hosts: [("h0".to_string(), failover::ownership::MaintenanceMark { since_ms: 1, by: "h0".into() })]
+                        .into(),
+                },
+                takeovers_in_progress: vec![("web".into(), "h1".into())],
+                ..Default::default()
+            },
             takeovers: vec![],
             relocation_errors: Default::default(),
-        };
-        let text = render(&status);
+        }
+    }
+
+    #[test]
+    fn peers_and_vservers_become_labelled_series() {
+        let status = sample();
+        let text = render(&status, &BTreeMap::new(), Format::OpenMetrics);
         for line in [
             "vserver_peer_up{peer=\"h1\"} 0",
             "vserver_peer_state{peer=\"h1\",state=\"suspect\"} 1",
@@ -399,5 +551,91 @@ mod tests {
         }
         assert!(!text.contains("vserver_io_weight{"), "no series for an unknown value:\n{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_cluster_is_seen_from_this_host() {
+        let events = BTreeMap::from([("takeover".to_string(), 2), ("fenced".to_string(), 1), ("aside".to_string(), 1)]);
+        let text = render(&sample(), &events, Format::Text);
+        for line in [
+            "vserver_cluster_coordinator 1",
+            "vserver_cluster_coordinator_known 1",
+            "vserver_lease_held 1",
+            "vserver_lease_remaining_seconds 1.5",
+            "vserver_cluster_maintenance 0",
+            "vserver_host_maintenance 1",
+            "vserver_cluster_takeovers_running 1",
+            "vserver_cluster_events_total{kind=\"takeover\"} 2",
+            "vserver_cluster_events_total{kind=\"fenced\"} 1",
+            "vserver_cluster_events_total{kind=\"aside\"} 1",
+            "vserver_cluster_events_total{kind=\"migrate\"} 0",
+            "# TYPE vserver_cluster_events_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        let mut follower = sample();
+        let raft = &mut follower.ownership.as_mut().unwrap().raft;
+        raft.leader = None;
+        follower.failover.lease_remaining_ms = Some(0);
+        let text = render(&follower, &BTreeMap::new(), Format::Text);
+        for line in ["vserver_cluster_coordinator 0", "vserver_cluster_coordinator_known 0", "vserver_lease_held 0"] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_text_format_names_counters_by_their_samples_and_has_no_openmetrics_lines() {
+        let text = render(&sample(), &BTreeMap::new(), Format::Text);
+        for line in [
+            "# HELP vserver_heartbeats_rejected_total Heartbeats refused, by reason.",
+            "# TYPE vserver_heartbeats_rejected_total counter",
+            "vserver_heartbeats_rejected_total{reason=\"bad_signature\"} 2",
+            "# TYPE vserver_disk_bytes gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("# UNIT") && !text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_only_when_the_client_prefers_it() {
+        use Format::{OpenMetrics, Text};
+        for (accept, format) in [
+            (None, Text),
+            (Some(""), Text),
+            (Some("*/*"), Text),
+            (Some("text/plain; version=0.0.4"), Text),
+            (Some("text/plain;version=0.0.4;q=1,application/openmetrics-text;q=0.5"), Text),
+            (Some("application/openmetrics-text; version=1.0.0"), OpenMetrics),
+            // What Prometheus sends.
+            (
+                Some(
+                    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                     text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                ),
+                OpenMetrics,
+            ),
+            (Some("application/openmetrics-text;q=0"), Text),
+            (Some("application/openmetrics-text, text/plain"), Text),
+            (Some("application/openmetrics-text;q=0.1, */*;q=0.5"), Text),
+            (Some("garbage,,;"), Text),
+        ] {
+            assert_eq!(Format::from_accept(accept), format, "{accept:?}");
+        }
+        assert_eq!(Text.content_type(), "text/plain; version=0.0.4; charset=utf-8");
+    }
+
+    /// Every family, in both formats, as the reference tools read them: promtool lints the text format,
+    /// and a strict OpenMetrics parser reads the other (promtool reads only the text format).
+    #[test]
+    fn every_family_passes_promtool_and_the_openmetrics_parser() {
+        let events = BTreeMap::from([("takeover".to_string(), 2)]);
+        let status = sample();
+        if let Some(result) = vserver_lab::promtool::check_metrics(&render(&status, &events, Format::Text)) {
+            result.unwrap();
+        }
+        if let Some(result) = vserver_lab::promtool::parse_openmetrics(&render(&status, &events, Format::OpenMetrics)) {
+            result.unwrap();
+        }
     }
 }

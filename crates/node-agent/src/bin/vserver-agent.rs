@@ -437,10 +437,9 @@ fn main() -> ExitCode {
     isolate::closed_output::run(|| once(cli))
 }
 
-/// Starts logging to stderr at the level VSERVER_LOG gives (default info).
+/// Starts logging to stderr at the level VSERVER_LOG gives (default info), as the journal keeps it.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VSERVER_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    node_agent::logging::init("info");
 }
 
 /// The one-shot modes: `--completions`, `--check` and the subcommands.
