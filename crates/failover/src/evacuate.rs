@@ -41,7 +41,7 @@ const EVENT_PREFIX: &str = "evacuated ";
 #[serde(deny_unknown_fields)]
 pub struct EvacuateRequest {
     /// How many vservers move at once (default 2, at most 16).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::optional")]
     pub parallel: Option<usize>,
     /// For a dead host when lease fencing is off: the operator confirms it is down (powered off).
     #[serde(default)]
@@ -101,6 +101,9 @@ impl Mode {
 /// Why an evacuation or a restore was refused (nothing moved).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvacuateError {
+    /// The host is no host name: it, and why.
+    #[error("{0}")]
+    HostName(String),
     /// The host is not one of the cluster's.
     #[error("{0:?} is not a host of this cluster")]
     UnknownHost(String),
@@ -142,9 +145,14 @@ pub enum EvacuateError {
 }
 
 impl EvacuateError {
-    /// Whether the request itself is wrong (a 400), rather than the cluster's state (a 409).
+    /// Whether the request itself is malformed (a 400), rather than refused as things stand (a 404 or 409).
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, EvacuateError::UnknownHost(_) | EvacuateError::Parallel(_))
+        matches!(self, EvacuateError::HostName(_) | EvacuateError::Parallel(_))
+    }
+
+    /// Whether the host is not one of the cluster's (a 404).
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, EvacuateError::UnknownHost(_))
     }
 }
 

@@ -25,4 +25,5 @@ pub mod store;
 pub mod sync;
 pub mod table;
 pub mod takeover;
+pub mod whole;
 pub mod wire;

@@ -29,17 +29,26 @@ pub enum MaintenanceError {
     /// Both a host and the cluster named.
     #[error("give a host or the cluster, not both")]
     HostAndCluster,
+    /// A field that is not a host name (`host`, `asked_through`): the field, and why.
+    #[error("{field}: {reason}")]
+    HostName {
+        /// The field.
+        field: &'static str,
+        /// Why it is no host name.
+        reason: String,
+    },
     /// A host that is not the cluster's.
     #[error("{0:?} is not a host of this cluster")]
     UnknownHost(String),
     /// A takeover of the host (or any, for the cluster) runs on the coordinator.
     #[error("a takeover is in progress ({}); maintenance not turned on: try again once it ends", list(.0))]
     TakeoverInProgress(Vec<(String, String)>),
-    /// The coordinator refused it as malformed (400) or as things stand (409).
+    /// The coordinator refused it: as malformed (400), for a host it does not know (404), or as things stand
+    /// (409).
     #[error("{reason}")]
     RefusedThere {
-        /// Whether it was malformed (else: refused as things stand).
-        malformed: bool,
+        /// The coordinator's status: 400, 404 or 409.
+        status: u16,
         /// The coordinator's words.
         reason: String,
     },
@@ -55,12 +64,19 @@ fn list(busy: &[(String, String)]) -> String {
     busy.iter().map(|(v, from)| format!("{v} from {from}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The host a request is about (`None`: the whole cluster); `me` is the host asked.
+/// The host a request is about (`None`: the whole cluster); `me` is the host asked. Checked before anything
+/// waits: a malformed request is refused at once.
 pub fn scope(
     req: &MaintenanceRequest,
     me: &str,
     is_host: impl Fn(&str) -> bool,
 ) -> Result<Option<String>, MaintenanceError> {
+    for (field, value) in [("host", &req.host), ("asked_through", &req.asked_through)] {
+        if let Some(Err(e)) = value.as_deref().map(isolate::VserverName::parse) {
+            let reason = e.to_string().replace("vserver name", "node name");
+            return Err(MaintenanceError::HostName { field, reason });
+        }
+    }
     let host = match (&req.host, req.cluster) {
         (Some(_), true) => return Err(MaintenanceError::HostAndCluster),
         (Some(h), false) => Some(h.clone()),
@@ -201,8 +217,7 @@ async fn forward<C: Cluster>(
     match answer {
         Ok(value) => serde_json::from_value(value).map_err(|e| MaintenanceError::BadAnswer(e.to_string())),
         Err(refused) => Err(match refused.status.as_u16() {
-            400 => MaintenanceError::RefusedThere { malformed: true, reason: refused.reason },
-            409 => MaintenanceError::RefusedThere { malformed: false, reason: refused.reason },
+            status @ (400 | 404 | 409) => MaintenanceError::RefusedThere { status, reason: refused.reason },
             _ => MaintenanceError::Unavailable(format!("the coordinator {leader} answered {refused}")),
         }),
     }
@@ -225,6 +240,19 @@ mod tests {
         assert_eq!(scope(&req(Some("h2"), true), "h1", known), Err(MaintenanceError::HostAndCluster));
         let e = scope(&req(Some("h9"), false), "h1", known).unwrap_err();
         assert_eq!(e.to_string(), "\"h9\" is not a host of this cluster");
+    }
+
+    #[test]
+    fn a_field_that_is_no_host_name_is_refused_naming_it() {
+        let known = |h: &str| h == "h2";
+        let e = scope(&req(Some("a..b"), false), "h1", known).unwrap_err();
+        assert!(matches!(e, MaintenanceError::HostName { field: "host", .. }), "{e}");
+        assert!(e.to_string().starts_with("host: ") && e.to_string().contains("a..b"), "{e}");
+        let through = |a: &str| MaintenanceRequest { asked_through: Some(a.to_string()), ..req(None, false) };
+        let e = scope(&through(""), "h1", known).unwrap_err();
+        assert!(matches!(e, MaintenanceError::HostName { field: "asked_through", .. }), "{e}");
+        assert_eq!(e.to_string(), "asked_through: invalid node name \"\": it is empty");
+        assert_eq!(scope(&through("h2"), "h1", known), Ok(Some("h1".into())));
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum HeartbeatReject {
     /// The signature does not match the body under the cluster secret (HTTP 403).
     #[error("heartbeat with a bad signature (claims to be from {0:?})")]
     BadSignature(String),
+    /// A signature of the right form that does not match, on a body that is not a heartbeat (HTTP 403).
+    #[error("heartbeat with a bad signature (and a body that is not a heartbeat)")]
+    BadSignatureOnGarbage,
     /// The body is not a heartbeat (HTTP 400).
     #[error("malformed heartbeat: {0}")]
     Malformed(String),
@@ -346,7 +349,9 @@ impl Membership {
                 let counters = &mut table.counters;
                 match reject {
                     HeartbeatReject::UnknownNode(_) => counters.unknown_node += 1,
-                    HeartbeatReject::BadSignature(_) => counters.bad_signature += 1,
+                    HeartbeatReject::BadSignature(_) | HeartbeatReject::BadSignatureOnGarbage => {
+                        counters.bad_signature += 1
+                    }
                     HeartbeatReject::Malformed(_) | HeartbeatReject::Stale { .. } => counters.malformed_or_stale += 1,
                 }
             }
@@ -378,10 +383,17 @@ impl Membership {
         std::iter::once(&self.secret).chain(&self.also_accepted).any(|s| verify_body(s, body, signature))
     }
 
+    /// A signature of the right form (64 hex digits) is judged before the body: one that does not match is
+    /// refused as such whatever the body. A signature of another form cannot match, and the body is judged first.
     fn accept(&self, signed: &SignedHeartbeat) -> Result<(), HeartbeatReject> {
-        let hb: Heartbeat =
-            serde_json::from_str(&signed.body).map_err(|e| HeartbeatReject::Malformed(e.to_string()))?;
-        if !self.signed_by_us(&signed.body, &signed.signature) {
+        let signed_by_us = self.signed_by_us(&signed.body, &signed.signature);
+        let well_formed = signed.signature.len() == 64 && signed.signature.bytes().all(|b| b.is_ascii_hexdigit());
+        let hb: Heartbeat = match serde_json::from_str(&signed.body) {
+            Ok(hb) => hb,
+            Err(_) if well_formed && !signed_by_us => return Err(HeartbeatReject::BadSignatureOnGarbage),
+            Err(e) => return Err(HeartbeatReject::Malformed(e.to_string())),
+        };
+        if !signed_by_us {
             return Err(HeartbeatReject::BadSignature(hb.node));
         }
         let (node, maintenance) = (hb.node.clone(), hb.maintenance);
@@ -943,6 +955,12 @@ mod tests {
 
         let junk = SignedHeartbeat { body: "{\"node\":".into(), signature: sign_body(SECRET, "{\"node\":") };
         assert!(matches!(m.receive(&junk), Err(HeartbeatReject::Malformed(_))));
+        // Junk under a signature of the right form that does not match: the signature is what is wrong first.
+        let forged_junk = SignedHeartbeat { body: "junk".into(), signature: "ab".repeat(32) };
+        assert_eq!(m.receive(&forged_junk), Err(HeartbeatReject::BadSignatureOnGarbage));
+        // Junk under a signature of no form at all: a malformed envelope.
+        let junk_junk = SignedHeartbeat { body: "junk".into(), signature: "00".into() };
+        assert!(matches!(m.receive(&junk_junk), Err(HeartbeatReject::Malformed(_))));
 
         let same_seq = m.receive(&signed(&heartbeat("h2", 5, 10)));
         assert_eq!(same_seq, Err(HeartbeatReject::Stale { node: "h2".into(), incarnation: 5, seq: 10 }));
@@ -951,7 +969,7 @@ mod tests {
         let old_incarnation = m.receive(&signed(&heartbeat("h2", 4, 99)));
         assert_eq!(old_incarnation, Err(HeartbeatReject::Stale { node: "h2".into(), incarnation: 4, seq: 99 }));
 
-        assert_eq!(m.counters(), RejectCounters { unknown_node: 1, bad_signature: 2, malformed_or_stale: 4 });
+        assert_eq!(m.counters(), RejectCounters { unknown_node: 1, bad_signature: 3, malformed_or_stale: 5 });
         let h2 = state_of(&m, "h2");
         assert_eq!((h2.incarnation, h2.restarts_seen), (Some(5), 0), "refusals change nothing");
     }

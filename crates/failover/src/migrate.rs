@@ -146,6 +146,12 @@ fn now_ms() -> u64 {
 /// Why a migrate is refused before anything is done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Inadmissible {
+    /// The target is no host name.
+    #[error("target: {reason}")]
+    BadTarget {
+        /// Why it is no host name.
+        reason: String,
+    },
     /// The target is this host.
     #[error("{name} already runs on {node}")]
     SameHost {
@@ -189,13 +195,13 @@ pub enum Inadmissible {
 }
 
 impl Inadmissible {
-    /// Whether the request itself is wrong (a 400), rather than the cluster's state (a 404 or 409).
+    /// Whether the request itself is malformed (a 400), rather than refused as things stand (a 404 or 409).
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, Self::SameHost { .. } | Self::UnknownHost { .. })
+        matches!(self, Self::BadTarget { .. })
     }
-    /// Whether the vserver is unknown to the cluster (a 404).
+    /// Whether the vserver or the target is unknown to the cluster (a 404).
     pub fn is_unknown(&self) -> bool {
-        matches!(self, Self::NotPlaced { .. })
+        matches!(self, Self::NotPlaced { .. } | Self::UnknownHost { .. })
     }
 }
 
@@ -209,6 +215,9 @@ pub fn admit<'a>(
     peers: &[PeerStatus],
     placement: Option<&'a Placement>,
 ) -> Result<&'a Placement, Inadmissible> {
+    if let Err(e) = isolate::VserverName::parse(target) {
+        return Err(Inadmissible::BadTarget { reason: e.to_string().replace("vserver name", "node name") });
+    }
     if target == node {
         return Err(Inadmissible::SameHost { name: name.into(), node: node.into() });
     }
@@ -532,9 +541,12 @@ mod tests {
         let theirs = Placement { primary: "h1".into(), ..ours.clone() };
         assert_eq!(admit("h0", "web", "h1", &peers, Some(&ours)), Ok(&ours));
         let e = admit("h0", "web", "h0", &peers, Some(&ours)).unwrap_err();
-        assert!(e.is_bad_request() && e.to_string() == "web already runs on h0", "{e}");
+        assert!(!e.is_bad_request() && !e.is_unknown() && e.to_string() == "web already runs on h0", "{e}");
         let e = admit("h0", "web", "h9", &peers, Some(&ours)).unwrap_err();
+        assert!(e.is_unknown(), "{e}");
         assert_eq!(e.to_string(), "unknown host \"h9\" (the peers of h0: h1, h2)");
+        let e = admit("h0", "web", "../h1", &peers, Some(&ours)).unwrap_err();
+        assert!(e.is_bad_request() && e.to_string().starts_with("target: invalid node name \"../h1\""), "{e}");
         let e = admit("h0", "web", "h2", &peers, Some(&ours)).unwrap_err();
         assert!(!e.is_bad_request() && e.to_string().starts_with("target h2 is dead"), "{e}");
         assert!(admit("h0", "web", "h1", &peers, None).unwrap_err().is_unknown());

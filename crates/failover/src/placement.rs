@@ -112,6 +112,7 @@ pub struct Placement {
     /// The hosts that hold a replica, in the order a takeover tries them.
     pub standbys: Vec<String>,
     /// Grows at every change of placement (0: as in the cluster file).
+    #[serde(deserialize_with = "crate::whole::exact")]
     pub epoch: u64,
 }
 

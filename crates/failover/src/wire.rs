@@ -67,8 +67,10 @@ pub struct ProbeRequest {
     /// The host the coordinator believes dead.
     pub host: String,
     /// The silence that makes this voter promise.
+    #[serde(deserialize_with = "crate::whole::exact")]
     pub silent_ms: u64,
     /// How long the promise lasts.
+    #[serde(deserialize_with = "crate::whole::exact")]
     pub promise_ms: u64,
 }
 
@@ -91,7 +93,7 @@ pub struct PromoteRequest {
     pub start: bool,
     /// The ownership epoch that gives it to this host: refused if the table is at a newer one, and waited
     /// for (a few seconds) while this host's copy of the table has not reached it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::optional")]
     pub epoch: Option<u64>,
     /// Asked again, at the same epoch, by a coordinator that finds this host owning the vserver without running
     /// it (the first promote never ran: this host restarted, or the request was lost): already running at that
@@ -212,7 +214,7 @@ pub struct CommitRequest {
     /// The session.
     pub session: String,
     /// When the sync started on the source (ms since the Unix epoch).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::exact")]
     pub started_unix_ms: u64,
     /// Whether its last pass ran frozen.
     #[serde(default)]
@@ -233,6 +235,7 @@ pub struct ConfFile {
     /// `NAME.conf` or `NAME.sh`.
     pub name: String,
     /// Its permission bits.
+    #[serde(deserialize_with = "crate::whole::exact")]
     pub mode: u32,
     /// Its content, base64.
     pub content: String,

@@ -628,6 +628,8 @@ pub fn migrate(run_dir: &Path, name: &VserverName, target: &str, json: bool) -> 
         eprintln!("vserver: error: {message}");
         return match reply.status {
             400 => exit::USAGE,
+            // The vserver is unknown, or the target host: bad input when the vserver is here.
+            404 if agent.request("GET", &format!("/v1/vservers/{name}")).is_ok_and(|r| r.status == 200) => exit::USAGE,
             404 => exit::UNKNOWN,
             _ => exit::FAILED,
         };

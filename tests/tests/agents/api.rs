@@ -50,6 +50,15 @@ fn requests_without_or_with_a_wrong_token_are_refused_and_bad_input_changes_noth
     // The forged heartbeat changed nothing: h1's incarnation is still its real one.
     assert_ne!(agents.peer(0, 1).unwrap()["incarnation"].as_u64(), Some(9));
 
+    // Maintenance: a field that is no host name is refused at once, naming the field (nothing waits for the
+    // coordinator); a host the cluster does not know is 404. Nothing changed.
+    let bad = req("POST", "/v1/maintenance", Some(r#"{"on":true,"asked_through":""}"#));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.json().unwrap()["error"].as_str().unwrap().starts_with("asked_through: "), "{}", bad.body);
+    let unknown = req("POST", "/v1/maintenance", Some(r#"{"on":true,"host":"h9"}"#));
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert!(req("GET", "/v1/maintenance", None).json().unwrap()["hosts"].as_object().is_none_or(|h| h.is_empty()));
+
     // A huge body is refused before it is read.
     let huge = "x".repeat(200 * 1024);
     let big = req("POST", "/v1/heartbeat", Some(&huge));

@@ -1,6 +1,7 @@
 //! Agents in a lab of network namespaces, for real: heartbeats and the failure detector under `kill -9`
-//! and a link set down, the HTTP API and its security, the supervision of a host's vservers, replication,
-//! migrate, the host's watchdog, the logs as the journal keeps them, and the status page as a browser renders it.
+//! and a link set down, the HTTP API, its security and its schema, the supervision of a host's vservers,
+//! replication, migrate, the host's watchdog, alerts, the logs as the journal keeps them, and the status page as
+//! a browser renders it.
 //! Root only; each scenario builds and removes its own lab (`cargo nextest run -E 'binary(agents)'`).
 
 mod alerts;
@@ -19,6 +20,7 @@ mod migrate;
 mod ownership;
 mod page;
 mod replication;
+mod schema;
 mod shared;
 mod supervision;
 mod takeover;

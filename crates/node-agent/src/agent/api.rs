@@ -124,15 +124,16 @@ impl ApiError {
             Self::Migrate(MigrateError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Migrate(MigrateError::Supervisor(e)) => ApiError::Supervisor(clone_supervisor_error(e)).status(),
             Self::Evacuate(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
+            Self::Evacuate(e) if e.is_unknown() => StatusCode::NOT_FOUND,
             Self::Evacuate(_) => StatusCode::CONFLICT,
-            Self::Maintenance(
-                MaintenanceError::HostAndCluster
-                | MaintenanceError::UnknownHost(_)
-                | MaintenanceError::RefusedThere { malformed: true, .. },
-            ) => StatusCode::BAD_REQUEST,
-            Self::Maintenance(
-                MaintenanceError::TakeoverInProgress(_) | MaintenanceError::RefusedThere { malformed: false, .. },
-            ) => StatusCode::CONFLICT,
+            Self::Maintenance(MaintenanceError::HostAndCluster | MaintenanceError::HostName { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Maintenance(MaintenanceError::UnknownHost(_)) => StatusCode::NOT_FOUND,
+            Self::Maintenance(MaintenanceError::TakeoverInProgress(_)) => StatusCode::CONFLICT,
+            Self::Maintenance(MaintenanceError::RefusedThere { status, .. }) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::CONFLICT)
+            }
             Self::Maintenance(MaintenanceError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Maintenance(MaintenanceError::BadAnswer(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Replication(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
@@ -145,9 +146,11 @@ impl ApiError {
             Self::Body { status, .. } => *status,
             Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Heartbeat(HeartbeatReject::Malformed(_)) => StatusCode::BAD_REQUEST,
-            Self::Heartbeat(HeartbeatReject::UnknownNode(_) | HeartbeatReject::BadSignature(_)) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::Heartbeat(
+                HeartbeatReject::UnknownNode(_)
+                | HeartbeatReject::BadSignature(_)
+                | HeartbeatReject::BadSignatureOnGarbage,
+            ) => StatusCode::FORBIDDEN,
             Self::Heartbeat(HeartbeatReject::Stale { .. }) => StatusCode::CONFLICT,
             Self::Supervisor(SupervisorError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Supervisor(SupervisorError::BadConf { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -352,7 +355,7 @@ fn events_query(query: &str) -> Result<(u64, Option<usize>), ApiError> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let number = |what: &str| {
-            value.parse::<u64>().map_err(|_| {
+            failover::whole::parse(value).ok_or_else(|| {
                 ApiError::BadRequest(format!("{key} must be {what} (a whole number, 0 or more), not {value:?}"))
             })
         };
@@ -522,13 +525,17 @@ async fn placement_record(
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let placement: failover::placement::Placement = json_body(body)?;
-    let known = |h: &String| *h == agent.config.node || agent.peers.knows(h);
-    if let Some(bad) = placement.standbys.iter().chain([&placement.primary]).find(|h| !known(h)) {
-        return Err(ApiError::BadRequest(format!("unknown host {bad:?} in the placement")));
+    let hosts = || placement.standbys.iter().chain([&placement.primary]);
+    for host in hosts() {
+        super::config::check_node_name(host).map_err(|e| ApiError::BadRequest(format!("in the placement: {e}")))?;
     }
     let mut seen = std::collections::BTreeSet::new();
-    if let Some(twice) = placement.standbys.iter().chain([&placement.primary]).find(|h| !seen.insert(*h)) {
+    if let Some(twice) = hosts().find(|h| !seen.insert(*h)) {
         return Err(ApiError::BadRequest(format!("host {twice:?} is listed twice in the placement")));
+    }
+    let known = |h: &String| *h == agent.config.node || agent.peers.knows(h);
+    if let Some(bad) = hosts().find(|h| !known(h)) {
+        return Err(ApiError::NotFound(format!("unknown host {bad:?} in the placement")));
     }
     let newer = agent
         .replication
@@ -579,6 +586,7 @@ async fn restore_start(
 }
 
 async fn evacuation_status(State(agent): State<Arc<Agent>>, Path(host): Path<String>) -> Result<Response, ApiError> {
+    super::config::check_node_name(&host).map_err(ApiError::BadRequest)?;
     match agent.evacuations.get(&host) {
         Some(job) => Ok(Json(job).into_response()),
         None => Err(ApiError::NoRoute(format!("no evacuation or restore of {host:?} through this agent"))),
@@ -617,9 +625,10 @@ async fn takeover_probe(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: ProbeRequest = json_body(body)?;
+    super::config::check_node_name(&req.host).map_err(|e| ApiError::BadRequest(format!("host: {e}")))?;
     match super::takeover::probe(&agent, &req) {
         Some(reply) => Ok(Json(reply).into_response()),
-        None => Err(ApiError::BadRequest(format!("{:?} is not a peer of this host", req.host))),
+        None => Err(ApiError::NotFound(format!("{:?} is not a peer of this host", req.host))),
     }
 }
 
@@ -658,6 +667,8 @@ async fn replica_rsync(
     }
     let session = text(tunnel::SESSION_HEADER)
         .ok_or_else(|| ApiError::BadRequest(format!("no {} header", tunnel::SESSION_HEADER)))?;
+    // The session first: the command is judged only for a session this host has open.
+    let (dir, active, cancel) = agent.replication.tunnel_target(&name, &session)?;
     let argv: Vec<String> = text(tunnel::ARGV_HEADER)
         .and_then(|a| serde_json::from_str(&a).ok())
         .ok_or_else(|| ApiError::BadRequest(format!("no {} header with a JSON array", tunnel::ARGV_HEADER)))?;
@@ -665,7 +676,6 @@ async fn replica_rsync(
         tracing::warn!(vserver = %name, ?argv, %reason, "tunnel refused");
         ApiError::BadRequest(format!("tunnel refused: {reason}"))
     })?;
-    let (dir, active, cancel) = agent.replication.tunnel_target(&name, &session)?;
     let on_upgrade = hyper::upgrade::on(&mut request);
     let rsync_bin = agent.config.rsync_bin.clone().unwrap_or_else(|| "rsync".into());
     tokio::spawn(tunnel::receive(on_upgrade, command, dir, rsync_bin, active, cancel, name.to_string()));

@@ -15,6 +15,7 @@ use super::takeover::AgentHost;
 use crate::model::PeerState;
 
 fn known_host(agent: &Agent, host: &str) -> Result<(), EvacuateError> {
+    super::config::check_node_name(host).map_err(EvacuateError::HostName)?;
     if host == agent.config.node || agent.peers.knows(host) {
         Ok(())
     } else {

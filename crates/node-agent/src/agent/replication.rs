@@ -45,6 +45,9 @@ pub fn now_ms() -> u64 {
 /// Why a replication step failed, in words.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
+    /// A sync session asked in the name of no host: `source`, and why.
+    #[error("source: {0}")]
+    BadSource(String),
     /// A sync session asked by a host that is not a peer of this one.
     #[error("{from:?} is not a peer of this host")]
     NotAPeer {
@@ -148,12 +151,12 @@ pub enum ReplicationError {
 impl ReplicationError {
     /// Whether the request itself is at fault (rather than the state it met, or a failure here).
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, Self::NotAPeer { .. } | Self::BadConf(_))
+        matches!(self, Self::BadSource(_) | Self::BadConf(_))
     }
 
-    /// Whether the request names what this host does not have (no session, not placed, no conf).
+    /// Whether the request names what this host does not have (a peer, a session, a placement, a conf).
     pub fn is_unknown(&self) -> bool {
-        matches!(self, Self::NoSession { .. } | Self::NotPlaced { .. } | Self::NoConf { .. })
+        matches!(self, Self::NotAPeer { .. } | Self::NoSession { .. } | Self::NotPlaced { .. } | Self::NoConf { .. })
     }
 
     /// Whether it failed here, rather than being refused.
@@ -509,6 +512,7 @@ impl Replication {
     /// Opens a sync session for `name` from `source`: prepares the generation that is not current. A session
     /// already open for it (a sync that died on the way) is cancelled and replaced.
     pub async fn begin(&self, name: &VserverName, req: BeginRequest) -> Result<BeginReply, ReplicationError> {
+        super::config::check_node_name(&req.source).map_err(ReplicationError::BadSource)?;
         if !self.links.peers.knows(&req.source) {
             return Err(ReplicationError::NotAPeer { from: req.source });
         }

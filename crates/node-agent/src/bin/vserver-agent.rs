@@ -297,7 +297,8 @@ fn evacuate(config: &std::path::Path, what: &str, host: &str, parallel: usize, f
     if started.status != 202 {
         let said = serde_json::from_str::<serde_json::Value>(&started.body).unwrap_or_default();
         let why = said["error"].as_str().map_or(started.body.clone(), str::to_string);
-        return fail(if started.status == 400 { exit::USAGE } else { exit::FAILED }, why);
+        // 400: a malformed request; 404: a host that is not the cluster's.
+        return fail(if matches!(started.status, 400 | 404) { exit::USAGE } else { exit::FAILED }, why);
     }
     let mut shown: std::collections::BTreeMap<String, String> = Default::default();
     let job = loop {
@@ -372,7 +373,8 @@ fn maintenance(config: &std::path::Path, state: &str, host: Option<String>, clus
     let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
     if reply.status != 200 {
         let why = said["error"].as_str().map_or(reply.body.clone(), str::to_string);
-        let code = if reply.status == 400 { exit::USAGE } else { exit::FAILED };
+        // 400: a malformed request; 404: a host that is not the cluster's.
+        let code = if matches!(reply.status, 400 | 404) { exit::USAGE } else { exit::FAILED };
         return fail(code, why);
     }
     if json {
