@@ -10,6 +10,7 @@ pub mod config;
 pub mod continuous;
 pub mod evacuate;
 pub mod events;
+pub mod forward;
 pub mod heartbeat;
 pub mod hosts;
 pub mod join;
