@@ -4,6 +4,7 @@
 //! Root only; each scenario builds and removes its own lab (`cargo nextest run -E 'binary(agents)'`).
 
 mod announce;
+mod anyhost;
 mod api;
 mod block;
 mod conf_fs;
