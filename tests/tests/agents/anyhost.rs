@@ -4,7 +4,9 @@
 //! standby says where it runs and how old the copy here is; with the agent of its host dead, `status` says
 //! that what it shows is that host's view alone.
 
-use vserver_lab::agents::wait_for;
+use std::io::{Read, Write};
+
+use vserver_lab::agents::{wait_for, AGENT_PORT};
 use vserver_lab::{skip_unless_root, Lab};
 
 use crate::{owner, placed_on_h0, text, vserver, PATIENCE};
@@ -46,6 +48,7 @@ fn a_standbys_commands_go_to_the_owner_and_its_status_says_where_the_vserver_run
     assert!(all.contains("runs on h0") && all.contains("epoch 1"), "{all}");
     assert!(all.contains("standby copy") && all.contains("s old"), "{all}");
     assert!(!all.contains("not configured"), "{all}");
+    eprintln!("{all}");
 
     // An announcement and a clear asked on the other standby are the owner's.
     let out = vserver(&lab, 2, &[&name, "announce"], false);
@@ -68,6 +71,7 @@ fn a_standbys_commands_go_to_the_owner_and_its_status_says_where_the_vserver_run
     assert!(out.status.success(), "{}\n{}", text(&out), logs());
     let all = said(&out);
     assert!(all.contains("forwarded to h1") && all.contains("migrated to h0"), "{all}");
+    eprintln!("{all}");
     assert!(owned_everywhere(&agents, &name, "h0"), "{:?}", owner(&agents, 1, &name));
     assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
 
@@ -76,6 +80,39 @@ fn a_standbys_commands_go_to_the_owner_and_its_status_says_where_the_vserver_run
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let all = said(&out);
     assert!(all.contains("forwarded to h0") && all.contains(&format!("{name} already runs on h0")), "{all}");
+    eprintln!("{all}");
+
+    // A request passed on already is answered where it lands, never passed on again: h1 refuses it.
+    let (code, body) = marked_announce(&lab, &agents, 1, &name);
+    assert_eq!(code, "409", "{body}");
+    assert!(body.contains("does not run on h1") && !body.contains("forwarded"), "{body}");
+}
+
+/// `POST /v1/vservers/NAME/announce` to host `i`'s agent, marked as passed on by another agent: its status
+/// code and the whole answer.
+fn marked_announce(lab: &Lab, agents: &vserver_lab::agents::Agents, i: usize, name: &str) -> (String, String) {
+    let host = &lab.hosts[i];
+    let request = format!(
+        "POST /v1/vservers/{name}/announce HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         x-vserver-forwarded-by: h2\r\nContent-Length: 0\r\n\r\n",
+        host.addr,
+        agents.secret()
+    );
+    let target = std::net::SocketAddr::from((host.addr, AGENT_PORT));
+    let answer = host
+        .netns
+        .run(move || -> std::io::Result<String> {
+            let mut stream = std::net::TcpStream::connect_timeout(&target, PATIENCE)?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            stream.write_all(request.as_bytes())?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        })
+        .unwrap()
+        .unwrap();
+    let code = answer.split_whitespace().nth(1).unwrap_or_default().to_string();
+    (code, answer)
 }
 
 #[test]
