@@ -17,6 +17,7 @@ use crate::store::GenerationMeta;
 use crate::wire::{
     AbortReply, BeginReply, BeginRequest, CommitRequest, ErrorBody, HeldReplica, MaintenanceRequest, MigrateRequest,
     MigrationStatus, Preflight, ProbeReply, ProbeRequest, PromoteRequest, PromoteTimes, StateAnswer, VserverState,
+    FORWARDED_BY_HEADER,
 };
 
 /// The peer answered, and said no: the request was not carried out.
@@ -150,6 +151,8 @@ pub struct PeerClient {
     credentials: Credentials,
     /// Each peer's base URL (no trailing slash), by name; the peers change as hosts join and leave.
     urls: Arc<std::sync::RwLock<BTreeMap<String, String>>>,
+    /// This host's name, sent in [`FORWARDED_BY_HEADER`].
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for PeerClient {
@@ -168,7 +171,13 @@ impl PeerClient {
         urls: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
         let urls = urls.into_iter().map(|(name, url)| (name, url.trim_end_matches('/').to_string())).collect();
-        Self { client, credentials, urls: Arc::new(std::sync::RwLock::new(urls)) }
+        Self { client, credentials, urls: Arc::new(std::sync::RwLock::new(urls)), node: "".into() }
+    }
+
+    /// This client, naming `node` as the sender of the operators' requests it passes on.
+    pub fn sent_by(mut self, node: &str) -> Self {
+        self.node = node.into();
+        self
     }
 
     /// Makes `urls` (name, base URL) the peers, for this client and its clones.
@@ -334,10 +343,46 @@ impl PeerClient {
         warnings
     }
 
-    /// `POST /v1/vservers/NAME/migrate`: asks `host` (where `name` runs) to move it to `req.target`.
+    /// `POST /v1/vservers/NAME/migrate`: asks `host` (where `name` runs) to move it to `req.target`. Marked
+    /// with [`FORWARDED_BY_HEADER`]: `host` refuses it if `name` is no longer its own, rather than passing it on
+    /// to another owner.
     pub async fn migrate(&self, host: &str, name: &str, req: &MigrateRequest, timeout: Duration) -> Answer<()> {
         let path = format!("/v1/vservers/{name}/migrate");
-        Ok(self.post::<serde_json::Value>(host, &path, req, timeout).await?.map(drop))
+        let request = self.request(reqwest::Method::POST, host, &path)?.header(FORWARDED_BY_HEADER, self.sender());
+        let reply = self.exchange(request.json(req), timeout).await?;
+        if !reply.status.is_success() {
+            let reason = serde_json::from_str::<ErrorBody>(&reply.body).map(|b| b.error).unwrap_or(reply.body);
+            return Ok(Err(Refused { status: reply.status, reason }));
+        }
+        Ok(Ok(()))
+    }
+
+    /// An operator's request about one of `host`'s vservers, passed on to `host` as it came (`body`: JSON)
+    /// and marked with [`FORWARDED_BY_HEADER`], so that `host` answers it itself; its status and body as they
+    /// are.
+    pub async fn relay(
+        &self,
+        host: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(reqwest::StatusCode, String), Unreachable> {
+        let mut request = self.request(method, host, path)?.header(FORWARDED_BY_HEADER, self.sender());
+        if let Some(body) = body {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        }
+        let reply = self.exchange(request, timeout).await?;
+        Ok((reply.status, reply.body))
+    }
+
+    /// The name sent in [`FORWARDED_BY_HEADER`].
+    fn sender(&self) -> &str {
+        if self.node.is_empty() {
+            "peer"
+        } else {
+            &self.node
+        }
     }
 
     /// `GET /v1/vservers/NAME/migration`: where `host`'s migrate of `name` is.
@@ -461,6 +506,43 @@ mod tests {
         let garbage = reply_with("200 OK", "", "hello");
         let peers = client(server(Some(garbage)).await);
         assert!(peers.probe("h1", &PROBE, Duration::from_secs(5)).await.unwrap_err().0.starts_with("bad answer"));
+    }
+
+    /// A server answering one connection with `reply`; the request it read comes out of the channel.
+    async fn recording(reply: &'static str) -> (String, tokio::sync::oneshot::Receiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            let n = s.read(&mut buf).await.unwrap();
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase());
+            let _ = s.write_all(reply.as_bytes()).await;
+        });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn a_request_passed_on_says_who_sent_it_and_comes_back_as_it_was_answered() {
+        let said_no = reply_with("400 Bad Request", "", r#"{"error":"web already runs on h1"}"#);
+        let (url, head) = recording(said_no).await;
+        let peers = client(url).sent_by("h2");
+        let body = br#"{"target":"h1"}"#.to_vec();
+        let path = "/v1/vservers/web/migrate";
+        let (status, text) =
+            peers.relay("h1", reqwest::Method::POST, path, Some(body), Duration::from_secs(5)).await.unwrap();
+        assert_eq!((status.as_u16(), text.as_str()), (400, r#"{"error":"web already runs on h1"}"#));
+        let head = head.await.unwrap();
+        assert!(head.starts_with("post /v1/vservers/web/migrate http/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nx-vserver-forwarded-by: h2\r\n"), "{head}");
+        assert!(head.contains("\r\ncontent-type: application/json\r\n") && head.ends_with(r#"{"target":"h1"}"#));
+
+        // An evacuation's migrate is marked too: the host asked refuses it if the vserver is no longer its own.
+        let (url, head) = recording(reply_with("202 Accepted", "", "{}")).await;
+        let req = MigrateRequest { target: "h0".into() };
+        assert_eq!(client(url).sent_by("h2").migrate("h1", "web", &req, Duration::from_secs(5)).await, Ok(Ok(())));
+        assert!(head.await.unwrap().contains("\r\nx-vserver-forwarded-by: h2\r\n"));
     }
 
     #[tokio::test]

@@ -147,6 +147,14 @@ pub struct Preflight {
     pub lease_left_ms: Option<u64>,
 }
 
+/// Header of an operator's request about a vserver (`sync`, `clear`, `announce`, `migrate`) that an agent sends
+/// to another: the sender's name. The host it goes to answers the request itself and never passes it on again
+/// (see [`FORWARDED_TO_HEADER`]). An agent of an earlier release ignores it.
+pub const FORWARDED_BY_HEADER: &str = "x-vserver-forwarded-by";
+/// Header of the answer to an operator's request that the agent asked passed on to the vserver's owner: the
+/// owner's name. The body and status are the owner's.
+pub const FORWARDED_TO_HEADER: &str = "x-vserver-forwarded-to";
+
 /// The body of `POST /v1/vservers/NAME/migrate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -174,7 +174,12 @@ pub struct Reply {
     pub status: u16,
     /// The body, as text.
     pub body: String,
+    /// The owner the agent passed the request on to (`x-vserver-forwarded-to`), when it did.
+    pub forwarded_to: Option<String>,
 }
+
+/// Longest wait for the agent's answer to a read (`status`): a hung agent is said to be one.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The agent answered, and said no.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +287,11 @@ impl AgentHandle {
         self.send(method, path, None)
     }
 
+    /// `GET path`, answered within [`READ_TIMEOUT`].
+    pub fn read(&self, path: &str) -> Result<Reply, TransportError> {
+        self.send_within("GET", path, None, READ_TIMEOUT)
+    }
+
     /// The client: on the local socket when the agent announced one, else on its URL.
     fn client(&self) -> Result<&reqwest::blocking::Client, TransportError> {
         if let Some(c) = self.client.get() {
@@ -312,6 +322,16 @@ impl AgentHandle {
     }
 
     fn send(&self, method: &str, path: &str, body: Option<String>) -> Result<Reply, TransportError> {
+        self.send_within(method, path, body, RESPONSE_TIMEOUT)
+    }
+
+    fn send_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
         let (base, authority) = self.target()?;
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| TransportError::Client { reason: format!("method {method:?}: {e}") })?;
@@ -319,12 +339,18 @@ impl AgentHandle {
             .client()?
             .request(method, format!("{base}{path}"))
             .bearer_auth(&self.secret)
+            .timeout(timeout)
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(body) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
         }
         let response = req.send().map_err(|e| TransportError::from_reqwest(authority.clone(), &e))?;
         let status = response.status().as_u16();
+        let forwarded_to = response
+            .headers()
+            .get(failover::wire::FORWARDED_TO_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let too_long = || TransportError::Malformed {
             authority: authority.clone(),
             reason: format!("answer over {MAX_REPLY} bytes"),
@@ -340,7 +366,7 @@ impl AgentHandle {
         if body.len() > MAX_REPLY {
             return Err(too_long());
         }
-        Ok(Reply { status, body: String::from_utf8_lossy(&body).into_owned() })
+        Ok(Reply { status, body: String::from_utf8_lossy(&body).into_owned(), forwarded_to })
     }
     /// Asks the agent to start, stop or restart a vserver.
     pub fn lifecycle(
@@ -450,6 +476,7 @@ pub fn announce(run_dir: &Path, name: &VserverName) -> Option<Result<Vec<String>
             _ => exit::FAILED,
         }));
     }
+    say_forwarded(name, "announce", &agent, &reply);
     let addrs: Vec<String> = serde_json::from_str::<serde_json::Value>(&reply.body)
         .ok()
         .and_then(|v| serde_json::from_value(v["announced"].clone()).ok())
@@ -488,6 +515,7 @@ pub fn sync(run_dir: &Path, name: &VserverName, json: bool) -> i32 {
             _ => exit::FAILED,
         };
     }
+    say_forwarded(name, "sync", &agent, &reply);
     let outcomes: Vec<SyncOutcome> = match serde_json::from_str(&reply.body) {
         Ok(o) => o,
         Err(e) => {
@@ -560,6 +588,7 @@ pub fn clear(run_dir: &Path, name: &VserverName, json: bool) -> i32 {
             _ => exit::FAILED,
         };
     }
+    say_forwarded(name, "clear", &agent, &reply);
     let report: ClearReport = match serde_json::from_str(&reply.body) {
         Ok(r) => r,
         Err(e) => {
@@ -579,28 +608,85 @@ pub fn clear(run_dir: &Path, name: &VserverName, json: bool) -> i32 {
         .unwrap_or_default();
     println!(
         "vserver {name} cleared by the agent of node {}: {} restart(s) and {} relocation(s) forgotten{was}{now}",
-        agent.node, report.restarts, report.relocations
+        reply.forwarded_to.as_deref().unwrap_or(&agent.node),
+        report.restarts,
+        report.relocations
     );
     exit::OK
+}
+
+/// Says on standard error that the agent passed the request on to the vserver's owner, when it did.
+fn say_forwarded(name: &VserverName, what: &str, agent: &AgentHandle, reply: &Reply) {
+    if let Some(owner) = &reply.forwarded_to {
+        eprintln!("vserver {name}: {what} forwarded to {owner}, its owner, by the agent of this host ({})", agent.node);
+    }
+}
+
+/// Why this host's agent is down, when it is: its `agent.json` names a process that is gone (killed,
+/// crashed), or none runs though `conf_dir/agent.toml` configures one. `None` when one runs, when the host
+/// has none, and with `VSERVER_NO_AGENT` set (the agent's own commands, or an operator's choice).
+pub fn down(run_dir: &Path, conf_dir: &Path) -> Option<String> {
+    if disabled() {
+        return None;
+    }
+    let path = Announcement::path(run_dir);
+    match std::fs::read_to_string(&path) {
+        // A file that cannot be parsed is reported by the commands that go through the agent.
+        Ok(text) => serde_json::from_str::<Announcement>(&text).ok().filter(|a| !a.alive()).map(|a| {
+            format!(
+                "the agent of this host (node {}, pid {}) is not running: {} names a process that is gone",
+                a.node,
+                a.pid,
+                path.display()
+            )
+        }),
+        Err(_) => {
+            let conf = conf_dir.join("agent.toml");
+            conf.is_file()
+                .then(|| format!("the agent of this host is not running, though {} configures one", conf.display()))
+        }
+    }
+}
+
+/// What this host's agent says for `vserver NAME status`: `Ok(None)` when no agent runs (or it does not know
+/// the vserver), `Err(why)` when one runs and does not answer.
+pub fn agent_view(run_dir: &Path, name: &VserverName) -> Result<Option<VserverStatus>, String> {
+    let Some(agent) = usable(run_dir)? else { return Ok(None) };
+    let reply = agent.read(&format!("/v1/vservers/{name}")).map_err(|e| silent(&agent, &e))?;
+    if !(200..300).contains(&reply.status) {
+        return Ok(None);
+    }
+    Ok(serde_json::from_str(&reply.body).ok())
+}
+
+/// This host's agent's `GET /v1/status`: `Ok(None)` when no agent runs, `Err(why)` when one runs and does not
+/// answer.
+pub fn cluster_report(run_dir: &Path) -> Result<Option<crate::model::StatusReport>, String> {
+    let Some(agent) = usable(run_dir)? else { return Ok(None) };
+    let reply = agent.read("/v1/status").map_err(|e| silent(&agent, &e))?;
+    if reply.status != 200 {
+        return Err(format!("the agent of this host answered {}: {}", reply.status, reply.body));
+    }
+    serde_json::from_str(&reply.body).map(Some).map_err(|e| {
+        format!("the agent's status is not what this command understands ({e}): agent of another version?")
+    })
+}
+
+/// The agent to ask for a read: `Ok(None)` when none runs or `VSERVER_NO_AGENT` is set.
+fn usable(run_dir: &Path) -> Result<Option<AgentHandle>, String> {
+    if disabled() {
+        return Ok(None);
+    }
+    locate(run_dir).map_err(|e| e.to_string())
+}
+
+fn silent(agent: &AgentHandle, e: &TransportError) -> String {
+    format!("the agent of this host (node {}, pid {}) is not answering ({e})", agent.node, agent.pid)
 }
 
 /// A state or intent as its JSON word.
 fn word<T: Serialize>(value: T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-/// What this host's agent says of a vserver (its state, intent and failure accounting), when an agent runs
-/// and answers; `None` otherwise (the caller shows what it sees itself).
-pub fn agent_view(run_dir: &Path, name: &VserverName) -> Option<VserverStatus> {
-    if disabled() {
-        return None;
-    }
-    let agent = locate(run_dir).ok()??;
-    let reply = agent.request("GET", &format!("/v1/vservers/{name}")).ok()?;
-    if !(200..300).contains(&reply.status) {
-        return None;
-    }
-    serde_json::from_str(&reply.body).ok()
 }
 
 /// `vserver NAME migrate HOST`: asks this host's agent to move the vserver to HOST, shows the phase and the
@@ -634,6 +720,7 @@ pub fn migrate(run_dir: &Path, name: &VserverName, target: &str, json: bool) -> 
             _ => exit::FAILED,
         };
     }
+    say_forwarded(name, "migrate", &agent, &reply);
     let bar = if std::io::stderr().is_terminal() && !json {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -700,6 +787,8 @@ pub fn migrate(run_dir: &Path, name: &VserverName, target: &str, json: bool) -> 
         if let Some(w) = &status.error {
             println!("  {w}");
         }
+    } else if status.phase == "unknown" {
+        eprintln!("vserver: error: migrate of {name} to {target}: {}", status.error.as_deref().unwrap_or("?"));
     } else {
         eprintln!("vserver: error: migrate of {name} to {target} failed: {}", status.error.as_deref().unwrap_or("?"));
     }
@@ -768,7 +857,7 @@ mod tests {
             b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: 16\r\n\r\n{\"error\":\"busy\"}",
         );
         let reply = post(&url, "/v1/vservers/v1/start").unwrap();
-        assert_eq!(reply, Reply { status: 409, body: "{\"error\":\"busy\"}".into() });
+        assert_eq!(reply, Reply { status: 409, body: "{\"error\":\"busy\"}".into(), forwarded_to: None });
         let req = server.join().unwrap().to_ascii_lowercase();
         assert!(req.starts_with("post /v1/vservers/v1/start http/1.1\r\n"), "{req}");
         assert!(req.contains("\r\nauthorization: bearer 0123456789abcdef\r\n"), "{req}");
@@ -778,9 +867,11 @@ mod tests {
 
     #[test]
     fn a_json_body_goes_with_its_content_type() {
-        let (url, server) = serve_once(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}");
+        let (url, server) =
+            serve_once(b"HTTP/1.1 202 Accepted\r\nx-vserver-forwarded-to: h0\r\ncontent-length: 2\r\n\r\n{}");
         let reply = handle(&url, None).request_json("POST", "/v1/maintenance", &serde_json::json!({"on": true}));
-        assert_eq!(reply.unwrap().status, 202);
+        let reply = reply.unwrap();
+        assert_eq!((reply.status, reply.forwarded_to.as_deref()), (202, Some("h0")), "the owner it went to");
         let req = server.join().unwrap().to_ascii_lowercase();
         assert!(req.contains("\r\ncontent-type: application/json\r\n"), "{req}");
         assert!(req.contains("\r\ncontent-length: 11\r\n"), "{req}");
@@ -867,6 +958,31 @@ mod tests {
         let err = handle("http://127.0.0.1:1", Some(socket.clone())).request("GET", "/v1/status").unwrap_err();
         assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
         assert!(err.to_string().contains(&socket.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn an_agent_that_is_gone_or_configured_and_absent_is_said_to_be_down() {
+        let (run, conf) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        assert_eq!(down(run.path(), conf.path()), None, "a host without an agent");
+        std::fs::write(conf.path().join("agent.toml"), "").unwrap();
+        let said = down(run.path(), conf.path()).expect("configured, and none runs");
+        assert!(said.contains("not running") && said.contains("agent.toml"), "{said}");
+        let me = std::process::id() as i32;
+        let ann = Announcement {
+            url: "http://127.0.0.1:7070".into(),
+            pid: me,
+            node: "h1".into(),
+            secret_file: run.path().join("secret"),
+            start_ticks: isolate::state::process_start_ticks(me),
+            socket: None,
+        };
+        let path = Announcement::path(run.path());
+        std::fs::write(&path, serde_json::to_string(&ann).unwrap()).unwrap();
+        assert_eq!(down(run.path(), conf.path()), None, "it runs");
+        let dead = Announcement { pid: i32::MAX - 1, start_ticks: None, ..ann };
+        std::fs::write(&path, serde_json::to_string(&dead).unwrap()).unwrap();
+        let said = down(run.path(), conf.path()).expect("killed");
+        assert!(said.contains(&format!("pid {}", i32::MAX - 1)) && said.contains("gone"), "{said}");
     }
 
     #[test]

@@ -18,10 +18,10 @@ use crate::services;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (running/status: the vserver runs)
-  1  the operation failed (the message names the step)
+  0  success (running/status: the vserver runs on this host)
+  1  the operation failed (the message names the step), or the owner it was passed on to did not answer
   2  bad usage or invalid input (e.g. a name with '/' or '..'); nothing touched
-  3  the vserver is not running
+  3  the vserver is not running (status: not on this host; on a standby it says where it runs)
   4  the vserver is already running; nothing changed
   5  no such vserver (no NAME.conf, or no tree: its directory is missing or holds nothing), or build: it
      exists already
@@ -118,24 +118,28 @@ enum Action {
         /// What to do.
         action: ServiceAction,
     },
-    /// Report state, process count, addresses and uptime (exit 3 when stopped); with an agent, also its
-    /// intent, its restarts and relocations within the failure window, and why it is in state error.
+    /// Report state, process count, addresses and uptime (exit 3 when it does not run here); with an agent,
+    /// also its intent, its restarts and relocations within the failure window, and why it is in state error.
+    /// On a host of the cluster that does not hold it (a standby): where it runs, its owner, and how old the
+    /// copy here is. Warns when this host's agent is down: what it shows is then this host's view alone.
     Status,
-    /// Forget its failures and lift its state error (through this host's agent): its restarts here, its
-    /// relocations in the whole cluster. The agent then acts on its intent again.
+    /// Forget its failures and lift its state error (through this host's agent, which passes it on to the
+    /// owner from any host): its restarts on its owner, its relocations in the whole cluster. The agents then
+    /// act on its intent again.
     Clear,
-    /// Copy it to its standbys now (through this host's agent, which must be its primary); exit 1 if a
-    /// standby did not get a complete copy.
+    /// Copy it to its standbys now (through this host's agent, which passes it on to the owner from any
+    /// host); exit 1 if a standby did not get a complete copy.
     Sync,
     /// Move it to HOST with the shortest outage: copy while it runs, stop, copy the rest, start there
-    /// (through this host's agent, which must be its primary). HOST becomes its primary and this host a standby.
+    /// (through this host's agent, which passes it on to the owner from any host: `vserver NAME migrate h0`
+    /// on h0 brings it to h0). HOST becomes its primary and the old owner a standby.
     Migrate {
-        /// The host to move it to (a peer of this host's agent).
+        /// The host to move it to (a host of the cluster).
         host: String,
     },
     /// Announce each of its addresses now (gratuitous ARP for IPv4, unsolicited neighbour advertisement for
-    /// IPv6), so that neighbours point at this host (through this host's agent when one runs); exit 3 when it
-    /// does not run here.
+    /// IPv6), so that neighbours point at the host that runs it (through this host's agent when one runs,
+    /// which passes it on to the owner from any host); exit 3 when it does not run on its owner.
     Announce,
     /// Make a runnable vserver: its tree and a starter NAME.conf.
     Build {
@@ -229,6 +233,9 @@ pub fn vserver_main() -> i32 {
         grace: Duration::from_secs(cli.timeout),
         start_timeout: Duration::from_secs(cli.start_timeout),
     };
+    if let Some(why) = agent_client::down(&host.dirs.run_dir, &host.dirs.conf_dir) {
+        warn(format!("{why}: {ALONE}"));
+    }
     if cli.all {
         if cli.name.is_some() {
             error("give either a NAME or --all, not both");
@@ -249,6 +256,10 @@ pub fn vserver_main() -> i32 {
     };
     one(&host, &name, action, cli.json)
 }
+
+/// What a command run while the agent of its host is down must say.
+const ALONE: &str = "what this command shows and does is this host's view alone, and failover is not watching \
+                     it (nothing restarts its vservers here; the cluster may take them over elsewhere)";
 
 fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
     let code = |e: LifecycleError| {
@@ -293,12 +304,27 @@ fn one(host: &Host, name: &VserverName, action: Action, json: bool) -> i32 {
         },
         Action::Status => match host.status(name) {
             Ok(st) => {
-                let view = agent_client::agent_view(&host.dirs.run_dir, name);
+                let view = agent_client::agent_view(&host.dirs.run_dir, name).unwrap_or_else(|why| {
+                    warn(format!("{why}: {ALONE}"));
+                    None
+                });
                 print_status(&st, view.as_ref(), json);
                 if st.state == "running" {
                     exit::OK
                 } else {
                     exit::NOT_RUNNING
+                }
+            }
+            // Not configured here: a standby, or a host of the cluster that does not hold it; its agent knows
+            // where it runs.
+            Err(e @ (LifecycleError::NoConf { .. } | LifecycleError::NoRoot { .. })) => {
+                match agent_client::cluster_report(&host.dirs.run_dir) {
+                    Ok(Some(report)) if print_elsewhere(name, &report, json) => exit::NOT_RUNNING,
+                    Ok(_) => code(e),
+                    Err(why) => {
+                        warn(format!("{why}: {ALONE}"));
+                        code(e)
+                    }
                 }
             }
             Err(e) => code(e),
@@ -489,6 +515,54 @@ fn print_status(st: &Status, agent: Option<&VserverStatus>, json: bool) {
             println!("  error:     {e} (`vserver {} clear` to lift it)", st.name);
         }
     }
+}
+
+/// `vserver NAME status` on a host of the cluster that does not hold it (a standby): where it runs, as this
+/// host's agent knows it (the ownership table, the peers' heartbeats), and the copy this host holds. `false`
+/// when the table does not know it.
+fn print_elsewhere(name: &VserverName, report: &StatusReport, json: bool) -> bool {
+    let view = crate::cluster_view::ClusterView::from_status(report);
+    let Some(row) = view.vservers.iter().find(|v| v.name == name.as_str()) else { return false };
+    let here = &report.node.name;
+    let copy = report.replicas.iter().find(|r| r.vserver == name.as_str());
+    if json {
+        let value = serde_json::json!({
+            "name": name.as_str(),
+            "state": "elsewhere",
+            "host": here,
+            "owner": row.owner,
+            "epoch": row.epoch,
+            "running_on": row.running_on,
+            "replica": copy,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).expect("status serializes"));
+        return true;
+    }
+    let at = format!("ownership epoch {}", row.epoch);
+    match (&row.owner, row.running_on.as_slice()) {
+        (None, _) => println!("vserver {name}: no host owns it ({at}); not on this host ({here})"),
+        (Some(o), on) if on.contains(o) => {
+            println!("vserver {name}: runs on {o} (its owner, {at}); not on this host ({here})")
+        }
+        (Some(o), _) => {
+            println!("vserver {name}: belongs to {o} ({at}), not heard running there; not on this host ({here})")
+        }
+    }
+    let on = if row.running_on.is_empty() { "nowhere".to_string() } else { row.running_on.join(", ") };
+    println!("  running:   on {on}, as last heard");
+    match copy {
+        Some(r) if r.kind == "shared" => println!("  this host: a standby reaching its shared tree"),
+        Some(r) => println!(
+            "  this host: holds a standby copy, {} s old (generation {}, from {}, {}{})",
+            r.age_secs,
+            r.generation,
+            r.source,
+            r.kind,
+            if r.consistent { ", taken frozen" } else { "" }
+        ),
+        None => println!("  this host: holds no copy of it"),
+    }
+    true
 }
 
 /// `12.0M (limit 64.0M)`, `12.0M`, `limit 64.0M`, or nothing when neither is known.

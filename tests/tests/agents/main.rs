@@ -6,6 +6,7 @@
 
 mod alerts;
 mod announce;
+mod anyhost;
 mod api;
 mod block;
 mod conf_fs;

@@ -26,6 +26,7 @@ use failover::wire::{
 };
 use isolate::VserverName;
 
+use super::forward::ForwardError;
 use super::heartbeat::HeartbeatReject;
 use super::migrate::MigrateError;
 use super::node::Agent;
@@ -92,6 +93,9 @@ pub enum ApiError {
     /// A maintenance request not carried out.
     #[error(transparent)]
     Maintenance(#[from] MaintenanceError),
+    /// A request for a vserver owned elsewhere that its owner did not answer (503).
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
     /// A request that is malformed for its endpoint (400).
     #[error("{0}")]
     BadRequest(String),
@@ -142,7 +146,7 @@ impl ApiError {
             Self::Replication(_) => StatusCode::CONFLICT,
             Self::NoRoute(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Forward(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Body { status, .. } => *status,
             Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Heartbeat(HeartbeatReject::Malformed(_)) => StatusCode::BAD_REQUEST,
@@ -386,6 +390,7 @@ struct LifecycleQuery {
 async fn lifecycle(
     State(agent): State<Arc<Agent>>,
     Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
     query: Result<Query<LifecycleQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
@@ -402,6 +407,24 @@ async fn lifecycle(
             return Err(ApiError::Migrate(MigrateError::Conflict(format!(
                 "stale ownership epoch {epoch}: {name} is at epoch {current}; nothing was done"
             ))));
+        }
+    }
+    // Its owner's to do, when another host owns it: passed on there. A clear whose owner is not heard is done
+    // here (its relocations are forgotten cluster-wide, so that a refused takeover of it can happen).
+    if matches!(action.as_str(), "sync" | "clear" | "announce") {
+        match super::forward::owner_elsewhere(&agent, &name, &headers, &action) {
+            Ok(Some(owner)) => {
+                let epoch = query.epoch.map(|e| format!("?epoch={e}")).unwrap_or_default();
+                let path = format!("/v1/vservers/{name}/{action}{epoch}");
+                let task =
+                    tokio::spawn(
+                        async move { super::forward::relay(&agent, &name, &owner, &action, &path, None).await },
+                    );
+                return Ok(task.await.map_err(|e| ApiError::Internal(e.to_string()))??);
+            }
+            Ok(None) => {}
+            Err(e) if action == "clear" => tracing::info!(vserver = %name, "clear done here: {e}"),
+            Err(e) => return Err(e.into()),
         }
     }
     if action == "clear" {
@@ -547,10 +570,21 @@ async fn placement_record(
 async fn migrate_start(
     State(agent): State<Arc<Agent>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let req: MigrateRequest = json_body(body)?;
+    // Run by the owner: from another host, the request is passed on to it.
+    if let Some(owner) = super::forward::owner_elsewhere(&agent, &name, &headers, "migrate")? {
+        let body = serde_json::to_vec(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let path = format!("/v1/vservers/{name}/migrate");
+        let task =
+            tokio::spawn(
+                async move { super::forward::relay(&agent, &name, &owner, "migrate", &path, Some(body)).await },
+            );
+        return Ok(task.await.map_err(|e| ApiError::Internal(e.to_string()))??);
+    }
     let status = super::migrate::start(&agent, &name, req).await?;
     Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }

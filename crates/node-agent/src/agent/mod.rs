@@ -11,6 +11,7 @@ pub mod config;
 pub mod continuous;
 pub mod evacuate;
 pub mod events;
+pub mod forward;
 pub mod heartbeat;
 pub mod hosts;
 pub mod join;

@@ -129,7 +129,8 @@ impl Agent {
         let http = heartbeat::peer_client(std::time::Duration::from_secs(30), tls.as_ref())
             .context("building the HTTP client for peers")?;
         let urls = config.peers.iter().map(|p| (p.name.clone(), p.url.clone()));
-        let peers = failover::peer::PeerClient::new(http, credentials(tls.as_ref(), &secret), urls);
+        let peers =
+            failover::peer::PeerClient::new(http, credentials(tls.as_ref(), &secret), urls).sent_by(&config.node);
         let configured: Vec<(String, String)> = config.peers.iter().map(|p| (p.name.clone(), p.url.clone())).collect();
         let admission = serve::Admission::new(peer_addresses(&configured).await);
         let mutual = tls.as_ref().is_some_and(|t| t.ca_pem.is_some());
