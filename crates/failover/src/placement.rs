@@ -57,38 +57,97 @@ impl Default for Defaults {
     }
 }
 
-/// One vserver's entry (`[vservers.NAME]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One vserver's entry (`[vservers.NAME]` in the cluster file), and what the cluster's table records of a
+/// protected vserver (`vserver-agent placement set`): the same keys, checked by [`check_entry`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VserverEntry {
-    /// The host that runs it (its `NAME.conf` must be on that host).
-    primary: String,
+    /// The host that runs it (its `NAME.conf` must be on that host). In the cluster's table: the host it was
+    /// placed on; where it runs now is its owner's row.
+    pub primary: String,
     /// The hosts that hold a copy, in the order a takeover tries them.
     #[serde(default)]
-    standbys: Vec<String>,
+    pub standbys: Vec<String>,
     /// Overrides `[defaults] interval_secs` for this vserver.
-    interval_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<u64>,
     /// Overrides `[defaults] consistent` for this vserver.
-    consistent: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent: Option<bool>,
     /// Where its tree and conf are: `periodic` (the default: copied to each standby by rsync at each
-    /// interval), `shared` (on a file system every host mounts, under `shared_dir`) or `block` (its tree on
-    /// `device`, which one host at a time mounts).
-    data: Option<String>,
+    /// interval), `continuous`, `shared` (on a file system every host mounts, under `shared_dir`) or `block`
+    /// (its tree on `device`, which one host at a time mounts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
     /// For `data = "shared"`: the directory, mounted at the same path on every host, that holds the tree
     /// `NAME/` and the conf `NAME.conf` (and `NAME.sh`).
-    shared_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_dir: Option<PathBuf>,
     /// For `data = "block"`: the block device holding the tree's file system, by a name that is the same on
     /// every host (`/dev/disk/by-id/...`, `/dev/disk/by-path/...`, `/dev/rbd/POOL/IMAGE`).
-    device: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<PathBuf>,
     /// For `data = "block"`: the device's file system type (default ext4).
-    fstype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<String>,
     /// For `data = "continuous"`: milliseconds between two batches of changes shipped to the standbys
     /// (default 250).
-    batch_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_ms: Option<u64>,
     /// For `data = "continuous"`: seconds between two points in time a standby keeps (default 900).
-    points_every_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_every_secs: Option<u64>,
     /// For `data = "continuous"`: how many points in time a standby keeps (default 8).
-    points_kept: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_kept: Option<u32>,
+}
+
+impl VserverEntry {
+    /// The entry with the file's `[defaults]` written into it (what the cluster's table records).
+    pub fn with_defaults(mut self, defaults: &Defaults) -> Self {
+        self.interval_secs.get_or_insert(defaults.interval_secs);
+        self.consistent.get_or_insert(defaults.consistent);
+        self
+    }
+
+    /// Its hosts, the primary first then the standbys in order.
+    pub fn hosts(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.primary).chain(&self.standbys)
+    }
+}
+
+/// Checks one entry against the cluster's `hosts` (the key, relative to the entry, and the reason when it is
+/// wrong) and gives the vserver's placement (epoch 0) and replication settings; `defaults` fills what it
+/// leaves out.
+pub fn check_entry(
+    entry: &VserverEntry,
+    hosts: &BTreeSet<String>,
+    defaults: &Defaults,
+) -> Result<(Placement, Replication), (&'static str, String)> {
+    let known = || hosts.iter().cloned().collect::<Vec<_>>().join(", ");
+    if !hosts.contains(&entry.primary) {
+        return Err(("primary", format!("unknown host {:?} (known: {})", entry.primary, known())));
+    }
+    let mut seen = BTreeSet::from([entry.primary.clone()]);
+    for standby in &entry.standbys {
+        if !hosts.contains(standby) {
+            return Err(("standbys", format!("unknown host {standby:?} (known: {})", known())));
+        }
+        if !seen.insert(standby.clone()) {
+            return Err(("standbys", format!("host {standby:?} is listed twice")));
+        }
+    }
+    if entry.interval_secs == Some(0) {
+        return Err(("interval_secs", "must be above 0".into()));
+    }
+    let data = data_path(entry)?;
+    let replication = Replication {
+        interval: Duration::from_secs(entry.interval_secs.unwrap_or(defaults.interval_secs)),
+        consistent: entry.consistent.unwrap_or(defaults.consistent),
+        data,
+    };
+    let placement = Placement { primary: entry.primary.clone(), standbys: entry.standbys.clone(), epoch: 0 };
+    Ok((placement, replication))
 }
 
 /// The cluster file as written, before it is checked: the keys it accepts (unknown ones are refused).
@@ -231,6 +290,8 @@ pub struct ClusterConfig {
     pub placements: BTreeMap<VserverName, Placement>,
     /// Each vserver's replication settings.
     pub replication: BTreeMap<VserverName, Replication>,
+    /// Each vserver's entry as written, `[defaults]` filled in: what the cluster's table takes from the file.
+    pub entries: BTreeMap<VserverName, VserverEntry>,
     /// Vservers whose primary is this host but whose conf is not here yet (placed before being built, as
     /// the README's order of setting up a cluster has it): replicated once built, a warning meanwhile.
     pub not_built: Vec<VserverName>,
@@ -264,40 +325,19 @@ impl ClusterConfig {
         if file.defaults.interval_secs == 0 {
             return Err(bad("defaults.interval_secs".into(), "must be above 0".into()));
         }
-        let known = || hosts.iter().cloned().collect::<Vec<_>>().join(", ");
         let mut config = ClusterConfig::default();
         for (raw, entry) in file.vservers {
             let key = |k: &str| format!("vservers.{raw}.{k}");
             let name = VserverName::parse(&raw).map_err(|e| bad(format!("vservers.{raw}"), e.to_string()))?;
-            if !hosts.contains(&entry.primary) {
-                return Err(bad(key("primary"), format!("unknown host {:?} (known: {})", entry.primary, known())));
-            }
-            let mut seen = BTreeSet::from([entry.primary.clone()]);
-            for standby in &entry.standbys {
-                if !hosts.contains(standby) {
-                    return Err(bad(key("standbys"), format!("unknown host {standby:?} (known: {})", known())));
-                }
-                if !seen.insert(standby.clone()) {
-                    return Err(bad(key("standbys"), format!("host {standby:?} is listed twice")));
-                }
-            }
-            if entry.interval_secs == Some(0) {
-                return Err(bad(key("interval_secs"), "must be above 0".into()));
-            }
-            let data = data_path(&entry).map_err(|(k, reason)| bad(key(k), reason))?;
+            let (placement, replication) =
+                check_entry(&entry, hosts, &file.defaults).map_err(|(k, reason)| bad(key(k), reason))?;
             // A shared vserver's conf is on the shared file system, which the file cannot check here.
-            if entry.primary == this_node && data.shared_dir().is_none() && !has_conf(&name) {
+            if entry.primary == this_node && replication.data.shared_dir().is_none() && !has_conf(&name) {
                 config.not_built.push(name.clone());
             }
-            config.replication.insert(
-                name.clone(),
-                Replication {
-                    interval: Duration::from_secs(entry.interval_secs.unwrap_or(file.defaults.interval_secs)),
-                    consistent: entry.consistent.unwrap_or(file.defaults.consistent),
-                    data,
-                },
-            );
-            config.placements.insert(name, Placement { primary: entry.primary, standbys: entry.standbys, epoch: 0 });
+            config.replication.insert(name.clone(), replication);
+            config.placements.insert(name.clone(), placement);
+            config.entries.insert(name, entry.with_defaults(&file.defaults));
         }
         Ok(config)
     }

@@ -864,7 +864,7 @@ fn watch_cluster(run_dir: &std::path::Path, json: bool, every: Duration) -> i32 
             (Ok(v), true) => writeln!(out, "{}", serde_json::to_string(v).expect("the view serializes")),
             (Ok(v), false) => {
                 let clear = if terminal { "\x1b[H\x1b[2J" } else { "" };
-                let now = crate::cluster_view::utc(crate::agent::replication::now_ms());
+                let now = crate::cluster_view::utc(isolate::state::now_ms());
                 write!(out, "{clear}{now} (every {} s; Ctrl-C to stop)\n{}\n", every.as_secs(), v.table())
             }
             (Err(_), _) => Ok(()),

@@ -75,9 +75,9 @@ fn a_standbys_commands_go_to_the_owner_and_its_status_says_where_the_vserver_run
     assert!(owned_everywhere(&agents, &name, "h0"), "{:?}", owner(&agents, 1, &name));
     assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
 
-    // Asked elsewhere to move it where it runs, the owner says so.
+    // Asked elsewhere to move it where it runs, the owner says so (409: a conflict with where it is).
     let out = vserver(&lab, 2, &[&name, "migrate", "h0"], false);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = said(&out);
     assert!(all.contains("forwarded to h0") && all.contains(&format!("{name} already runs on h0")), "{all}");
     eprintln!("{all}");

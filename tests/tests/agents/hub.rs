@@ -189,8 +189,11 @@ fn a_cluster_of_eight_of_the_last_release_upgrades_host_by_host_without_a_stop_t
     agents.use_agent_bin(vserver_lab::agents::agent_bin().unwrap());
     for i in [7, 6, 5, 4, 3, 2, 1, 0] {
         if i == 0 {
-            // One host still runs the last release, which would stop on an entry that changes the hosts: refused.
+            // One host still runs the last release, which would stop on an entry that changes the hosts, or that
+            // places a vserver: refused.
             let out = agents.run(1, &["remove", "h7"]).unwrap();
+            assert!(!out.status.success() && text(&out).contains("h0 run(s) an earlier release"), "{}", text(&out));
+            let out = agents.run(1, &["placement", "set", &name, "--standbys", "h6,h4"]).unwrap();
             assert!(!out.status.success() && text(&out).contains("h0 run(s) an earlier release"), "{}", text(&out));
         }
         agents.edit_config(i, |t| t.replace(&old_line, &new_line)).unwrap();
@@ -222,8 +225,38 @@ fn a_cluster_of_eight_of_the_last_release_upgrades_host_by_host_without_a_stop_t
     let out = lab.hosts[5].command(&new_vserver).args([&name, "sync"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    // Every host upgraded: h7, which shares nothing, is retired through h1; every host drops it, none restarted.
+    // Every host upgraded: the cluster files are taken into the cluster's table, nothing lost; a change of the
+    // standbys asked of h1 applies on h5 at once, and its next sync reaches the new standby.
+    let taken = wait_for(PATIENCE, || {
+        agents.run(3, &["placement", "list", "--json"]).ok().is_some_and(|out| {
+            let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            t["taken_from"].as_array().is_some_and(|f| f.len() == HOSTS)
+                && t["placements"][&name]["entry"]["primary"] == "h5"
+                && t["placements"][&name]["entry"]["standbys"] == serde_json::json!(["h6"])
+                && t["placements"][&name]["entry"]["interval_secs"] == 3600
+        })
+    });
+    assert!(taken.is_some(), "{}", text(&agents.run(3, &["placement"]).unwrap()));
     let pids: Vec<Option<u32>> = (0..7).map(|i| agents.pid(i)).collect();
+    let out = agents.run(1, &["placement", "set", &name, "--standbys", "h6,h4"]).unwrap();
+    assert!(out.status.success(), "{}\nh1:\n{}", text(&out), agents.log(1));
+    let standbys = || {
+        agents.status(5).ok().map(|s| {
+            let r = s["replication"].as_array().cloned().unwrap_or_default();
+            r.iter().filter(|r| r["vserver"] == name.as_str()).map(|r| r["standby"].to_string()).collect::<Vec<_>>()
+        })
+    };
+    let applied = wait_for(PATIENCE, || standbys() == Some(vec!["\"h6\"".to_string(), "\"h4\"".to_string()]));
+    assert!(applied.is_some(), "{:?}\nh5:\n{}", standbys(), agents.log(5));
+    let out = lab.hosts[5].command(&new_vserver).args([&name, "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let on_h4 = |s: serde_json::Value| {
+        s["replicas"].as_array().is_some_and(|r| r.iter().any(|r| r["vserver"] == name.as_str()))
+    };
+    assert!(wait_for(PATIENCE, || agents.status(4).is_ok_and(on_h4)).is_some(), "h4 holds a copy");
+    assert!(lab.hosts[5].runs(&name));
+
+    // h7, which shares nothing, is retired through h1; every host drops it, none restarted.
     let out = agents.run(1, &["remove", "h5"]).unwrap();
     assert!(!out.status.success() && text(&out).contains(&name), "h5 owns the vserver: {}", text(&out));
     let out = agents.run(1, &["remove", "h7"]).unwrap();

@@ -20,6 +20,7 @@ mod logs;
 mod migrate;
 mod ownership;
 mod page;
+mod placements;
 mod replication;
 mod schema;
 mod shared;

@@ -160,7 +160,17 @@ pub enum OwnershipError {
         /// The vservers it owns.
         vservers: Vec<String>,
     },
-    /// A change of the cluster's hosts cannot be made now; nothing was proposed.
+    /// A placement's change was refused: its revision is no longer the one expected. Nothing changed.
+    #[error("vserver {vserver}: placement revision {expected} is stale, the current one is {current}; read the placements again")]
+    StalePlacement {
+        /// The vserver.
+        vserver: String,
+        /// The revision the caller expected.
+        expected: u64,
+        /// Its revision (0: not placed).
+        current: u64,
+    },
+    /// A change of the cluster's hosts (or placements) cannot be made now; nothing was proposed.
     #[error("{reason}")]
     HostsUnchangeable {
         /// Why.
@@ -399,6 +409,46 @@ pub struct MetricsSummary {
     /// absent (false) from a node of an earlier release, which would stop on them.
     #[serde(default)]
     pub reads_host_changes: bool,
+    /// This node reads the entries that place vservers ([`Command::Place`], [`Command::SeedPlacements`]):
+    /// absent (false) from a node of an earlier release.
+    #[serde(default)]
+    pub reads_placements: bool,
+}
+
+/// An entry kind an earlier release cannot read: proposed only once every host answers that it reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// [`Command::AddHost`] and [`Command::RemoveHost`].
+    HostChanges,
+    /// [`Command::Place`] and [`Command::SeedPlacements`].
+    Placements,
+}
+
+impl Readers {
+    fn reads(self, m: &MetricsSummary) -> bool {
+        match self {
+            Readers::HostChanges => m.reads_host_changes,
+            Readers::Placements => m.reads_placements,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Readers::HostChanges => "a change of the cluster's hosts",
+            Readers::Placements => "a placement recorded in the cluster's table",
+        }
+    }
+}
+
+/// The placements the cluster's table holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementTable {
+    /// Each protected vserver's placement and revision.
+    pub placements: BTreeMap<String, types::PlacedEntry>,
+    /// The hosts whose cluster file was taken in.
+    pub taken_from: BTreeSet<String>,
+    /// The revision of the last change.
+    pub revision: u64,
 }
 
 /// The handle on this host's member of the ownership cluster; clones share it.
@@ -896,6 +946,7 @@ impl Ownership {
             learners,
             millis_since_quorum_ack: m.millis_since_quorum_ack,
             reads_host_changes: true,
+            reads_placements: true,
         }
     }
 
@@ -947,7 +998,7 @@ impl Ownership {
     pub async fn add_host(&self, host: &str, url: &str) -> Result<(), OwnershipError> {
         let command = Command::AddHost { host: host.to_string(), url: url.to_string() };
         self.check_command(&command)?;
-        self.every_host_reads_host_changes(&BTreeSet::new()).await?;
+        self.every_host_reads(Readers::HostChanges, &BTreeSet::new()).await?;
         self.propose(command).await.map(drop)
     }
 
@@ -966,7 +1017,7 @@ impl Ownership {
             }
             self.check_member(host)?;
         }
-        self.every_host_reads_host_changes(&leaving).await?;
+        self.every_host_reads(Readers::HostChanges, &leaving).await?;
         for host in hosts {
             match self.propose(Command::RemoveHost { host: host.clone() }).await? {
                 Response::HostOwns { host, vservers } => return Err(OwnershipError::HostOwns { host, vservers }),
@@ -976,9 +1027,62 @@ impl Ownership {
         Ok(())
     }
 
+    /// The placements the cluster's table holds.
+    pub fn placements(&self) -> PlacementTable {
+        let applied = self.inner.applied.read().unwrap_or_else(|p| p.into_inner());
+        PlacementTable {
+            placements: applied.table.placements.clone(),
+            taken_from: applied.table.placements_from.clone(),
+            revision: applied.table.placement_revision,
+        }
+    }
+
+    /// Records `vserver`'s placement (`entry`, checked by the caller), or removes it (`None`), if its revision is
+    /// still `expected` (0: not placed); its new revision. Refused (nothing proposed) while a host does not read
+    /// such entries yet.
+    pub async fn place(
+        &self,
+        vserver: &str,
+        entry: Option<crate::placement::VserverEntry>,
+        expected: u64,
+    ) -> Result<u64, OwnershipError> {
+        let command = Command::Place { vserver: vserver.to_string(), entry, expected_revision: expected };
+        self.check_command(&command)?;
+        self.every_host_reads(Readers::Placements, &BTreeSet::new()).await?;
+        match self.propose(command).await? {
+            Response::Placed { revision, .. } => Ok(revision),
+            Response::StaleRevision { vserver, expected, current } => {
+                Err(OwnershipError::StalePlacement { vserver, expected, current })
+            }
+            other => Err(OwnershipError::Config { reason: format!("unexpected answer to a placement: {other:?}") }),
+        }
+    }
+
+    /// Takes this host's cluster file (`entries`, checked) into the table, once: the vservers the table lacks
+    /// and no operator removed; the vservers added. Refused (nothing proposed) while a host does not read such
+    /// entries yet.
+    pub async fn seed_placements(
+        &self,
+        entries: BTreeMap<String, crate::placement::VserverEntry>,
+    ) -> Result<Vec<String>, OwnershipError> {
+        let command = Command::SeedPlacements { host: self.inner.host.clone(), entries };
+        self.check_command(&command)?;
+        self.every_host_reads(Readers::Placements, &BTreeSet::new()).await?;
+        match self.propose(command).await? {
+            Response::Seeded { added } => Ok(added),
+            other => Err(OwnershipError::Config { reason: format!("unexpected answer to a seed: {other:?}") }),
+        }
+    }
+
     /// Checks that every host of the cluster but `except` answers and reads the entries that change the
     /// cluster's hosts: an agent of an earlier release would stop on them.
     pub async fn every_host_reads_host_changes(&self, except: &BTreeSet<String>) -> Result<(), OwnershipError> {
+        self.every_host_reads(Readers::HostChanges, except).await
+    }
+
+    /// Checks that every host of the cluster but `except` answers and reads the entries of kind `readers`: an
+    /// agent of an earlier release would stop on them.
+    pub async fn every_host_reads(&self, readers: Readers, except: &BTreeSet<String>) -> Result<(), OwnershipError> {
         let inner = &self.inner;
         let asked: Vec<(String, String)> =
             self.hosts().into_iter().filter(|(h, _)| *h != inner.host && !except.contains(h)).collect();
@@ -993,7 +1097,7 @@ impl Ownership {
                     Ok(r) if r.status().is_success() => r.json::<MetricsSummary>().await.ok(),
                     _ => None,
                 };
-                (host, answer.map(|m| m.reads_host_changes))
+                (host, answer.map(|m| readers.reads(&m)))
             })
         });
         let mut silent = Vec::new();
@@ -1009,9 +1113,9 @@ impl Ownership {
         if !earlier.is_empty() {
             return Err(OwnershipError::HostsUnchangeable {
                 reason: format!(
-                    "{} run(s) an earlier release, which cannot read a change of the cluster's hosts: upgrade every \
-                     host first",
-                    earlier.join(", ")
+                    "{} run(s) an earlier release, which cannot read {}: upgrade every host first",
+                    earlier.join(", "),
+                    readers.what()
                 ),
             });
         }
@@ -1106,6 +1210,23 @@ impl Ownership {
                 check_url(host, url)
             }
             Command::RemoveHost { host } => parse_name("host name", host).map(|_| ()),
+            Command::Place { vserver, entry, .. } => {
+                parse_name("vserver name", vserver)?;
+                for host in entry.iter().flat_map(|e| e.hosts()) {
+                    parse_name("host name", host)?;
+                }
+                Ok(())
+            }
+            Command::SeedPlacements { host, entries } => {
+                parse_name("host name", host)?;
+                for (vserver, entry) in entries {
+                    parse_name("vserver name", vserver)?;
+                    for host in entry.hosts() {
+                        parse_name("host name", host)?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -1141,6 +1262,9 @@ fn describe(command: &Command) -> String {
         Command::Event { .. } => "an event".to_string(),
         Command::AddHost { host, .. } => format!("adding host {host}"),
         Command::RemoveHost { host } => format!("removing host {host}"),
+        Command::Place { vserver, entry: Some(_), .. } => format!("placing {vserver}"),
+        Command::Place { vserver, entry: None, .. } => format!("removing the placement of {vserver}"),
+        Command::SeedPlacements { host, .. } => format!("taking in {host}'s cluster file"),
     }
 }
 

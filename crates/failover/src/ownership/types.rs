@@ -124,6 +124,25 @@ pub enum Command {
         /// Its name.
         host: String,
     },
+    /// Record, change or (`entry` none) remove a protected vserver's placement (`vserver-agent placement`), if
+    /// its revision is still `expected_revision` (0: not placed). Proposed only once every host reads it, as
+    /// [`Command::AddHost`].
+    Place {
+        /// The vserver.
+        vserver: String,
+        /// Its placement; none to take it out of the cluster's protection.
+        entry: Option<crate::placement::VserverEntry>,
+        /// The revision the proposer read (0 for a vserver not placed).
+        expected_revision: u64,
+    },
+    /// Take in the placements of `host`'s cluster file, once: those of vservers the table has no entry for and
+    /// that no operator removed. After it, the table, not that file, says where the vservers are.
+    SeedPlacements {
+        /// The host whose file it is.
+        host: String,
+        /// Its file's entries, `[defaults]` written into each.
+        entries: BTreeMap<String, crate::placement::VserverEntry>,
+    },
 }
 
 /// What applying one log entry answered.
@@ -174,8 +193,38 @@ pub enum Response {
         /// The vservers it owns.
         vservers: Vec<String>,
     },
+    /// The vserver's placement is now at this revision (removed, for a removal).
+    Placed {
+        /// The vserver.
+        vserver: String,
+        /// Its revision now.
+        revision: u64,
+    },
+    /// Refused: the vserver's placement was not at the expected revision. Nothing changed.
+    StaleRevision {
+        /// The vserver.
+        vserver: String,
+        /// The revision the command expected.
+        expected: u64,
+        /// Its revision (0: not placed).
+        current: u64,
+    },
+    /// A host's cluster file was taken in: these vservers were added (the others were in the table already).
+    Seeded {
+        /// The vservers added.
+        added: Vec<String>,
+    },
     /// An entry without application data (a new leader's blank entry, a membership change).
     Nothing,
+}
+
+/// A protected vserver's placement in the cluster's table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedEntry {
+    /// Its placement: the host it was placed on, its standbys, its data path and replication settings.
+    pub entry: crate::placement::VserverEntry,
+    /// Grows at every change of the cluster's placements; a compare-and-set names it.
+    pub revision: u64,
 }
 
 /// One vserver's row: who owns it and at which epoch.
@@ -267,6 +316,22 @@ pub struct TableState {
     /// any more, whatever its configuration file says.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub removed: std::collections::BTreeSet<String>,
+    /// The protected vservers' placements (`vserver-agent placement`, and the cluster files taken in).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub placements: BTreeMap<String, PlacedEntry>,
+    /// The revision of the last change of the placements.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub placement_revision: u64,
+    /// The hosts whose cluster file was taken in: from then on the table, not their file, places vservers.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub placements_from: std::collections::BTreeSet<String>,
+    /// Vservers an operator took out of the placements: no host's cluster file brings them back.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub unplaced: std::collections::BTreeSet<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TableState {
@@ -344,6 +409,41 @@ impl TableState {
                 self.maintenance.hosts.remove(host);
                 self.removed.insert(host.clone());
                 Response::HostsSet
+            }
+            Command::Place { vserver, entry, expected_revision } => {
+                let current = self.placements.get(vserver).map_or(0, |p| p.revision);
+                if current != *expected_revision {
+                    return Response::StaleRevision { vserver: vserver.clone(), expected: *expected_revision, current };
+                }
+                self.placement_revision += 1;
+                match entry {
+                    Some(entry) => {
+                        let placed = PlacedEntry { entry: entry.clone(), revision: self.placement_revision };
+                        self.placements.insert(vserver.clone(), placed);
+                        self.unplaced.remove(vserver);
+                    }
+                    None => {
+                        self.placements.remove(vserver);
+                        self.unplaced.insert(vserver.clone());
+                    }
+                }
+                Response::Placed { vserver: vserver.clone(), revision: self.placement_revision }
+            }
+            Command::SeedPlacements { host, entries } => {
+                if !self.placements_from.insert(host.clone()) {
+                    return Response::Seeded { added: Vec::new() };
+                }
+                let mut added = Vec::new();
+                for (vserver, entry) in entries {
+                    if self.placements.contains_key(vserver) || self.unplaced.contains(vserver) {
+                        continue;
+                    }
+                    self.placement_revision += 1;
+                    let placed = PlacedEntry { entry: entry.clone(), revision: self.placement_revision };
+                    self.placements.insert(vserver.clone(), placed);
+                    added.push(vserver.clone());
+                }
+                Response::Seeded { added }
             }
         }
     }
@@ -445,6 +545,54 @@ mod tests {
         let plain = serde_json::to_value(TableState::default()).unwrap();
         let keys: Vec<&String> = plain.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["events", "last_event_seq", "maintenance", "owners"], "{plain}");
+    }
+
+    #[test]
+    fn placements_change_by_revision_and_a_file_is_taken_in_once_without_bringing_back_a_removal() {
+        use crate::placement::VserverEntry;
+        let entry = |primary: &str, standbys: &[&str]| VserverEntry {
+            primary: primary.into(),
+            standbys: standbys.iter().map(|s| s.to_string()).collect(),
+            ..VserverEntry::default()
+        };
+        let place = |v: &str, e: Option<VserverEntry>, expected_revision| Command::Place {
+            vserver: v.into(),
+            entry: e,
+            expected_revision,
+        };
+        let mut t = TableState::default();
+        assert_eq!(
+            t.apply(&place("web", Some(entry("a", &["b"])), 0)),
+            Response::Placed { vserver: "web".into(), revision: 1 }
+        );
+        let before = t.clone();
+        assert_eq!(
+            t.apply(&place("web", Some(entry("a", &["c"])), 0)),
+            Response::StaleRevision { vserver: "web".into(), expected: 0, current: 1 }
+        );
+        assert_eq!(t, before, "a refusal changes nothing");
+        t.apply(&place("web", Some(entry("a", &["c"])), 1));
+        assert_eq!(t.placements["web"].entry.standbys, ["c"]);
+        // A file taken in adds what the table lacks, never overwrites, and counts once per host.
+        let file: BTreeMap<String, VserverEntry> =
+            [("web".to_string(), entry("a", &["b"])), ("db".to_string(), entry("b", &["a"]))].into();
+        let seed = |host: &str| Command::SeedPlacements { host: host.into(), entries: file.clone() };
+        assert_eq!(t.apply(&seed("a")), Response::Seeded { added: vec!["db".into()] });
+        assert_eq!(t.placements["web"].entry.standbys, ["c"], "the table wins over a file");
+        // Removed by an operator: a file taken in later does not bring it back.
+        let rev = t.placements["db"].revision;
+        assert!(matches!(t.apply(&place("db", None, rev)), Response::Placed { .. }));
+        assert_eq!(t.apply(&seed("b")), Response::Seeded { added: vec![] });
+        assert!(!t.placements.contains_key("db"));
+        assert_eq!(t.apply(&seed("a")), Response::Seeded { added: vec![] }, "once per host");
+        // Placed again by an operator: it is back, from revision 0.
+        assert!(matches!(t.apply(&place("db", Some(entry("b", &[])), 0)), Response::Placed { .. }));
+        assert!(t.unplaced.is_empty());
+        // A table with placements reads back; one without writes as before (an earlier release reads it).
+        let back: TableState = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        let plain = serde_json::to_value(TableState::default()).unwrap();
+        assert!(plain.get("placements").is_none() && plain.get("placement_revision").is_none());
     }
 
     #[test]

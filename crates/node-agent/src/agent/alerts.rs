@@ -35,10 +35,9 @@ const DAY_MS: u64 = 86_400_000;
 
 /// Tells the alerts due, as long as the agent runs.
 pub async fn run(agent: Arc<Agent>) {
-    let config = &agent.config.alerts;
-    let timeout = Duration::from_secs(config.timeout_secs);
-    let quorum_after = Duration::from_secs(config.quorum_lost_after_secs);
-    let webhooks = reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
+    let client = |timeout| reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
+    let mut timeout = Duration::from_secs(agent.alerts().timeout_secs);
+    let mut webhooks = client(timeout);
     let mut every = tokio::time::interval(Duration::from_secs(1));
     let mut leaderless_since: Option<Instant> = None;
     let (mut looked, mut led): (Option<u64>, bool) = (None, false);
@@ -47,6 +46,13 @@ pub async fn run(agent: Arc<Agent>) {
     let mut certificate_next = Instant::now() + CERTIFICATE_FIRST;
     loop {
         every.tick().await;
+        // As agent.toml says now (a reload changes it).
+        let config = agent.alerts();
+        if Duration::from_secs(config.timeout_secs) != timeout {
+            timeout = Duration::from_secs(config.timeout_secs);
+            webhooks = client(timeout);
+        }
+        let quorum_after = Duration::from_secs(config.quorum_lost_after_secs);
         let own = &agent.ownership;
         if Instant::now() >= certificate_next {
             certificate_next = Instant::now() + CERTIFICATE_EVERY;
@@ -94,12 +100,13 @@ pub async fn run(agent: Arc<Agent>) {
 
 /// Tells each alert of `backlog` through its hook, then records how far it got in the log.
 async fn tell_backlog(agent: &Agent, webhooks: &reqwest::Client, timeout: Duration, backlog: Backlog<'_>) {
+    let alerts = agent.alerts();
     let mut told = Vec::new();
     if backlog.stale > 0 {
         told.push(format!("{} older than {} min left untold", backlog.stale, MAX_AGE.as_secs() / 60));
     }
     for (event, kind) in &backlog.due {
-        let Some(hook) = agent.config.alerts.hook(*kind) else { continue };
+        let Some(hook) = alerts.hook(*kind) else { continue };
         if !agent.ownership.is_leader() {
             // The next coordinator goes on from the last recorded position.
             return;
@@ -197,7 +204,7 @@ async fn command(path: &str, timeout: Duration, kind: AlertKind, payload: &serde
 /// (once a day at most), for the coordinator to tell.
 async fn certificate(agent: &Agent) {
     let Some(not_after) = agent.tls.as_ref().and_then(|t| t.cert_not_after_unix_ms) else { return };
-    let days = agent.config.alerts.certificate_days;
+    let days = agent.alerts().certificate_days;
     let now = now_ms();
     let events = agent.ownership.events();
     let node = &agent.config.node;

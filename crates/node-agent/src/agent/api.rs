@@ -231,6 +231,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         // Waits for takeovers in progress, and goes through the coordinator.
         .route("/v1/maintenance", post(maintenance_set))
         .route("/v1/hosts/remove", post(hosts_remove))
+        .route("/v1/cluster/placements", get(placements_get))
+        .route("/v1/cluster/placements/{name}", axum::routing::put(placement_set).delete(placement_remove))
         .route("/v1/replicas/{name}/rsync", post(replica_rsync));
     let authenticated =
         quick.merge(lifecycle).route_layer(middleware::from_fn_with_state(Arc::clone(&agent), authenticate));
@@ -637,6 +639,52 @@ async fn maintenance_set(
 ) -> Result<Response, ApiError> {
     let req: MaintenanceRequest = json_body(body)?;
     Ok(Json(super::maintenance::set(&agent, &req).await?).into_response())
+}
+
+/// `GET /v1/cluster/placements`: the placements the cluster's table holds.
+async fn placements_get(State(agent): State<Arc<Agent>>) -> Result<Response, ApiError> {
+    Ok(Json(agent.ownership.placements()).into_response())
+}
+
+fn place_error(e: super::placements::PlaceError) -> ApiError {
+    use super::placements::PlaceError;
+    match e {
+        PlaceError::BadRequest(e) => ApiError::BadRequest(e),
+        PlaceError::NotFound(e) => ApiError::NotFound(e),
+        PlaceError::Conflict(e) => ApiError::Conflict(e),
+        PlaceError::Unavailable(e) => ApiError::Unavailable(e),
+    }
+}
+
+/// `PUT /v1/cluster/placements/NAME`: records or changes a protected vserver's placement, on any host.
+async fn placement_set(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let req: super::placements::PlaceRequest = json_body(body)?;
+    let reply = super::placements::set(&agent, &name, req).await.map_err(place_error)?;
+    Ok(Json(reply).into_response())
+}
+
+/// The query of `DELETE /v1/cluster/placements/NAME`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemovePlacementQuery {
+    expected_revision: Option<u64>,
+}
+
+/// `DELETE /v1/cluster/placements/NAME`: takes a vserver out of the cluster's placements, on any host.
+async fn placement_remove(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    query: Result<Query<RemovePlacementQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let reply = super::placements::remove(&agent, &name, query.expected_revision).await.map_err(place_error)?;
+    Ok(Json(reply).into_response())
 }
 
 async fn hosts_remove(

@@ -497,6 +497,7 @@ mod tests {
                     millis_since_quorum_ack: Some(10),
                     initialized: true,
                     reads_host_changes: true,
+                    reads_placements: true,
                 },
                 owners: Default::default(),
             }),

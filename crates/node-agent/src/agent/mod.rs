@@ -27,6 +27,8 @@ pub mod nofile;
 pub mod overview;
 pub mod page;
 pub mod pki;
+pub mod placements;
+pub mod reload;
 pub mod replication;
 pub mod rotate;
 pub mod serve;
@@ -134,6 +136,9 @@ where
 
 async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    // A SIGHUP reloads agent.toml (instead of ending the agent, its default action).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let listen = agent.config.listen;
     let listener = with_port_retries(listen, || tokio::net::TcpListener::bind(listen))
         .await
@@ -199,6 +204,10 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
         let (supervisor, every) = (agent.supervisor.clone(), agent.config.restart.check_interval_ms);
         async move { supervisor.run(std::time::Duration::from_millis(every)).await }
     });
+    // The cluster's placements before anything replicates or takes over (the table is read from disk at start).
+    placements::apply(&agent, &agent.cluster_file);
+    let placing = tokio::spawn(placements::run(Arc::clone(&agent), agent.cluster_file.clone()));
+    let reloading = tokio::spawn(reload::on_hangup(Arc::clone(&agent), hangups));
     let replicating = tokio::spawn(Arc::clone(&agent.replication).run());
     let watching_trees = tokio::spawn(continuous::run(Arc::clone(&agent.replication)));
     let ownership = agent.ownership.clone();
@@ -252,6 +261,8 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "the ownership table did not stop cleanly");
     }
     supervision.abort();
+    placing.abort();
+    reloading.abort();
     replicating.abort();
     watching_trees.abort();
     supervisor::withdraw(&agent.config);

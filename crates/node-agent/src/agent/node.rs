@@ -64,6 +64,11 @@ pub struct Agent {
     pub recovery: tokio::sync::Mutex<()>,
     /// Who may hold connections to the API (the peers always, other addresses within limits).
     pub admission: Arc<serve::Admission>,
+    /// This host's cluster file as read at start: the placements until it is taken into the cluster's table
+    /// (see `placements.rs`).
+    pub cluster_file: failover::placement::ClusterConfig,
+    /// The `[alerts]` of agent.toml as last (re)loaded (see `reload.rs`).
+    pub alerts_config: std::sync::RwLock<super::config::AlertsConfig>,
 }
 
 impl Agent {
@@ -161,6 +166,8 @@ impl Agent {
             peers: peers.clone(),
             ownership: ownership.clone(),
         };
+        let cluster_file = cluster_config.clone();
+        let alerts_config = std::sync::RwLock::new(config.alerts.clone());
         let replication = Arc::new(replication::Replication::new(&config, cluster_config, links)?);
         if config.witness {
             if let Some((name, _)) = replication
@@ -198,7 +205,14 @@ impl Agent {
             pulse: Arc::default(),
             recovery: tokio::sync::Mutex::new(()),
             admission,
+            cluster_file,
+            alerts_config,
         })
+    }
+
+    /// The `[alerts]` of agent.toml in force (a reload changes it).
+    pub fn alerts(&self) -> super::config::AlertsConfig {
+        self.alerts_config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// How this agent's traffic is protected.

@@ -213,7 +213,7 @@ pub struct Replication {
     dirs: Dirs,
     store: ReplicaStore,
     /// Settings per vserver from the cluster file.
-    settings: BTreeMap<VserverName, ReplicationSettings>,
+    settings: Mutex<BTreeMap<VserverName, ReplicationSettings>>,
     /// Placements from the cluster file, overridden by newer ones kept in `placement_path`.
     placements: Mutex<BTreeMap<VserverName, Placement>>,
     placement_path: PathBuf,
@@ -229,8 +229,8 @@ pub struct Replication {
     unlinked: Mutex<BTreeMap<VserverName, (Instant, String)>>,
     rsync_bin: PathBuf,
     tunnel_bin: PathBuf,
-    io_timeout: Duration,
-    whole_file: bool,
+    io_timeout: std::sync::atomic::AtomicU64,
+    whole_file: std::sync::atomic::AtomicBool,
     /// This host's peers, as configured.
     /// A witness holds no replicas.
     witness: bool,
@@ -320,7 +320,7 @@ impl Replication {
             node: config.node.clone(),
             dirs,
             store,
-            settings: cluster.replication,
+            settings: Mutex::new(cluster.replication),
             placements: Mutex::new(placements),
             placement_path,
             sessions: Mutex::default(),
@@ -332,8 +332,8 @@ impl Replication {
             unlinked: Mutex::default(),
             rsync_bin: config.rsync_bin.clone().unwrap_or_else(|| "rsync".into()),
             tunnel_bin: beside("vserver-tunnel").unwrap_or_else(|| "vserver-tunnel".into()),
-            io_timeout: Duration::from_secs(config.rsync_timeout_secs),
-            whole_file: config.rsync_whole_file,
+            io_timeout: config.rsync_timeout_secs.into(),
+            whole_file: config.rsync_whole_file.into(),
             witness: config.witness,
             secret_file: config.secret_file.clone(),
             tls: config.tls.clone(),
@@ -369,6 +369,88 @@ impl Replication {
         crate::agent::supervisor::write_atomic(&self.placement_path, &text, 0o644)?;
         *map = next;
         Ok(true)
+    }
+
+    /// Makes the placements those the cluster gives (`placed`: each vserver's placement as recorded, epoch 0, and
+    /// its settings), keeping those of `kept` as they are: a vserver that runs elsewhere than its recorded
+    /// primary (moved by a migrate or a takeover) keeps its primary here, its other hosts standbys in the order
+    /// recorded; a vserver the cluster no longer places is dropped. Kept across restarts.
+    pub fn reconcile_placements(
+        &self,
+        placed: BTreeMap<VserverName, (Placement, ReplicationSettings)>,
+        kept: &BTreeSet<VserverName>,
+    ) {
+        let mut map = lock(&self.placements);
+        let mut settings = lock(&self.settings);
+        let mut next = BTreeMap::new();
+        let mut next_settings = BTreeMap::new();
+        for (name, (recorded, s)) in placed {
+            let here = map.get(&name);
+            let owner = self.links.ownership.owner(name.as_str()).map(|(o, _)| o);
+            let primary = here.map(|p| p.primary.clone()).or(owner).unwrap_or_else(|| recorded.primary.clone());
+            let mut standbys: Vec<String> = Vec::new();
+            for host in std::iter::once(&recorded.primary).chain(&recorded.standbys) {
+                if *host != primary && !standbys.contains(host) {
+                    standbys.push(host.clone());
+                }
+            }
+            let epoch = here.map_or(0, |p| p.epoch);
+            next.insert(name.clone(), Placement { primary, standbys, epoch });
+            next_settings.insert(name, s);
+        }
+        for name in kept {
+            if let Some(p) = map.get(name) {
+                next.insert(name.clone(), p.clone());
+            }
+            if let Some(s) = settings.get(name) {
+                next_settings.insert(name.clone(), s.clone());
+            }
+        }
+        let devices = next_settings
+            .iter()
+            .filter_map(|(name, s)| match &s.data {
+                DataPath::Block { device, fstype } => Some((name.clone(), (device.clone(), fstype.clone()))),
+                _ => None,
+            })
+            .collect();
+        self.links.supervisor.set_root_devices(devices);
+        *settings = next_settings;
+        if next == *map {
+            return;
+        }
+        for (name, p) in &next {
+            if map.get(name) != Some(p) {
+                tracing::info!(vserver = %name, primary = %p.primary, standbys = ?p.standbys, "placement applied");
+            }
+        }
+        for name in map.keys().filter(|n| !next.contains_key(*n)) {
+            tracing::info!(vserver = %name, "no longer placed by the cluster: not replicated nor taken over any more");
+        }
+        match serde_json::to_vec_pretty(&next)
+            .map_err(std::io::Error::other)
+            .and_then(|text| crate::agent::supervisor::write_atomic(&self.placement_path, &text, 0o644))
+        {
+            Ok(()) => {}
+            Err(e) => tracing::warn!("cannot keep the placements in {}: {e}", self.placement_path.display()),
+        }
+        *map = next;
+    }
+
+    /// rsync's I/O timeout (`rsync_timeout_secs`).
+    fn io_timeout(&self) -> Duration {
+        Duration::from_secs(self.io_timeout.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// `rsync_timeout_secs` and `rsync_whole_file` in force.
+    pub fn rsync_settings(&self) -> (u64, bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.io_timeout.load(Relaxed), self.whole_file.load(Relaxed))
+    }
+
+    /// Applies agent.toml's `rsync_timeout_secs` and `rsync_whole_file` from the next rsync run on.
+    pub fn set_rsync(&self, timeout_secs: u64, whole_file: bool) {
+        self.io_timeout.store(timeout_secs, std::sync::atomic::Ordering::Relaxed);
+        self.whole_file.store(whole_file, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The lock that keeps syncs and migrates of one vserver from overlapping.
@@ -504,7 +586,10 @@ impl Replication {
 
     /// `name`'s replication settings (periodic at 60 s for a vserver the cluster file does not name).
     pub fn settings(&self, name: &VserverName) -> ReplicationSettings {
-        self.settings.get(name).cloned().unwrap_or_else(|| ReplicationSettings::periodic(Duration::from_secs(60)))
+        lock(&self.settings)
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| ReplicationSettings::periodic(Duration::from_secs(60)))
     }
 
     // ---- standby side ----
@@ -1004,7 +1089,7 @@ impl Replication {
             "--session".into(),
             session.to_string(),
             "--io-timeout".into(),
-            self.io_timeout.as_secs().to_string(),
+            self.io_timeout().as_secs().to_string(),
         ];
         // With a cluster CA, the certificate stands for the secret over https, which then never travels.
         let certified = self.tls.as_ref().is_some_and(|t| t.ca_file.is_some());
@@ -1025,8 +1110,8 @@ impl Replication {
         let bin = self.rsync_bin.clone();
         let live = pass.live;
         let what = pass.what.clone();
-        let timeout = self.io_timeout;
-        let whole_file = self.whole_file;
+        let timeout = self.io_timeout();
+        let whole_file = self.whole_file.load(std::sync::atomic::Ordering::Relaxed);
         // Progress goes from rsync's thread to the caller through a channel.
         let (tx, mut rx) = tokio::sync::watch::channel(0u64);
         let run = tokio::task::spawn_blocking(move || {

@@ -37,6 +37,72 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// What `vserver-agent placement` does.
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, clap::Subcommand)]
+enum PlacementStep {
+    /// List the placements the cluster's table holds (the default).
+    List {
+        /// Print them as JSON (GET /v1/cluster/placements).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Place a vserver, or change its placement: the keys of a `[vservers.NAME]` table of cluster.toml. What is
+    /// not given is kept (a new vserver: periodic, every 60 s, on the host that owns it unless --primary says).
+    /// Every host applies it within a second, nothing restarted: a new standby gets its copy at the next sync.
+    Set {
+        /// The vserver.
+        name: String,
+        /// The host it is placed on (a vserver that runs elsewhere now stays there: migrate moves it).
+        #[arg(long)]
+        primary: Option<String>,
+        /// The hosts that keep a copy, in the order a takeover tries them, comma separated ("" for none).
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        standbys: Option<Vec<String>>,
+        /// periodic, continuous, shared or block (docs/failover.md, "Data paths"). A placed vserver moves between
+        /// periodic and continuous only.
+        #[arg(long, value_parser = ["periodic", "continuous", "shared", "block"])]
+        data: Option<String>,
+        /// Seconds between two syncs.
+        #[arg(long)]
+        interval_secs: Option<u64>,
+        /// End each sync with a short pass while the vserver is frozen (true or false).
+        #[arg(long)]
+        consistent: Option<bool>,
+        /// For --data shared: the directory every host mounts that holds NAME/ and NAME.conf.
+        #[arg(long)]
+        shared_dir: Option<PathBuf>,
+        /// For --data block: the block device, by a name the same on every host.
+        #[arg(long)]
+        device: Option<PathBuf>,
+        /// For --data block: its file system type (default ext4).
+        #[arg(long)]
+        fstype: Option<String>,
+        /// For --data continuous: milliseconds between two batches (50 to 60000).
+        #[arg(long)]
+        batch_ms: Option<u64>,
+        /// For --data continuous: seconds between two points in time a standby keeps.
+        #[arg(long)]
+        points_every_secs: Option<u64>,
+        /// For --data continuous: how many points in time a standby keeps.
+        #[arg(long)]
+        points_kept: Option<u32>,
+        /// Change it only if its placement is still at this revision (see `placement list`).
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+    /// Take a vserver out of the cluster's placements: it keeps running where it runs, is no longer
+    /// replicated nor taken over, and the copies on its standbys stay (remove them by hand).
+    Remove {
+        /// The vserver.
+        name: String,
+        /// Remove it only if its placement is still at this revision.
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+}
+
 /// The steps of a CA rotation.
 #[derive(Debug, clap::Subcommand)]
 enum CaStep {
@@ -153,6 +219,13 @@ enum Command {
         /// Print the maintenance now in force as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Show or change where the protected vservers run and are copied, through this host's agent, recorded in
+    /// the cluster's table (any host accepts it; every host applies it without a restart). cluster.toml only
+    /// seeds the table: each host's file is taken in once every host runs a release that reads placements.
+    Placement {
+        #[command(subcommand)]
+        step: Option<PlacementStep>,
     },
     /// Move every vserver off HOST to its first live standby, a few at a time, showing each one's progress:
     /// by migrate when HOST is alive; when it is dead, by takeover (the voters confirm its lease is over). One
@@ -410,6 +483,122 @@ fn since(ms: &serde_json::Value) -> String {
     })
 }
 
+/// `vserver-agent placement ...` through this host's agent.
+fn placement(config: &std::path::Path, step: PlacementStep) -> ExitCode {
+    let agent = match local_agent(config, None) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let (method, name, body) = match step {
+        PlacementStep::List { json } => return placement_list(&agent, json),
+        PlacementStep::Set {
+            name,
+            primary,
+            standbys,
+            data,
+            interval_secs,
+            consistent,
+            shared_dir,
+            device,
+            fstype,
+            batch_ms,
+            points_every_secs,
+            points_kept,
+            expected_revision,
+        } => {
+            let standbys = standbys.map(|s| s.into_iter().filter(|h| !h.is_empty()).collect::<Vec<_>>());
+            let mut body = serde_json::json!({
+                "primary": primary, "standbys": standbys, "data": data, "interval_secs": interval_secs,
+                "consistent": consistent, "shared_dir": shared_dir, "device": device, "fstype": fstype,
+                "batch_ms": batch_ms, "points_every_secs": points_every_secs, "points_kept": points_kept,
+                "expected_revision": expected_revision,
+            });
+            if let Some(map) = body.as_object_mut() {
+                map.retain(|_, v| !v.is_null());
+            }
+            ("PUT", name, Some(body))
+        }
+        PlacementStep::Remove { name, expected_revision } => {
+            ("DELETE", name, expected_revision.map(|r| serde_json::json!(r)))
+        }
+    };
+    if let Err(e) = isolate::VserverName::parse(&name) {
+        return fail(exit::USAGE, format!("{name:?}: {e}"));
+    }
+    let reply = match (method, body) {
+        ("PUT", Some(body)) => agent.request_json("PUT", &format!("/v1/cluster/placements/{name}"), &body),
+        (_, revision) => {
+            let query = revision.map_or(String::new(), |r| format!("?expected_revision={r}"));
+            agent.request("DELETE", &format!("/v1/cluster/placements/{name}{query}"))
+        }
+    };
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => return fail(exit::FAILED, format!("cannot ask the agent: {e}")),
+    };
+    let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
+    if reply.status != 200 {
+        let why = said["error"].as_str().map_or(reply.body.clone(), str::to_string);
+        let code = if matches!(reply.status, 400 | 404) { exit::USAGE } else { exit::FAILED };
+        return fail(code, why);
+    }
+    let revision = said["revision"].as_u64().unwrap_or(0);
+    match said.get("entry").filter(|e| !e.is_null()) {
+        Some(e) => {
+            println!("{name} placed (revision {revision}): {}; every host applies it within a second", entry_words(e))
+        }
+        None => println!(
+            "{name} is no longer placed by the cluster: it keeps running where it runs, not replicated nor taken over"
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+/// A placement in words: its primary, standbys and data path.
+fn entry_words(e: &serde_json::Value) -> String {
+    let standbys: Vec<&str> = e["standbys"].as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
+    let mut out = format!(
+        "primary {}, standbys {}, {}",
+        e["primary"].as_str().unwrap_or("?"),
+        if standbys.is_empty() { "none".to_string() } else { standbys.join(", ") },
+        e["data"].as_str().unwrap_or("periodic")
+    );
+    if let Some(i) = e["interval_secs"].as_u64() {
+        out.push_str(&format!(", every {i} s"));
+    }
+    out
+}
+
+fn placement_list(agent: &node_agent::agent_client::AgentHandle, json: bool) -> ExitCode {
+    let reply = match agent.read("/v1/cluster/placements") {
+        Ok(r) => r,
+        Err(e) => return fail(exit::FAILED, format!("cannot ask the agent: {e}")),
+    };
+    if reply.status != 200 {
+        let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
+        return fail(exit::FAILED, said["error"].as_str().map_or(reply.body.clone(), str::to_string));
+    }
+    if json {
+        println!("{}", reply.body);
+        return ExitCode::SUCCESS;
+    }
+    let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
+    let placements = said["placements"].as_object().cloned().unwrap_or_default();
+    let from: Vec<&str> = said["taken_from"].as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
+    if placements.is_empty() {
+        println!("the cluster's table places no vserver");
+    }
+    for (name, p) in &placements {
+        println!("{name}: {} (revision {})", entry_words(&p["entry"]), p["revision"].as_u64().unwrap_or(0));
+    }
+    if from.is_empty() {
+        println!("no host's cluster.toml is taken in yet: each host places vservers by its file until then");
+    } else {
+        println!("cluster files taken in from: {}", from.join(", "));
+    }
+    ExitCode::SUCCESS
+}
+
 fn remove(config: &std::path::Path, hosts: &[String]) -> ExitCode {
     let agent = match local_agent(config, None) {
         Ok(a) => a,
@@ -473,6 +662,9 @@ fn once(cli: Cli) -> ExitCode {
             return said(runtime.block_on(node_agent::agent::rotate::ca_sync(&cli.config, &from)));
         }
         Some(Command::Remove { hosts }) => return remove(&cli.config, &hosts),
+        Some(Command::Placement { step }) => {
+            return placement(&cli.config, step.unwrap_or(PlacementStep::List { json: false }))
+        }
         Some(Command::Recover { force_new_cluster, rejoin }) => {
             use node_agent::agent::hosts::RecoverStep;
             let step = match (force_new_cluster, rejoin) {

@@ -19,8 +19,8 @@ pub(super) struct VserverCommand {
     pub(super) bin: PathBuf,
     pub(super) env: Vec<(&'static str, OsString)>,
     /// The vservers whose tree is a block device's file system: the device and its type, which their starts
-    /// are given.
-    pub(super) root_devices: BTreeMap<VserverName, (PathBuf, String)>,
+    /// are given (the cluster's placements change them while the agent runs).
+    pub(super) root_devices: std::sync::Arc<std::sync::Mutex<BTreeMap<VserverName, (PathBuf, String)>>>,
 }
 
 impl VserverCommand {
@@ -43,7 +43,7 @@ impl VserverCommand {
             ("VSERVER_CGROUP_ROOT", dirs.cgroup_root.clone().into()),
             ("VSERVER_CGROUP_PARENT", dirs.cgroup_parent.clone().into()),
         ];
-        Self { bin, env, root_devices }
+        Self { bin, env, root_devices: std::sync::Arc::new(std::sync::Mutex::new(root_devices)) }
     }
 
     /// Runs `vserver NAME ACTION` and maps its exit code.
@@ -80,7 +80,7 @@ impl VserverCommand {
 impl VserverCommand {
     /// The root device of `name` as the `vserver` command takes it, if its tree is on one.
     fn root_device_env(&self, name: &VserverName) -> Vec<(&'static str, OsString)> {
-        match self.root_devices.get(name) {
+        match self.root_devices.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
             Some((path, fstype)) => {
                 let device = isolate::RootDevice { path: path.clone(), fstype: fstype.clone() };
                 crate::root_device::env(&device).to_vec()

@@ -178,6 +178,12 @@ impl Supervisor {
         })
     }
 
+    /// The vservers whose tree is a block device's file system (device, file system type), as the cluster's
+    /// placements now say: their starts are given it.
+    pub fn set_root_devices(&self, devices: BTreeMap<VserverName, (PathBuf, String)>) {
+        *self.shared.command.root_devices.lock().unwrap_or_else(|p| p.into_inner()) = devices;
+    }
+
     /// Checks the vservers every `every` (`restart.check_interval_ms`): adopts running ones, restarts those
     /// meant to run that died, with backoff, up to `failures.max_restart` times within the window. Runs until
     /// aborted.

@@ -1,0 +1,329 @@
+//! Placement managed through the cluster: the protected vservers' placements (primary, standbys, data path,
+//! replication settings) live in the cluster's replicated table, changed on any host by
+//! `PUT`/`DELETE /v1/cluster/placements/NAME` (`vserver-agent placement set|remove`) and applied by every
+//! host's agent within a second, nothing restarted. Each host's `cluster.toml` is taken into the table once,
+//! as soon as every host reads such entries (a new cluster's seed, or an existing cluster's placements on
+//! upgrade); until then, and for the vservers the table does not name, the file places them as before.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use failover::ownership::{OwnershipError, PlacementTable};
+use failover::placement::{check_entry, ClusterConfig, Defaults, Placement, Replication as Settings, VserverEntry};
+use isolate::VserverName;
+use serde::{Deserialize, Serialize};
+
+use super::node::Agent;
+
+/// How often a host whose file is not in the table yet tries again to take it in.
+const SEED_RETRY: Duration = Duration::from_secs(20);
+
+/// The body of `PUT /v1/cluster/placements/NAME`: the keys of a `[vservers.NAME]` table of `cluster.toml`, each
+/// optional. A vserver already placed keeps what is not given (its data path's own keys are dropped when the
+/// data path changes); a new one needs its `primary` unless it has an owner.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceRequest {
+    /// The host it is placed on.
+    pub primary: Option<String>,
+    /// The hosts that keep a copy, in the order a takeover tries them (may be empty).
+    pub standbys: Option<Vec<String>>,
+    /// `periodic`, `continuous`, `shared` or `block`.
+    pub data: Option<String>,
+    /// Seconds between two syncs.
+    pub interval_secs: Option<u64>,
+    /// Whether each sync ends with a frozen pass.
+    pub consistent: Option<bool>,
+    /// For `shared`: the directory every host mounts.
+    pub shared_dir: Option<std::path::PathBuf>,
+    /// For `block`: the device.
+    pub device: Option<std::path::PathBuf>,
+    /// For `block`: its file system type.
+    pub fstype: Option<String>,
+    /// For `continuous`: milliseconds between two batches.
+    pub batch_ms: Option<u64>,
+    /// For `continuous`: seconds between two points in time.
+    pub points_every_secs: Option<u64>,
+    /// For `continuous`: how many points in time a standby keeps.
+    pub points_kept: Option<u32>,
+    /// Apply only if the vserver's placement is still at this revision (0: not placed): refused (409)
+    /// otherwise. Without it, the change applies to the revision read when the request arrived.
+    pub expected_revision: Option<u64>,
+}
+
+/// The answer of a placement's change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceReply {
+    /// The vserver.
+    pub vserver: String,
+    /// Its placement's revision now (after a removal, the revision of the removal).
+    pub revision: u64,
+    /// Its placement now; none after a removal.
+    pub entry: Option<VserverEntry>,
+}
+
+/// Why a placement was not changed; nothing changed (for `Unavailable`, the change may still commit).
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    /// A malformed request (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such placement, or a host the cluster does not know (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Refused as things stand (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Not committed (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The data paths a vserver can move between while placed: the copied ones; a shared or a block vserver's
+/// tree is elsewhere, which a change of its placement cannot move.
+fn family(data: Option<&str>) -> &str {
+    match data.unwrap_or("periodic") {
+        "periodic" | "continuous" => "copied",
+        other => other,
+    }
+}
+
+/// The cluster's hosts, as this host knows them.
+fn hosts(agent: &Agent) -> BTreeSet<String> {
+    agent.ownership.hosts().into_keys().collect()
+}
+
+fn from_ownership(e: OwnershipError) -> PlaceError {
+    match e {
+        OwnershipError::InvalidName { .. } | OwnershipError::Config { .. } => PlaceError::BadRequest(e.to_string()),
+        OwnershipError::StalePlacement { .. } | OwnershipError::HostsUnchangeable { .. } => {
+            PlaceError::Conflict(e.to_string())
+        }
+        e => PlaceError::Unavailable(e.to_string()),
+    }
+}
+
+/// Records or changes `name`'s placement (see [`PlaceRequest`]).
+pub async fn set(agent: &Agent, name: &VserverName, req: PlaceRequest) -> Result<PlaceReply, PlaceError> {
+    let table = agent.ownership.placements();
+    let current = table.placements.get(name.as_str());
+    let revision = current.map_or(0, |p| p.revision);
+    if let Some(expected) = req.expected_revision.filter(|e| *e != revision) {
+        return Err(PlaceError::Conflict(format!(
+            "{name}: placement revision {expected} is stale, the current one is {revision}; read the placements again"
+        )));
+    }
+    let mut entry = match current {
+        Some(p) => p.entry.clone(),
+        None => {
+            let primary = match (&req.primary, agent.ownership.owner(name.as_str())) {
+                (Some(p), _) => p.clone(),
+                (None, Some((owner, _))) => owner,
+                (None, None) => {
+                    return Err(PlaceError::Conflict(format!(
+                        "primary: {name} is not placed yet and has no owner: name the host it runs on"
+                    )))
+                }
+            };
+            VserverEntry { primary, ..VserverEntry::default() }
+        }
+    };
+    let req_data = req.data.clone();
+    if let Some(data) = &req.data {
+        if current.is_some() && family(Some(data)) != family(entry.data.as_deref()) {
+            return Err(PlaceError::Conflict(format!(
+                "data: {name} is {}; a placement cannot move its tree to {data:?}: remove its placement (it keeps \
+                 running where it is), move its tree, then place it again",
+                entry.data.as_deref().unwrap_or("periodic")
+            )));
+        }
+        if entry.data.as_deref().unwrap_or("periodic") != data {
+            (entry.shared_dir, entry.device, entry.fstype) = (None, None, None);
+            (entry.batch_ms, entry.points_every_secs, entry.points_kept) = (None, None, None);
+        }
+        entry.data = Some(data.clone()).filter(|d| d != "periodic");
+    }
+    let PlaceRequest {
+        primary,
+        standbys,
+        interval_secs,
+        consistent,
+        shared_dir,
+        device,
+        fstype,
+        batch_ms,
+        points_every_secs,
+        points_kept,
+        ..
+    } = req;
+    if let Some(p) = primary {
+        entry.primary = p;
+    }
+    if let Some(s) = standbys {
+        entry.standbys = s;
+    }
+    // A host named as standby is no standby of itself: the primary given drops from the standbys.
+    let primary = entry.primary.clone();
+    entry.standbys.retain(|s| *s != primary);
+    macro_rules! given {
+        ($($field:ident),*) => { $( if $field.is_some() { entry.$field = $field; } )* };
+    }
+    given!(interval_secs, consistent, shared_dir, device, fstype, batch_ms, points_every_secs, points_kept);
+    let defaults = Defaults::default();
+    let data_given = req_data.is_some();
+    check_entry(&entry, &hosts(agent), &defaults).map_err(|(key, reason)| {
+        let said = format!("{key}: {reason}");
+        if reason.starts_with("unknown host") {
+            // A valid name the cluster does not know, as the API answers it everywhere.
+            PlaceError::NotFound(said)
+        } else if !data_given && reason.starts_with("only a vserver with") {
+            // A key of another data path than the vserver's own: a conflict with what it is.
+            PlaceError::Conflict(format!("{said} ({name} is {})", entry.data.as_deref().unwrap_or("periodic")))
+        } else {
+            PlaceError::BadRequest(said)
+        }
+    })?;
+    let revision = agent.ownership.place(name.as_str(), Some(entry.clone()), revision).await.map_err(from_ownership)?;
+    let text = format!(
+        "{name} placed (revision {revision}, asked through {}): primary {}, standbys {}, {}",
+        agent.config.node,
+        entry.primary,
+        if entry.standbys.is_empty() { "none".to_string() } else { entry.standbys.join(", ") },
+        entry.data.as_deref().unwrap_or("periodic")
+    );
+    agent.events.log_later("placement", Some(name.as_str()), text);
+    Ok(PlaceReply { vserver: name.to_string(), revision, entry: Some(entry) })
+}
+
+/// Takes `name` out of the cluster's placements: no longer replicated nor taken over; it keeps running where
+/// it runs, and the copies on its standbys stay where they are.
+pub async fn remove(agent: &Agent, name: &VserverName, expected: Option<u64>) -> Result<PlaceReply, PlaceError> {
+    let table = agent.ownership.placements();
+    let Some(current) = table.placements.get(name.as_str()) else {
+        return Err(PlaceError::NotFound(format!("{name} has no placement in the cluster's table")));
+    };
+    if let Some(expected) = expected.filter(|e| *e != current.revision) {
+        return Err(PlaceError::Conflict(format!(
+            "{name}: placement revision {expected} is stale, the current one is {}; read the placements again",
+            current.revision
+        )));
+    }
+    let revision = agent.ownership.place(name.as_str(), None, current.revision).await.map_err(from_ownership)?;
+    let text = format!(
+        "{name}'s placement removed (asked through {}): no longer replicated nor taken over",
+        agent.config.node
+    );
+    agent.events.log_later("placement", Some(name.as_str()), text);
+    Ok(PlaceReply { vserver: name.to_string(), revision, entry: None })
+}
+
+/// The placements this host applies: the table's, and, until this host's file is taken in, the file's for the
+/// vservers the table does not name.
+fn wanted(table: &PlacementTable, me: &str, file: &ClusterConfig) -> BTreeMap<VserverName, VserverEntry> {
+    let mut wanted: BTreeMap<VserverName, VserverEntry> =
+        if table.taken_from.contains(me) { BTreeMap::new() } else { file.entries.clone() };
+    for (name, placed) in &table.placements {
+        if let Ok(name) = VserverName::parse(name) {
+            wanted.insert(name, placed.entry.clone());
+        }
+    }
+    wanted
+}
+
+/// Applies the cluster's placements to this host's replication now (see [`run`]); the vservers whose entry
+/// names a host this host does not know yet keep what they had.
+pub fn apply(agent: &Agent, file: &ClusterConfig) {
+    let table = agent.ownership.placements();
+    let known = hosts(agent);
+    let mut placed: BTreeMap<VserverName, (Placement, Settings)> = BTreeMap::new();
+    let mut kept = BTreeSet::new();
+    for (name, entry) in wanted(&table, &agent.config.node, file) {
+        match check_entry(&entry, &known, &Defaults::default()) {
+            Ok(p) => {
+                placed.insert(name, p);
+            }
+            Err((key, reason)) => {
+                tracing::warn!(vserver = %name, "its placement cannot apply here yet ({key}: {reason}): kept as it was");
+                kept.insert(name);
+            }
+        }
+    }
+    agent.replication.reconcile_placements(placed, &kept);
+}
+
+/// Follows the cluster's placements on this host: applies them whenever they change (and the cluster's hosts),
+/// and takes this host's `cluster.toml` into the table once every host reads such entries. Runs until aborted.
+pub async fn run(agent: Arc<Agent>, file: ClusterConfig) {
+    let me = agent.config.node.clone();
+    let mut applied: Option<(u64, bool, BTreeSet<String>)> = None;
+    let mut next_seed = Instant::now() + Duration::from_secs(2);
+    let mut said_why = String::new();
+    let mut seeding: Option<tokio::task::JoinHandle<Result<Vec<String>, OwnershipError>>> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let table = agent.ownership.placements();
+        let seeded = table.taken_from.contains(&me);
+        let key = (table.revision, seeded, hosts(&agent));
+        if applied.as_ref() != Some(&key) {
+            apply(&agent, &file);
+            applied = Some(key);
+        }
+        if let Some(task) = seeding.take_if(|t| t.is_finished()) {
+            match task.await {
+                Ok(Ok(added)) => {
+                    let text = format!(
+                        "{me}'s cluster file taken into the cluster's table{}: from now on the table places \
+                         vservers (vserver-agent placement)",
+                        if added.is_empty() { String::new() } else { format!(" (added {})", added.join(", ")) }
+                    );
+                    tracing::info!("{text}");
+                    agent.events.log_later("placement", None, text);
+                }
+                Ok(Err(e)) => {
+                    let why = e.to_string();
+                    if why != said_why {
+                        tracing::info!(
+                            "the cluster file is not taken into the cluster's table yet (tried again every \
+                                        {} s): {why}",
+                            SEED_RETRY.as_secs()
+                        );
+                        said_why = why;
+                    }
+                }
+                Err(e) => tracing::warn!("taking the cluster file into the table failed: {e}"),
+            }
+        }
+        if !seeded && seeding.is_none() && Instant::now() >= next_seed && agent.ownership.metrics().initialized {
+            next_seed = Instant::now() + SEED_RETRY;
+            let entries = file.entries.iter().map(|(n, e)| (n.to_string(), e.clone())).collect();
+            let ownership = agent.ownership.clone();
+            seeding = Some(tokio::spawn(async move { ownership.seed_placements(entries).await }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_wins_and_the_file_counts_until_taken_in() {
+        let entry = |p: &str| VserverEntry { primary: p.into(), ..VserverEntry::default() };
+        let mut file = ClusterConfig::default();
+        file.entries.insert(VserverName::parse("web").unwrap(), entry("a"));
+        file.entries.insert(VserverName::parse("db").unwrap(), entry("a"));
+        let mut table = PlacementTable::default();
+        table
+            .placements
+            .insert("web".into(), failover::ownership::types::PlacedEntry { entry: entry("b"), revision: 3 });
+        let w = wanted(&table, "a", &file);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[&VserverName::parse("web").unwrap()].primary, "b", "the table wins");
+        table.taken_from.insert("a".into());
+        let w = wanted(&table, "a", &file);
+        assert_eq!(w.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["web"], "once taken in, the table alone");
+    }
+}
