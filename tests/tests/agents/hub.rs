@@ -227,7 +227,7 @@ fn a_cluster_of_eight_of_the_last_release_upgrades_host_by_host_without_a_stop_t
 
     // Every host upgraded: the cluster files are taken into the cluster's table, nothing lost; a change of the
     // standbys asked of h1 applies on h5 at once, and its next sync reaches the new standby.
-    let taken = wait_for(PATIENCE, || {
+    let taken = wait_for(Duration::from_secs(60), || {
         agents.run(3, &["placement", "list", "--json"]).ok().is_some_and(|out| {
             let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             t["taken_from"].as_array().is_some_and(|f| f.len() == HOSTS)

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::node::Agent;
 
 /// How often a host whose file is not in the table yet tries again to take it in.
-const SEED_RETRY: Duration = Duration::from_secs(20);
+const SEED_RETRY: Duration = Duration::from_secs(5);
 
 /// The body of `PUT /v1/cluster/placements/NAME`: the keys of a `[vservers.NAME]` table of `cluster.toml`, each
 /// optional. A vserver already placed keeps what is not given (its data path's own keys are dropped when the
@@ -32,6 +32,7 @@ pub struct PlaceRequest {
     /// `periodic`, `continuous`, `shared` or `block`.
     pub data: Option<String>,
     /// Seconds between two syncs.
+    #[serde(default, deserialize_with = "failover::whole::optional")]
     pub interval_secs: Option<u64>,
     /// Whether each sync ends with a frozen pass.
     pub consistent: Option<bool>,
@@ -42,13 +43,17 @@ pub struct PlaceRequest {
     /// For `block`: its file system type.
     pub fstype: Option<String>,
     /// For `continuous`: milliseconds between two batches.
+    #[serde(default, deserialize_with = "failover::whole::optional")]
     pub batch_ms: Option<u64>,
     /// For `continuous`: seconds between two points in time.
+    #[serde(default, deserialize_with = "failover::whole::optional")]
     pub points_every_secs: Option<u64>,
     /// For `continuous`: how many points in time a standby keeps.
+    #[serde(default, deserialize_with = "failover::whole::optional")]
     pub points_kept: Option<u32>,
     /// Apply only if the vserver's placement is still at this revision (0: not placed): refused (409)
     /// otherwise. Without it, the change applies to the revision read when the request arrived.
+    #[serde(default, deserialize_with = "failover::whole::optional")]
     pub expected_revision: Option<u64>,
 }
 
@@ -102,6 +107,36 @@ fn from_ownership(e: OwnershipError) -> PlaceError {
         }
         e => PlaceError::Unavailable(e.to_string()),
     }
+}
+
+/// The most standbys a vserver has.
+pub const MAX_STANDBYS: usize = 64;
+/// The longest interval between two syncs: a year.
+pub const MAX_INTERVAL_SECS: u64 = 365 * 24 * 3600;
+
+/// The bounds docs/openapi.yaml gives a placement, beyond what the cluster file's checks say.
+fn bounds(entry: &VserverEntry) -> Result<(), PlaceError> {
+    let bad = |key: &str, reason: String| Err(PlaceError::BadRequest(format!("{key}: {reason}")));
+    if entry.standbys.len() > MAX_STANDBYS {
+        return bad("standbys", format!("at most {MAX_STANDBYS} hosts, not {}", entry.standbys.len()));
+    }
+    if entry.interval_secs.is_some_and(|i| i > MAX_INTERVAL_SECS) {
+        return bad("interval_secs", format!("at most {MAX_INTERVAL_SECS} (a year)"));
+    }
+    if entry.fstype.as_ref().is_some_and(|f| f.len() > 32) {
+        return bad("fstype", "at most 32 characters".into());
+    }
+    for (key, path) in [("shared_dir", &entry.shared_dir), ("device", &entry.device)] {
+        if let Some(p) = path {
+            if p.as_os_str().len() > 4096 {
+                return bad(key, "at most 4096 bytes".into());
+            }
+            if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return bad(key, format!("must be an absolute path without `..`, not {:?}", p.display().to_string()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Records or changes `name`'s placement (see [`PlaceRequest`]).
@@ -170,6 +205,7 @@ pub async fn set(agent: &Agent, name: &VserverName, req: PlaceRequest) -> Result
         ($($field:ident),*) => { $( if $field.is_some() { entry.$field = $field; } )* };
     }
     given!(interval_secs, consistent, shared_dir, device, fstype, batch_ms, points_every_secs, points_kept);
+    bounds(&entry)?;
     let defaults = Defaults::default();
     let data_given = req_data.is_some();
     check_entry(&entry, &hosts(agent), &defaults).map_err(|(key, reason)| {
