@@ -39,7 +39,13 @@ fn hosts(dirs: &Dirs) -> Vec<String> {
 fn places(command: &str) -> &'static [(&'static str, &'static str)] {
     match command {
         "vserver" => &[("", "vservers"), ("migrate", "hosts")],
-        "vserver-agent" => &[("evacuate", "hosts"), ("remove", "hosts"), ("--host", "hosts")],
+        "vserver-agent" => &[
+            ("evacuate", "hosts"),
+            ("remove", "hosts"),
+            ("--host", "hosts"),
+            ("set", "vservers"),
+            ("--primary", "hosts"),
+        ],
         _ => &[],
     }
 }

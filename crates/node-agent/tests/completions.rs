@@ -168,4 +168,7 @@ fn bash_completes_the_vservers_configured_here_where_a_name_goes() {
     let run = dir.path().join("run");
     let envs = [envs[0], envs[1], ("VSERVER_RUN_DIR", run.to_str().unwrap())];
     assert_eq!(complete_with(&path, &["vserver", "web", "migrate", ""], &envs), Vec::<String>::new());
+    // `vserver-agent placement set NAME` takes a vserver's name.
+    let (_, agent_path) = script(dir.path(), VSERVER_AGENT, "bash");
+    assert_eq!(complete_with(&agent_path, &["vserver-agent", "placement", "set", "w"], &envs), ["web", "wiki"]);
 }
