@@ -1037,6 +1037,13 @@ impl Ownership {
         }
     }
 
+    /// The revision of the placements, and whether `host`'s cluster file was taken in: what says, without a
+    /// copy of the table, that the placements changed.
+    pub fn placements_mark(&self, host: &str) -> (u64, bool) {
+        let applied = self.inner.applied.read().unwrap_or_else(|p| p.into_inner());
+        (applied.table.placement_revision, applied.table.placements_from.contains(host))
+    }
+
     /// Records `vserver`'s placement (`entry`, checked by the caller), or removes it (`None`), if its revision is
     /// still `expected` (0: not placed); its new revision. Refused (nothing proposed) while a host does not read
     /// such entries yet.

@@ -292,7 +292,9 @@ pub fn apply(agent: &Agent, file: &ClusterConfig) {
 /// and takes this host's `cluster.toml` into the table once every host reads such entries. Runs until aborted.
 pub async fn run(agent: Arc<Agent>, file: ClusterConfig) {
     let me = agent.config.node.clone();
-    let mut applied: Option<(u64, bool, BTreeSet<String>)> = None;
+    // What the placements applied last were made of: the table's revision, whether this host's file was taken
+    // in, how many hosts the cluster has (a host joining may make a placement valid here).
+    let mut applied: Option<(u64, bool, usize)> = None;
     let mut next_seed = Instant::now() + Duration::from_secs(2);
     let mut said_why = String::new();
     let mut seeding: Option<tokio::task::JoinHandle<Result<Vec<String>, OwnershipError>>> = None;
@@ -300,9 +302,8 @@ pub async fn run(agent: Arc<Agent>, file: ClusterConfig) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let table = agent.ownership.placements();
-        let seeded = table.taken_from.contains(&me);
-        let key = (table.revision, seeded, hosts(&agent));
+        let (revision, seeded) = agent.ownership.placements_mark(&me);
+        let key = (revision, seeded, agent.ownership.hosts().len());
         if applied.as_ref() != Some(&key) {
             apply(&agent, &file);
             applied = Some(key);
