@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::ownership::Maintenance;
 use crate::peer::Answer;
 use crate::table::Table;
-use crate::wire::MaintenanceRequest;
+use crate::wire::{MaintenanceRequest, MaintenanceView};
 
 /// How long turning maintenance on waits for takeovers in progress.
 pub const WAIT_FOR_TAKEOVERS: Duration = Duration::from_secs(10);
@@ -215,7 +215,10 @@ async fn forward<C: Cluster>(
         }
     };
     match answer {
-        Ok(value) => serde_json::from_value(value).map_err(|e| MaintenanceError::BadAnswer(e.to_string())),
+        // The API's names (`since_unix_ms`), or a coordinator of the previous release's (`since_ms`).
+        Ok(value) => serde_json::from_value::<MaintenanceView>(value)
+            .map(Maintenance::from)
+            .map_err(|e| MaintenanceError::BadAnswer(e.to_string())),
         Err(refused) => Err(match refused.status.as_u16() {
             status @ (400 | 404 | 409) => MaintenanceError::RefusedThere { status, reason: refused.reason },
             _ => MaintenanceError::Unavailable(format!("the coordinator {leader} answered {refused}")),

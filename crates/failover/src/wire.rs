@@ -3,7 +3,11 @@
 //! wire: a field is only ever added, with a default, so that hosts of two releases speak during a rolling
 //! upgrade. [`crate::peer`] sends them; the agent's HTTP API receives them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use crate::ownership::types::{Maintenance, MaintenanceMark};
 
 /// What a vserver is, observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +277,85 @@ pub struct MaintenanceRequest {
     pub asked_through: Option<String>,
 }
 
+/// Maintenance as the API shows it (`GET` and `POST /v1/maintenance`, `failover.maintenance` of `/v1/status`,
+/// `maintenance` of `/v1/cluster`): the table's [`Maintenance`], each mark's time named as every other time of
+/// the API. The table's own serialization (Raft entries and snapshots) stays as it is: never this.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceView {
+    /// The whole cluster: no host fences itself and no takeover happens.
+    pub cluster: Option<MaintenanceMarkView>,
+    /// Hosts in maintenance: each keeps its vservers running, never fences, and is never taken over.
+    pub hosts: BTreeMap<String, MaintenanceMarkView>,
+}
+
+impl From<&Maintenance> for MaintenanceView {
+    fn from(m: &Maintenance) -> Self {
+        Self {
+            cluster: m.cluster.as_ref().map(MaintenanceMarkView::from),
+            hosts: m.hosts.iter().map(|(h, mark)| (h.clone(), mark.into())).collect(),
+        }
+    }
+}
+
+impl From<MaintenanceView> for Maintenance {
+    fn from(m: MaintenanceView) -> Self {
+        Self {
+            cluster: m.cluster.map(MaintenanceMark::from),
+            hosts: m.hosts.into_iter().map(|(h, mark)| (h, mark.into())).collect(),
+        }
+    }
+}
+
+/// Since when, and through which host, maintenance is on, as the API shows it. Its JSON has `since_unix_ms`
+/// and, for the clients of the previous release, `since_ms` (the same time; deprecated, it goes in a later
+/// release); either is read, so an answer of an agent of the previous release reads too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "MarkJson", try_from = "MarkJson")]
+pub struct MaintenanceMarkView {
+    /// When it was turned on, ms since the Unix epoch, by the asking host's clock.
+    pub since_unix_ms: u64,
+    /// The host through which it was asked.
+    pub by: String,
+}
+
+impl From<&MaintenanceMark> for MaintenanceMarkView {
+    fn from(mark: &MaintenanceMark) -> Self {
+        Self { since_unix_ms: mark.since_ms, by: mark.by.clone() }
+    }
+}
+
+impl From<MaintenanceMarkView> for MaintenanceMark {
+    fn from(mark: MaintenanceMarkView) -> Self {
+        Self { since_ms: mark.since_unix_ms, by: mark.by }
+    }
+}
+
+/// [`MaintenanceMarkView`]'s JSON: both names written, either read.
+#[derive(Serialize, Deserialize)]
+struct MarkJson {
+    #[serde(default)]
+    since_unix_ms: Option<u64>,
+    /// Deprecated: `since_unix_ms` under its former name.
+    #[serde(default)]
+    since_ms: Option<u64>,
+    by: String,
+}
+
+impl From<MaintenanceMarkView> for MarkJson {
+    fn from(mark: MaintenanceMarkView) -> Self {
+        Self { since_unix_ms: Some(mark.since_unix_ms), since_ms: Some(mark.since_unix_ms), by: mark.by }
+    }
+}
+
+impl TryFrom<MarkJson> for MaintenanceMarkView {
+    type Error = &'static str;
+
+    fn try_from(json: MarkJson) -> Result<Self, Self::Error> {
+        let since_unix_ms = json.since_unix_ms.or(json.since_ms).ok_or("missing field `since_unix_ms`")?;
+        Ok(Self { since_unix_ms, by: json.by })
+    }
+}
+
 // Heartbeats and beacons (see `crate::membership`).
 
 /// How this node judges a peer from the heartbeats it hears.
@@ -409,6 +492,35 @@ pub struct RejectCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mark answers `since_unix_ms` and `since_ms` (the same); an agent of the previous release answered
+    /// `since_ms` alone, and the table's own serialization (Raft entries and snapshots) keeps `since_ms` alone.
+    #[test]
+    fn a_maintenance_mark_answers_both_names_and_reads_either() {
+        let table = Maintenance {
+            cluster: None,
+            hosts: [("h1".to_string(), MaintenanceMark { since_ms: 1718000040000, by: "h0".into() })].into(),
+        };
+        let view = MaintenanceView::from(&table);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"cluster": null,
+                               "hosts": {"h1": {"since_unix_ms": 1718000040000_u64, "since_ms": 1718000040000_u64,
+                                                "by": "h0"}}})
+        );
+        assert_eq!(serde_json::from_value::<MaintenanceView>(json).unwrap(), view);
+        let previous = r#"{"cluster": {"since_ms": 1718000050000, "by": "h2"}, "hosts": {}}"#;
+        let read: MaintenanceView = serde_json::from_str(previous).unwrap();
+        assert_eq!(read.cluster, Some(MaintenanceMarkView { since_unix_ms: 1718000050000, by: "h2".into() }));
+        let new_only = r#"{"cluster": {"since_unix_ms": 7, "by": "h2"}, "hosts": {}}"#;
+        assert_eq!(serde_json::from_str::<MaintenanceView>(new_only).unwrap().cluster.unwrap().since_unix_ms, 7);
+        let neither = serde_json::from_str::<MaintenanceView>(r#"{"cluster": {"by": "h2"}, "hosts": {}}"#);
+        assert!(neither.unwrap_err().to_string().contains("since_unix_ms"));
+        assert_eq!(Maintenance::from(view), table);
+        let stored = serde_json::to_value(&table).unwrap();
+        assert_eq!(stored["hosts"]["h1"], serde_json::json!({"since_ms": 1718000040000_u64, "by": "h0"}));
+    }
 
     /// `again` crosses releases: a sender leaves it out when false, and a body without it reads as false.
     #[test]

@@ -955,7 +955,7 @@ fn history_table(events: &[EventView]) -> String {
     }
     let mut out = format!("{:<23}  {:<10} {:<16} {:<16} WHAT\n", "WHEN (UTC)", "HOST", "KIND", "VSERVER");
     for e in events {
-        let when = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(e.at_ms));
+        let when = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(e.at_unix_ms));
         let what = failover::events::describe(&e.text)
             .or_else(|| failover::evacuate::describe(&e.text))
             .unwrap_or_else(|| e.text.clone());
@@ -1020,7 +1020,7 @@ mod tests {
         let events = [
             EventView {
                 seq: 1,
-                at_ms: 0,
+                at_unix_ms: 0,
                 host: "h1".into(),
                 kind: "host_dead".into(),
                 vserver: None,
@@ -1028,7 +1028,7 @@ mod tests {
             },
             EventView {
                 seq: 2,
-                at_ms: 1500,
+                at_unix_ms: 1500,
                 host: "h1".into(),
                 kind: "takeover".into(),
                 vserver: Some("web".into()),
@@ -1050,6 +1050,15 @@ mod tests {
         );
         assert!(StatCli::try_parse_from(["vserver-stat", "--history", "--json"]).unwrap().history);
         assert!(StatCli::try_parse_from(["vserver-stat", "--history", "--takeovers"]).is_err());
+    }
+
+    /// `vserver-stat --history` of an agent of the previous release, whose events have `at_ms` alone.
+    #[test]
+    fn the_history_of_an_agent_of_the_previous_release_reads() {
+        let previous = r#"[{"seq":1,"at_ms":1500,"host":"h1","kind":"host_dead","vserver":null,"text":"h0 dead"}]"#;
+        let events: Vec<EventView> = serde_json::from_str(previous).unwrap();
+        let table = history_table(&events);
+        assert!(table.lines().nth(1).unwrap().starts_with("1970-01-01 00:00:01.500  h1"), "{table}");
     }
 
     #[test]

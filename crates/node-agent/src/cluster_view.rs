@@ -104,7 +104,7 @@ pub struct ClusterView {
     /// Automatic takeover is on (on the judge).
     pub takeover: bool,
     /// Maintenance in force: for the whole cluster, and the hosts in maintenance.
-    pub maintenance: failover::ownership::Maintenance,
+    pub maintenance: crate::model::MaintenanceView,
     /// Every host.
     pub hosts: Vec<HostRow>,
     /// Every vserver of the ownership table.
@@ -374,7 +374,7 @@ impl ClusterView {
             }
             let _ = writeln!(out, "\n{title}:");
             for e in events {
-                let _ = writeln!(out, "  {}  {:<16} {}", utc(e.at_ms), e.kind, event_words(e));
+                let _ = writeln!(out, "  {}  {:<16} {}", utc(e.at_unix_ms), e.kind, event_words(e));
             }
         }
         out
@@ -541,7 +541,7 @@ mod tests {
         let h0 = report("h0", &[], &["web"], Some("h0"), &[("web", "h0", 1)], &[]);
         let event = |seq: u64, kind: &str, text: &str| EventView {
             seq,
-            at_ms: 1_796_399_508_203,
+            at_unix_ms: 1_796_399_508_203,
             host: "h1".into(),
             kind: kind.into(),
             vserver: Some("web".into()),
@@ -560,5 +560,26 @@ mod tests {
         let table = view.table();
         assert!(table.contains("failed actions:\n  2026-12-04 15:51:48Z  migrate_failed"), "{table}");
         assert!(!table.contains("1796399508203"), "{table}");
+    }
+
+    /// `vserver-stat --cluster` of an agent of the previous release: its events have `at_ms` alone, its
+    /// maintenance marks `since_ms` alone. This release's view answers both names.
+    #[test]
+    fn the_view_of_an_agent_of_the_previous_release_reads() {
+        let previous = r#"{"asked":"h0","judge":"h0","coordinator":"h0",
+            "quorum":{"voters":["h0"],"alive":1,"held":true},"takeover":true,
+            "maintenance":{"cluster":{"since_ms":1796399500000,"by":"h0"},"hosts":{}},
+            "hosts":[],"vservers":[],
+            "recent":[{"seq":41,"at_ms":1796399508203,"host":"h1","kind":"takeover","vserver":"web","text":"t"}],
+            "failed":[],"warnings":[]}"#;
+        let view: ClusterView = serde_json::from_str(previous).unwrap();
+        assert_eq!(view.recent[0].at_unix_ms, 1_796_399_508_203);
+        assert_eq!(view.maintenance.cluster.as_ref().map(|m| m.since_unix_ms), Some(1_796_399_500_000));
+        let table = view.table();
+        assert!(table.contains("CLUSTER MAINTENANCE") && table.contains("  2026-12-04 15:51:48Z  takeover"), "{table}");
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["recent"][0]["at_unix_ms"], json["recent"][0]["at_ms"]);
+        assert_eq!(json["maintenance"]["cluster"]["since_unix_ms"], 1_796_399_500_000_u64, "{json}");
+        assert_eq!(json["maintenance"]["cluster"]["since_ms"], 1_796_399_500_000_u64, "{json}");
     }
 }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 pub use failover::events::TakeoverRecord;
 pub use failover::wire::{
-    Ack, Beacon, ErrorBody, Heartbeat, HeldReplica, MigrationStatus, PeerState, PeerStatus, RejectCounters,
-    SignedHeartbeat, VserverState, VserverSummary,
+    Ack, Beacon, ErrorBody, Heartbeat, HeldReplica, MaintenanceMarkView, MaintenanceView, MigrationStatus, PeerState,
+    PeerStatus, RejectCounters, SignedHeartbeat, VserverState, VserverSummary,
 };
 
 /// What a vserver is meant to be, by the operator's last word.
@@ -214,7 +214,7 @@ pub struct FailoverStatus {
     /// Maintenance as the cluster decided it: for the whole cluster (fencing and takeover disarmed
     /// everywhere) and per host.
     #[serde(default)]
-    pub maintenance: failover::ownership::Maintenance,
+    pub maintenance: MaintenanceView,
     /// On the coordinator: the takeovers it runs now, as (vserver, the host it is taken from).
     #[serde(default)]
     pub takeovers_in_progress: Vec<(String, String)>,
@@ -253,13 +253,16 @@ pub struct SyncOutcome {
     pub phases_ms: Vec<(String, u64)>,
 }
 
-/// One event as `GET /v1/events` lists it.
+/// One event as `GET /v1/events` lists it (and `recent` and `failed` of `GET /v1/cluster`). Its JSON has
+/// `at_unix_ms` and, for the clients of the previous release, `at_ms` (the same time; deprecated, it goes in a
+/// later release); either is read, so an answer of an agent of the previous release reads too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "EventJson", try_from = "EventJson")]
 pub struct EventView {
     /// Its sequence number, from 1, never reused.
     pub seq: u64,
     /// When it happened, ms since the Unix epoch, by the reporting host's clock.
-    pub at_ms: u64,
+    pub at_unix_ms: u64,
     /// The host that reported it.
     pub host: String,
     /// Its kind.
@@ -270,10 +273,86 @@ pub struct EventView {
     pub text: String,
 }
 
+/// [`EventView`]'s JSON: both names of its time written, either read.
+#[derive(Serialize, Deserialize)]
+struct EventJson {
+    seq: u64,
+    #[serde(default)]
+    at_unix_ms: Option<u64>,
+    /// Deprecated: `at_unix_ms` under its former name.
+    #[serde(default)]
+    at_ms: Option<u64>,
+    host: String,
+    kind: String,
+    vserver: Option<String>,
+    text: String,
+}
+
+impl From<EventView> for EventJson {
+    fn from(e: EventView) -> Self {
+        let EventView { seq, at_unix_ms, host, kind, vserver, text } = e;
+        Self { seq, at_unix_ms: Some(at_unix_ms), at_ms: Some(at_unix_ms), host, kind, vserver, text }
+    }
+}
+
+impl TryFrom<EventJson> for EventView {
+    type Error = &'static str;
+
+    fn try_from(e: EventJson) -> Result<Self, Self::Error> {
+        let at_unix_ms = e.at_unix_ms.or(e.at_ms).ok_or("missing field `at_unix_ms`")?;
+        Ok(Self { seq: e.seq, at_unix_ms, host: e.host, kind: e.kind, vserver: e.vserver, text: e.text })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lifecycle::Resources;
+
+    /// An event answers `at_unix_ms` and `at_ms` (the same); an agent of the previous release answered `at_ms`
+    /// alone.
+    #[test]
+    fn an_event_answers_both_names_of_its_time_and_reads_either() {
+        let event = EventView {
+            seq: 41,
+            at_unix_ms: 1763890000123,
+            host: "h1".into(),
+            kind: "host_dead".into(),
+            vserver: None,
+            text: "h0 confirmed dead".into(),
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"seq": 41, "at_unix_ms": 1763890000123_u64, "at_ms": 1763890000123_u64, "host": "h1",
+                               "kind": "host_dead", "vserver": null, "text": "h0 confirmed dead"})
+        );
+        assert_eq!(serde_json::from_value::<EventView>(json).unwrap(), event);
+        let previous = r#"[{"seq":41,"at_ms":1763890000123,"host":"h1","kind":"host_dead","vserver":null,
+            "text":"h0 confirmed dead"}]"#;
+        assert_eq!(serde_json::from_str::<Vec<EventView>>(previous).unwrap(), std::slice::from_ref(&event));
+        let new_only = r#"{"seq":41,"at_unix_ms":1763890000123,"host":"h1","kind":"host_dead","vserver":null,
+            "text":"h0 confirmed dead"}"#;
+        assert_eq!(serde_json::from_str::<EventView>(new_only).unwrap(), event);
+        let neither = r#"{"seq":41,"host":"h1","kind":"k","vserver":null,"text":"t"}"#;
+        assert!(serde_json::from_str::<EventView>(neither).unwrap_err().to_string().contains("at_unix_ms"));
+    }
+
+    /// A status report of an agent of the previous release (maintenance marks with `since_ms` alone) reads, and
+    /// this release's answers both names.
+    #[test]
+    fn the_maintenance_of_a_status_report_reads_either_name_and_answers_both() {
+        let previous = r#"{"takeover":true,"takeover_timeout_ms":2000,"witness":false,"quorum_fencing":true,
+            "watchdog":true,"lease_remaining_ms":1043,
+            "maintenance":{"cluster":null,"hosts":{"h3":{"since_ms":1718000040000,"by":"h1"}}},
+            "takeovers_in_progress":[]}"#;
+        let failover: FailoverStatus = serde_json::from_str(previous).unwrap();
+        let mark = &failover.maintenance.hosts["h3"];
+        assert_eq!((mark.since_unix_ms, mark.by.as_str()), (1718000040000, "h1"));
+        let json = serde_json::to_value(&failover).unwrap();
+        assert_eq!(json["maintenance"]["hosts"]["h3"]["since_unix_ms"], 1718000040000_u64, "{json}");
+        assert_eq!(json["maintenance"]["hosts"]["h3"]["since_ms"], 1718000040000_u64, "{json}");
+    }
 
     #[test]
     fn a_vserver_status_of_an_earlier_release_reads_with_its_resources_unknown() {

@@ -404,5 +404,14 @@ fn a_standbys_page_shows_the_whole_cluster_through_a_takeover() {
         view(1),
         view(2)
     );
+    // The takeover is among the view's recent events, timed `at_unix_ms` (and `at_ms`, the same, deprecated).
+    let takeover = || {
+        let view = view(2);
+        view["recent"].as_array().and_then(|r| r.iter().find(|e| e["kind"] == "takeover").cloned())
+    };
+    assert!(wait_for(PATIENCE, || takeover().is_some()).is_some(), "no takeover in h2's view: {}", view(2));
+    let takeover = takeover().unwrap();
+    let at = takeover["at_unix_ms"].as_u64();
+    assert!(at.is_some_and(|t| t > 0) && takeover["at_ms"].as_u64() == at, "{takeover}");
     drop(dogs);
 }

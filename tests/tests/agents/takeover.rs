@@ -420,6 +420,24 @@ fn link_down_in_maintenance(prefix: &str, args: &[&str], off: &[&str], covers: f
             agents.status(i).ok().map(|s| s["failover"].clone())
         );
     }
+    // Every answer that shows the mark names its time `since_unix_ms`, as every other time of the API, and
+    // still `since_ms` (the same, deprecated) for the clients of the previous release.
+    let marks = |m: &serde_json::Value| -> Vec<serde_json::Value> {
+        let hosts = m["hosts"].as_object().into_iter().flat_map(|h| h.values().cloned());
+        m["cluster"].as_object().map(|_| m["cluster"].clone()).into_iter().chain(hosts).collect()
+    };
+    let answers = [
+        ("GET /v1/maintenance", agents.get(2, 2, "/v1/maintenance").unwrap().json().unwrap()),
+        ("/v1/status", agents.status(2).unwrap()["failover"]["maintenance"].clone()),
+        ("/v1/cluster", agents.get(2, 2, "/v1/cluster").unwrap().json().unwrap()["maintenance"].clone()),
+    ];
+    for (what, m) in answers {
+        let marks = marks(&m);
+        let named = |mark: &serde_json::Value| {
+            mark["since_unix_ms"].as_u64().is_some_and(|t| t > 0) && mark["since_ms"] == mark["since_unix_ms"]
+        };
+        assert!(!marks.is_empty() && marks.iter().all(named), "{what}: {m}");
+    }
     // In words, with the time in UTC.
     let shown = text(&maintenance(&lab, &agents, 2, &["status"]));
     assert!(shown.contains("(since 20") && shown.contains("Z, asked through h0)"), "{shown}");
@@ -442,15 +460,12 @@ fn link_down_in_maintenance(prefix: &str, args: &[&str], off: &[&str], covers: f
     assert!(now["cluster"].is_null() && now["hosts"].as_object().unwrap().is_empty(), "maintenance is off: {now}");
     // The history has both, on every host. A host reads its own copy of the table, which applies the event a
     // moment after the mark it follows.
-    let said = || -> Vec<String> {
+    let maintenance_events = || -> Vec<serde_json::Value> {
         let events = agents.get(2, 2, "/v1/events").unwrap().json().unwrap();
-        events
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["kind"] == "maintenance")
-            .filter_map(|e| e["text"].as_str().map(str::to_owned))
-            .collect()
+        events.as_array().unwrap().iter().filter(|e| e["kind"] == "maintenance").cloned().collect()
+    };
+    let said = || -> Vec<String> {
+        maintenance_events().iter().filter_map(|e| e["text"].as_str().map(str::to_owned)).collect()
     };
     let both = |said: &[String]| {
         said.len() == 2 && said[0].starts_with("maintenance on") && said[1].starts_with("maintenance off")
@@ -471,6 +486,10 @@ fn link_down_in_maintenance(prefix: &str, args: &[&str], off: &[&str], covers: f
         about(1),
         about(2)
     );
+    // Each event's time is `at_unix_ms`, and still `at_ms` (the same, deprecated).
+    for e in maintenance_events() {
+        assert!(e["at_unix_ms"].as_u64().is_some_and(|t| t > 0) && e["at_ms"] == e["at_unix_ms"], "{e}");
+    }
     std::thread::sleep(Duration::from_secs(3));
     assert!(wait_page(&lab, addr, "unsynced", PATIENCE).is_some(), "h0 still serves its own page");
     assert!(agents.log(0).contains("in maintenance: not fencing"), "h0 said why it did not fence:\n{}", agents.log(0));

@@ -77,7 +77,8 @@ fn a_vserver_started_just_before_its_owner_is_cut_off_is_started_by_the_takeover
     let record = wait_for(PATIENCE, || events(&agents, 1).iter().any(|e| e["kind"] == "takeover"));
     assert!(record.is_some(), "the takeover is logged: {:?}", events(&agents, 1));
     let takeover = events(&agents, 1).into_iter().find(|e| e["kind"] == "takeover").unwrap();
-    let at = takeover["at_ms"].as_u64().unwrap();
+    let at = takeover["at_unix_ms"].as_u64().unwrap();
+    assert_eq!(takeover["at_ms"], at, "the deprecated name, kept for the previous release: {takeover}");
     assert!(cut <= at && at <= answered_ms, "takeover at {at}, cut at {cut}, answered at {answered_ms}: {takeover}");
     let shown = agents.status(1).unwrap()["takeovers"].as_array().cloned().unwrap_or_default();
     let shown = shown.iter().find(|t| t["vserver"] == name.as_str()).expect("in the status").clone();
@@ -89,7 +90,7 @@ fn a_vserver_started_just_before_its_owner_is_cut_off_is_started_by_the_takeover
     lab.set_link(0, true).unwrap();
     let fenced = || events(&agents, 1).into_iter().find(|e| e["kind"] == "fenced" && e["host"] == "h0");
     assert!(wait_for(PATIENCE, || fenced().is_some()).is_some(), "h0's fence is logged; h0:\n{}", agents.log(0));
-    let at = fenced().unwrap()["at_ms"].as_u64().unwrap();
+    let at = fenced().unwrap()["at_unix_ms"].as_u64().unwrap();
     assert!(cut <= at && at < healed, "fenced at {at}, while cut off ({cut}..{healed}): {:?}", fenced());
 }
 

@@ -35,7 +35,7 @@ use super::serve::Connection;
 use super::supervisor::SupervisorError;
 use super::tunnel;
 use super::{metrics, page};
-use crate::model::{SignedHeartbeat, VserverStatus};
+use crate::model::{MaintenanceView, SignedHeartbeat, VserverStatus};
 
 /// Largest request body read.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -630,7 +630,7 @@ async fn evacuation_status(State(agent): State<Arc<Agent>>, Path(host): Path<Str
 }
 
 async fn maintenance_get(State(agent): State<Arc<Agent>>) -> Result<Response, ApiError> {
-    Ok(Json(agent.ownership.maintenance()).into_response())
+    Ok(Json(MaintenanceView::from(&agent.ownership.maintenance())).into_response())
 }
 
 async fn maintenance_set(
@@ -638,7 +638,8 @@ async fn maintenance_set(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: MaintenanceRequest = json_body(body)?;
-    Ok(Json(super::maintenance::set(&agent, &req).await?).into_response())
+    let now = super::maintenance::set(&agent, &req).await?;
+    Ok(Json(MaintenanceView::from(&now)).into_response())
 }
 
 /// `GET /v1/cluster/placements`: the placements the cluster's table holds.

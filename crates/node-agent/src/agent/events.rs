@@ -57,7 +57,7 @@ impl EventLog {
             .take(limit.unwrap_or(usize::MAX))
             .map(|e| EventView {
                 seq: e.seq,
-                at_ms: e.at_ms,
+                at_unix_ms: e.at_ms,
                 kind: e.kind().to_string(),
                 host: e.host,
                 vserver: e.vserver,

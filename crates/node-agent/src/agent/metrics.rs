@@ -503,10 +503,13 @@ mod tests {
             }),
             failover: crate::model::FailoverStatus {
                 lease_remaining_ms: Some(1500),
-                maintenance: failover::ownership::Maintenance {
+                maintenance: crate::model::MaintenanceView {
                     cluster: None,
-                    hosts: [("h0".to_string(), failover::ownership::MaintenanceMark { since_ms: 1, by: "h0".into() })]
-                        .into(),
+                    hosts: [(
+                        "h0".to_string(),
+                        crate::model::MaintenanceMarkView { since_unix_ms: 1, by: "h0".into() },
+                    )]
+                    .into(),
                 },
                 takeovers_in_progress: vec![("web".into(), "h1".into())],
                 ..Default::default()

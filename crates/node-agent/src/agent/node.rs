@@ -346,7 +346,7 @@ impl Agent {
                 quorum_fencing: self.config.quorum_fencing(),
                 watchdog: self.config.watchdog(),
                 lease_remaining_ms: self.lease.remaining().map(|d| d.as_millis() as u64),
-                maintenance: self.ownership.maintenance(),
+                maintenance: (&self.ownership.maintenance()).into(),
                 takeovers_in_progress: self.takeovers.list(),
             },
             takeovers: self.events.takeovers(),

@@ -148,7 +148,7 @@ fn cluster_html(html: &mut String, view: &ClusterView) {
             let _ = writeln!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                utc(e.at_ms),
+                utc(e.at_unix_ms),
                 esc(&e.kind),
                 esc(&event_words(e))
             );

@@ -454,33 +454,33 @@ fn maintenance(config: &std::path::Path, state: &str, host: Option<String>, clus
         println!("{}", serde_json::to_string_pretty(&said).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    match said["cluster"].as_object() {
+    // `since_unix_ms`, or `since_ms` from an agent of the previous release.
+    let now: node_agent::model::MaintenanceView = match serde_json::from_value(said) {
+        Ok(m) => m,
+        Err(e) => {
+            return fail(exit::FAILED, format!("the agent's answer is not understood ({e}): agent of another version?"))
+        }
+    };
+    match &now.cluster {
         Some(c) => println!(
             "CLUSTER MAINTENANCE: fencing and takeover are disarmed on every host (since {}, asked through {})",
-            since(&c["since_ms"]),
-            c["by"].as_str().unwrap_or("?")
+            since(c.since_unix_ms),
+            c.by
         ),
         None => println!("cluster: not in maintenance"),
     }
-    let hosts = said["hosts"].as_object().cloned().unwrap_or_default();
-    if hosts.is_empty() {
+    if now.hosts.is_empty() {
         println!("hosts in maintenance: none");
     }
-    for (h, mark) in hosts {
-        println!(
-            "host {h}: in maintenance (since {}, asked through {})",
-            since(&mark["since_ms"]),
-            mark["by"].as_str().unwrap_or("?")
-        );
+    for (h, mark) in &now.hosts {
+        println!("host {h}: in maintenance (since {}, asked through {})", since(mark.since_unix_ms), mark.by);
     }
     ExitCode::SUCCESS
 }
 
-/// A maintenance mark's start (ms since the Unix epoch, in JSON) as a UTC time.
-fn since(ms: &serde_json::Value) -> String {
-    ms.as_u64().map_or("an unknown time".into(), |ms| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
-    })
+/// A maintenance mark's start (ms since the Unix epoch) as a UTC time.
+fn since(unix_ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms)).to_string()
 }
 
 /// `vserver-agent placement ...` through this host's agent.
