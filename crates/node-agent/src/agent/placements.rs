@@ -19,40 +19,53 @@ use super::node::Agent;
 /// How often a host whose file is not in the table yet tries again to take it in.
 const SEED_RETRY: Duration = Duration::from_secs(5);
 
-/// The body of `PUT /v1/cluster/placements/NAME`: the keys of a `[vservers.NAME]` table of `cluster.toml`, each
-/// optional. A vserver already placed keeps what is not given (its data path's own keys are dropped when the
-/// data path changes); a new one needs its `primary` unless it has an owner.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The body of `PUT /v1/cluster/placements/NAME`, and the options of `vserver-agent placement set`: the keys of
+/// a `[vservers.NAME]` table of `cluster.toml`, each optional. A vserver already placed keeps what is not given
+/// (its data path's own keys are dropped when the data path changes); a new one needs its `primary` unless it
+/// has an owner.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceRequest {
-    /// The host it is placed on.
+    /// The host it is placed on (a vserver that runs elsewhere now stays there: migrate moves it).
+    #[arg(long)]
     pub primary: Option<String>,
-    /// The hosts that keep a copy, in the order a takeover tries them (may be empty).
+    /// The hosts that keep a copy, in the order a takeover tries them, comma separated ("" for none).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub standbys: Option<Vec<String>>,
-    /// `periodic`, `continuous`, `shared` or `block`.
+    /// periodic, continuous, shared or block (docs/failover.md, "Data paths"). A placed vserver moves between
+    /// periodic and continuous only.
+    #[arg(long, value_parser = ["periodic", "continuous", "shared", "block"])]
     pub data: Option<String>,
     /// Seconds between two syncs.
+    #[arg(long)]
     #[serde(default, deserialize_with = "failover::whole::optional")]
     pub interval_secs: Option<u64>,
-    /// Whether each sync ends with a frozen pass.
+    /// End each sync with a short pass while the vserver is frozen (true or false).
+    #[arg(long)]
     pub consistent: Option<bool>,
-    /// For `shared`: the directory every host mounts.
+    /// For data shared: the directory every host mounts that holds NAME/ and NAME.conf.
+    #[arg(long)]
     pub shared_dir: Option<std::path::PathBuf>,
-    /// For `block`: the device.
+    /// For data block: the block device, by a name the same on every host.
+    #[arg(long)]
     pub device: Option<std::path::PathBuf>,
-    /// For `block`: its file system type.
+    /// For data block: its file system type (default ext4).
+    #[arg(long)]
     pub fstype: Option<String>,
-    /// For `continuous`: milliseconds between two batches.
+    /// For data continuous: milliseconds between two batches (50 to 60000).
+    #[arg(long)]
     #[serde(default, deserialize_with = "failover::whole::optional")]
     pub batch_ms: Option<u64>,
-    /// For `continuous`: seconds between two points in time.
+    /// For data continuous: seconds between two points in time a standby keeps.
+    #[arg(long)]
     #[serde(default, deserialize_with = "failover::whole::optional")]
     pub points_every_secs: Option<u64>,
-    /// For `continuous`: how many points in time a standby keeps.
+    /// For data continuous: how many points in time a standby keeps.
+    #[arg(long)]
     #[serde(default, deserialize_with = "failover::whole::optional")]
     pub points_kept: Option<u32>,
-    /// Apply only if the vserver's placement is still at this revision (0: not placed): refused (409)
-    /// otherwise. Without it, the change applies to the revision read when the request arrived.
+    /// Change it only if its placement is still at this revision (0: not placed; see `placement list`).
+    #[arg(long)]
     #[serde(default, deserialize_with = "failover::whole::optional")]
     pub expected_revision: Option<u64>,
 }

@@ -54,43 +54,8 @@ enum PlacementStep {
     Set {
         /// The vserver.
         name: String,
-        /// The host it is placed on (a vserver that runs elsewhere now stays there: migrate moves it).
-        #[arg(long)]
-        primary: Option<String>,
-        /// The hosts that keep a copy, in the order a takeover tries them, comma separated ("" for none).
-        #[arg(long, value_delimiter = ',', num_args = 0..)]
-        standbys: Option<Vec<String>>,
-        /// periodic, continuous, shared or block (docs/failover.md, "Data paths"). A placed vserver moves between
-        /// periodic and continuous only.
-        #[arg(long, value_parser = ["periodic", "continuous", "shared", "block"])]
-        data: Option<String>,
-        /// Seconds between two syncs.
-        #[arg(long)]
-        interval_secs: Option<u64>,
-        /// End each sync with a short pass while the vserver is frozen (true or false).
-        #[arg(long)]
-        consistent: Option<bool>,
-        /// For --data shared: the directory every host mounts that holds NAME/ and NAME.conf.
-        #[arg(long)]
-        shared_dir: Option<PathBuf>,
-        /// For --data block: the block device, by a name the same on every host.
-        #[arg(long)]
-        device: Option<PathBuf>,
-        /// For --data block: its file system type (default ext4).
-        #[arg(long)]
-        fstype: Option<String>,
-        /// For --data continuous: milliseconds between two batches (50 to 60000).
-        #[arg(long)]
-        batch_ms: Option<u64>,
-        /// For --data continuous: seconds between two points in time a standby keeps.
-        #[arg(long)]
-        points_every_secs: Option<u64>,
-        /// For --data continuous: how many points in time a standby keeps.
-        #[arg(long)]
-        points_kept: Option<u32>,
-        /// Change it only if its placement is still at this revision (see `placement list`).
-        #[arg(long)]
-        expected_revision: Option<u64>,
+        #[command(flatten)]
+        request: node_agent::agent::placements::PlaceRequest,
     },
     /// Take a vserver out of the cluster's placements: it keeps running where it runs, is no longer
     /// replicated nor taken over, and the copies on its standbys stay (remove them by hand).
@@ -439,17 +404,10 @@ fn maintenance(config: &std::path::Path, state: &str, host: Option<String>, clus
         let body = serde_json::json!({ "on": state == "on", "host": host, "cluster": cluster });
         agent.request_json("POST", "/v1/maintenance", &body)
     };
-    let reply = match reply {
-        Ok(r) => r,
-        Err(e) => return fail(exit::FAILED, format!("cannot ask the agent: {e}")),
+    let said = match answered(reply) {
+        Ok(said) => said,
+        Err(code) => return code,
     };
-    let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
-    if reply.status != 200 {
-        let why = said["error"].as_str().map_or(reply.body.clone(), str::to_string);
-        // 400: a malformed request; 404: a host that is not the cluster's.
-        let code = if matches!(reply.status, 400 | 404) { exit::USAGE } else { exit::FAILED };
-        return fail(code, why);
-    }
     if json {
         println!("{}", serde_json::to_string_pretty(&said).unwrap_or_default());
         return ExitCode::SUCCESS;
@@ -491,28 +449,11 @@ fn placement(config: &std::path::Path, step: PlacementStep) -> ExitCode {
     };
     let (method, name, body) = match step {
         PlacementStep::List { json } => return placement_list(&agent, json),
-        PlacementStep::Set {
-            name,
-            primary,
-            standbys,
-            data,
-            interval_secs,
-            consistent,
-            shared_dir,
-            device,
-            fstype,
-            batch_ms,
-            points_every_secs,
-            points_kept,
-            expected_revision,
-        } => {
-            let standbys = standbys.map(|s| s.into_iter().filter(|h| !h.is_empty()).collect::<Vec<_>>());
-            let mut body = serde_json::json!({
-                "primary": primary, "standbys": standbys, "data": data, "interval_secs": interval_secs,
-                "consistent": consistent, "shared_dir": shared_dir, "device": device, "fstype": fstype,
-                "batch_ms": batch_ms, "points_every_secs": points_every_secs, "points_kept": points_kept,
-                "expected_revision": expected_revision,
-            });
+        PlacementStep::Set { name, mut request } => {
+            if let Some(standbys) = request.standbys.as_mut() {
+                standbys.retain(|h| !h.is_empty());
+            }
+            let mut body = serde_json::to_value(&request).unwrap_or_default();
             if let Some(map) = body.as_object_mut() {
                 map.retain(|_, v| !v.is_null());
             }
@@ -532,16 +473,10 @@ fn placement(config: &std::path::Path, step: PlacementStep) -> ExitCode {
             agent.request("DELETE", &format!("/v1/cluster/placements/{name}{query}"))
         }
     };
-    let reply = match reply {
-        Ok(r) => r,
-        Err(e) => return fail(exit::FAILED, format!("cannot ask the agent: {e}")),
+    let said = match answered(reply) {
+        Ok(said) => said,
+        Err(code) => return code,
     };
-    let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
-    if reply.status != 200 {
-        let why = said["error"].as_str().map_or(reply.body.clone(), str::to_string);
-        let code = if matches!(reply.status, 400 | 404) { exit::USAGE } else { exit::FAILED };
-        return fail(code, why);
-    }
     let revision = said["revision"].as_u64().unwrap_or(0);
     match said.get("entry").filter(|e| !e.is_null()) {
         Some(e) => {
@@ -599,21 +534,30 @@ fn placement_list(agent: &node_agent::agent_client::AgentHandle, json: bool) -> 
     ExitCode::SUCCESS
 }
 
+/// An agent's answer to a request: its JSON when 200, else the message printed and the exit code to give (2 for
+/// 400 and 404: bad input, or a name the cluster does not know; 1 otherwise).
+fn answered(
+    reply: Result<node_agent::agent_client::Reply, node_agent::agent_client::TransportError>,
+) -> Result<serde_json::Value, ExitCode> {
+    let reply = reply.map_err(|e| fail(exit::FAILED, format!("cannot ask the agent: {e}")))?;
+    let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
+    if reply.status != 200 {
+        let why = said["error"].as_str().map_or(reply.body.clone(), str::to_string);
+        let code = if matches!(reply.status, 400 | 404) { exit::USAGE } else { exit::FAILED };
+        return Err(fail(code, why));
+    }
+    Ok(said)
+}
+
 fn remove(config: &std::path::Path, hosts: &[String]) -> ExitCode {
     let agent = match local_agent(config, None) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let reply = match agent.request_json("POST", "/v1/hosts/remove", &serde_json::json!({ "hosts": hosts })) {
-        Ok(r) => r,
-        Err(e) => return fail(exit::FAILED, format!("cannot ask the agent: {e}")),
+    let said = match answered(agent.request_json("POST", "/v1/hosts/remove", &serde_json::json!({ "hosts": hosts }))) {
+        Ok(said) => said,
+        Err(code) => return code,
     };
-    let said = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap_or_default();
-    if reply.status != 200 {
-        let why = said["error"].as_str().map_or(reply.body.clone(), str::to_string);
-        let code = if matches!(reply.status, 400 | 404) { exit::USAGE } else { exit::FAILED };
-        return fail(code, why);
-    }
     let now: Vec<&str> = said["hosts"].as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
     println!("removed from the cluster for good: {}; its hosts now: {}", hosts.join(", "), now.join(", "));
     ExitCode::SUCCESS
