@@ -647,13 +647,15 @@ async fn placements_get(State(agent): State<Arc<Agent>>) -> Result<Response, Api
     Ok(Json(agent.ownership.placements()).into_response())
 }
 
-fn place_error(e: super::placements::PlaceError) -> ApiError {
-    use super::placements::PlaceError;
-    match e {
-        PlaceError::BadRequest(e) => ApiError::BadRequest(e),
-        PlaceError::NotFound(e) => ApiError::NotFound(e),
-        PlaceError::Conflict(e) => ApiError::Conflict(e),
-        PlaceError::Unavailable(e) => ApiError::Unavailable(e),
+impl From<super::hosts::ChangeError> for ApiError {
+    fn from(e: super::hosts::ChangeError) -> Self {
+        use super::hosts::ChangeError;
+        match e {
+            ChangeError::BadRequest(e) => ApiError::BadRequest(e),
+            ChangeError::NotFound(e) => ApiError::NotFound(e),
+            ChangeError::Conflict(e) => ApiError::Conflict(e),
+            ChangeError::Unavailable(e) => ApiError::Unavailable(e),
+        }
     }
 }
 
@@ -665,7 +667,7 @@ async fn placement_set(
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let req: super::placements::PlaceRequest = json_body(body)?;
-    let reply = super::placements::set(&agent, &name, req).await.map_err(place_error)?;
+    let reply = super::placements::set(&agent, &name, req).await?;
     Ok(Json(reply).into_response())
 }
 
@@ -684,7 +686,7 @@ async fn placement_remove(
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let reply = super::placements::remove(&agent, &name, query.expected_revision).await.map_err(place_error)?;
+    let reply = super::placements::remove(&agent, &name, query.expected_revision).await?;
     Ok(Json(reply).into_response())
 }
 
@@ -692,15 +694,8 @@ async fn hosts_remove(
     State(agent): State<Arc<Agent>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    use super::hosts::RemoveError;
     let req: super::hosts::RemoveRequest = json_body(body)?;
-    match super::hosts::remove(&agent, &req).await {
-        Ok(reply) => Ok(Json(reply).into_response()),
-        Err(RemoveError::BadRequest(e)) => Err(ApiError::BadRequest(e)),
-        Err(RemoveError::NotFound(e)) => Err(ApiError::NotFound(e)),
-        Err(RemoveError::Conflict(e)) => Err(ApiError::Conflict(e)),
-        Err(RemoveError::Unavailable(e)) => Err(ApiError::Unavailable(e)),
-    }
+    Ok(Json(super::hosts::remove(&agent, &req).await?).into_response())
 }
 
 async fn takeover_probe(

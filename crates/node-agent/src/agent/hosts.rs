@@ -29,9 +29,10 @@ pub struct RemoveReply {
     pub hosts: Vec<String>,
 }
 
-/// Why hosts were not removed; nothing changed (or, for `Unavailable`, the change may still commit).
+/// Why a change of the cluster (its hosts, its placements) was not made; nothing changed (or, for
+/// `Unavailable`, the change may still commit).
 #[derive(Debug, thiserror::Error)]
-pub enum RemoveError {
+pub enum ChangeError {
     /// A malformed request (400).
     #[error("{0}")]
     BadRequest(String),
@@ -47,23 +48,23 @@ pub enum RemoveError {
 }
 
 /// Takes `req.hosts` out of the cluster for good (see `Ownership::remove_hosts`).
-pub async fn remove(agent: &Agent, req: &RemoveRequest) -> Result<RemoveReply, RemoveError> {
+pub async fn remove(agent: &Agent, req: &RemoveRequest) -> Result<RemoveReply, ChangeError> {
     if req.hosts.is_empty() || req.hosts.len() > 16 {
-        return Err(RemoveError::BadRequest(format!("hosts: give 1 to 16 host names, not {}", req.hosts.len())));
+        return Err(ChangeError::BadRequest(format!("hosts: give 1 to 16 host names, not {}", req.hosts.len())));
     }
     for host in &req.hosts {
-        super::config::check_node_name(host).map_err(|e| RemoveError::BadRequest(format!("hosts: {e}")))?;
+        super::config::check_node_name(host).map_err(|e| ChangeError::BadRequest(format!("hosts: {e}")))?;
     }
     match agent.ownership.remove_hosts(&req.hosts).await {
         Ok(()) => {}
         Err(e @ (OwnershipError::InvalidName { .. } | OwnershipError::Config { .. })) => {
-            return Err(RemoveError::BadRequest(e.to_string()))
+            return Err(ChangeError::BadRequest(e.to_string()))
         }
-        Err(e @ OwnershipError::UnknownHost { .. }) => return Err(RemoveError::NotFound(e.to_string())),
+        Err(e @ OwnershipError::UnknownHost { .. }) => return Err(ChangeError::NotFound(e.to_string())),
         Err(e @ (OwnershipError::HostOwns { .. } | OwnershipError::HostsUnchangeable { .. })) => {
-            return Err(RemoveError::Conflict(e.to_string()))
+            return Err(ChangeError::Conflict(e.to_string()))
         }
-        Err(e) => return Err(RemoveError::Unavailable(e.to_string())),
+        Err(e) => return Err(ChangeError::Unavailable(e.to_string())),
     }
     for host in &req.hosts {
         let text = format!("{host} was removed from the cluster for good (asked through {})", agent.config.node);

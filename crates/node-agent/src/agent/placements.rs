@@ -14,6 +14,7 @@ use failover::placement::{check_entry, ClusterConfig, Defaults, Placement, Repli
 use isolate::VserverName;
 use serde::{Deserialize, Serialize};
 
+use super::hosts::ChangeError;
 use super::node::Agent;
 
 /// How often a host whose file is not in the table yet tries again to take it in.
@@ -81,22 +82,8 @@ pub struct PlaceReply {
     pub entry: Option<VserverEntry>,
 }
 
-/// Why a placement was not changed; nothing changed (for `Unavailable`, the change may still commit).
-#[derive(Debug, thiserror::Error)]
-pub enum PlaceError {
-    /// A malformed request (400).
-    #[error("{0}")]
-    BadRequest(String),
-    /// No such placement, or a host the cluster does not know (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// Refused as things stand (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// Not committed (503).
-    #[error("{0}")]
-    Unavailable(String),
-}
+/// Why a placement was not changed (see [`ChangeError`]).
+pub type PlaceError = ChangeError;
 
 /// The data paths a vserver can move between while placed: the copied ones; a shared or a block vserver's
 /// tree is elsewhere, which a change of its placement cannot move.
