@@ -271,6 +271,11 @@ impl PeerClient {
         self.get(host, "/v1/status", timeout).await
     }
 
+    /// `GET /v1/cluster/seed`: `host`'s cluster file, to take into the cluster's table.
+    pub async fn seed(&self, host: &str, timeout: Duration) -> Answer<crate::wire::SeedReply> {
+        self.get(host, "/v1/cluster/seed", timeout).await
+    }
+
     /// `GET /v1/replicas`: the complete replicas `host` holds.
     pub async fn replicas(&self, host: &str, timeout: Duration) -> Answer<Vec<HeldReplica>> {
         self.get(host, "/v1/replicas", timeout).await

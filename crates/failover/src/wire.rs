@@ -539,3 +539,13 @@ mod tests {
 /// cluster CA (verified in the TLS handshake): such a request needs no bearer secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Certified;
+
+/// The answer of `GET /v1/cluster/seed` (internal): a host's cluster file, for the coordinator to take into the
+/// cluster's table once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedReply {
+    /// The host whose file it is.
+    pub host: String,
+    /// Its entries, `[defaults]` written into each.
+    pub entries: BTreeMap<String, crate::placement::VserverEntry>,
+}

@@ -310,11 +310,16 @@ fn check_cluster(dom: &str, name: &str) -> Result<(), String> {
         ));
     }
     let vservers = Table::parse(dom, "cluster-vservers", "data-cluster-vserver")?;
-    for (heading, want) in [("Host", "h1"), ("Running on", "h1")] {
+    for (heading, want) in [("Host", "h1"), ("Running on", "h1"), ("Data", "periodic")] {
         let shown = vservers.cell(name, heading)?;
         if shown != want {
             return Err(format!("vserver {name}: {heading} {shown:?}, not {want}"));
         }
+    }
+    // Each standby's copy as its new owner reports it, with what a crash now would lose.
+    let copies = vservers.cell(name, "Standby copies")?;
+    if !(copies.contains("h2 (") && copies.contains("RPO")) {
+        return Err(format!("vserver {name}: standby copies {copies:?}"));
     }
     // This node's own view of its peers shows nothing running on the dead h0 either.
     let peers = Table::parse(dom, "peers", "data-peer")?;

@@ -1065,16 +1065,16 @@ impl Ownership {
         }
     }
 
-    /// Takes this host's cluster file (`entries`, checked) into the table, once: the vservers the table lacks
-    /// and no operator removed; the vservers added. Refused (nothing proposed) while a host does not read such
-    /// entries yet.
+    /// Takes `host`'s cluster file (`entries`, checked) into the table, once: the vservers the table lacks and no
+    /// operator removed; the vservers added. The caller made sure that every host reads such entries
+    /// ([`Ownership::every_host_reads`]).
     pub async fn seed_placements(
         &self,
+        host: &str,
         entries: BTreeMap<String, crate::placement::VserverEntry>,
     ) -> Result<Vec<String>, OwnershipError> {
-        let command = Command::SeedPlacements { host: self.inner.host.clone(), entries };
+        let command = Command::SeedPlacements { host: host.to_string(), entries };
         self.check_command(&command)?;
-        self.every_host_reads(Readers::Placements, &BTreeSet::new()).await?;
         match self.propose(command).await? {
             Response::Seeded { added } => Ok(added),
             other => Err(OwnershipError::Config { reason: format!("unexpected answer to a seed: {other:?}") }),

@@ -221,6 +221,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/hosts/{host}/evacuation", get(evacuation_status))
         .route("/v1/events", get(events))
         .route("/v1/pki", get(pki_get))
+        .route("/v1/cluster/seed", get(seed_get))
         .route_layer(middleware::from_fn(bounded));
     // Long by nature (a start runs its scripts, a sync copies a tree): bounded by their own timeouts.
     let lifecycle = Router::new()
@@ -640,6 +641,11 @@ async fn maintenance_set(
     let req: MaintenanceRequest = json_body(body)?;
     let now = super::maintenance::set(&agent, &req).await?;
     Ok(Json(MaintenanceView::from(&now)).into_response())
+}
+
+/// `GET /v1/cluster/seed` (internal): this host's cluster file, which the coordinator takes into the table.
+async fn seed_get(State(agent): State<Arc<Agent>>) -> Result<Response, ApiError> {
+    Ok(Json(super::placements::seed_reply(&agent)).into_response())
 }
 
 /// `GET /v1/cluster/placements`: the placements the cluster's table holds.

@@ -17,9 +17,6 @@ use serde::{Deserialize, Serialize};
 use super::hosts::ChangeError;
 use super::node::Agent;
 
-/// How often a host whose file is not in the table yet tries again to take it in.
-const SEED_RETRY: Duration = Duration::from_secs(5);
-
 /// The body of `PUT /v1/cluster/placements/NAME`, and the options of `vserver-agent placement set`: the keys of
 /// a `[vservers.NAME]` table of `cluster.toml`, each optional. A vserver already placed keeps what is not given
 /// (its data path's own keys are dropped when the data path changes); a new one needs its `primary` unless it
@@ -288,58 +285,115 @@ pub fn apply(agent: &Agent, file: &ClusterConfig) {
     agent.replication.reconcile_placements(placed, &kept);
 }
 
-/// Follows the cluster's placements on this host: applies them whenever they change (and the cluster's hosts),
-/// and takes this host's `cluster.toml` into the table once every host reads such entries. Runs until aborted.
+/// Follows the cluster's placements on this host: applies them whenever they change (and the cluster's hosts).
+/// On the coordinator, also takes each host's `cluster.toml` into the table once every host reads such entries
+/// (see [`seed`]). Runs until aborted.
 pub async fn run(agent: Arc<Agent>, file: ClusterConfig) {
     let me = agent.config.node.clone();
     // What the placements applied last were made of: the table's revision, whether this host's file was taken
     // in, how many hosts the cluster has (a host joining may make a placement valid here).
     let mut applied: Option<(u64, bool, usize)> = None;
-    let mut next_seed = Instant::now() + Duration::from_secs(2);
-    let mut said_why = String::new();
-    let mut seeding: Option<tokio::task::JoinHandle<Result<Vec<String>, OwnershipError>>> = None;
+    let mut seeding = Seeding { next: Instant::now() + SEED_FIRST, wait: SEED_FIRST, said: String::new() };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let (revision, seeded) = agent.ownership.placements_mark(&me);
-        let key = (revision, seeded, agent.ownership.hosts().len());
+        let hosts = agent.ownership.hosts();
+        let key = (revision, seeded, hosts.len());
         if applied.as_ref() != Some(&key) {
             apply(&agent, &file);
             applied = Some(key);
         }
-        if let Some(task) = seeding.take_if(|t| t.is_finished()) {
-            match task.await {
-                Ok(Ok(added)) => {
-                    let text = format!(
-                        "{me}'s cluster file taken into the cluster's table{}: from now on the table places \
-                         vservers (vserver-agent placement)",
-                        if added.is_empty() { String::new() } else { format!(" (added {})", added.join(", ")) }
-                    );
-                    tracing::info!("{text}");
-                    agent.events.log_later("placement", None, text);
-                }
-                Ok(Err(e)) => {
-                    let why = e.to_string();
-                    if why != said_why {
-                        tracing::info!(
-                            "the cluster file is not taken into the cluster's table yet (tried again every \
-                                        {} s): {why}",
-                            SEED_RETRY.as_secs()
-                        );
-                        said_why = why;
-                    }
-                }
-                Err(e) => tracing::warn!("taking the cluster file into the table failed: {e}"),
+        if !agent.ownership.is_leader() {
+            seeding.next = Instant::now() + SEED_FIRST;
+            seeding.wait = SEED_FIRST;
+            continue;
+        }
+        if Instant::now() >= seeding.next {
+            let taken = agent.ownership.placements().taken_from;
+            let missing: Vec<String> = hosts.into_keys().filter(|h| !taken.contains(h)).collect();
+            if !missing.is_empty() {
+                seed(&agent, &file, &missing, &mut seeding).await;
             }
         }
-        if !seeded && seeding.is_none() && Instant::now() >= next_seed && agent.ownership.metrics().initialized {
-            next_seed = Instant::now() + SEED_RETRY;
-            let entries = file.entries.iter().map(|(n, e)| (n.to_string(), e.clone())).collect();
-            let ownership = agent.ownership.clone();
-            seeding = Some(tokio::spawn(async move { ownership.seed_placements(entries).await }));
+    }
+}
+
+/// When the first try to take the cluster files in comes, and how long to wait again after a try that could
+/// not be made at first.
+const SEED_FIRST: Duration = Duration::from_secs(2);
+/// The longest wait between two tries (a host that does not answer may be gone for good until it is removed).
+const SEED_LONGEST: Duration = Duration::from_secs(300);
+
+/// The coordinator's tries to take the cluster files in.
+struct Seeding {
+    /// When the next try comes.
+    next: Instant,
+    /// How long after it the one after comes, if it fails too.
+    wait: Duration,
+    /// Why the last try could not be made, once said.
+    said: String,
+}
+
+/// On the coordinator, takes into the table the cluster files of the `missing` hosts, asked of each (its own
+/// read at start), once every host reads such entries; tried again, less and less often, until it can. The
+/// coordinator watches every host already: no other host asks others for anything.
+async fn seed(agent: &Agent, file: &ClusterConfig, missing: &[String], seeding: &mut Seeding) {
+    let me = agent.config.node.as_str();
+    let result: Result<(), String> = async {
+        agent
+            .ownership
+            .every_host_reads(failover::ownership::Readers::Placements, &BTreeSet::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        for host in missing {
+            let entries = if host == me {
+                file.entries.iter().map(|(n, e)| (n.to_string(), e.clone())).collect()
+            } else {
+                let answer = agent.peers.seed(host, Duration::from_secs(5)).await;
+                let reply = failover::peer::describe(answer, "its cluster file", host)?;
+                if reply.host != *host {
+                    return Err(format!("{host} answered for {}", reply.host));
+                }
+                reply.entries
+            };
+            let added = agent.ownership.seed_placements(host, entries).await.map_err(|e| e.to_string())?;
+            let text = format!(
+                "{host}'s cluster file taken into the cluster's table{}: from now on the table places its \
+                 vservers (vserver-agent placement)",
+                if added.is_empty() { String::new() } else { format!(" (added {})", added.join(", ")) }
+            );
+            tracing::info!("{text}");
+            agent.events.log_later("placement", None, text);
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            seeding.wait = SEED_FIRST;
+            seeding.next = Instant::now() + SEED_FIRST;
+        }
+        Err(why) => {
+            if why != seeding.said {
+                tracing::info!(
+                    "the cluster files are not taken into the cluster's table yet (tried again, less and less \
+                     often, up to every {} s): {why}",
+                    SEED_LONGEST.as_secs()
+                );
+                seeding.said = why;
+            }
+            seeding.next = Instant::now() + seeding.wait;
+            seeding.wait = (seeding.wait * 2).min(SEED_LONGEST);
         }
     }
+}
+
+/// The answer of `GET /v1/cluster/seed`: this host's cluster file as read at start.
+pub fn seed_reply(agent: &Agent) -> failover::wire::SeedReply {
+    let entries = agent.cluster_file.entries.iter().map(|(n, e)| (n.to_string(), e.clone())).collect();
+    failover::wire::SeedReply { host: agent.config.node.clone(), entries }
 }
 
 #[cfg(test)]
