@@ -205,7 +205,7 @@ async fn serve_agent(agent: Arc<Agent>) -> anyhow::Result<()> {
         async move { supervisor.run(std::time::Duration::from_millis(every)).await }
     });
     // The cluster's placements before anything replicates or takes over (the table is read from disk at start).
-    placements::apply(&agent, &agent.cluster_file);
+    let _ = placements::apply(&agent, &agent.cluster_file);
     let placing = tokio::spawn(placements::run(Arc::clone(&agent), agent.cluster_file.clone()));
     let reloading = tokio::spawn(reload::on_hangup(Arc::clone(&agent), hangups));
     let replicating = tokio::spawn(Arc::clone(&agent.replication).run());

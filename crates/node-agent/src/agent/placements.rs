@@ -264,9 +264,19 @@ fn wanted(table: &PlacementTable, me: &str, file: &ClusterConfig) -> BTreeMap<Vs
     wanted
 }
 
+/// Whether this host's copy of the table is caught up: it knows a coordinator and has applied every entry of its
+/// log. Until then (an agent just started, its log still being applied), a vserver missing from the table may
+/// be one placed by an entry not applied yet.
+fn settled(agent: &Agent) -> bool {
+    let m = agent.ownership.metrics();
+    m.leader.is_some() && m.last_applied == m.last_log_index
+}
+
 /// Applies the cluster's placements to this host's replication now (see [`run`]); the vservers whose entry
-/// names a host this host does not know yet keep what they had.
-pub fn apply(agent: &Agent, file: &ClusterConfig) {
+/// names a host this host does not know yet keep what they had, and so do, until this host's copy of the table
+/// is caught up, the vservers the table does not name. Whether it was applied whole.
+pub fn apply(agent: &Agent, file: &ClusterConfig) -> bool {
+    let settled = settled(agent);
     let table = agent.ownership.placements();
     let known = hosts(agent);
     let mut placed: BTreeMap<VserverName, (Placement, Settings)> = BTreeMap::new();
@@ -282,7 +292,12 @@ pub fn apply(agent: &Agent, file: &ClusterConfig) {
             }
         }
     }
+    if !settled {
+        // Kept until the table says they are gone.
+        kept.extend(agent.replication.placements().into_keys().filter(|n| !placed.contains_key(n)));
+    }
     agent.replication.reconcile_placements(placed, &kept);
+    settled
 }
 
 /// Follows the cluster's placements on this host: applies them whenever they change (and the cluster's hosts).
@@ -301,8 +316,7 @@ pub async fn run(agent: Arc<Agent>, file: ClusterConfig) {
         let (revision, seeded) = agent.ownership.placements_mark(&me);
         let hosts = agent.ownership.hosts();
         let key = (revision, seeded, hosts.len());
-        if applied.as_ref() != Some(&key) {
-            apply(&agent, &file);
+        if applied.as_ref() != Some(&key) && apply(&agent, &file) {
             applied = Some(key);
         }
         if !agent.ownership.is_leader() {
