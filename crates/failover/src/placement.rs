@@ -357,15 +357,18 @@ pub const DEFAULT_POINTS_KEPT: u32 = 8;
 /// The most points in time a standby keeps of one vserver.
 pub const MAX_POINTS_KEPT: u32 = 1000;
 
+/// Checks that `p`, the value of `key`, is an absolute path without `..`: the key and why when it is not.
+pub fn check_absolute<'k>(key: &'k str, p: &Path) -> Result<(), (&'k str, String)> {
+    if p.is_absolute() && p.components().all(|c| !matches!(c, std::path::Component::ParentDir)) {
+        Ok(())
+    } else {
+        Err((key, format!("must be an absolute path without `..`, not {:?}", p.display().to_string())))
+    }
+}
+
 /// The data path of one entry, or the key that is wrong and why.
 fn data_path(entry: &VserverEntry) -> Result<DataPath, (&'static str, String)> {
-    let absolute = |key: &'static str, p: &Path| {
-        if p.is_absolute() && p.components().all(|c| !matches!(c, std::path::Component::ParentDir)) {
-            Ok(())
-        } else {
-            Err((key, format!("must be an absolute path without `..`, not {:?}", p.display().to_string())))
-        }
-    };
+    let absolute = check_absolute;
     let stray = |key: &'static str, set: bool, kind: &str| {
         if set {
             Err((key, format!("only a vserver with data = \"{kind}\" has it")))

@@ -47,6 +47,21 @@ pub enum ChangeError {
     Unavailable(String),
 }
 
+impl From<OwnershipError> for ChangeError {
+    /// A refusal of the table as the API answers it: a bad name 400, an unknown host 404, what the cluster's
+    /// state refuses 409, anything else (no majority) 503.
+    fn from(e: OwnershipError) -> Self {
+        match e {
+            OwnershipError::InvalidName { .. } | OwnershipError::Config { .. } => Self::BadRequest(e.to_string()),
+            OwnershipError::UnknownHost { .. } => Self::NotFound(e.to_string()),
+            OwnershipError::HostOwns { .. }
+            | OwnershipError::HostsUnchangeable { .. }
+            | OwnershipError::StalePlacement { .. } => Self::Conflict(e.to_string()),
+            e => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
 /// Takes `req.hosts` out of the cluster for good (see `Ownership::remove_hosts`).
 pub async fn remove(agent: &Agent, req: &RemoveRequest) -> Result<RemoveReply, ChangeError> {
     if req.hosts.is_empty() || req.hosts.len() > 16 {
@@ -55,17 +70,7 @@ pub async fn remove(agent: &Agent, req: &RemoveRequest) -> Result<RemoveReply, C
     for host in &req.hosts {
         super::config::check_node_name(host).map_err(|e| ChangeError::BadRequest(format!("hosts: {e}")))?;
     }
-    match agent.ownership.remove_hosts(&req.hosts).await {
-        Ok(()) => {}
-        Err(e @ (OwnershipError::InvalidName { .. } | OwnershipError::Config { .. })) => {
-            return Err(ChangeError::BadRequest(e.to_string()))
-        }
-        Err(e @ OwnershipError::UnknownHost { .. }) => return Err(ChangeError::NotFound(e.to_string())),
-        Err(e @ (OwnershipError::HostOwns { .. } | OwnershipError::HostsUnchangeable { .. })) => {
-            return Err(ChangeError::Conflict(e.to_string()))
-        }
-        Err(e) => return Err(ChangeError::Unavailable(e.to_string())),
-    }
+    agent.ownership.remove_hosts(&req.hosts).await?;
     for host in &req.hosts {
         let text = format!("{host} was removed from the cluster for good (asked through {})", agent.config.node);
         let _ = agent.ownership.log("host_removed", None, &text).await;

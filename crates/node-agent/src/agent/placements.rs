@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use failover::ownership::{OwnershipError, PlacementTable};
+use failover::ownership::PlacementTable;
 use failover::placement::{check_entry, ClusterConfig, Defaults, Placement, Replication as Settings, VserverEntry};
 use isolate::VserverName;
 use serde::{Deserialize, Serialize};
@@ -96,16 +96,6 @@ fn hosts(agent: &Agent) -> BTreeSet<String> {
     agent.ownership.hosts().into_keys().collect()
 }
 
-fn from_ownership(e: OwnershipError) -> PlaceError {
-    match e {
-        OwnershipError::InvalidName { .. } | OwnershipError::Config { .. } => PlaceError::BadRequest(e.to_string()),
-        OwnershipError::StalePlacement { .. } | OwnershipError::HostsUnchangeable { .. } => {
-            PlaceError::Conflict(e.to_string())
-        }
-        e => PlaceError::Unavailable(e.to_string()),
-    }
-}
-
 /// The most standbys a vserver has.
 pub const MAX_STANDBYS: usize = 64;
 /// The longest interval between two syncs: a year.
@@ -128,9 +118,8 @@ fn bounds(entry: &VserverEntry) -> Result<(), PlaceError> {
             if p.as_os_str().len() > 4096 {
                 return bad(key, "at most 4096 bytes".into());
             }
-            if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                return bad(key, format!("must be an absolute path without `..`, not {:?}", p.display().to_string()));
-            }
+            failover::placement::check_absolute(key, p)
+                .map_err(|(key, reason)| PlaceError::BadRequest(format!("{key}: {reason}")))?;
         }
     }
     Ok(())
@@ -217,7 +206,7 @@ pub async fn set(agent: &Agent, name: &VserverName, req: PlaceRequest) -> Result
             PlaceError::BadRequest(said)
         }
     })?;
-    let revision = agent.ownership.place(name.as_str(), Some(entry.clone()), revision).await.map_err(from_ownership)?;
+    let revision = agent.ownership.place(name.as_str(), Some(entry.clone()), revision).await?;
     let text = format!(
         "{name} placed (revision {revision}, asked through {}): primary {}, standbys {}, {}",
         agent.config.node,
@@ -242,7 +231,7 @@ pub async fn remove(agent: &Agent, name: &VserverName, expected: Option<u64>) ->
             current.revision
         )));
     }
-    let revision = agent.ownership.place(name.as_str(), None, current.revision).await.map_err(from_ownership)?;
+    let revision = agent.ownership.place(name.as_str(), None, current.revision).await?;
     let text = format!(
         "{name}'s placement removed (asked through {}): no longer replicated nor taken over",
         agent.config.node
