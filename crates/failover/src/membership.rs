@@ -618,6 +618,17 @@ impl Membership {
             .collect()
     }
 
+    /// [`Membership::lease`] from the peers named in `among` alone (the voters, whose word is all a lease
+    /// counts): what the lease watch asks 20 times a second, without a name copied for every other host.
+    pub fn lease_among(&self, among: &[String], now: Instant) -> Vec<(String, Instant)> {
+        let table = self.lock();
+        among
+            .iter()
+            .filter_map(|name| table.peers.iter().find(|p| &p.name == name))
+            .filter_map(|p| p.lease_until.filter(|t| *t > now).map(|t| (p.name.clone(), t)))
+            .collect()
+    }
+
     /// A coordinator's question before taking `host`'s vservers over: how long has this node not heard it?
     /// If at least `silent`, this node also stops acknowledging `host`'s beacons for `promise`, so that
     /// `host` cannot win its lease back from this node while the coordinator decides. `None`: not a peer.
@@ -797,6 +808,11 @@ mod tests {
         let until = lease[0].1;
         assert!(until >= sent_at + Duration::from_millis(400) && until <= Instant::now() + Duration::from_millis(400));
         assert!(m.lease(until).is_empty(), "over at the sending plus the lease length");
+        // Asked of the voters alone: the same word from the peers named, nothing from the others.
+        let now = Instant::now();
+        assert_eq!(m.lease_among(&["h3".into(), "h2".into()], now), m.lease(now));
+        assert!(m.lease_among(&["h3".into()], now).is_empty(), "h3 never acknowledged us");
+        assert!(m.lease_among(&["h2".into()], until).is_empty());
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl Table for Ownership {
         Ownership::maintenance(self)
     }
     fn voters(&self) -> Vec<String> {
-        self.metrics().voters
+        Ownership::voters(self)
     }
     fn set_owner(
         &self,

@@ -229,7 +229,9 @@ pub fn run(cli: Cli) -> ExitCode {
 fn dispatch(cli: Cli) -> Result<()> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+    // Ctrl-C, and SIGTERM or SIGHUP (`kill`, `timeout`, a closed terminal): the lab is taken down either way.
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C and SIGTERM handler")?;
     let bench = match cli.command {
         Command::Demo { keep, quick } => {
             return crate::demo::run_demo(&crate::demo::DemoOptions { keep, quick }, &cancel)

@@ -58,3 +58,75 @@ fn an_interrupted_run_says_so() {
     let err = run_start(&options, &AtomicBool::new(true)).unwrap_err();
     assert!(err.is::<vserver_lab::bench::Interrupted>(), "{err:#}");
 }
+
+/// The agents `bench agent`'s lab started (the bench's children running `vserver-agent`).
+fn agents_of(bench: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(bench) && String::from_utf8_lossy(&cmdline).contains("vserver-agent")
+        })
+        .collect()
+}
+
+/// `kill` (SIGTERM, as `timeout` and service managers send) stops a bench as Ctrl-C does: the lab is taken
+/// down, no agent of it is left running.
+#[test]
+fn a_bench_ended_by_sigterm_leaves_no_agent_behind() {
+    if skip_unless_root("a_bench_ended_by_sigterm_leaves_no_agent_behind") {
+        return;
+    }
+    if vserver_lab::vserver_bin().is_none() {
+        panic!("no agent binary beside the test (cargo build --workspace)");
+    }
+    use std::io::BufRead;
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_vserver-lab"))
+        .args(["bench", "agent", "--idle", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = bench.id();
+    // Reads the bench's lines on a thread of its own until the idle window starts.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = bench.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = String::new();
+    let idle = loop {
+        match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(line) if line.contains("idle for") => break true,
+            Ok(line) => said.push_str(&format!("{line}\n")),
+            Err(_) => break false,
+        }
+    };
+    let agents = agents_of(pid);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = bench.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = bench.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let left: Vec<u32> =
+        agents.iter().copied().filter(|a| std::path::Path::new(&format!("/proc/{a}")).exists()).collect();
+    for a in &left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*a as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(idle, "the bench never reached its idle window:\n{said}");
+    assert_eq!(agents.len(), 6, "the lab's six agents were found: {agents:?}");
+    let status = status.expect("the bench did not end within 120 s of SIGTERM");
+    assert!(!status.success(), "an interrupted bench says so by its exit status");
+    assert!(left.is_empty(), "agents {left:?} of the bench's lab still ran after it ended");
+}

@@ -29,6 +29,27 @@ fn client_reaches_every_host_and_hosts_reach_the_client() {
     }
 }
 
+/// The switch forwards frames without putting them through the machine's IP firewall (bridge netfilter, on by
+/// default in a new namespace where the kernel has it): a real switch does not, and in the lab the sender pays.
+#[test]
+fn the_switch_forwards_frames_without_the_machines_firewall() {
+    if skip_unless_root("the_switch_forwards_frames_without_the_machines_firewall") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let read = |family: &str| {
+        let path = format!("/proc/sys/net/bridge/bridge-nf-call-{family}");
+        lab.switch().run(move || std::fs::read_to_string(path).ok()).unwrap()
+    };
+    for family in ["iptables", "ip6tables", "arptables"] {
+        match read(family) {
+            Some(value) => assert_eq!(value.trim(), "0", "bridge-nf-call-{family} in the switch"),
+            None => eprintln!("this kernel has no bridge netfilter: nothing to turn off"),
+        }
+    }
+    assert!(lab.hosts[0].netns.ping(lab.hosts[1].addr), "the hosts still reach each other");
+}
+
 #[test]
 fn a_host_whose_switch_port_is_down_is_cut_off() {
     if skip_unless_root("a_host_whose_switch_port_is_down_is_cut_off") {

@@ -950,12 +950,25 @@ impl Ownership {
         }
     }
 
+    /// The voters of the membership this node knows, by name (none before it has learnt one). What
+    /// [`Ownership::metrics`] says of them, without the rest: the lease watch asks 20 times a second, and the
+    /// metrics name every learner too (every other host of a large cluster).
+    pub fn voters(&self) -> Vec<String> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .map(|id| membership.get_node(&id).map_or_else(|| format!("node-{id}"), |n| n.name.clone()))
+            .collect()
+    }
+
     /// The voters a host's lease is counted against: the table's, or, before this node has learnt the
     /// membership (a host that joins late, or comes back without its log), the voters the configured hosts form
     /// the cluster with ([`voters_for`]). A host configured with peers is never "outside any cluster": treating
     /// an unknown membership as none would let it start vservers with no lease at all.
     pub fn lease_voters(&self) -> Vec<String> {
-        let known = self.metrics().voters;
+        let known = self.voters();
         if !known.is_empty() {
             return known;
         }

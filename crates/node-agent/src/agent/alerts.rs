@@ -63,7 +63,7 @@ pub async fn run(agent: Arc<Agent>) {
             Some(_) => (leaderless_since, quorum_told) = (None, false),
             None => {
                 let since = *leaderless_since.get_or_insert_with(Instant::now);
-                let voter = own.metrics().voters.iter().any(|v| v == &agent.config.node);
+                let voter = own.voters().iter().any(|v| v == &agent.config.node);
                 if voter && !quorum_told && since.elapsed() >= quorum_after {
                     quorum_told = true;
                     if let Some(hook) = config.hook(AlertKind::QuorumLost) {

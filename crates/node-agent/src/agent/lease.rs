@@ -42,7 +42,8 @@ impl Lease {
     /// form the cluster with (see [`Ownership::lease_voters`]).
     pub fn remaining(&self) -> Option<Duration> {
         let now = tokio::time::Instant::now();
-        failover::lease::remaining(&self.ownership.lease_voters(), &self.node, &self.membership.lease(now), now)
+        let voters = self.ownership.lease_voters();
+        failover::lease::remaining(&voters, &self.node, &self.membership.lease_among(&voters, now), now)
     }
 
     /// What is left of the lease this host's starts need now: `None` where they need none (no quorum fencing,
