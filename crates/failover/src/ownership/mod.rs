@@ -534,11 +534,14 @@ impl Ownership {
             timeout: Duration::from_millis(t.rpc_timeout_ms),
             urls: Arc::new(config.members.iter().map(|m| (m.id, m.url.clone())).collect()),
             reach: Arc::default(),
+            metrics: Arc::default(),
         };
+        let metrics = Arc::clone(&network.metrics);
         let applied = state_machine.applied();
         let raft = OwnershipRaft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .map_err(|source| OwnershipError::Start { node_id: config.node_id, source: Box::new(source) })?;
+        let _ = metrics.set(raft.metrics());
         let host = config.members.iter().find(|m| m.id == config.node_id).map(|m| m.name.clone()).unwrap_or_default();
         let alive = Arc::new(RwLock::new(None));
         let reconciler = tokio::spawn(reconcile_membership(
@@ -689,6 +692,12 @@ impl Ownership {
     /// Maintenance as applied on this node.
     pub fn maintenance(&self) -> Maintenance {
         self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.maintenance.clone()
+    }
+
+    /// Whether maintenance covers `host` (it, or the whole cluster), without a copy of the marks: the lease
+    /// watch asks 20 times a second.
+    pub fn maintenance_covers(&self, host: &str) -> bool {
+        self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.maintenance.covers(host)
     }
 
     /// Leaves `vserver` without owner, if its epoch is still `expected_epoch`; returns the new epoch (the

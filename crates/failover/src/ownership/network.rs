@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -49,6 +49,48 @@ pub(crate) struct HttpNetwork {
     pub(crate) urls: Arc<std::collections::BTreeMap<NodeId, String>>,
     /// Whether each peer answers, shared by every client made here.
     pub(crate) reach: Arc<Reachability>,
+    /// This node's Raft metrics, once it runs (set by [`Ownership::open`](super::Ownership::open)): who votes.
+    pub(crate) metrics: Arc<OnceLock<Metrics>>,
+}
+
+/// openraft's metrics of this node.
+pub(crate) type Metrics = tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, HostNode>>;
+
+/// How long a learner is spared a heartbeat that would tell it nothing new (see [`Quiet`]): at most this long
+/// after the last one it answered, the next goes whatever it says.
+pub(crate) const LEARNER_HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// What a leader's heartbeat tells a learner: the leader's vote, where the learner's log matches the leader's
+/// and how far the leader has committed. A learner told this already and recently needs nothing more: it
+/// votes in nothing, so it needs no proof of the leader's life (a leader that dies is replaced by the voters,
+/// and the new one tells it at once), and a change of any of the three (a new term, new entries, a new
+/// commit) goes at once.
+///
+/// The leader sends a heartbeat to every host of the cluster twice a second; its learners (every host that
+/// does not vote) were most of that work in a large cluster. Spared, a learner answered lately counts as
+/// answering again; one that answers no more is found at the next heartbeat that goes, at most
+/// [`LEARNER_HEARTBEAT_EVERY`] later.
+#[derive(Debug, Default)]
+struct Quiet {
+    /// The last heartbeat the learner answered with a success, and when.
+    answered: Option<(HeartbeatSays, Instant)>,
+}
+
+/// What a heartbeat says (an append of no entries).
+type HeartbeatSays = (openraft::Vote<NodeId>, Option<openraft::LogId<NodeId>>, Option<openraft::LogId<NodeId>>);
+
+impl Quiet {
+    /// Whether `says` may be spared now.
+    fn spare(&self, says: &HeartbeatSays, now: Instant) -> bool {
+        self.answered
+            .as_ref()
+            .is_some_and(|(last, at)| last == says && now.saturating_duration_since(*at) < LEARNER_HEARTBEAT_EVERY)
+    }
+
+    /// A heartbeat saying `says` was sent at `at` and answered with `success`.
+    fn sent(&mut self, says: HeartbeatSays, success: bool, at: Instant) {
+        self.answered = success.then_some((says, at));
+    }
 }
 
 /// Failed attempts in a row before a peer is said to be unreachable: a single request cut short by openraft's
@@ -131,7 +173,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
         if let Some(url) = self.urls.get(&target) {
             node.url.clone_from(url);
         }
-        PeerClient { net: self.clone(), target, node }
+        PeerClient { net: self.clone(), target, node, quiet: Quiet::default() }
     }
 }
 
@@ -140,6 +182,8 @@ pub(crate) struct PeerClient {
     net: HttpNetwork,
     target: NodeId,
     node: HostNode,
+    /// The heartbeats this peer may be spared while it does not vote.
+    quiet: Quiet,
 }
 
 /// The URL of route `route` (`append`, `vote`, ...) on the host whose base URL is `base`.
@@ -148,6 +192,14 @@ pub(crate) fn route_url(base: &str, route: &str) -> String {
 }
 
 impl PeerClient {
+    /// Whether the peer votes in the membership this node knows (yes while that is not known).
+    fn votes(&self) -> bool {
+        self.net
+            .metrics
+            .get()
+            .is_none_or(|m| m.borrow().membership_config.membership().voter_ids().any(|v| v == self.target))
+    }
+
     async fn call<Req, Resp, E>(&self, route: &str, request: &Req) -> Result<Resp, RPCError<NodeId, HostNode, E>>
     where
         Req: Serialize,
@@ -202,7 +254,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, HostNode, RaftError<NodeId>>> {
-        self.call("append", &rpc).await
+        if !rpc.entries.is_empty() || self.votes() {
+            self.quiet = Quiet::default();
+            return self.call("append", &rpc).await;
+        }
+        let says: HeartbeatSays = (rpc.vote, rpc.prev_log_id, rpc.leader_commit);
+        let now = Instant::now();
+        if self.quiet.spare(&says, now) {
+            return Ok(AppendEntriesResponse::Success);
+        }
+        let result = self.call("append", &rpc).await;
+        self.quiet.sent(says, matches!(result, Ok(AppendEntriesResponse::Success)), now);
+        result
     }
 
     async fn install_snapshot(
@@ -241,6 +304,27 @@ mod tests {
         }
         assert!(!reach.answered(7, "h2"));
         assert!(!reach.failed(7, "h2", &"timeout"), "the count started again");
+    }
+
+    #[test]
+    fn a_learner_is_spared_a_heartbeat_it_answered_lately_and_told_anything_new_at_once() {
+        use openraft::{CommittedLeaderId, LogId, Vote};
+        let log = |term, index| Some(LogId::new(CommittedLeaderId::new(term, 1), index));
+        let says = |term, matched, committed| -> HeartbeatSays {
+            (Vote::new_committed(term, 1), log(term, matched), log(term, committed))
+        };
+        let t0 = Instant::now();
+        let mut quiet = Quiet::default();
+        assert!(!quiet.spare(&says(2, 7, 7), t0), "never answered: sent");
+        quiet.sent(says(2, 7, 7), true, t0);
+        let soon = t0 + Duration::from_millis(500);
+        assert!(quiet.spare(&says(2, 7, 7), soon), "nothing new, answered lately: spared");
+        assert!(!quiet.spare(&says(2, 7, 8), soon), "a new commit goes at once");
+        assert!(!quiet.spare(&says(2, 8, 8), soon), "a new match goes at once");
+        assert!(!quiet.spare(&says(3, 7, 7), soon), "a new term goes at once");
+        assert!(!quiet.spare(&says(2, 7, 7), t0 + LEARNER_HEARTBEAT_EVERY), "and the same, now and then");
+        quiet.sent(says(2, 7, 7), false, soon);
+        assert!(!quiet.spare(&says(2, 7, 7), soon), "a learner that did not answer is asked again");
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl Lease {
     /// Whether this host stands outside fencing now: it, or the whole cluster, is in maintenance (as this
     /// host's copy of the table says).
     pub fn in_maintenance(&self) -> bool {
-        self.ownership.maintenance().covers(&self.node)
+        self.ownership.maintenance_covers(&self.node)
     }
 
     /// Whether this host may start vservers now: it holds its lease, or needs none. When it may, the keepers'
