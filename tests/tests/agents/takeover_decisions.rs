@@ -155,7 +155,14 @@ fn a_takeover_whose_answer_is_lost_never_starts_a_second_copy() {
     lab.hosts[0].kill_vservers();
     lab.set_link(0, false).unwrap();
     let on_h2 = wait_for(Duration::from_secs(60), || lab.hosts[2].runs(&name));
-    assert!(on_h2.is_some(), "taken over from h1 by h2 in the end; h2:\n{}", agents.log(2));
+    assert!(
+        on_h2.is_some(),
+        "taken over from h1 by h2 in the end; h1 (its agent ran: {}):\n{}\nh2:\n{}\nh0:\n{}",
+        agents.running(1),
+        agents.log(1),
+        agents.log(2),
+        agents.log(0)
+    );
     assert!(!agents.running(1), "the hook killed h1's agent; h1:\n{}\nh2:\n{}", agents.log(1), agents.log(2));
     assert!(lab.client.wait_http(addr, 80, std::time::Instant::now() + PATIENCE).is_some());
     std::thread::sleep(Duration::from_secs(2));
