@@ -14,20 +14,29 @@ use crate::cleanup;
 use crate::names::unique;
 use crate::netns::Netns;
 
-/// Prefix length of the lab's subnet, 198.18.0.0/24.
+/// Prefix length of the lab's first block, 198.18.0.0/24: the client, the first [`FIRST_BLOCK_HOSTS`] hosts and
+/// the free addresses for vservers.
 pub const SUBNET_PREFIX: u8 = 24;
+
+/// Prefix length of the hosts' and the client's interfaces in a lab of more hosts than the first block holds:
+/// 198.18.0.0/23, the first block and the second, 198.18.1.0/24, where the hosts past the first
+/// [`FIRST_BLOCK_HOSTS`] are. A smaller lab is on the first block alone, [`SUBNET_PREFIX`].
+const TWO_BLOCKS_PREFIX: u8 = 23;
 
 /// The client namespace's address.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
-/// Host `i` is at 198.18.0.(HOST_BASE + i).
+/// Host `i` is at 198.18.0.(HOST_BASE + i) in the first block, 198.18.1.(HOST_BASE + i - FIRST_BLOCK_HOSTS) past it.
 const HOST_BASE: u8 = 10;
 
 /// [`Lab::free_addr`]`(n)` is 198.18.0.(FREE_BASE + n).
 const FREE_BASE: u8 = 100;
 
-/// Hosts stop short of the free addresses.
-const MAX_HOSTS: usize = (FREE_BASE - HOST_BASE) as usize;
+/// The hosts of the first block stop short of the free addresses.
+const FIRST_BLOCK_HOSTS: usize = (FREE_BASE - HOST_BASE) as usize;
+
+/// The first block's hosts and the second block's, 198.18.1.10 to 198.18.1.254.
+pub const MAX_HOSTS: usize = FIRST_BLOCK_HOSTS + (255 - HOST_BASE as usize);
 
 /// Name of the bridge inside the switch namespace.
 const BRIDGE: &str = "br0";
@@ -42,13 +51,15 @@ const CLIENT_ARP_RETRANS_MS: &str = "10";
 /// A switch, `hosts` hosts and a client, each host with its own directories; everything it made,
 /// and every process left in its namespaces, cgroups or directories, goes when it drops.
 pub struct Lab {
-    /// The hosts, host `i` at 198.18.0.(10+i).
+    /// The hosts, host `i` at 198.18.0.(10+i) (past 90, 198.18.1.(10+i-90)).
     pub hosts: Vec<Host>,
     /// The client, at 198.18.0.2, from which services are probed.
     pub client: Client,
     // Dropped after hosts and client (field order): the bridge outlives the ports on it.
     switch: Netns,
     dir: TempDir,
+    /// The prefix length of the hosts' and the client's addresses.
+    prefix: u8,
 }
 
 /// One host: a network namespace on the switch, and the directories and cgroup parent the
@@ -111,7 +122,7 @@ fn switch_without_netfilter(switch: &Netns) -> Result<()> {
 }
 
 impl Lab {
-    /// Builds a lab of `hosts` hosts (at most 90) and one client on a fresh switch.
+    /// Builds a lab of `hosts` hosts (at most [`MAX_HOSTS`]) and one client on a fresh switch.
     pub fn new(hosts: usize) -> Result<Lab> {
         ensure!(hosts <= MAX_HOSTS, "a lab has at most {MAX_HOSTS} hosts, not {hosts}");
         let dir = tempfile::Builder::new().prefix("vserver-lab-").tempdir().context("creating the lab's directory")?;
@@ -123,11 +134,12 @@ impl Lab {
         switch_without_netfilter(&switch)?;
 
         let client_ns = Netns::create(&unique("vcl"))?;
-        plug(&switch, &client_ns, "cl", CLIENT_ADDR).context("plugging in the client")?;
+        let prefix = if hosts > FIRST_BLOCK_HOSTS { TWO_BLOCKS_PREFIX } else { SUBNET_PREFIX };
+        plug(&switch, &client_ns, "cl", CLIENT_ADDR, prefix).context("plugging in the client")?;
         client_ns.ip(["ntable", "change", "name", "arp_cache", "dev", DEV, "retrans", CLIENT_ARP_RETRANS_MS])?;
         let client = Client { netns: client_ns, addr: CLIENT_ADDR, dev: DEV.to_owned(), switch_port: "cl".to_owned() };
 
-        let mut lab = Lab { hosts: Vec::with_capacity(hosts), client, switch, dir };
+        let mut lab = Lab { hosts: Vec::with_capacity(hosts), client, switch, dir, prefix };
         for index in 0..hosts {
             let host = lab.add_host(index).with_context(|| format!("setting up host {index}"))?;
             lab.hosts.push(host);
@@ -137,9 +149,9 @@ impl Lab {
 
     fn add_host(&self, index: usize) -> Result<Host> {
         let netns = Netns::create(&unique("vh"))?;
-        let addr = Ipv4Addr::new(198, 18, 0, HOST_BASE + index as u8);
+        let addr = host_addr(index);
         let switch_port = format!("h{index}");
-        plug(&self.switch, &netns, &switch_port, addr)?;
+        plug(&self.switch, &netns, &switch_port, addr, self.prefix)?;
         let dir = self.dir.path().join(format!("host{index}"));
         let vservers_dir = dir.join("vservers");
         let conf_dir = dir.join("conf");
@@ -206,6 +218,49 @@ impl Lab {
         Ok(())
     }
 
+    /// Has every switch port hand the frames it receives to a kernel thread of its own (threaded NAPI), as separate
+    /// machines leave receiving to the receiver's kernel. Without it, a veth pair and the bridge carry each frame
+    /// through the bridge and into the receiving agent's socket in the sender's context, charged to the sending
+    /// process: an agent that sends to many hosts (a voter) pays for their receiving too. With it, the sender
+    /// pays for its own stack down to its interface, as on a real host. A veth takes frames in on a queue of its
+    /// own only with GRO on (and, for UDP from an interface with segmentation offload, UDP GRO forwarding), which
+    /// takes `ethtool`. Returns the kernel threads' process ids: their CPU is the lab's network's.
+    pub fn receive_on_kernel_threads(&self) -> Result<Vec<u32>> {
+        let ethtool = Command::new("ethtool").arg("--version").output();
+        ensure!(
+            ethtool.is_ok_and(|o| o.status.success()),
+            "ethtool is missing (apt-get install ethtool): the lab needs it to have its switch's ports receive on \
+             kernel threads of their own"
+        );
+        let ports: Vec<&str> =
+            self.hosts.iter().map(|h| h.switch_port.as_str()).chain([self.client.switch_port.as_str()]).collect();
+        let before = napi_threads(&ports);
+        // `ip netns exec` mounts the namespace's own /sys, where the ports' `threaded` switch is.
+        let script = r#"set -e
+for p in "$@"; do
+  ethtool -K "$p" gro on rx-udp-gro-forwarding on
+  echo 1 > "/sys/class/net/$p/threaded"
+done"#;
+        let out = Command::new("ip")
+            .args(["netns", "exec", self.switch.name(), "sh", "-c", script, "sh"])
+            .args(&ports)
+            .output()
+            .context("running ip netns exec in the switch's namespace")?;
+        ensure!(
+            out.status.success(),
+            "the switch's ports would not receive on kernel threads: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let threads: Vec<u32> = napi_threads(&ports).into_iter().filter(|pid| !before.contains(pid)).collect();
+        ensure!(
+            threads.len() >= ports.len(),
+            "{} kernel threads for the switch's {} ports: this kernel does not receive on them",
+            threads.len(),
+            ports.len()
+        );
+        Ok(threads)
+    }
+
     /// The switch namespace, holding the bridge `br0` and one port per host and client.
     pub fn switch(&self) -> &Netns {
         &self.switch
@@ -265,9 +320,31 @@ pub fn vserver_bin() -> Option<PathBuf> {
     exe.ancestors().skip(1).take(2).map(|dir| dir.join("vserver")).find(|candidate| candidate.is_file())
 }
 
-/// Connects `ns` to the bridge by a veth pair: `port` on the bridge, `eth0` (with `addr`) in `ns`.
-fn plug(switch: &Netns, ns: &Netns, port: &str, addr: Ipv4Addr) -> Result<()> {
-    let cidr = format!("{addr}/{SUBNET_PREFIX}");
+/// Host `index`'s address: 198.18.0.10 to 198.18.0.99 for the first 90, then 198.18.1.10 on.
+fn host_addr(index: usize) -> Ipv4Addr {
+    match index.checked_sub(FIRST_BLOCK_HOSTS) {
+        None => Ipv4Addr::new(198, 18, 0, HOST_BASE + index as u8),
+        Some(past) => Ipv4Addr::new(198, 18, 1, HOST_BASE + past as u8),
+    }
+}
+
+/// The kernel's receiving threads (`napi/PORT-ID`) of interfaces named as one of `ports`.
+fn napi_threads(ports: &[&str]) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else { return false };
+            comm.trim()
+                .strip_prefix("napi/")
+                .and_then(|rest| rest.rsplit_once('-'))
+                .is_some_and(|(dev, _)| ports.contains(&dev))
+        })
+        .collect()
+}
+
+/// Connects `ns` to the bridge by a veth pair: `port` on the bridge, `eth0` (with `addr`/`prefix`) in `ns`.
+fn plug(switch: &Netns, ns: &Netns, port: &str, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+    let cidr = format!("{addr}/{prefix}");
     switch.ip(["link", "add", port, "type", "veth", "peer", "name", DEV, "netns", ns.name()])?;
     switch.ip(["link", "set", port, "master", BRIDGE, "up"])?;
     ns.ip(["addr", "add", &cidr, "dev", DEV])?;

@@ -1,7 +1,8 @@
 //! A lab of network namespaces on one machine, for multi-host tests, benchmarks and demos.
 //!
 //! A [`Lab`] is a switch namespace holding a bridge, some host namespaces and one client namespace,
-//! all on 198.18.0.0/24 (the RFC 2544 benchmarking range, never routed). Each host has its own
+//! all on 198.18.0.0/24 (the RFC 2544 benchmarking range, never routed); a lab of more than 90 hosts spans
+//! 198.18.0.0/23, its hosts past the first 90 in 198.18.1.0/24. Each host has its own
 //! vservers, conf and run directories and its own cgroup parent, handed to the product through
 //! environment variables by [`Host::command`]. Everything a lab makes is released when it drops,
 //! also when a test fails half way.
@@ -43,7 +44,7 @@ mod root;
 mod tmpfs;
 pub mod treecmp;
 
-pub use lab::{vserver_bin, Client, Host, Lab, CLIENT_ADDR, SUBNET_PREFIX};
+pub use lab::{vserver_bin, Client, Host, Lab, CLIENT_ADDR, MAX_HOSTS, SUBNET_PREFIX};
 pub use names::unique;
 pub use netns::Netns;
 pub use root::{skip_unless_root, KillOnDrop};

@@ -32,6 +32,9 @@ pub struct ScaleOptions {
     pub idle: Duration,
     /// Each host's run directory stays on the lab's disk (else a tmpfs of its own, as /run is on real hosts).
     pub run_dirs_on_disk: bool,
+    /// The lab delivers each frame in the sender's context, charged to the sending agent (else the switch's
+    /// ports receive on kernel threads of their own, as separate machines leave receiving to the receiver).
+    pub delivery_in_sender: bool,
 }
 
 /// One size's figures.
@@ -55,6 +58,9 @@ pub struct ScaleRow {
     pub rss_voter_max_mib: f64,
     /// The leader's resident memory, MiB.
     pub rss_leader_mib: f64,
+    /// The lab's network: the kernel threads on which the switch's ports receive (the bridge, and the delivery
+    /// into the receivers' sockets), % of a core, all hosts together; `None` when the senders deliver.
+    pub network_cpu: Option<f64>,
     /// Frames per second on the switch.
     pub frames_per_sec: f64,
     /// Bytes per second on the switch.
@@ -91,15 +97,17 @@ pub struct ScaleReport {
     pub frames_line: Option<(f64, f64, f64)>,
     /// Where each host's run directory was: `tmpfs` (as /run on real hosts) or `disk` (the lab's).
     pub run_dirs: String,
+    /// Who delivered the frames the switch received: `kernel threads` (as on separate machines) or `senders`.
+    pub delivery: String,
 }
 
 impl ScaleReport {
     /// The table.
     pub fn table(&self) -> String {
-        let mut out = format!("run directories on {}\n", self.run_dirs);
+        let mut out = format!("run directories on {}; frames delivered by {}\n", self.run_dirs, self.delivery);
         out.push_str(
             "hosts  non-voter CPU (median/max)  voter CPU  leader CPU  RSS non-voter/voter/leader   frames/s     bytes/s  \
-             false suspicions  recovery p50/max\n",
+             false suspicions  recovery p50/max  network CPU\n",
         );
         let never: Vec<String> =
             self.rows.iter().filter(|r| r.formed_secs.is_none()).map(|r| r.hosts.to_string()).collect();
@@ -120,7 +128,7 @@ impl ScaleReport {
                 r.rss_leader_mib
             );
             out.push_str(&format!(
-                "{:>5}  {:>26}  {:>8.2}%  {:>9.2}%  {:>26}  {:>9.0}  {:>10.0}  {:>16}  {:>16}\n",
+                "{:>5}  {:>26}  {:>8.2}%  {:>9.2}%  {:>26}  {:>9.0}  {:>10.0}  {:>16}  {:>16}  {:>11}\n",
                 r.hosts,
                 nv,
                 r.voter_cpu_max,
@@ -129,7 +137,8 @@ impl ScaleReport {
                 r.frames_per_sec,
                 r.bytes_per_sec,
                 r.false_suspicions,
-                recovery
+                recovery,
+                r.network_cpu.map_or("-".to_string(), |c| format!("{c:.2}%"))
             ));
         }
         if !never.is_empty() {
@@ -147,6 +156,12 @@ impl ScaleReport {
                 "switch frames/s as a line over the same sizes: {a:.0} + {b:.1} x hosts (R^2 {r2:.4}): each host \
                  adds {b:.1} frames/s\n"
             ));
+        }
+        if self.rows.iter().any(|r| r.network_cpu.is_some()) {
+            out.push_str(
+                "network CPU: the kernel threads on which the switch's ports receive (the bridge and the delivery \
+                 into the receivers' sockets), all hosts together, not charged to any agent\n",
+            );
         }
         out.push_str(
             "targets: non-voter CPU <= 1%, voters and leader <= 2%, RSS < 20 MiB, switch traffic exponent <= 1.1, \
@@ -268,6 +283,10 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
         check()?;
         raise_neighbour_limits(n)?;
         let lab = Lab::new(n)?;
+        let network_threads = match opts.delivery_in_sender {
+            true => Vec::new(),
+            false => lab.receive_on_kernel_threads()?,
+        };
         // Each host's run directory on a tmpfs of its own, as /run is on real hosts: the agent writes its lease
         // file there ten times a second. Unmounted (lazily) when the size is done.
         let _run_dirs: Vec<crate::Tmpfs> = match opts.run_dirs_on_disk {
@@ -327,6 +346,8 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
         let pids: Vec<u32> = (0..n).map(|i| agents.pid(i).context("an agent is not running")).collect::<Result<_>>()?;
         let logs_before: Vec<usize> = (0..n).map(|i| agents.log(i).len()).collect();
         let cpu0: Vec<u64> = pids.iter().map(|p| proc_stat(*p).map(|s| s.0)).collect::<Result<_>>()?;
+        let network_cpu = || network_threads.iter().map(|p| proc_stat(*p).map_or(0, |s| s.0)).sum::<u64>();
+        let network0 = network_cpu();
         let capture = Capture::start(lab.switch())?;
         eprintln!("bench scale: {n} hosts: idle for {} s", opts.idle.as_secs());
         let t1 = Instant::now();
@@ -336,6 +357,7 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
         }
         let frames = capture.finish();
         let secs = t1.elapsed().as_secs_f64();
+        let network = (network_cpu() - network0) as f64 / ticks / secs * 100.0;
         let stats: Vec<(u64, u64)> = pids.iter().map(|p| proc_stat(*p)).collect::<Result<_>>()?;
         let cpu: Vec<f64> =
             stats.iter().zip(&cpu0).map(|((c, _), c0)| (c - c0) as f64 / ticks / secs * 100.0).collect();
@@ -367,6 +389,7 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
             rss_nonvoter_max_mib,
             rss_voter_max_mib,
             rss_leader_mib,
+            network_cpu: (!opts.delivery_in_sender).then_some(network),
             frames_per_sec: frames.len() as f64 / secs,
             bytes_per_sec: frames.iter().map(Vec::len).sum::<usize>() as f64 / secs,
             false_suspicions,
@@ -406,7 +429,8 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
     }
     let frames_line = line(&from8.iter().map(|r| (r.hosts as f64, r.frames_per_sec)).collect::<Vec<_>>());
     let run_dirs = if opts.run_dirs_on_disk { "disk" } else { "tmpfs" }.to_string();
-    Ok(ScaleReport { rows, exponents, frames_line, run_dirs })
+    let delivery = if opts.delivery_in_sender { "senders" } else { "kernel threads" }.to_string();
+    Ok(ScaleReport { rows, exponents, frames_line, run_dirs, delivery })
 }
 
 #[cfg(test)]

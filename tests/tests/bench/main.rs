@@ -1,11 +1,12 @@
-//! Root smoke test of `bench start`: the product, the floor and LXC variants start, answer and stop, and
-//! the report holds their timings and ratios. Skips a variant, saying why, where its command is missing.
+//! Root smoke tests of the benchmarks. `bench start`: the product, the floor and LXC variants start, answer and
+//! stop, and the report holds their timings and ratios (a variant whose command is missing is skipped, saying
+//! why). A bench ended by a signal takes its lab down. `bench scale` measures its smallest cluster.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use vserver_lab::bench::{run_start, StartOptions, Variant};
+use vserver_lab::bench::{run_scale_bench, run_start, ScaleOptions, StartOptions, Variant};
 use vserver_lab::skip_unless_root;
 
 fn has_lxc() -> bool {
@@ -129,4 +130,30 @@ fn a_bench_ended_by_sigterm_leaves_no_agent_behind() {
     let status = status.expect("the bench did not end within 120 s of SIGTERM");
     assert!(!status.success(), "an interrupted bench says so by its exit status");
     assert!(left.is_empty(), "agents {left:?} of the bench's lab still ran after it ended");
+}
+
+/// `bench scale` on its smallest cluster: the switch's ports receive on kernel threads whose CPU is reported
+/// apart, the agents are measured at rest with no false suspicion, and the crashed host's vservers all come back
+/// on their standby.
+#[test]
+fn the_scale_bench_measures_a_small_cluster_and_its_recovery() {
+    if skip_unless_root("the_scale_bench_measures_a_small_cluster_and_its_recovery") {
+        return;
+    }
+    let options = ScaleOptions {
+        sizes: vec![3],
+        idle: Duration::from_secs(2),
+        run_dirs_on_disk: false,
+        delivery_in_sender: false,
+    };
+    let report = run_scale_bench(&options, &AtomicBool::new(false)).unwrap();
+    let table = report.table();
+    let [row] = report.rows.as_slice() else { panic!("one row for one size:\n{table}") };
+    assert_eq!(row.hosts, 3, "{table}");
+    assert!(row.network_cpu.is_some(), "the network's kernel threads are reported:\n{table}");
+    assert!(table.contains("frames delivered by kernel threads"), "{table}");
+    assert!(row.frames_per_sec > 0.0, "frames crossed the switch:\n{table}");
+    assert!(row.voter_cpu_max > 0.0 && row.rss_voter_max_mib > 0.0, "the voters are measured:\n{table}");
+    assert_eq!(row.false_suspicions, 0, "{table}");
+    assert_eq!(row.not_recovered, 0, "every vserver of the crashed host came back:\n{table}");
 }

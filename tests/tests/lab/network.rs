@@ -1,8 +1,11 @@
 //! Scenarios on the lab network: hosts reach each other and the client reaches them.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use vserver_lab::{skip_unless_root, Lab, CLIENT_ADDR};
+use vserver_lab::{skip_unless_root, Lab, CLIENT_ADDR, MAX_HOSTS};
 
 #[test]
 fn two_hosts_ping_each_other() {
@@ -29,6 +32,27 @@ fn client_reaches_every_host_and_hosts_reach_the_client() {
     }
 }
 
+/// A lab of more hosts than the first block holds puts the rest in the second, 198.18.1.0/24, and every host
+/// and the client reach each other across the two; a lab past the second is refused.
+#[test]
+fn hosts_past_the_first_block_reach_and_are_reached() {
+    if skip_unless_root("hosts_past_the_first_block_reach_and_are_reached") {
+        return;
+    }
+    let lab = Lab::new(92).unwrap();
+    assert_eq!(lab.hosts[89].addr.to_string(), "198.18.0.99");
+    assert_eq!(lab.hosts[90].addr.to_string(), "198.18.1.10");
+    assert_eq!(lab.hosts[91].addr.to_string(), "198.18.1.11");
+    let (first, past) = (&lab.hosts[0], &lab.hosts[91]);
+    assert!(first.netns.ping(past.addr), "h0 cannot ping h91");
+    assert!(past.netns.ping(first.addr), "h91 cannot ping h0");
+    assert!(lab.client.netns.ping(past.addr), "the client cannot ping h91");
+    assert!(past.netns.ping(CLIENT_ADDR), "h91 cannot ping the client");
+    drop(lab);
+    let refused = Lab::new(MAX_HOSTS + 1).err().expect("a lab past the second block is refused").to_string();
+    assert!(refused.contains(&format!("at most {MAX_HOSTS} hosts")), "{refused}");
+}
+
 /// The switch forwards frames without putting them through the machine's IP firewall (bridge netfilter, on by
 /// default in a new namespace where the kernel has it): a real switch does not, and in the lab the sender pays.
 #[test]
@@ -48,6 +72,56 @@ fn the_switch_forwards_frames_without_the_machines_firewall() {
         }
     }
     assert!(lab.hosts[0].netns.ping(lab.hosts[1].addr), "the hosts still reach each other");
+}
+
+/// With its ports receiving on kernel threads of their own, the switch still carries datagrams and streams
+/// between hosts, and it is those threads that do the receiving: they take CPU while one host sends datagrams
+/// to another, which the sender would pay for otherwise.
+#[test]
+fn the_switch_ports_receive_on_kernel_threads_of_their_own() {
+    if skip_unless_root("the_switch_ports_receive_on_kernel_threads_of_their_own") {
+        return;
+    }
+    let lab = Lab::new(2).unwrap();
+    let threads = lab.receive_on_kernel_threads().unwrap();
+    assert_eq!(threads.len(), 3, "one kernel thread for each port (two hosts and the client): {threads:?}");
+    let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+    assert!(a.netns.ping(b.addr), "the hosts still reach each other");
+
+    let listener = b.netns.run(|| TcpListener::bind((b.addr, 0))).unwrap().unwrap();
+    let to = listener.local_addr().unwrap();
+    let mut stream = a.netns.run(|| TcpStream::connect(to)).unwrap().unwrap();
+    stream.write_all(b"over the switch").unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    let mut got = [0u8; 15];
+    accepted.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"over the switch", "a stream crosses the switch");
+
+    let receiver = b.netns.run(|| UdpSocket::bind((b.addr, 0))).unwrap().unwrap();
+    let sender = a.netns.run(|| UdpSocket::bind((a.addr, 0))).unwrap().unwrap();
+    let to = receiver.local_addr().unwrap();
+    let ticks = || -> u64 {
+        threads
+            .iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .map(|stat| {
+                let rest = &stat[stat.rfind(')').unwrap() + 2..];
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+            })
+            .sum()
+    };
+    let before = ticks();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ticks() == before {
+        assert!(Instant::now() < deadline, "the switch's kernel threads took no CPU while datagrams crossed it");
+        for _ in 0..10_000 {
+            sender.send_to(&[0u8; 64], to).unwrap();
+        }
+    }
+    receiver.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(receiver.recv(&mut buf).unwrap(), 64, "a datagram crosses the switch");
 }
 
 #[test]
