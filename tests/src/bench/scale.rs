@@ -76,6 +76,9 @@ pub struct ScaleRow {
     pub recovery_max_secs: Option<f64>,
     /// Of the crashed host's vservers, those that did not come back within the wait.
     pub not_recovered: usize,
+    /// The takeovers' phases as the coordinator recorded them (detect, confirm, fence_hook, commit, promote,
+    /// start), each the median over the crashed host's vservers, ms.
+    pub recovery_phases_ms: Vec<(String, f64)>,
 }
 
 /// The vservers of the host that crashes.
@@ -140,6 +143,10 @@ impl ScaleReport {
                 recovery,
                 r.network_cpu.map_or("-".to_string(), |c| format!("{c:.2}%"))
             ));
+        }
+        for r in self.rows.iter().filter(|r| !r.recovery_phases_ms.is_empty()) {
+            let phases: Vec<String> = r.recovery_phases_ms.iter().map(|(p, ms)| format!("{p} {ms:.0}")).collect();
+            out.push_str(&format!("recovery phases at {} hosts, median ms: {}\n", r.hosts, phases.join(", ")));
         }
         if !never.is_empty() {
             out.push_str(&format!(
@@ -226,10 +233,34 @@ fn recover(
         std::thread::sleep(Duration::from_millis(20));
     }
     let times: Vec<f64> = back.iter().flatten().copied().collect();
+    row.recovery_phases_ms = phases(agents, victim);
     row.not_recovered = names.len() - times.len();
     row.recovery_max_secs = times.iter().copied().reduce(f64::max);
     row.recovery_p50_secs = median(times);
     Ok(row)
+}
+
+/// The phases of the takeovers of `victim`'s vservers as the coordinator recorded them (in the cluster's event
+/// log, shown by any surviving host's status), each phase's median, ms, in the order recorded.
+fn phases(agents: &Agents, victim: usize) -> Vec<(String, f64)> {
+    let witness = if victim == 0 { 1 } else { 0 };
+    let Ok(status) = agents.status(witness) else { return Vec::new() };
+    let from = format!("h{victim}");
+    let records: Vec<Vec<(String, u64)>> = status["takeovers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["from"] == from.as_str())
+        .filter_map(|t| serde_json::from_value(t["phases_ms"].clone()).ok())
+        .collect();
+    let Some(first) = records.first() else { return Vec::new() };
+    first
+        .iter()
+        .filter_map(|(phase, _)| {
+            let all = records.iter().filter_map(|r| r.iter().find(|(p, _)| p == phase).map(|(_, ms)| *ms as f64));
+            median(all.collect()).map(|m| (phase.clone(), m))
+        })
+        .collect()
 }
 
 /// The straight line through the points, least squares: (intercept, slope, R²).
@@ -397,6 +428,7 @@ pub fn run_scale_bench(opts: &ScaleOptions, cancel: &AtomicBool) -> Result<Scale
             recovery_p50_secs: None,
             recovery_max_secs: None,
             not_recovered: CRASHED_VSERVERS,
+            recovery_phases_ms: Vec::new(),
         };
         let row = recover(&lab, &mut agents, &names, victim, standby, row, &check)?;
         eprintln!("bench scale: {row:?}");

@@ -156,4 +156,7 @@ fn the_scale_bench_measures_a_small_cluster_and_its_recovery() {
     assert!(row.voter_cpu_max > 0.0 && row.rss_voter_max_mib > 0.0, "the voters are measured:\n{table}");
     assert_eq!(row.false_suspicions, 0, "{table}");
     assert_eq!(row.not_recovered, 0, "every vserver of the crashed host came back:\n{table}");
+    let phases: Vec<&str> = row.recovery_phases_ms.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(phases.contains(&"detect") && phases.contains(&"start"), "the takeovers' phases: {phases:?}\n{table}");
+    assert!(table.contains("recovery phases at 3 hosts"), "{table}");
 }
