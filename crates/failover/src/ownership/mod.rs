@@ -1351,11 +1351,20 @@ async fn reconcile_membership(
         wanted.extend(table_hosts);
         wanted.retain(|h, _| !removed.contains(h));
         let present: BTreeSet<String> = membership.nodes().map(|(_, n)| n.name.clone()).collect();
-        for (host, url) in wanted.iter().filter(|(h, _)| !present.contains(*h)) {
-            let node = HostNode { name: host.clone(), url: url.clone() };
-            match raft.add_learner(id_of(host), node, false).await {
-                Ok(_) => tracing::info!(%host, "added as a learner"),
-                Err(e) => tracing::debug!(%host, error = %e, "cannot add learner yet"),
+        // Every host missing from the membership is added as a learner by one change: one entry for the voters
+        // to commit and every host to store, however many come at once (a cluster formed from a configuration
+        // naming them all, a new leader finding several missing). One change per host made forming a cluster
+        // quadratic: each entry went to every host already in.
+        let missing: BTreeMap<NodeId, HostNode> = wanted
+            .iter()
+            .filter(|(h, _)| !present.contains(*h))
+            .map(|(host, url)| (id_of(host), HostNode { name: host.clone(), url: url.clone() }))
+            .collect();
+        if !missing.is_empty() {
+            let hosts: Vec<String> = missing.values().map(|n| n.name.clone()).collect();
+            match raft.change_membership(ChangeMembers::AddNodes(missing), true).await {
+                Ok(_) => tracing::info!(?hosts, "added as learners"),
+                Err(e) => tracing::debug!(?hosts, error = %e, "cannot add learners yet"),
             }
         }
         let voters: BTreeSet<String> = membership.voter_ids().filter_map(|id| name_of(&id)).collect();

@@ -341,8 +341,10 @@ struct Seeding {
 
 /// On the coordinator, takes into the table the cluster files of the `missing` hosts, asked of each (its own
 /// read at start), once every host reads such entries; tried again, less and less often, until it can. The
-/// coordinator watches every host already: no other host asks others for anything.
-async fn seed(agent: &Agent, file: &ClusterConfig, missing: &[String], seeding: &mut Seeding) {
+/// coordinator watches every host already: no other host asks others for anything. The hosts are asked, and
+/// their files taken in, all at once: one after the other, each waiting for the ask and the commit before,
+/// forming a cluster of a hundred hosts took minutes.
+async fn seed(agent: &Arc<Agent>, file: &ClusterConfig, missing: &[String], seeding: &mut Seeding) {
     let me = agent.config.node.as_str();
     let result: Result<(), String> = async {
         agent
@@ -350,27 +352,27 @@ async fn seed(agent: &Agent, file: &ClusterConfig, missing: &[String], seeding: 
             .every_host_reads(failover::ownership::Readers::Placements, &BTreeSet::new())
             .await
             .map_err(|e| e.to_string())?;
+        let mut tries = tokio::task::JoinSet::new();
         for host in missing {
-            let entries = if host == me {
-                file.entries.iter().map(|(n, e)| (n.to_string(), e.clone())).collect()
-            } else {
-                let answer = agent.peers.seed(host, Duration::from_secs(5)).await;
-                let reply = failover::peer::describe(answer, "its cluster file", host)?;
-                if reply.host != *host {
-                    return Err(format!("{host} answered for {}", reply.host));
-                }
-                reply.entries
-            };
-            let added = agent.ownership.seed_placements(host, entries).await.map_err(|e| e.to_string())?;
-            let text = format!(
-                "{host}'s cluster file taken into the cluster's table{}: from now on the table places its \
-                 vservers (vserver-agent placement)",
-                if added.is_empty() { String::new() } else { format!(" (added {})", added.join(", ")) }
-            );
-            tracing::info!("{text}");
-            agent.events.log_later("placement", None, text);
+            let own: Option<BTreeMap<String, VserverEntry>> =
+                (host == me).then(|| file.entries.iter().map(|(n, e)| (n.to_string(), e.clone())).collect());
+            tries.spawn(take_in(Arc::clone(agent), host.clone(), own));
         }
-        Ok(())
+        let mut failed = Vec::new();
+        while let Some(done) = tries.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => failed.push(why),
+                Err(e) => failed.push(format!("a try ended early: {e}")),
+            }
+        }
+        // The same failures, the same words: said once.
+        failed.sort();
+        match failed.as_slice() {
+            [] => Ok(()),
+            [one] => Err(one.clone()),
+            [first, rest @ ..] => Err(format!("{first} (and {} more hosts)", rest.len())),
+        }
     }
     .await;
     match result {
@@ -391,6 +393,30 @@ async fn seed(agent: &Agent, file: &ClusterConfig, missing: &[String], seeding: 
             seeding.wait = (seeding.wait * 2).min(SEED_LONGEST);
         }
     }
+}
+
+/// Takes `host`'s cluster file into the table: `own` when it is this host's, else asked of it.
+async fn take_in(agent: Arc<Agent>, host: String, own: Option<BTreeMap<String, VserverEntry>>) -> Result<(), String> {
+    let entries = match own {
+        Some(entries) => entries,
+        None => {
+            let answer = agent.peers.seed(&host, Duration::from_secs(5)).await;
+            let reply = failover::peer::describe(answer, "its cluster file", &host)?;
+            if reply.host != host {
+                return Err(format!("{host} answered for {}", reply.host));
+            }
+            reply.entries
+        }
+    };
+    let added = agent.ownership.seed_placements(&host, entries).await.map_err(|e| e.to_string())?;
+    let text = format!(
+        "{host}'s cluster file taken into the cluster's table{}: from now on the table places its vservers \
+         (vserver-agent placement)",
+        if added.is_empty() { String::new() } else { format!(" (added {})", added.join(", ")) }
+    );
+    tracing::info!("{text}");
+    agent.events.log_later("placement", None, text);
+    Ok(())
 }
 
 /// The answer of `GET /v1/cluster/seed`: this host's cluster file as read at start.
