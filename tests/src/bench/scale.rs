@@ -241,7 +241,7 @@ fn recover(
         std::thread::sleep(Duration::from_millis(20));
     }
     let times: Vec<f64> = back.iter().flatten().copied().collect();
-    row.recovery_phases_ms = phases(agents, victim);
+    row.recovery_phases_ms = phases(agents, victim, times.len());
     row.not_recovered = names.len() - times.len();
     row.recovery_max_secs = times.iter().copied().reduce(f64::max);
     row.recovery_p50_secs = median(times);
@@ -249,18 +249,23 @@ fn recover(
 }
 
 /// The phases of the takeovers of `victim`'s vservers as the coordinator recorded them (in the cluster's event
-/// log, shown by any surviving host's status), each phase's median, ms, in the order recorded.
-fn phases(agents: &Agents, victim: usize) -> Vec<(String, f64)> {
+/// log, shown by any surviving host's status), each phase's median, ms, in the order recorded. A record reaches
+/// the log a moment after its vserver runs: waited for until there are `expected` of them (or 30 s went by).
+fn phases(agents: &Agents, victim: usize, expected: usize) -> Vec<(String, f64)> {
     let witness = if victim == 0 { 1 } else { 0 };
-    let Ok(status) = agents.status(witness) else { return Vec::new() };
     let from = format!("h{victim}");
-    let records: Vec<Vec<(String, u64)>> = status["takeovers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["from"] == from.as_str())
-        .filter_map(|t| serde_json::from_value(t["phases_ms"].clone()).ok())
-        .collect();
+    let read = || -> Vec<Vec<(String, u64)>> {
+        let Ok(status) = agents.status(witness) else { return Vec::new() };
+        status["takeovers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["from"] == from.as_str())
+            .filter_map(|t| serde_json::from_value(t["phases_ms"].clone()).ok())
+            .collect()
+    };
+    let _ = wait_for(Duration::from_secs(30), || read().len() >= expected);
+    let records = read();
     let Some(first) = records.first() else { return Vec::new() };
     first
         .iter()

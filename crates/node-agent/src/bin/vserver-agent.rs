@@ -644,6 +644,8 @@ fn once(cli: Cli) -> ExitCode {
 
 /// The daemon: serves until SIGTERM or SIGINT.
 fn serve(config: &std::path::Path) -> ExitCode {
+    // Before any thread, so that every thread shares the one arena.
+    node_agent::agent::memory::one_arena();
     init_logging();
     // Before any thread: a flood of connections must not leave the agent without descriptors.
     match node_agent::agent::nofile::raise() {
