@@ -341,9 +341,13 @@ struct Seeding {
 
 /// On the coordinator, takes into the table the cluster files of the `missing` hosts, asked of each (its own
 /// read at start), once every host reads such entries; tried again, less and less often, until it can. The
-/// coordinator watches every host already: no other host asks others for anything. The hosts are asked, and
-/// their files taken in, all at once: one after the other, each waiting for the ask and the commit before,
-/// forming a cluster of a hundred hosts took minutes.
+/// coordinator watches every host already: no other host asks others for anything.
+///
+/// The files are taken in the order of the hosts' names: a vserver two files place differently goes by the
+/// file of the host whose name sorts first, and a host whose file cannot be read holds back those after it
+/// until the next try. The hosts are asked all at once, though, and the files taken in all at once, each without
+/// the vservers a file before it places: one after the other, each waiting for the ask and the commit before,
+/// taking 64 hosts' files in took about 6 s.
 async fn seed(agent: &Arc<Agent>, file: &ClusterConfig, missing: &[String], seeding: &mut Seeding) {
     let me = agent.config.node.as_str();
     let result: Result<(), String> = async {
@@ -352,26 +356,59 @@ async fn seed(agent: &Arc<Agent>, file: &ClusterConfig, missing: &[String], seed
             .every_host_reads(failover::ownership::Readers::Placements, &BTreeSet::new())
             .await
             .map_err(|e| e.to_string())?;
-        let mut tries = tokio::task::JoinSet::new();
+        let mut asks = tokio::task::JoinSet::new();
         for host in missing {
-            let own: Option<BTreeMap<String, VserverEntry>> =
-                (host == me).then(|| file.entries.iter().map(|(n, e)| (n.to_string(), e.clone())).collect());
-            tries.spawn(take_in(Arc::clone(agent), host.clone(), own));
+            if host == me {
+                continue;
+            }
+            let (agent, host) = (Arc::clone(agent), host.clone());
+            asks.spawn(async move {
+                let read = read_file(&agent, &host).await;
+                (host, read)
+            });
+        }
+        let mut files: BTreeMap<String, Result<BTreeMap<String, VserverEntry>, String>> = BTreeMap::new();
+        if missing.iter().any(|h| h == me) {
+            files.insert(me.to_string(), Ok(file.entries.iter().map(|(n, e)| (n.to_string(), e.clone())).collect()));
+        }
+        while let Some(done) = asks.join_next().await {
+            match done {
+                Ok((host, read)) => {
+                    files.insert(host, read);
+                }
+                Err(e) => return Err(format!("an ask ended early: {e}")),
+            }
+        }
+        let mut placed: BTreeSet<String> = BTreeSet::new();
+        let mut takes = tokio::task::JoinSet::new();
+        let mut unread = None;
+        for (host, read) in files {
+            let mut entries = match read {
+                Ok(entries) => entries,
+                Err(why) => {
+                    unread = Some(why);
+                    break;
+                }
+            };
+            entries.retain(|name, _| !placed.contains(name));
+            placed.extend(entries.keys().cloned());
+            takes.spawn(take_in(Arc::clone(agent), host, entries));
         }
         let mut failed = Vec::new();
-        while let Some(done) = tries.join_next().await {
+        while let Some(done) = takes.join_next().await {
             match done {
                 Ok(Ok(())) => {}
                 Ok(Err(why)) => failed.push(why),
-                Err(e) => failed.push(format!("a try ended early: {e}")),
+                Err(e) => failed.push(format!("a take ended early: {e}")),
             }
         }
         // The same failures, the same words: said once.
         failed.sort();
+        failed.extend(unread);
         match failed.as_slice() {
             [] => Ok(()),
             [one] => Err(one.clone()),
-            [first, rest @ ..] => Err(format!("{first} (and {} more hosts)", rest.len())),
+            [first, rest @ ..] => Err(format!("{first} (and {} more)", rest.len())),
         }
     }
     .await;
@@ -395,19 +432,18 @@ async fn seed(agent: &Arc<Agent>, file: &ClusterConfig, missing: &[String], seed
     }
 }
 
-/// Takes `host`'s cluster file into the table: `own` when it is this host's, else asked of it.
-async fn take_in(agent: Arc<Agent>, host: String, own: Option<BTreeMap<String, VserverEntry>>) -> Result<(), String> {
-    let entries = match own {
-        Some(entries) => entries,
-        None => {
-            let answer = agent.peers.seed(&host, Duration::from_secs(5)).await;
-            let reply = failover::peer::describe(answer, "its cluster file", &host)?;
-            if reply.host != host {
-                return Err(format!("{host} answered for {}", reply.host));
-            }
-            reply.entries
-        }
-    };
+/// `host`'s cluster file, asked of it.
+async fn read_file(agent: &Agent, host: &str) -> Result<BTreeMap<String, VserverEntry>, String> {
+    let answer = agent.peers.seed(host, Duration::from_secs(5)).await;
+    let reply = failover::peer::describe(answer, "its cluster file", host)?;
+    if reply.host != host {
+        return Err(format!("{host} answered for {}", reply.host));
+    }
+    Ok(reply.entries)
+}
+
+/// Takes `entries` of `host`'s cluster file into the table, and marks the file taken in.
+async fn take_in(agent: Arc<Agent>, host: String, entries: BTreeMap<String, VserverEntry>) -> Result<(), String> {
     let added = agent.ownership.seed_placements(&host, entries).await.map_err(|e| e.to_string())?;
     let text = format!(
         "{host}'s cluster file taken into the cluster's table{}: from now on the table places its vservers \
