@@ -119,7 +119,7 @@ impl Conn {
 }
 
 /// utime + stime (clock ticks) and resident pages of `pid`.
-pub(super) fn proc_stat(pid: u32) -> Result<(u64, u64)> {
+pub fn proc_stat(pid: u32) -> Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = &stat[stat.rfind(')').context("stat")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

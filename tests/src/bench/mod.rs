@@ -23,7 +23,7 @@ mod takeover_restart;
 mod takeover_slow;
 mod vserver;
 
-pub use agent::{run_agent_bench, AgentBenchOptions, AgentBenchReport};
+pub use agent::{proc_stat, run_agent_bench, AgentBenchOptions, AgentBenchReport};
 pub use data::{get_ack, run_data_bench, DataOptions, DataReport, Mode as DataMode, ModeReport};
 pub use replicate::{run_replicate_bench, ReplicateOptions, ReplicateReport};
 pub use scale::{run_scale_bench, ScaleOptions, ScaleReport, ScaleRow};

@@ -5,6 +5,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use vserver_lab::bench::proc_stat;
 use vserver_lab::{skip_unless_root, Lab, CLIENT_ADDR, MAX_HOSTS};
 
 #[test]
@@ -100,17 +101,7 @@ fn the_switch_ports_receive_on_kernel_threads_of_their_own() {
     let receiver = b.netns.run(|| UdpSocket::bind((b.addr, 0))).unwrap().unwrap();
     let sender = a.netns.run(|| UdpSocket::bind((a.addr, 0))).unwrap().unwrap();
     let to = receiver.local_addr().unwrap();
-    let ticks = || -> u64 {
-        threads
-            .iter()
-            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-            .map(|stat| {
-                let rest = &stat[stat.rfind(')').unwrap() + 2..];
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-            })
-            .sum()
-    };
+    let ticks = || -> u64 { threads.iter().filter_map(|pid| proc_stat(*pid).ok()).map(|(cpu, _)| cpu).sum() };
     let before = ticks();
     let deadline = Instant::now() + Duration::from_secs(120);
     while ticks() == before {
