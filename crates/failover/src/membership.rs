@@ -191,6 +191,8 @@ pub struct Membership {
     sent: Mutex<std::collections::VecDeque<(u64, Instant)>>,
     /// This node stands outside fencing (maintenance), as its heartbeats tell the peers.
     covered: std::sync::atomic::AtomicBool,
+    /// Counts the changes of the watched peers or their URLs (see [`Membership::watched_generation`]).
+    watched_changes: AtomicU64,
 }
 
 /// The peers a host exchanges heartbeats and beacons with, so that its work does not grow with the cluster:
@@ -247,16 +249,33 @@ impl Membership {
             lease_len: config.lease_len,
             sent: Mutex::new(std::collections::VecDeque::new()),
             covered: std::sync::atomic::AtomicBool::new(false),
+            watched_changes: AtomicU64::new(0),
         }
     }
 
     /// Every configured peer, with its state judged now, in configuration order.
     pub fn peers(&self) -> Vec<PeerStatus> {
+        self.peers_where(Instant::now(), |_| true)
+    }
+
+    /// The peers not heard for at least `at_least` now, as [`Membership::peers`] gives them (its
+    /// `last_heard_ms`, or `never_heard` for a peer never heard), and only those: the coordinator looks for them
+    /// ten times a second, and copying every peer each time made its work grow with the cluster.
+    pub fn silent_peers(&self, at_least: Duration, never_heard: Duration) -> Vec<PeerStatus> {
         let now = Instant::now();
+        self.peers_where(now, |p| {
+            let silence = p.heard.as_ref().map(|h| Duration::from_millis(millis(now.saturating_duration_since(h.at))));
+            silence.unwrap_or(never_heard) >= at_least
+        })
+    }
+
+    /// The peers `keep` keeps, with their state judged at `now`, in configuration order.
+    fn peers_where(&self, now: Instant, keep: impl Fn(&Peer) -> bool) -> Vec<PeerStatus> {
         let table = self.lock();
         table
             .peers
             .iter()
+            .filter(|p| keep(p))
             .map(|p| PeerStatus {
                 name: p.name.clone(),
                 url: p.url.clone(),
@@ -279,9 +298,15 @@ impl Membership {
     /// threshold, never suspect or dead.
     pub fn watch(&self, watched: Option<&BTreeSet<String>>, heartbeats: Option<&BTreeSet<String>>) {
         let mut table = self.lock();
+        let mut changed = false;
         for peer in &mut table.peers {
+            let was = peer.watched;
             peer.watched = watched.is_none_or(|w| w.contains(&peer.name));
             peer.heartbeats = heartbeats.is_none_or(|h| h.contains(&peer.name));
+            changed |= peer.watched != was;
+        }
+        if changed {
+            self.watched_changes.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -315,7 +340,14 @@ impl Membership {
         for gone in old {
             tracing::info!(peer = %gone.name, "no longer a peer");
         }
+        self.watched_changes.fetch_add(1, Ordering::Release);
         true
+    }
+
+    /// A number that changes whenever the list [`Membership::watched`] gives may have changed: read before that
+    /// list, it tells a sender that keeps a copy when to read it again, instead of copying it for every round.
+    pub fn watched_generation(&self) -> u64 {
+        self.watched_changes.load(Ordering::Acquire)
     }
 
     /// The peers this host sends its beacons to (name, URL), in configuration order.
@@ -743,6 +775,57 @@ mod tests {
 
     fn state_of(m: &Membership, name: &str) -> PeerStatus {
         m.peers().into_iter().find(|p| p.name == name).unwrap()
+    }
+
+    /// The coordinator's look for silent peers copies those alone, each as `peers` gives it: a peer heard
+    /// lately is left out, one silent for the threshold or longer is in, and one never heard is in when the
+    /// silence the caller gives it (its agent's run so far) reaches the threshold.
+    #[tokio::test(start_paused = true)]
+    async fn only_the_peers_silent_long_enough_are_copied_each_as_the_status_has_it() {
+        let peers = ["h2", "h3", "h4"].map(|h| (h.to_string(), format!("http://{h}:7070"))).to_vec();
+        let m = Membership::new(MembershipConfig { peers, ..config(1800) });
+        m.receive(&signed(&heartbeat("h2", 1, 1))).unwrap();
+        m.receive(&signed(&heartbeat("h3", 1, 1))).unwrap();
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        m.receive(&signed(&heartbeat("h3", 1, 2))).unwrap();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        // h2 silent 1,500 ms, h3 500 ms, h4 never heard.
+        let names = |silent: Vec<PeerStatus>| silent.into_iter().map(|p| p.name).collect::<Vec<_>>();
+        let ms = Duration::from_millis;
+        assert_eq!(names(m.silent_peers(ms(1000), ms(999))), ["h2"]);
+        assert_eq!(names(m.silent_peers(ms(1000), ms(1000))), ["h2", "h4"]);
+        assert_eq!(names(m.silent_peers(ms(500), Duration::ZERO)), ["h2", "h3"]);
+        assert_eq!(names(m.silent_peers(ms(1500), Duration::ZERO)), ["h2"]);
+        assert!(m.silent_peers(ms(1501), Duration::ZERO).is_empty());
+        assert_eq!(m.silent_peers(Duration::ZERO, Duration::ZERO), m.peers());
+    }
+
+    /// The beacons' thread keeps its copy of the watched peers while this number stays: it moves when a peer
+    /// is watched or no longer is, and when the peers or their URLs change, and not otherwise.
+    #[test]
+    fn the_watched_generation_moves_when_the_watched_peers_may_have_changed_and_only_then() {
+        let m = membership();
+        let urls = |m: &Membership| m.watched().into_iter().map(|(n, u)| format!("{n} {u}")).collect::<Vec<_>>();
+        let at_start = m.watched_generation();
+        m.watch(None, None);
+        assert_eq!(m.watched_generation(), at_start, "every peer was watched already");
+        let h2 = BTreeSet::from(["h2".to_string()]);
+        m.watch(Some(&h2), None);
+        let h2_only = m.watched_generation();
+        assert_ne!(h2_only, at_start);
+        assert_eq!(urls(&m), ["h2 http://127.0.0.1:7071"]);
+        m.watch(Some(&h2), Some(&BTreeSet::new()));
+        assert_eq!(m.watched_generation(), h2_only, "only the heartbeats' targets changed");
+        let moved =
+            [("h2".to_string(), "http://127.0.0.2:7071".to_string()), ("h3".into(), "http://127.0.0.1:7072".into())];
+        assert!(m.set_peers(&moved));
+        let after_move = m.watched_generation();
+        assert_ne!(after_move, h2_only, "h2's URL changed");
+        assert!(!m.set_peers(&moved));
+        assert_eq!(m.watched_generation(), after_move, "nothing changed");
+        m.watch(None, None);
+        assert_ne!(m.watched_generation(), after_move, "h3 is watched again");
+        assert_eq!(urls(&m), ["h2 http://127.0.0.2:7071", "h3 http://127.0.0.1:7072"]);
     }
 
     #[test]

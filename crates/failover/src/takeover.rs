@@ -32,6 +32,10 @@ use crate::wire::{HeldReplica, ProbeReply, ProbeRequest, PromoteRequest, Promote
 
 /// How often the coordinator looks for dead hosts.
 pub const EVERY: Duration = Duration::from_millis(100);
+/// How often the coordinator looks for vservers owned by a live host that does not run them (see
+/// [`ask_again`]): it asks their promotes again only after [`RETRY_AFTER`], so looking ten times a second, which
+/// copied the table and every peer's vservers each time, bought nothing.
+const OWED_EVERY: Duration = Duration::from_secs(1);
 /// How long a voter's promise not to acknowledge a probed host lasts.
 pub const PROMISE: Duration = Duration::from_secs(5);
 /// Longest wait for one voter's answer to a probe.
@@ -87,6 +91,9 @@ pub trait Host: Send + Sync + 'static {
     fn limits(&self) -> Limits;
     /// The peers, as heard.
     fn membership(&self) -> Vec<PeerView>;
+    /// The peers not heard for at least `at_least`, as [`Host::membership`] gives them: the coordinator looks
+    /// for them every [`EVERY`], so only they are copied.
+    fn silent(&self, at_least: Duration) -> Vec<PeerView>;
     /// The voter's side of a probe, on this host.
     fn probe(&self, req: &ProbeRequest) -> Option<ProbeReply>;
     /// The complete replicas this host holds.
@@ -153,23 +160,31 @@ pub async fn run<H: Host + Clone>(host: H) {
     let mut tried: BTreeMap<String, (Vec<(String, u64)>, Instant)> = BTreeMap::new();
     // The vservers owned by a live host that does not run them, and their promotes asked again.
     let mut owed = Owed::default();
+    // When those were last looked for.
+    let mut owed_looked: Option<Instant> = None;
     loop {
         every.tick().await;
         let Some(own) = host.table() else { continue };
         if !own.is_leader() {
             owed = Owed::default();
+            owed_looked = None;
+            continue;
+        }
+        let silent = host.silent(timeout);
+        // A host heard again is news again when it falls silent the next time.
+        said.retain(|name, _| silent.iter().any(|p| p.name == *name));
+        tried.retain(|name, _| silent.iter().any(|p| p.name == *name));
+        let look_for_owed = owed_looked.is_none_or(|at| at.elapsed() >= OWED_EVERY);
+        if silent.is_empty() && !look_for_owed {
             continue;
         }
         let table = own.table();
-        let peers = host.membership();
-        ask_again(&host, &table, &peers, &mut owed);
-        for peer in peers {
+        if look_for_owed {
+            owed_looked = Some(Instant::now());
+            ask_again(&host, &table, &host.membership(), &mut owed);
+        }
+        for peer in silent {
             let silence = peer.silence;
-            if silence < timeout {
-                said.remove(&peer.name);
-                tried.remove(&peer.name);
-                continue;
-            }
             let owned: Vec<(String, u64)> = table
                 .iter()
                 .filter(|(_, e)| e.owner.as_deref() == Some(peer.name.as_str()))

@@ -1088,6 +1088,25 @@ struct SimHost {
     busy: Arc<Busy>,
 }
 
+impl SimHost {
+    /// This host's membership, and how long its agent has run (a peer never heard is silent since then).
+    fn heard(&self) -> (Arc<Membership>, Duration) {
+        let w = self.sim.w();
+        (Arc::clone(&w.hosts[self.me].membership), w.hosts[self.me].agent_started.elapsed())
+    }
+}
+
+/// What the coordinator is told of a peer (the simulated heartbeats carry no vservers).
+fn sim_view(p: failover::wire::PeerStatus, since_start: Duration) -> PeerView {
+    PeerView {
+        silence: p.last_heard_ms.map_or(since_start, Duration::from_millis),
+        alive: p.state == PeerState::Alive,
+        maintenance: p.maintenance,
+        vservers: BTreeMap::new(),
+        name: p.name,
+    }
+}
+
 impl Host for SimHost {
     type Table = SimTable;
     type Peers = SimPeers;
@@ -1108,21 +1127,12 @@ impl Host for SimHost {
         Limits { max_relocate: 1000, window_secs: 3600 }
     }
     fn membership(&self) -> Vec<PeerView> {
-        let (m, since_start) = {
-            let w = self.sim.w();
-            (Arc::clone(&w.hosts[self.me].membership), w.hosts[self.me].agent_started.elapsed())
-        };
-        m.peers()
-            .into_iter()
-            .map(|p| PeerView {
-                // Never heard since this agent started: silent since then.
-                silence: p.last_heard_ms.map_or(since_start, Duration::from_millis),
-                alive: p.state == PeerState::Alive,
-                maintenance: p.maintenance,
-                vservers: BTreeMap::new(),
-                name: p.name,
-            })
-            .collect()
+        let (m, since_start) = self.heard();
+        m.peers().into_iter().map(|p| sim_view(p, since_start)).collect()
+    }
+    fn silent(&self, at_least: Duration) -> Vec<PeerView> {
+        let (m, since_start) = self.heard();
+        m.silent_peers(at_least, since_start).into_iter().map(|p| sim_view(p, since_start)).collect()
     }
     fn probe(&self, req: &ProbeRequest) -> Option<ProbeReply> {
         let m = Arc::clone(&self.sim.w().hosts[self.me].membership);

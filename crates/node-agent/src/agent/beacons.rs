@@ -141,6 +141,7 @@ fn serve(
     // Any datagram: a valid peer's is at most MAX_BEACON, one of an earlier release larger.
     let mut buf = vec![0u8; 65_536];
     let mut next_send = Instant::now();
+    let mut watched = Watched::default();
     while !stop.load(Ordering::Relaxed) {
         loop {
             match socket.recv_from(&mut buf) {
@@ -157,7 +158,7 @@ fn serve(
         let now = Instant::now();
         if !every.is_zero() && now >= next_send {
             if pulse.recent(PULSE_LIMIT) {
-                send(socket, membership, addresses, wanted);
+                send(socket, membership, watched.now(membership), addresses, wanted);
             }
             next_send += every;
             if next_send <= now {
@@ -169,12 +170,38 @@ fn serve(
     }
 }
 
+/// The thread's copy of the watched peers (name, URL), read again only when they may have changed: copying
+/// them for each round of beacons (ten a second) was work that grew with the cluster on a voter.
+#[derive(Default)]
+struct Watched {
+    generation: Option<u64>,
+    peers: Vec<(String, String)>,
+}
+
+impl Watched {
+    /// The watched peers now.
+    fn now(&mut self, membership: &Membership) -> &[(String, String)] {
+        // The generation is read before the list: a change after it makes the next round read again.
+        let generation = membership.watched_generation();
+        if self.generation != Some(generation) {
+            self.peers = membership.watched();
+            self.generation = Some(generation);
+        }
+        &self.peers
+    }
+}
+
 /// One beacon to each watched peer whose address is known; a peer without one (new, or whose last send
 /// failed) is asked for.
-fn send(socket: &UdpSocket, membership: &Membership, addresses: &Addresses, wanted: &tokio::sync::Notify) {
-    let watched = membership.watched();
+fn send(
+    socket: &UdpSocket,
+    membership: &Membership,
+    watched: &[(String, String)],
+    addresses: &Addresses,
+    wanted: &tokio::sync::Notify,
+) {
     let mut missing = false;
-    for (name, url) in &watched {
+    for (name, url) in watched {
         let to = addresses.lock().unwrap_or_else(|p| p.into_inner()).get(name).map(|(addr, _)| *addr);
         let Some(to) = to else {
             missing = true;
@@ -231,6 +258,44 @@ mod tests {
 
     fn heard_ms(m: &Membership, peer: &str) -> Option<u64> {
         m.peers().into_iter().find(|p| p.name == peer).and_then(|p| p.last_heard_ms)
+    }
+
+    /// The thread keeps its copy of the watched peers from round to round, yet a peer that comes while it runs
+    /// gets beacons too: the copy is read again when the membership's watched peers change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_comes_while_beacons_go_gets_them_too() {
+        let (sa, sb, sc) = (
+            tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        );
+        let (port_b, port_c) = (sb.local_addr().unwrap().port(), sc.local_addr().unwrap().port());
+        let a = membership("h1", "h2", port_b);
+        let pulse = Arc::new(Pulse::default());
+        let beating = tokio::spawn({
+            let pulse = Arc::clone(&pulse);
+            async move {
+                loop {
+                    pulse.beat();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        let sender = tokio::spawn(run(Duration::from_millis(100), Arc::clone(&a), sa, pulse));
+        let from_h1 = |socket: &tokio::net::UdpSocket| {
+            let mut buf = vec![0u8; 65_536];
+            let n = socket.try_recv(&mut buf).unwrap_or(0);
+            let signed: Option<failover::wire::SignedHeartbeat> = serde_json::from_slice(&buf[..n]).ok();
+            signed.is_some_and(|s| s.body.contains("\"node\":\"h1\""))
+        };
+        until("h2 gets h1's beacons", || from_h1(&sb)).await;
+        assert!(!from_h1(&sc), "h3 is no peer yet");
+        let peers = [("h2", port_b), ("h3", port_c)].map(|(n, p)| (n.to_string(), format!("http://127.0.0.1:{p}")));
+        assert!(a.set_peers(&peers));
+        until("h3, a peer now, gets h1's beacons", || from_h1(&sc)).await;
+        until("h2 still gets them", || from_h1(&sb)).await;
+        sender.abort();
+        beating.abort();
     }
 
     /// Two hosts' beacons over real UDP: each acknowledges the other's, so each holds the other's lease; a host

@@ -20,6 +20,24 @@ use crate::model::{PeerState, VserverState};
 #[derive(Clone)]
 pub struct AgentHost(pub Arc<Agent>);
 
+impl AgentHost {
+    /// How long this agent has run, to the millisecond: a peer never heard is silent since then.
+    fn since_start(&self) -> Duration {
+        Duration::from_millis(self.0.started.elapsed().as_millis() as u64)
+    }
+}
+
+/// What the coordinator is told of a peer (`since_start`: its silence when it was never heard).
+fn view(p: failover::wire::PeerStatus, since_start: Duration) -> PeerView {
+    PeerView {
+        silence: p.last_heard_ms.map_or(since_start, Duration::from_millis),
+        alive: p.state == PeerState::Alive,
+        maintenance: p.maintenance,
+        vservers: p.vservers.iter().map(|v| (v.name.clone(), v.state)).collect(),
+        name: p.name,
+    }
+}
+
 impl failover::takeover::Host for AgentHost {
     type Table = failover::ownership::Ownership;
     type Peers = failover::peer::PeerClient;
@@ -40,20 +58,12 @@ impl failover::takeover::Host for AgentHost {
         Limits { max_relocate: self.0.config.failures.max_relocate, window_secs: self.0.config.failures.window_secs }
     }
     fn membership(&self) -> Vec<PeerView> {
-        let since_start = self.0.started.elapsed().as_millis() as u64;
-        self.0
-            .membership
-            .peers()
-            .into_iter()
-            .map(|p| PeerView {
-                // Never heard since this agent started: silent since then.
-                silence: Duration::from_millis(p.last_heard_ms.unwrap_or(since_start)),
-                alive: p.state == PeerState::Alive,
-                maintenance: p.maintenance,
-                vservers: p.vservers.iter().map(|v| (v.name.clone(), v.state)).collect(),
-                name: p.name,
-            })
-            .collect()
+        let since_start = self.since_start();
+        self.0.membership.peers().into_iter().map(|p| view(p, since_start)).collect()
+    }
+    fn silent(&self, at_least: Duration) -> Vec<PeerView> {
+        let since_start = self.since_start();
+        self.0.membership.silent_peers(at_least, since_start).into_iter().map(|p| view(p, since_start)).collect()
     }
     fn probe(&self, req: &ProbeRequest) -> Option<ProbeReply> {
         probe(&self.0, req)
