@@ -1310,8 +1310,26 @@ async fn reconcile_membership(
 ) {
     use openraft::ChangeMembers;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // The digest of the inputs of the last round that found nothing to do (see [`reconcile_digest`]).
+    let mut settled: Option<u64> = None;
     loop {
         tick.tick().await;
+        {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            if m.state == ServerState::Shutdown {
+                return;
+            }
+            if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().next().is_none() {
+                settled = None;
+                continue;
+            }
+        }
+        let digest = reconcile_digest(&raft, &applied, &alive);
+        if settled == Some(digest) {
+            continue;
+        }
+        settled = None;
         let (table_hosts, removed) = {
             let a = applied.read().unwrap_or_else(|p| p.into_inner());
             (a.table.hosts.clone(), a.table.removed.clone())
@@ -1319,9 +1337,6 @@ async fn reconcile_membership(
         let (me, membership, last_log, matched) = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
-            if m.state == ServerState::Shutdown {
-                return;
-            }
             if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().next().is_none() {
                 continue;
             }
@@ -1360,7 +1375,8 @@ async fn reconcile_membership(
             .filter(|(h, _)| !present.contains(*h))
             .map(|(host, url)| (id_of(host), HostNode { name: host.clone(), url: url.clone() }))
             .collect();
-        if !missing.is_empty() {
+        let adding = !missing.is_empty();
+        if adding {
             let hosts: Vec<String> = missing.values().map(|n| n.name.clone()).collect();
             match raft.change_membership(ChangeMembers::AddNodes(missing), true).await {
                 Ok(_) => tracing::info!(?hosts, "added as learners"),
@@ -1389,13 +1405,156 @@ async fn reconcile_membership(
                 Ok(_) => tracing::warn!(hosts = ?names, "removed from the membership"),
                 Err(e) => tracing::info!(error = %e, "cannot remove hosts from the membership yet"),
             }
+            continue;
         }
+        if !adding && reconcile_digest(&raft, &applied, &alive) == digest {
+            // Nothing to do, and nothing changed while this round looked: nor will the next round find anything
+            // until something does.
+            settled = Some(digest);
+        }
+    }
+}
+
+/// A digest of what [`reconcile_membership`] decides from, read where it lives (see [`Inputs::digest`]).
+fn reconcile_digest(raft: &OwnershipRaft, applied: &RwLock<Applied>, alive: &RwLock<Option<BTreeSet<String>>>) -> u64 {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let membership = m.membership_config.membership();
+    let a = applied.read().unwrap_or_else(|p| p.into_inner());
+    let heard = alive.read().unwrap_or_else(|p| p.into_inner());
+    Inputs {
+        nodes: membership.nodes(),
+        voters: membership.get_joint_config(),
+        me: m.id,
+        term: m.current_term,
+        last_log: m.last_log_index,
+        matched: m.replication.iter().flatten().map(|(id, log)| (*id, log.map(|l| l.index))),
+        hosts: &a.table.hosts,
+        removed: &a.table.removed,
+        alive: &heard,
+    }
+    .digest()
+}
+
+/// What [`reconcile_membership`] decides from: the membership (its members, their addresses and who votes), this
+/// node and its term, its last log entry and how far each member's log matches it, the hosts the table takes in
+/// and out, and the hosts heard alive.
+struct Inputs<'a, N, M> {
+    nodes: N,
+    voters: &'a [BTreeSet<NodeId>],
+    me: NodeId,
+    term: u64,
+    last_log: Option<u64>,
+    matched: M,
+    hosts: &'a BTreeMap<String, String>,
+    removed: &'a BTreeSet<String>,
+    alive: &'a Option<BTreeSet<String>>,
+}
+
+impl<'a, N, M> Inputs<'a, N, M>
+where
+    N: Iterator<Item = (&'a NodeId, &'a HostNode)>,
+    M: Iterator<Item = (NodeId, Option<u64>)>,
+{
+    /// While this stays the same, a round that found nothing to do would find nothing again; so the leader
+    /// hashes these twice a second instead of copying them all (every host of the cluster) each time.
+    fn digest(self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (id, node) in self.nodes {
+            (id, &node.name, &node.url).hash(&mut h);
+        }
+        self.voters.hash(&mut h);
+        (self.me, self.term, self.last_log).hash(&mut h);
+        for matched in self.matched {
+            matched.hash(&mut h);
+        }
+        (self.hosts, self.removed, self.alive).hash(&mut h);
+        h.finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The leader skips its look at the membership while this digest stays: any change of what the look
+    /// decides from must change it, or a change would wait for an unrelated one.
+    #[test]
+    fn the_membership_digest_moves_with_each_thing_the_leader_decides_from() {
+        let node = |name: &str| HostNode { name: name.into(), url: format!("https://{name}:7070") };
+        let (h1, h2, h3) = (node("h1"), node("h2"), node("h3"));
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<String>>();
+        let ids = |list: &[u64]| list.iter().copied().collect::<BTreeSet<NodeId>>();
+        struct Case {
+            nodes: Vec<(NodeId, HostNode)>,
+            voters: Vec<BTreeSet<NodeId>>,
+            me: NodeId,
+            term: u64,
+            last_log: Option<u64>,
+            matched: Vec<(NodeId, Option<u64>)>,
+            hosts: BTreeMap<String, String>,
+            removed: BTreeSet<String>,
+            alive: Option<BTreeSet<String>>,
+        }
+        let digest = |c: &Case| {
+            Inputs {
+                nodes: c.nodes.iter().map(|(id, n)| (id, n)),
+                voters: &c.voters,
+                me: c.me,
+                term: c.term,
+                last_log: c.last_log,
+                matched: c.matched.iter().copied(),
+                hosts: &c.hosts,
+                removed: &c.removed,
+                alive: &c.alive,
+            }
+            .digest()
+        };
+        let base = || Case {
+            nodes: vec![(1, h1.clone()), (2, h2.clone()), (3, h3.clone())],
+            voters: vec![ids(&[1, 2])],
+            me: 1,
+            term: 4,
+            last_log: Some(9),
+            matched: vec![(1, Some(9)), (2, Some(9)), (3, Some(7))],
+            hosts: BTreeMap::from([("h3".to_string(), h3.url.clone())]),
+            removed: BTreeSet::new(),
+            alive: Some(set(&["h1", "h2", "h3"])),
+        };
+        let at_rest = digest(&base());
+        assert_eq!(digest(&base()), at_rest, "the same inputs, the same digest");
+        type Change<'f> = Box<dyn Fn(&mut Case) + 'f>;
+        let changes: Vec<(&str, Change)> = vec![
+            ("a member's address", Box::new(|c| c.nodes[2].1.url = "https://h3b:7070".into())),
+            ("a member more", Box::new(|c| c.nodes.push((4, node("h4"))))),
+            ("who votes", Box::new(|c| c.voters = vec![ids(&[1, 2, 3])])),
+            ("a joint configuration", Box::new(|c| c.voters.push(ids(&[1, 3])))),
+            ("this node", Box::new(|c| c.me = 2)),
+            ("the term", Box::new(|c| c.term = 5)),
+            ("the last entry", Box::new(|c| c.last_log = Some(10))),
+            ("a learner caught up", Box::new(|c| c.matched[2].1 = Some(9))),
+            (
+                "a host taken in",
+                Box::new(|c| {
+                    c.hosts.insert("h4".into(), "https://h4:7070".into());
+                }),
+            ),
+            (
+                "a host taken out",
+                Box::new(|c| {
+                    c.removed.insert("h2".into());
+                }),
+            ),
+            ("a host no longer heard", Box::new(|c| c.alive = Some(set(&["h1", "h2"])))),
+            ("who is heard not told yet", Box::new(|c| c.alive = None)),
+        ];
+        for (what, change) in changes {
+            let mut c = base();
+            change(&mut c);
+            assert_ne!(digest(&c), at_rest, "{what} changes nothing");
+        }
+    }
 
     #[test]
     fn config_check_names_what_is_wrong() {
