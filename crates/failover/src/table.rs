@@ -20,6 +20,11 @@ pub trait Table: Send + Sync + 'static {
     fn epoch(&self, vserver: &str) -> u64;
     /// `vserver`'s owner and epoch.
     fn owner(&self, vserver: &str) -> Option<(String, u64)>;
+    /// The vservers `host` owns, with their epochs, by name.
+    fn owned_by(&self, host: &str) -> Vec<(String, u64)> {
+        let table = self.table();
+        table.into_iter().filter(|(_, e)| e.owner.as_deref() == Some(host)).map(|(v, e)| (v, e.epoch)).collect()
+    }
     /// The event log, oldest first.
     fn events(&self) -> Vec<Event>;
     /// What maintenance is on.
@@ -67,6 +72,9 @@ impl Table for Ownership {
     }
     fn owner(&self, vserver: &str) -> Option<(String, u64)> {
         Ownership::owner(self, vserver)
+    }
+    fn owned_by(&self, host: &str) -> Vec<(String, u64)> {
+        Ownership::owned_by(self, host)
     }
     fn events(&self) -> Vec<Event> {
         Ownership::events(self)

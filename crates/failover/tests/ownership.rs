@@ -193,6 +193,16 @@ async fn three_hosts_elect_a_leader_and_agree_on_every_change() {
     let moved = cluster.node(leader).set_owner("web", "h1", 1).await.expect("set_owner on the leader");
     assert_eq!(moved, ("h1".to_string(), 2));
     cluster.converged("web", ("h1", 2)).await;
+    cluster.node(leader).set_owner("db", "h1", 0).await.expect("db on h1");
+    cluster.node(leader).set_owner("mx", "h2", 0).await.expect("mx on h2");
+    cluster.converged("mx", ("h2", 1)).await;
+    // What the coordinator asks of a silent host: its vservers alone, by name.
+    for n in cluster.running() {
+        let owned = |host| n.ownership.owned_by(host);
+        assert_eq!(owned("h1"), [("db".to_string(), 1), ("web".to_string(), 2)]);
+        assert_eq!(owned("h2"), [("mx".to_string(), 1)]);
+        assert!(owned("h3").is_empty());
+    }
 
     // An old epoch is refused and changes nothing, anywhere.
     let stale = cluster.node(follower).set_owner("web", "h2", 1).await.expect_err("stale epoch");

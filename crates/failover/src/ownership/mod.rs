@@ -878,6 +878,13 @@ impl Ownership {
         entry.owner.clone().map(|o| (o, entry.epoch))
     }
 
+    /// The vservers `host` owns as applied on this node, with their epochs, by name: only those are copied.
+    pub fn owned_by(&self, host: &str) -> Vec<(String, u64)> {
+        let applied = self.inner.applied.read().unwrap_or_else(|p| p.into_inner());
+        let owners = applied.table.owners.iter();
+        owners.filter(|(_, e)| e.owner.as_deref() == Some(host)).map(|(v, e)| (v.clone(), e.epoch)).collect()
+    }
+
     /// The vserver's epoch as applied on this node: 0 if never owned (cleared vservers keep theirs).
     pub fn epoch(&self, vserver: &str) -> u64 {
         self.inner.applied.read().unwrap_or_else(|p| p.into_inner()).table.epoch(vserver)
