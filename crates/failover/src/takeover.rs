@@ -63,6 +63,20 @@ pub struct PeerView {
     pub vservers: BTreeMap<String, VserverState>,
 }
 
+impl PeerView {
+    /// A peer as the membership's status gives it; one never heard is silent for `since_start`, this host's run
+    /// so far.
+    pub fn from_status(p: crate::wire::PeerStatus, since_start: Duration) -> Self {
+        Self {
+            silence: p.last_heard_ms.map_or(since_start, Duration::from_millis),
+            alive: p.state == crate::wire::PeerState::Alive,
+            maintenance: p.maintenance,
+            vservers: p.vservers.iter().map(|v| (v.name.clone(), v.state)).collect(),
+            name: p.name,
+        }
+    }
+}
+
 /// The failure accounting that limits relocations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

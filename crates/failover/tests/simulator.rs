@@ -1096,15 +1096,10 @@ impl SimHost {
     }
 }
 
-/// What the coordinator is told of a peer (the simulated heartbeats carry no vservers).
+/// What the coordinator is told of a peer: as an agent's, without the vservers (the simulated heartbeats
+/// carry none).
 fn sim_view(p: failover::wire::PeerStatus, since_start: Duration) -> PeerView {
-    PeerView {
-        silence: p.last_heard_ms.map_or(since_start, Duration::from_millis),
-        alive: p.state == PeerState::Alive,
-        maintenance: p.maintenance,
-        vservers: BTreeMap::new(),
-        name: p.name,
-    }
+    PeerView { vservers: BTreeMap::new(), ..PeerView::from_status(p, since_start) }
 }
 
 impl Host for SimHost {

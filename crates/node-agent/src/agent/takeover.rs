@@ -14,7 +14,7 @@ use failover::wire::{HeldReplica, ProbeReply, ProbeRequest, PromoteRequest, Prom
 use isolate::VserverName;
 
 use super::node::Agent;
-use crate::model::{PeerState, VserverState};
+use crate::model::VserverState;
 
 /// The agent, as the coordinator and a takeover reach this host.
 #[derive(Clone)]
@@ -24,17 +24,6 @@ impl AgentHost {
     /// How long this agent has run, to the millisecond: a peer never heard is silent since then.
     fn since_start(&self) -> Duration {
         Duration::from_millis(self.0.started.elapsed().as_millis() as u64)
-    }
-}
-
-/// What the coordinator is told of a peer (`since_start`: its silence when it was never heard).
-fn view(p: failover::wire::PeerStatus, since_start: Duration) -> PeerView {
-    PeerView {
-        silence: p.last_heard_ms.map_or(since_start, Duration::from_millis),
-        alive: p.state == PeerState::Alive,
-        maintenance: p.maintenance,
-        vservers: p.vservers.iter().map(|v| (v.name.clone(), v.state)).collect(),
-        name: p.name,
     }
 }
 
@@ -59,11 +48,16 @@ impl failover::takeover::Host for AgentHost {
     }
     fn membership(&self) -> Vec<PeerView> {
         let since_start = self.since_start();
-        self.0.membership.peers().into_iter().map(|p| view(p, since_start)).collect()
+        self.0.membership.peers().into_iter().map(|p| PeerView::from_status(p, since_start)).collect()
     }
     fn silent(&self, at_least: Duration) -> Vec<PeerView> {
         let since_start = self.since_start();
-        self.0.membership.silent_peers(at_least, since_start).into_iter().map(|p| view(p, since_start)).collect()
+        self.0
+            .membership
+            .silent_peers(at_least, since_start)
+            .into_iter()
+            .map(|p| PeerView::from_status(p, since_start))
+            .collect()
     }
     fn probe(&self, req: &ProbeRequest) -> Option<ProbeReply> {
         probe(&self.0, req)
