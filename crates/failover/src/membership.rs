@@ -9,7 +9,7 @@
 //! that beacon's sending plus the lease length ([`Membership::lease`]; [`crate::lease`] adds it up). Time is
 //! tokio's clock, so the simulator runs it on virtual time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -144,12 +144,35 @@ impl Peer {
 /// What the lock guards: the peers in configuration order and the refusal counters.
 struct Table {
     peers: Vec<Peer>,
+    /// Where each peer is in `peers`, by name: every beacon sent and received looks its peer up, so a voter
+    /// that scanned the list for each did work that grew with the square of the cluster.
+    index: HashMap<String, usize>,
     counters: RejectCounters,
 }
 
 impl Table {
+    fn new(peers: Vec<Peer>) -> Self {
+        let mut table = Self { peers: Vec::new(), index: HashMap::new(), counters: RejectCounters::default() };
+        table.replace(peers);
+        table
+    }
+
+    /// Makes `peers` the peers, and returns the ones they replace.
+    fn replace(&mut self, peers: Vec<Peer>) -> Vec<Peer> {
+        self.index.clear();
+        for (i, p) in peers.iter().enumerate() {
+            // The first of a name wins, as a search along the list would find it.
+            self.index.entry(p.name.clone()).or_insert(i);
+        }
+        std::mem::replace(&mut self.peers, peers)
+    }
+
+    fn peer(&self, name: &str) -> Option<&Peer> {
+        self.index.get(name).map(|&i| &self.peers[i])
+    }
+
     fn peer_mut(&mut self, name: &str) -> Option<&mut Peer> {
-        self.peers.iter_mut().find(|p| p.name == name)
+        self.index.get(name).map(|&i| &mut self.peers[i])
     }
 }
 
@@ -245,7 +268,7 @@ impl Membership {
             seq: AtomicU64::new(0),
             suspect_after: config.suspect_after,
             dead_after: config.dead_after,
-            table: Mutex::new(Table { peers, counters: RejectCounters::default() }),
+            table: Mutex::new(Table::new(peers)),
             lease_len: config.lease_len,
             sent: Mutex::new(std::collections::VecDeque::new()),
             covered: std::sync::atomic::AtomicBool::new(false),
@@ -322,11 +345,12 @@ impl Membership {
             return false;
         }
         let now = Instant::now();
-        let mut old: Vec<Peer> = std::mem::take(&mut table.peers);
+        let mut old: BTreeMap<String, Peer> =
+            table.replace(Vec::new()).into_iter().map(|p| (p.name.clone(), p)).collect();
+        let mut fresh = Vec::with_capacity(peers.len());
         for (name, url) in peers.iter().filter(|(name, _)| *name != self.node) {
-            let peer = match old.iter().position(|p| p.name == *name) {
-                Some(i) => {
-                    let mut p = old.swap_remove(i);
+            let peer = match old.remove(name) {
+                Some(mut p) => {
                     p.url.clone_from(url);
                     p
                 }
@@ -335,9 +359,10 @@ impl Membership {
                     Peer::new(name.clone(), url.clone(), now)
                 }
             };
-            table.peers.push(peer);
+            fresh.push(peer);
         }
-        for gone in old {
+        table.replace(fresh);
+        for gone in old.into_values() {
             tracing::info!(peer = %gone.name, "no longer a peer");
         }
         self.watched_changes.fetch_add(1, Ordering::Release);
@@ -363,7 +388,7 @@ impl Membership {
 
     /// The incarnation `name` was last heard in (a new one: it restarted, and knows nothing it was told).
     pub fn incarnation_of(&self, name: &str) -> Option<u64> {
-        self.lock().peers.iter().find(|p| p.name == name).and_then(|p| p.heard.as_ref().map(|h| h.incarnation))
+        self.lock().peer(name).and_then(|p| p.heard.as_ref().map(|h| h.incarnation))
     }
 
     /// Counters of refused heartbeats.
@@ -579,9 +604,8 @@ impl Membership {
         let acks = {
             let table = self.lock();
             table
-                .peers
-                .iter()
-                .filter(|p| p.name == peer)
+                .peer(peer)
+                .into_iter()
                 .filter(|p| p.promised_until.is_none_or(|t| now >= t))
                 .filter_map(|p| p.heard.as_ref().map(|h| (p, h)))
                 .filter(|(_, h)| now.saturating_duration_since(h.at) < self.lease_len)
@@ -656,7 +680,7 @@ impl Membership {
         let table = self.lock();
         among
             .iter()
-            .filter_map(|name| table.peers.iter().find(|p| &p.name == name))
+            .filter_map(|name| table.peer(name))
             .filter_map(|p| p.lease_until.filter(|t| *t > now).map(|t| (p.name.clone(), t)))
             .collect()
     }
@@ -1142,6 +1166,40 @@ mod tests {
             "the table is older than dead_after, the newcomer is not"
         );
         assert!(m.receive_beacon(&beacon("h3", 1, 1, SECRET)).is_err(), "a forgotten peer is unknown");
+    }
+
+    /// Every beacon sent or received looks its peer up by name (through an index: a search along the list made a
+    /// voter's work per host grow with the cluster); the peers reordered, added and removed, each beacon still
+    /// finds its own peer, and what was heard of a peer stays with it.
+    #[test]
+    fn a_beacon_finds_its_own_peer_after_the_peers_are_reordered_added_and_removed() {
+        let m = membership();
+        m.receive_beacon(&beacon("h3", 7, 1, SECRET)).unwrap();
+        let url = |n: u16| format!("http://127.0.0.1:{n}");
+        assert!(m.set_peers(&[("h4".into(), url(7073)), ("h3".into(), url(7072)), ("h2".into(), url(7071))]));
+        assert_eq!((m.incarnation_of("h3"), m.incarnation_of("h2"), m.incarnation_of("h4")), (Some(7), None, None));
+
+        m.receive_beacon(&beacon("h2", 5, 1, SECRET)).unwrap();
+        assert_eq!((m.incarnation_of("h2"), m.incarnation_of("h4")), (Some(5), None), "h2's beacon is h2's");
+        let h2_acked = serde_json::from_slice::<SignedHeartbeat>(&m.next_beacon("h2")).unwrap();
+        let acks = serde_json::from_str::<Beacon>(&h2_acked.body).unwrap().acks;
+        assert_eq!(acks, [Ack { node: "h2".into(), incarnation: 5, seq: 1 }], "the beacon to h2 acknowledges h2");
+        let to_h4 = serde_json::from_slice::<SignedHeartbeat>(&m.next_beacon("h4")).unwrap();
+        assert!(serde_json::from_str::<Beacon>(&to_h4.body).unwrap().acks.is_empty(), "h4 was never heard");
+
+        // h4 acknowledges this node's beacon to it: its word, not another's.
+        let ours: Beacon = serde_json::from_str(&to_h4.body).unwrap();
+        m.receive_beacon(&acking("h4", 1, &[("h1", 1, ours.seq)])).unwrap();
+        let now = Instant::now();
+        let vouching: Vec<String> = m.lease(now).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(vouching, ["h4"]);
+        assert_eq!(m.lease_among(&["h2".into(), "h4".into()], now).len(), 1);
+
+        assert!(m.set_peers(&[("h2".into(), url(7071))]));
+        assert!(m.receive_beacon(&beacon("h4", 1, 2, SECRET)).is_err(), "a peer taken out is unknown");
+        assert_eq!(m.incarnation_of("h2"), Some(5));
+        m.receive_beacon(&beacon("h2", 5, 2, SECRET)).unwrap();
+        assert_eq!(state_of(&m, "h2").state, PeerState::Alive);
     }
 
     #[test]
