@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use failover::ownership::{voters_for, Member, Ownership, OwnershipConfig, OwnershipError, Timing};
@@ -66,6 +67,8 @@ struct Cluster {
     members: Vec<Member>,
     timing: Timing,
     nodes: Vec<Option<Node>>,
+    /// Every Raft append each host received: (host id, the request as JSON).
+    appends: Arc<Mutex<Vec<(usize, serde_json::Value)>>>,
 }
 
 impl Cluster {
@@ -79,7 +82,7 @@ impl Cluster {
             members.push(Member { id: i as u64, name: format!("h{i}"), url: format!("http://{addr}") });
             listeners.push(listener);
         }
-        let mut cluster = Cluster { dir, members, timing, nodes: Vec::new() };
+        let mut cluster = Cluster { dir, members, timing, nodes: Vec::new(), appends: Arc::default() };
         for (i, listener) in listeners.into_iter().enumerate() {
             let node = cluster.open(i + 1, listener).await;
             cluster.nodes.push(Some(node));
@@ -109,7 +112,23 @@ impl Cluster {
         let mut config = OwnershipConfig::new(id as u64, self.data_dir(id), self.members.clone(), SECRET);
         config.timing = self.timing.clone();
         let ownership = Ownership::open(config).await.expect("open");
-        let app = failover::ownership::http::router(ownership.clone());
+        let appends = self.appends.clone();
+        let app = failover::ownership::http::router(ownership.clone()).layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let appends = appends.clone();
+                async move {
+                    if request.uri().path() != "/v1/raft/append" {
+                        return next.run(request).await;
+                    }
+                    let (parts, body) = request.into_parts();
+                    let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("the request's body");
+                    if let Ok(json) = serde_json::from_slice(&bytes) {
+                        appends.lock().unwrap().push((id, json));
+                    }
+                    next.run(axum::extract::Request::from_parts(parts, bytes.into())).await
+                }
+            },
+        ));
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -380,6 +399,44 @@ async fn four_hosts_run_three_voters_and_a_learner_that_gets_the_table() {
     assert_eq!(m.learners, ["h4"]);
     cluster.node(4).set_owner("web", "h4", 0).await.expect("write through the learner");
     cluster.converged("web", ("h4", 1)).await;
+    cluster.shutdown().await;
+}
+
+/// A learner cannot apply an entry before it is committed: the leader sends it this term's new entries once
+/// they are committed, with their commit, in one request. The voters' copies, which decide the commit, do not
+/// wait for the learners', and the learner needs no second request to learn the commit. (A commit slower than
+/// half the heartbeat interval would send them as before, uncommitted: the generous heartbeat here leaves a
+/// busy machine a second for each.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_gets_new_entries_once_committed_with_their_commit() {
+    let timing = Timing { heartbeat_ms: 2000, election_min_ms: 4000, election_max_ms: 5000, ..Timing::default() };
+    let cluster = Cluster::start(4, timing).await;
+    let leader = cluster.agreed_leader().await;
+    eventually("h4 to be a learner", || async { (cluster.node(leader).metrics().learners == ["h4"]).then_some(()) })
+        .await;
+    for vserver in ["a", "b", "c", "d", "e"] {
+        cluster.node(leader).set_owner(vserver, "h1", 0).await.expect("write");
+        cluster.converged(vserver, ("h1", 1)).await;
+    }
+    let appends = cluster.appends.lock().unwrap().clone();
+    let index = |v: &serde_json::Value| v["index"].as_u64();
+    // Each append that carried entries to host `to`: the number of its last entry, and the commit it told.
+    let carried = |to: usize| -> Vec<(Option<u64>, Option<u64>)> {
+        appends
+            .iter()
+            .filter(|(id, _)| *id == to)
+            .filter_map(|(_, a)| Some((index(&a["entries"].as_array()?.last()?["log_id"]), index(&a["leader_commit"]))))
+            .collect()
+    };
+    let to_learner = carried(4);
+    let last_five: Vec<_> = to_learner.iter().rev().take(5).collect();
+    assert_eq!(last_five.len(), 5, "{to_learner:?}");
+    for (last, commit) in &last_five {
+        assert!(commit >= last, "an append of new entries to the learner without their commit: {to_learner:?}");
+    }
+    // A voter's copy goes before the commit, as always: the commit needs it.
+    let voter = if leader == 1 { 2 } else { 1 };
+    assert!(carried(voter).iter().any(|(last, commit)| commit < last), "{:?}", carried(voter));
     cluster.shutdown().await;
 }
 

@@ -186,6 +186,27 @@ pub(crate) struct PeerClient {
     quiet: Quiet,
 }
 
+/// How a leader sends a learner its new entries. openraft sends each new entry to every host at once, before
+/// it is committed, and its commit in a second request: in a large cluster the voters' copies (which alone
+/// decide the commit) were sent, written and answered among those of every learner, and each learner took two
+/// requests per change. A learner cannot apply an entry before it is committed anyway, so the leader's
+/// stream to a learner holds this leader's new entries until the leader has applied them (at most a bound well
+/// within openraft's time limit for the request; then they go as before), and sends them with their commit.
+impl PeerClient {
+    /// Whether `last`, an entry of this leader's term, is committed: applied here within `within`. An entry
+    /// applied here with the same leader and a number at least `last`'s is in the committed log of every later
+    /// leader, and so is everything before it in this leader's log, `last` with it.
+    async fn committed_here(&self, last: openraft::LogId<NodeId>, within: Duration) -> bool {
+        let Some(metrics) = self.net.metrics.get() else { return false };
+        let mut metrics = metrics.clone();
+        let applied = |m: &openraft::RaftMetrics<NodeId, HostNode>| {
+            m.last_applied.is_some_and(|a| a.leader_id == last.leader_id && a.index >= last.index)
+        };
+        let committed = matches!(tokio::time::timeout(within, metrics.wait_for(applied)).await, Ok(Ok(_)));
+        committed
+    }
+}
+
 /// The URL of route `route` (`append`, `vote`, ...) on the host whose base URL is `base`.
 pub(crate) fn route_url(base: &str, route: &str) -> String {
     format!("{}/v1/raft/{route}", base.trim_end_matches('/'))
@@ -251,12 +272,28 @@ impl PeerClient {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, HostNode, RaftError<NodeId>>> {
-        if !rpc.entries.is_empty() || self.votes() {
+        if self.votes() {
             self.quiet = Quiet::default();
             return self.call("append", &rpc).await;
+        }
+        if let Some(last) = rpc.entries.last().map(|e| e.log_id) {
+            // A learner: this leader's new entries go to it once committed, with their commit (see
+            // [`committed_here`]), so that it applies them on this one request.
+            if rpc.leader_commit.is_none_or(|c| c.index < last.index)
+                && last.leader_id == rpc.vote.leader_id
+                && self.committed_here(last, option.soft_ttl() / 2).await
+            {
+                rpc.leader_commit = Some(last);
+            }
+            let says: HeartbeatSays = (rpc.vote, Some(last), rpc.leader_commit);
+            let now = Instant::now();
+            let result = self.call("append", &rpc).await;
+            // The heartbeat that would tell it the same (the commit, once openraft's stream hears of it) is spared.
+            self.quiet.sent(says, matches!(result, Ok(AppendEntriesResponse::Success)), now);
+            return result;
         }
         let says: HeartbeatSays = (rpc.vote, rpc.prev_log_id, rpc.leader_commit);
         let now = Instant::now();
