@@ -71,9 +71,20 @@ fn a_migrated_vserver_answers_at_the_same_address_from_its_new_host() {
             owner(&agents)
         );
     }
-    // The placement turned round on both: h1 primary, h0 its standby; replication now runs h1 -> h0.
-    let rows = agents.status(1).unwrap()["replication"].clone();
-    assert!(rows.as_array().unwrap().iter().any(|r| r["vserver"] == name.as_str() && r["standby"] == "h0"), "{rows}");
+    // The placement turned round on both: h1 primary, h0 its standby; replication now runs h1 -> h0. h1 turns
+    // its own round once it has applied the new owner (its check follows the table every second).
+    let replicates_to_h0 = || {
+        agents.status(1).ok().is_some_and(|s| {
+            s["replication"]
+                .as_array()
+                .is_some_and(|rows| rows.iter().any(|r| r["vserver"] == name.as_str() && r["standby"] == "h0"))
+        })
+    };
+    assert!(
+        wait_for(PATIENCE, replicates_to_h0).is_some(),
+        "h1 replicates to h0: {}",
+        agents.status(1).map(|s| s["replication"].clone()).unwrap_or_default()
+    );
     let out = vserver(&lab, 1, &[&name, "sync"], false);
     assert!(out.status.success(), "the new primary syncs to the old one: {}", text(&out));
 
