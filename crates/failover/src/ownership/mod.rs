@@ -449,6 +449,9 @@ pub struct PlacementTable {
     pub taken_from: BTreeSet<String>,
     /// The revision of the last change.
     pub revision: u64,
+    /// The vservers an operator took out, which no cluster file brings back (not shown by the API).
+    #[serde(skip)]
+    pub unplaced: BTreeSet<String>,
 }
 
 /// The handle on this host's member of the ownership cluster; clones share it.
@@ -1063,6 +1066,7 @@ impl Ownership {
             placements: applied.table.placements.clone(),
             taken_from: applied.table.placements_from.clone(),
             revision: applied.table.placement_revision,
+            unplaced: applied.table.unplaced.clone(),
         }
     }
 

@@ -240,11 +240,29 @@ pub async fn remove(agent: &Agent, name: &VserverName, expected: Option<u64>) ->
     Ok(PlaceReply { vserver: name.to_string(), revision, entry: None })
 }
 
-/// The placements this host applies: the table's, and, until this host's file is taken in, the file's for the
-/// vservers the table does not name.
-fn wanted(table: &PlacementTable, me: &str, file: &ClusterConfig) -> BTreeMap<VserverName, VserverEntry> {
-    let mut wanted: BTreeMap<VserverName, VserverEntry> =
-        if table.taken_from.contains(me) { BTreeMap::new() } else { file.entries.clone() };
+/// The placements this host applies: the table's, and, until every host's file (`hosts`) is taken in, the file's
+/// for the vservers the table does not name and no operator took out. The files are taken in at once, each without
+/// the vservers a file before it places: this host's may be in before the file that places one of its vservers,
+/// and that vserver must not lose its placement meanwhile (it would be neither replicated nor taken over).
+fn wanted(
+    table: &PlacementTable,
+    me: &str,
+    hosts: &BTreeSet<String>,
+    file: &ClusterConfig,
+) -> BTreeMap<VserverName, VserverEntry> {
+    let mine = table.taken_from.contains(me);
+    let every_file_in = hosts.iter().chain([&me.to_string()]).all(|h| table.taken_from.contains(h));
+    let mut wanted: BTreeMap<VserverName, VserverEntry> = if !mine {
+        file.entries.clone()
+    } else if !every_file_in {
+        file.entries
+            .iter()
+            .filter(|(n, _)| !table.unplaced.contains(n.as_str()))
+            .map(|(n, e)| (n.clone(), e.clone()))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     for (name, placed) in &table.placements {
         if let Ok(name) = VserverName::parse(name) {
             wanted.insert(name, placed.entry.clone());
@@ -270,7 +288,7 @@ pub fn apply(agent: &Agent, file: &ClusterConfig) -> bool {
     let known = hosts(agent);
     let mut placed: BTreeMap<VserverName, (Placement, Settings)> = BTreeMap::new();
     let mut kept = BTreeSet::new();
-    for (name, entry) in wanted(&table, &agent.config.node, file) {
+    for (name, entry) in wanted(&table, &agent.config.node, &known, file) {
         match check_entry(&entry, &known, &Defaults::default()) {
             Ok(p) => {
                 placed.insert(name, p);
@@ -475,11 +493,22 @@ mod tests {
         table
             .placements
             .insert("web".into(), failover::ownership::types::PlacedEntry { entry: entry("b"), revision: 3 });
-        let w = wanted(&table, "a", &file);
+        let hosts = BTreeSet::from(["a".to_string(), "b".to_string()]);
+        let names = |w: &BTreeMap<VserverName, VserverEntry>| w.keys().map(|n| n.to_string()).collect::<Vec<_>>();
+        let w = wanted(&table, "a", &hosts, &file);
         assert_eq!(w.len(), 2);
         assert_eq!(w[&VserverName::parse("web").unwrap()].primary, "b", "the table wins");
+        // a's file is in, b's not yet: b's may be the one that places db (the files go in at once, each without
+        // what a file before it places), so db keeps its placement by a's file meanwhile.
         table.taken_from.insert("a".into());
-        let w = wanted(&table, "a", &file);
-        assert_eq!(w.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["web"], "once taken in, the table alone");
+        let w = wanted(&table, "a", &hosts, &file);
+        assert_eq!(names(&w), ["db", "web"], "until every file is in, the file still counts");
+        assert_eq!(w[&VserverName::parse("web").unwrap()].primary, "b", "the table still wins");
+        // An operator took db out meanwhile: no file brings it back.
+        table.unplaced.insert("db".into());
+        assert_eq!(names(&wanted(&table, "a", &hosts, &file)), ["web"]);
+        table.unplaced.clear();
+        table.taken_from.insert("b".into());
+        assert_eq!(names(&wanted(&table, "a", &hosts, &file)), ["web"], "once every file is in, the table alone");
     }
 }
