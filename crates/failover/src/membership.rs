@@ -51,25 +51,30 @@ pub enum HeartbeatReject {
 
 /// The hex HMAC-SHA256 of `body` under `secret`: the signature of a heartbeat whose JSON text is `body`.
 pub fn sign_body(secret: &str, body: &str) -> String {
-    hex::encode(mac(secret, body).finalize().into_bytes())
+    sign_with(&keyed(secret), body)
 }
 
 /// Whether `signature_hex` is the HMAC-SHA256 of `body` under `secret`, compared in constant time.
 pub fn verify_body(secret: &str, body: &str, signature_hex: &str) -> bool {
-    match hex::decode(signature_hex) {
-        Ok(signature) => mac(secret, body).verify_slice(&signature).is_ok(),
-        Err(_) => false,
-    }
+    verify_with(&keyed(secret), body, signature_hex)
 }
 
-fn mac(secret: &str, body: &str) -> HmacSha256 {
-    keyed(secret).chain_update(body.as_bytes())
-}
-
-/// HMAC-SHA256 keyed with `secret`, to be cloned for each message: the key is set up once, not for each of the
-/// beacons a voter signs and checks (20 a second for each host it watches).
+/// HMAC-SHA256 keyed with `secret`, to be cloned for each message: a [`Membership`] sets its keys up once, not
+/// for each of the beacons a voter signs and checks (20 a second for each host it watches).
 fn keyed(secret: &str) -> HmacSha256 {
     HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length")
+}
+
+/// The hex signature of `body` under `key`.
+fn sign_with(key: &HmacSha256, body: &str) -> String {
+    hex::encode(key.clone().chain_update(body.as_bytes()).finalize().into_bytes())
+}
+
+/// Whether `signature_hex` signs `body` under `key` (decoded on the stack, compared in constant time).
+fn verify_with(key: &HmacSha256, body: &str, signature_hex: &str) -> bool {
+    let mut given = [0u8; 32];
+    hex::decode_to_slice(signature_hex, &mut given).is_ok()
+        && key.clone().chain_update(body.as_bytes()).verify_slice(&given).is_ok()
 }
 
 /// What a [`Membership`] is made from.
@@ -440,20 +445,9 @@ impl Membership {
         self.also_accepted = secrets.iter().map(|s| keyed(s)).collect();
     }
 
-    /// The hex signature of `body` under the cluster secret.
-    fn signature(&self, body: &str) -> String {
-        hex::encode(self.secret.clone().chain_update(body.as_bytes()).finalize().into_bytes())
-    }
-
     /// Whether `signature` (hex) signs `body` under the cluster secret or one still accepted.
     fn signed_by_us(&self, body: &str, signature: &str) -> bool {
-        let mut given = [0u8; 32];
-        if hex::decode_to_slice(signature, &mut given).is_err() {
-            return false;
-        }
-        std::iter::once(&self.secret)
-            .chain(&self.also_accepted)
-            .any(|key| key.clone().chain_update(body.as_bytes()).verify_slice(&given).is_ok())
+        std::iter::once(&self.secret).chain(&self.also_accepted).any(|key| verify_with(key, body, signature))
     }
 
     /// A signature of the right form (64 hex digits) is judged before the body: one that does not match is
@@ -631,14 +625,14 @@ impl Membership {
         let seq = self.number();
         let b = Beacon { node: self.node.clone(), incarnation: self.incarnation, seq, acks };
         let body = serde_json::to_string(&b).expect("a beacon always serializes to JSON");
-        let signature = self.signature(&body);
+        let signature = sign_with(&self.secret, &body);
         serde_json::to_vec(&SignedHeartbeat { body, signature }).expect("a signed beacon serializes")
     }
 
     /// Signs a heartbeat with the cluster secret: the JSON is written once and the signature covers that text.
     pub fn sign(&self, hb: &Heartbeat) -> SignedHeartbeat {
         let body = serde_json::to_string(hb).expect("a heartbeat always serializes to JSON");
-        let signature = self.signature(&body);
+        let signature = sign_with(&self.secret, &body);
         SignedHeartbeat { body, signature }
     }
 
